@@ -1,0 +1,62 @@
+/**
+ * Canonical JSON and SHA-256 digests: the content address of images and
+ * JIT tools, the argument digest of journal and audit records, and the links
+ * of the audit hash chain all use these two functions.
+ *
+ * @module
+ */
+
+/**
+ * Serializes a JSON value with object keys sorted at every depth and no
+ * insignificant whitespace, so equal values always give equal text.
+ * `undefined` members are dropped, as `JSON.stringify` does.
+ *
+ * @example
+ * ```ts
+ * import { canonicalJson } from "./digest.ts";
+ * console.assert(canonicalJson({ b: 1, a: [true, null] }) === '{"a":[true,null],"b":1}');
+ * ```
+ */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(sortKeys(value));
+}
+
+function sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value === null || typeof value !== "object") return value;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value).sort()) {
+    const member = (value as Record<string, unknown>)[key];
+    if (member !== undefined) {
+      Object.defineProperty(out, key, {
+        value: sortKeys(member),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * Hex SHA-256 of a string (UTF-8) or bytes.
+ *
+ * @example
+ * ```ts
+ * import { sha256Hex } from "./digest.ts";
+ * const hex = await sha256Hex("abc");
+ * console.assert(hex.startsWith("ba7816bf"));
+ * ```
+ */
+export async function sha256Hex(data: string | Uint8Array): Promise<string> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const hash = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
+  return Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
+
+/** Hex SHA-256 of the canonical JSON of a value. */
+export function digestOf(value: unknown): Promise<string> {
+  return sha256Hex(canonicalJson(value));
+}

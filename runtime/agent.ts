@@ -1,0 +1,102 @@
+/**
+ * The built-in `libos:agent` program: the tool-calling agent loop. It runs
+ * inside the process's Worker like any other program, so every model call
+ * and every tool effect is a syscall the broker decides.
+ *
+ * model → tool calls through the tool table → results → model, until the
+ * model calls `exit`, answers without tool calls, or its script says `exit`.
+ * A refused tool call becomes an error result for the model and the loop goes
+ * on (SPEC section 10).
+ *
+ * @module
+ */
+
+import type { ModelReply, Sys } from "./libc.ts";
+import { BUILTIN_TOOLS, type Tool } from "../tools/builtin.ts";
+
+/** What the host tells the agent loop about its image. */
+export interface AgentConfig {
+  /** The image's system prompt. */
+  system?: string;
+  /** The image's tool table (built-in tool names). */
+  tools: string[];
+  /** Upper bound on model turns, a guard against a runaway loop. */
+  maxSteps?: number;
+}
+
+type ChatMessage = Parameters<Sys["model"]["complete"]>[0]["messages"][number];
+
+/** Turns the program input into the first user message. */
+function userText(input: unknown): string {
+  if (input === undefined || input === null) return "Begin.";
+  return typeof input === "string" ? input : JSON.stringify(input);
+}
+
+function errorResult(error: unknown): { error: { code: string; message: string } } {
+  const code = (error as { code?: unknown })?.code;
+  return {
+    error: {
+      code: typeof code === "string" ? code : "EINVAL",
+      message: error instanceof Error ? error.message : String(error),
+    },
+  };
+}
+
+/**
+ * Runs the agent loop to its end and returns the process result.
+ *
+ * @example
+ * ```ts ignore
+ * const result = await runAgent(sys, "Summarize the repository", { tools: ["read_file", "exit"] });
+ * ```
+ */
+export async function runAgent(
+  sys: Sys,
+  input: unknown,
+  config: AgentConfig,
+): Promise<unknown> {
+  const table = new Map<string, Tool>();
+  for (const name of config.tools) {
+    const tool = BUILTIN_TOOLS[name];
+    if (tool) table.set(name, tool);
+  }
+  const tools = [...table.values()].map(({ name, description, input }) => ({
+    name,
+    description,
+    input: input as unknown as Record<string, never>,
+  }));
+  const messages: ChatMessage[] = [];
+  if (config.system) messages.push({ role: "system", content: config.system });
+  messages.push({ role: "user", content: userText(input) });
+
+  const maxSteps = config.maxSteps ?? 1000;
+  for (let step = 0; step < maxSteps; step++) {
+    const reply: ModelReply = await sys.model.complete({ messages, tools });
+    messages.push(reply.message);
+    const calls = reply.message.tool_calls ?? [];
+    for (const call of calls) {
+      const tool = table.get(call.name);
+      let result: unknown;
+      if (!tool) {
+        result = {
+          error: { code: "ENOSYS", message: `Unknown tool "${call.name}"` },
+        };
+      } else {
+        try {
+          result = await tool.run(call.arguments, sys);
+        } catch (error) {
+          result = errorResult(error);
+        }
+      }
+      messages.push({
+        role: "tool",
+        tool_call_id: call.id,
+        name: call.name,
+        content: JSON.stringify(result ?? null),
+      });
+      if (call.name === "exit" && tool) return call.arguments.result ?? null;
+    }
+    if (calls.length === 0 || reply.exit) return reply.message.content ?? null;
+  }
+  throw new Error(`Agent loop stopped after ${maxSteps} steps`);
+}

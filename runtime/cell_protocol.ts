@@ -1,0 +1,39 @@
+/**
+ * The messages between the host, a cell subprocess and the Worker in it.
+ * Host and cell speak NDJSON over the cell's stdin and stdout; every line
+ * the cell writes starts with the per-cell token the host sent first, so
+ * output a program writes to stdout can never pass for a protocol message.
+ *
+ * @module
+ */
+
+import type { SyscallReply } from "../broker/abi.ts";
+import type { AgentConfig } from "./agent.ts";
+
+/** How the program of a process is given to its Worker. */
+export type ProgramEntry =
+  | { kind: "agent"; config: AgentConfig }
+  | { kind: "module"; source: string };
+
+/** Host → cell, the first line: the token and the cell's limits. */
+export interface CellHello {
+  t: "hello";
+  token: string;
+  maxMessageBytes: number;
+}
+
+/** Host → cell → Worker. */
+export type CellToWorker =
+  | { t: "start"; pid: number; entry: ProgramEntry; input: unknown }
+  | ({ t: "reply" } & SyscallReply);
+
+/** Worker → cell → host. */
+export type WorkerToCell =
+  | { t: "syscall"; id: number; name: string; args: unknown }
+  | { t: "fail"; code?: string; message: string };
+
+/** Cell → host (besides relayed Worker messages). */
+export type CellToHost =
+  | WorkerToCell
+  | { t: "ready" }
+  | { t: "crash"; message: string };

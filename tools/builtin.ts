@@ -1,0 +1,166 @@
+/**
+ * The built-in LLM-facing tools (SPEC section 10). Each is a thin wrapper
+ * over syscalls: it shapes the model's arguments into one or two `sys` calls
+ * and shapes the answer into a JSON result. None carries authority; the
+ * broker decides every call.
+ *
+ * @example
+ * ```ts
+ * import { BUILTIN_TOOLS } from "./builtin.ts";
+ * console.assert(BUILTIN_TOOLS.read_file.input.required?.includes("path"));
+ * ```
+ *
+ * @module
+ */
+
+import type { Sys } from "../runtime/libc.ts";
+
+/** A JSON Schema object describing a tool's arguments. */
+export interface ToolInputSchema {
+  type: "object";
+  properties: Record<string, unknown>;
+  required?: string[];
+  additionalProperties?: boolean;
+}
+
+/** A tool module: what the model sees and what runs when it is called. */
+export interface Tool {
+  name: string;
+  description: string;
+  input: ToolInputSchema;
+  manifest: { capabilities: string[] };
+  run(args: Record<string, unknown>, sys: Sys): Promise<unknown>;
+}
+
+/** Thrown for a tool call whose arguments do not fit the tool's schema. */
+export class ToolArgumentError extends Error {
+  /** Always `EINVAL`, so the agent loop reports it like a refused syscall. */
+  readonly code = "EINVAL";
+}
+
+function text(args: Record<string, unknown>, key: string): string {
+  const value = args[key];
+  if (typeof value !== "string") {
+    throw new ToolArgumentError(`Argument "${key}" must be a string`);
+  }
+  return value;
+}
+
+function optionalText(
+  args: Record<string, unknown>,
+  key: string,
+): string | undefined {
+  return args[key] === undefined ? undefined : text(args, key);
+}
+
+function schema(
+  properties: Record<string, unknown>,
+  required: string[],
+): ToolInputSchema {
+  return { type: "object", properties, required, additionalProperties: false };
+}
+
+const str = { type: "string" };
+
+function tool(
+  name: string,
+  description: string,
+  input: ToolInputSchema,
+  run: Tool["run"],
+): Tool {
+  return { name, description, input, manifest: { capabilities: [] }, run };
+}
+
+/** The built-in tools by name. */
+export const BUILTIN_TOOLS: Readonly<Record<string, Tool>> = Object.freeze({
+  read_file: tool(
+    "read_file",
+    "Read a UTF-8 text file.",
+    schema({ path: str }, ["path"]),
+    async (args, sys) => ({ content: await sys.fs.read(text(args, "path")) }),
+  ),
+  write_file: tool(
+    "write_file",
+    "Create or replace a text file.",
+    schema({ path: str, content: str }, ["path", "content"]),
+    (args, sys) => sys.fs.write(text(args, "path"), text(args, "content")),
+  ),
+  delete_file: tool(
+    "delete_file",
+    "Delete a file.",
+    schema({ path: str }, ["path"]),
+    async (args, sys) => {
+      await sys.fs.remove(text(args, "path"));
+      return { deleted: text(args, "path") };
+    },
+  ),
+  list_dir: tool(
+    "list_dir",
+    "List a directory.",
+    schema({ path: str }, ["path"]),
+    async (args, sys) => ({ entries: await sys.fs.list(text(args, "path")) }),
+  ),
+  obj_get: tool(
+    "obj_get",
+    "Read a typed object from Object Memory.",
+    schema({ namespace: str, name: str }, ["namespace", "name"]),
+    (args, sys) => sys.obj.get(text(args, "namespace"), text(args, "name")),
+  ),
+  obj_put: tool(
+    "obj_put",
+    "Write a typed object to Object Memory.",
+    schema({ namespace: str, name: str, value: {}, type: str }, [
+      "namespace",
+      "name",
+      "value",
+    ]),
+    (args, sys) =>
+      sys.obj.put(text(args, "namespace"), text(args, "name"), args.value, {
+        type: optionalText(args, "type"),
+      }),
+  ),
+  spawn_agent: tool(
+    "spawn_agent",
+    "Start a child agent from a registered image.",
+    schema({
+      image: str,
+      input: {},
+      capabilities: { type: "array", items: str },
+    }, ["image"]),
+    (args, sys) => {
+      const capabilities = args.capabilities;
+      if (
+        capabilities !== undefined &&
+        (!Array.isArray(capabilities) ||
+          !capabilities.every((c) => typeof c === "string"))
+      ) {
+        throw new ToolArgumentError(
+          'Argument "capabilities" must be an array of strings',
+        );
+      }
+      return sys.proc.spawn({
+        image: text(args, "image"),
+        input: args.input as never,
+        capabilities: capabilities as string[] | undefined,
+      });
+    },
+  ),
+  wait_agent: tool(
+    "wait_agent",
+    "Wait for a child agent to end and return its state and result.",
+    schema({ pid: { type: "integer" } }, ["pid"]),
+    async (args, sys) => {
+      if (!Number.isInteger(args.pid)) {
+        throw new ToolArgumentError('Argument "pid" must be an integer');
+      }
+      const { state, result, error } = await sys.proc.wait(args.pid as number);
+      return { state, result, error };
+    },
+  ),
+  exit: tool(
+    "exit",
+    "Finish this agent with an optional result.",
+    schema({ result: {} }, []),
+    (args) => Promise.resolve({ exiting: true, result: args.result }),
+  ),
+});
