@@ -25,8 +25,124 @@ export type SyscallReply =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: { code: ErrorCode; message: string } };
 
+/** A JSON value (validated as JSON by the schemas; typed loosely for callers). */
+export type Json = unknown;
+
+/** A policy decision. */
+export type PolicyDecision = "allow" | "deny" | "ask";
+
+/** A tool call in a model message. */
+export interface AbiToolCall {
+  id: string;
+  name: string;
+  arguments: Record<string, Json>;
+}
+
+/** A message exchanged with a model. */
+export type AbiMessage =
+  | { role: "system" | "user"; content: string }
+  | { role: "assistant"; content?: string; tool_calls?: AbiToolCall[] }
+  | { role: "tool"; tool_call_id: string; name: string; content: string };
+
+/** A tool as the model sees it. */
+export interface AbiToolSpec {
+  name: string;
+  description: string;
+  input: Record<string, Json>;
+}
+
+type Empty = Record<string, never>;
+
+/** The argument object of every syscall of ABI v1. */
+export interface SyscallArgsMap {
+  "proc.self": Empty;
+  "proc.spawn": {
+    image: string;
+    input?: Json;
+    capabilities?: string[];
+    policy?: Record<string, PolicyDecision>;
+    cwd?: string;
+    onParentExit?: "kill" | "orphan";
+  };
+  "proc.fork": { capabilities?: string[]; input?: Json };
+  "proc.exec": { image: string; input?: Json };
+  "proc.wait": { pid: number; timeoutMs?: number };
+  "proc.signal": {
+    pid: number;
+    signal: "pause" | "resume" | "interrupt" | "terminate" | "kill";
+  };
+  "proc.exit": { result?: Json };
+  "proc.children": Empty;
+  "proc.chdir": { path: string };
+  "proc.cwd": Empty;
+  "fs.read": { path: string; maxBytes?: number };
+  "fs.write": { path: string; content: string };
+  "fs.append": { path: string; content: string };
+  "fs.list": { path: string };
+  "fs.stat": { path: string };
+  "fs.mkdir": { path: string; recursive?: boolean };
+  "fs.remove": { path: string; recursive?: boolean };
+  "fs.rename": { from: string; to: string };
+  "obj.put": {
+    namespace: string;
+    name: string;
+    value: Json;
+    type?: string;
+    expectedVersion?: number;
+  };
+  "obj.get": { namespace: string; name: string };
+  "obj.list": { namespace: string; prefix?: string };
+  "obj.delete": { namespace: string; name: string };
+  "obj.define_type": { namespace: string; name: string; schema: Record<string, Json> };
+  "obj.share": { namespace: string; pid: number; rights: ("read" | "write" | "delete")[] };
+  "time.now": Empty;
+  "time.sleep": { ms: number };
+  "event.emit": { topic: string; data?: Json };
+  "event.wait": { topic: string; timeoutMs?: number };
+  "msg.send": { pid: number; data: Json };
+  "msg.recv": { timeoutMs?: number };
+  "human.ask": {
+    question: string;
+    kind?: "text" | "choice" | "boolean" | "number";
+    choices?: string[];
+  };
+  "human.request_permission": { capability: string; reason?: string };
+  "human.notify": { message: string };
+  "model.complete": { messages: AbiMessage[]; tools?: AbiToolSpec[]; model?: string };
+  "exec.run": { argv: string[]; cwd?: string; timeoutMs?: number; maxOutputBytes?: number };
+  "net.fetch": {
+    url: string;
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string;
+  };
+  "tool.register": {
+    name: string;
+    description: string;
+    input: Record<string, Json>;
+    manifest: { capabilities: string[] };
+    source: string;
+  };
+  "tool.call": { name: string; args: Record<string, Json> };
+  "tool.list": Empty;
+  "image.register": { image: Record<string, Json> };
+  "image.list": Empty;
+  "cap.list": Empty;
+  "cap.request": { capability: string; reason?: string };
+  "cap.delegate": { pid: number; capability: string };
+  "cap.drop": { id: string };
+  "ckpt.save": { state: Json };
+  "ckpt.list": Empty;
+}
+
+/** The name of a syscall of ABI v1. */
+export type SyscallName = keyof SyscallArgsMap;
+
+/** The validated argument type of syscall `N`. */
+export type SyscallArgs<N extends SyscallName> = SyscallArgsMap[N];
+
 const path = z.string().min(1).max(4096);
-const json: z.ZodType<unknown> = z.json();
+const json = z.json() as z.ZodType<Json>;
 const pid = z.number().int().positive();
 const namespace = z.string().min(1).max(200);
 const objectName = z.string().min(1).max(200);
@@ -64,7 +180,7 @@ const toolSpec = z.object({
 const empty = z.object({}).strict();
 
 /** Argument schemas, one per syscall of ABI v1. */
-export const SYSCALL_ARGS = {
+export const SYSCALL_ARGS: { readonly [N in SyscallName]: z.ZodType<SyscallArgsMap[N]> } = {
   "proc.self": empty,
   "proc.spawn": z.object({
     image: z.string().min(1).max(200),
@@ -188,15 +304,7 @@ export const SYSCALL_ARGS = {
   "cap.drop": z.object({ id: z.string().min(1).max(200) }).strict(),
   "ckpt.save": z.object({ state: json }).strict(),
   "ckpt.list": empty,
-} as const;
-
-/** The name of a syscall of ABI v1. */
-export type SyscallName = keyof typeof SYSCALL_ARGS;
-
-/** The validated argument type of syscall `N`. */
-export type SyscallArgs<N extends SyscallName> = z.infer<
-  typeof SYSCALL_ARGS[N]
->;
+};
 
 /** Every syscall name of ABI v1, in table order. */
 export const SYSCALL_NAMES: readonly SyscallName[] = Object.keys(

@@ -130,7 +130,9 @@ export class Cell {
     const exit = await Promise.race([isReady.then(() => null), cell.exited]);
     if (exit) {
       throw new Error(
-        `Cannot start a cell: it exited with code ${exit.code}${exit.reason ? ` (${exit.reason})` : ""}`,
+        `Cannot start a cell: it exited with code ${exit.code}${
+          exit.reason ? ` (${exit.reason})` : ""
+        }`,
       );
     }
     return cell;

@@ -8,12 +8,7 @@
  */
 
 import { WORKER_SOURCE } from "./_worker_bundle.ts";
-import type {
-  CellHello,
-  CellToHost,
-  CellToWorker,
-  WorkerToCell,
-} from "./cell_protocol.ts";
+import type { CellHello, CellToHost, CellToWorker, WorkerToCell } from "./cell_protocol.ts";
 
 const encoder = new TextEncoder();
 const stdout = Deno.stdout.writable.getWriter();
@@ -27,10 +22,32 @@ function send(message: CellToHost): void {
   writing = writing.then(() => stdout.write(encoder.encode(line)));
 }
 
-function crash(message: string): never {
+let crashed = false;
+
+/** Reports a fatal problem to the host and ends the cell once it is written. */
+function crash(message: string): void {
+  if (crashed) return;
+  crashed = true;
+  worker?.terminate();
   send({ t: "crash", message });
   writing.finally(() => Deno.exit(70));
-  throw new Error(message);
+}
+
+/** Why a Worker message may not be relayed, or undefined when it may. */
+function problemWith(message: WorkerToCell): string | undefined {
+  let size: number;
+  try {
+    size = JSON.stringify(message).length;
+  } catch {
+    return "The program sent a message that is not JSON";
+  }
+  if (size > maxMessageBytes) {
+    return `The program sent a message of ${size} bytes, over the ${maxMessageBytes}-byte limit`;
+  }
+  if (message?.t !== "syscall" && message?.t !== "fail") {
+    return "The program sent a message that is not a syscall";
+  }
+  return undefined;
 }
 
 function startWorker(): Worker {
@@ -42,22 +59,10 @@ function startWorker(): Worker {
     deno: { permissions: "none" },
   } as WorkerOptions);
   w.onmessage = (event: MessageEvent<WorkerToCell>) => {
-    const message = event.data;
-    let size: number;
-    try {
-      size = JSON.stringify(message).length;
-    } catch {
-      crash("The program sent a message that is not JSON");
-    }
-    if (size > maxMessageBytes) {
-      crash(
-        `The program sent a message of ${size} bytes, over the ${maxMessageBytes}-byte limit`,
-      );
-    }
-    if (message?.t !== "syscall" && message?.t !== "fail") {
-      crash("The program sent a message that is not a syscall");
-    }
-    send(message);
+    if (crashed) return;
+    const problem = problemWith(event.data);
+    if (problem) crash(problem);
+    else send(event.data);
   };
   w.onerror = (event) => {
     event.preventDefault();
@@ -77,10 +82,10 @@ function handle(line: string): void {
   }
   const message = JSON.parse(line) as CellToWorker;
   if (message.t === "start") {
-    if (worker) crash("This cell already runs a process");
+    if (worker) return crash("This cell already runs a process");
     worker = startWorker();
   }
-  worker?.postMessage(message);
+  if (!crashed) worker?.postMessage(message);
 }
 
 const decoder = new TextDecoder();

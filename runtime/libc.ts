@@ -232,13 +232,10 @@ export function createSys(transport: Transport): Sys {
       put: (namespace, name, value, options = {}) =>
         call("obj.put", { namespace, name, value, ...options }),
       get: (namespace, name) => call("obj.get", { namespace, name }),
-      list: (namespace, options = {}) =>
-        call("obj.list", { namespace, ...options }),
+      list: (namespace, options = {}) => call("obj.list", { namespace, ...options }),
       delete: (namespace, name) => call("obj.delete", { namespace, name }),
-      defineType: (namespace, name, schema) =>
-        call("obj.define_type", { namespace, name, schema }),
-      share: (namespace, pid, rights) =>
-        call("obj.share", { namespace, pid, rights }),
+      defineType: (namespace, name, schema) => call("obj.define_type", { namespace, name, schema }),
+      share: (namespace, pid, rights) => call("obj.share", { namespace, pid, rights }),
     },
     time: {
       now: () => call("time.now"),
@@ -253,8 +250,7 @@ export function createSys(transport: Transport): Sys {
       recv: (options = {}) => call("msg.recv", options),
     },
     human: {
-      ask: (question, options = {}) =>
-        call("human.ask", { question, ...options }),
+      ask: (question, options = {}) => call("human.ask", { question, ...options }),
       requestPermission: (capability, reason) =>
         call("human.request_permission", { capability, reason }),
       notify: (message) => call("human.notify", { message }),
@@ -273,10 +269,8 @@ export function createSys(transport: Transport): Sys {
     },
     cap: {
       list: () => call("cap.list"),
-      request: (capability, reason) =>
-        call("cap.request", { capability, reason }),
-      delegate: (pid, capability) =>
-        call("cap.delegate", { pid, capability }),
+      request: (capability, reason) => call("cap.request", { capability, reason }),
+      delegate: (pid, capability) => call("cap.delegate", { pid, capability }),
       drop: (id) => call("cap.drop", { id }),
     },
     ckpt: {

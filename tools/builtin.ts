@@ -81,9 +81,20 @@ export const BUILTIN_TOOLS: Readonly<Record<string, Tool>> = Object.freeze({
   ),
   write_file: tool(
     "write_file",
-    "Create or replace a text file.",
+    "Create or replace a text file, creating missing parent directories.",
     schema({ path: str, content: str }, ["path", "content"]),
-    (args, sys) => sys.fs.write(text(args, "path"), text(args, "content")),
+    async (args, sys) => {
+      const path = text(args, "path");
+      const content = text(args, "content");
+      try {
+        return await sys.fs.write(path, content);
+      } catch (error) {
+        const parent = path.slice(0, path.lastIndexOf("/"));
+        if ((error as { code?: string }).code !== "ENOENT" || !parent) throw error;
+        await sys.fs.mkdir(parent, { recursive: true });
+        return await sys.fs.write(path, content);
+      }
+    },
   ),
   delete_file: tool(
     "delete_file",

@@ -1,0 +1,529 @@
+/**
+ * The audit trail (SPEC section 12): append-only, hash-chained records in KV.
+ *
+ * Each record carries the hash of the record before it, and its own hash
+ * covers every other field, so editing, removing or reordering a stored
+ * record breaks the chain where it happened. The head entry
+ * `["audit", "head"]` names the last record; records are stored under
+ * `["audit", "rec", seq]`.
+ *
+ * The broker's group-commit writer adds audit records to its own KV
+ * transaction through {@link AuditLog.appendTo}, so an operation's journal
+ * entry and its audit record commit together. Argument summaries come from
+ * {@link summarizeArgs}, which keeps secrets and contents out of the trail.
+ *
+ * @example
+ * ```ts
+ * import { AuditLog } from "./audit.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const audit = new AuditLog(kv);
+ * await audit.append([{
+ *   at: Date.now(), pid: 1, image: "demo@1.0.0", syscall: "fs.read",
+ *   args: '{"path":"README.md"}', argsDigest: "0".repeat(64),
+ *   decision: "allow", outcome: "ok",
+ * }]);
+ * const result = await audit.verify();
+ * console.assert(result.ok && result.count === 1);
+ * kv.close();
+ * ```
+ *
+ * @module
+ */
+
+import { canonicalJson, sha256Hex } from "./digest.ts";
+
+/** The policy decision a syscall was taken under. */
+export type AuditDecision = "allow" | "deny" | "ask";
+
+/** How a syscall ended; `uncertain` marks an effect a crash left unknown. */
+export type AuditOutcome = "ok" | "error" | "uncertain";
+
+/** What the broker hands in for one syscall. */
+export interface AuditEntry {
+  /** Time of the call, in milliseconds since the epoch. */
+  at: number;
+  /** The calling process (0 for the operator). */
+  pid: number;
+  /** The calling process's image tag. */
+  image: string;
+  /** The tool the call was made from, if any. */
+  tool?: string;
+  /** The syscall name, e.g. `fs.read`. */
+  syscall: string;
+  /** Argument summary from {@link summarizeArgs}: no secrets, no contents. */
+  args: string;
+  /** Digest of the full arguments. */
+  argsDigest: string;
+  /** The policy decision. */
+  decision: AuditDecision;
+  /** The capability (or capabilities) the call used. */
+  capability?: string;
+  /** The human approval the call used. */
+  approval?: string;
+  /** How the call ended. */
+  outcome: AuditOutcome;
+  /** The ABI error code of a failed call. */
+  code?: string;
+  /** The error message of a failed call. */
+  reason?: string;
+}
+
+/** A stored audit record: an entry with its place in the chain. */
+export interface AuditRecord extends AuditEntry {
+  /** Position in the trail, from 1. */
+  seq: number;
+  /** Hash of the previous record (or of {@link GENESIS}). */
+  prevHash: string;
+  /** `sha256Hex(canonicalJson(record without hash))`. */
+  hash: string;
+}
+
+/** The last record of the chain: its seq and hash. */
+export interface AuditHead {
+  /** Seq of the last record; 0 for an empty trail. */
+  seq: number;
+  /** Hash of the last record. */
+  hash: string;
+}
+
+/** The head of an empty trail. */
+export const GENESIS: AuditHead = Object.freeze({
+  seq: 0,
+  hash: "0".repeat(64),
+});
+
+/** The result of {@link AuditLog.verify}. */
+export type AuditVerifyResult =
+  | { ok: true; count: number }
+  | { ok: false; count: number; seq: number; reason: string };
+
+/** Options for {@link AuditLog.list}. */
+export interface AuditListOptions {
+  /** Only the records of this process. */
+  pid?: number;
+  /** Only the records after this seq. */
+  afterSeq?: number;
+  /** At most this many records. */
+  limit?: number;
+}
+
+const HEAD_KEY: Deno.KvKey = ["audit", "head"];
+const MAX_APPEND_ATTEMPTS = 200;
+const RECORD_PREFIX: Deno.KvKey = ["audit", "rec"];
+
+/** Longest text kept in one field of a record, so a record fits a KV value. */
+const MAX_FIELD_CHARS: Readonly<Record<string, number>> = {
+  image: 200,
+  tool: 200,
+  syscall: 100,
+  args: 500,
+  argsDigest: 100,
+  capability: 2000,
+  approval: 200,
+  code: 50,
+  reason: 500,
+};
+
+const ENTRY_FIELDS = [
+  "at",
+  "pid",
+  "image",
+  "tool",
+  "syscall",
+  "args",
+  "argsDigest",
+  "decision",
+  "capability",
+  "approval",
+  "outcome",
+  "code",
+  "reason",
+] as const;
+
+/**
+ * Links `entries` onto the chain that ends at `head`: seq numbers follow
+ * `head.seq`, each record's `prevHash` is the hash before it, and its `hash`
+ * covers all its other fields. Unknown fields are dropped and overlong text
+ * fields are cut, so a record always fits one KV value.
+ *
+ * @example
+ * ```ts
+ * import { chain, GENESIS } from "./audit.ts";
+ * const { records, head } = await chain(GENESIS, [{
+ *   at: 0, pid: 1, image: "demo@1.0.0", syscall: "time.now", args: "{}",
+ *   argsDigest: "0".repeat(64), decision: "allow", outcome: "ok",
+ * }]);
+ * console.assert(records[0].seq === 1 && records[0].prevHash === GENESIS.hash);
+ * console.assert(head.hash === records[0].hash);
+ * ```
+ */
+export async function chain(
+  head: AuditHead,
+  entries: readonly AuditEntry[],
+): Promise<{ records: AuditRecord[]; head: AuditHead }> {
+  const records: AuditRecord[] = [];
+  let current = head;
+  for (const entry of entries) {
+    const body = {
+      ..._normalizeEntry(entry),
+      seq: current.seq + 1,
+      prevHash: current.hash,
+    };
+    const record: AuditRecord = { ...body, hash: await _hashOf(body) };
+    records.push(record);
+    current = { seq: record.seq, hash: record.hash };
+  }
+  return { records, head: current };
+}
+
+function _normalizeEntry(entry: AuditEntry): AuditEntry {
+  const out: Record<string, unknown> = {};
+  for (const field of ENTRY_FIELDS) {
+    const value = entry[field];
+    if (value === undefined) continue;
+    const max = MAX_FIELD_CHARS[field];
+    out[field] = typeof value === "string" && max !== undefined ? _clip(value, max) : value;
+  }
+  return out as unknown as AuditEntry;
+}
+
+function _hashOf(record: Omit<AuditRecord, "hash">): Promise<string> {
+  return sha256Hex(canonicalJson(record));
+}
+
+function _clip(text: string, max: number): string {
+  return text.length > max ? text.slice(0, max - 1) + "…" : text;
+}
+
+// ---------------------------------------------------------------------------
+// Argument summaries
+
+/** Keys whose values are contents: only their size is kept. */
+const CONTENT_KEYS = new Set([
+  "content",
+  "data",
+  "body",
+  "value",
+  "answer",
+  "state",
+  "source",
+  "input",
+  "messages",
+]);
+
+/** Further content keys of particular syscalls. */
+const SYSCALL_CONTENT_KEYS: Readonly<Record<string, readonly string[]>> = {
+  "proc.exit": ["result"],
+  "model.complete": ["tools"],
+  "msg.send": ["message", "payload"],
+  "event.emit": ["payload"],
+};
+
+const SECRET_KEY = /token|secret|password|authorization|api[_-]?key/i;
+const SECRET_FLAG = /^--?[\w-]*(?:token|secret|password|passwd|authorization|api[_-]?key)[\w-]*$/i;
+const INLINE_SECRET =
+  /((?:token|secret|password|passwd|authorization|api[_-]?key)["']?\s*[:=]\s*["']?)[^\s"'&,;]+/gi;
+const BEARER = /\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+/gi;
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^/@\s]+@/gi;
+const URL_SECRET_PARAM =
+  /([?&][^=&#\s]*(?:token|secret|password|authorization|api[_-]?key|sig|signature)[^=&#\s]*=)[^&#\s]+/gi;
+
+const REDACTED = "<redacted>";
+const MAX_STRING = 200;
+const MAX_SUMMARY = 500;
+const MAX_DEPTH = 4;
+const MAX_ITEMS = 20;
+
+/**
+ * A short one-line summary of a syscall's arguments for the audit trail,
+ * with no secrets and no contents: values under content keys (`content`,
+ * `data`, `body`, `value`, `answer`, `state`, `source`, `input`, `messages`,
+ * and a few per syscall) become `<N bytes>`; values under keys that name a
+ * secret (`token`, `secret`, `password`, `authorization`, `apiKey`, …), an
+ * argv element after a flag that names one, and secrets written inline
+ * (`Bearer …`, `password=…`, URL credentials) become `<redacted>`; strings
+ * over 200 characters are cut with `…`, and the whole summary is at most 500
+ * characters.
+ *
+ * @example
+ * ```ts
+ * import { summarizeArgs } from "./audit.ts";
+ * const text = summarizeArgs("fs.write", { path: "notes.txt", content: "hello" });
+ * console.assert(text === '{"path":"notes.txt","content":"<7 bytes>"}');
+ * ```
+ */
+export function summarizeArgs(syscall: string, args: unknown): string {
+  const contentKeys = new Set([
+    ...CONTENT_KEYS,
+    ...(SYSCALL_CONTENT_KEYS[syscall] ?? []),
+  ]);
+  let text: string;
+  try {
+    text = JSON.stringify(_summarize(args, contentKeys, 0)) ?? "null";
+  } catch {
+    text = '"<unserializable>"';
+  }
+  return _clip(text, MAX_SUMMARY);
+}
+
+function _summarize(
+  value: unknown,
+  contentKeys: ReadonlySet<string>,
+  depth: number,
+): unknown {
+  if (typeof value === "string") return _clip(_scrub(value), MAX_STRING);
+  if (
+    value === null || typeof value === "number" || typeof value === "boolean"
+  ) return value;
+  if (value === undefined) return undefined;
+  if (typeof value !== "object") return `<${typeof value}>`;
+  if (depth >= MAX_DEPTH) return "<…>";
+  if (Array.isArray(value)) {
+    const out: unknown[] = [];
+    for (let i = 0; i < Math.min(value.length, MAX_ITEMS); i++) {
+      const previous = value[i - 1];
+      out.push(
+        typeof previous === "string" && SECRET_FLAG.test(previous)
+          ? REDACTED
+          : _summarize(value[i], contentKeys, depth + 1),
+      );
+    }
+    if (value.length > MAX_ITEMS) {
+      out.push(`<${value.length - MAX_ITEMS} more>`);
+    }
+    return out;
+  }
+  const out: Record<string, unknown> = {};
+  const keys = Object.keys(value);
+  for (const key of keys.slice(0, MAX_ITEMS)) {
+    const member = (value as Record<string, unknown>)[key];
+    const shown = SECRET_KEY.test(key)
+      ? REDACTED
+      : contentKeys.has(key.toLowerCase())
+      ? `<${_jsonBytes(member)} bytes>`
+      : _summarize(member, contentKeys, depth + 1);
+    Object.defineProperty(out, _clip(_scrub(key), MAX_STRING), {
+      value: shown,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  if (keys.length > MAX_ITEMS) out["…"] = `<${keys.length - MAX_ITEMS} more>`;
+  return out;
+}
+
+/** Removes secrets written inline in a string. */
+function _scrub(text: string): string {
+  return text
+    .replace(URL_USERINFO, `$1${REDACTED}@`)
+    .replace(URL_SECRET_PARAM, `$1${REDACTED}`)
+    .replace(BEARER, `$1 ${REDACTED}`)
+    .replace(INLINE_SECRET, `$1${REDACTED}`);
+}
+
+function _jsonBytes(value: unknown): number {
+  try {
+    const text = JSON.stringify(value);
+    return text === undefined ? 0 : new TextEncoder().encode(text).length;
+  } catch {
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The log in KV
+
+/**
+ * The audit trail in KV. The broker writes through {@link appendTo} inside
+ * its own transaction; {@link append} is a self-contained writer for small
+ * users and tests; {@link list} and {@link verify} read.
+ *
+ * @example
+ * ```ts
+ * import { AuditLog } from "./audit.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const audit = new AuditLog(kv);
+ * const { head, versionstamp } = await audit.head();
+ * const op = kv.atomic();
+ * const next = await audit.appendTo(op, head, versionstamp, [{
+ *   at: Date.now(), pid: 2, image: "demo@1.0.0", syscall: "time.now",
+ *   args: "{}", argsDigest: "0".repeat(64), decision: "allow", outcome: "ok",
+ * }]);
+ * console.assert((await op.commit()).ok && next.seq === 1);
+ * kv.close();
+ * ```
+ */
+export class AuditLog {
+  #kv: Deno.Kv;
+
+  /** Opens the trail stored in `kv`. */
+  constructor(kv: Deno.Kv) {
+    this.#kv = kv;
+  }
+
+  /**
+   * The current head and the versionstamp of its KV entry (null while the
+   * trail is empty), to pass to {@link appendTo}.
+   */
+  async head(): Promise<{ head: AuditHead; versionstamp: string | null }> {
+    const entry = await this.#kv.get<AuditHead>(HEAD_KEY);
+    return {
+      head: entry.value ?? GENESIS,
+      versionstamp: entry.versionstamp,
+    };
+  }
+
+  /**
+   * Adds the records of `entries` to the caller's atomic operation: a check
+   * that the head is still at `versionstamp`, one set per record and a set
+   * of the new head, which it returns. If another writer got there first,
+   * the caller's commit fails its check; read {@link head} again and retry.
+   */
+  async appendTo(
+    atomic: Deno.AtomicOperation,
+    head: AuditHead,
+    versionstamp: string | null,
+    entries: readonly AuditEntry[],
+  ): Promise<AuditHead> {
+    if (entries.length === 0) return head;
+    const linked = await chain(head, entries);
+    atomic.check({ key: HEAD_KEY, versionstamp });
+    for (const record of linked.records) {
+      atomic.set([...RECORD_PREFIX, record.seq], record);
+    }
+    atomic.set(HEAD_KEY, linked.head);
+    return linked.head;
+  }
+
+  /**
+   * Appends `entries` in a transaction of their own, retrying when a
+   * concurrent writer moved the head, and returns the stored records.
+   */
+  async append(entries: readonly AuditEntry[]): Promise<AuditRecord[]> {
+    if (entries.length === 0) return [];
+    for (let attempt = 0; attempt < MAX_APPEND_ATTEMPTS; attempt++) {
+      const { head, versionstamp } = await this.head();
+      const linked = await chain(head, entries);
+      const op = this.#kv.atomic().check({ key: HEAD_KEY, versionstamp });
+      for (const record of linked.records) {
+        op.set([...RECORD_PREFIX, record.seq], record);
+      }
+      op.set(HEAD_KEY, linked.head);
+      if ((await op.commit()).ok) return linked.records;
+    }
+    throw new Error(
+      `Cannot append ${entries.length} audit records: the head kept moving after ${MAX_APPEND_ATTEMPTS} attempts`,
+    );
+  }
+
+  /** The records in ascending seq order, optionally filtered. */
+  async *list(options: AuditListOptions = {}): AsyncGenerator<AuditRecord> {
+    const { pid, afterSeq = 0, limit = Infinity } = options;
+    if (limit <= 0) return;
+    let yielded = 0;
+    const entries = this.#kv.list<AuditRecord>({
+      start: [...RECORD_PREFIX, Math.max(0, Math.floor(afterSeq)) + 1],
+      end: [...RECORD_PREFIX, Infinity],
+    });
+    for await (const entry of entries) {
+      if (pid !== undefined && entry.value.pid !== pid) continue;
+      yield entry.value;
+      if (++yielded >= limit) return;
+    }
+  }
+
+  /**
+   * Walks the whole chain and reports the first break: a record whose hash
+   * does not match its content (edited), a missing seq or a `prevHash` that
+   * does not link (removed), a record stored under another seq (reordered),
+   * a head that does not name the last record (truncated), or records past
+   * the head (appended outside the log).
+   */
+  async verify(): Promise<AuditVerifyResult> {
+    for (let attempt = 0;; attempt++) {
+      const { head, versionstamp } = await this.head();
+      const result = await this.#verifyAgainst(head);
+      if (result !== "beyond-head") return result;
+      // Records past the head are either forged or a concurrent append that
+      // committed after the head was read; the head moves in the second case.
+      const again = await this.#kv.get(HEAD_KEY);
+      if (again.versionstamp === versionstamp || attempt >= 10) {
+        return {
+          ok: false,
+          count: head.seq,
+          seq: head.seq + 1,
+          reason: `record ${head.seq + 1} lies past the head at seq ${head.seq}`,
+        };
+      }
+    }
+  }
+
+  async #verifyAgainst(
+    head: AuditHead,
+  ): Promise<AuditVerifyResult | "beyond-head"> {
+    let previous: AuditHead = GENESIS;
+    let count = 0;
+    const fail = (seq: number, reason: string): AuditVerifyResult => ({
+      ok: false,
+      count,
+      seq,
+      reason,
+    });
+    for await (
+      const entry of this.#kv.list<AuditRecord>({ prefix: RECORD_PREFIX })
+    ) {
+      const key = entry.key[RECORD_PREFIX.length];
+      const expected = previous.seq + 1;
+      if (typeof key !== "number" || !Number.isInteger(key)) {
+        return fail(expected, `an entry with the foreign key ${String(key)}`);
+      }
+      if (key > head.seq) {
+        if (key === expected) return "beyond-head";
+        return fail(expected, `record ${expected} is missing`);
+      }
+      if (key !== expected) {
+        return fail(expected, `record ${expected} is missing`);
+      }
+      const record = entry.value;
+      if (!_isRecordShaped(record)) {
+        return fail(key, `record ${key} is malformed`);
+      }
+      if (record.seq !== key) {
+        return fail(
+          key,
+          `record ${key} holds record ${record.seq}: the trail was reordered`,
+        );
+      }
+      if (record.prevHash !== previous.hash) {
+        return fail(
+          key,
+          `record ${key} does not link to record ${previous.seq}: a record was removed or replaced`,
+        );
+      }
+      const { hash, ...body } = record;
+      if (await _hashOf(body) !== hash) {
+        return fail(key, `record ${key} does not match its hash: it was edited`);
+      }
+      previous = { seq: key, hash };
+      count++;
+    }
+    if (previous.seq !== head.seq) {
+      return fail(
+        previous.seq + 1,
+        `the head names seq ${head.seq} but the last record is ${previous.seq}: records were removed`,
+      );
+    }
+    if (previous.hash !== head.hash) {
+      return fail(head.seq, `the head does not match record ${head.seq}`);
+    }
+    return { ok: true, count };
+  }
+}
+
+function _isRecordShaped(value: unknown): value is AuditRecord {
+  if (value === null || typeof value !== "object") return false;
+  const record = value as Record<string, unknown>;
+  return typeof record.seq === "number" &&
+    typeof record.prevHash === "string" && typeof record.hash === "string";
+}

@@ -1,0 +1,289 @@
+import assert from "node:assert/strict";
+import {
+  type AuditEntry,
+  AuditLog,
+  type AuditRecord,
+  chain,
+  GENESIS,
+  summarizeArgs,
+} from "./audit.ts";
+import { canonicalJson, sha256Hex } from "./digest.ts";
+
+function entry(pid: number, syscall = "fs.read"): AuditEntry {
+  return {
+    at: 1_700_000_000_000 + pid,
+    pid,
+    image: "demo@1.0.0",
+    syscall,
+    args: `{"path":"file-${pid}.txt"}`,
+    argsDigest: "a".repeat(64),
+    decision: "allow",
+    outcome: "ok",
+  };
+}
+
+async function withLog(
+  fn: (kv: Deno.Kv, audit: AuditLog) => Promise<void>,
+): Promise<void> {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    await fn(kv, new AuditLog(kv));
+  } finally {
+    kv.close();
+  }
+}
+
+async function stored(kv: Deno.Kv, seq: number): Promise<AuditRecord> {
+  const value = (await kv.get<AuditRecord>(["audit", "rec", seq])).value;
+  assert.ok(value, `record ${seq} exists`);
+  return value;
+}
+
+Deno.test("chain() numbers, links and hashes records", async () => {
+  const { records, head } = await chain(GENESIS, [entry(1), entry(2)]);
+  assert.deepEqual(records.map((r) => r.seq), [1, 2]);
+  assert.equal(records[0].prevHash, GENESIS.hash);
+  assert.equal(records[1].prevHash, records[0].hash);
+  const { hash, ...body } = records[1];
+  assert.equal(hash, await sha256Hex(canonicalJson(body)));
+  assert.deepEqual(head, { seq: 2, hash: records[1].hash });
+
+  const next = await chain(head, [entry(3)]);
+  assert.equal(next.records[0].seq, 3);
+  assert.equal(next.records[0].prevHash, records[1].hash);
+});
+
+Deno.test("chain() drops undefined fields and cuts overlong text", async () => {
+  const { records } = await chain(GENESIS, [{
+    ...entry(1),
+    tool: undefined,
+    reason: "x".repeat(10_000),
+  }]);
+  assert.equal("tool" in records[0], false);
+  assert.ok(records[0].reason!.length <= 500);
+  assert.ok(records[0].reason!.endsWith("…"));
+});
+
+Deno.test("append() stores a chain that verify() accepts", async () => {
+  await withLog(async (_kv, audit) => {
+    assert.deepEqual(await audit.verify(), { ok: true, count: 0 });
+    await audit.append([entry(1), entry(2)]);
+    await audit.append([entry(3)]);
+    assert.deepEqual(await audit.verify(), { ok: true, count: 3 });
+    const { head } = await audit.head();
+    assert.equal(head.seq, 3);
+  });
+});
+
+Deno.test("appendTo() joins the caller's transaction and checks the head", async () => {
+  await withLog(async (kv, audit) => {
+    const { head, versionstamp } = await audit.head();
+    const op = kv.atomic().set(["journal", 1, 1], "intent");
+    const next = await audit.appendTo(op, head, versionstamp, [entry(1)]);
+    assert.equal(next.seq, 1);
+    assert.equal((await op.commit()).ok, true);
+    assert.equal((await kv.get(["journal", 1, 1])).value, "intent");
+
+    // A second writer with the same stale head loses its check, and nothing
+    // of its transaction is written.
+    const stale = kv.atomic().set(["journal", 2, 1], "intent");
+    await audit.appendTo(stale, head, versionstamp, [entry(2)]);
+    assert.equal((await stale.commit()).ok, false);
+    assert.equal((await kv.get(["journal", 2, 1])).value, null);
+    assert.deepEqual(await audit.verify(), { ok: true, count: 1 });
+  });
+});
+
+Deno.test("list() filters by pid, afterSeq and limit in seq order", async () => {
+  await withLog(async (_kv, audit) => {
+    await audit.append([entry(1), entry(2), entry(1), entry(2), entry(1)]);
+    const seqs = async (options = {}) =>
+      (await Array.fromAsync(audit.list(options))).map((r) => r.seq);
+    assert.deepEqual(await seqs(), [1, 2, 3, 4, 5]);
+    assert.deepEqual(await seqs({ pid: 1 }), [1, 3, 5]);
+    assert.deepEqual(await seqs({ afterSeq: 2 }), [3, 4, 5]);
+    assert.deepEqual(await seqs({ pid: 2, limit: 1 }), [2]);
+    assert.deepEqual(await seqs({ limit: 0 }), []);
+  });
+});
+
+Deno.test("verify() names the seq of an edited record", async () => {
+  await withLog(async (kv, audit) => {
+    await audit.append([entry(1), entry(2), entry(3)]);
+    const record = await stored(kv, 2);
+    await kv.set(["audit", "rec", 2], { ...record, decision: "deny" });
+    const result = await audit.verify();
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.seq, 2);
+    assert.match(!result.ok ? result.reason : "", /edited/);
+  });
+});
+
+Deno.test("verify() detects a record rewritten with a fresh hash", async () => {
+  await withLog(async (kv, audit) => {
+    await audit.append([entry(1), entry(2), entry(3)]);
+    const { hash: _, ...body } = await stored(kv, 2);
+    const forged = { ...body, outcome: "error" as const };
+    await kv.set(["audit", "rec", 2], {
+      ...forged,
+      hash: await sha256Hex(canonicalJson(forged)),
+    });
+    const result = await audit.verify();
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.seq, 3);
+  });
+});
+
+Deno.test("verify() detects a removed record", async () => {
+  await withLog(async (kv, audit) => {
+    await audit.append([entry(1), entry(2), entry(3), entry(4)]);
+    await kv.delete(["audit", "rec", 2]);
+    const result = await audit.verify();
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.seq, 2);
+    assert.equal(result.count, 1);
+  });
+});
+
+Deno.test("verify() detects two swapped records", async () => {
+  await withLog(async (kv, audit) => {
+    await audit.append([entry(1), entry(2), entry(3)]);
+    const second = await stored(kv, 2);
+    const third = await stored(kv, 3);
+    await kv.set(["audit", "rec", 2], third);
+    await kv.set(["audit", "rec", 3], second);
+    const result = await audit.verify();
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.seq, 2);
+  });
+});
+
+Deno.test("verify() detects a truncated tail under an intact head", async () => {
+  await withLog(async (kv, audit) => {
+    await audit.append([entry(1), entry(2), entry(3)]);
+    await kv.delete(["audit", "rec", 3]);
+    const result = await audit.verify();
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.seq, 3);
+    assert.equal(result.count, 2);
+  });
+});
+
+Deno.test("verify() detects a head that names another record", async () => {
+  await withLog(async (kv, audit) => {
+    await audit.append([entry(1), entry(2)]);
+    await kv.set(["audit", "head"], { seq: 2, hash: "f".repeat(64) });
+    const result = await audit.verify();
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.seq, 2);
+  });
+});
+
+Deno.test("verify() detects records past the head", async () => {
+  await withLog(async (kv, audit) => {
+    await audit.append([entry(1), entry(2)]);
+    const { head } = await audit.head();
+    const { records } = await chain(head, [entry(9)]);
+    await kv.set(["audit", "rec", 3], records[0]);
+    const result = await audit.verify();
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.seq, 3);
+    assert.match(!result.ok ? result.reason : "", /past the head/);
+  });
+});
+
+Deno.test("concurrent append() calls keep one valid chain", async () => {
+  await withLog(async (_kv, audit) => {
+    const writers = Array.from(
+      { length: 12 },
+      (_, i) => audit.append([entry(i + 1), entry(i + 1)]),
+    );
+    const written = await Promise.all(writers);
+    const seqs = written.flat().map((r) => r.seq).sort((a, b) => a - b);
+    assert.deepEqual(seqs, Array.from({ length: 24 }, (_, i) => i + 1));
+    assert.deepEqual(await audit.verify(), { ok: true, count: 24 });
+    // Each writer's two records stay adjacent: one transaction each.
+    for (const [first, second] of written) {
+      assert.equal(second.seq, first.seq + 1);
+      assert.equal(second.prevHash, first.hash);
+    }
+  });
+});
+
+Deno.test("summarizeArgs() keeps file contents out", () => {
+  const content = "TOP-SECRET-FILE-BODY ".repeat(20);
+  const text = summarizeArgs("fs.write", { path: "out/a.txt", content });
+  assert.equal(text.includes("TOP-SECRET-FILE-BODY"), false);
+  assert.ok(text.includes("out/a.txt"));
+  const bytes = new TextEncoder().encode(JSON.stringify(content)).length;
+  assert.ok(text.includes(`<${bytes} bytes>`));
+
+  const nested = summarizeArgs("tool.call", {
+    name: "write_file",
+    args: { path: "x", content: "NESTED-BODY" },
+  });
+  assert.equal(nested.includes("NESTED-BODY"), false);
+  assert.ok(nested.includes("write_file"));
+
+  for (
+    const [syscall, args] of [
+      ["obj.put", { namespace: "n", name: "k", value: { v: "OBJ-BODY" } }],
+      ["ckpt.save", { state: { s: "STATE-BODY" } }],
+      ["model.complete", { messages: [{ role: "user", content: "MSG-BODY" }] }],
+      ["proc.exit", { result: "RESULT-BODY" }],
+      ["net.fetch", { url: "https://example.test/", body: "POST-BODY" }],
+    ] as const
+  ) {
+    const summary = summarizeArgs(syscall, args);
+    assert.equal(/[A-Z]+-BODY/.test(summary), false, summary);
+  }
+});
+
+Deno.test("summarizeArgs() redacts secrets by key, flag, header and URL", () => {
+  const secret = "sk-live-0123456789abcdef";
+  const cases: [string, unknown][] = [
+    ["net.fetch", {
+      url: "https://api.test/v1",
+      headers: { Authorization: `Bearer ${secret}`, "X-Api-Key": secret },
+    }],
+    ["net.fetch", { url: `https://api.test/v1?api_key=${secret}&q=1` }],
+    ["net.fetch", { url: `https://user:${secret}@api.test/v1` }],
+    ["exec.run", { argv: ["deploy", "--token", secret] }],
+    ["exec.run", { argv: ["deploy", `--password=${secret}`] }],
+    ["exec.run", { argv: ["curl", "-H", `Authorization: Bearer ${secret}`] }],
+    ["x.custom", { config: { db_password: secret, nested: { apiKey: secret } } }],
+  ];
+  for (const [syscall, args] of cases) {
+    const summary = summarizeArgs(syscall, args);
+    assert.equal(summary.includes(secret), false, summary);
+    assert.ok(summary.includes("<redacted>"), summary);
+  }
+  // A harmless argument next to a flag is kept.
+  assert.ok(
+    summarizeArgs("exec.run", { argv: ["git", "-C", "repo", "status"] })
+      .includes("repo"),
+  );
+});
+
+Deno.test("summarizeArgs() cuts long strings and long summaries", () => {
+  const long = summarizeArgs("fs.read", { path: "p".repeat(1000) });
+  assert.ok(long.includes("p".repeat(199) + "…"));
+  assert.equal(long.includes("p".repeat(201)), false);
+
+  const many = Object.fromEntries(
+    Array.from({ length: 100 }, (_, i) => [`key${i}`, "v".repeat(150)]),
+  );
+  const summary = summarizeArgs("x.custom", many);
+  assert.ok(summary.length <= 500);
+  assert.ok(summary.endsWith("…"));
+  assert.equal(summary.includes("\n"), false);
+});
+
+Deno.test("summarizeArgs() survives cycles and odd values", () => {
+  const cyclic: Record<string, unknown> = { path: "a" };
+  cyclic.self = cyclic;
+  const summary = summarizeArgs("fs.read", cyclic);
+  assert.ok(summary.includes('"path":"a"'));
+  assert.equal(summarizeArgs("time.now", undefined), "null");
+  assert.equal(summarizeArgs("x", { n: 10n }), '{"n":"<bigint>"}');
+});

@@ -1,0 +1,312 @@
+/**
+ * The syscall broker: the authority boundary. Every call from a process
+ * takes one path, readable top to bottom in {@link Broker.dispatch}:
+ *
+ *   validate (zod) → plan (resolve targets) → authorize (capabilities +
+ *   policy) → journal intent → run through a provider → journal + audit →
+ *   reply
+ *
+ * The broker owns no syscall semantics: a handler table (from the kernel)
+ * says, per syscall, what authority a call needs and how to run it.
+ *
+ * @module
+ */
+
+import {
+  isSyscallName,
+  SYSCALL_ARGS,
+  type SyscallArgs,
+  type SyscallName,
+  type SyscallReply,
+  type SyscallRequest,
+} from "./abi.ts";
+import { type AuditDecision, summarizeArgs } from "./audit.ts";
+import { allows, type Capability, type Operation } from "./capability.ts";
+import type { CapabilityStore } from "./capability_store.ts";
+import { canonicalJson, sha256Hex } from "./digest.ts";
+import { SyscallError, toSyscallError } from "./errors.ts";
+import { completion, type Effect, type Journal } from "./journal.ts";
+import { decide, type PolicyRule } from "./policy.ts";
+
+/** Who is calling, as the broker needs to know it. */
+export interface CallContext {
+  pid: number;
+  /** The caller's image tag, for audit. */
+  image: string;
+  /** The caller's workspace root: relative policy scopes match under it. */
+  workspace: string;
+  /** The caller's policy rules (image, operator, spawner). */
+  policy: readonly PolicyRule[];
+  /** The JIT or built-in tool making the call, when known. */
+  tool?: string;
+  /** The journal position of this call. */
+  seq: number;
+  /** Digest of `{ name, args }`, set by the broker before planning. */
+  argsDigest: string;
+}
+
+/** What a handler decides about one call before it runs. */
+export interface Plan {
+  /** The authority the call needs; empty when it acts only on the caller's own state. */
+  ops: Operation[];
+  /** How the call touches the world. */
+  effect: Effect;
+  /** Runs the call through its provider, with the capabilities that authorized it. */
+  run(grant: Grant): Promise<unknown>;
+}
+
+/** What authorization found. */
+export interface Grant {
+  decision: AuditDecision;
+  /** The capabilities used, one per operation. */
+  capabilities: Capability[];
+}
+
+/** A handler: plans one syscall. */
+export type Handler<N extends SyscallName> = (
+  ctx: CallContext,
+  args: SyscallArgs<N>,
+) => Promise<Plan> | Plan;
+
+/** The kernel's handlers, by syscall name. A missing one answers `ENOSYS`. */
+export type HandlerTable = { [N in SyscallName]?: Handler<N> };
+
+/** Collaborators of a {@link Broker}. */
+export interface BrokerOptions {
+  caps: CapabilityStore;
+  journal: Journal;
+  handlers: HandlerTable;
+  /** The clock (default `Date.now`). */
+  now?: () => number;
+}
+
+/** How an error message names the action of a syscall. */
+const ACTIONS: Readonly<Record<string, string>> = {
+  "fs.read": "read file",
+  "fs.write": "write file",
+  "fs.append": "append to file",
+  "fs.list": "list directory",
+  "fs.stat": "stat",
+  "fs.mkdir": "create directory",
+  "fs.remove": "remove",
+  "fs.rename": "rename",
+  "proc.chdir": "change directory to",
+  "proc.spawn": "spawn image",
+  "proc.signal": "signal",
+  "obj.get": "read object namespace",
+  "obj.list": "list object namespace",
+  "obj.put": "write object namespace",
+  "obj.delete": "delete from object namespace",
+  "obj.define_type": "define a type in namespace",
+  "model.complete": "call model",
+  "time.sleep": "sleep",
+};
+
+function action(name: string): string {
+  return ACTIONS[name] ?? name;
+}
+
+/**
+ * The broker.
+ *
+ * @example
+ * ```ts ignore
+ * const broker = new Broker({ caps, journal, handlers });
+ * const reply = await broker.dispatch(ctx, { id: 1, name: "fs.read", args: { path: "a.txt" } });
+ * ```
+ */
+export class Broker {
+  #caps: CapabilityStore;
+  #journal: Journal;
+  #handlers: HandlerTable;
+  #now: () => number;
+
+  /** Creates a broker. */
+  constructor(options: BrokerOptions) {
+    this.#caps = options.caps;
+    this.#journal = options.journal;
+    this.#handlers = options.handlers;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Handles one call end to end and returns the reply for the program. */
+  async dispatch(
+    ctx: Omit<CallContext, "argsDigest">,
+    request: SyscallRequest,
+  ): Promise<SyscallReply> {
+    const at = this.#now();
+    const { id, name, args } = request;
+    const call: CallContext = {
+      ...ctx,
+      argsDigest: await sha256Hex(canonicalJson({ name, args })),
+    };
+    let grant: Grant = { decision: "deny", capabilities: [] };
+    let effect: Effect = "none";
+    let reply: SyscallReply;
+    try {
+      // 1. Validate: a known syscall with arguments that fit its schema.
+      const parsedArgs = this.#validate(name, args);
+      // 2. Plan: the handler resolves targets and names the authority needed.
+      const handler = this.#handlers[name as SyscallName] as
+        | Handler<SyscallName>
+        | undefined;
+      if (!handler) {
+        throw new SyscallError("ENOSYS", `Syscall "${name}" is not implemented`);
+      }
+      const plan = await handler(call, parsedArgs as never);
+      effect = plan.effect;
+      // 3. Authorize: capabilities and policy, for every operation.
+      grant = await this.#authorize(call, plan.ops, name);
+      // 4. Journal the intent of an effect (and consume one-shot grants in
+      //    the same commit), 5. run it through its provider.
+      const value = await this.#execute(call, name, plan, grant);
+      reply = { id, ok: true, value: value === undefined ? null : value };
+    } catch (error) {
+      const err = toSyscallError(error);
+      reply = { id, ok: false, error: { code: err.code, message: err.message } };
+    }
+    // 6. Journal the outcome and audit it (buffered; durable with the next effect).
+    await this.#record(call, name, args, at, effect, grant, reply);
+    return reply;
+  }
+
+  #validate(name: string, args: unknown): unknown {
+    if (!isSyscallName(name)) {
+      throw new SyscallError("ENOSYS", `Unknown syscall "${String(name).slice(0, 64)}"`);
+    }
+    const parsed = SYSCALL_ARGS[name].safeParse(args);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const where = issue.path.length ? `${issue.path.join(".")}: ` : "";
+      throw new SyscallError(
+        "EINVAL",
+        `Invalid arguments for ${name}: ${where}${issue.message}`,
+      );
+    }
+    return parsed.data;
+  }
+
+  async #authorize(
+    ctx: CallContext,
+    ops: readonly Operation[],
+    name: string,
+  ): Promise<Grant> {
+    if (ops.length === 0) return { decision: "allow", capabilities: [] };
+    const now = this.#now();
+    const held = await this.#caps.list(ctx.pid, now);
+    const capabilities: Capability[] = [];
+    for (const op of ops) {
+      const rule = decide(ctx.policy, op, { workspace: ctx.workspace });
+      const cap = pickCapability(held, op, ctx.argsDigest, now);
+      const decision = cap ? rule?.decision ?? "allow" : rule?.decision === "ask" ? "ask" : "deny";
+      if (decision === "deny") {
+        const why = cap
+          ? `denied by policy "${rule!.pattern}"`
+          : `no capability grants ${op.resource}:${op.right} on it`;
+        throw new SyscallError("EPERM", `Cannot ${action(name)} "${op.target}": ${why}`);
+      }
+      if (decision === "ask") {
+        throw new SyscallError(
+          "EPERM",
+          `Cannot ${action(name)} "${op.target}": policy "${
+            rule!.pattern
+          }" asks a human, and no approval was given`,
+        );
+      }
+      capabilities.push(cap!);
+    }
+    return { decision: "allow", capabilities };
+  }
+
+  async #execute(
+    ctx: CallContext,
+    name: string,
+    plan: Plan,
+    grant: Grant,
+  ): Promise<unknown> {
+    const oneShots = grant.capabilities.filter((c) => c.uses !== undefined);
+    if (plan.effect !== "none" || oneShots.length) {
+      const consume = await Promise.all(
+        oneShots.map((c) => this.#caps.consumption(c)),
+      );
+      try {
+        await this.#journal.write({
+          journal: {
+            pid: ctx.pid,
+            seq: ctx.seq,
+            name,
+            argsDigest: ctx.argsDigest,
+            effect: plan.effect,
+            phase: "intent",
+            at: this.#now(),
+          },
+          atomic: consume.length ? (op) => consume.forEach((apply) => apply(op)) : undefined,
+        }, { durable: true });
+      } catch {
+        throw new SyscallError(
+          "EPERM",
+          `Cannot ${name}: its one-shot capability was used concurrently`,
+        );
+      } finally {
+        for (const c of oneShots) this.#caps.invalidate(c.holder);
+      }
+    }
+    return await plan.run(grant);
+  }
+
+  async #record(
+    ctx: CallContext,
+    name: string,
+    args: unknown,
+    at: number,
+    effect: Effect,
+    grant: Grant,
+    reply: SyscallReply,
+  ): Promise<void> {
+    const journal = await completion({
+      pid: ctx.pid,
+      seq: ctx.seq,
+      name,
+      argsDigest: ctx.argsDigest,
+      effect,
+      at,
+    }, reply.ok ? { ok: true, value: reply.value } : { ok: false, error: reply.error });
+    await this.#journal.write({
+      journal,
+      audit: {
+        at,
+        pid: ctx.pid,
+        image: ctx.image,
+        tool: ctx.tool,
+        syscall: String(name).slice(0, 64),
+        args: summarizeArgs(String(name), args),
+        argsDigest: ctx.argsDigest,
+        decision: grant.decision,
+        capability: grant.capabilities.map((c) => c.id).join(",") || undefined,
+        outcome: reply.ok ? "ok" : "error",
+        code: reply.ok ? undefined : reply.error.code,
+        reason: reply.ok ? undefined : reply.error.message,
+      },
+    }, { durable: false });
+  }
+}
+
+/**
+ * The capability that authorizes `op`: lasting ones first, then one-shot
+ * grants; a grant bound to one exact call matches only that call.
+ */
+export function pickCapability(
+  held: readonly Capability[],
+  op: Operation,
+  argsDigest: string,
+  now: number,
+): Capability | undefined {
+  let oneShot: Capability | undefined;
+  for (const cap of held) {
+    if (!allows(cap, op, now)) continue;
+    if (cap.boundTo !== undefined && cap.boundTo !== argsDigest) continue;
+    if (cap.uses === undefined) return cap;
+    oneShot ??= cap;
+  }
+  return oneShot;
+}

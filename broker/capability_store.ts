@@ -1,0 +1,196 @@
+/**
+ * Capability records in KV (SPEC section 5): grant, list by holder, one-shot
+ * consumption inside the caller's atomic commit, and revocation that
+ * cascades to every capability derived from the revoked one.
+ *
+ * Keys: `["cap", id]` the record, `["cap_holder", pid, id]` the holder
+ * index, `["cap_derived", parentId, childId]` the derivation edges.
+ *
+ * @module
+ */
+
+import type { Capability, CapabilitySpec } from "./capability.ts";
+import { SyscallError } from "./errors.ts";
+
+/** How a grant came about. */
+export interface GrantOptions {
+  /** `operator`, `pid:N` or `human:<request id>`. */
+  grantedBy: string;
+  /** The capability this one is derived from (attenuated). */
+  parent?: string;
+  /** Digest of the single operation a one-shot human grant is bound to. */
+  boundTo?: string;
+  /** Absolute expiry; overrides the spec's `ttlMs`. */
+  expiresAt?: number;
+  now?: number;
+}
+
+/**
+ * The capability store.
+ *
+ * @example
+ * ```ts
+ * import { CapabilityStore } from "./capability_store.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const caps = new CapabilityStore(kv);
+ * const cap = await caps.grant(1, { resource: "fs", rights: ["read"], scope: "/ws/**" }, { grantedBy: "operator" });
+ * console.assert((await caps.list(1))[0].id === cap.id);
+ * kv.close();
+ * ```
+ */
+export class CapabilityStore {
+  #kv: Deno.Kv;
+  #byHolder = new Map<number, Capability[]>();
+
+  /** Wraps a KV handle. */
+  constructor(kv: Deno.Kv) {
+    this.#kv = kv;
+  }
+
+  /** Records a new capability for `holder`. */
+  async grant(
+    holder: number,
+    spec: CapabilitySpec,
+    options: GrantOptions,
+  ): Promise<Capability> {
+    const now = options.now ?? Date.now();
+    const cap: Capability = {
+      id: crypto.randomUUID(),
+      holder,
+      resource: spec.resource,
+      rights: [...spec.rights],
+      scope: spec.scope,
+      delegable: spec.delegable ?? false,
+      grantedBy: options.grantedBy,
+      createdAt: now,
+    };
+    if (spec.uses !== undefined) cap.uses = spec.uses;
+    const expiresAt = options.expiresAt ??
+      (spec.ttlMs !== undefined ? now + spec.ttlMs : undefined);
+    if (expiresAt !== undefined) cap.expiresAt = expiresAt;
+    if (options.parent) cap.parent = options.parent;
+    if (options.boundTo) cap.boundTo = options.boundTo;
+    const op = this.#kv.atomic()
+      .set(["cap", cap.id], cap)
+      .set(["cap_holder", holder, cap.id], true);
+    if (cap.parent) {
+      op.set(["cap_derived", cap.parent, cap.id], true);
+      // The parent must still exist: a grant derived from a revoked capability fails.
+      const parent = await this.#kv.get(["cap", cap.parent]);
+      if (!parent.value) {
+        throw new SyscallError(
+          "EPERM",
+          `Cannot derive a capability from "${cap.parent}": it was revoked`,
+        );
+      }
+      op.check(parent);
+    }
+    await this.#commitOrThrow(op, "grant a capability");
+    this.#byHolder.delete(holder);
+    return cap;
+  }
+
+  /** The live (unexpired, not used up) capabilities of `holder`. */
+  async list(holder: number, now: number = Date.now()): Promise<Capability[]> {
+    let caps = this.#byHolder.get(holder);
+    if (!caps) {
+      const ids: string[] = [];
+      for await (
+        const entry of this.#kv.list({ prefix: ["cap_holder", holder] })
+      ) ids.push(entry.key[2] as string);
+      caps = [];
+      for (let i = 0; i < ids.length; i += 10) {
+        const entries = await this.#kv.getMany<Capability[]>(
+          ids.slice(i, i + 10).map((id) => ["cap", id]),
+        );
+        for (const e of entries) if (e.value) caps.push(e.value);
+      }
+      this.#byHolder.set(holder, caps);
+    }
+    return caps.filter((c) =>
+      (c.expiresAt === undefined || c.expiresAt > now) &&
+      (c.uses === undefined || c.uses > 0)
+    );
+  }
+
+  /** One capability by id, or undefined. */
+  async get(id: string): Promise<Capability | undefined> {
+    return (await this.#kv.get<Capability>(["cap", id])).value ?? undefined;
+  }
+
+  /**
+   * Prepares the consumption of one use of `cap`: reads its current record
+   * and returns a function that adds, to an atomic operation, a check that
+   * the record is unchanged plus the decremented record (or its deletion at
+   * zero). Committing that operation consumes the use; a lost check means
+   * someone else used it first. `EPERM` when it is already used up.
+   */
+  async consumption(cap: Capability): Promise<(op: Deno.AtomicOperation) => void> {
+    const entry = await this.#kv.get<Capability>(["cap", cap.id]);
+    const current = entry.value;
+    if (!current || current.uses === undefined || current.uses < 1) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot use capability "${cap.id}": it is used up`,
+      );
+    }
+    this.#byHolder.delete(cap.holder);
+    return (op) => {
+      op.check(entry);
+      if (current.uses === 1) {
+        op.delete(["cap", cap.id]).delete(["cap_holder", cap.holder, cap.id]);
+      } else op.set(["cap", cap.id], { ...current, uses: current.uses! - 1 });
+    };
+  }
+
+  /** Forgets cached records of `holder` (after a commit that changed them). */
+  invalidate(holder: number): void {
+    this.#byHolder.delete(holder);
+  }
+
+  /**
+   * Revokes a capability and, transitively, everything derived from it.
+   * Returns the ids revoked.
+   */
+  async revoke(id: string): Promise<string[]> {
+    const revoked: string[] = [];
+    const queue = [id];
+    while (queue.length) {
+      const next = queue.shift()!;
+      const entry = await this.#kv.get<Capability>(["cap", next]);
+      for await (
+        const child of this.#kv.list({ prefix: ["cap_derived", next] })
+      ) queue.push(child.key[2] as string);
+      const op = this.#kv.atomic().delete(["cap", next]);
+      if (entry.value) {
+        op.delete(["cap_holder", entry.value.holder, next]);
+        this.#byHolder.delete(entry.value.holder);
+      }
+      for await (
+        const child of this.#kv.list({ prefix: ["cap_derived", next] })
+      ) op.delete(child.key);
+      await op.commit();
+      if (entry.value) revoked.push(next);
+    }
+    return revoked;
+  }
+
+  /** Drops one of `holder`'s own capabilities (and what derives from it). */
+  async drop(holder: number, id: string): Promise<string[]> {
+    const cap = await this.get(id);
+    if (!cap || cap.holder !== holder) {
+      throw new SyscallError(
+        "ENOENT",
+        `Cannot drop capability "${id}": the process holds no such capability`,
+      );
+    }
+    return await this.revoke(id);
+  }
+
+  async #commitOrThrow(op: Deno.AtomicOperation, action: string): Promise<void> {
+    const result = await op.commit();
+    if (!result.ok) {
+      throw new SyscallError("EPERM", `Cannot ${action}: a concurrent change won`);
+    }
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * The journal: every syscall of a process recorded by `(pid, seq)` with its
+ * name, argument digest and outcome, committed to KV together with its audit
+ * record, by one group-commit writer (SPEC section 7).
+ *
+ * Durability costs one commit per effect, not per syscall: records of calls
+ * without external effects are buffered and ride along with the next
+ * durable write, or are flushed after `flushMs`. While one commit is in
+ * flight, everything that arrives waits and goes in the next one.
+ *
+ * @module
+ */
+
+import type { AuditEntry, AuditHead, AuditLog } from "./audit.ts";
+import { canonicalJson, sha256Hex } from "./digest.ts";
+
+/** How a syscall touches the world, which decides its journal treatment. */
+export type Effect = "none" | "idempotent" | "effect";
+
+/** One journal record. */
+export interface JournalRecord {
+  pid: number;
+  seq: number;
+  name: string;
+  argsDigest: string;
+  effect: Effect;
+  /** `intent` is written before an effect runs; `done` once it ended. */
+  phase: "intent" | "done";
+  at: number;
+  ok?: boolean;
+  /** The result, when its JSON is at most {@link INLINE_LIMIT} bytes. */
+  value?: unknown;
+  /** Digest of a result too large to keep inline. */
+  valueDigest?: string;
+  error?: { code: string; message: string };
+}
+
+/** Results larger than this (JSON bytes) are journaled by digest only. */
+export const INLINE_LIMIT = 16 * 1024;
+
+/** What one queued write carries. */
+export interface JournalWrite {
+  journal?: JournalRecord;
+  audit?: AuditEntry;
+  /** Extra mutations that must commit atomically with this write. */
+  atomic?: (op: Deno.AtomicOperation) => void;
+}
+
+interface Queued {
+  write: JournalWrite;
+  size: number;
+  resolve?: () => void;
+  reject?: (error: unknown) => void;
+}
+
+/** Counters of the group-commit writer, for benchmarks. */
+export interface JournalStats {
+  commits: number;
+  writes: number;
+  largestBatch: number;
+}
+
+/** Options of a {@link Journal}. */
+export interface JournalOptions {
+  /** Longest a buffered write waits for a commit, in ms (default 5). */
+  flushMs?: number;
+  /** Most writes in one commit (default 150). */
+  maxBatch?: number;
+}
+
+const MAX_BATCH_BYTES = 600_000;
+
+/** Makes a `done` record that keeps large values out of KV's 64 KiB limit. */
+export async function completion(
+  intent: Omit<JournalRecord, "phase" | "ok" | "value" | "error">,
+  outcome: { ok: true; value: unknown } | {
+    ok: false;
+    error: { code: string; message: string };
+  },
+): Promise<JournalRecord> {
+  const record: JournalRecord = { ...intent, phase: "done", ok: outcome.ok };
+  if (!outcome.ok) record.error = outcome.error;
+  else if (outcome.value !== undefined) {
+    const text = canonicalJson(outcome.value);
+    if (text.length <= INLINE_LIMIT) record.value = outcome.value;
+    else record.valueDigest = await sha256Hex(text);
+  }
+  return record;
+}
+
+/**
+ * The group-commit writer of journal and audit records.
+ *
+ * @example
+ * ```ts ignore
+ * const journal = new Journal(kv, new AuditLog(kv));
+ * await journal.write({ journal: record, audit: entry }, { durable: true });
+ * ```
+ */
+export class Journal {
+  #kv: Deno.Kv;
+  #audit: AuditLog;
+  #queue: Queued[] = [];
+  #draining: Promise<void> | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #head: { head: AuditHead; versionstamp: string | null } | undefined;
+  #flushMs: number;
+  #maxBatch: number;
+  #closed = false;
+  /** Counters since construction. */
+  readonly stats: JournalStats = { commits: 0, writes: 0, largestBatch: 0 };
+
+  /** Creates a writer over `kv` that chains audit records through `audit`. */
+  constructor(kv: Deno.Kv, audit: AuditLog, options: JournalOptions = {}) {
+    this.#kv = kv;
+    this.#audit = audit;
+    this.#flushMs = options.flushMs ?? 5;
+    this.#maxBatch = options.maxBatch ?? 150;
+  }
+
+  /**
+   * Queues a write. With `durable`, resolves once it is committed (and
+   * starts a commit now); otherwise resolves at once and commits with the
+   * next durable write or after `flushMs`.
+   */
+  write(write: JournalWrite, options: { durable: boolean }): Promise<void> {
+    if (this.#closed) {
+      return Promise.reject(new Error("Cannot write to the journal: it is closed"));
+    }
+    const size = (write.journal ? canonicalJson(write.journal).length : 0) +
+      (write.audit ? canonicalJson(write.audit).length + 200 : 0) + 100;
+    if (!options.durable && !write.atomic) {
+      this.#queue.push({ write, size });
+      this.#schedule();
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ write, size, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  /** Commits everything queued so far. */
+  async flush(): Promise<void> {
+    this.#kick();
+    while (this.#draining) await this.#draining;
+  }
+
+  /** Flushes and refuses further writes. */
+  async close(): Promise<void> {
+    await this.flush();
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+  }
+
+  #schedule(): void {
+    if (this.#queue.length >= this.#maxBatch) return this.#kick();
+    if (this.#timer === undefined && !this.#draining) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#kick();
+      }, this.#flushMs);
+    }
+  }
+
+  #kick(): void {
+    if (this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    this.#draining ??= this.#drain().finally(() => this.#draining = undefined);
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length) {
+      let bytes = 0;
+      let count = 0;
+      // A write with its own checks commits alone, so a lost check fails
+      // only that write.
+      while (
+        count < this.#queue.length && count < this.#maxBatch &&
+        (count === 0 ||
+          (bytes + this.#queue[count].size <= MAX_BATCH_BYTES &&
+            !this.#queue[count].write.atomic &&
+            !this.#queue[0].write.atomic))
+      ) bytes += this.#queue[count++].size;
+      const batch = this.#queue.splice(0, count);
+      try {
+        await this.#commit(batch.map((q) => q.write));
+        for (const q of batch) q.resolve?.();
+      } catch (error) {
+        for (const q of batch) q.reject?.(error);
+        if (batch.some((q) => !q.reject)) console.error(error);
+      }
+    }
+  }
+
+  async #commit(writes: JournalWrite[]): Promise<void> {
+    for (let attempt = 0;; attempt++) {
+      this.#head ??= await this.#audit.head();
+      const op = this.#kv.atomic();
+      for (const w of writes) {
+        if (w.journal) {
+          op.set(["journal", w.journal.pid, w.journal.seq], w.journal);
+        }
+        w.atomic?.(op);
+      }
+      const entries = writes.flatMap((w) => w.audit ? [w.audit] : []);
+      const head = entries.length
+        ? await this.#audit.appendTo(
+          op,
+          this.#head.head,
+          this.#head.versionstamp,
+          entries,
+        )
+        : this.#head.head;
+      const result = await op.commit();
+      if (result.ok) {
+        this.#head = entries.length ? { head, versionstamp: result.versionstamp } : this.#head;
+        this.stats.commits++;
+        this.stats.writes += writes.length;
+        this.stats.largestBatch = Math.max(this.stats.largestBatch, writes.length);
+        return;
+      }
+      this.#head = undefined;
+      if (attempt >= (writes[0].atomic ? 3 : 20)) {
+        throw new Error("Cannot commit the journal: a concurrent change won");
+      }
+    }
+  }
+}

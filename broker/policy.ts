@@ -1,0 +1,167 @@
+/**
+ * Policy (SPEC section 5): `pattern → allow | deny | ask` rules over the
+ * capability text form, from the image, the operator and the spawner. For
+ * one operation the most specific matching rule wins; at equal specificity
+ * `deny` beats `ask` beats `allow`.
+ *
+ * A pattern is `resource:rights:scope` where `resource` may be `*` and
+ * `rights` may be `*`. A relative `fs` scope is read against the workspace
+ * root, so `fs:write:out/**` covers `/ws/out/a` and `fs:delete:**` every path.
+ *
+ * @module
+ */
+
+import { posix } from "node:path";
+import {
+  CapabilityError,
+  isResource,
+  type Operation,
+  type Resource,
+  splitCapability,
+} from "./capability.ts";
+import { globSpecificity, matchGlob } from "./glob.ts";
+
+/** What a rule says about the operations it matches. */
+export type Decision = "allow" | "deny" | "ask";
+
+const DECISIONS: readonly Decision[] = ["allow", "ask", "deny"];
+
+/** One parsed policy rule. */
+export interface PolicyRule {
+  /** The pattern as written. */
+  pattern: string;
+  /** The resource it applies to, or `"*"` for every resource. */
+  resource: Resource | "*";
+  /** The rights it applies to; `["*"]` means any right. */
+  rights: string[];
+  /** A glob over targets; relative `fs` scopes are read against the workspace. */
+  scope: string;
+  /** What it decides. */
+  decision: Decision;
+  /** Where it came from: `"image"`, `"operator"`, `"pid:7"`, a file name. */
+  source: string;
+}
+
+/**
+ * Parses one rule. Throws a {@link CapabilityError} naming the pattern and
+ * the problem.
+ *
+ * @example
+ * ```ts
+ * import { parsePolicyRule } from "./policy.ts";
+ * const rule = parsePolicyRule("exec:run:*", "ask", "image");
+ * console.assert(rule.resource === "exec" && rule.decision === "ask");
+ * ```
+ */
+export function parsePolicyRule(
+  pattern: string,
+  decision: string,
+  source: string,
+): PolicyRule {
+  const parts = splitCapability(pattern, { what: "policy rule" });
+  const fail = (why: string): never => {
+    throw new CapabilityError(`Cannot parse policy rule "${pattern}": ${why}`);
+  };
+  if (parts.resource !== "*" && !isResource(parts.resource)) {
+    fail(`unknown resource "${parts.resource}" (expected "*" or a resource name)`);
+  }
+  if (parts.attributes.length > 0) fail("policy patterns take no ;attributes");
+  if (!(DECISIONS as readonly string[]).includes(decision)) {
+    fail(`decision "${decision}" is not allow, deny or ask`);
+  }
+  return {
+    pattern,
+    resource: parts.resource as Resource | "*",
+    rights: parts.rights.includes("*") ? ["*"] : parts.rights,
+    scope: parts.scope,
+    decision: decision as Decision,
+    source,
+  };
+}
+
+/**
+ * Parses a policy object such as an image's `policy` member.
+ *
+ * @example
+ * ```ts
+ * import { parsePolicy } from "./policy.ts";
+ * const rules = parsePolicy({ "exec:run:*": "ask", "fs:delete:**": "deny" }, "image");
+ * console.assert(rules.length === 2 && rules[1].decision === "deny");
+ * ```
+ */
+export function parsePolicy(
+  rules: Readonly<Record<string, string>> | undefined,
+  source: string,
+): PolicyRule[] {
+  return Object.entries(rules ?? {}).map(([pattern, decision]) =>
+    parsePolicyRule(pattern, decision, source)
+  );
+}
+
+/**
+ * Parses the CLI form `PATTERN=DECISION`, split on the last `=` (a URL
+ * scope may contain `=`).
+ *
+ * @example
+ * ```ts
+ * import { parsePolicyAssignment } from "./policy.ts";
+ * const rule = parsePolicyAssignment("net:fetch:https://x.test/?a=b=deny", "operator");
+ * console.assert(rule.scope === "https://x.test/?a=b" && rule.decision === "deny");
+ * ```
+ */
+export function parsePolicyAssignment(text: string, source: string): PolicyRule {
+  const eq = text.lastIndexOf("=");
+  if (eq < 0) {
+    throw new CapabilityError(
+      `Cannot parse policy "${text}": expected PATTERN=DECISION, e.g. "exec:run:*=ask"`,
+    );
+  }
+  return parsePolicyRule(text.slice(0, eq), text.slice(eq + 1), source);
+}
+
+function matches(rule: PolicyRule, op: Operation, workspace: string | undefined): boolean {
+  if (rule.resource !== "*" && rule.resource !== op.resource) return false;
+  if (rule.rights[0] !== "*" && !rule.rights.includes(op.right)) return false;
+  if (matchGlob(rule.scope, op.target)) return true;
+  if (op.resource !== "fs" || workspace === undefined) return false;
+  if (rule.scope.startsWith("/") || !op.target.startsWith("/")) return false;
+  const relative = posix.relative(posix.resolve("/", workspace), op.target) || ".";
+  const inside = relative !== ".." && !relative.startsWith("../") && !relative.startsWith("/");
+  return inside && matchGlob(rule.scope, relative);
+}
+
+/** Orders rules: positive when `a` beats `b`. */
+function compare(a: PolicyRule, b: PolicyRule): number {
+  return Number(a.resource !== "*") - Number(b.resource !== "*") ||
+    Number(a.rights[0] !== "*") - Number(b.rights[0] !== "*") ||
+    globSpecificity(a.scope) - globSpecificity(b.scope) ||
+    DECISIONS.indexOf(a.decision) - DECISIONS.indexOf(b.decision);
+}
+
+/**
+ * The rule that decides `op`: among the matching rules the most specific
+ * (a named resource, then named rights, then more literal scope
+ * characters), with `deny` over `ask` over `allow` at equal specificity and
+ * the earlier rule at a full tie. Undefined when no rule matches.
+ *
+ * @example
+ * ```ts
+ * import { decide, parsePolicy } from "./policy.ts";
+ * const rules = parsePolicy({ "fs:delete:**": "deny", "fs:delete:tmp/**": "allow" }, "operator");
+ * const op = (target: string) => ({ resource: "fs" as const, right: "delete", target });
+ * console.assert(decide(rules, op("/ws/src/a.ts"), { workspace: "/ws" })?.decision === "deny");
+ * console.assert(decide(rules, op("/ws/tmp/a.ts"), { workspace: "/ws" })?.decision === "allow");
+ * ```
+ */
+export function decide(
+  rules: readonly PolicyRule[],
+  op: Operation,
+  options: { workspace?: string } = {},
+): PolicyRule | undefined {
+  let best: PolicyRule | undefined;
+  for (const rule of rules) {
+    if (!matches(rule, op, options.workspace)) continue;
+    if (!best || compare(rule, best) > 0) best = rule;
+  }
+  return best;
+}

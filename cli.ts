@@ -1,0 +1,68 @@
+/**
+ * The `libos` command line: `deno task libos VERB …`, or `deno run` of this
+ * module. Every verb takes `--kv PATH|URL` (or `LIBOS_KV`) and `--json`.
+ * Errors are one line on stderr and a non-zero exit:
+ * 1 for bad input, 2 for a process that ended other than `exited`.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./cli.ts";
+ * Deno.exit(await main(["ps", "--kv", ".libos/libos.db"]));
+ * ```
+ *
+ * @module
+ */
+
+import { type Io, TERMINAL_IO, type Verb } from "./cli/context.ts";
+import { killVerb, signalVerb } from "./cli/control.ts";
+import { demoVerb } from "./cli/demo.ts";
+import { auditVerb, imagesVerb, logsVerb, objVerb, psVerb } from "./cli/inspect.ts";
+import { runVerb, spawnVerb } from "./cli/run.ts";
+
+const VERBS: Record<string, Verb> = {
+  demo: demoVerb,
+  run: runVerb,
+  spawn: spawnVerb,
+  ps: psVerb,
+  images: imagesVerb,
+  audit: auditVerb,
+  obj: objVerb,
+  logs: logsVerb,
+  kill: killVerb,
+  signal: signalVerb,
+};
+
+const USAGE = `Usage: libos VERB [flags]
+  demo                                   run the built-in demo
+  run IMAGE [--workspace DIR] [--model scripted:FILE] [--input TEXT]
+            [--cap CAP]... [--policy PATTERN=DECISION]... [--json]
+  spawn IMAGE [same flags as run]        create a process, print its pid
+  ps [--tree]      images      logs PID      kill PID      signal PID SIG
+  obj get NS NAME | obj put NS NAME JSON [--type T] | obj list NS
+  audit [--pid N] [--json] | audit verify
+Every verb takes --kv PATH|URL (or LIBOS_KV) and --json.`;
+
+/** Runs one CLI invocation and returns its exit code. */
+export async function main(args: string[], io: Io = TERMINAL_IO): Promise<number> {
+  const [verb, ...rest] = args;
+  if (!verb || verb === "help" || verb === "--help" || verb === "-h") {
+    io.out(USAGE);
+    return verb ? 0 : 1;
+  }
+  const run = VERBS[verb];
+  if (!run) {
+    io.err(`libos: unknown verb "${verb}" (try "libos help")`);
+    return 1;
+  }
+  try {
+    return await run(rest, io);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    io.err(`libos ${verb}: ${message.split("\n")[0]}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

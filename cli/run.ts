@@ -1,0 +1,127 @@
+/**
+ * `libos run IMAGE` and `libos spawn IMAGE`: register an image (from a file,
+ * or an already registered tag), create a process with the granted
+ * capabilities and policy, and (for `run`) drive it to an end state.
+ *
+ * @module
+ */
+
+import { resolve } from "node:path";
+import { parsePolicyAssignment } from "../broker/policy.ts";
+import { loadImageFile, type RegisteredImage } from "../runtime/image.ts";
+import type { Kernel, SpawnOptions } from "../runtime/kernel.ts";
+import { normalizeModelSpec } from "../runtime/model_spec.ts";
+import { list, parse, type Parsed, str, UsageError } from "./args.ts";
+import { type Io, openKernel } from "./context.ts";
+import { clip } from "./table.ts";
+
+const RUN_OPTIONS = {
+  input: { type: "string" },
+  workspace: { type: "string" },
+  model: { type: "string" },
+  human: { type: "string" },
+  cap: { type: "string", multiple: true },
+  policy: { type: "string", multiple: true },
+} as const;
+
+/** Exit code of `run` for a process that did not exit normally. */
+export const EXIT_PROCESS_FAILED = 2;
+
+/** Registers the image a CLI argument names: a file path, or a registered tag. */
+export async function registerImageArg(kernel: Kernel, ref: string): Promise<RegisteredImage> {
+  let isFile = false;
+  try {
+    isFile = (await Deno.stat(ref)).isFile;
+  } catch {
+    // Not a file: a tag.
+  }
+  if (!isFile) {
+    const known = await kernel.images.get(ref);
+    if (!known) throw new UsageError(`Cannot find image "${ref}": no such file or registered tag`);
+    return known;
+  }
+  const { image, entrySource } = await loadImageFile(ref);
+  return await kernel.images.register(image, { entrySource });
+}
+
+/** Turns `run`/`spawn` flags into spawn options. */
+export function spawnOptions(parsed: Parsed, tag: string): SpawnOptions {
+  const caps = list(parsed, "cap");
+  const model = str(parsed, "model");
+  return {
+    image: tag,
+    workspace: resolve(str(parsed, "workspace") ?? "."),
+    input: str(parsed, "input"),
+    capabilities: caps.length ? caps : undefined,
+    policy: list(parsed, "policy").map((p) => parsePolicyAssignment(p, "operator")),
+    model: model ? normalizeModelSpec(model) : undefined,
+  };
+}
+
+/** `libos run IMAGE …` */
+export async function runVerb(args: string[], io: Io): Promise<number> {
+  const parsed = parse(args, RUN_OPTIONS, "run");
+  const ref = parsed.positionals[0];
+  if (!ref) {
+    throw new UsageError(
+      "Usage: libos run IMAGE [--workspace DIR] [--model scripted:FILE] [--cap CAP]... [--json]",
+    );
+  }
+  const human = str(parsed, "human");
+  if (human !== undefined && human !== "deny") {
+    throw new UsageError(`Cannot use --human "${human}": only "deny" is available in this version`);
+  }
+  const kernel = await openKernel(parsed);
+  try {
+    const image = await registerImageArg(kernel, ref);
+    const proc = await kernel.spawn(spawnOptions(parsed, image.tag));
+    const unsubscribe = io.interactive && !parsed.values.json
+      ? kernel.processes.subscribe((record, event) =>
+        io.err(
+          `[pid ${record.pid}] ${event.from ?? "new"} → ${event.to}${
+            event.reason ? `: ${clip(event.reason, 80)}` : ""
+          }`,
+        )
+      )
+      : () => {};
+    kernel.start(proc.pid);
+    const end = await kernel.waitFor(proc.pid);
+    unsubscribe();
+    await kernel.journal.flush();
+    const transcript = await kernel.transcript(proc.pid);
+    if (parsed.values.json) {
+      io.out(JSON.stringify({
+        pid: end.pid,
+        image: end.image,
+        state: end.state,
+        result: end.result ?? null,
+        error: end.error,
+        usage: end.usage,
+        transcript,
+      }));
+    } else {
+      io.out(`pid ${end.pid} (${end.image}) ${end.state}`);
+      if (end.error) io.out(`error: ${end.error.message}`);
+      io.out(`result: ${JSON.stringify(end.result ?? null)}`);
+    }
+    return end.state === "exited" ? 0 : EXIT_PROCESS_FAILED;
+  } finally {
+    await kernel.close();
+  }
+}
+
+/** `libos spawn IMAGE …`: create the process and print its pid. */
+export async function spawnVerb(args: string[], io: Io): Promise<number> {
+  const parsed = parse(args, RUN_OPTIONS, "spawn");
+  const ref = parsed.positionals[0];
+  if (!ref) throw new UsageError("Usage: libos spawn IMAGE [--workspace DIR] [--cap CAP]...");
+  const kernel = await openKernel(parsed);
+  try {
+    const image = await registerImageArg(kernel, ref);
+    const proc = await kernel.spawn(spawnOptions(parsed, image.tag));
+    io.out(parsed.values.json ? JSON.stringify({ pid: proc.pid }) : String(proc.pid));
+    return 0;
+  } finally {
+    await kernel.close();
+  }
+}

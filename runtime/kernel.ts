@@ -1,0 +1,574 @@
+/**
+ * The kernel: the process table, images, capabilities, Object Memory,
+ * journal and audit over one store, the broker with the kernel's syscall
+ * handlers, and the executions that run programs in cells.
+ *
+ * @module
+ */
+
+import { AuditLog } from "../broker/audit.ts";
+import { Broker } from "../broker/broker.ts";
+import {
+  attenuationError,
+  type Capability,
+  type CapabilitySpec,
+  parseCapability,
+  resolveScope,
+} from "../broker/capability.ts";
+import { CapabilityStore } from "../broker/capability_store.ts";
+import { SyscallError } from "../broker/errors.ts";
+import { Journal, type JournalOptions } from "../broker/journal.ts";
+import { parsePolicy, type PolicyRule } from "../broker/policy.ts";
+import { readChunked, writeChunked } from "./chunks.ts";
+import { DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
+import { type FsProvider, LocalFs } from "./fs_provider.ts";
+import { ImageRegistry, type RegisteredImage } from "./image.ts";
+import type { Message, ModelProvider } from "./model.ts";
+import { ObjectMemory } from "./object_memory.ts";
+import {
+  type Budget,
+  END_STATES,
+  type ProcessRecord,
+  type ProcessState,
+  ProcessTable,
+  type Usage,
+} from "./process_table.ts";
+import { openStore, type Store } from "./store.ts";
+import { fsHandlers } from "./syscalls/fs.ts";
+import { miscHandlers } from "./syscalls/misc.ts";
+import { objHandlers } from "./syscalls/obj.ts";
+import { procHandlers } from "./syscalls/proc.ts";
+
+/** Options of {@link Kernel.open}. */
+export interface KernelOptions {
+  /** An open store, or where to open one (see `openStore`). */
+  store?: Store | string;
+  /** The model provider for processes that name none of their own. */
+  model?: ModelProvider;
+  /** Resolves a per-process model spec (`scripted:FILE`, `openai:NAME`). */
+  resolveModel?: (spec: string) => Promise<ModelProvider>;
+  /** The filesystem provider (default: the local host, with the store kept out of reach). */
+  fs?: FsProvider;
+  /** The clock (default `Date.now`). */
+  now?: () => number;
+  /** Limits for every process; an image's `limits` override them. */
+  limits?: Partial<ProcessLimits>;
+  /** Group-commit settings. */
+  journal?: JournalOptions;
+}
+
+/** What an operator (CLI, HTTP, library) asks for when spawning. */
+export interface SpawnOptions {
+  /** `name@version` or digest of a registered image. */
+  image: string;
+  /** The workspace root: relative fs scopes resolve against it. */
+  workspace: string;
+  input?: unknown;
+  /** Capabilities in text form (default: the image's ceiling). */
+  capabilities?: readonly string[];
+  /** Operator policy rules, added to the image's. */
+  policy?: readonly PolicyRule[];
+  /** Model spec, e.g. `scripted:turns.json`. */
+  model?: string;
+  /** Working directory (default: the workspace root). */
+  cwd?: string;
+  budget?: Budget;
+}
+
+/** What `proc.spawn` asks for. */
+export interface ChildSpawnOptions {
+  image: string;
+  input?: unknown;
+  capabilities?: readonly string[];
+  policy?: readonly PolicyRule[];
+  cwd?: string;
+  onParentExit?: "kill" | "orphan";
+  /** The `proc:spawn` capability that authorized it. */
+  spawnCapability?: string;
+}
+
+/** One transcript entry: a message exchanged with the model. */
+export type TranscriptEntry = Message;
+
+/**
+ * The kernel.
+ *
+ * @example
+ * ```ts ignore
+ * const kernel = await Kernel.open({ store: ":memory:", model });
+ * await kernel.images.register(image);
+ * const proc = await kernel.run({ image: "demo@1.0.0", workspace: "./ws" });
+ * console.log(proc.state, proc.result);
+ * await kernel.close();
+ * ```
+ */
+export class Kernel {
+  /** The store everything lives in. */
+  readonly store: Store;
+  readonly processes: ProcessTable;
+  readonly images: ImageRegistry;
+  readonly caps: CapabilityStore;
+  readonly objects: ObjectMemory;
+  readonly audit: AuditLog;
+  readonly journal: Journal;
+  readonly broker: Broker;
+  readonly fs: FsProvider;
+  /** Limits every process runs under, before an image's own. */
+  readonly limits: ProcessLimits;
+  /** The clock. */
+  readonly now: () => number;
+  #model: ModelProvider | undefined;
+  #resolveModel: ((spec: string) => Promise<ModelProvider>) | undefined;
+  #models = new Map<string, Promise<ModelProvider>>();
+  #executions = new Map<number, Execution>();
+  #ownsStore: boolean;
+  #closed = false;
+
+  private constructor(store: Store, ownsStore: boolean, options: KernelOptions) {
+    this.store = store;
+    this.#ownsStore = ownsStore;
+    this.now = options.now ?? Date.now;
+    const kv = store.kv;
+    this.processes = new ProcessTable(kv);
+    this.images = new ImageRegistry(kv);
+    this.caps = new CapabilityStore(kv);
+    this.objects = new ObjectMemory(kv);
+    this.audit = new AuditLog(kv);
+    this.journal = new Journal(kv, this.audit, options.journal);
+    this.fs = options.fs ??
+      new LocalFs({ reserved: store.path ? [store.path] : [] });
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.#model = options.model;
+    this.#resolveModel = options.resolveModel;
+    this.broker = new Broker({
+      caps: this.caps,
+      journal: this.journal,
+      now: this.now,
+      handlers: {
+        ...procHandlers(this),
+        ...fsHandlers(this),
+        ...objHandlers(this),
+        ...miscHandlers(this),
+      },
+    });
+  }
+
+  /** Opens a kernel over a store. */
+  static async open(options: KernelOptions = {}): Promise<Kernel> {
+    const owns = typeof options.store !== "object";
+    const store = typeof options.store === "object"
+      ? options.store
+      : await openStore(options.store);
+    return new Kernel(store, owns, options);
+  }
+
+  /** Registered image of a process (with its entry source). */
+  async imageOf(proc: ProcessRecord): Promise<RegisteredImage> {
+    const image = await this.images.get(proc.digest);
+    if (!image) {
+      throw new SyscallError("ENOENT", `Cannot find image "${proc.image}" of process ${proc.pid}`);
+    }
+    return image;
+  }
+
+  /** Creates a process for an operator and makes it runnable. Does not start it. */
+  async spawn(options: SpawnOptions): Promise<ProcessRecord> {
+    const image = await this.#requireImage(options.image);
+    const workspace = await this.#realDir(options.workspace, "workspace");
+    const ceiling = this.#ceiling(image, workspace);
+    const requested = (options.capabilities ?? image.image.capabilities).map((t) =>
+      this.#parseCap(t, workspace)
+    );
+    for (const spec of requested) this.#requireWithinCeiling(spec, ceiling, image.tag);
+    const cwd = options.cwd ? await this.fs.resolve(workspace, options.cwd) : workspace;
+    const record = await this.processes.create({
+      ppid: null,
+      image: image.tag,
+      digest: image.digest,
+      cwd,
+      workspace,
+      input: options.input,
+      model: options.model,
+      policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
+      onParentExit: "kill",
+      budget: { ...image.image.budget, ...options.budget },
+    }, this.now());
+    for (const spec of requested) {
+      await this.caps.grant(record.pid, spec, { grantedBy: "operator", now: this.now() });
+    }
+    await this.#grantPrivateNamespace(record.pid);
+    return await this.processes.transition(record.pid, "runnable");
+  }
+
+  /** Creates a child of `ppid` with attenuated capabilities and starts it. */
+  async spawnChild(ppid: number, options: ChildSpawnOptions): Promise<ProcessRecord> {
+    const parent = await this.processes.require(ppid);
+    const image = await this.#requireImage(options.image);
+    await this.checkBudget(ppid, { children: 1 });
+    const ceiling = this.#ceiling(image, parent.workspace);
+    const held = await this.caps.list(ppid, this.now());
+    const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
+    if (options.capabilities) {
+      for (const text of options.capabilities) {
+        const spec = this.#parseCap(text, parent.workspace);
+        this.#requireWithinCeiling(spec, ceiling, image.tag);
+        const from = held.find((cap) => !attenuationError(spec, cap, this.now()));
+        if (!from) {
+          throw new SyscallError(
+            "EPERM",
+            `Cannot grant "${text}" to a child: the parent holds no capability that covers it`,
+          );
+        }
+        grants.push({ spec, parent: from });
+      }
+    } else {
+      // Default: every ceiling capability the parent itself covers.
+      for (const spec of ceiling) {
+        const from = held.find((cap) => !attenuationError(spec, cap, this.now()));
+        if (from) grants.push({ spec, parent: from });
+      }
+    }
+    const cwd = options.cwd ? await this.fs.resolve(parent.cwd, options.cwd) : parent.cwd;
+    const inherited = parent.policy.filter((rule) => rule.source !== "image");
+    const record = await this.processes.create({
+      ppid,
+      image: image.tag,
+      digest: image.digest,
+      cwd,
+      workspace: parent.workspace,
+      input: options.input,
+      model: parent.model,
+      policy: [
+        ...parsePolicy(image.image.policy, "image"),
+        ...inherited,
+        ...(options.policy ?? []),
+      ],
+      onParentExit: options.onParentExit ?? "kill",
+      budget: { ...image.image.budget },
+    }, this.now());
+    await this.charge(ppid, { children: 1 });
+    for (const { spec, parent: from } of grants) {
+      await this.caps.grant(record.pid, spec, {
+        grantedBy: `pid:${ppid}`,
+        parent: from.id,
+        now: this.now(),
+      });
+    }
+    await this.#grantPrivateNamespace(record.pid);
+    const runnable = await this.processes.transition(record.pid, "runnable");
+    this.start(runnable.pid);
+    return runnable;
+  }
+
+  /** Starts running a runnable process in a cell. Returns at once. */
+  start(pid: number): void {
+    if (this.#executions.has(pid) || this.#closed) return;
+    const placeholder = this.#run(pid).catch((error) =>
+      this.finish(pid, "failed", { error: { message: (error as Error).message } })
+        .catch(() => {})
+    );
+    void placeholder;
+  }
+
+  async #run(pid: number): Promise<void> {
+    const initial = await this.processes.require(pid);
+    if (initial.state !== "runnable") return;
+    const image = await this.imageOf(initial);
+    const record = await this.processes.transition(pid, "running", {
+      patch: { startedAt: initial.startedAt ?? this.now() },
+    });
+    const limits = { ...this.limits, ...image.image.limits };
+    const execution = new Execution(this, record, limits, await this.#nextSeq(pid));
+    this.#executions.set(pid, execution);
+    execution.done.then(() => {
+      if (this.#executions.get(pid) === execution) this.#executions.delete(pid);
+    });
+    const entry = image.image.entry === "libos:agent"
+      ? {
+        kind: "agent" as const,
+        config: { system: image.image.system, tools: image.image.tools },
+      }
+      : { kind: "module" as const, source: image.entrySource ?? "" };
+    await execution.start(entry);
+  }
+
+  /** The execution running `pid`, if any (for tests and diagnostics). */
+  executionOf(pid: number): Execution | undefined {
+    return this.#executions.get(pid);
+  }
+
+  /** Spawns, starts and waits for a process: the `libos run` path. */
+  async run(options: SpawnOptions): Promise<ProcessRecord> {
+    const proc = await this.spawn(options);
+    this.start(proc.pid);
+    return await this.waitFor(proc.pid);
+  }
+
+  /**
+   * Ends a process in `state` (idempotent: an ended process stays as it
+   * is), stops its cell, and applies `onParentExit` to its children.
+   */
+  async finish(
+    pid: number,
+    state: Extract<ProcessState, "exited" | "failed" | "killed">,
+    outcome: { result?: unknown; error?: { code?: string; message: string }; reason?: string } = {},
+  ): Promise<void> {
+    const current = await this.processes.get(pid);
+    if (!current || END_STATES.has(current.state)) return;
+    const patch: Partial<ProcessRecord> = {};
+    if (outcome.result !== undefined) patch.result = outcome.result;
+    if (outcome.error) patch.error = outcome.error;
+    try {
+      await this.processes.transition(pid, state, {
+        patch,
+        reason: outcome.reason ?? outcome.error?.message,
+      });
+    } catch (error) {
+      if (!(error instanceof SyscallError)) throw error;
+    }
+    this.#executions.get(pid)?.stop(`The process ${state}`);
+    for (const child of await this.processes.children(pid)) {
+      const record = await this.processes.get(child);
+      if (record && !END_STATES.has(record.state) && record.onParentExit === "kill") {
+        await this.finish(child, "killed", { reason: `Its parent ${pid} ${state}` });
+      }
+    }
+  }
+
+  /** Resolves with the record once `pid` is in an end state. */
+  waitFor(pid: number, options: { timeoutMs?: number } = {}): Promise<ProcessRecord> {
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const unsubscribe = this.processes.subscribe((record) => {
+        if (record.pid === pid && END_STATES.has(record.state)) done(record);
+      });
+      const done = (record: ProcessRecord) => {
+        unsubscribe();
+        if (timer !== undefined) clearTimeout(timer);
+        resolve(record);
+      };
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          unsubscribe();
+          reject(new SyscallError("ETIMEDOUT", `Cannot wait for process ${pid}: timed out`));
+        }, options.timeoutMs);
+      }
+      this.processes.require(pid).then((record) => {
+        if (END_STATES.has(record.state)) done(record);
+      }, (error) => {
+        unsubscribe();
+        if (timer !== undefined) clearTimeout(timer);
+        reject(error);
+      });
+    });
+  }
+
+  /** Delivers a signal. `terminate` and `kill` end the process as `killed`. */
+  async signal(
+    pid: number,
+    signal: "pause" | "resume" | "interrupt" | "terminate" | "kill",
+    options: { by?: string } = {},
+  ): Promise<void> {
+    const record = await this.processes.require(pid);
+    if (END_STATES.has(record.state)) {
+      throw new SyscallError("EINVAL", `Cannot signal process ${pid}: it has ${record.state}`);
+    }
+    if (signal === "terminate" || signal === "kill") {
+      await this.finish(pid, "killed", {
+        reason: `${signal} signal from ${options.by ?? "operator"}`,
+      });
+      return;
+    }
+    throw new SyscallError(
+      "ENOSYS",
+      `Cannot deliver "${signal}" to process ${pid}: not supported yet`,
+    );
+  }
+
+  /** `EPERM` unless `child` is a child of `pid`. */
+  async requireChild(pid: number, child: number, action: string): Promise<void> {
+    const record = await this.processes.require(child);
+    if (record.ppid !== pid) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot ${action} process ${child}: it is not a child of ${pid}`,
+      );
+    }
+  }
+
+  /** `EPERM` unless `target` is a descendant of `pid`. */
+  async requireDescendant(pid: number, target: number): Promise<void> {
+    let current = await this.processes.require(target);
+    while (current.ppid !== null) {
+      if (current.ppid === pid) return;
+      current = await this.processes.require(current.ppid);
+    }
+    throw new SyscallError(
+      "EPERM",
+      `Cannot signal process ${target}: it is not a descendant of ${pid}`,
+    );
+  }
+
+  /** `EBUDGET` when `pid` or an ancestor has spent (or would overspend by `extra`) a budget. */
+  async checkBudget(pid: number, extra: Partial<Usage> = {}): Promise<void> {
+    for (let p: ProcessRecord | undefined = await this.processes.require(pid); p;) {
+      for (const key of ["toolCalls", "tokens", "children"] as const) {
+        const limit = p.budget[key];
+        const spent = p.usage[key] + (extra[key] ?? 0);
+        const over = extra[key] ? spent > (limit ?? Infinity) : spent >= (limit ?? Infinity);
+        if (over) {
+          throw new SyscallError(
+            "EBUDGET",
+            `Cannot continue: process ${p.pid} has spent its ${key} budget of ${limit}`,
+          );
+        }
+      }
+      p = p.ppid === null ? undefined : await this.processes.get(p.ppid);
+    }
+  }
+
+  /** Charges usage to `pid` and every ancestor. */
+  async charge(pid: number, usage: Partial<Usage>): Promise<void> {
+    for (let p: number | null = pid; p !== null;) {
+      const record: ProcessRecord = await this.processes.update(p, (r) => ({
+        usage: {
+          toolCalls: r.usage.toolCalls + (usage.toolCalls ?? 0),
+          tokens: r.usage.tokens + (usage.tokens ?? 0),
+          children: r.usage.children + (usage.children ?? 0),
+        },
+      }));
+      p = record.ppid;
+    }
+  }
+
+  /** The model provider a process uses. */
+  modelFor(proc: ProcessRecord): Promise<ModelProvider> {
+    if (proc.model) {
+      if (!this.#resolveModel) {
+        return Promise.reject(
+          new SyscallError(
+            "ENOSYS",
+            `Cannot use model "${proc.model}": no model resolver is configured`,
+          ),
+        );
+      }
+      let provider = this.#models.get(proc.model);
+      if (!provider) {
+        provider = this.#resolveModel(proc.model);
+        this.#models.set(proc.model, provider);
+      }
+      return provider;
+    }
+    if (!this.#model) {
+      return Promise.reject(
+        new SyscallError("ENOSYS", "Cannot complete: no model provider is configured"),
+      );
+    }
+    return Promise.resolve(this.#model);
+  }
+
+  /** Appends to a process's transcript the messages it sent that are new, then the reply. */
+  async recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void> {
+    const countKey = ["transcript_len", pid];
+    for (;;) {
+      const entry = await this.store.kv.get<number>(countKey);
+      const stored = entry.value ?? 0;
+      const fresh = [...messages.slice(stored), reply];
+      const op = this.store.kv.atomic().check(entry).set(countKey, stored + fresh.length);
+      fresh.forEach((message, i) => writeChunked(op, ["transcript", pid, stored + i], message));
+      if ((await op.commit()).ok) return;
+    }
+  }
+
+  /** The transcript of a process: the messages exchanged with the model. */
+  async transcript(pid: number): Promise<TranscriptEntry[]> {
+    const count = (await this.store.kv.get<number>(["transcript_len", pid])).value ?? 0;
+    const out: TranscriptEntry[] = [];
+    for (let i = 0; i < count; i++) {
+      const message = await readChunked(this.store.kv, ["transcript", pid, i]);
+      if (message) out.push(message as TranscriptEntry);
+    }
+    return out;
+  }
+
+  /** Stops every running program, flushes the journal and closes the store (if the kernel opened it). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const running = [...this.#executions.values()];
+    for (const execution of running) execution.stop("The host is shutting down");
+    await Promise.all(running.map((e) => e.settled()));
+    await this.journal.close();
+    if (this.#ownsStore) this.store.close();
+  }
+
+  async #nextSeq(pid: number): Promise<number> {
+    const iter = this.store.kv.list({ prefix: ["journal", pid] }, { reverse: true, limit: 1 });
+    for await (const entry of iter) return (entry.key[2] as number) + 1;
+    return 1;
+  }
+
+  async #requireImage(ref: string): Promise<RegisteredImage> {
+    const image = await this.images.get(ref);
+    if (!image) {
+      throw new SyscallError("ENOENT", `Cannot spawn "${ref}": no such image is registered`);
+    }
+    return image;
+  }
+
+  async #realDir(path: string, what: string): Promise<string> {
+    try {
+      const real = await Deno.realPath(path);
+      if (!(await Deno.stat(real)).isDirectory) throw new Error("not a directory");
+      return real;
+    } catch (error) {
+      throw new SyscallError(
+        "ENOENT",
+        `Cannot use ${what} "${path}": ${
+          error instanceof Deno.errors.NotFound ? "it does not exist" : (error as Error).message
+        }`,
+      );
+    }
+  }
+
+  #ceiling(image: RegisteredImage, workspace: string): CapabilitySpec[] {
+    return image.image.capabilities.map((t) => this.#parseCap(t, workspace));
+  }
+
+  #parseCap(text: string, workspace: string): CapabilitySpec {
+    try {
+      return resolveScope(parseCapability(text), { workspace });
+    } catch (error) {
+      throw new SyscallError("EINVAL", (error as Error).message);
+    }
+  }
+
+  #requireWithinCeiling(spec: CapabilitySpec, ceiling: CapabilitySpec[], tag: string): void {
+    const now = this.now();
+    const asCap = (c: CapabilitySpec): Capability => ({
+      ...c,
+      id: "ceiling",
+      holder: 0,
+      delegable: true,
+      grantedBy: "image",
+      createdAt: now,
+      expiresAt: c.ttlMs !== undefined ? now + c.ttlMs : undefined,
+    });
+    if (!ceiling.some((c) => !attenuationError(spec, asCap(c), now))) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot grant "${spec.resource}:${
+          spec.rights.join(",")
+        }:${spec.scope}": beyond the ceiling of image "${tag}"`,
+      );
+    }
+  }
+
+  async #grantPrivateNamespace(pid: number): Promise<void> {
+    await this.caps.grant(pid, {
+      resource: "obj",
+      rights: ["read", "write", "delete"],
+      scope: `proc/${pid}`,
+    }, { grantedBy: "kernel", now: this.now() });
+  }
+}

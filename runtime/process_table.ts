@@ -1,0 +1,283 @@
+/**
+ * The process table in KV (SPEC section 3): pids allocated atomically and
+ * never reused, parent/child lineage, lifecycle states, and one event per
+ * transition in a global, ordered event log.
+ *
+ * @module
+ */
+
+import { SyscallError } from "../broker/errors.ts";
+import type { PolicyRule } from "../broker/policy.ts";
+
+/** Lifecycle states of an AgentProcess. */
+export type ProcessState =
+  | "created"
+  | "runnable"
+  | "running"
+  | "blocked"
+  | "paused"
+  | "exited"
+  | "failed"
+  | "killed";
+
+/** What a blocked process waits on. */
+export type WaitingOn = "sleep" | "event" | "message" | "human" | "child";
+
+/** States a process never leaves. */
+export const END_STATES: ReadonlySet<ProcessState> = new Set([
+  "exited",
+  "failed",
+  "killed",
+]);
+
+const TRANSITIONS: Record<ProcessState, readonly ProcessState[]> = {
+  created: ["runnable", "killed", "failed"],
+  runnable: ["running", "paused", "killed", "failed"],
+  running: ["runnable", "blocked", "paused", "exited", "failed", "killed"],
+  blocked: ["runnable", "paused", "failed", "killed"],
+  paused: ["runnable", "blocked", "failed", "killed"],
+  exited: [],
+  failed: [],
+  killed: [],
+};
+
+/** Resource budgets of a process (SPEC section 3). */
+export interface Budget {
+  toolCalls?: number;
+  tokens?: number;
+  children?: number;
+  wallMs?: number;
+}
+
+/** What a process (and its subtree) has used so far. */
+export interface Usage {
+  toolCalls: number;
+  tokens: number;
+  children: number;
+}
+
+/** One row of the process table. */
+export interface ProcessRecord {
+  pid: number;
+  ppid: number | null;
+  image: string;
+  digest: string;
+  state: ProcessState;
+  waitingOn?: WaitingOn;
+  cwd: string;
+  workspace: string;
+  input?: unknown;
+  /** Model provider spec for this process, e.g. `scripted:demo.json`. */
+  model?: string;
+  policy: PolicyRule[];
+  onParentExit: "kill" | "orphan";
+  budget: Budget;
+  usage: Usage;
+  createdAt: number;
+  startedAt?: number;
+  endedAt?: number;
+  result?: unknown;
+  error?: { code?: string; message: string };
+}
+
+/** A recorded state transition. */
+export interface ProcessEvent {
+  seq: number;
+  at: number;
+  pid: number;
+  kind: "transition";
+  from: ProcessState | null;
+  to: ProcessState;
+  reason?: string;
+}
+
+/** Fields a caller supplies to create a process. */
+export type NewProcess = Omit<
+  ProcessRecord,
+  "pid" | "state" | "usage" | "createdAt"
+>;
+
+const PID_KEY = ["meta", "next_pid"];
+const EVENT_KEY = ["meta", "next_event"];
+
+/**
+ * The process table.
+ *
+ * @example
+ * ```ts
+ * import { ProcessTable } from "./process_table.ts";
+ * const kv = await Deno.openKv(":memory:");
+ * const table = new ProcessTable(kv);
+ * const proc = await table.create({
+ *   ppid: null, image: "demo@1.0.0", digest: "x", cwd: "/ws", workspace: "/ws",
+ *   policy: [], onParentExit: "kill", budget: {},
+ * });
+ * await table.transition(proc.pid, "runnable");
+ * console.assert((await table.get(proc.pid))?.state === "runnable");
+ * kv.close();
+ * ```
+ */
+export class ProcessTable {
+  #kv: Deno.Kv;
+  #listeners = new Set<(record: ProcessRecord, event: ProcessEvent) => void>();
+
+  /** Wraps a KV handle. */
+  constructor(kv: Deno.Kv) {
+    this.#kv = kv;
+  }
+
+  /** Creates a process in state `created`, with a fresh pid. */
+  async create(init: NewProcess, now: number = Date.now()): Promise<ProcessRecord> {
+    for (;;) {
+      const [pidEntry, eventEntry] = await this.#kv.getMany<[number, number]>([
+        PID_KEY,
+        EVENT_KEY,
+      ]);
+      const pid = (pidEntry.value ?? 0) + 1;
+      const seq = (eventEntry.value ?? 0) + 1;
+      const record: ProcessRecord = {
+        ...init,
+        pid,
+        state: "created",
+        usage: { toolCalls: 0, tokens: 0, children: 0 },
+        createdAt: now,
+      };
+      const event: ProcessEvent = {
+        seq,
+        at: now,
+        pid,
+        kind: "transition",
+        from: null,
+        to: "created",
+      };
+      const op = this.#kv.atomic()
+        .check(pidEntry, eventEntry)
+        .set(PID_KEY, pid)
+        .set(EVENT_KEY, seq)
+        .set(["proc", pid], record)
+        .set(["event", seq], event);
+      if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
+      if ((await op.commit()).ok) {
+        this.#notify(record, event);
+        return record;
+      }
+    }
+  }
+
+  /** The process with `pid`, or undefined. */
+  async get(pid: number): Promise<ProcessRecord | undefined> {
+    return (await this.#kv.get<ProcessRecord>(["proc", pid])).value ?? undefined;
+  }
+
+  /** The process with `pid`; `ENOENT` when there is none. */
+  async require(pid: number): Promise<ProcessRecord> {
+    const record = await this.get(pid);
+    if (!record) throw new SyscallError("ENOENT", `Cannot find process ${pid}`);
+    return record;
+  }
+
+  /**
+   * Applies `change` to a process record atomically (retrying on a lost
+   * race). A change that sets `state` must be a legal transition; it records
+   * an event with `reason`. Returns the new record.
+   */
+  async update(
+    pid: number,
+    change: (record: ProcessRecord) => Partial<ProcessRecord>,
+    options: { reason?: string; now?: number } = {},
+  ): Promise<ProcessRecord> {
+    for (;;) {
+      const [procEntry, eventEntry] = await this.#kv.getMany<
+        [ProcessRecord, number]
+      >([["proc", pid], EVENT_KEY]);
+      const current = procEntry.value;
+      if (!current) {
+        throw new SyscallError("ENOENT", `Cannot find process ${pid}`);
+      }
+      const patch = change(current);
+      const next: ProcessRecord = { ...current, ...patch };
+      const now = options.now ?? Date.now();
+      const op = this.#kv.atomic().check(procEntry);
+      let event: ProcessEvent | undefined;
+      if (patch.state !== undefined && patch.state !== current.state) {
+        if (!TRANSITIONS[current.state].includes(patch.state)) {
+          throw new SyscallError(
+            "EINVAL",
+            `Cannot move process ${pid} from ${current.state} to ${patch.state}`,
+          );
+        }
+        if (patch.state !== "blocked") delete next.waitingOn;
+        if (END_STATES.has(patch.state)) next.endedAt = now;
+        const seq = (eventEntry.value ?? 0) + 1;
+        event = {
+          seq,
+          at: now,
+          pid,
+          kind: "transition",
+          from: current.state,
+          to: patch.state,
+          reason: options.reason,
+        };
+        op.check(eventEntry).set(EVENT_KEY, seq).set(["event", seq], event);
+      }
+      op.set(["proc", pid], next);
+      if ((await op.commit()).ok) {
+        if (event) this.#notify(next, event);
+        return next;
+      }
+    }
+  }
+
+  /** Moves a process to `state`, recording `reason`. */
+  transition(
+    pid: number,
+    state: ProcessState,
+    options: { reason?: string; patch?: Partial<ProcessRecord> } = {},
+  ): Promise<ProcessRecord> {
+    return this.update(pid, () => ({ ...options.patch, state }), options);
+  }
+
+  /** All processes, in pid order. */
+  async list(): Promise<ProcessRecord[]> {
+    const out: ProcessRecord[] = [];
+    for await (const entry of this.#kv.list<ProcessRecord>({ prefix: ["proc"] })) {
+      out.push(entry.value);
+    }
+    return out;
+  }
+
+  /** The pids of a process's children, in pid order. */
+  async children(pid: number): Promise<number[]> {
+    const out: number[] = [];
+    const iter = this.#kv.list<boolean>({ prefix: ["proc_child", pid] });
+    for await (const entry of iter) out.push(entry.key[2] as number);
+    return out;
+  }
+
+  /** Transition events in order, optionally for one pid and after a seq. */
+  async *events(
+    options: { pid?: number; afterSeq?: number } = {},
+  ): AsyncGenerator<ProcessEvent> {
+    const iter = this.#kv.list<ProcessEvent>({
+      start: ["event", (options.afterSeq ?? 0) + 1],
+      end: ["event", Number.MAX_SAFE_INTEGER],
+    });
+    for await (const entry of iter) {
+      if (options.pid === undefined || entry.value.pid === options.pid) {
+        yield entry.value;
+      }
+    }
+  }
+
+  /** Calls `listener` after every transition this table commits. Returns an unsubscribe function. */
+  subscribe(
+    listener: (record: ProcessRecord, event: ProcessEvent) => void,
+  ): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #notify(record: ProcessRecord, event: ProcessEvent): void {
+    for (const listener of this.#listeners) listener(record, event);
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The `proc.*` syscalls: identity, lineage, spawning children with
+ * attenuated capabilities, waiting, signals, exit and the working directory.
+ *
+ * @module
+ */
+
+import type { HandlerTable } from "../../broker/broker.ts";
+import { SyscallError } from "../../broker/errors.ts";
+import { parsePolicy } from "../../broker/policy.ts";
+import type { Kernel } from "../kernel.ts";
+
+/** Handlers of the `proc` group. */
+export function procHandlers(kernel: Kernel): HandlerTable {
+  const table = kernel.processes;
+  return {
+    "proc.self": (ctx) => ({
+      ops: [],
+      effect: "none",
+      run: async () => {
+        const p = await table.require(ctx.pid);
+        return { pid: p.pid, ppid: p.ppid, image: p.image, cwd: p.cwd, state: p.state };
+      },
+    }),
+    "proc.cwd": (ctx) => ({
+      ops: [],
+      effect: "none",
+      run: async () => (await table.require(ctx.pid)).cwd,
+    }),
+    "proc.chdir": async (ctx, args) => {
+      const proc = await table.require(ctx.pid);
+      const path = await kernel.fs.resolve(proc.cwd, args.path);
+      return {
+        ops: [{ resource: "fs", right: "read", target: path }],
+        effect: "none",
+        run: async () => {
+          const stat = await kernel.fs.stat(path);
+          if (stat.kind !== "dir") {
+            throw new SyscallError("EINVAL", `Cannot chdir to "${path}": not a directory`);
+          }
+          await table.update(ctx.pid, () => ({ cwd: path }));
+          return path;
+        },
+      };
+    },
+    "proc.children": (ctx) => ({
+      ops: [],
+      effect: "none",
+      run: async () => {
+        const out = [];
+        for (const pid of await table.children(ctx.pid)) {
+          const child = await table.get(pid);
+          if (child) out.push({ pid, image: child.image, state: child.state });
+        }
+        return out;
+      },
+    }),
+    "proc.spawn": (ctx, args) => ({
+      ops: [{ resource: "proc", right: "spawn", target: args.image }],
+      effect: "effect",
+      run: async (grant) => {
+        const policy = args.policy ? parsePolicy(args.policy, `pid:${ctx.pid}`) : [];
+        const child = await kernel.spawnChild(ctx.pid, {
+          image: args.image,
+          input: args.input,
+          capabilities: args.capabilities,
+          policy,
+          cwd: args.cwd,
+          onParentExit: args.onParentExit,
+          spawnCapability: grant.capabilities[0]?.id,
+        });
+        return { pid: child.pid };
+      },
+    }),
+    "proc.wait": async (ctx, args) => {
+      await kernel.requireChild(ctx.pid, args.pid, "wait for");
+      return {
+        ops: [],
+        effect: "none",
+        run: async () => {
+          const p = await kernel.waitFor(args.pid, { timeoutMs: args.timeoutMs });
+          return { pid: p.pid, state: p.state, result: p.result, error: p.error };
+        },
+      };
+    },
+    "proc.signal": async (ctx, args) => {
+      await kernel.requireDescendant(ctx.pid, args.pid);
+      return {
+        ops: [{ resource: "proc", right: "signal", target: "children" }],
+        effect: "effect",
+        run: () => kernel.signal(args.pid, args.signal, { by: `pid:${ctx.pid}` }),
+      };
+    },
+    "proc.exit": (ctx, args) => ({
+      ops: [],
+      effect: "effect",
+      run: async () => {
+        await kernel.finish(ctx.pid, "exited", { result: args.result ?? null });
+      },
+    }),
+  };
+}

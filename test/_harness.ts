@@ -1,0 +1,71 @@
+/**
+ * Test harness: a kernel over an in-memory store with a temp workspace, and
+ * helpers to register and run program images.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import type { AgentImage } from "../runtime/image.ts";
+import { Kernel, type KernelOptions, type SpawnOptions } from "../runtime/kernel.ts";
+import type { ProcessRecord } from "../runtime/process_table.ts";
+
+/** What a test gets. */
+export interface Harness {
+  kernel: Kernel;
+  /** The real path of a fresh workspace directory. */
+  workspace: string;
+  /** A scratch directory outside the workspace. */
+  outside: string;
+  /** Registers a program image whose entry module is `source`; returns its tag. */
+  program(name: string, source: string, image?: Partial<AgentImage>): Promise<string>;
+  /** Registers and runs a program to its end. */
+  run(
+    source: string,
+    options?: Omit<Partial<SpawnOptions>, "image"> & { image?: Partial<AgentImage> },
+  ): Promise<ProcessRecord>;
+}
+
+let counter = 0;
+
+/** Runs `body` with a fresh harness and cleans up after it. */
+export async function withHarness(
+  body: (h: Harness) => Promise<void>,
+  options: KernelOptions = {},
+): Promise<void> {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-test-" }));
+  const workspace = join(root, "ws");
+  const outside = join(root, "outside");
+  await Deno.mkdir(workspace);
+  await Deno.mkdir(outside);
+  const kernel = await Kernel.open({ store: ":memory:", ...options });
+  const program: Harness["program"] = async (name, source, image = {}) => {
+    const registered = await kernel.images.register({
+      name,
+      version: "1.0.0",
+      entry: "./main.ts",
+      tools: [],
+      capabilities: [],
+      policy: {},
+      ...image,
+    } as AgentImage, { entrySource: source });
+    return registered.tag;
+  };
+  const h: Harness = {
+    kernel,
+    workspace,
+    outside,
+    program,
+    run: async (source, options = {}) => {
+      const { image, ...spawn } = options;
+      const tag = await program(`prog-${++counter}`, source, image);
+      return await kernel.run({ image: tag, workspace, ...spawn });
+    },
+  };
+  try {
+    await body(h);
+  } finally {
+    await kernel.close();
+    await Deno.remove(root, { recursive: true });
+  }
+}
