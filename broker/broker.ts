@@ -20,7 +20,7 @@ import {
   type SyscallReply,
   type SyscallRequest,
 } from "./abi.ts";
-import { type AuditDecision, summarizeArgs } from "./audit.ts";
+import { type AuditDecision, type AuditEntry, type AuditOutcome, summarizeArgs } from "./audit.ts";
 import { allows, type Capability, type Operation } from "./capability.ts";
 import type { CapabilityStore } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
@@ -43,6 +43,12 @@ export interface CallContext {
   seq: number;
   /** Digest of `{ name, args }`, set by the broker before planning. */
   argsDigest: string;
+  /**
+   * The call's intent is already journaled (the host died while it ran):
+   * it was authorized then, and any one-shot grant it used is spent, so it
+   * runs again without a second authorization or intent.
+   */
+  redo?: boolean;
 }
 
 /** What a handler decides about one call before it runs. */
@@ -51,7 +57,10 @@ export interface Plan {
   ops: Operation[];
   /** How the call touches the world. */
   effect: Effect;
-  /** Runs the call through its provider, with the capabilities that authorized it. */
+  /**
+   * Runs the call through its provider, with the capabilities that
+   * authorized it. Returns {@link PARKED} when it parked the process.
+   */
   run(grant: Grant): Promise<unknown>;
 }
 
@@ -76,9 +85,40 @@ export interface BrokerOptions {
   caps: CapabilityStore;
   journal: Journal;
   handlers: HandlerTable;
+  /**
+   * Called when policy says `ask` for an operation: parks the call until a
+   * human answers and returns {@link PARKED}. Without it, `ask` fails closed
+   * with `EPERM`.
+   */
+  ask?: (ctx: CallContext, request: AskRequest) => Promise<typeof PARKED>;
   /** The clock (default `Date.now`). */
   now?: () => number;
 }
+
+/** What the broker hands to {@link BrokerOptions.ask}. */
+export interface AskRequest {
+  name: string;
+  args: unknown;
+  op: Operation;
+  rule: PolicyRule;
+  /** True when the caller holds a capability for the operation (policy asks anyway). */
+  held: boolean;
+}
+
+/**
+ * The value a handler's `run` returns when it parked its process: the call
+ * has no reply yet; whoever completes the wait writes its result to the
+ * journal, and the process replays up to it when it runs again.
+ */
+export const PARKED: unique symbol = Symbol("parked") as never;
+
+/** The digest that identifies one call: name and arguments. */
+export function callDigest(name: string, args: unknown): Promise<string> {
+  return sha256Hex(canonicalJson({ name, args }));
+}
+
+/** A reply, with the journal time the program's clock advances to. */
+export type BrokerReply = SyscallReply & { at: number };
 
 /** How an error message names the action of a syscall. */
 const ACTIONS: Readonly<Record<string, string>> = {
@@ -119,6 +159,7 @@ export class Broker {
   #caps: CapabilityStore;
   #journal: Journal;
   #handlers: HandlerTable;
+  #ask: BrokerOptions["ask"];
   #now: () => number;
 
   /** Creates a broker. */
@@ -126,20 +167,21 @@ export class Broker {
     this.#caps = options.caps;
     this.#journal = options.journal;
     this.#handlers = options.handlers;
+    this.#ask = options.ask;
     this.#now = options.now ?? Date.now;
   }
 
-  /** Handles one call end to end and returns the reply for the program. */
+  /**
+   * Handles one call end to end and returns the reply for the program, or
+   * {@link PARKED} when the process now waits (its cell should stop).
+   */
   async dispatch(
     ctx: Omit<CallContext, "argsDigest">,
     request: SyscallRequest,
-  ): Promise<SyscallReply> {
+  ): Promise<BrokerReply | typeof PARKED> {
     const at = this.#now();
     const { id, name, args } = request;
-    const call: CallContext = {
-      ...ctx,
-      argsDigest: await sha256Hex(canonicalJson({ name, args })),
-    };
+    const call: CallContext = { ...ctx, argsDigest: await callDigest(name, args) };
     let grant: Grant = { decision: "deny", capabilities: [] };
     let effect: Effect = "none";
     let reply: SyscallReply;
@@ -155,11 +197,23 @@ export class Broker {
       }
       const plan = await handler(call, parsedArgs as never);
       effect = plan.effect;
-      // 3. Authorize: capabilities and policy, for every operation.
-      grant = await this.#authorize(call, plan.ops, name);
+      // 3. Authorize: capabilities and policy, for every operation. Policy
+      //    `ask` parks the call in a human queue.
+      const decided = call.redo
+        ? { decision: "allow" as const, capabilities: [] }
+        : await this.#authorize(call, plan.ops, name, args);
+      if (decided === PARKED) {
+        await this.#audit(call, name, args, at, { decision: "ask", capabilities: [] }, "ok");
+        return PARKED;
+      }
+      grant = decided;
       // 4. Journal the intent of an effect (and consume one-shot grants in
       //    the same commit), 5. run it through its provider.
       const value = await this.#execute(call, name, plan, grant);
+      if (value === PARKED) {
+        await this.#audit(call, name, args, at, grant, "ok");
+        return PARKED;
+      }
       reply = { id, ok: true, value: value === undefined ? null : value };
     } catch (error) {
       const err = toSyscallError(error);
@@ -167,7 +221,7 @@ export class Broker {
     }
     // 6. Journal the outcome and audit it (buffered; durable with the next effect).
     await this.#record(call, name, args, at, effect, grant, reply);
-    return reply;
+    return { ...reply, at };
   }
 
   #validate(name: string, args: unknown): unknown {
@@ -190,20 +244,34 @@ export class Broker {
     ctx: CallContext,
     ops: readonly Operation[],
     name: string,
-  ): Promise<Grant> {
+    args: unknown,
+  ): Promise<Grant | typeof PARKED> {
     if (ops.length === 0) return { decision: "allow", capabilities: [] };
     const now = this.#now();
     const held = await this.#caps.list(ctx.pid, now);
     const capabilities: Capability[] = [];
     for (const op of ops) {
       const rule = decide(ctx.policy, op, { workspace: ctx.workspace });
-      const cap = pickCapability(held, op, ctx.argsDigest, now);
-      const decision = cap ? rule?.decision ?? "allow" : rule?.decision === "ask" ? "ask" : "deny";
+      let cap = pickCapability(held, op, ctx.argsDigest, now);
+      let decision = cap ? rule?.decision ?? "allow" : rule?.decision === "ask" ? "ask" : "deny";
+      if (decision === "ask") {
+        // A human already answered this question: their grant satisfies `ask`.
+        const approved = pickCapability(
+          held.filter((c) => c.grantedBy.startsWith("human:")),
+          op,
+          ctx.argsDigest,
+          now,
+        );
+        if (approved) [cap, decision] = [approved, "allow"];
+      }
       if (decision === "deny") {
         const why = cap
           ? `denied by policy "${rule!.pattern}"`
           : `no capability grants ${op.resource}:${op.right} on it`;
         throw new SyscallError("EPERM", `Cannot ${action(name)} "${op.target}": ${why}`);
+      }
+      if (decision === "ask" && this.#ask) {
+        return await this.#ask(ctx, { name, args, op, rule: rule!, held: cap !== undefined });
       }
       if (decision === "ask") {
         throw new SyscallError(
@@ -225,7 +293,7 @@ export class Broker {
     grant: Grant,
   ): Promise<unknown> {
     const oneShots = grant.capabilities.filter((c) => c.uses !== undefined);
-    if (plan.effect !== "none" || oneShots.length) {
+    if (!ctx.redo && (plan.effect !== "none" || oneShots.length)) {
       const consume = await Promise.all(
         oneShots.map((c) => this.#caps.consumption(c)),
       );
@@ -254,6 +322,41 @@ export class Broker {
     return await plan.run(grant);
   }
 
+  /**
+   * Records that an effect's outcome is unknown (its intent was journaled,
+   * its completion was not, and it is not safe to redo): the call fails with
+   * `EUNCERTAIN` and the audit flags it for a human.
+   */
+  async uncertain(
+    ctx: Omit<CallContext, "argsDigest">,
+    request: SyscallRequest,
+    argsDigest: string,
+  ): Promise<BrokerReply> {
+    const at = this.#now();
+    const call: CallContext = { ...ctx, argsDigest };
+    const error = {
+      code: "EUNCERTAIN" as const,
+      message:
+        `Cannot tell whether ${request.name} (journal seq ${ctx.seq}) took effect: the host stopped while it ran`,
+    };
+    const journal = await completion(
+      { pid: ctx.pid, seq: ctx.seq, name: request.name, argsDigest, effect: "effect", at },
+      { ok: false, error },
+    );
+    await this.#journal.write({
+      journal,
+      audit: {
+        ...this.#auditEntry(call, request.name, request.args, at, {
+          decision: "allow",
+          capabilities: [],
+        }, "uncertain"),
+        code: error.code,
+        reason: error.message,
+      },
+    }, { durable: true });
+    return { id: request.id, ok: false, error, at };
+  }
+
   async #record(
     ctx: CallContext,
     name: string,
@@ -273,21 +376,48 @@ export class Broker {
     }, reply.ok ? { ok: true, value: reply.value } : { ok: false, error: reply.error });
     await this.#journal.write({
       journal,
-      audit: {
-        at,
-        pid: ctx.pid,
-        image: ctx.image,
-        tool: ctx.tool,
-        syscall: String(name).slice(0, 64),
-        args: summarizeArgs(String(name), args),
-        argsDigest: ctx.argsDigest,
-        decision: grant.decision,
-        capability: grant.capabilities.map((c) => c.id).join(",") || undefined,
-        outcome: reply.ok ? "ok" : "error",
-        code: reply.ok ? undefined : reply.error.code,
-        reason: reply.ok ? undefined : reply.error.message,
-      },
+      audit: this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply),
     }, { durable: false });
+  }
+
+  async #audit(
+    ctx: CallContext,
+    name: string,
+    args: unknown,
+    at: number,
+    grant: Grant,
+    outcome: AuditOutcome,
+  ): Promise<void> {
+    await this.#journal.write(
+      { audit: this.#auditEntry(ctx, name, args, at, grant, outcome) },
+      { durable: false },
+    );
+  }
+
+  #auditEntry(
+    ctx: CallContext,
+    name: string,
+    args: unknown,
+    at: number,
+    grant: Grant,
+    outcome: AuditOutcome,
+    reply?: SyscallReply,
+  ): AuditEntry {
+    const error = reply && !reply.ok ? reply.error : undefined;
+    return {
+      at,
+      pid: ctx.pid,
+      image: ctx.image,
+      tool: ctx.tool,
+      syscall: String(name).slice(0, 64),
+      args: summarizeArgs(String(name), args),
+      argsDigest: ctx.argsDigest,
+      decision: grant.decision,
+      capability: grant.capabilities.map((c) => c.id).join(",") || undefined,
+      outcome,
+      code: error?.code,
+      reason: error?.message,
+    };
   }
 }
 

@@ -53,6 +53,36 @@ export class CapabilityStore {
     spec: CapabilitySpec,
     options: GrantOptions,
   ): Promise<Capability> {
+    const { cap, apply } = this.prepareGrant(holder, spec, options);
+    const op = this.#kv.atomic();
+    apply(op);
+    if (cap.parent) {
+      // The parent must still exist: a grant derived from a revoked capability fails.
+      const parent = await this.#kv.get(["cap", cap.parent]);
+      if (!parent.value) {
+        throw new SyscallError(
+          "EPERM",
+          `Cannot derive a capability from "${cap.parent}": it was revoked`,
+        );
+      }
+      op.check(parent);
+    }
+    const result = await op.commit();
+    if (!result.ok) {
+      throw new SyscallError("EPERM", "Cannot grant a capability: a concurrent change won");
+    }
+    return cap;
+  }
+
+  /**
+   * Builds a capability record and the mutations that store it, for a
+   * caller that must commit it together with other changes.
+   */
+  prepareGrant(
+    holder: number,
+    spec: CapabilitySpec,
+    options: GrantOptions,
+  ): { cap: Capability; apply: (op: Deno.AtomicOperation) => void } {
     const now = options.now ?? Date.now();
     const cap: Capability = {
       id: crypto.randomUUID(),
@@ -70,24 +100,15 @@ export class CapabilityStore {
     if (expiresAt !== undefined) cap.expiresAt = expiresAt;
     if (options.parent) cap.parent = options.parent;
     if (options.boundTo) cap.boundTo = options.boundTo;
-    const op = this.#kv.atomic()
-      .set(["cap", cap.id], cap)
-      .set(["cap_holder", holder, cap.id], true);
-    if (cap.parent) {
-      op.set(["cap_derived", cap.parent, cap.id], true);
-      // The parent must still exist: a grant derived from a revoked capability fails.
-      const parent = await this.#kv.get(["cap", cap.parent]);
-      if (!parent.value) {
-        throw new SyscallError(
-          "EPERM",
-          `Cannot derive a capability from "${cap.parent}": it was revoked`,
-        );
-      }
-      op.check(parent);
-    }
-    await this.#commitOrThrow(op, "grant a capability");
     this.#byHolder.delete(holder);
-    return cap;
+    return {
+      cap,
+      apply: (op) => {
+        op.set(["cap", cap.id], cap).set(["cap_holder", holder, cap.id], true);
+        if (cap.parent) op.set(["cap_derived", cap.parent, cap.id], true);
+        this.#byHolder.delete(holder);
+      },
+    };
   }
 
   /** The live (unexpired, not used up) capabilities of `holder`. */
@@ -185,12 +206,5 @@ export class CapabilityStore {
       );
     }
     return await this.revoke(id);
-  }
-
-  async #commitOrThrow(op: Deno.AtomicOperation, action: string): Promise<void> {
-    const result = await op.commit();
-    if (!result.ok) {
-      throw new SyscallError("EPERM", `Cannot ${action}: a concurrent change won`);
-    }
   }
 }

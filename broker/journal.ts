@@ -13,6 +13,7 @@
 
 import type { AuditEntry, AuditHead, AuditLog } from "./audit.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
+import { readChunked, writeChunked } from "../runtime/chunks.ts";
 
 /** How a syscall touches the world, which decides its journal treatment. */
 export type Effect = "none" | "idempotent" | "effect";
@@ -24,19 +25,37 @@ export interface JournalRecord {
   name: string;
   argsDigest: string;
   effect: Effect;
-  /** `intent` is written before an effect runs; `done` once it ended. */
-  phase: "intent" | "done";
+  /**
+   * `intent` is written before an effect runs; `wait` when the call parked
+   * its process until something else completes it; `done` once it ended.
+   */
+  phase: "intent" | "wait" | "done";
   at: number;
   ok?: boolean;
-  /** The result, when its JSON is at most {@link INLINE_LIMIT} bytes. */
+  /** The result, inline when its JSON is at most {@link INLINE_LIMIT} bytes. */
   value?: unknown;
-  /** Digest of a result too large to keep inline. */
+  /** The result is stored in chunks under `["journal_val", pid, seq]`. */
+  chunked?: boolean;
+  /** Digest of a result too large to keep at all: replay recomputes it. */
   valueDigest?: string;
   error?: { code: string; message: string };
+  /** For a `wait` record: what the process waits for. */
+  wait?: WaitSpec;
 }
 
-/** Results larger than this (JSON bytes) are journaled by digest only. */
+/** What a parked syscall waits for. */
+export type WaitSpec =
+  | { kind: "sleep"; until: number }
+  | { kind: "event"; topic: string; afterSeq: number; deadline?: number }
+  | { kind: "message"; deadline?: number }
+  | { kind: "human"; request: string }
+  | { kind: "child"; pid: number; deadline?: number };
+
+/** Results larger than this (JSON bytes) are stored in chunks. */
 export const INLINE_LIMIT = 16 * 1024;
+
+/** Results larger than this (JSON bytes) are journaled by digest only. */
+export const CHUNK_LIMIT = 256 * 1024;
 
 /** What one queued write carries. */
 export interface JournalWrite {
@@ -82,10 +101,44 @@ export async function completion(
   if (!outcome.ok) record.error = outcome.error;
   else if (outcome.value !== undefined) {
     const text = canonicalJson(outcome.value);
-    if (text.length <= INLINE_LIMIT) record.value = outcome.value;
+    if (text.length <= CHUNK_LIMIT) record.value = outcome.value;
     else record.valueDigest = await sha256Hex(text);
   }
   return record;
+}
+
+/** Adds a journal record to an atomic operation, chunking a large value. */
+export function putRecord(op: Deno.AtomicOperation, record: JournalRecord): void {
+  if (record.value !== undefined && JSON.stringify(record.value).length > INLINE_LIMIT) {
+    const { value, ...rest } = record;
+    writeChunked(op, ["journal_val", record.pid, record.seq], value);
+    op.set(["journal", record.pid, record.seq], { ...rest, chunked: true });
+  } else op.set(["journal", record.pid, record.seq], record);
+}
+
+/**
+ * Reads the journal of `pid` from `fromSeq` on, as a map by seq, with
+ * chunked values put back inline.
+ */
+export async function loadJournal(
+  kv: Deno.Kv,
+  pid: number,
+  fromSeq = 1,
+): Promise<Map<number, JournalRecord>> {
+  const out = new Map<number, JournalRecord>();
+  const iter = kv.list<JournalRecord>({
+    start: ["journal", pid, fromSeq],
+    end: ["journal", pid, Number.MAX_SAFE_INTEGER],
+  });
+  for await (const entry of iter) {
+    const record = entry.value;
+    if (record.chunked) {
+      record.value = await readChunked(kv, ["journal_val", pid, record.seq]);
+      delete record.chunked;
+    }
+    out.set(record.seq, record);
+  }
+  return out;
 }
 
 /**
@@ -127,7 +180,7 @@ export class Journal {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write to the journal: it is closed"));
     }
-    const size = (write.journal ? canonicalJson(write.journal).length : 0) +
+    const size = (write.journal ? JSON.stringify(write.journal).length * 1.2 : 0) +
       (write.audit ? canonicalJson(write.audit).length + 200 : 0) + 100;
     if (!options.durable && !write.atomic) {
       this.#queue.push({ write, size });
@@ -200,9 +253,7 @@ export class Journal {
       this.#head ??= await this.#audit.head();
       const op = this.#kv.atomic();
       for (const w of writes) {
-        if (w.journal) {
-          op.set(["journal", w.journal.pid, w.journal.seq], w.journal);
-        }
+        if (w.journal) putRecord(op, w.journal);
         w.atomic?.(op);
       }
       const entries = writes.flatMap((w) => w.audit ? [w.audit] : []);

@@ -6,7 +6,8 @@
  * model → tool calls through the tool table → results → model, until the
  * model calls `exit`, answers without tool calls, or its script says `exit`.
  * A refused tool call becomes an error result for the model and the loop goes
- * on (SPEC section 10).
+ * on (SPEC section 10). The loop checkpoints after every step, so a resumed
+ * agent replays only its last step.
  *
  * @module
  */
@@ -54,6 +55,7 @@ export async function runAgent(
   sys: Sys,
   input: unknown,
   config: AgentConfig,
+  checkpoint?: unknown,
 ): Promise<unknown> {
   const table = new Map<string, Tool>();
   for (const name of config.tools) {
@@ -65,12 +67,15 @@ export async function runAgent(
     description,
     input: input as unknown as Record<string, never>,
   }));
-  const messages: ChatMessage[] = [];
-  if (config.system) messages.push({ role: "system", content: config.system });
-  messages.push({ role: "user", content: userText(input) });
+  const saved = checkpoint as { messages?: ChatMessage[]; step?: number } | undefined;
+  const messages: ChatMessage[] = saved?.messages ? [...saved.messages] : [];
+  if (!saved?.messages) {
+    if (config.system) messages.push({ role: "system", content: config.system });
+    messages.push({ role: "user", content: userText(input) });
+  }
 
   const maxSteps = config.maxSteps ?? 1000;
-  for (let step = 0; step < maxSteps; step++) {
+  for (let step = saved?.step ?? 0; step < maxSteps; step++) {
     const reply: ModelReply = await sys.model.complete({ messages, tools });
     messages.push(reply.message);
     const calls = reply.message.tool_calls ?? [];
@@ -97,6 +102,9 @@ export async function runAgent(
       if (call.name === "exit" && tool) return call.arguments.result ?? null;
     }
     if (calls.length === 0 || reply.exit) return reply.message.content ?? null;
+    // Replay starts here after a restart or a wait: one step, not the whole run.
+    const state = { messages, step: step + 1 };
+    if (JSON.stringify(state).length < 512_000) await sys.ckpt.save(state);
   }
   throw new Error(`Agent loop stopped after ${maxSteps} steps`);
 }

@@ -24,8 +24,19 @@ export interface CellHello {
 
 /** Host → cell → Worker. */
 export type CellToWorker =
-  | { t: "start"; pid: number; entry: ProgramEntry; input: unknown }
-  | ({ t: "reply" } & SyscallReply);
+  | {
+    t: "start";
+    pid: number;
+    entry: ProgramEntry;
+    input: unknown;
+    /** Seed of the program's deterministic randomness. */
+    seed: number;
+    /** The process's start time: its clock starts here. */
+    epoch: number;
+    /** The state of the latest checkpoint, when the program resumes from one. */
+    checkpoint?: unknown;
+  }
+  | ({ t: "reply"; at?: number } & SyscallReply);
 
 /** Worker → cell → host. */
 export type WorkerToCell =

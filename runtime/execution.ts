@@ -8,7 +8,11 @@
  */
 
 import type { SyscallRequest } from "../broker/abi.ts";
-import type { CallContext } from "../broker/broker.ts";
+import { type BrokerReply, type CallContext, callDigest, PARKED } from "../broker/broker.ts";
+import type { JournalRecord } from "../broker/journal.ts";
+import type { ErrorCode } from "../broker/errors.ts";
+
+type ErrorReply = { code: ErrorCode; message: string };
 import { Cell } from "./cell.ts";
 import type { CellToHost, ProgramEntry } from "./cell_protocol.ts";
 import type { Kernel } from "./kernel.ts";
@@ -48,6 +52,7 @@ export class Execution {
   #limits: ProcessLimits;
   #ctx: Omit<CallContext, "argsDigest" | "seq">;
   #nextSeq: number;
+  #replay: Map<number, JournalRecord>;
   #inFlight = 0;
   #calls = new Set<Promise<void>>();
   #lastProgress = 0;
@@ -57,17 +62,22 @@ export class Execution {
   #stopped = false;
   #resolveDone!: () => void;
 
-  /** Prepares a run of `record` (state `running`) with `limits`. */
+  /**
+   * Prepares a run of `record` (state `running`) with `limits`. Its first
+   * syscall gets journal seq `firstSeq`; calls found in `replay` are
+   * answered from the journal instead of running again.
+   */
   constructor(
     kernel: Kernel,
     record: ProcessRecord,
     limits: ProcessLimits,
-    nextSeq: number,
+    replay: { firstSeq: number; journal: Map<number, JournalRecord> },
   ) {
     this.#kernel = kernel;
     this.#record = record;
     this.#limits = limits;
-    this.#nextSeq = nextSeq;
+    this.#nextSeq = replay.firstSeq;
+    this.#replay = replay.journal;
     this.#ctx = {
       pid: record.pid,
       image: record.image,
@@ -77,8 +87,8 @@ export class Execution {
     this.done = new Promise((resolve) => this.#resolveDone = resolve);
   }
 
-  /** Starts the cell and the program. */
-  async start(entry: ProgramEntry): Promise<void> {
+  /** Starts the cell and the program (from a checkpoint's state, when given). */
+  async start(entry: ProgramEntry, checkpoint?: unknown): Promise<void> {
     let cell: Cell;
     try {
       cell = await Cell.spawn((m) => this.#onMessage(m), {
@@ -108,6 +118,9 @@ export class Execution {
       pid: this.#record.pid,
       entry,
       input: this.#record.input ?? null,
+      seed: this.#record.seed,
+      epoch: this.#record.startedAt ?? this.#record.createdAt,
+      checkpoint,
     });
   }
 
@@ -183,16 +196,64 @@ export class Execution {
     }
     this.#inFlight++;
     this.#lastProgress = now;
-    const reply = await this.#kernel.broker.dispatch(
-      { ...this.#ctx, seq: this.#nextSeq++ },
-      request,
-    );
+    const seq = this.#nextSeq++;
+    const recorded = this.#replay.get(seq);
+    this.#replay.delete(seq);
+    const reply = recorded
+      ? await this.#replayed(request, seq, recorded)
+      : await this.#kernel.broker.dispatch({ ...this.#ctx, seq }, request);
     this.#inFlight--;
     this.#lastProgress = performance.now();
+    if (reply === PARKED || reply === undefined) {
+      this.stop("The process is waiting");
+      return;
+    }
     if (request.name === "proc.exit" && reply.ok) {
       this.stop("The program exited");
       return;
     }
     if (!this.#stopped) await this.cell?.send({ t: "reply", ...reply });
+  }
+
+  /**
+   * Answers a call that is already in the journal: the recorded result, a
+   * redo of an interrupted idempotent call, `EUNCERTAIN` for an interrupted
+   * effect, or a non-determinism failure when the program called something
+   * else at this position. Undefined when the process has stopped.
+   */
+  async #replayed(
+    request: SyscallRequest,
+    seq: number,
+    recorded: JournalRecord,
+  ): Promise<BrokerReply | typeof PARKED | undefined> {
+    const digest = await callDigest(request.name, request.args);
+    if (recorded.name !== request.name || recorded.argsDigest !== digest) {
+      const what = recorded.name === request.name
+        ? `${request.name} with other arguments`
+        : `${request.name}`;
+      this.#kill(
+        `Non-determinism at journal seq ${seq}: the journal has ${recorded.name} but the program called ${what}`,
+      );
+      return undefined;
+    }
+    const ctx = { ...this.#ctx, seq };
+    if (recorded.phase === "done" && recorded.valueDigest === undefined) {
+      const at = recorded.at;
+      return recorded.ok
+        ? { id: request.id, ok: true, value: recorded.value ?? null, at }
+        : { id: request.id, ok: false, error: recorded.error as ErrorReply, at };
+    }
+    if (recorded.phase === "wait") {
+      await this.#kernel.waits.repark(this.#record.pid, seq);
+      return PARKED;
+    }
+    if (recorded.effect === "effect" && recorded.phase === "intent") {
+      return await this.#kernel.broker.uncertain(ctx, request, digest);
+    }
+    // An interrupted idempotent call, or a result too large to have been kept: run it again.
+    return await this.#kernel.broker.dispatch(
+      { ...ctx, redo: recorded.phase === "intent" },
+      request,
+    );
   }
 }

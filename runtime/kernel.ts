@@ -7,17 +7,25 @@
  */
 
 import { AuditLog } from "../broker/audit.ts";
-import { Broker } from "../broker/broker.ts";
+import { type AskRequest, Broker, type CallContext, PARKED } from "../broker/broker.ts";
+import { summarizeArgs } from "../broker/audit.ts";
 import {
   attenuationError,
   type Capability,
   type CapabilitySpec,
+  formatCapability,
   parseCapability,
   resolveScope,
 } from "../broker/capability.ts";
 import { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { Journal, type JournalOptions } from "../broker/journal.ts";
+import {
+  Journal,
+  type JournalOptions,
+  type JournalRecord,
+  loadJournal,
+  putRecord,
+} from "../broker/journal.ts";
 import { parsePolicy, type PolicyRule } from "../broker/policy.ts";
 import { readChunked, writeChunked } from "./chunks.ts";
 import { DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
@@ -25,6 +33,10 @@ import { type FsProvider, LocalFs } from "./fs_provider.ts";
 import { ImageRegistry, type RegisteredImage } from "./image.ts";
 import type { Message, ModelProvider } from "./model.ts";
 import { ObjectMemory } from "./object_memory.ts";
+import { TopicEvents } from "./events.ts";
+import { HumanQueue, type HumanResponder } from "./human_queue.ts";
+import { Mailbox } from "./mailbox.ts";
+import { Waits } from "./waits.ts";
 import {
   type Budget,
   END_STATES,
@@ -38,6 +50,8 @@ import { fsHandlers } from "./syscalls/fs.ts";
 import { miscHandlers } from "./syscalls/misc.ts";
 import { objHandlers } from "./syscalls/obj.ts";
 import { procHandlers } from "./syscalls/proc.ts";
+import { humanHandlers } from "./syscalls/human.ts";
+import { waitHandlers } from "./syscalls/wait.ts";
 
 /** Options of {@link Kernel.open}. */
 export interface KernelOptions {
@@ -55,6 +69,10 @@ export interface KernelOptions {
   limits?: Partial<ProcessLimits>;
   /** Group-commit settings. */
   journal?: JournalOptions;
+  /** Answers human requests as they arrive (scripted, deny-all, a terminal). */
+  human?: HumanResponder;
+  /** Most cells (running programs) at once; more runnable processes queue (default 16). */
+  maxCells?: number;
 }
 
 /** What an operator (CLI, HTTP, library) asks for when spawning. */
@@ -113,6 +131,10 @@ export class Kernel {
   readonly journal: Journal;
   readonly broker: Broker;
   readonly fs: FsProvider;
+  readonly waits: Waits;
+  readonly events: TopicEvents;
+  readonly mailbox: Mailbox;
+  readonly humans: HumanQueue;
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;
   /** The clock. */
@@ -121,6 +143,9 @@ export class Kernel {
   #resolveModel: ((spec: string) => Promise<ModelProvider>) | undefined;
   #models = new Map<string, Promise<ModelProvider>>();
   #executions = new Map<number, Execution>();
+  #queue: number[] = [];
+  #queued = new Set<number>();
+  #maxCells: number;
   #ownsStore: boolean;
   #closed = false;
 
@@ -140,15 +165,23 @@ export class Kernel {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#model = options.model;
     this.#resolveModel = options.resolveModel;
+    this.#maxCells = options.maxCells ?? 16;
+    this.waits = new Waits(this);
+    this.events = new TopicEvents(this);
+    this.mailbox = new Mailbox(this);
+    this.humans = new HumanQueue(this, options.human);
     this.broker = new Broker({
       caps: this.caps,
       journal: this.journal,
       now: this.now,
+      ask: (ctx, request) => this.#askHuman(ctx, request),
       handlers: {
         ...procHandlers(this),
         ...fsHandlers(this),
         ...objHandlers(this),
         ...miscHandlers(this),
+        ...waitHandlers(this),
+        ...humanHandlers(this),
       },
     });
   }
@@ -260,28 +293,50 @@ export class Kernel {
     return runnable;
   }
 
-  /** Starts running a runnable process in a cell. Returns at once. */
+  /** True once {@link close} began. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Runs a runnable process in a cell, now or when a cell frees up (at most
+   * `maxCells` run at once). Returns at once. A process whose previous cell
+   * is still stopping starts once that cell is gone.
+   */
   start(pid: number): void {
-    if (this.#executions.has(pid) || this.#closed) return;
-    const placeholder = this.#run(pid).catch((error) =>
-      this.finish(pid, "failed", { error: { message: (error as Error).message } })
-        .catch(() => {})
-    );
-    void placeholder;
+    if (this.#closed || this.#queued.has(pid)) return;
+    this.#queued.add(pid);
+    this.#queue.push(pid);
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#queue.length && this.#executions.size < this.#maxCells && !this.#closed) {
+      const index = this.#queue.findIndex((pid) => !this.#executions.has(pid));
+      if (index < 0) return;
+      const [pid] = this.#queue.splice(index, 1);
+      this.#queued.delete(pid);
+      this.#run(pid).catch((error) =>
+        this.finish(pid, "failed", { error: { message: (error as Error).message } }).catch(() => {})
+      );
+    }
   }
 
   async #run(pid: number): Promise<void> {
-    const initial = await this.processes.require(pid);
-    if (initial.state !== "runnable") return;
+    const initial = await this.processes.get(pid);
+    if (initial?.state !== "runnable" || this.#executions.has(pid) || this.#closed) return;
     const image = await this.imageOf(initial);
     const record = await this.processes.transition(pid, "running", {
       patch: { startedAt: initial.startedAt ?? this.now() },
     });
     const limits = { ...this.limits, ...image.image.limits };
-    const execution = new Execution(this, record, limits, await this.#nextSeq(pid));
+    const { firstSeq, checkpoint } = await this.#replayStart(record);
+    const journal = await loadJournal(this.store.kv, pid, firstSeq);
+    const execution = new Execution(this, record, limits, { firstSeq, journal });
     this.#executions.set(pid, execution);
-    execution.done.then(() => {
+    execution.settled().then(() => {
       if (this.#executions.get(pid) === execution) this.#executions.delete(pid);
+      this.#pump();
     });
     const entry = image.image.entry === "libos:agent"
       ? {
@@ -289,7 +344,24 @@ export class Kernel {
         config: { system: image.image.system, tools: image.image.tools },
       }
       : { kind: "module" as const, source: image.entrySource ?? "" };
-    await execution.start(entry);
+    await execution.start(entry, checkpoint);
+  }
+
+  /** Where replay of a process starts: after its latest checkpoint, or at `replayFrom`. */
+  async #replayStart(record: ProcessRecord): Promise<{ firstSeq: number; checkpoint?: unknown }> {
+    const from = record.replayFrom ?? 1;
+    const latest = this.store.kv.list<{ seq: number }>(
+      { start: ["ckpt", record.pid, from], end: ["ckpt", record.pid, Number.MAX_SAFE_INTEGER] },
+      { reverse: true, limit: 1 },
+    );
+    for await (const entry of latest) {
+      const state = await readChunked(this.store.kv, ["ckpt_state", record.pid, entry.value.seq]);
+      const done =
+        (await this.store.kv.get<JournalRecord>(["journal", record.pid, entry.value.seq])).value;
+      // A checkpoint counts once its call has a journal record.
+      if (done && state !== undefined) return { firstSeq: entry.value.seq + 1, checkpoint: state };
+    }
+    return { firstSeq: from };
   }
 
   /** The execution running `pid`, if any (for tests and diagnostics). */
@@ -327,6 +399,14 @@ export class Kernel {
       if (!(error instanceof SyscallError)) throw error;
     }
     this.#executions.get(pid)?.stop(`The process ${state}`);
+    const ended = await this.processes.require(pid);
+    for await (const waiter of this.store.kv.list({ prefix: ["wait_child", pid] })) {
+      const [, , parent, seq] = waiter.key as [string, number, number, number];
+      await this.waits.complete(parent, seq, {
+        ok: true,
+        value: { pid, state: ended.state, result: ended.result, error: ended.error },
+      });
+    }
     for (const child of await this.processes.children(pid)) {
       const record = await this.processes.get(child);
       if (record && !END_STATES.has(record.state) && record.onParentExit === "kill") {
@@ -363,26 +443,320 @@ export class Kernel {
     });
   }
 
-  /** Delivers a signal. `terminate` and `kill` end the process as `killed`. */
+  /**
+   * Delivers a signal. `terminate` and `kill` end the process as `killed`
+   * (`onParentExit` then applies to its children); `pause` stops its cell
+   * (it replays on `resume`) or holds it while blocked; `interrupt` fails
+   * its blocked syscall with `EINTR`.
+   */
   async signal(
     pid: number,
     signal: "pause" | "resume" | "interrupt" | "terminate" | "kill",
     options: { by?: string } = {},
   ): Promise<void> {
     const record = await this.processes.require(pid);
+    const by = options.by ?? "operator";
     if (END_STATES.has(record.state)) {
       throw new SyscallError("EINVAL", `Cannot signal process ${pid}: it has ${record.state}`);
     }
     if (signal === "terminate" || signal === "kill") {
-      await this.finish(pid, "killed", {
-        reason: `${signal} signal from ${options.by ?? "operator"}`,
-      });
+      await this.finish(pid, "killed", { reason: `${signal} signal from ${by}` });
       return;
     }
-    throw new SyscallError(
-      "ENOSYS",
-      `Cannot deliver "${signal}" to process ${pid}: not supported yet`,
+    if (signal === "pause") {
+      if (record.state === "paused") return;
+      await this.processes.update(pid, (p) => ({
+        state: "paused",
+        pausedFrom: p.state === "blocked" ? "blocked" : "runnable",
+      }), { reason: `pause signal from ${by}` });
+      this.#executions.get(pid)?.stop("The process was paused");
+      return;
+    }
+    if (signal === "resume") {
+      if (record.state !== "paused") {
+        throw new SyscallError(
+          "EINVAL",
+          `Cannot resume process ${pid}: it is ${record.state}, not paused`,
+        );
+      }
+      const next = await this.processes.update(pid, (p) => ({
+        state: p.pausedFrom === "blocked" ? "blocked" : "runnable",
+        pausedFrom: undefined,
+      }), { reason: `resume signal from ${by}` });
+      if (next.state === "runnable") this.start(pid);
+      return;
+    }
+    if (
+      record.state !== "blocked" && !(record.state === "paused" && record.pausedFrom === "blocked")
+    ) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot interrupt process ${pid}: it is not blocked in a syscall`,
+      );
+    }
+    await this.waits.complete(pid, record.waitSeq!, {
+      ok: false,
+      error: { code: "EINTR", message: `Interrupted by a signal from ${by}` },
+    });
+  }
+
+  /** Posts an event from outside (library, HTTP), waking processes waiting on its topic. */
+  postEvent(topic: string, data?: unknown): Promise<{ seq: number }> {
+    return this.events.post(topic, data, null);
+  }
+
+  /**
+   * Resumes every live process of the store: running ones (their host
+   * died) replay from their journals, runnable ones start, blocked ones are
+   * checked for conditions that came true meanwhile and otherwise wait for
+   * them. Starts the timer. Returns how many processes it started.
+   */
+  async recover(): Promise<number> {
+    let started = 0;
+    this.waits.start();
+    for (const record of await this.processes.list()) {
+      if (record.state === "running" && !this.#executions.has(record.pid)) {
+        await this.processes.transition(record.pid, "runnable", { reason: "the host restarted" });
+        this.start(record.pid);
+        started++;
+      } else if (record.state === "runnable") {
+        this.start(record.pid);
+        started++;
+      } else if (record.state === "blocked" && record.waitSeq !== undefined) {
+        const wait =
+          (await this.store.kv.get<JournalRecord>(["journal", record.pid, record.waitSeq])).value;
+        if (wait?.wait) await this.waits.recheck(record.pid, record.waitSeq, wait.wait);
+      }
+    }
+    return started;
+  }
+
+  /** Resolves once no live (not exited, failed or killed) process remains in the store. */
+  idle(): Promise<void> {
+    return new Promise((resolve) => {
+      let checking = false;
+      let again = false;
+      const check = async () => {
+        if (checking) {
+          again = true;
+          return;
+        }
+        checking = true;
+        do {
+          again = false;
+          const live = (await this.processes.list()).some((p) => !END_STATES.has(p.state));
+          if (!live) {
+            unsubscribe();
+            resolve();
+            return;
+          }
+        } while (again);
+        checking = false;
+      };
+      const unsubscribe = this.processes.subscribe((_, event) => {
+        if (END_STATES.has(event.to)) check();
+      });
+      check();
+    });
+  }
+
+  /**
+   * `proc.fork`: a child running the same image from the same point. It
+   * gets a copy of the parent's private object namespace, attenuated copies
+   * of the parent's capabilities (or the subset asked for), and a copy of
+   * the parent's journal up to the fork, so it replays to the fork and sees
+   * `{ pid: 0 }` where the parent sees the child's pid.
+   */
+  async fork(
+    ctx: CallContext,
+    options: { capabilities?: readonly string[]; input?: unknown },
+  ): Promise<ProcessRecord> {
+    const parent = await this.processes.require(ctx.pid);
+    await this.checkBudget(ctx.pid, { children: 1 });
+    const held = (await this.caps.list(ctx.pid, this.now())).filter((c) =>
+      c.grantedBy !== "kernel"
     );
+    const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
+    if (options.capabilities) {
+      for (const text of options.capabilities) {
+        const spec = this.#parseCap(text, parent.workspace);
+        const from = held.find((cap) => !attenuationError(spec, cap, this.now()));
+        if (!from) {
+          throw new SyscallError(
+            "EPERM",
+            `Cannot fork with "${text}": the parent holds no capability that covers it`,
+          );
+        }
+        grants.push({ spec, parent: from });
+      }
+    } else {
+      for (const cap of held) {
+        const spec: CapabilitySpec = {
+          resource: cap.resource,
+          rights: cap.rights,
+          scope: cap.scope,
+        };
+        if (cap.uses !== undefined) continue; // one-shot grants are not duplicated
+        grants.push({ spec, parent: cap });
+      }
+    }
+    const child = await this.processes.create({
+      ppid: parent.pid,
+      image: parent.image,
+      digest: parent.digest,
+      cwd: parent.cwd,
+      workspace: parent.workspace,
+      input: options.input ?? parent.input,
+      model: parent.model,
+      policy: parent.policy,
+      onParentExit: "kill",
+      budget: parent.budget,
+      forkedFrom: parent.pid,
+      replayFrom: parent.replayFrom,
+      seed: parent.seed,
+      startedAt: parent.startedAt,
+    }, this.now());
+    await this.charge(ctx.pid, { children: 1 });
+    for (const { spec, parent: from } of grants) {
+      await this.caps.grant(child.pid, spec, {
+        grantedBy: `pid:${parent.pid}`,
+        parent: from.id,
+        now: this.now(),
+      });
+    }
+    await this.#grantPrivateNamespace(child.pid);
+    await this.objects.copyNamespace(`proc/${parent.pid}`, `proc/${child.pid}`);
+    await this.#copyJournal(parent, child.pid, ctx);
+    const runnable = await this.processes.transition(child.pid, "runnable", {
+      reason: `forked from ${parent.pid}`,
+    });
+    this.start(runnable.pid);
+    return runnable;
+  }
+
+  async #copyJournal(parent: ProcessRecord, child: number, ctx: CallContext): Promise<void> {
+    const kv = this.store.kv;
+    const { firstSeq } = await this.#replayStart(parent);
+    if (firstSeq > (parent.replayFrom ?? 1)) {
+      const seq = firstSeq - 1;
+      const op = kv.atomic().set(
+        ["ckpt", child, seq],
+        (await kv.get(["ckpt", parent.pid, seq])).value,
+      );
+      writeChunked(
+        op,
+        ["ckpt_state", child, seq],
+        await readChunked(kv, ["ckpt_state", parent.pid, seq]),
+      );
+      await op.commit();
+    }
+    const records = [...(await loadJournal(kv, parent.pid, firstSeq)).values()]
+      .filter((r) => r.seq < ctx.seq)
+      .map((r) => ({ ...r, pid: child }));
+    records.push({
+      pid: child,
+      seq: ctx.seq,
+      name: "proc.fork",
+      argsDigest: ctx.argsDigest,
+      effect: "effect",
+      phase: "done",
+      at: this.now(),
+      ok: true,
+      value: { pid: 0 },
+    });
+    for (let i = 0; i < records.length; i += 20) {
+      const op = kv.atomic();
+      for (const record of records.slice(i, i + 20)) putRecord(op, record);
+      await op.commit();
+    }
+  }
+
+  /**
+   * `proc.exec`: the process keeps its pid and runs another image from its
+   * start. Capabilities beyond the new image's ceiling are revoked; replay
+   * starts after the exec call.
+   */
+  async exec(
+    ctx: CallContext,
+    options: { image: string; input?: unknown },
+  ): Promise<typeof PARKED> {
+    const target = await this.#requireImage(options.image);
+    const proc = await this.processes.require(ctx.pid);
+    const ceiling = this.#ceiling(target, proc.workspace);
+    for (const cap of await this.caps.list(ctx.pid, this.now())) {
+      if (cap.grantedBy === "kernel") continue;
+      const spec: CapabilitySpec = { resource: cap.resource, rights: cap.rights, scope: cap.scope };
+      if (!this.#isWithinCeiling(spec, ceiling)) await this.caps.revoke(cap.id);
+    }
+    const op = this.store.kv.atomic();
+    putRecord(op, {
+      pid: ctx.pid,
+      seq: ctx.seq,
+      name: "proc.exec",
+      argsDigest: ctx.argsDigest,
+      effect: "effect",
+      phase: "done",
+      at: this.now(),
+      ok: true,
+      value: null,
+    });
+    await op.commit();
+    await this.processes.update(ctx.pid, (p) => ({
+      state: "runnable",
+      image: target.tag,
+      digest: target.digest,
+      input: options.input ?? p.input,
+      replayFrom: ctx.seq + 1,
+      policy: [
+        ...parsePolicy(target.image.policy, "image"),
+        ...p.policy.filter((rule) => rule.source !== "image"),
+      ],
+    }), { reason: `exec ${target.tag}` });
+    this.start(ctx.pid);
+    return PARKED;
+  }
+
+  /** Parses a capability for `pid` and checks it against its image's ceiling (for `cap.request`). */
+  async withinCeiling(pid: number, text: string): Promise<CapabilitySpec> {
+    const proc = await this.processes.require(pid);
+    const image = await this.imageOf(proc);
+    const spec = this.#parseCap(text, proc.workspace);
+    this.#requireWithinCeiling(spec, this.#ceiling(image, proc.workspace), image.tag);
+    return spec;
+  }
+
+  async #askHuman(ctx: CallContext, request: AskRequest): Promise<typeof PARKED> {
+    const { op, rule, name, args } = request;
+    const spec: CapabilitySpec = { resource: op.resource, rights: [op.right], scope: op.target };
+    if (!request.held) {
+      const proc = await this.processes.require(ctx.pid);
+      const image = await this.imageOf(proc);
+      if (!this.#isWithinCeiling(spec, this.#ceiling(image, proc.workspace))) {
+        throw new SyscallError(
+          "EPERM",
+          `Cannot ${name} "${op.target}": policy "${rule.pattern}" asks, but no human may grant what image "${image.tag}" never allows`,
+        );
+      }
+    }
+    const filed = await this.humans.create({
+      kind: "permission",
+      pid: ctx.pid,
+      seq: ctx.seq,
+      image: ctx.image,
+      operation: {
+        syscall: name,
+        args: summarizeArgs(name, args),
+        argsDigest: ctx.argsDigest,
+        capability: formatCapability(spec),
+      },
+      reason: `policy "${rule.pattern}" asks`,
+    });
+    const parked: typeof PARKED = await this.waits.park(
+      { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest },
+      { kind: "human", request: filed.id },
+    );
+    void this.humans.offer(filed).catch(() => {});
+    return parked;
   }
 
   /** `EPERM` unless `child` is a child of `pid`. */
@@ -495,17 +869,13 @@ export class Kernel {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.waits.stop();
+    await this.waits.settled();
     const running = [...this.#executions.values()];
     for (const execution of running) execution.stop("The host is shutting down");
     await Promise.all(running.map((e) => e.settled()));
     await this.journal.close();
     if (this.#ownsStore) this.store.close();
-  }
-
-  async #nextSeq(pid: number): Promise<number> {
-    const iter = this.store.kv.list({ prefix: ["journal", pid] }, { reverse: true, limit: 1 });
-    for await (const entry of iter) return (entry.key[2] as number) + 1;
-    return 1;
   }
 
   async #requireImage(ref: string): Promise<RegisteredImage> {
@@ -543,23 +913,26 @@ export class Kernel {
     }
   }
 
-  #requireWithinCeiling(spec: CapabilitySpec, ceiling: CapabilitySpec[], tag: string): void {
+  #isWithinCeiling(spec: CapabilitySpec, ceiling: readonly CapabilitySpec[]): boolean {
     const now = this.now();
-    const asCap = (c: CapabilitySpec): Capability => ({
-      ...c,
-      id: "ceiling",
-      holder: 0,
-      delegable: true,
-      grantedBy: "image",
-      createdAt: now,
-      expiresAt: c.ttlMs !== undefined ? now + c.ttlMs : undefined,
-    });
-    if (!ceiling.some((c) => !attenuationError(spec, asCap(c), now))) {
+    return ceiling.some((c) =>
+      !attenuationError(spec, {
+        ...c,
+        id: "ceiling",
+        holder: 0,
+        delegable: true,
+        grantedBy: "image",
+        createdAt: now,
+        expiresAt: c.ttlMs !== undefined ? now + c.ttlMs : undefined,
+      }, now)
+    );
+  }
+
+  #requireWithinCeiling(spec: CapabilitySpec, ceiling: CapabilitySpec[], tag: string): void {
+    if (!this.#isWithinCeiling(spec, ceiling)) {
       throw new SyscallError(
         "EPERM",
-        `Cannot grant "${spec.resource}:${
-          spec.rights.join(",")
-        }:${spec.scope}": beyond the ceiling of image "${tag}"`,
+        `Cannot grant "${formatCapability(spec)}": beyond the ceiling of image "${tag}"`,
       );
     }
   }

@@ -78,6 +78,16 @@ export interface ProcessRecord {
   endedAt?: number;
   result?: unknown;
   error?: { code?: string; message: string };
+  /** Journal seq of the syscall a blocked process is parked on. */
+  waitSeq?: number;
+  /** Where a paused process goes on `resume`. */
+  pausedFrom?: "runnable" | "blocked";
+  /** Replay starts at this seq (set by `proc.exec`); checkpoints may move it later. */
+  replayFrom?: number;
+  /** Seed of the program's deterministic `Math.random` and friends. */
+  seed: number;
+  /** Pid this process was forked from. */
+  forkedFrom?: number;
 }
 
 /** A recorded state transition. */
@@ -92,10 +102,12 @@ export interface ProcessEvent {
 }
 
 /** Fields a caller supplies to create a process. */
-export type NewProcess = Omit<
-  ProcessRecord,
-  "pid" | "state" | "usage" | "createdAt"
->;
+export type NewProcess =
+  & Omit<
+    ProcessRecord,
+    "pid" | "state" | "usage" | "createdAt" | "seed"
+  >
+  & { seed?: number };
 
 const PID_KEY = ["meta", "next_pid"];
 const EVENT_KEY = ["meta", "next_event"];
@@ -138,6 +150,7 @@ export class ProcessTable {
       const record: ProcessRecord = {
         ...init,
         pid,
+        seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
         state: "created",
         usage: { toolCalls: 0, tokens: 0, children: 0 },
         createdAt: now,
@@ -179,14 +192,46 @@ export class ProcessTable {
   /**
    * Applies `change` to a process record atomically (retrying on a lost
    * race). A change that sets `state` must be a legal transition; it records
-   * an event with `reason`. Returns the new record.
+   * an event with `reason`. `prepare`, when given, is called on every
+   * attempt and returns mutations (and checks) that must commit with the
+   * change, or `null` to give up: then `update` resolves with undefined.
    */
   async update(
     pid: number,
     change: (record: ProcessRecord) => Partial<ProcessRecord>,
-    options: { reason?: string; now?: number } = {},
+    options: {
+      reason?: string;
+      now?: number;
+      prepare?: () => Promise<((op: Deno.AtomicOperation) => void) | null>;
+    } = {},
   ): Promise<ProcessRecord> {
+    return (await this.#update(pid, change, options))!;
+  }
+
+  /** Like {@link update} with a `prepare` that may give up. */
+  updateIf(
+    pid: number,
+    change: (record: ProcessRecord) => Partial<ProcessRecord>,
+    options: {
+      reason?: string;
+      prepare: () => Promise<((op: Deno.AtomicOperation) => void) | null>;
+    },
+  ): Promise<ProcessRecord | undefined> {
+    return this.#update(pid, change, options);
+  }
+
+  async #update(
+    pid: number,
+    change: (record: ProcessRecord) => Partial<ProcessRecord>,
+    options: {
+      reason?: string;
+      now?: number;
+      prepare?: () => Promise<((op: Deno.AtomicOperation) => void) | null>;
+    },
+  ): Promise<ProcessRecord | undefined> {
     for (;;) {
+      const extra = options.prepare ? await options.prepare() : undefined;
+      if (extra === null) return undefined;
       const [procEntry, eventEntry] = await this.#kv.getMany<
         [ProcessRecord, number]
       >([["proc", pid], EVENT_KEY]);
@@ -206,7 +251,10 @@ export class ProcessTable {
             `Cannot move process ${pid} from ${current.state} to ${patch.state}`,
           );
         }
-        if (patch.state !== "blocked") delete next.waitingOn;
+        if (patch.state !== "blocked" && patch.state !== "paused") {
+          delete next.waitingOn;
+          delete next.waitSeq;
+        }
         if (END_STATES.has(patch.state)) next.endedAt = now;
         const seq = (eventEntry.value ?? 0) + 1;
         event = {
@@ -221,6 +269,7 @@ export class ProcessTable {
         op.check(eventEntry).set(EVENT_KEY, seq).set(["event", seq], event);
       }
       op.set(["proc", pid], next);
+      extra?.(op);
       if ((await op.commit()).ok) {
         if (event) this.#notify(next, event);
         return next;

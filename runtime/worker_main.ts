@@ -48,6 +48,58 @@ function lockDown(): void {
   }
 }
 
+/**
+ * Makes the program's clock and randomness replay-safe. The clock reads
+ * the journal time of the latest syscall reply (so a replay sees the times
+ * the first run saw), never the wall clock; randomness comes from a PRNG
+ * seeded per process. `crypto.getRandomValues` and `crypto.randomUUID` are
+ * therefore predictable from the seed: a program that needs secrets must
+ * not make them itself.
+ */
+let clock = 0;
+function determinize(epoch: number, seed: number): void {
+  clock = epoch;
+  let state = seed >>> 0;
+  const next = (): number => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const RealDate = Date;
+  class ReplayDate extends RealDate {
+    constructor(...args: unknown[]) {
+      if (args.length === 0) super(clock);
+      else super(...(args as [string]));
+    }
+    static override now(): number {
+      return clock;
+    }
+  }
+  const define = (target: object, name: string, value: unknown) =>
+    Object.defineProperty(target, name, { value, configurable: false, writable: false });
+  define(globalThis, "Date", ReplayDate);
+  define(Math, "random", next);
+  define(performance, "now", () => clock - epoch);
+  define(crypto, "getRandomValues", <T extends ArrayBufferView | null>(array: T): T => {
+    if (array) {
+      const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(next() * 256);
+    }
+    return array;
+  });
+  define(crypto, "randomUUID", () => {
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${
+      h.slice(20)
+    }`;
+  });
+}
+
 const pending = new Map<
   number,
   { resolve: (value: unknown) => void; reject: (error: unknown) => void }
@@ -64,9 +116,10 @@ const sys = createSys((name, args) =>
 
 async function start(message: Extract<CellToWorker, { t: "start" }>) {
   try {
+    determinize(message.epoch, message.seed);
     let result: unknown;
     if (message.entry.kind === "agent") {
-      result = await runAgent(sys, message.input, message.entry.config);
+      result = await runAgent(sys, message.input, message.entry.config, message.checkpoint);
     } else {
       const url = "data:application/typescript;base64," +
         btoa(String.fromCharCode(...new TextEncoder().encode(message.entry.source)));
@@ -74,7 +127,7 @@ async function start(message: Extract<CellToWorker, { t: "start" }>) {
       if (typeof module.default !== "function") {
         throw new Error("The entry module has no default export function");
       }
-      result = await module.default(sys, message.input);
+      result = await module.default(sys, message.input, { checkpoint: message.checkpoint });
     }
     await sys.proc.exit(result === undefined ? null : result);
   } catch (error) {
@@ -92,6 +145,7 @@ self.onmessage = (event) => {
   if (message.t === "start") {
     start(message);
   } else if (message.t === "reply") {
+    if (message.at !== undefined && message.at > clock) clock = message.at;
     const waiter = pending.get(message.id);
     if (!waiter) return;
     pending.delete(message.id);

@@ -8,6 +8,7 @@
 import type { HandlerTable } from "../../broker/broker.ts";
 import { SyscallError } from "../../broker/errors.ts";
 import { parsePolicy } from "../../broker/policy.ts";
+import { writeChunked } from "../chunks.ts";
 import type { Kernel } from "../kernel.ts";
 
 /** Handlers of the `proc` group. */
@@ -60,6 +61,13 @@ export function procHandlers(kernel: Kernel): HandlerTable {
       effect: "effect",
       run: async (grant) => {
         const policy = args.policy ? parsePolicy(args.policy, `pid:${ctx.pid}`) : [];
+        const loosening = policy.find((rule) => rule.decision === "allow");
+        if (loosening) {
+          throw new SyscallError(
+            "EPERM",
+            `Cannot spawn with policy "${loosening.pattern}": a spawner may only add deny or ask rules`,
+          );
+        }
         const child = await kernel.spawnChild(ctx.pid, {
           image: args.image,
           input: args.input,
@@ -72,17 +80,6 @@ export function procHandlers(kernel: Kernel): HandlerTable {
         return { pid: child.pid };
       },
     }),
-    "proc.wait": async (ctx, args) => {
-      await kernel.requireChild(ctx.pid, args.pid, "wait for");
-      return {
-        ops: [],
-        effect: "none",
-        run: async () => {
-          const p = await kernel.waitFor(args.pid, { timeoutMs: args.timeoutMs });
-          return { pid: p.pid, state: p.state, result: p.result, error: p.error };
-        },
-      };
-    },
     "proc.signal": async (ctx, args) => {
       await kernel.requireDescendant(ctx.pid, args.pid);
       return {
@@ -91,6 +88,48 @@ export function procHandlers(kernel: Kernel): HandlerTable {
         run: () => kernel.signal(args.pid, args.signal, { by: `pid:${ctx.pid}` }),
       };
     },
+    "proc.fork": (ctx, args) => ({
+      ops: [{ resource: "proc", right: "fork", target: "self" }],
+      effect: "effect",
+      run: async () => {
+        const child = await kernel.fork(ctx, {
+          capabilities: args.capabilities,
+          input: args.input,
+        });
+        return { pid: child.pid };
+      },
+    }),
+    "proc.exec": (ctx, args) => ({
+      ops: [{ resource: "proc", right: "exec", target: args.image }],
+      effect: "effect",
+      run: () => kernel.exec(ctx, { image: args.image, input: args.input }),
+    }),
+    "ckpt.save": (ctx, args) => ({
+      ops: [],
+      effect: "idempotent",
+      run: async () => {
+        const op = kernel.store.kv.atomic().set(["ckpt", ctx.pid, ctx.seq], {
+          seq: ctx.seq,
+          at: kernel.now(),
+        });
+        writeChunked(op, ["ckpt_state", ctx.pid, ctx.seq], args.state);
+        if (!(await op.commit()).ok) {
+          throw new SyscallError("EINVAL", "Cannot save checkpoint: the state is too large");
+        }
+        return { seq: ctx.seq };
+      },
+    }),
+    "ckpt.list": (ctx) => ({
+      ops: [],
+      effect: "none",
+      run: async () => {
+        const out = [];
+        for await (const e of kernel.store.kv.list({ prefix: ["ckpt", ctx.pid] })) {
+          out.push(e.value);
+        }
+        return out;
+      },
+    }),
     "proc.exit": (ctx, args) => ({
       ops: [],
       effect: "effect",

@@ -1,0 +1,81 @@
+/**
+ * Topic events (`event.emit`, `event.wait`, and events posted from outside
+ * through the library or HTTP): ordered per topic, durable in KV, and waking
+ * every process parked on the topic.
+ *
+ * Keys: `["topic_seq", topic]` the counter, `["topic_event", topic, seq]`.
+ *
+ * @module
+ */
+
+import { SyscallError } from "../broker/errors.ts";
+import type { Kernel } from "./kernel.ts";
+
+/** One event on a topic. */
+export interface TopicEvent {
+  topic: string;
+  seq: number;
+  data: unknown;
+  /** The emitting pid, or null when posted from outside. */
+  from: number | null;
+  at: number;
+}
+
+const MAX_DATA_CHARS = 60_000;
+
+/**
+ * Topic events of a kernel.
+ *
+ * @example
+ * ```ts ignore
+ * await kernel.events.post("deploy.done", { ok: true }, null);
+ * ```
+ */
+export class TopicEvents {
+  #kernel: Kernel;
+
+  /** Events of `kernel`. */
+  constructor(kernel: Kernel) {
+    this.#kernel = kernel;
+  }
+
+  /** Appends an event and wakes the processes waiting on its topic. */
+  async post(topic: string, data: unknown, from: number | null): Promise<{ seq: number }> {
+    const kv = this.#kernel.store.kv;
+    if (JSON.stringify(data ?? null).length > MAX_DATA_CHARS) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot emit on "${topic}": data is over ${MAX_DATA_CHARS} bytes`,
+      );
+    }
+    let event: TopicEvent;
+    for (;;) {
+      const counter = await kv.get<number>(["topic_seq", topic]);
+      const seq = (counter.value ?? 0) + 1;
+      event = { topic, seq, data: data ?? null, from, at: this.#kernel.now() };
+      const result = await kv.atomic().check(counter).set(["topic_seq", topic], seq)
+        .set(["topic_event", topic, seq], event).commit();
+      if (result.ok) break;
+    }
+    for await (const waiter of kv.list({ prefix: ["wait_event", topic] })) {
+      const [, , pid, seq] = waiter.key as [string, string, number, number];
+      await this.#kernel.waits.complete(pid, seq, { ok: true, value: event });
+    }
+    return { seq: event.seq };
+  }
+
+  /** The seq of the newest event on a topic (0 when none). */
+  async latestSeq(topic: string): Promise<number> {
+    return (await this.#kernel.store.kv.get<number>(["topic_seq", topic])).value ?? 0;
+  }
+
+  /** The first event on `topic` after `afterSeq`. */
+  async firstAfter(topic: string, afterSeq: number): Promise<TopicEvent | undefined> {
+    const iter = this.#kernel.store.kv.list<TopicEvent>({
+      start: ["topic_event", topic, afterSeq + 1],
+      end: ["topic_event", topic, Number.MAX_SAFE_INTEGER],
+    }, { limit: 1 });
+    for await (const entry of iter) return entry.value;
+    return undefined;
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * Human queues (SPEC section 5): requests a process makes of a person —
+ * permission for an operation its policy says to `ask` about, or a typed
+ * question — and the answers, durable in KV.
+ *
+ * Keys: `["human", id]` the request, `["human_pending", createdAt, id]` the
+ * queue of unanswered requests in arrival order.
+ *
+ * @module
+ */
+
+import { type Capability, parseCapability, parseDuration } from "../broker/capability.ts";
+import { SyscallError } from "../broker/errors.ts";
+import type { Kernel } from "./kernel.ts";
+import type { WaitOutcome } from "./waits.ts";
+
+/** A human's decision on a permission request. */
+export type HumanDecision = "allow_once" | "allow_always" | "deny_once" | "deny_always";
+
+/** The kinds of typed answers `human.ask` takes. */
+export type QuestionKind = "text" | "choice" | "boolean" | "number";
+
+/** One request in a human queue. */
+export interface HumanRequest {
+  /** Unguessable id (a UUID). */
+  id: string;
+  /** Who asks, and the journal seq of the call that waits for the answer. */
+  pid: number;
+  seq: number;
+  image: string;
+  kind: "permission" | "question";
+  /** For a permission request: the exact operation asked for. */
+  operation?: {
+    syscall: string;
+    /** Argument summary (no contents or secrets). */
+    args: string;
+    argsDigest: string;
+    /** The capability that would allow it, in text form. */
+    capability: string;
+  };
+  /** For a question. */
+  question?: { text: string; kind: QuestionKind; choices?: string[] };
+  /** Why, in the asker's words or the policy rule that asked. */
+  reason?: string;
+  createdAt: number;
+  state: "pending" | "answered";
+  answer?: {
+    decision?: HumanDecision;
+    value?: unknown;
+    by: string;
+    at: number;
+    ttlMs?: number;
+    /** The capability minted by an `allow_*` decision. */
+    capability?: string;
+  };
+}
+
+/** What a human sends back. */
+export interface HumanAnswer {
+  /** For permission requests. */
+  decision?: HumanDecision;
+  /** For questions: validated against the question's kind. */
+  answer?: unknown;
+  /** For `allow_always`: a duration like `10m`. */
+  ttl?: string;
+  /** When given, must equal the asked operation's argument digest. */
+  argsDigest?: string;
+}
+
+/** Something that answers human requests as they arrive (scripted, deny-all, a terminal). */
+export interface HumanResponder {
+  /** The answer to give, or undefined to leave the request for someone else. */
+  respond(request: HumanRequest): Promise<HumanAnswer | undefined>;
+}
+
+/** Answers every request with a denial (`--human deny`). */
+export class DenyingHuman implements HumanResponder {
+  /** Denies permissions once; answers questions with nothing and so leaves them pending. */
+  respond(request: HumanRequest): Promise<HumanAnswer | undefined> {
+    return Promise.resolve(request.kind === "permission" ? { decision: "deny_once" } : undefined);
+  }
+}
+
+/** Answers requests in order from a list (`--human scripted:FILE`, SPEC section 11). */
+export class ScriptedHuman implements HumanResponder {
+  #answers: HumanAnswer[];
+  #next = 0;
+
+  /** Takes `{ answers: [...] }`. */
+  constructor(script: { answers: HumanAnswer[] }) {
+    this.#answers = [...script.answers];
+  }
+
+  /** Reads a script file; a one-line error when unreadable or malformed. */
+  static async fromFile(path: string): Promise<ScriptedHuman> {
+    let script: unknown;
+    try {
+      script = JSON.parse(await Deno.readTextFile(path));
+    } catch (error) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot load human script "${path}": ${(error as Error).message}`,
+      );
+    }
+    const answers = (script as { answers?: unknown })?.answers;
+    if (!Array.isArray(answers) || !answers.every((a) => a && typeof a === "object")) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot load human script "${path}": expected { "answers": [...] }`,
+      );
+    }
+    return new ScriptedHuman({ answers: answers as HumanAnswer[] });
+  }
+
+  /** The next scripted answer; past the end, leaves requests pending. */
+  respond(_request: HumanRequest): Promise<HumanAnswer | undefined> {
+    return Promise.resolve(this.#answers[this.#next++]);
+  }
+}
+
+/** Validates a typed answer against a question; returns the value to give the program. */
+export function checkAnswer(
+  question: NonNullable<HumanRequest["question"]>,
+  value: unknown,
+): unknown {
+  const fail = (why: string): never => {
+    throw new SyscallError("EINVAL", `Cannot answer "${question.text.slice(0, 60)}": ${why}`);
+  };
+  switch (question.kind) {
+    case "text":
+      return typeof value === "string" ? value : fail("expected text");
+    case "number": {
+      const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+      return typeof n === "number" && Number.isFinite(n) ? n : fail("expected a number");
+    }
+    case "boolean":
+      if (typeof value === "boolean") return value;
+      if (value === "yes" || value === "true") return true;
+      if (value === "no" || value === "false") return false;
+      return fail("expected yes or no");
+    case "choice":
+      return typeof value === "string" && (question.choices ?? []).includes(value)
+        ? value
+        : fail(`expected one of ${(question.choices ?? []).join(", ")}`);
+  }
+}
+
+/**
+ * The human queue of a kernel.
+ *
+ * @example
+ * ```ts ignore
+ * for (const request of await kernel.humans.pending()) {
+ *   await kernel.humans.answer(request.id, { decision: "deny_once" }, { by: "operator" });
+ * }
+ * ```
+ */
+export class HumanQueue {
+  #kernel: Kernel;
+  #responder: HumanResponder | undefined;
+
+  /** The queue of `kernel`; `responder` (if any) answers requests as they arrive. */
+  constructor(kernel: Kernel, responder?: HumanResponder) {
+    this.#kernel = kernel;
+    this.#responder = responder;
+  }
+
+  /** Unanswered requests, oldest first. */
+  async pending(): Promise<HumanRequest[]> {
+    const out: HumanRequest[] = [];
+    const kv = this.#kernel.store.kv;
+    for await (const entry of kv.list<string>({ prefix: ["human_pending"] })) {
+      const request = await this.get(entry.value);
+      if (request?.state === "pending") out.push(request);
+    }
+    return out;
+  }
+
+  /** One request by id. */
+  async get(id: string): Promise<HumanRequest | undefined> {
+    return (await this.#kernel.store.kv.get<HumanRequest>(["human", id])).value ?? undefined;
+  }
+
+  /** Files a request for the process parked at `(pid, seq)` and hands it to the responder. */
+  async create(
+    request: Omit<HumanRequest, "id" | "createdAt" | "state">,
+  ): Promise<HumanRequest> {
+    const record: HumanRequest = {
+      ...request,
+      id: crypto.randomUUID(),
+      createdAt: this.#kernel.now(),
+      state: "pending",
+    };
+    await this.#kernel.store.kv.atomic()
+      .set(["human", record.id], record)
+      .set(["human_pending", record.createdAt, record.id], record.id)
+      .commit();
+    return record;
+  }
+
+  /** Lets the responder (if any) answer a request, after the asker is parked. */
+  async offer(request: HumanRequest): Promise<void> {
+    const answer = await this.#responder?.respond(request);
+    if (answer) await this.answer(request.id, answer, { by: "responder" });
+  }
+
+  /**
+   * Answers a request. Permission requests take a `decision`: `allow_once`
+   * mints a one-shot capability bound to the exact operation (its argument
+   * digest), `allow_always` a lasting one (optionally with a `ttl`),
+   * `deny_once` fails the call with `EPERM`, `deny_always` also adds a
+   * policy rule denying that exact operation. Questions take a typed
+   * `answer`. The answer, the grant and the asker's wake-up commit together.
+   */
+  async answer(id: string, answer: HumanAnswer, options: { by: string }): Promise<HumanRequest> {
+    const kernel = this.#kernel;
+    const kv = kernel.store.kv;
+    const entry = await kv.get<HumanRequest>(["human", id]);
+    const request = entry.value;
+    if (!request) {
+      throw new SyscallError("ENOENT", `Cannot answer request "${id}": no such request`);
+    }
+    if (request.state !== "pending") {
+      throw new SyscallError("EEXIST", `Cannot answer request "${id}": it was already answered`);
+    }
+    if (answer.argsDigest !== undefined && answer.argsDigest !== request.operation?.argsDigest) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot answer request "${id}": the approval names a different operation than the one asked`,
+      );
+    }
+    const now = kernel.now();
+    const answered: HumanRequest = {
+      ...request,
+      state: "answered",
+      answer: { by: options.by, at: now },
+    };
+    let outcome: WaitOutcome;
+    let grant: { apply: (op: Deno.AtomicOperation) => void; id: string } | undefined;
+    if (request.kind === "question") {
+      if (answer.decision !== undefined) {
+        throw new SyscallError(
+          "EINVAL",
+          `Cannot answer request "${id}": it is a question, not a permission`,
+        );
+      }
+      const value = checkAnswer(request.question!, answer.answer);
+      answered.answer!.value = value;
+      outcome = { ok: true, value };
+    } else {
+      const decision = answer.decision;
+      if (
+        !decision || !["allow_once", "allow_always", "deny_once", "deny_always"].includes(decision)
+      ) {
+        throw new SyscallError(
+          "EINVAL",
+          `Cannot answer request "${id}": expected a decision of allow_once, allow_always, deny_once or deny_always`,
+        );
+      }
+      answered.answer!.decision = decision;
+      const operation = request.operation!;
+      if (decision.startsWith("allow")) {
+        const spec = parseCapability(operation.capability);
+        const ttlMs = answer.ttl ? parseDuration(answer.ttl) : undefined;
+        if (ttlMs !== undefined) answered.answer!.ttlMs = ttlMs;
+        const prepared = kernel.caps.prepareGrant(request.pid, {
+          ...spec,
+          uses: decision === "allow_once" ? 1 : undefined,
+        }, {
+          grantedBy: `human:${id}`,
+          boundTo: decision === "allow_once" && operation.syscall !== "cap.request"
+            ? operation.argsDigest
+            : undefined,
+          expiresAt: ttlMs !== undefined ? now + ttlMs : undefined,
+          now,
+        });
+        grant = { apply: prepared.apply, id: prepared.cap.id };
+        answered.answer!.capability = prepared.cap.id;
+        outcome =
+          operation.syscall === "cap.request" || operation.syscall === "human.request_permission"
+            ? { ok: true, value: prepared.cap.id }
+            : { retry: true };
+      } else {
+        outcome = {
+          ok: false,
+          error: {
+            code: "EPERM",
+            message: `Cannot ${operation.syscall} ${operation.args}: denied by ${options.by}`,
+          },
+        };
+      }
+    }
+    const woke = await kernel.waits.complete(request.pid, request.seq, outcome, {
+      check: entry,
+      extra: (op) => {
+        op.set(["human", id], answered).delete(["human_pending", request.createdAt, id]);
+        grant?.apply(op);
+      },
+    });
+    if (!woke) {
+      const now = await kv.get<HumanRequest>(["human", id]);
+      if (now.value?.state !== "pending") {
+        throw new SyscallError("EEXIST", `Cannot answer request "${id}": it was already answered`);
+      }
+      await kv.atomic().check(now).set(["human", id], {
+        ...answered,
+        answer: { by: options.by, at: kernel.now() },
+      })
+        .delete(["human_pending", request.createdAt, id]).commit();
+      throw new SyscallError(
+        "ENOENT",
+        `Cannot answer request "${id}": process ${request.pid} no longer waits for it`,
+      );
+    }
+    kernel.caps.invalidate(request.pid);
+    if (answered.answer?.decision === "deny_always") {
+      const [resource, right, ...scope] = request.operation!.capability.split(":");
+      await kernel.processes.update(request.pid, (p) => ({
+        policy: [...p.policy, {
+          pattern: request.operation!.capability,
+          resource: resource as Capability["resource"],
+          rights: [right],
+          scope: scope.join(":"),
+          decision: "deny",
+          source: `human:${id}`,
+        }],
+      }));
+    }
+    return answered;
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Process mailboxes (`msg.send`, `msg.recv`): ordered, durable, and each
+ * message taken exactly once, in the same commit that completes the
+ * receiver's wait.
+ *
+ * Keys: `["mail_seq", pid]` the counter, `["mail", pid, seq]` a message.
+ *
+ * @module
+ */
+
+import { SyscallError } from "../broker/errors.ts";
+import type { Kernel } from "./kernel.ts";
+
+/** A message in a mailbox. */
+export interface MailMessage {
+  seq: number;
+  from: number | null;
+  data: unknown;
+  at: number;
+}
+
+const MAX_DATA_CHARS = 60_000;
+
+/**
+ * Mailboxes of a kernel.
+ *
+ * @example
+ * ```ts ignore
+ * await kernel.mailbox.send(7, { hello: "world" }, 1);
+ * ```
+ */
+export class Mailbox {
+  #kernel: Kernel;
+
+  /** Mailboxes of `kernel`. */
+  constructor(kernel: Kernel) {
+    this.#kernel = kernel;
+  }
+
+  /** Appends a message to `to`'s mailbox and wakes it if it waits. */
+  async send(to: number, data: unknown, from: number | null): Promise<{ seq: number }> {
+    const kv = this.#kernel.store.kv;
+    if (JSON.stringify(data ?? null).length > MAX_DATA_CHARS) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot send to process ${to}: data is over ${MAX_DATA_CHARS} bytes`,
+      );
+    }
+    let seq: number;
+    for (;;) {
+      const counter = await kv.get<number>(["mail_seq", to]);
+      seq = (counter.value ?? 0) + 1;
+      const message: MailMessage = { seq, from, data: data ?? null, at: this.#kernel.now() };
+      const result = await kv.atomic().check(counter).set(["mail_seq", to], seq)
+        .set(["mail", to, seq], message).commit();
+      if (result.ok) break;
+    }
+    for await (const waiter of kv.list({ prefix: ["wait_mail", to] })) {
+      await this.deliver(to, waiter.key[2] as number);
+    }
+    return { seq };
+  }
+
+  /** Takes the oldest message, if any (for a `msg.recv` that need not wait). */
+  async take(pid: number): Promise<MailMessage | undefined> {
+    const kv = this.#kernel.store.kv;
+    for (;;) {
+      const entry = await this.#oldest(pid);
+      if (!entry) return undefined;
+      if ((await kv.atomic().check(entry).delete(entry.key).commit()).ok) return entry.value;
+    }
+  }
+
+  /** Completes the wait `(pid, seq)` with the oldest message, taking it in the same commit. */
+  async deliver(pid: number, seq: number): Promise<boolean> {
+    for (;;) {
+      const entry = await this.#oldest(pid);
+      if (!entry) return false;
+      const done = await this.#kernel.waits.complete(pid, seq, { ok: true, value: entry.value }, {
+        check: entry,
+        extra: (op) => op.delete(entry.key),
+      });
+      if (done) return true;
+      // Either the wait is over or someone took the message: look again.
+      const still = await this.#kernel.store.kv.get(["journal", pid, seq]);
+      if ((still.value as { phase?: string } | null)?.phase !== "wait") return false;
+    }
+  }
+
+  async #oldest(pid: number): Promise<Deno.KvEntry<MailMessage> | undefined> {
+    const iter = this.#kernel.store.kv.list<MailMessage>({ prefix: ["mail", pid] }, { limit: 1 });
+    for await (const entry of iter) return entry;
+    return undefined;
+  }
+}

@@ -1,0 +1,288 @@
+/**
+ * Parking and waking (SPEC sections 3 and 7). A process that blocks on
+ * `time.sleep`, `event.wait`, `msg.recv`, `human.*` or `proc.wait` gives up
+ * its cell: the blocking call is journaled as a `wait` record, the process
+ * becomes `blocked`, and it lives only in KV. Whoever satisfies the wait
+ * (a timer, an event, a message, a human, a child's end, a signal) writes
+ * the call's result over that record and makes the process runnable in the
+ * same commit; the process then replays up to the call and goes on.
+ *
+ * Timers are KV entries polled by the host, never `kv.enqueue`, so they
+ * work over KV Connect and survive restarts.
+ *
+ * Index keys: `["timer", at, pid, seq]`, `["wait_event", topic, pid, seq]`,
+ * `["wait_mail", pid, seq]`, `["wait_child", child, pid, seq]`.
+ *
+ * @module
+ */
+
+import { PARKED } from "../broker/broker.ts";
+import type { ErrorCode } from "../broker/errors.ts";
+import { type JournalRecord, putRecord, type WaitSpec } from "../broker/journal.ts";
+import type { Kernel } from "./kernel.ts";
+import { END_STATES, type WaitingOn } from "./process_table.ts";
+
+/** How a wait ends. */
+export type WaitOutcome =
+  | { ok: true; value: unknown }
+  | { ok: false; error: { code: ErrorCode; message: string } }
+  /** Run the call again (an approval arrived): the wait record is removed. */
+  | { retry: true };
+
+/** The call being parked, as the broker knows it. */
+export interface ParkedCall {
+  pid: number;
+  seq: number;
+  name: string;
+  argsDigest: string;
+}
+
+const KIND: Record<WaitSpec["kind"], WaitingOn> = {
+  sleep: "sleep",
+  event: "event",
+  message: "message",
+  human: "human",
+  child: "child",
+};
+
+function deadlineOf(wait: WaitSpec): number | undefined {
+  return wait.kind === "sleep" ? wait.until : "deadline" in wait ? wait.deadline : undefined;
+}
+
+function indexKeys(pid: number, seq: number, wait: WaitSpec): Deno.KvKey[] {
+  const keys: Deno.KvKey[] = [];
+  const deadline = deadlineOf(wait);
+  if (deadline !== undefined) keys.push(["timer", deadline, pid, seq]);
+  if (wait.kind === "event") keys.push(["wait_event", wait.topic, pid, seq]);
+  if (wait.kind === "message") keys.push(["wait_mail", pid, seq]);
+  if (wait.kind === "child") keys.push(["wait_child", wait.pid, pid, seq]);
+  return keys;
+}
+
+/**
+ * The kernel's waits.
+ *
+ * @example
+ * ```ts ignore
+ * // In a handler's run(): park until a timer fires.
+ * return await kernel.waits.park(call, { kind: "sleep", until: kernel.now() + 1000 });
+ * ```
+ */
+export class Waits {
+  #kernel: Kernel;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #nextWake = Infinity;
+  #poll: ReturnType<typeof setInterval> | undefined;
+  #firing: Promise<void> | undefined;
+
+  /** Waits of `kernel`. */
+  constructor(kernel: Kernel) {
+    this.#kernel = kernel;
+  }
+
+  /**
+   * Parks the calling process on `wait`: a durable `wait` record and the
+   * `blocked` state in one commit, then a check whether the wait is already
+   * satisfied. Returns {@link PARKED} for the broker.
+   */
+  async park(call: ParkedCall, wait: WaitSpec): Promise<typeof PARKED> {
+    const record: JournalRecord = {
+      pid: call.pid,
+      seq: call.seq,
+      name: call.name,
+      argsDigest: call.argsDigest,
+      effect: "none",
+      phase: "wait",
+      at: this.#kernel.now(),
+      wait,
+    };
+    await this.#kernel.journal.flush();
+    await this.#kernel.processes.update(call.pid, () => ({
+      state: "blocked",
+      waitingOn: KIND[wait.kind],
+      waitSeq: call.seq,
+    }), {
+      reason: `${call.name} waits on ${wait.kind}`,
+      prepare: () =>
+        Promise.resolve((op: Deno.AtomicOperation) => {
+          putRecord(op, record);
+          for (const key of indexKeys(call.pid, call.seq, wait)) op.set(key, true);
+        }),
+    });
+    const deadline = deadlineOf(wait);
+    if (deadline !== undefined) this.#schedule(deadline);
+    await this.recheck(call.pid, call.seq, wait);
+    return PARKED;
+  }
+
+  /**
+   * Ends the wait of `(pid, seq)` with `outcome` if it is still pending:
+   * the result replaces the wait record and a blocked process becomes
+   * runnable (a paused one will resume as runnable), in one commit; then
+   * the process is started. Returns false when the wait was already over.
+   */
+  async complete(
+    pid: number,
+    seq: number,
+    outcome: WaitOutcome,
+    options: { extra?: (op: Deno.AtomicOperation) => void; check?: Deno.AtomicCheck } = {},
+  ): Promise<boolean> {
+    const kv = this.#kernel.store.kv;
+    const key = ["journal", pid, seq];
+    let completed = false;
+    const record = await this.#kernel.processes.updateIf(pid, (current) => {
+      if (current.state === "blocked" && current.waitSeq === seq) return { state: "runnable" };
+      if (current.state === "paused" && current.waitSeq === seq) return { pausedFrom: "runnable" };
+      return {};
+    }, {
+      reason: "ok" in outcome && !outcome.ok ? outcome.error.message : "its wait ended",
+      prepare: async () => {
+        const entry = await kv.get<JournalRecord>(key);
+        const wait = entry.value;
+        if (!wait || wait.phase !== "wait" || !wait.wait) return null;
+        if (options.check) {
+          const checked = await kv.get(options.check.key);
+          if (checked.versionstamp !== options.check.versionstamp) return null;
+        }
+        completed = true;
+        return (op) => {
+          op.check(entry);
+          if (options.check) op.check(options.check);
+          for (const index of indexKeys(pid, seq, wait.wait!)) op.delete(index);
+          if ("retry" in outcome) op.delete(key);
+          else {
+            const done: JournalRecord = {
+              ...wait,
+              phase: "done",
+              at: this.#kernel.now(),
+              ok: outcome.ok,
+            };
+            delete done.wait;
+            if (outcome.ok) done.value = outcome.value ?? null;
+            else done.error = outcome.error;
+            putRecord(op, done);
+          }
+          options.extra?.(op);
+        };
+      },
+    });
+    if (!record || !completed) return false;
+    if (record.state === "runnable") this.#kernel.start(pid);
+    return true;
+  }
+
+  /**
+   * Blocks a running process again on the wait at `seq` that replay found
+   * still pending (its program ran ahead of a wait nobody has completed).
+   */
+  async repark(pid: number, seq: number): Promise<void> {
+    const record = (await this.#kernel.store.kv.get<JournalRecord>(["journal", pid, seq])).value;
+    if (!record?.wait) return;
+    const wait = record.wait;
+    await this.#kernel.processes.update(
+      pid,
+      (current) =>
+        current.state === "running"
+          ? { state: "blocked", waitingOn: KIND[wait.kind], waitSeq: seq }
+          : {},
+      { reason: `replay reached the pending ${record.name}` },
+    );
+    await this.recheck(pid, seq, wait);
+  }
+
+  /**
+   * Completes a wait whose condition already holds (an event or message
+   * that arrived while parking, a child that already ended). Used right
+   * after parking and when a host starts.
+   */
+  async recheck(pid: number, seq: number, wait: WaitSpec): Promise<void> {
+    const kernel = this.#kernel;
+    if (wait.kind === "event") {
+      const first = await kernel.events.firstAfter(wait.topic, wait.afterSeq);
+      if (first) await this.complete(pid, seq, { ok: true, value: first });
+    } else if (wait.kind === "message") {
+      await kernel.mailbox.deliver(pid, seq);
+    } else if (wait.kind === "child") {
+      const child = await kernel.processes.get(wait.pid);
+      if (child && END_STATES.has(child.state)) {
+        await this.complete(pid, seq, {
+          ok: true,
+          value: { pid: child.pid, state: child.state, result: child.result, error: child.error },
+        });
+      }
+    } else if (deadlineOf(wait) !== undefined && deadlineOf(wait)! <= kernel.now()) {
+      await this.fireDue();
+    }
+  }
+
+  /** Completes every wait whose timer is due; returns how many fired. */
+  async fireDue(): Promise<number> {
+    const kernel = this.#kernel;
+    const now = kernel.now();
+    let fired = 0;
+    const iter = kernel.store.kv.list<boolean>({ start: ["timer"], end: ["timer", now + 1] });
+    for await (const entry of iter) {
+      const [, , pid, seq] = entry.key as [string, number, number, number];
+      const record = (await kernel.store.kv.get<JournalRecord>(["journal", pid, seq])).value;
+      const wait = record?.wait;
+      if (!wait) {
+        await kernel.store.kv.delete(entry.key);
+        continue;
+      }
+      const outcome: WaitOutcome = wait.kind === "sleep" ? { ok: true, value: null } : {
+        ok: false,
+        error: { code: "ETIMEDOUT", message: `Cannot finish ${record!.name}: timed out` },
+      };
+      if (await this.complete(pid, seq, outcome)) fired++;
+    }
+    return fired;
+  }
+
+  /** Starts the timer: a precise local wake-up plus a slow poll for timers set by other hosts. */
+  start(pollMs = 1000): void {
+    this.#poll ??= setInterval(() => this.#fire(), pollMs);
+    this.#fire();
+  }
+
+  /** Stops the timer. */
+  stop(): void {
+    if (this.#poll !== undefined) clearInterval(this.#poll);
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#poll = undefined;
+    this.#timer = undefined;
+    this.#nextWake = Infinity;
+  }
+
+  /** Resolves when no timer pass is running. */
+  async settled(): Promise<void> {
+    while (this.#firing) await this.#firing;
+  }
+
+  #schedule(at: number): void {
+    if (this.#poll === undefined || at >= this.#nextWake) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#nextWake = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#nextWake = Infinity;
+      this.#fire();
+    }, Math.max(0, at - this.#kernel.now()));
+  }
+
+  #fire(): void {
+    if (this.#firing) return;
+    this.#firing = (async () => {
+      try {
+        await this.fireDue();
+        const next = this.#kernel.store.kv.list<boolean>({ prefix: ["timer"] }, { limit: 1 });
+        for await (const entry of next) this.#schedule(entry.key[1] as number);
+      } catch (error) {
+        if (!this.#kernel.closed) {
+          console.error(`libos: timer pass failed: ${(error as Error).message}`);
+        }
+      } finally {
+        this.#firing = undefined;
+      }
+    })();
+  }
+}
