@@ -18,6 +18,9 @@ import { killVerb, signalVerb } from "./cli/control.ts";
 import { demoVerb } from "./cli/demo.ts";
 import { auditVerb, imagesVerb, logsVerb, objVerb, psVerb } from "./cli/inspect.ts";
 import { runVerb, spawnVerb } from "./cli/run.ts";
+import { approvalsVerb, approveVerb, denyVerb } from "./cli/human.ts";
+import { checkpointVerb } from "./cli/checkpoint.ts";
+import { serveVerb } from "./cli/serve.ts";
 
 const VERBS: Record<string, Verb> = {
   demo: demoVerb,
@@ -30,14 +33,23 @@ const VERBS: Record<string, Verb> = {
   logs: logsVerb,
   kill: killVerb,
   signal: signalVerb,
+  approvals: approvalsVerb,
+  approve: approveVerb,
+  deny: denyVerb,
+  checkpoint: checkpointVerb,
+  serve: serveVerb,
 };
 
 const USAGE = `Usage: libos VERB [flags]
   demo                                   run the built-in demo
-  run IMAGE [--workspace DIR] [--model scripted:FILE] [--input TEXT]
+  run IMAGE [--workspace DIR] [--model scripted:FILE|openai:NAME] [--input TEXT]
+            [--human scripted:FILE|deny|interactive]
             [--cap CAP]... [--policy PATTERN=DECISION]... [--json]
   spawn IMAGE [same flags as run]        create a process, print its pid
+  serve [--until-idle] [--human ...]     run every live process of the store
   ps [--tree]      images      logs PID      kill PID      signal PID SIG
+  approvals        approve ID [--always] [--ttl D] [--answer TEXT]   deny ID [--always]
+  checkpoint save PID | list | restore ID | fork ID
   obj get NS NAME | obj put NS NAME JSON [--type T] | obj list NS
   audit [--pid N] [--json] | audit verify
 Every verb takes --kv PATH|URL (or LIBOS_KV) and --json.`;

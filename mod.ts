@@ -53,6 +53,17 @@ export {
 } from "./runtime/image.ts";
 export type { AgentImage, RegisteredImage } from "./runtime/image.ts";
 export { ScriptedModel } from "./runtime/model.ts";
+export { OpenAIModel } from "./runtime/openai_model.ts";
+export type { OpenAIModelOptions } from "./runtime/openai_model.ts";
+export { DenyingHuman, HumanQueue, ScriptedHuman } from "./runtime/human_queue.ts";
+export type {
+  HumanAnswer,
+  HumanDecision,
+  HumanRequest,
+  HumanResponder,
+} from "./runtime/human_queue.ts";
+export { Snapshots } from "./runtime/snapshots.ts";
+export type { RestoreReport, Snapshot } from "./runtime/snapshots.ts";
 export type {
   Message,
   ModelProvider,

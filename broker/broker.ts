@@ -217,7 +217,8 @@ export class Broker {
       reply = { id, ok: true, value: value === undefined ? null : value };
     } catch (error) {
       const err = toSyscallError(error);
-      reply = { id, ok: false, error: { code: err.code, message: err.message } };
+      const message = workspaceRelative(err.message, ctx.workspace);
+      reply = { id, ok: false, error: { code: err.code, message } };
     }
     // 6. Journal the outcome and audit it (buffered; durable with the next effect).
     await this.#record(call, name, args, at, effect, grant, reply);
@@ -419,6 +420,16 @@ export class Broker {
       reason: error?.message,
     };
   }
+}
+
+/**
+ * Rewrites absolute paths inside the workspace as workspace-relative ones,
+ * so a program (and the model behind it) learns nothing of the host layout
+ * from an error message.
+ */
+export function workspaceRelative(message: string, workspace: string): string {
+  if (!workspace || workspace === "/") return message;
+  return message.replaceAll(`"${workspace}/`, '"').replaceAll(`"${workspace}"`, '"."');
 }
 
 /**

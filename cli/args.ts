@@ -64,7 +64,7 @@ export function list(parsed: Parsed, name: string): string[] {
 /** A positive integer flag or positional, or a usage error naming it. */
 export function int(value: string | undefined, name: string): number {
   const n = Number(value);
-  if (!value || !Number.isInteger(n) || n <= 0) {
+  if (!value || !/^[1-9][0-9]*$/.test(value) || !Number.isSafeInteger(n)) {
     throw new UsageError(`Expected ${name} to be a positive integer, got "${value ?? ""}"`);
   }
   return n;

@@ -161,8 +161,9 @@ export async function demoVerb(args: string[], io: Io): Promise<number> {
       }
       io.out("Process tree");
       io.out(table(["PID", "PPID", "IMAGE", "STATE", "RESULT"], treeLines(processes)));
-      io.out("\nAudit trail");
-      io.out(auditTable(audit));
+      // Processes run concurrently, so the global order varies; each process's own order does not.
+      io.out("\nAudit trail, by process");
+      io.out(auditTable([...audit].sort((a, b) => a.pid - b.pid || a.seq - b.seq), { seq: false }));
       io.out(
         `\naudit verify: ${verified.ok ? `${verified.count} records, chain intact` : "BROKEN"}`,
       );
@@ -175,6 +176,6 @@ export async function demoVerb(args: string[], io: Io): Promise<number> {
     return end.state === "exited" && verified.ok ? 0 : 2;
   } finally {
     await kernel.close();
-    if (!str(parsed, "workspace")) await Deno.remove(temp, { recursive: true });
+    await Deno.remove(temp, { recursive: true });
   }
 }

@@ -90,7 +90,7 @@ export function imagesVerb(args: string[], io: Io): Promise<number> {
   });
 }
 
-/** The audit trail as a table. */
+/** The audit trail as a table (`seq: false` leaves out the global sequence column). */
 export function auditTable(
   records: readonly {
     seq: number;
@@ -101,11 +101,13 @@ export function auditTable(
     outcome: string;
     code?: string;
   }[],
+  options: { seq?: boolean } = {},
 ): string {
+  const withSeq = options.seq ?? true;
   return table(
-    ["SEQ", "PID", "SYSCALL", "ARGS", "DECISION", "OUTCOME"],
+    [...(withSeq ? ["SEQ"] : []), "PID", "SYSCALL", "ARGS", "DECISION", "OUTCOME"],
     records.map((r) => [
-      r.seq,
+      ...(withSeq ? [r.seq] : []),
       r.pid,
       r.syscall,
       clip(r.args, 48),
@@ -142,7 +144,10 @@ export function auditVerb(args: string[], io: Io): Promise<number> {
   });
 }
 
-/** `libos obj get NS NAME | put NS NAME JSON [--type T] | list NS` (operator access, audited as pid 0). */
+/**
+ * `libos obj get NS NAME | put NS NAME JSON [--type T] | list NS`: operator
+ * access to Object Memory, outside any process (writes record writer 0).
+ */
 export function objVerb(args: string[], io: Io): Promise<number> {
   return withKernel(args, { type: { type: "string" } }, "obj", async (kernel, parsed) => {
     const [sub, namespace, name, value] = parsed.positionals;

@@ -10,9 +10,10 @@ import { resolve } from "node:path";
 import { parsePolicyAssignment } from "../broker/policy.ts";
 import { loadImageFile, type RegisteredImage } from "../runtime/image.ts";
 import type { Kernel, SpawnOptions } from "../runtime/kernel.ts";
-import { normalizeModelSpec } from "../runtime/model_spec.ts";
+import { normalizeModelSpec, resolveModelSpec } from "../runtime/model_spec.ts";
 import { list, parse, type Parsed, str, UsageError } from "./args.ts";
 import { type Io, openKernel } from "./context.ts";
+import { humanFlag } from "./human.ts";
 import { clip } from "./table.ts";
 
 const RUN_OPTIONS = {
@@ -67,14 +68,13 @@ export async function runVerb(args: string[], io: Io): Promise<number> {
       "Usage: libos run IMAGE [--workspace DIR] [--model scripted:FILE] [--cap CAP]... [--json]",
     );
   }
-  const human = str(parsed, "human");
-  if (human !== undefined && human !== "deny") {
-    throw new UsageError(`Cannot use --human "${human}": only "deny" is available in this version`);
-  }
-  const kernel = await openKernel(parsed);
+  const human = await humanFlag(str(parsed, "human"), io);
+  const kernel = await openKernel(parsed, { human });
   try {
     const image = await registerImageArg(kernel, ref);
-    const proc = await kernel.spawn(spawnOptions(parsed, image.tag));
+    const options = spawnOptions(parsed, image.tag);
+    if (options.model) await resolveModelSpec(options.model);
+    const proc = await kernel.spawn(options);
     const unsubscribe = io.interactive && !parsed.values.json
       ? kernel.processes.subscribe((record, event) =>
         io.err(
@@ -118,7 +118,9 @@ export async function spawnVerb(args: string[], io: Io): Promise<number> {
   const kernel = await openKernel(parsed);
   try {
     const image = await registerImageArg(kernel, ref);
-    const proc = await kernel.spawn(spawnOptions(parsed, image.tag));
+    const options = spawnOptions(parsed, image.tag);
+    if (options.model) await resolveModelSpec(options.model);
+    const proc = await kernel.spawn(options);
     io.out(parsed.values.json ? JSON.stringify({ pid: proc.pid }) : String(proc.pid));
     return 0;
   } finally {

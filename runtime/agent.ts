@@ -82,9 +82,17 @@ export async function runAgent(
     for (const call of calls) {
       const tool = table.get(call.name);
       let result: unknown;
+      const malformed = "_raw" in call.arguments;
       if (!tool) {
         result = {
           error: { code: "ENOSYS", message: `Unknown tool "${call.name}"` },
+        };
+      } else if (malformed) {
+        result = {
+          error: {
+            code: "EINVAL",
+            message: `The arguments for "${call.name}" are not a JSON object`,
+          },
         };
       } else {
         try {
@@ -99,7 +107,7 @@ export async function runAgent(
         name: call.name,
         content: JSON.stringify(result ?? null),
       });
-      if (call.name === "exit" && tool) return call.arguments.result ?? null;
+      if (call.name === "exit" && tool && !malformed) return call.arguments.result ?? null;
     }
     if (calls.length === 0 || reply.exit) return reply.message.content ?? null;
     // Replay starts here after a restart or a wait: one step, not the whole run.

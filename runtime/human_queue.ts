@@ -73,11 +73,11 @@ export interface HumanResponder {
   respond(request: HumanRequest): Promise<HumanAnswer | undefined>;
 }
 
-/** Answers every request with a denial (`--human deny`). */
+/** Refuses every request (`--human deny`): permissions are denied, questions declined. */
 export class DenyingHuman implements HumanResponder {
-  /** Denies permissions once; answers questions with nothing and so leaves them pending. */
-  respond(request: HumanRequest): Promise<HumanAnswer | undefined> {
-    return Promise.resolve(request.kind === "permission" ? { decision: "deny_once" } : undefined);
+  /** Always `deny_once`. */
+  respond(_request: HumanRequest): Promise<HumanAnswer | undefined> {
+    return Promise.resolve({ decision: "deny_once" });
   }
 }
 
@@ -237,7 +237,17 @@ export class HumanQueue {
     };
     let outcome: WaitOutcome;
     let grant: { apply: (op: Deno.AtomicOperation) => void; id: string } | undefined;
-    if (request.kind === "question") {
+    if (request.kind === "question" && answer.decision?.startsWith("deny")) {
+      // Declining to answer: the question fails with EPERM.
+      answered.answer!.decision = answer.decision;
+      outcome = {
+        ok: false,
+        error: {
+          code: "EPERM",
+          message: `Cannot get an answer: ${options.by} declined the question`,
+        },
+      };
+    } else if (request.kind === "question") {
       if (answer.decision !== undefined) {
         throw new SyscallError(
           "EINVAL",

@@ -37,6 +37,7 @@ import { TopicEvents } from "./events.ts";
 import { HumanQueue, type HumanResponder } from "./human_queue.ts";
 import { Mailbox } from "./mailbox.ts";
 import { Waits } from "./waits.ts";
+import { Snapshots } from "./snapshots.ts";
 import {
   type Budget,
   END_STATES,
@@ -51,6 +52,10 @@ import { miscHandlers } from "./syscalls/misc.ts";
 import { objHandlers } from "./syscalls/obj.ts";
 import { procHandlers } from "./syscalls/proc.ts";
 import { humanHandlers } from "./syscalls/human.ts";
+import { execHandlers } from "./syscalls/exec.ts";
+import { netHandlers } from "./syscalls/net.ts";
+import { LocalShell, type ShellProvider } from "./shell_provider.ts";
+import { LocalNet, type NetProvider } from "./net_provider.ts";
 import { waitHandlers } from "./syscalls/wait.ts";
 
 /** Options of {@link Kernel.open}. */
@@ -63,6 +68,10 @@ export interface KernelOptions {
   resolveModel?: (spec: string) => Promise<ModelProvider>;
   /** The filesystem provider (default: the local host, with the store kept out of reach). */
   fs?: FsProvider;
+  /** The shell provider for `exec.run` (default: local commands, argv only). */
+  shell?: ShellProvider;
+  /** The network provider for `net.fetch` (default: the host's network). */
+  net?: NetProvider;
   /** The clock (default `Date.now`). */
   now?: () => number;
   /** Limits for every process; an image's `limits` override them. */
@@ -131,10 +140,13 @@ export class Kernel {
   readonly journal: Journal;
   readonly broker: Broker;
   readonly fs: FsProvider;
+  readonly shell: ShellProvider;
+  readonly net: NetProvider;
   readonly waits: Waits;
   readonly events: TopicEvents;
   readonly mailbox: Mailbox;
   readonly humans: HumanQueue;
+  readonly snapshots: Snapshots;
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;
   /** The clock. */
@@ -162,6 +174,8 @@ export class Kernel {
     this.journal = new Journal(kv, this.audit, options.journal);
     this.fs = options.fs ??
       new LocalFs({ reserved: store.path ? [store.path] : [] });
+    this.shell = options.shell ?? new LocalShell();
+    this.net = options.net ?? new LocalNet();
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#model = options.model;
     this.#resolveModel = options.resolveModel;
@@ -170,6 +184,7 @@ export class Kernel {
     this.events = new TopicEvents(this);
     this.mailbox = new Mailbox(this);
     this.humans = new HumanQueue(this, options.human);
+    this.snapshots = new Snapshots(this);
     this.broker = new Broker({
       caps: this.caps,
       journal: this.journal,
@@ -182,6 +197,8 @@ export class Kernel {
         ...miscHandlers(this),
         ...waitHandlers(this),
         ...humanHandlers(this),
+        ...execHandlers(this),
+        ...netHandlers(this),
       },
     });
   }
@@ -305,6 +322,7 @@ export class Kernel {
    */
   start(pid: number): void {
     if (this.#closed || this.#queued.has(pid)) return;
+    this.waits.start();
     this.#queued.add(pid);
     this.#queue.push(pid);
     this.#pump();
@@ -362,6 +380,14 @@ export class Kernel {
       if (done && state !== undefined) return { firstSeq: entry.value.seq + 1, checkpoint: state };
     }
     return { firstSeq: from };
+  }
+
+  /** Stops the cell of `pid`, if it has one, and waits until it is gone. */
+  async stopExecution(pid: number): Promise<void> {
+    const execution = this.#executions.get(pid);
+    if (!execution) return;
+    execution.stop("The operator stopped the process");
+    await execution.settled();
   }
 
   /** The execution running `pid`, if any (for tests and diagnostics). */
@@ -871,9 +897,16 @@ export class Kernel {
     this.#closed = true;
     this.waits.stop();
     await this.waits.settled();
-    const running = [...this.#executions.values()];
-    for (const execution of running) execution.stop("The host is shutting down");
-    await Promise.all(running.map((e) => e.settled()));
+    const running = [...this.#executions.entries()];
+    for (const [, execution] of running) execution.stop("The host is shutting down");
+    await Promise.all(running.map(([, e]) => e.settled()));
+    // Park what was running: it replays from its journal on the next start.
+    for (const [pid] of running) {
+      const record = await this.processes.get(pid);
+      if (record?.state === "running") {
+        await this.processes.transition(pid, "runnable", { reason: "the host shut down" });
+      }
+    }
     await this.journal.close();
     if (this.#ownsStore) this.store.close();
   }

@@ -8,6 +8,7 @@
 import { resolve } from "node:path";
 import { SyscallError } from "../broker/errors.ts";
 import { type ModelProvider, ScriptedModel } from "./model.ts";
+import { OpenAIModel } from "./openai_model.ts";
 
 /**
  * Normalizes a spec so it means the same thing from any directory: a
@@ -34,11 +35,16 @@ export function normalizeModelSpec(spec: string, options: { cwd?: string } = {})
   throw new SyscallError("EINVAL", `Cannot use model "${spec}": unknown provider "${kind}"`);
 }
 
-/** Builds the provider a normalized spec names. */
+/**
+ * Builds the provider a normalized spec names: `scripted:FILE` loads the
+ * script, `openai:NAME` an {@link OpenAIModel} for model `NAME` configured
+ * from `OPENAI_API_KEY` and `OPENAI_BASE_URL` (read at its first call).
+ */
 export async function resolveModelSpec(spec: string): Promise<ModelProvider> {
   const [kind, ...rest] = spec.split(":");
   const arg = rest.join(":");
   if (kind === "scripted") return await ScriptedModel.fromFile(arg);
+  if (kind === "openai") return new OpenAIModel({ model: arg });
   throw new SyscallError(
     "ENOSYS",
     `Cannot use model "${spec}": the ${kind} provider is not available`,

@@ -58,9 +58,13 @@ export async function openStore(
     return { kv, close: () => kv.close() };
   }
   const path = resolve(where);
-  if (options.createDir ?? true) {
-    await Deno.mkdir(dirname(path), { recursive: true });
+  try {
+    if (options.createDir ?? true) {
+      await Deno.mkdir(dirname(path), { recursive: true });
+    }
+    const kv = await Deno.openKv(path);
+    return { kv, path, close: () => kv.close() };
+  } catch (error) {
+    throw new Error(`Cannot open store "${where}": ${(error as Error).message.split("\n")[0]}`);
   }
-  const kv = await Deno.openKv(path);
-  return { kv, path, close: () => kv.close() };
 }

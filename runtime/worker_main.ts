@@ -70,8 +70,7 @@ function determinize(epoch: number, seed: number): void {
   const RealDate = Date;
   class ReplayDate extends RealDate {
     constructor(...args: unknown[]) {
-      if (args.length === 0) super(clock);
-      else super(...(args as [string]));
+      super(...((args.length ? args : [clock]) as [string]));
     }
     static override now(): number {
       return clock;

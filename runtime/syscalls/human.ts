@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type CallContext, type HandlerTable, PARKED } from "../../broker/broker.ts";
+import type { CallContext, HandlerTable, PARKED } from "../../broker/broker.ts";
 import { summarizeArgs } from "../../broker/audit.ts";
 import { formatCapability } from "../../broker/capability.ts";
 import { SyscallError } from "../../broker/errors.ts";

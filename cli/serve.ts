@@ -1,0 +1,50 @@
+/**
+ * `libos serve`: the host. Resumes every live process of the store and runs
+ * them; with `--until-idle`, exits 0 once none remains. SIGINT and SIGTERM
+ * shut down gracefully: running processes are parked (they replay on the
+ * next start), the journal is flushed, exit 0.
+ *
+ * @module
+ */
+
+import { parse, str } from "./args.ts";
+import { type Io, openKernel } from "./context.ts";
+import { humanFlag } from "./human.ts";
+import { clip } from "./table.ts";
+
+/** `libos serve [--until-idle] [--human …] [--kv …]` */
+export async function serveVerb(args: string[], io: Io): Promise<number> {
+  const parsed = parse(args, {
+    "until-idle": { type: "boolean" },
+    human: { type: "string" },
+    port: { type: "string" },
+    host: { type: "string" },
+    tokens: { type: "string" },
+  }, "serve");
+  const human = await humanFlag(str(parsed, "human") ?? "deny", io);
+  const kernel = await openKernel(parsed, { human });
+  const unsubscribe = kernel.processes.subscribe((record, event) => {
+    if (io.interactive) {
+      io.err(
+        `[pid ${record.pid}] ${event.from ?? "new"} → ${event.to}${
+          event.reason ? `: ${clip(event.reason, 80)}` : ""
+        }`,
+      );
+    }
+  });
+  let stop!: () => void;
+  const stopped = new Promise<void>((resolve) => stop = resolve);
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  try {
+    const resumed = await kernel.recover();
+    io.err(`libos serve: resumed ${resumed} process(es)`);
+    if (parsed.values["until-idle"]) await Promise.race([kernel.idle(), stopped]);
+    else await stopped;
+    return 0;
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, stop);
+    unsubscribe();
+    await kernel.close();
+  }
+}
