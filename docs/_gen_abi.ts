@@ -242,7 +242,9 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   "net.fetch": {
     summary: "Makes an HTTP request.",
     needs: "`net:fetch:<URL>`, checked again for every redirect",
-    effect: "effect",
+    effect: "idempotent",
+    notes:
+      "`GET`, `HEAD` and `OPTIONS` are idempotent (redone after a crash); other methods are effects (`EUNCERTAIN` after a crash).",
   },
   "tool.register": {
     summary: "Registers a JIT tool from TypeScript source.",
