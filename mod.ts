@@ -24,6 +24,8 @@
  */
 
 export { Kernel } from "./runtime/kernel.ts";
+export { createApp } from "./api/app.ts";
+export type { ApiApp, ControlKernel, CreateAppOptions } from "./api/app.ts";
 export type {
   ChildSpawnOptions,
   KernelOptions,

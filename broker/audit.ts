@@ -219,7 +219,7 @@ const SYSCALL_CONTENT_KEYS: Readonly<Record<string, readonly string[]>> = {
   "event.emit": ["payload"],
 };
 
-const SECRET_KEY = /token|secret|password|authorization|api[_-]?key/i;
+const SECRET_KEY = /token|secret|password|authorization|cookie|api[_-]?key|credential|session/i;
 const SECRET_FLAG = /^--?[\w-]*(?:token|secret|password|passwd|authorization|api[_-]?key)[\w-]*$/i;
 const INLINE_SECRET =
   /((?:token|secret|password|passwd|authorization|api[_-]?key)["']?\s*[:=]\s*["']?)[^\s"'&,;]+/gi;

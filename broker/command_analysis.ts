@@ -25,7 +25,7 @@
  * `builtin`, `xargs`, `find -exec/-execdir/-ok/-okdir`, `git bisect run`.
  * Shell strings (`bash|sh|dash|ksh|mksh|ash -c STRING`, `git rebase --exec`,
  * `git submodule foreach`, `tar --to-command`, `rsync -e`, `ssh -o
- * ProxyCommand=`, …) are parsed: every simple command of the string,
+ * ProxyCommand=`, `man -P`, …) are parsed: every simple command of the string,
  * including those in `$(…)`, backticks, `<(…)`, subshells, pipelines and
  * lists, is analyzed in turn. Shell builtins that cannot run anything (`cd`,
  * `echo`, `printf`, `test`, `export`, `read`, …) are not reported.
@@ -540,7 +540,7 @@ function _env(state: State, words: readonly string[], frame: Frame): void {
   _analyzeArgv(state, rest.slice(i), _inner(frame, "env"));
 }
 
-/** Splits `env -S` text into words: whitespace, quotes and backslashes; `$` makes a word dynamic. */
+/** Splits `env -S` text into words (whitespace, quotes, backslashes); `$` makes a word dynamic. */
 function _splitWords(text: string): string[] {
   const words: string[] = [];
   let word = "";
@@ -1144,8 +1144,13 @@ function _awk(state: State, words: readonly string[], _frame: Frame, base: strin
   }
 }
 
-const SED_E_COMMAND =
-  /(?:^|[;{}\n])\s*(?:[0-9$]+|\/(?:\\.|[^/\\])*\/)?(?:\s*,\s*(?:[0-9$]+|\/(?:\\.|[^/\\])*\/))?\s*!?\s*e(?:\s|;|}|$)/m;
+/** A sed address: a line number, `$`, or a `/regex/`. */
+const SED_ADDRESS = String.raw`(?:[0-9$]+|\/(?:\\.|[^/\\])*\/)`;
+/** The GNU sed `e` command, after optional addresses and `!`. */
+const SED_E_COMMAND = new RegExp(
+  String.raw`(?:^|[;{}\n])\s*${SED_ADDRESS}?(?:\s*,\s*${SED_ADDRESS})?\s*!?\s*e(?:\s|;|}|$)`,
+  "m",
+);
 const SED_S_COMMAND = /s([^\\\n\s])(?:\\.|(?!\1)[^\\\n])*\1(?:\\.|(?!\1)[^\\\n])*\1([a-zA-Z0-9]*)/g;
 
 function _sed(state: State, words: readonly string[], _frame: Frame, base: string): void {
@@ -1291,6 +1296,22 @@ function _ssh(state: State, words: readonly string[], frame: Frame, base: string
   }
 }
 
+function _man(state: State, words: readonly string[], frame: Frame): void {
+  for (let i = 1; i < words.length; i++) {
+    const word = words[i];
+    if (_isDyn(word)) {
+      _dynamic(state, `man argument ${_show(word)} is expanded at run time`);
+      continue;
+    }
+    let value: string | undefined;
+    if (word === "-P" || word === "--pager") value = words[++i];
+    else if (word.startsWith("--pager=") || word.startsWith("--html=")) {
+      value = word.slice(word.indexOf("=") + 1);
+    } else if (/^-[PH]./.test(word)) value = word.slice(2);
+    if (value !== undefined) _analyzeShellString(state, value, _inner(frame, "man"), "man");
+  }
+}
+
 function _vim(state: State, words: readonly string[], _frame: Frame, base: string): void {
   for (const word of words.slice(1)) {
     if (_isDyn(word) || /^(?:-c|-S|-u|--cmd|\+.)/.test(word)) {
@@ -1351,8 +1372,11 @@ const GIT_SAFE_KEY = new RegExp(
 );
 
 /** Keys whose value is (or names) a command: the value is analyzed too. */
-const GIT_COMMAND_KEY =
-  /(?:^alias\.|command$|pager|editor$|askpass$|fsmonitor$|external$|textconv$|driver$|\.cmd$|\.clean$|\.smudge$|\.process$|helper$|program$)/i;
+const GIT_COMMAND_KEY = new RegExp(
+  String.raw`(?:^alias\.|command$|pager|editor$|askpass$|fsmonitor$|external$|textconv$|` +
+    String.raw`driver$|\.cmd$|\.clean$|\.smudge$|\.process$|helper$|program$)`,
+  "i",
+);
 
 function _gitConfig(state: State, key: string, value: string | undefined, frame: Frame): void {
   if (GIT_SAFE_KEY.test(key)) return;
@@ -1659,6 +1683,7 @@ const HANDLERS = new Map<string, Handler>([
   ["gtar", _tar],
   ["rsync", _rsync],
   ["zip", _zip],
+  ["man", _man],
   ...["ssh", "scp", "sftp"].map((name) => [name, _ssh] as [string, Handler]),
   ...["vi", "vim", "nvim", "view", "ex", "gvim", "vimdiff"]
     .map((name) => [name, _vim] as [string, Handler]),
@@ -1789,6 +1814,16 @@ const DECLARATIONS = new Set(["export", "declare", "typeset", "local", "readonly
 
 const CD_WORD = /(?:^|[^\w-])(?:cd|pushd|popd)(?:[^\w-]|$)/;
 
+/**
+ * Bash evaluates arithmetic on the *values* of variables, and an array
+ * subscript inside such a value may hold a command substitution
+ * (`x='a[$(cmd)]'; (( x ))`). So arithmetic that reads a variable, and a
+ * subscript that is not a plain number, count as dynamic.
+ */
+const ARITHMETIC_WHY = "bash arithmetic on variable values can run commands hidden in them";
+/** A `[...]` subscript with a name, expansion or substitution inside. */
+const VARIABLE_SUBSCRIPT = /\[[^\]]*[A-Za-z_$`][^\]]*\]/;
+
 function _analyzeShellString(state: State, script: string, frame: Frame, what: string): void {
   if (frame.depth > MAX_DEPTH) {
     _dynamic(state, `commands nest deeper than ${MAX_DEPTH} levels`);
@@ -1814,11 +1849,19 @@ function _simpleCommand(state: State, words: ShellWord[], frame: Frame): void {
     const word = words[i];
     if (word.assigns !== undefined) {
       _checkAssignment(state, word.assigns, "an assignment");
+      if (VARIABLE_SUBSCRIPT.test(word.text.slice(0, word.text.indexOf("=")))) {
+        _dynamic(state, ARITHMETIC_WHY);
+      }
       continue;
     }
     if (word.quoted || word.dyn) break;
     const text = word.text;
-    if (text === "for" || text === "select" || text === "[[") return;
+    if (text === "[[") {
+      const test = words.slice(i + 1).map((w) => w.text).join(" ");
+      if (/(?:^|\s)-(?:eq|ne|lt|le|gt|ge|v)(?:\s|$)/.test(test)) _dynamic(state, ARITHMETIC_WHY);
+      return;
+    }
+    if (text === "for" || text === "select") return;
     if (text === "case") {
       _dynamic(state, "case statements are not analyzed");
       return;
@@ -1875,8 +1918,12 @@ function _simpleCommand(state: State, words: ShellWord[], frame: Frame): void {
       return;
     case "fc":
       return _dynamic(state, "fc runs commands from the history");
+    case "let":
+      return _dynamic(state, ARITHMETIC_WHY);
   }
+  if (args.some((arg) => VARIABLE_SUBSCRIPT.test(arg))) _dynamic(state, ARITHMETIC_WHY);
   if (name !== undefined && DECLARATIONS.has(name)) {
+    if (args.some((arg) => /^-[a-zA-Z]*i/.test(arg))) _dynamic(state, ARITHMETIC_WHY);
     for (const arg of args) {
       const match = /^([A-Za-z_][A-Za-z0-9_]*)/.exec(arg.replaceAll(DYN, ""));
       if (match) _checkAssignment(state, match[1], name);
@@ -2221,7 +2268,9 @@ class _ShellParser {
     }
     if (next === "[") {
       this.pos += 2;
+      const start = this.pos;
       while (this.pos < s.length && s[this.pos] !== "]") this.pos++;
+      if (/[A-Za-z_$`]/.test(s.slice(start, this.pos))) _dynamic(this.#state, ARITHMETIC_WHY);
       this.pos++;
       return "$[…]";
     }
@@ -2244,10 +2293,14 @@ class _ShellParser {
 
   #bracedBody(): void {
     const s = this.#text;
+    const start = this.pos;
     let depth = 0;
     while (this.pos < s.length) {
       const c = s[this.pos];
       if (c === "}" && depth === 0) {
+        if (VARIABLE_SUBSCRIPT.test(s.slice(start, this.pos))) {
+          _dynamic(this.#state, ARITHMETIC_WHY);
+        }
         this.pos++;
         return;
       }
@@ -2291,6 +2344,7 @@ class _ShellParser {
 
   #arithmeticBody(): void {
     const s = this.#text;
+    const start = this.pos;
     let depth = 0;
     while (this.pos < s.length) {
       const c = s[this.pos];
@@ -2298,6 +2352,7 @@ class _ShellParser {
         if (s[this.pos + 1] !== ")") {
           _dynamic(this.#state, `${this.#what} has "((" that may be nested subshells`);
         }
+        if (/[A-Za-z_$`]/.test(s.slice(start, this.pos))) _dynamic(this.#state, ARITHMETIC_WHY);
         this.pos += s[this.pos + 1] === ")" ? 2 : 1;
         return;
       }

@@ -7,7 +7,9 @@
  * @module
  */
 
-import { parse, str } from "./args.ts";
+import { loadTokens } from "../api/auth.ts";
+import { serveApi } from "../api/server.ts";
+import { int, parse, str } from "./args.ts";
 import { type Io, openKernel } from "./context.ts";
 import { humanFlag } from "./human.ts";
 import { clip } from "./table.ts";
@@ -36,15 +38,30 @@ export async function serveVerb(args: string[], io: Io): Promise<number> {
   const stopped = new Promise<void>((resolve) => stop = resolve);
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, stop);
+  let server: ReturnType<typeof serveApi> | undefined;
   try {
     const resumed = await kernel.recover();
     io.err(`libos serve: resumed ${resumed} process(es)`);
     if (parsed.values["until-idle"]) await Promise.race([kernel.idle(), stopped]);
-    else await stopped;
+    else {
+      const port = str(parsed, "port");
+      server = serveApi(kernel, {
+        tokens: await loadTokens(str(parsed, "tokens")),
+        port: port === undefined ? 7311 : port === "0" ? 0 : int(port, "--port"),
+        hostname: str(parsed, "host") ?? "127.0.0.1",
+        cwd: Deno.cwd(),
+        onListen: ({ port }) =>
+          io.err(
+            `libos serve: control API on http://${str(parsed, "host") ?? "127.0.0.1"}:${port}/v1`,
+          ),
+      });
+      await stopped;
+    }
     return 0;
   } finally {
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
     unsubscribe();
+    await server?.shutdown();
     await kernel.close();
   }
 }

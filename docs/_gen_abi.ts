@@ -85,7 +85,7 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     summary: "Ends the caller as `exited` with `result`; its children are ended as their " +
       "`onParentExit` says.",
     needs: OWN,
-    effect: "effect",
+    effect: "idempotent",
   },
   "proc.children": {
     summary: "The caller's children: `[{ pid, image, state }]`.",
@@ -171,7 +171,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   },
   "obj.share": {
     summary: "Shares a namespace with another process.",
-    needs: "the rights shared, held by the caller on the namespace and delegable",
+    needs: "the rights shared, held by the caller on the namespace (`self` allowed)",
+    effect: "effect",
   },
   "time.now": {
     summary: "The host clock, in milliseconds since the epoch.",
@@ -248,20 +249,28 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   },
   "tool.register": {
     summary: "Registers a JIT tool from TypeScript source.",
-    needs: "`tool:register:<name>`",
-    notes: "Registering a tool grants it nothing.",
+    needs: "`tool:register:<name>`; refused inside a JIT tool",
+    effect: "idempotent",
+    notes:
+      "Checks size, imports and escape hatches, and type-checks the source; a name may not shadow a built-in tool. Registering a tool grants it nothing.",
   },
   "tool.call": {
     summary: "Calls a tool by name.",
-    needs: "the tool's manifest, intersected with the caller's capabilities",
+    needs:
+      "none to call; the tool runs as a child with its manifest intersected with the caller's capabilities",
+    effect: "effect",
+    notes: "Parks the caller until the tool's cell ends; the result is the tool's return value.",
   },
   "tool.list": {
     summary: "The caller's tool table.",
     needs: OWN,
+    effect: "none",
   },
   "image.register": {
     summary: "Registers an image.",
-    needs: "`image:register:<tag>`",
+    needs:
+      "`image:register:<tag>`; the image's ceiling must be covered by the caller's capabilities",
+    effect: "idempotent",
   },
   "image.list": {
     summary: "The registered images: `[{ tag, digest }]`.",
@@ -282,7 +291,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   },
   "cap.delegate": {
     summary: "Gives another process a subset of one of the caller's capabilities.",
-    needs: "a delegable capability of the caller that covers it",
+    needs: "a delegable, uncounted capability of the caller that covers it",
+    effect: "effect",
   },
   "cap.drop": {
     summary: "Revokes one of the caller's capabilities and everything derived from it; " +

@@ -62,11 +62,37 @@ export async function runAgent(
     const tool = BUILTIN_TOOLS[name];
     if (tool) table.set(name, tool);
   }
-  const tools = [...table.values()].map(({ name, description, input }) => ({
-    name,
-    description,
-    input: input as unknown as Record<string, never>,
-  }));
+  // JIT tools the process registered (or inherited by fork) join the table.
+  const jit = new Map<
+    string,
+    { name: string; description: string; input: Record<string, never> }
+  >();
+  const refresh = async () => {
+    for (const t of await sys.tool.list()) {
+      if (!t.builtin) {
+        jit.set(t.name, {
+          name: t.name,
+          description: t.description,
+          input: (t.input ?? {}) as Record<string, never>,
+        });
+      }
+    }
+  };
+  // A fresh start lists the JIT tools; a resumed one takes them from its
+  // checkpoint, so its syscalls match the journal it replays.
+  const resumed = checkpoint as {
+    jit?: { name: string; description: string; input: Record<string, never> }[];
+  } | undefined;
+  if (resumed?.jit) { for (const t of resumed.jit) jit.set(t.name, t); }
+  else await refresh();
+  const specs = () => [
+    ...[...table.values()].map(({ name, description, input }) => ({
+      name,
+      description,
+      input: input as unknown as Record<string, never>,
+    })),
+    ...jit.values(),
+  ];
   const saved = checkpoint as { messages?: ChatMessage[]; step?: number } | undefined;
   const messages: ChatMessage[] = saved?.messages ? [...saved.messages] : [];
   if (!saved?.messages) {
@@ -76,14 +102,20 @@ export async function runAgent(
 
   const maxSteps = config.maxSteps ?? 1000;
   for (let step = saved?.step ?? 0; step < maxSteps; step++) {
-    const reply: ModelReply = await sys.model.complete({ messages, tools });
+    const reply: ModelReply = await sys.model.complete({ messages, tools: specs() });
     messages.push(reply.message);
     const calls = reply.message.tool_calls ?? [];
     for (const call of calls) {
       const tool = table.get(call.name);
       let result: unknown;
       const malformed = "_raw" in call.arguments;
-      if (!tool) {
+      if (!tool && jit.has(call.name) && !malformed) {
+        try {
+          result = { result: await sys.tool.call(call.name, call.arguments) };
+        } catch (error) {
+          result = errorResult(error);
+        }
+      } else if (!tool) {
         result = {
           error: { code: "ENOSYS", message: `Unknown tool "${call.name}"` },
         };
@@ -101,6 +133,9 @@ export async function runAgent(
           result = errorResult(error);
         }
       }
+      if (call.name === "register_tool" && tool && !(result as { error?: unknown })?.error) {
+        await refresh();
+      }
       messages.push({
         role: "tool",
         tool_call_id: call.id,
@@ -111,7 +146,7 @@ export async function runAgent(
     }
     if (calls.length === 0 || reply.exit) return reply.message.content ?? null;
     // Replay starts here after a restart or a wait: one step, not the whole run.
-    const state = { messages, step: step + 1 };
+    const state = { messages, step: step + 1, jit: [...jit.values()] };
     if (JSON.stringify(state).length < 512_000) await sys.ckpt.save(state);
   }
   throw new Error(`Agent loop stopped after ${maxSteps} steps`);

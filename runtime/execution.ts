@@ -83,6 +83,7 @@ export class Execution {
       image: record.image,
       workspace: record.workspace,
       policy: record.policy,
+      tool: record.tool ? `${record.tool.name}@${record.tool.digest.slice(0, 16)}` : undefined,
     };
     this.done = new Promise((resolve) => this.#resolveDone = resolve);
   }

@@ -54,6 +54,8 @@ import { procHandlers } from "./syscalls/proc.ts";
 import { humanHandlers } from "./syscalls/human.ts";
 import { execHandlers } from "./syscalls/exec.ts";
 import { netHandlers } from "./syscalls/net.ts";
+import { toolHandlers } from "./syscalls/tool.ts";
+import { ToolTables } from "./jit_tools.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
 import { waitHandlers } from "./syscalls/wait.ts";
@@ -112,7 +114,12 @@ export interface ChildSpawnOptions {
   onParentExit?: "kill" | "orphan";
   /** The `proc:spawn` capability that authorized it. */
   spawnCapability?: string;
+  /** Set for a JIT tool call: not charged to the children budget, audited under the tool. */
+  tool?: { name: string; digest: string };
 }
+
+/** Largest process input, in JSON bytes (it lives in the process record). */
+export const MAX_INPUT_CHARS = 32 * 1024;
 
 /** One transcript entry: a message exchanged with the model. */
 export type TranscriptEntry = Message;
@@ -147,6 +154,7 @@ export class Kernel {
   readonly mailbox: Mailbox;
   readonly humans: HumanQueue;
   readonly snapshots: Snapshots;
+  readonly tools: ToolTables;
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;
   /** The clock. */
@@ -185,6 +193,7 @@ export class Kernel {
     this.mailbox = new Mailbox(this);
     this.humans = new HumanQueue(this, options.human);
     this.snapshots = new Snapshots(this);
+    this.tools = new ToolTables(this);
     this.broker = new Broker({
       caps: this.caps,
       journal: this.journal,
@@ -199,6 +208,7 @@ export class Kernel {
         ...humanHandlers(this),
         ...execHandlers(this),
         ...netHandlers(this),
+        ...toolHandlers(this),
       },
     });
   }
@@ -223,6 +233,12 @@ export class Kernel {
 
   /** Creates a process for an operator and makes it runnable. Does not start it. */
   async spawn(options: SpawnOptions): Promise<ProcessRecord> {
+    if (JSON.stringify(options.input ?? null).length > MAX_INPUT_CHARS) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot spawn "${options.image}": its input is over ${MAX_INPUT_CHARS} bytes`,
+      );
+    }
     const image = await this.#requireImage(options.image);
     const workspace = await this.#realDir(options.workspace, "workspace");
     const ceiling = this.#ceiling(image, workspace);
@@ -231,30 +247,36 @@ export class Kernel {
     );
     for (const spec of requested) this.#requireWithinCeiling(spec, ceiling, image.tag);
     const cwd = options.cwd ? await this.fs.resolve(workspace, options.cwd) : workspace;
-    const record = await this.processes.create({
-      ppid: null,
-      image: image.tag,
-      digest: image.digest,
-      cwd,
-      workspace,
-      input: options.input,
-      model: options.model,
-      policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
-      onParentExit: "kill",
-      budget: { ...image.image.budget, ...options.budget },
-    }, this.now());
-    for (const spec of requested) {
-      await this.caps.grant(record.pid, spec, { grantedBy: "operator", now: this.now() });
-    }
-    await this.#grantPrivateNamespace(record.pid);
-    return await this.processes.transition(record.pid, "runnable");
+    const grants = requested.map((spec) => ({ spec, grantedBy: "operator" }));
+    return await this.processes.create(
+      {
+        ppid: null,
+        image: image.tag,
+        digest: image.digest,
+        cwd,
+        workspace,
+        input: options.input,
+        model: options.model,
+        policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
+        onParentExit: "kill",
+        budget: { ...image.image.budget, ...options.budget },
+      },
+      this.now(),
+      { runnable: true, setup: this.#grantsSetup(grants, []) },
+    );
   }
 
   /** Creates a child of `ppid` with attenuated capabilities and starts it. */
   async spawnChild(ppid: number, options: ChildSpawnOptions): Promise<ProcessRecord> {
+    if (JSON.stringify(options.input ?? null).length > MAX_INPUT_CHARS) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot spawn "${options.image}": its input is over ${MAX_INPUT_CHARS} bytes`,
+      );
+    }
     const parent = await this.processes.require(ppid);
     const image = await this.#requireImage(options.image);
-    await this.checkBudget(ppid, { children: 1 });
+    if (!options.tool) await this.checkBudget(ppid, { children: 1 });
     const ceiling = this.#ceiling(image, parent.workspace);
     const held = await this.caps.list(ppid, this.now());
     const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
@@ -262,7 +284,9 @@ export class Kernel {
       for (const text of options.capabilities) {
         const spec = this.#parseCap(text, parent.workspace);
         this.#requireWithinCeiling(spec, ceiling, image.tag);
-        const from = held.find((cap) => !attenuationError(spec, cap, this.now()));
+        const from = held.find((cap) =>
+          cap.uses === undefined && !attenuationError(spec, cap, this.now())
+        );
         if (!from) {
           throw new SyscallError(
             "EPERM",
@@ -274,40 +298,79 @@ export class Kernel {
     } else {
       // Default: every ceiling capability the parent itself covers.
       for (const spec of ceiling) {
-        const from = held.find((cap) => !attenuationError(spec, cap, this.now()));
+        const from = held.find((cap) =>
+          cap.uses === undefined && !attenuationError(spec, cap, this.now())
+        );
         if (from) grants.push({ spec, parent: from });
       }
     }
     const cwd = options.cwd ? await this.fs.resolve(parent.cwd, options.cwd) : parent.cwd;
     const inherited = parent.policy.filter((rule) => rule.source !== "image");
-    const record = await this.processes.create({
-      ppid,
-      image: image.tag,
-      digest: image.digest,
-      cwd,
-      workspace: parent.workspace,
-      input: options.input,
-      model: parent.model,
-      policy: [
-        ...parsePolicy(image.image.policy, "image"),
-        ...inherited,
-        ...(options.policy ?? []),
-      ],
-      onParentExit: options.onParentExit ?? "kill",
-      budget: { ...image.image.budget },
-    }, this.now());
-    await this.charge(ppid, { children: 1 });
-    for (const { spec, parent: from } of grants) {
-      await this.caps.grant(record.pid, spec, {
-        grantedBy: `pid:${ppid}`,
-        parent: from.id,
-        now: this.now(),
-      });
+    // The parents of derived grants must still exist when the child is made.
+    const checks: Deno.KvEntryMaybe<unknown>[] = [];
+    for (let i = 0; i < grants.length; i += 10) {
+      checks.push(
+        ...await this.store.kv.getMany(grants.slice(i, i + 10).map((g) => ["cap", g.parent.id])),
+      );
     }
-    await this.#grantPrivateNamespace(record.pid);
-    const runnable = await this.processes.transition(record.pid, "runnable");
-    this.start(runnable.pid);
-    return runnable;
+    if (checks.some((entry) => entry.value === null)) {
+      throw new SyscallError(
+        "EPERM",
+        "Cannot spawn: a capability it would derive from was revoked",
+      );
+    }
+    const record = await this.processes.create(
+      {
+        ppid,
+        image: image.tag,
+        digest: image.digest,
+        cwd,
+        workspace: parent.workspace,
+        input: options.input,
+        model: parent.model,
+        policy: [
+          ...parsePolicy(image.image.policy, "image"),
+          ...inherited,
+          ...(options.policy ?? []),
+        ],
+        onParentExit: options.onParentExit ?? "kill",
+        budget: { ...image.image.budget },
+        tool: options.tool,
+      },
+      this.now(),
+      {
+        runnable: true,
+        setup: this.#grantsSetup(
+          grants.map(({ spec, parent: from }) => ({
+            spec,
+            grantedBy: `pid:${ppid}`,
+            parent: from.id,
+          })),
+          checks,
+        ),
+      },
+    );
+    if (!options.tool) await this.charge(ppid, { children: 1 });
+    this.start(record.pid);
+    return record;
+  }
+
+  /** Mutations that grant `grants` and the private namespace to a process being created. */
+  #grantsSetup(
+    grants: { spec: CapabilitySpec; grantedBy: string; parent?: string }[],
+    checks: Deno.AtomicCheck[],
+  ): (op: Deno.AtomicOperation, pid: number) => void {
+    return (op, pid) => {
+      for (const check of checks) op.check(check);
+      for (const { spec, grantedBy, parent } of grants) {
+        this.caps.prepareGrant(pid, spec, { grantedBy, parent, now: this.now() }).apply(op);
+      }
+      this.caps.prepareGrant(pid, {
+        resource: "obj",
+        rights: ["read", "write", "delete"],
+        scope: `proc/${pid}`,
+      }, { grantedBy: "kernel", now: this.now() }).apply(op);
+    };
   }
 
   /** True once {@link close} began. */
@@ -425,6 +488,7 @@ export class Kernel {
       if (!(error instanceof SyscallError)) throw error;
     }
     this.#executions.get(pid)?.stop(`The process ${state}`);
+    this.caps.invalidate(pid);
     const ended = await this.processes.require(pid);
     for await (const waiter of this.store.kv.list({ prefix: ["wait_child", pid] })) {
       const [, , parent, seq] = waiter.key as [string, number, number, number];
@@ -548,6 +612,11 @@ export class Kernel {
       } else if (record.state === "runnable") {
         this.start(record.pid);
         started++;
+      } else if (record.state === "created") {
+        // A fork or snapshot fork that the host died in the middle of.
+        await this.finish(record.pid, "failed", {
+          error: { message: "Its creation was interrupted by a host restart" },
+        });
       } else if (record.state === "blocked" && record.waitSeq !== undefined) {
         const wait =
           (await this.store.kv.get<JournalRecord>(["journal", record.pid, record.waitSeq])).value;
@@ -606,7 +675,9 @@ export class Kernel {
     if (options.capabilities) {
       for (const text of options.capabilities) {
         const spec = this.#parseCap(text, parent.workspace);
-        const from = held.find((cap) => !attenuationError(spec, cap, this.now()));
+        const from = held.find((cap) =>
+          cap.uses === undefined && !attenuationError(spec, cap, this.now())
+        );
         if (!from) {
           throw new SyscallError(
             "EPERM",
@@ -652,6 +723,7 @@ export class Kernel {
     }
     await this.#grantPrivateNamespace(child.pid);
     await this.objects.copyNamespace(`proc/${parent.pid}`, `proc/${child.pid}`);
+    await this.tools.copy(parent.pid, child.pid);
     await this.#copyJournal(parent, child.pid, ctx);
     const runnable = await this.processes.transition(child.pid, "runnable", {
       reason: `forked from ${parent.pid}`,

@@ -152,9 +152,11 @@ export interface Sys {
     >;
   };
   tool: {
-    register(tool: SyscallArgs<"tool.register">): Promise<{ digest: string }>;
+    register(tool: SyscallArgs<"tool.register">): Promise<{ name: string; digest: string }>;
     call(name: string, args: Record<string, unknown>): Promise<unknown>;
-    list(): Promise<{ name: string; description: string }[]>;
+    list(): Promise<
+      { name: string; description: string; input?: Record<string, unknown>; builtin: boolean }[]
+    >;
   };
   image: {
     register(image: Record<string, unknown>): Promise<
@@ -260,7 +262,17 @@ export function createSys(transport: Transport): Sys {
     net: { fetch: (url, options = {}) => call("net.fetch", { url, ...options }) },
     tool: {
       register: (tool) => call("tool.register", tool),
-      call: (name, args) => call("tool.call", { name, args }),
+      call: async (name, args) => {
+        // A JIT tool runs as a child process: its end state carries the result.
+        const end = await call<WaitResult>("tool.call", { name, args });
+        if (end.state !== "exited") {
+          throw new SysError(
+            end.error?.code ?? "EINVAL",
+            `Tool "${name}" ${end.state}: ${end.error?.message ?? "no reason given"}`,
+          );
+        }
+        return end.result;
+      },
       list: () => call("tool.list"),
     },
     image: {

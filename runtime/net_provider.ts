@@ -82,7 +82,8 @@ export interface NetProvider {
  * ```ts ignore
  * import { LocalNet } from "./net_provider.ts";
  * const net = new LocalNet();
- * const response = await net.fetch("http://127.0.0.1:8080/", { method: "GET", headers: new Headers() });
+ * const init = { method: "GET", headers: new Headers() };
+ * const response = await net.fetch("http://127.0.0.1:8080/", init);
  * ```
  */
 export class LocalNet implements NetProvider {
@@ -184,7 +185,8 @@ export function parseFetchUrl(text: string): URL {
   if (url.username !== "" || url.password !== "") {
     throw new SyscallError(
       "EINVAL",
-      `Cannot fetch "${shown}": credentials in a URL are not accepted (send an authorization header)`,
+      `Cannot fetch "${shown}": credentials in a URL are not accepted ` +
+        "(send an authorization header)",
     );
   }
   for (const segment of url.pathname.split("/")) {
@@ -211,7 +213,8 @@ export function parseFetchUrl(text: string): URL {
  * @example
  * ```ts
  * import { fetchTarget } from "./net_provider.ts";
- * console.assert(fetchTarget(new URL("HTTP://Example.COM:80/a/./b?q#f")) === "http://example.com/a/b");
+ * const url = new URL("HTTP://Example.COM:80/a/./b?q#f");
+ * console.assert(fetchTarget(url) === "http://example.com/a/b");
  * ```
  */
 export function fetchTarget(url: URL): string {

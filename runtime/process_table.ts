@@ -88,6 +88,8 @@ export interface ProcessRecord {
   seed: number;
   /** Pid this process was forked from. */
   forkedFrom?: number;
+  /** Set when the process is a JIT tool call. */
+  tool?: { name: string; digest: string };
 }
 
 /** A recorded state transition. */
@@ -138,8 +140,17 @@ export class ProcessTable {
     this.#kv = kv;
   }
 
-  /** Creates a process in state `created`, with a fresh pid. */
-  async create(init: NewProcess, now: number = Date.now()): Promise<ProcessRecord> {
+  /**
+   * Creates a process with a fresh pid, in state `created` — or `runnable`
+   * with `options.runnable`, recording both transitions. `options.setup`
+   * adds mutations (capability grants, say) that commit atomically with the
+   * new record, so a crash never leaves a half-made process.
+   */
+  async create(
+    init: NewProcess,
+    now: number = Date.now(),
+    options: { runnable?: boolean; setup?: (op: Deno.AtomicOperation, pid: number) => void } = {},
+  ): Promise<ProcessRecord> {
     for (;;) {
       const [pidEntry, eventEntry] = await this.#kv.getMany<[number, number]>([
         PID_KEY,
@@ -151,27 +162,33 @@ export class ProcessTable {
         ...init,
         pid,
         seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
-        state: "created",
+        state: options.runnable ? "runnable" : "created",
         usage: { toolCalls: 0, tokens: 0, children: 0 },
         createdAt: now,
       };
-      const event: ProcessEvent = {
-        seq,
-        at: now,
-        pid,
-        kind: "transition",
-        from: null,
-        to: "created",
-      };
+      const events: ProcessEvent[] = [
+        { seq, at: now, pid, kind: "transition", from: null, to: "created" },
+      ];
+      if (options.runnable) {
+        events.push({
+          seq: seq + 1,
+          at: now,
+          pid,
+          kind: "transition",
+          from: "created",
+          to: "runnable",
+        });
+      }
       const op = this.#kv.atomic()
         .check(pidEntry, eventEntry)
         .set(PID_KEY, pid)
-        .set(EVENT_KEY, seq)
-        .set(["proc", pid], record)
-        .set(["event", seq], event);
+        .set(EVENT_KEY, seq + events.length - 1)
+        .set(["proc", pid], record);
+      for (const event of events) op.set(["event", event.seq], event);
       if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
+      options.setup?.(op, pid);
       if ((await op.commit()).ok) {
-        this.#notify(record, event);
+        for (const event of events) this.#notify(record, event);
         return record;
       }
     }

@@ -91,7 +91,8 @@ const FALLBACK_PATH = "/usr/local/bin:/usr/bin:/bin";
  * ```ts ignore
  * import { LocalShell } from "./shell_provider.ts";
  * const shell = new LocalShell({ path: "/usr/bin:/bin" });
- * const { stdout } = await shell.run(["pwd"], { cwd: "/tmp", timeoutMs: 1000, maxOutputBytes: 1024 });
+ * const options = { cwd: "/tmp", timeoutMs: 1000, maxOutputBytes: 1024 };
+ * const { stdout } = await shell.run(["pwd"], options);
  * ```
  */
 export class LocalShell implements ShellProvider {
@@ -244,7 +245,7 @@ interface Collector {
   cancel(): void;
 }
 
-/** Reads a stream into chunks while the shared byte budget lasts; then cancels it and calls `onFull`. */
+/** Reads a stream while the shared byte budget lasts, then cancels it and calls `onFull`. */
 function _collect(
   stream: ReadableStream<Uint8Array>,
   budget: { left: number },

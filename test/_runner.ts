@@ -15,7 +15,7 @@ const args = [
   "--allow-env",
   "--allow-net=127.0.0.1",
   "--parallel",
-  ...(Deno.args.length ? Deno.args : ["test/", "broker/", "runtime/", "tools/", "cli/"]),
+  ...(Deno.args.length ? Deno.args : ["test/", "broker/", "runtime/", "tools/", "cli/", "api/"]),
 ];
 const child = new Deno.Command(Deno.execPath(), {
   args,

@@ -168,6 +168,135 @@ export const BUILTIN_TOOLS: Readonly<Record<string, Tool>> = Object.freeze({
       return { state, result, error };
     },
   ),
+  run_command: tool(
+    "run_command",
+    "Run a command (an argv array, never a shell string) and return its exit code and output.",
+    schema({
+      argv: { type: "array", items: str, minItems: 1 },
+      cwd: str,
+      timeoutMs: { type: "integer" },
+    }, ["argv"]),
+    (args, sys) => {
+      const argv = args.argv;
+      if (!Array.isArray(argv) || !argv.length || !argv.every((a) => typeof a === "string")) {
+        throw new ToolArgumentError('Argument "argv" must be a non-empty array of strings');
+      }
+      const timeoutMs = args.timeoutMs;
+      if (timeoutMs !== undefined && !Number.isInteger(timeoutMs)) {
+        throw new ToolArgumentError('Argument "timeoutMs" must be an integer');
+      }
+      return sys.exec.run(argv as string[], {
+        cwd: optionalText(args, "cwd"),
+        timeoutMs: timeoutMs as number | undefined,
+      });
+    },
+  ),
+  fetch_url: tool(
+    "fetch_url",
+    "Make an HTTP request and return status, headers and body.",
+    schema({
+      url: str,
+      method: str,
+      headers: { type: "object", additionalProperties: str },
+      body: str,
+    }, ["url"]),
+    (args, sys) => {
+      const headers = args.headers;
+      if (
+        headers !== undefined &&
+        (typeof headers !== "object" || headers === null ||
+          !Object.values(headers).every((v) => typeof v === "string"))
+      ) throw new ToolArgumentError('Argument "headers" must map names to strings');
+      return sys.net.fetch(text(args, "url"), {
+        method: optionalText(args, "method"),
+        headers: headers as Record<string, string> | undefined,
+        body: optionalText(args, "body"),
+      });
+    },
+  ),
+  ask_human: tool(
+    "ask_human",
+    "Ask a human a question and wait for the answer.",
+    schema({
+      question: str,
+      kind: { type: "string", enum: ["text", "choice", "boolean", "number"] },
+      choices: { type: "array", items: str },
+    }, ["question"]),
+    async (args, sys) => {
+      const kind = optionalText(args, "kind") as
+        | "text"
+        | "choice"
+        | "boolean"
+        | "number"
+        | undefined;
+      const choices = args.choices;
+      if (
+        choices !== undefined &&
+        (!Array.isArray(choices) || !choices.every((c) => typeof c === "string"))
+      ) {
+        throw new ToolArgumentError('Argument "choices" must be an array of strings');
+      }
+      return {
+        answer: await sys.human.ask(text(args, "question"), {
+          kind,
+          choices: choices as string[] | undefined,
+        }),
+      };
+    },
+  ),
+  register_tool: tool(
+    "register_tool",
+    "Register a new tool from TypeScript source; it runs isolated, with no more authority than you have.",
+    schema({
+      name: str,
+      description: str,
+      input: { type: "object" },
+      manifest: { type: "object", properties: { capabilities: { type: "array", items: str } } },
+      source: str,
+    }, ["name", "description", "input", "manifest", "source"]),
+    (args, sys) => {
+      const manifest = args.manifest as { capabilities?: unknown } | undefined;
+      const capabilities = manifest?.capabilities ?? [];
+      if (!Array.isArray(capabilities) || !capabilities.every((c) => typeof c === "string")) {
+        throw new ToolArgumentError('Argument "manifest.capabilities" must be an array of strings');
+      }
+      if (typeof args.input !== "object" || args.input === null) {
+        throw new ToolArgumentError('Argument "input" must be a JSON Schema object');
+      }
+      return sys.tool.register({
+        name: text(args, "name"),
+        description: text(args, "description"),
+        input: args.input as Record<string, never>,
+        manifest: { capabilities: capabilities as string[] },
+        source: text(args, "source"),
+      });
+    },
+  ),
+  obj_from_file: tool(
+    "obj_from_file",
+    "Store a file's content (JSON when it parses, else text) as an object.",
+    schema({ path: str, namespace: str, name: str }, ["path", "namespace", "name"]),
+    async (args, sys) => {
+      const content = await sys.fs.read(text(args, "path"));
+      let value: unknown = content;
+      try {
+        value = JSON.parse(content);
+      } catch {
+        // Not JSON: keep the text.
+      }
+      return await sys.obj.put(text(args, "namespace"), text(args, "name"), value);
+    },
+  ),
+  obj_to_file: tool(
+    "obj_to_file",
+    "Write an object's value to a file (text as is, anything else as JSON).",
+    schema({ namespace: str, name: str, path: str }, ["namespace", "name", "path"]),
+    async (args, sys) => {
+      const { value } = await sys.obj.get(text(args, "namespace"), text(args, "name"));
+      const content = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+      return await sys.fs.write(text(args, "path"), content);
+    },
+  ),
   exit: tool(
     "exit",
     "Finish this agent with an optional result.",

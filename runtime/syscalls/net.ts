@@ -250,7 +250,8 @@ export function netHandlers(kernel: NetKernel, options: NetHandlerOptions = {}):
       if (bodyBytes > maxRequestBytes) {
         throw new SyscallError(
           "EINVAL",
-          `Cannot fetch "${target}": the body of ${bodyBytes} bytes is over the ${maxRequestBytes}-byte limit`,
+          `Cannot fetch "${target}": the body of ${bodyBytes} bytes is over ` +
+            `the ${maxRequestBytes}-byte limit`,
         );
       }
       const op: Operation = { resource: "net", right: "fetch", target };

@@ -132,7 +132,7 @@ export function procHandlers(kernel: Kernel): HandlerTable {
     }),
     "proc.exit": (ctx, args) => ({
       ops: [],
-      effect: "effect",
+      effect: "idempotent",
       run: async () => {
         await kernel.finish(ctx.pid, "exited", { result: args.result ?? null });
       },

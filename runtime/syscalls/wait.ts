@@ -10,6 +10,7 @@
 import type { CallContext, HandlerTable } from "../../broker/broker.ts";
 import type { WaitSpec } from "../../broker/journal.ts";
 import type { Kernel } from "../kernel.ts";
+import { END_STATES } from "../process_table.ts";
 
 /** Handlers of the blocking syscalls. */
 export function waitHandlers(kernel: Kernel): HandlerTable {
@@ -62,12 +63,17 @@ export function waitHandlers(kernel: Kernel): HandlerTable {
       return {
         ops: [],
         effect: "none",
-        run: () =>
-          park(ctx, "proc.wait", {
+        run: async () => {
+          const child = await kernel.processes.require(args.pid);
+          if (END_STATES.has(child.state)) {
+            return { pid: child.pid, state: child.state, result: child.result, error: child.error };
+          }
+          return await park(ctx, "proc.wait", {
             kind: "child",
             pid: args.pid,
             deadline: deadline(args.timeoutMs),
-          }),
+          });
+        },
       };
     },
   };

@@ -1,0 +1,408 @@
+import assert from "node:assert/strict";
+import type { SyscallReply, SyscallRequest } from "./abi.ts";
+import { AuditLog, type AuditRecord } from "./audit.ts";
+import { Broker, type CallContext, type HandlerTable } from "./broker.ts";
+import type { CapabilitySpec } from "./capability.ts";
+import { CapabilityStore } from "./capability_store.ts";
+import { canonicalJson, sha256Hex } from "./digest.ts";
+import { SyscallError } from "./errors.ts";
+import { Journal, type JournalRecord } from "./journal.ts";
+import { parsePolicy, type PolicyRule } from "./policy.ts";
+
+/** How often each stage of a fake handler ran. */
+interface Counts {
+  planned: number;
+  ran: number;
+}
+
+interface Fixture {
+  kv: Deno.Kv;
+  caps: CapabilityStore;
+  journal: Journal;
+  broker: Broker;
+  counts: Counts;
+  /** Calls the broker as `pid` (default 1) and returns the reply. */
+  call(
+    name: string,
+    args: unknown,
+    options?: { pid?: number; policy?: PolicyRule[] },
+  ): Promise<SyscallReply>;
+  grant(pid: number, spec: CapabilitySpec, boundTo?: string): Promise<string>;
+  audit(): Promise<AuditRecord[]>;
+}
+
+/** What fake handlers saw while running. */
+interface Seen {
+  /** The journal record of a write's own seq while it ran. */
+  intent?: JournalRecord | null;
+  /** The value an `obj.put` was handed. */
+  value?: unknown;
+}
+
+/**
+ * A fake handler table: `fs.read` needs fs:read on `/ws/<path>` and has no
+ * effect, `fs.write` needs fs:write and is idempotent, `fs.rename` needs
+ * delete on the source and write on the target, `fs.stat` fails in its plan,
+ * `fs.list` fails in its run. Every stage counts its invocations.
+ */
+function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
+  const at = (path: string) => `/ws/${path}`;
+  const handlers: HandlerTable = {
+    "fs.read": (_ctx, args) => {
+      counts.planned++;
+      return {
+        ops: [{ resource: "fs", right: "read", target: at(args.path) }],
+        effect: "none",
+        run: () => {
+          counts.ran++;
+          return Promise.resolve(`content of ${args.path}`);
+        },
+      };
+    },
+    "fs.write": (ctx, args) => {
+      counts.planned++;
+      return {
+        ops: [{ resource: "fs", right: "write", target: at(args.path) }],
+        effect: "idempotent",
+        run: async () => {
+          counts.ran++;
+          seen.intent = (await kv.get<JournalRecord>(["journal", ctx.pid, ctx.seq])).value;
+          return { bytes: args.content.length };
+        },
+      };
+    },
+    "fs.rename": (_ctx, args) => {
+      counts.planned++;
+      return {
+        ops: [
+          { resource: "fs", right: "delete", target: at(args.from) },
+          { resource: "fs", right: "write", target: at(args.to) },
+        ],
+        effect: "effect",
+        run: () => {
+          counts.ran++;
+          return Promise.resolve(null);
+        },
+      };
+    },
+    "fs.stat": (_ctx, args) => {
+      counts.planned++;
+      throw new SyscallError("ENOENT", `Cannot stat "${args.path}": no such file`);
+    },
+    "fs.list": (_ctx, args) => {
+      counts.planned++;
+      return {
+        ops: [{ resource: "fs", right: "read", target: at(args.path) }],
+        effect: "none",
+        run: () => {
+          counts.ran++;
+          return Promise.reject(
+            args.path === "missing" ? new Deno.errors.NotFound("gone") : new Error("disk on fire"),
+          );
+        },
+      };
+    },
+    "obj.put": (_ctx, args) => {
+      counts.planned++;
+      seen.value = args.value;
+      return { ops: [], effect: "none", run: () => Promise.resolve({ version: 1 }) };
+    },
+    "time.now": () => {
+      counts.planned++;
+      return {
+        ops: [],
+        effect: "none",
+        run: () => {
+          counts.ran++;
+          return Promise.resolve(42);
+        },
+      };
+    },
+  };
+  return handlers;
+}
+
+async function withBroker(
+  fn: (f: Fixture & { seen: Seen }) => Promise<void>,
+): Promise<void> {
+  const kv = await Deno.openKv(":memory:");
+  const caps = new CapabilityStore(kv);
+  const log = new AuditLog(kv);
+  const journal = new Journal(kv, log);
+  const counts: Counts = { planned: 0, ran: 0 };
+  const seen: Seen = {};
+  const broker = new Broker({ caps, journal, handlers: fakeHandlers(counts, kv, seen) });
+  let seq = 0;
+  let id = 0;
+  const fixture = {
+    kv,
+    caps,
+    journal,
+    broker,
+    counts,
+    seen,
+    call: async (
+      name: string,
+      args: unknown,
+      options: { pid?: number; policy?: PolicyRule[] } = {},
+    ): Promise<SyscallReply> => {
+      const ctx: Omit<CallContext, "argsDigest"> = {
+        pid: options.pid ?? 1,
+        image: "demo@1.0.0",
+        workspace: "/ws",
+        policy: options.policy ?? [],
+        seq: ++seq,
+      };
+      const request: SyscallRequest = { id: ++id, name, args };
+      const reply = await broker.dispatch(ctx, request);
+      assert.equal(typeof reply, "object", "the call was answered, not parked");
+      const answered = reply as SyscallReply;
+      assert.equal(answered.id, request.id);
+      return answered;
+    },
+    grant: async (pid: number, spec: CapabilitySpec, boundTo?: string) =>
+      (await caps.grant(pid, spec, { grantedBy: "operator", boundTo })).id,
+    audit: async () => {
+      await journal.flush();
+      const out: AuditRecord[] = [];
+      for await (const record of log.list()) out.push(record);
+      return out;
+    },
+  };
+  try {
+    await fn(fixture);
+  } finally {
+    await journal.close();
+    kv.close();
+  }
+}
+
+function errorOf(reply: SyscallReply): { code: string; message: string } {
+  assert.equal(reply.ok, false, `expected an error, got ${JSON.stringify(reply)}`);
+  return (reply as Extract<SyscallReply, { ok: false }>).error;
+}
+
+const READ_WS: CapabilitySpec = { resource: "fs", rights: ["read"], scope: "/ws/**" };
+const WRITE_WS: CapabilitySpec = { resource: "fs", rights: ["write"], scope: "/ws/**" };
+
+Deno.test("an unknown syscall fails with ENOSYS before any handler, and is audited", async () => {
+  await withBroker(async (f) => {
+    const error = errorOf(await f.call("fs.chmod", { path: "a" }));
+    assert.equal(error.code, "ENOSYS");
+    assert.match(error.message, /Unknown syscall "fs\.chmod"/);
+    assert.deepEqual(f.counts, { planned: 0, ran: 0 });
+    const [record] = await f.audit();
+    assert.equal(record.syscall, "fs.chmod");
+    assert.equal(record.outcome, "error");
+    assert.equal(record.code, "ENOSYS");
+    assert.equal(record.decision, "deny");
+  });
+});
+
+Deno.test("an overlong unknown syscall name is cut in the reply and the audit", async () => {
+  await withBroker(async (f) => {
+    const name = "x".repeat(10_000);
+    const error = errorOf(await f.call(name, {}));
+    assert.equal(error.code, "ENOSYS");
+    assert.ok(error.message.length < 200);
+    const [record] = await f.audit();
+    assert.ok(record.syscall.length <= 100);
+  });
+});
+
+Deno.test("a syscall of the ABI without a handler fails with ENOSYS", async () => {
+  await withBroker(async (f) => {
+    const error = errorOf(await f.call("net.fetch", { url: "https://example.com/" }));
+    assert.equal(error.code, "ENOSYS");
+    assert.match(error.message, /"net\.fetch" is not implemented/);
+  });
+});
+
+Deno.test("bad arguments fail with EINVAL naming the field, before planning", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, READ_WS);
+    const wrongType = errorOf(await f.call("fs.read", { path: 7 }));
+    assert.equal(wrongType.code, "EINVAL");
+    assert.match(wrongType.message, /^Invalid arguments for fs\.read: path: /);
+    const missing = errorOf(await f.call("fs.write", { path: "a.txt" }));
+    assert.match(missing.message, /content: /);
+    const extra = errorOf(await f.call("fs.read", { path: "a.txt", mode: "r" }));
+    assert.equal(extra.code, "EINVAL");
+    assert.match(extra.message, /"mode"/);
+    const nested = errorOf(await f.call("fs.read", { path: "a.txt", maxBytes: -1 }));
+    assert.match(nested.message, /maxBytes: /);
+    for (const args of [null, [], "a.txt", 3, undefined]) {
+      assert.equal(errorOf(await f.call("fs.read", args)).code, "EINVAL");
+    }
+    assert.deepEqual(f.counts, { planned: 0, ran: 0 });
+  });
+});
+
+Deno.test("__proto__ keys are refused at the top level and harmless inside values", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, READ_WS);
+    const attack = JSON.parse('{"path":"a.txt","__proto__":{"polluted":true,"path":"../etc"}}');
+    const error = errorOf(await f.call("fs.read", attack));
+    assert.equal(error.code, "EINVAL");
+    assert.match(error.message, /__proto__/);
+    assert.equal(f.counts.planned, 0);
+    const value = JSON.parse('{"__proto__":{"polluted":true},"a":1}');
+    const reply = await f.call("obj.put", { namespace: "self", name: "n", value });
+    assert.equal(reply.ok, true);
+    const handed = f.seen.value as Record<string, unknown>;
+    assert.equal(handed.a, 1);
+    assert.equal(handed.polluted, undefined);
+    assert.equal(Object.getPrototypeOf(handed), Object.prototype);
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+    assert.equal(Object.prototype.hasOwnProperty.call(Object.prototype, "polluted"), false);
+  });
+});
+
+Deno.test("a call without a capability is planned but never run", async () => {
+  await withBroker(async (f) => {
+    const error = errorOf(await f.call("fs.read", { path: "secret.txt" }));
+    assert.equal(error.code, "EPERM");
+    assert.match(
+      error.message,
+      /^Cannot read file "(\/ws\/)?secret\.txt": no capability grants fs:read on it$/,
+    );
+    assert.deepEqual(f.counts, { planned: 1, ran: 0 });
+    await f.grant(1, READ_WS);
+    const reply = await f.call("fs.read", { path: "secret.txt" });
+    assert.equal(reply.ok, true);
+    assert.equal((reply as { value: unknown }).value, "content of secret.txt");
+    assert.deepEqual(f.counts, { planned: 2, ran: 1 });
+  });
+});
+
+Deno.test("another process's capability authorizes nothing", async () => {
+  await withBroker(async (f) => {
+    await f.grant(2, READ_WS);
+    assert.equal(errorOf(await f.call("fs.read", { path: "a.txt" }, { pid: 1 })).code, "EPERM");
+    assert.equal((await f.call("fs.read", { path: "a.txt" }, { pid: 2 })).ok, true);
+    assert.equal(f.counts.ran, 1);
+  });
+});
+
+Deno.test("policy deny beats a capability and the call never runs", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, READ_WS);
+    const policy = parsePolicy({ "fs:read:secret.txt": "deny" }, "image");
+    const error = errorOf(await f.call("fs.read", { path: "secret.txt" }, { policy }));
+    assert.equal(error.code, "EPERM");
+    assert.match(error.message, /denied by policy "fs:read:secret\.txt"/);
+    assert.equal(f.counts.ran, 0);
+    assert.equal((await f.call("fs.read", { path: "public.txt" }, { policy })).ok, true);
+    assert.equal(f.counts.ran, 1);
+  });
+});
+
+Deno.test("policy ask fails closed when no human can be asked", async () => {
+  await withBroker(async (f) => {
+    const policy = parsePolicy({ "fs:write:**": "ask" }, "image");
+    for (const held of [false, true]) {
+      if (held) await f.grant(1, WRITE_WS);
+      const error = errorOf(await f.call("fs.write", { path: "a.txt", content: "x" }, { policy }));
+      assert.equal(error.code, "EPERM");
+      assert.match(error.message, /policy "fs:write:\*\*" asks a human/);
+    }
+    assert.equal(f.counts.ran, 0);
+  });
+});
+
+Deno.test("every operation of a call must be authorized before it runs", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, WRITE_WS);
+    const error = errorOf(await f.call("fs.rename", { from: "a.txt", to: "b.txt" }));
+    assert.equal(error.code, "EPERM");
+    assert.match(error.message, /fs:delete/);
+    await f.grant(1, { resource: "fs", rights: ["delete"], scope: "/ws/a.txt" });
+    assert.equal((await f.call("fs.rename", { from: "a.txt", to: "b.txt" })).ok, true);
+    assert.deepEqual(f.counts, { planned: 2, ran: 1 });
+  });
+});
+
+Deno.test("an effect's intent is journaled before it runs", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, WRITE_WS);
+    assert.equal((await f.call("fs.write", { path: "a.txt", content: "hello" })).ok, true);
+    assert.equal(f.seen.intent?.phase, "intent");
+    assert.equal(f.seen.intent?.name, "fs.write");
+    await f.journal.flush();
+    const done = (await f.kv.get<JournalRecord>(["journal", 1, 1])).value;
+    assert.equal(done?.phase, "done");
+    assert.equal(done?.ok, true);
+    assert.deepEqual(done?.value, { bytes: 5 });
+  });
+});
+
+Deno.test("a failing plan or run becomes an error reply with its ABI code", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, READ_WS);
+    const plan = errorOf(await f.call("fs.stat", { path: "a.txt" }));
+    assert.equal(plan.code, "ENOENT");
+    assert.equal(f.counts.ran, 0);
+    assert.equal(errorOf(await f.call("fs.list", { path: "missing" })).code, "ENOENT");
+    const crash = errorOf(await f.call("fs.list", { path: "other" }));
+    assert.equal(crash.code, "EINVAL");
+    assert.match(crash.message, /disk on fire/);
+    const records = await f.audit();
+    assert.deepEqual(records.map((r) => [r.syscall, r.decision, r.code]), [
+      ["fs.stat", "deny", "ENOENT"],
+      ["fs.list", "allow", "ENOENT"],
+      ["fs.list", "allow", "EINVAL"],
+    ]);
+  });
+});
+
+Deno.test("a one-shot capability authorizes exactly one of two concurrent calls", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, { ...WRITE_WS, uses: 1 });
+    const replies = await Promise.all([
+      f.call("fs.write", { path: "a.txt", content: "1" }),
+      f.call("fs.write", { path: "a.txt", content: "2" }),
+    ]);
+    assert.equal(replies.filter((r) => r.ok).length, 1);
+    assert.equal(errorOf(replies.find((r) => !r.ok)!).code, "EPERM");
+    assert.equal(f.counts.ran, 1);
+    assert.equal(errorOf(await f.call("fs.write", { path: "a.txt", content: "3" })).code, "EPERM");
+    assert.equal(f.counts.ran, 1);
+    assert.deepEqual(await f.caps.list(1), []);
+  });
+});
+
+Deno.test("a one-shot grant bound to one call authorizes only that exact call", async () => {
+  await withBroker(async (f) => {
+    const args = { path: "a.txt", content: "approved" };
+    const digest = await sha256Hex(canonicalJson({ name: "fs.write", args }));
+    await f.grant(1, { ...WRITE_WS, uses: 1 }, digest);
+    const other = errorOf(await f.call("fs.write", { path: "a.txt", content: "changed" }));
+    assert.equal(other.code, "EPERM");
+    assert.equal(f.counts.ran, 0);
+    assert.equal((await f.call("fs.write", args)).ok, true);
+    assert.equal(errorOf(await f.call("fs.write", args)).code, "EPERM");
+    assert.equal(f.counts.ran, 1);
+  });
+});
+
+Deno.test("every call is journaled and audited with its decision and capability", async () => {
+  await withBroker(async (f) => {
+    const cap = await f.grant(1, READ_WS);
+    await f.call("fs.read", { path: "a.txt" });
+    await f.call("fs.write", { path: "a.txt", content: "x" });
+    await f.call("time.now", {});
+    const records = await f.audit();
+    assert.deepEqual(
+      records.map((r) => [r.syscall, r.decision, r.outcome, r.capability]),
+      [
+        ["fs.read", "allow", "ok", cap],
+        ["fs.write", "deny", "error", undefined],
+        ["time.now", "allow", "ok", undefined],
+      ],
+    );
+    for (let seq = 1; seq <= 3; seq++) {
+      const entry = (await f.kv.get<JournalRecord>(["journal", 1, seq])).value;
+      assert.equal(entry?.phase, "done");
+    }
+  });
+});

@@ -1,0 +1,315 @@
+/**
+ * JIT tools (SPEC section 10): TypeScript a process registers at run time.
+ * Registration checks the source (size, no imports or escape hatches, a
+ * type check in a subprocess that runs nothing), stores it content-
+ * addressed, and adds the tool to the registering process's table only;
+ * registering grants nothing. A call runs the tool as a short-lived child
+ * process in its own zero-permission cell, with the intersection of its
+ * manifest and the caller's capabilities, and its own limits.
+ *
+ * Keys: `["tool", pid, name]` the table entry. The source lives in the
+ * image registry, as the entry of a synthetic image `tool.<name>@<digest>`.
+ *
+ * @module
+ */
+
+import { z } from "zod";
+import {
+  attenuationError,
+  formatCapability,
+  parseCapability,
+  resolveScope,
+} from "../broker/capability.ts";
+import { sha256Hex } from "../broker/digest.ts";
+import { SyscallError } from "../broker/errors.ts";
+import { BUILTIN_TOOLS } from "../tools/builtin.ts";
+import type { AgentImage } from "./image.ts";
+import type { Kernel } from "./kernel.ts";
+import type { ProcessRecord } from "./process_table.ts";
+
+/** A registered JIT tool in a process's table. */
+export interface JitTool {
+  name: string;
+  description: string;
+  input: Record<string, unknown>;
+  manifest: { capabilities: string[] };
+  /** SHA-256 of the source. */
+  digest: string;
+  /** The synthetic image that runs it. */
+  image: string;
+  registeredAt: number;
+}
+
+/** What `tool.register` takes. */
+export interface ToolRegistration {
+  name: string;
+  description: string;
+  input: Record<string, unknown>;
+  manifest: { capabilities: string[] };
+  source: string;
+}
+
+/** Limits every JIT tool call runs under. */
+export const TOOL_LIMITS = { cpuMs: 5_000, memoryMb: 128, outputBytes: 64 * 1024 } as const;
+/** Longest a JIT tool call may take, in ms. */
+export const TOOL_WALL_MS = 60_000;
+/** Largest JIT tool source, in bytes. */
+export const MAX_TOOL_SOURCE = 64 * 1024;
+
+const NAME = /^[a-z][a-z0-9_]{0,63}$/;
+
+const FORBIDDEN: readonly [RegExp, string][] = [
+  [/\bimport\b/, "imports are not allowed"],
+  [/\brequire\s*\(/, "require() is not allowed"],
+  [/\beval\b/, "eval is not allowed"],
+  [/\bFunction\s*\(|\bnew\s+Function\b/, "the Function constructor is not allowed"],
+  [/\bDeno\b/, "the Deno namespace is not allowed: use sys"],
+  [/\bglobalThis\b|\bself\b|\bwindow\b/, "the global object is not allowed"],
+  [
+    /\bWorker\b|\bSharedArrayBuffer\b|\bAtomics\b|\bWebAssembly\b/,
+    "workers, shared memory and WebAssembly are not allowed",
+  ],
+  [/\bfetch\s*\(/, "fetch is not allowed: use sys.net.fetch"],
+  [/\bexport\s+default\b/, "export a function named run instead of a default export"],
+];
+
+/** Checks a JIT tool's source without running it; throws `EINVAL` naming the first problem. */
+export function checkToolSource(name: string, source: string): void {
+  const bytes = new TextEncoder().encode(source).length;
+  if (bytes > MAX_TOOL_SOURCE) {
+    throw new SyscallError(
+      "EINVAL",
+      `Cannot register tool "${name}": its source is ${bytes} bytes, over ${MAX_TOOL_SOURCE}`,
+    );
+  }
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/[^\n]*/g, "");
+  for (const [pattern, why] of FORBIDDEN) {
+    if (pattern.test(code)) {
+      throw new SyscallError("EINVAL", `Cannot register tool "${name}": ${why}`);
+    }
+  }
+  if (!/\bexport\s+(async\s+)?function\s+run\b|\bexport\s+const\s+run\b/.test(code)) {
+    throw new SyscallError(
+      "EINVAL",
+      `Cannot register tool "${name}": the source must export a function named run`,
+    );
+  }
+}
+
+/** Type-checks a tool's source in a `deno check` subprocess (which runs no tool code). */
+async function typeCheck(name: string, source: string): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "libos-tool-" });
+  try {
+    await Deno.writeTextFile(`${dir}/tool.ts`, source);
+    await Deno.writeTextFile(
+      `${dir}/deno.json`,
+      JSON.stringify({ compilerOptions: { strict: false } }),
+    );
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "check",
+        "--quiet",
+        "--no-remote",
+        "--no-npm",
+        "--no-lock",
+        "--config",
+        `${dir}/deno.json`,
+        `${dir}/tool.ts`,
+      ],
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    if (code !== 0) {
+      const first = new TextDecoder().decode(stderr).split("\n").find((l) =>
+        /ERROR|error/.test(l)
+      ) ?? "type check failed";
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot register tool "${name}": ${first.replaceAll(dir + "/", "").trim()}`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * The JIT tool tables of a kernel.
+ *
+ * @example
+ * ```ts ignore
+ * await kernel.tools.register(pid, { name: "count", description: "…", input: { type: "object" },
+ *   manifest: { capabilities: [] }, source: "export function run(args) { return 1; }" });
+ * ```
+ */
+export class ToolTables {
+  #kernel: Kernel;
+
+  /** Tool tables of `kernel`. */
+  constructor(kernel: Kernel) {
+    this.#kernel = kernel;
+  }
+
+  /** Registers a tool for `pid` after checking it; returns its entry. */
+  async register(pid: number, tool: ToolRegistration): Promise<JitTool> {
+    const kernel = this.#kernel;
+    const proc = await kernel.processes.require(pid);
+    if (proc.tool) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot register tool "${tool.name}": a JIT tool cannot register tools`,
+      );
+    }
+    if (!NAME.test(tool.name)) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot register tool "${tool.name}": names are lowercase letters, digits and _`,
+      );
+    }
+    if (Object.hasOwn(BUILTIN_TOOLS, tool.name)) {
+      throw new SyscallError(
+        "EEXIST",
+        `Cannot register tool "${tool.name}": it would shadow a built-in tool`,
+      );
+    }
+    if (await this.get(pid, tool.name)) {
+      throw new SyscallError(
+        "EEXIST",
+        `Cannot register tool "${tool.name}": the process already has a tool of that name`,
+      );
+    }
+    try {
+      z.fromJSONSchema(tool.input as never);
+    } catch (error) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot register tool "${tool.name}": its input schema does not compile: ${
+          (error as Error).message
+        }`,
+      );
+    }
+    for (const text of tool.manifest.capabilities) {
+      try {
+        parseCapability(text);
+      } catch (error) {
+        throw new SyscallError(
+          "EINVAL",
+          `Cannot register tool "${tool.name}": ${(error as Error).message}`,
+        );
+      }
+    }
+    checkToolSource(tool.name, tool.source);
+    const digest = await sha256Hex(tool.source);
+    const image: AgentImage = {
+      name: `tool.${tool.name.replaceAll("_", "-")}`,
+      version: digest.slice(0, 16),
+      description: tool.description.slice(0, 500),
+      entry: "./tool.ts",
+      tools: [],
+      capabilities: tool.manifest.capabilities,
+      policy: {},
+      limits: { ...TOOL_LIMITS },
+      budget: { wallMs: TOOL_WALL_MS },
+    };
+    const tag = `${image.name}@${image.version}`;
+    if (!(await kernel.images.get(tag))) {
+      await typeCheck(tool.name, tool.source);
+      const entrySource =
+        `${tool.source}\n;export default async function __libosToolMain(sys, input) {\n  return await run(input, sys);\n}\n`;
+      await kernel.images.register(image, { entrySource });
+    }
+    const entry: JitTool = {
+      name: tool.name,
+      description: tool.description,
+      input: tool.input,
+      manifest: tool.manifest,
+      digest,
+      image: tag,
+      registeredAt: kernel.now(),
+    };
+    await kernel.store.kv.set(["tool", pid, tool.name], entry);
+    return entry;
+  }
+
+  /** One tool of `pid`'s table. */
+  async get(pid: number, name: string): Promise<JitTool | undefined> {
+    return (await this.#kernel.store.kv.get<JitTool>(["tool", pid, name])).value ?? undefined;
+  }
+
+  /** `pid`'s JIT tools, by name. */
+  async list(pid: number): Promise<JitTool[]> {
+    const out: JitTool[] = [];
+    for await (const e of this.#kernel.store.kv.list<JitTool>({ prefix: ["tool", pid] })) {
+      out.push(e.value);
+    }
+    return out;
+  }
+
+  /** Copies `from`'s table to `to` (fork). */
+  async copy(from: number, to: number): Promise<void> {
+    for (const tool of await this.list(from)) {
+      await this.#kernel.store.kv.set(["tool", to, tool.name], tool);
+    }
+  }
+
+  /**
+   * Starts a call of `name` for `caller`: a child process of the tool's
+   * image with the manifest capabilities the caller itself holds. Returns
+   * the child; the caller waits for it like for any child.
+   */
+  async start(
+    caller: ProcessRecord,
+    name: string,
+    args: Record<string, unknown>,
+  ): Promise<ProcessRecord> {
+    const kernel = this.#kernel;
+    const tool = await this.get(caller.pid, name);
+    if (!tool) {
+      throw new SyscallError(
+        "ENOENT",
+        `Cannot call tool "${name}": the process has no such JIT tool`,
+      );
+    }
+    const parsed = z.fromJSONSchema(tool.input as never).safeParse(args);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot call tool "${name}": ${issue.path.join(".") || "arguments"}: ${issue.message}`,
+      );
+    }
+    // The intersection of manifest and caller: for each pair, the narrower
+    // one when one covers the other. Counted (one-shot) grants never pass
+    // to a tool: a copy would double their uses.
+    const now = kernel.now();
+    const held = (await kernel.caps.list(caller.pid, now)).filter((c) => c.uses === undefined);
+    const granted = new Set<string>();
+    for (const text of tool.manifest.capabilities) {
+      const wanted = resolveScope(parseCapability(text), { workspace: caller.workspace });
+      for (const cap of held) {
+        if (!attenuationError(wanted, cap, now)) granted.add(formatCapability(wanted));
+        else {
+          const narrower = { resource: cap.resource, rights: cap.rights, scope: cap.scope };
+          const asManifest = {
+            ...wanted,
+            id: "manifest",
+            holder: 0,
+            delegable: true,
+            grantedBy: "tool",
+            createdAt: now,
+          };
+          if (!attenuationError(narrower, asManifest, now)) granted.add(formatCapability(narrower));
+        }
+      }
+    }
+    return await kernel.spawnChild(caller.pid, {
+      image: tool.image,
+      input: args,
+      capabilities: [...granted],
+      onParentExit: "kill",
+      tool: { name, digest: tool.digest },
+    });
+  }
+}

@@ -1,0 +1,189 @@
+import assert from "node:assert/strict";
+import type { SyscallError } from "../broker/errors.ts";
+import { type NewProcess, type ProcessEvent, ProcessTable } from "./process_table.ts";
+
+function init(ppid: number | null = null): NewProcess {
+  return {
+    ppid,
+    image: "demo@1.0.0",
+    digest: "d".repeat(64),
+    cwd: "/ws",
+    workspace: "/ws",
+    policy: [],
+    onParentExit: "kill",
+    budget: {},
+  };
+}
+
+async function withTable(fn: (table: ProcessTable, kv: Deno.Kv) => Promise<void>): Promise<void> {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    await fn(new ProcessTable(kv), kv);
+  } finally {
+    kv.close();
+  }
+}
+
+async function eventsOf(table: ProcessTable, pid?: number): Promise<ProcessEvent[]> {
+  const out: ProcessEvent[] = [];
+  for await (const event of table.events({ pid })) out.push(event);
+  return out;
+}
+
+Deno.test("concurrent creates get distinct pids with no gaps", async () => {
+  await withTable(async (table) => {
+    const records = await Promise.all(Array.from({ length: 25 }, () => table.create(init())));
+    const pids = records.map((r) => r.pid);
+    assert.equal(new Set(pids).size, 25);
+    assert.deepEqual([...pids].sort((a, b) => a - b), Array.from({ length: 25 }, (_, i) => i + 1));
+    for (const record of records) {
+      assert.equal(record.state, "created");
+      assert.equal((await table.get(record.pid))?.pid, record.pid);
+    }
+  });
+});
+
+Deno.test("pids allocated by two tables over one store never collide", async () => {
+  await withTable(async (first, kv) => {
+    const second = new ProcessTable(kv);
+    const records = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => (i % 2 ? first : second).create(init())),
+    );
+    assert.equal(new Set(records.map((r) => r.pid)).size, 20);
+  });
+});
+
+Deno.test("pids keep increasing and are not reused after a process ends", async () => {
+  await withTable(async (table) => {
+    const a = await table.create(init());
+    await table.transition(a.pid, "killed");
+    const b = await table.create(init());
+    const c = await table.create(init());
+    assert.ok(b.pid > a.pid && c.pid > b.pid);
+    assert.equal((await table.get(a.pid))?.state, "killed");
+  });
+});
+
+Deno.test("illegal transitions are refused and leave the record and events alone", async () => {
+  await withTable(async (table) => {
+    const proc = await table.create(init());
+    const before = await eventsOf(table);
+    await assert.rejects(
+      table.transition(proc.pid, "running"),
+      (error: SyscallError) => {
+        assert.equal(error.code, "EINVAL");
+        assert.match(error.message, /from created to running/);
+        return true;
+      },
+    );
+    await table.transition(proc.pid, "runnable");
+    await table.transition(proc.pid, "running");
+    await table.transition(proc.pid, "exited", { patch: { result: 1 } });
+    for (const state of ["running", "runnable", "killed", "failed"] as const) {
+      await assert.rejects(table.transition(proc.pid, state), { code: "EINVAL" });
+    }
+    const after = await table.require(proc.pid);
+    assert.equal(after.state, "exited");
+    assert.equal(after.result, 1);
+    assert.equal((await eventsOf(table)).length, before.length + 3);
+  });
+});
+
+Deno.test("a transition of a missing process fails with ENOENT", async () => {
+  await withTable(async (table) => {
+    await assert.rejects(table.transition(42, "runnable"), { code: "ENOENT" });
+    await assert.rejects(table.require(42), { code: "ENOENT" });
+    assert.equal(await table.get(42), undefined);
+  });
+});
+
+Deno.test("every transition is recorded as an event, in order, with its reason", async () => {
+  await withTable(async (table) => {
+    const proc = await table.create(init(), 1000);
+    const seen: ProcessEvent[] = [];
+    const unsubscribe = table.subscribe((_record, event) => seen.push(event));
+    await table.transition(proc.pid, "runnable");
+    await table.transition(proc.pid, "running");
+    await table.transition(proc.pid, "blocked", { patch: { waitingOn: "sleep" } });
+    assert.equal((await table.require(proc.pid)).waitingOn, "sleep");
+    await table.transition(proc.pid, "runnable");
+    assert.equal((await table.require(proc.pid)).waitingOn, undefined);
+    await table.transition(proc.pid, "running");
+    await table.transition(proc.pid, "killed", { reason: "kill signal from operator" });
+    unsubscribe();
+    const events = await eventsOf(table, proc.pid);
+    assert.deepEqual(
+      events.map((e) => [e.from, e.to]),
+      [
+        [null, "created"],
+        ["created", "runnable"],
+        ["runnable", "running"],
+        ["running", "blocked"],
+        ["blocked", "runnable"],
+        ["runnable", "running"],
+        ["running", "killed"],
+      ],
+    );
+    assert.equal(events[0].at, 1000);
+    assert.equal(events.at(-1)?.reason, "kill signal from operator");
+    for (let i = 1; i < events.length; i++) assert.ok(events[i].seq > events[i - 1].seq);
+    assert.deepEqual(seen, events.slice(1));
+    const ended = await table.require(proc.pid);
+    assert.equal(typeof ended.endedAt, "number");
+  });
+});
+
+Deno.test("events of many processes form one gap-free ordered log", async () => {
+  await withTable(async (table) => {
+    const procs = await Promise.all(Array.from({ length: 8 }, () => table.create(init())));
+    await Promise.all(procs.map((p) => table.transition(p.pid, "runnable")));
+    const events = await eventsOf(table);
+    assert.deepEqual(events.map((e) => e.seq), Array.from({ length: 16 }, (_, i) => i + 1));
+    for (const p of procs) {
+      assert.deepEqual((await eventsOf(table, p.pid)).map((e) => e.to), ["created", "runnable"]);
+    }
+    const after = [];
+    for await (const event of table.events({ afterSeq: 10 })) after.push(event.seq);
+    assert.deepEqual(after, [11, 12, 13, 14, 15, 16]);
+  });
+});
+
+Deno.test("the children index lists a parent's children and nobody else's", async () => {
+  await withTable(async (table) => {
+    const parent = await table.create(init());
+    const other = await table.create(init());
+    const a = await table.create(init(parent.pid));
+    const stranger = await table.create(init(other.pid));
+    const b = await table.create(init(parent.pid));
+    const grandchild = await table.create(init(a.pid));
+    assert.deepEqual(await table.children(parent.pid), [a.pid, b.pid]);
+    assert.deepEqual(await table.children(other.pid), [stranger.pid]);
+    assert.deepEqual(await table.children(a.pid), [grandchild.pid]);
+    assert.deepEqual(await table.children(b.pid), []);
+    assert.equal((await table.require(b.pid)).ppid, parent.pid);
+  });
+});
+
+Deno.test("concurrent updates of one record are not lost", async () => {
+  await withTable(async (table) => {
+    const proc = await table.create(init());
+    await Promise.all(
+      Array.from(
+        { length: 20 },
+        () =>
+          table.update(proc.pid, (r) => ({ usage: { ...r.usage, tokens: r.usage.tokens + 1 } })),
+      ),
+    );
+    assert.equal((await table.require(proc.pid)).usage.tokens, 20);
+  });
+});
+
+Deno.test("list returns every process in pid order", async () => {
+  await withTable(async (table) => {
+    for (let i = 0; i < 12; i++) await table.create(init());
+    assert.deepEqual(
+      (await table.list()).map((p) => p.pid),
+      Array.from({ length: 12 }, (_, i) => i + 1),
+    );
+  });
+});

@@ -1,0 +1,150 @@
+/**
+ * `tool.*`, `image.register`, `cap.delegate` and `obj.share`: the
+ * self-evolution syscalls. None of them hands out more authority than the
+ * caller already holds.
+ *
+ * @module
+ */
+
+import type { HandlerTable } from "../../broker/broker.ts";
+import { attenuationError, parseCapability, resolveScope } from "../../broker/capability.ts";
+import { SyscallError } from "../../broker/errors.ts";
+import { BUILTIN_TOOLS } from "../../tools/builtin.ts";
+import { AgentImageSchema } from "../image.ts";
+import type { Kernel } from "../kernel.ts";
+import { namespaceOf } from "./obj.ts";
+
+/** Handlers of the self-evolution group. */
+export function toolHandlers(kernel: Kernel): HandlerTable {
+  return {
+    "tool.register": (ctx, args) => ({
+      ops: [{ resource: "tool", right: "register", target: args.name }],
+      effect: "idempotent",
+      run: async () => {
+        const tool = await kernel.tools.register(ctx.pid, args);
+        return { name: tool.name, digest: tool.digest };
+      },
+    }),
+    "tool.list": (ctx) => ({
+      ops: [],
+      effect: "none",
+      run: async () => {
+        const proc = await kernel.processes.require(ctx.pid);
+        const image = await kernel.imageOf(proc);
+        const builtin = image.image.tools.filter((n) => Object.hasOwn(BUILTIN_TOOLS, n)).map((
+          name,
+        ) => ({
+          name,
+          description: BUILTIN_TOOLS[name].description,
+          builtin: true,
+        }));
+        const jit = (await kernel.tools.list(ctx.pid)).map((
+          { name, description, input, digest },
+        ) => ({
+          name,
+          description,
+          input,
+          digest,
+          builtin: false,
+        }));
+        return [...builtin, ...jit];
+      },
+    }),
+    "tool.call": (ctx, args) => ({
+      ops: [],
+      effect: "effect",
+      run: async () => {
+        if (Object.hasOwn(BUILTIN_TOOLS, args.name)) {
+          throw new SyscallError(
+            "EINVAL",
+            `Cannot call "${args.name}" through tool.call: it is a built-in tool`,
+          );
+        }
+        const caller = await kernel.processes.require(ctx.pid);
+        const child = await kernel.tools.start(caller, args.name, args.args);
+        return await kernel.waits.park(
+          { pid: ctx.pid, seq: ctx.seq, name: "tool.call", argsDigest: ctx.argsDigest },
+          { kind: "child", pid: child.pid },
+        );
+      },
+    }),
+    "image.register": (ctx, args) => {
+      const parsed = AgentImageSchema.safeParse(args.image);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new SyscallError(
+          "EINVAL",
+          `Cannot register image: ${issue.path.join(".")}: ${issue.message}`,
+        );
+      }
+      const image = parsed.data;
+      const tag = `${image.name}@${image.version}`;
+      return {
+        ops: [{ resource: "image", right: "register", target: tag }],
+        effect: "idempotent",
+        run: async () => {
+          if (image.entry !== "libos:agent") {
+            throw new SyscallError(
+              "EINVAL",
+              `Cannot register image "${tag}": a process may only register libos:agent images`,
+            );
+          }
+          // An image's ceiling never exceeds its registrar's authority.
+          const proc = await kernel.processes.require(ctx.pid);
+          const held = await kernel.caps.list(ctx.pid, kernel.now());
+          for (const text of image.capabilities) {
+            const spec = resolveScope(parseCapability(text), { workspace: proc.workspace });
+            if (!held.some((cap) => !attenuationError(spec, cap, kernel.now()))) {
+              throw new SyscallError(
+                "EPERM",
+                `Cannot register image "${tag}": its ceiling "${text}" exceeds the registrar's authority`,
+              );
+            }
+          }
+          const registered = await kernel.images.register(image);
+          return { tag: registered.tag, digest: registered.digest };
+        },
+      };
+    },
+    "cap.delegate": (ctx, args) => ({
+      ops: [],
+      effect: "effect",
+      run: async () => {
+        const proc = await kernel.processes.require(ctx.pid);
+        await kernel.processes.require(args.pid);
+        const spec = resolveScope(parseCapability(args.capability), { workspace: proc.workspace });
+        const held = await kernel.caps.list(ctx.pid, kernel.now());
+        const from = held.find((cap) =>
+          cap.delegable && cap.uses === undefined && !attenuationError(spec, cap, kernel.now())
+        );
+        if (!from) {
+          throw new SyscallError(
+            "EPERM",
+            `Cannot delegate "${args.capability}": the caller holds no delegable capability that covers it`,
+          );
+        }
+        const cap = await kernel.caps.grant(args.pid, spec, {
+          grantedBy: `pid:${ctx.pid}`,
+          parent: from.id,
+        });
+        return cap.id;
+      },
+    }),
+    "obj.share": (ctx, args) => {
+      const namespace = namespaceOf(ctx.pid, args.namespace);
+      return {
+        ops: args.rights.map((right) => ({ resource: "obj" as const, right, target: namespace })),
+        effect: "effect",
+        run: async (grant) => {
+          await kernel.processes.require(args.pid);
+          const cap = await kernel.caps.grant(args.pid, {
+            resource: "obj",
+            rights: args.rights,
+            scope: namespace,
+          }, { grantedBy: `pid:${ctx.pid}`, parent: grant.capabilities[0]?.id });
+          return cap.id;
+        },
+      };
+    },
+  };
+}
