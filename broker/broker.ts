@@ -49,6 +49,8 @@ export interface CallContext {
    * runs again without a second authorization or intent.
    */
   redo?: boolean;
+  /** False once the calling process has ended: its calls still in flight then have no effect. */
+  alive?: () => boolean;
 }
 
 /** What a handler decides about one call before it runs. */
@@ -293,6 +295,12 @@ export class Broker {
     plan: Plan,
     grant: Grant,
   ): Promise<unknown> {
+    const ended = () => {
+      if (ctx.alive && !ctx.alive()) {
+        throw new SyscallError("EINTR", `Cannot ${action(name)}: the process has ended`);
+      }
+    };
+    ended();
     const oneShots = grant.capabilities.filter((c) => c.uses !== undefined);
     if (!ctx.redo && (plan.effect !== "none" || oneShots.length)) {
       const consume = await Promise.all(
@@ -320,6 +328,7 @@ export class Broker {
         for (const c of oneShots) this.#caps.invalidate(c.holder);
       }
     }
+    ended();
     return await plan.run(grant);
   }
 

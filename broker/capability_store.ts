@@ -25,6 +25,11 @@ export interface GrantOptions {
   now?: number;
 }
 
+/** The key whose versionstamp changes with every change to a holder's capabilities. */
+function versionKey(holder: number): Deno.KvKey {
+  return ["cap_ver", holder];
+}
+
 /**
  * The capability store.
  *
@@ -40,7 +45,8 @@ export interface GrantOptions {
  */
 export class CapabilityStore {
   #kv: Deno.Kv;
-  #byHolder = new Map<number, Capability[]>();
+  /** Cached records per holder, valid while the holder's version key is unchanged. */
+  #byHolder = new Map<number, { version: string | null; caps: Capability[] }>();
 
   /** Wraps a KV handle. */
   constructor(kv: Deno.Kv) {
@@ -105,30 +111,38 @@ export class CapabilityStore {
       cap,
       apply: (op) => {
         op.set(["cap", cap.id], cap).set(["cap_holder", holder, cap.id], true);
+        op.set(versionKey(holder), crypto.randomUUID());
         if (cap.parent) op.set(["cap_derived", cap.parent, cap.id], true);
         this.#byHolder.delete(holder);
       },
     };
   }
 
-  /** The live (unexpired, not used up) capabilities of `holder`. */
+  /**
+   * The live (unexpired, not used up) capabilities of `holder`. Records are
+   * cached per holder and revalidated on every call against the holder's
+   * version key, which every change commits, so a revocation made by another
+   * host or CLI on the same store is seen at once.
+   */
   async list(holder: number, now: number = Date.now()): Promise<Capability[]> {
-    let caps = this.#byHolder.get(holder);
-    if (!caps) {
+    const version = (await this.#kv.get<string>(versionKey(holder))).versionstamp;
+    let cached = this.#byHolder.get(holder);
+    if (!cached || cached.version !== version) {
       const ids: string[] = [];
       for await (
         const entry of this.#kv.list({ prefix: ["cap_holder", holder] })
       ) ids.push(entry.key[2] as string);
-      caps = [];
+      const caps: Capability[] = [];
       for (let i = 0; i < ids.length; i += 10) {
         const entries = await this.#kv.getMany<Capability[]>(
           ids.slice(i, i + 10).map((id) => ["cap", id]),
         );
         for (const e of entries) if (e.value) caps.push(e.value);
       }
-      this.#byHolder.set(holder, caps);
+      cached = { version, caps };
+      this.#byHolder.set(holder, cached);
     }
-    return caps.filter((c) =>
+    return cached.caps.filter((c) =>
       (c.expiresAt === undefined || c.expiresAt > now) &&
       (c.uses === undefined || c.uses > 0)
     );
@@ -161,6 +175,7 @@ export class CapabilityStore {
       if (current.uses === 1) {
         op.delete(["cap", cap.id]).delete(["cap_holder", cap.holder, cap.id]);
       } else op.set(["cap", cap.id], { ...current, uses: current.uses! - 1 });
+      op.set(versionKey(cap.holder), crypto.randomUUID());
     };
   }
 
@@ -185,6 +200,7 @@ export class CapabilityStore {
       const op = this.#kv.atomic().delete(["cap", next]);
       if (entry.value) {
         op.delete(["cap_holder", entry.value.holder, next]);
+        op.set(versionKey(entry.value.holder), crypto.randomUUID());
         this.#byHolder.delete(entry.value.holder);
       }
       for await (

@@ -154,13 +154,8 @@ Deno.test("a process can drop only its own capabilities", async () => {
   });
 });
 
-// BUG: CapabilityStore caches each holder's records per instance (#byHolder)
-// and never rereads them, so a revocation made through another instance on
-// the same store (the CLI or a second host sharing the KV file) is not seen:
-// the revoked capability keeps authorizing calls on this instance.
 Deno.test({
   name: "a revocation through another store instance is seen at once",
-  ignore: true,
   fn: async () => {
     await withStore(async (host, kv) => {
       const operator = new CapabilityStore(kv);

@@ -60,6 +60,7 @@ export class Execution {
   #windowCount = 0;
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
+  #ended = false;
   #resolveDone!: () => void;
 
   /**
@@ -84,6 +85,7 @@ export class Execution {
       workspace: record.workspace,
       policy: record.policy,
       tool: record.tool ? `${record.tool.name}@${record.tool.digest.slice(0, 16)}` : undefined,
+      alive: () => !this.#ended,
     };
     this.done = new Promise((resolve) => this.#resolveDone = resolve);
   }
@@ -129,6 +131,14 @@ export class Execution {
   async settled(): Promise<void> {
     await this.done;
     while (this.#calls.size) await Promise.allSettled([...this.#calls]);
+  }
+
+  /**
+   * Marks the process as ended (killed, failed, exited): calls of it still
+   * in flight are refused before they take effect.
+   */
+  markEnded(): void {
+    this.#ended = true;
   }
 
   /** Kills the cell; the process state is the caller's business. */

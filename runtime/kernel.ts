@@ -274,9 +274,24 @@ export class Kernel {
         `Cannot spawn "${options.image}": its input is over ${MAX_INPUT_CHARS} bytes`,
       );
     }
-    const parent = await this.processes.require(ppid);
+    await this.processes.require(ppid);
     const image = await this.#requireImage(options.image);
-    if (!options.tool) await this.checkBudget(ppid, { children: 1 });
+    // Reserve the child in the budget first; give it back if creation fails.
+    if (!options.tool) await this.charge(ppid, { children: 1 }, { enforce: true });
+    try {
+      return await this.#createChild(ppid, image, options);
+    } catch (error) {
+      if (!options.tool) await this.charge(ppid, { children: -1 });
+      throw error;
+    }
+  }
+
+  async #createChild(
+    ppid: number,
+    image: RegisteredImage,
+    options: ChildSpawnOptions,
+  ): Promise<ProcessRecord> {
+    const parent = await this.processes.require(ppid);
     const ceiling = this.#ceiling(image, parent.workspace);
     const held = await this.caps.list(ppid, this.now());
     const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
@@ -305,6 +320,9 @@ export class Kernel {
       }
     }
     const cwd = options.cwd ? await this.fs.resolve(parent.cwd, options.cwd) : parent.cwd;
+    if (options.cwd && (await this.fs.stat(cwd)).kind !== "dir") {
+      throw new SyscallError("EINVAL", `Cannot spawn in "${options.cwd}": not a directory`);
+    }
     const inherited = parent.policy.filter((rule) => rule.source !== "image");
     // The parents of derived grants must still exist when the child is made.
     const checks: Deno.KvEntryMaybe<unknown>[] = [];
@@ -350,7 +368,6 @@ export class Kernel {
         ),
       },
     );
-    if (!options.tool) await this.charge(ppid, { children: 1 });
     this.start(record.pid);
     return record;
   }
@@ -474,6 +491,7 @@ export class Kernel {
     state: Extract<ProcessState, "exited" | "failed" | "killed">,
     outcome: { result?: unknown; error?: { code?: string; message: string }; reason?: string } = {},
   ): Promise<void> {
+    this.#executions.get(pid)?.markEnded();
     const current = await this.processes.get(pid);
     if (!current || END_STATES.has(current.state)) return;
     const patch: Partial<ProcessRecord> = {};
@@ -667,7 +685,7 @@ export class Kernel {
     options: { capabilities?: readonly string[]; input?: unknown },
   ): Promise<ProcessRecord> {
     const parent = await this.processes.require(ctx.pid);
-    await this.checkBudget(ctx.pid, { children: 1 });
+    await this.charge(ctx.pid, { children: 1 }, { enforce: true });
     const held = (await this.caps.list(ctx.pid, this.now())).filter((c) =>
       c.grantedBy !== "kernel"
     );
@@ -713,7 +731,6 @@ export class Kernel {
       seed: parent.seed,
       startedAt: parent.startedAt,
     }, this.now());
-    await this.charge(ctx.pid, { children: 1 });
     for (const { spec, parent: from } of grants) {
       await this.caps.grant(child.pid, spec, {
         grantedBy: `pid:${parent.pid}`,
@@ -899,17 +916,43 @@ export class Kernel {
     }
   }
 
-  /** Charges usage to `pid` and every ancestor. */
-  async charge(pid: number, usage: Partial<Usage>): Promise<void> {
-    for (let p: number | null = pid; p !== null;) {
-      const record: ProcessRecord = await this.processes.update(p, (r) => ({
-        usage: {
+  /**
+   * Charges usage to `pid` and every ancestor in one atomic commit. With
+   * `enforce`, fails with `EBUDGET` (charging nothing) when any of them
+   * would go over a budget: concurrent spawns cannot all squeeze through.
+   */
+  async charge(
+    pid: number,
+    usage: Partial<Usage>,
+    options: { enforce?: boolean } = {},
+  ): Promise<void> {
+    const kv = this.store.kv;
+    for (;;) {
+      const op = kv.atomic();
+      for (let p: number | null = pid; p !== null;) {
+        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
+        const r: ProcessRecord | null = entry.value;
+        if (!r) break;
+        const next: Usage = {
           toolCalls: r.usage.toolCalls + (usage.toolCalls ?? 0),
           tokens: r.usage.tokens + (usage.tokens ?? 0),
           children: r.usage.children + (usage.children ?? 0),
-        },
-      }));
-      p = record.ppid;
+        };
+        if (options.enforce) {
+          for (const key of ["toolCalls", "tokens", "children"] as const) {
+            const limit = r.budget[key];
+            if (usage[key] && limit !== undefined && next[key] > limit) {
+              throw new SyscallError(
+                "EBUDGET",
+                `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`,
+              );
+            }
+          }
+        }
+        op.check(entry).set(["proc", r.pid], { ...r, usage: next });
+        p = r.ppid;
+      }
+      if ((await op.commit()).ok) return;
     }
   }
 

@@ -811,13 +811,8 @@ Deno.test("the children budget is charged up the tree", async () => {
   });
 });
 
-// BUG: Kernel.spawnChild checks the children budget (checkBudget) and charges
-// it (charge) in separate steps with awaits between them, so concurrent
-// proc.spawn calls all pass the check: a process with `children: 1` creates
-// two children, and a fork bomb is not bounded by its budget.
 Deno.test({
   name: "concurrent spawns cannot exceed the children budget",
-  ignore: true,
   fn: async () => {
     await withKernel(async (h) => {
       const leaf = await h.program("leaf", ECHO);
@@ -906,15 +901,8 @@ Deno.test("proc.chdir moves the cwd that relative paths and children use", async
   });
 });
 
-// BUG: proc.spawn's `cwd` is resolved (Kernel.spawnChild) but never
-// authorized, so a parent puts its child's working directory anywhere (here
-// outside the workspace, where it holds nothing), although proc.chdir needs
-// read authority on its target. The proc.spawn plan should add the operation
-// fs:read on the resolved cwd (and spawnChild refuse a cwd that is not a
-// directory, as proc.chdir does).
 Deno.test({
   name: "a child's cwd needs the same read authority as proc.chdir",
-  ignore: true,
   fn: async () => {
     await withKernel(async (h) => {
       const child = await h.program("child", program(`return await sys.proc.cwd();`));
@@ -1085,16 +1073,8 @@ Deno.test("a killed process's in-flight call stays tracked until it is answered"
   });
 });
 
-// BUG: nothing between a call's arrival at the broker and its effect checks
-// that the caller is still alive. A call the program made just before an
-// operator (or parent) killed it is still authorized and run afterwards, so a
-// killed process can write files, spawn children or spend budget. The broker
-// should refuse (EINTR) a call whose process has ended, checked right before
-// the intent is journaled (e.g. a `live(pid)` option of Broker that the
-// kernel answers from its process table).
 Deno.test({
   name: "a call still in flight when its process is killed has no effect",
-  ignore: true,
   fn: async () => {
     await withKernel(async (h) => {
       const tag = await h.program(

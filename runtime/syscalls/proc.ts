@@ -56,30 +56,39 @@ export function procHandlers(kernel: Kernel): HandlerTable {
         return out;
       },
     }),
-    "proc.spawn": (ctx, args) => ({
-      ops: [{ resource: "proc", right: "spawn", target: args.image }],
-      effect: "effect",
-      run: async (grant) => {
-        const policy = args.policy ? parsePolicy(args.policy, `pid:${ctx.pid}`) : [];
-        const loosening = policy.find((rule) => rule.decision === "allow");
-        if (loosening) {
-          throw new SyscallError(
-            "EPERM",
-            `Cannot spawn with policy "${loosening.pattern}": a spawner may only add deny or ask rules`,
-          );
-        }
-        const child = await kernel.spawnChild(ctx.pid, {
-          image: args.image,
-          input: args.input,
-          capabilities: args.capabilities,
-          policy,
-          cwd: args.cwd,
-          onParentExit: args.onParentExit,
-          spawnCapability: grant.capabilities[0]?.id,
-        });
-        return { pid: child.pid };
-      },
-    }),
+    "proc.spawn": async (ctx, args) => {
+      // A child's working directory needs the same read authority as proc.chdir.
+      const cwd = args.cwd
+        ? await kernel.fs.resolve((await table.require(ctx.pid)).cwd, args.cwd)
+        : undefined;
+      return {
+        ops: [
+          { resource: "proc", right: "spawn", target: args.image },
+          ...(cwd ? [{ resource: "fs" as const, right: "read", target: cwd }] : []),
+        ],
+        effect: "effect",
+        run: async (grant) => {
+          const policy = args.policy ? parsePolicy(args.policy, `pid:${ctx.pid}`) : [];
+          const loosening = policy.find((rule) => rule.decision === "allow");
+          if (loosening) {
+            throw new SyscallError(
+              "EPERM",
+              `Cannot spawn with policy "${loosening.pattern}": a spawner may only add deny or ask rules`,
+            );
+          }
+          const child = await kernel.spawnChild(ctx.pid, {
+            image: args.image,
+            input: args.input,
+            capabilities: args.capabilities,
+            policy,
+            cwd,
+            onParentExit: args.onParentExit,
+            spawnCapability: grant.capabilities[0]?.id,
+          });
+          return { pid: child.pid };
+        },
+      };
+    },
     "proc.signal": async (ctx, args) => {
       await kernel.requireDescendant(ctx.pid, args.pid);
       return {
