@@ -142,6 +142,8 @@ const ACTIONS: Readonly<Record<string, string>> = {
   "obj.define_type": "define a type in namespace",
   "model.complete": "call model",
   "time.sleep": "sleep",
+  "exec.run": "run command",
+  "net.fetch": "fetch",
 };
 
 function action(name: string): string {
@@ -432,13 +434,13 @@ export class Broker {
 }
 
 /**
- * Rewrites absolute paths inside the workspace as workspace-relative ones,
- * so a program (and the model behind it) learns nothing of the host layout
- * from an error message.
+ * Rewrites absolute paths inside the workspace as `./`-relative ones, so a
+ * program (and the model behind it) learns nothing of the host layout from
+ * an error message, and a workspace file never reads like a system command.
  */
 export function workspaceRelative(message: string, workspace: string): string {
   if (!workspace || workspace === "/") return message;
-  return message.replaceAll(`"${workspace}/`, '"').replaceAll(`"${workspace}"`, '"."');
+  return message.replaceAll(`"${workspace}/`, '"./').replaceAll(`"${workspace}"`, '"."');
 }
 
 /**

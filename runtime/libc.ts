@@ -143,12 +143,27 @@ export interface Sys {
   };
   exec: {
     run(argv: string[], options?: Omit<SyscallArgs<"exec.run">, "argv">): Promise<
-      { code: number; stdout: string; stderr: string; truncated: boolean }
+      {
+        code: number;
+        signal: string | null;
+        stdout: string;
+        stderr: string;
+        truncated: boolean;
+        timedOut: boolean;
+      }
     >;
   };
   net: {
     fetch(url: string, options?: Omit<SyscallArgs<"net.fetch">, "url">): Promise<
-      { status: number; headers: Record<string, string>; body: string }
+      {
+        status: number;
+        statusText: string;
+        url: string;
+        headers: Record<string, string>;
+        body: string;
+        truncated: boolean;
+        redirects: string[];
+      }
     >;
   };
   tool: {
