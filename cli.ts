@@ -1,8 +1,11 @@
 /**
  * The `libos` command line: `deno task libos VERB …`, or `deno run` of this
- * module. Every verb takes `--kv PATH|URL` (or `LIBOS_KV`) and `--json`.
- * Errors are one line on stderr and a non-zero exit:
- * 1 for bad input, 2 for a process that ended other than `exited`.
+ * module. Every verb takes `--kv PATH|URL` (or `LIBOS_KV`) and `--json`;
+ * every verb but `demo`, `serve` and `checkpoint` also works against a
+ * running server with `--server URL --token T` (or `LIBOS_SERVER` and
+ * `LIBOS_TOKEN`). Errors are one line on stderr and a non-zero exit:
+ * 1 for bad input or an unreachable server, 2 for a process that ended
+ * other than `exited`.
  *
  * @example
  * ```ts ignore
@@ -47,12 +50,16 @@ const USAGE = `Usage: libos VERB [flags]
             [--cap CAP]... [--policy PATTERN=DECISION]... [--json]
   spawn IMAGE [same flags as run]        create a process, print its pid
   serve [--until-idle] [--human ...]     run every live process of the store
-  ps [--tree]      images      logs PID      kill PID      signal PID SIG
+  ps [--tree]      images      logs PID [--follow]      kill PID      signal PID SIG
   approvals        approve ID [--always] [--ttl D] [--answer TEXT]   deny ID [--always]
   checkpoint save PID | list | restore ID | fork ID
   obj get NS NAME | obj put NS NAME JSON [--type T] | obj list NS
   audit [--pid N] [--json] | audit verify
-Every verb takes --kv PATH|URL (or LIBOS_KV) and --json.`;
+Every verb takes --kv PATH|URL (or LIBOS_KV) and --json. All but demo, serve and
+checkpoint also work against a server: --server URL --token T (or LIBOS_SERVER, LIBOS_TOKEN).`;
+
+/** Verbs that only work on a store, never against a server. */
+const LOCAL_ONLY = new Set(["demo", "serve"]);
 
 /** Runs one CLI invocation and returns its exit code. */
 export async function main(args: string[], io: Io = TERMINAL_IO): Promise<number> {
@@ -64,6 +71,12 @@ export async function main(args: string[], io: Io = TERMINAL_IO): Promise<number
   const run = VERBS[verb];
   if (!run) {
     io.err(`libos: unknown verb "${verb}" (try "libos help")`);
+    return 1;
+  }
+  if (LOCAL_ONLY.has(verb) && rest.some((a) => /^--(server|token)(=|$)/.test(a))) {
+    io.err(
+      `libos ${verb}: Cannot ${verb} against a server: it works only on a local store (--kv)`,
+    );
     return 1;
   }
   try {

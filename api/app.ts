@@ -108,6 +108,8 @@ export interface ControlKernel {
   ): Promise<void>;
   /** Posts an event on a topic. */
   postEvent?(topic: string, data?: unknown): Promise<{ seq: number }>;
+  /** The messages a process exchanged with its model. */
+  transcript?(pid: number): Promise<unknown[]>;
 }
 
 /** Options of {@link createApp}. */
@@ -283,6 +285,19 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
       capabilities: caps.map((cap) => formatCapability(cap)),
       pending: pending.filter((request) => request.pid === pid),
     });
+  });
+
+  app.get("/v1/processes/:pid/transcript", ...auth("read", "read a transcript"), async (c) => {
+    const pid = _pid(c.req.param("pid"), "read transcript");
+    if (!(await kernel.processes.get(pid))) throw new ApiError(404, `Cannot find process ${pid}`);
+    if (!kernel.transcript) throw new ApiError(501, "Cannot read transcripts: not available");
+    return c.json({ pid, transcript: await kernel.transcript(pid) });
+  });
+
+  app.get("/v1/processes/:pid/events", ...auth("read", "read process events"), async (c) => {
+    const pid = _pid(c.req.param("pid"), "read process events");
+    if (!(await kernel.processes.get(pid))) throw new ApiError(404, `Cannot find process ${pid}`);
+    return c.json({ pid, events: await Array.fromAsync(kernel.processes.events({ pid })) });
   });
 
   app.post("/v1/processes/:pid/signal", ...auth("write", "signal a process"), async (c) => {

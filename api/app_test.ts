@@ -741,3 +741,26 @@ Deno.test("GET /v1/events/stream streams transitions and audit records; bad filt
     );
   });
 });
+
+Deno.test("a process's transcript and events are readable, and unknown pids are 404", async () => {
+  await withApi(async (t) => {
+    const res = await t.json("POST", "/v1/images", {
+      role: "operator",
+      body: { name: "talker", version: "1.0.0", entry: "libos:agent", tools: ["exit"] },
+    });
+    assert.equal(res.status, 201);
+    const pid = await t.spawn("talker@1.0.0");
+    await t.kernel.waitFor(pid);
+    const transcript = await t.json("GET", `/v1/processes/${pid}/transcript`, { role: "viewer" });
+    assert.equal(transcript.status, 200);
+    assert.equal(transcript.body.transcript.at(-1).content, "done");
+    const events = await t.json("GET", `/v1/processes/${pid}/events`, { role: "viewer" });
+    assert.deepEqual(events.body.events.map((e: { to: string }) => e.to).slice(-1), ["exited"]);
+    assert.equal(
+      (await t.json("GET", "/v1/processes/999/transcript", { role: "viewer" })).status,
+      404,
+    );
+    assert.equal((await t.json("GET", "/v1/processes/999/events", { role: "viewer" })).status, 404);
+    assert.equal((await t.call("GET", `/v1/processes/${pid}/events`)).status, 401);
+  });
+});

@@ -93,6 +93,22 @@ export const API_ROUTES: readonly RouteSpec[] = [
     status: 200,
   },
   {
+    method: "GET",
+    path: "/v1/processes/{pid}/transcript",
+    summary: "The messages a process exchanged with its model",
+    right: "read",
+    params: { pid: "The process id" },
+    status: 200,
+  },
+  {
+    method: "GET",
+    path: "/v1/processes/{pid}/events",
+    summary: "The state transitions of a process, in order",
+    right: "read",
+    params: { pid: "The process id" },
+    status: 200,
+  },
+  {
     method: "POST",
     path: "/v1/processes/{pid}/signal",
     summary: "Deliver a signal to a process",

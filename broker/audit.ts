@@ -255,7 +255,7 @@ const MAX_ITEMS = 20;
 export function summarizeArgs(syscall: string, args: unknown): string {
   const contentKeys = new Set([
     ...CONTENT_KEYS,
-    ...(SYSCALL_CONTENT_KEYS[syscall] ?? []),
+    ...(Object.hasOwn(SYSCALL_CONTENT_KEYS, syscall) ? SYSCALL_CONTENT_KEYS[syscall] : []),
   ]);
   let text: string;
   try {

@@ -6,17 +6,18 @@
  */
 
 import { int, parse, UsageError } from "./args.ts";
-import { type Io, openKernel } from "./context.ts";
+import { type Io, notRemote, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
 import { table } from "./table.ts";
 
 /** `libos checkpoint …` */
 export async function checkpointVerb(args: string[], io: Io): Promise<number> {
-  const parsed = parse(args, {}, "checkpoint");
+  const parsed = parse(args, REMOTE_OPTIONS, "checkpoint");
   const [sub, ref] = parsed.positionals;
   const json = parsed.values.json === true;
   if (!["save", "list", "restore", "fork"].includes(sub) || (sub !== "list" && !ref)) {
     throw new UsageError("Usage: libos checkpoint save PID | list | restore ID | fork ID");
   }
+  if (remoteClient(parsed)) notRemote("checkpoint processes");
   const kernel = await openKernel(parsed);
   try {
     if (sub === "save") {

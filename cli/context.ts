@@ -1,13 +1,15 @@
 /**
- * What every CLI verb shares: where output goes and how the kernel is
- * opened from `--kv` / `LIBOS_KV`.
+ * What every CLI verb shares: where output goes, how the kernel is opened
+ * from `--kv` / `LIBOS_KV`, and how a verb reaches a server instead with
+ * `--server` / `LIBOS_SERVER` and `--token` / `LIBOS_TOKEN`.
  *
  * @module
  */
 
 import { Kernel, type KernelOptions } from "../runtime/kernel.ts";
 import { resolveModelSpec } from "../runtime/model_spec.ts";
-import { type Parsed, str } from "./args.ts";
+import { type Parsed, str, UsageError } from "./args.ts";
+import { RemoteClient, remoteTarget } from "./remote.ts";
 
 /** Output streams of a CLI invocation (swappable in tests). */
 export interface Io {
@@ -35,3 +37,29 @@ export function openKernel(parsed: Parsed, options: KernelOptions = {}): Promise
 
 /** A verb: takes its own arguments, returns the exit code. */
 export type Verb = (args: string[], io: Io) => Promise<number>;
+
+/** The flags of every verb that can work against a server. */
+export const REMOTE_OPTIONS = {
+  server: { type: "string" },
+  token: { type: "string" },
+} as const;
+
+/**
+ * A client of the server the flags (or `LIBOS_SERVER` / `LIBOS_TOKEN`)
+ * name, or undefined to work in-process on the store.
+ */
+export function remoteClient(parsed: Parsed): RemoteClient | undefined {
+  const target = remoteTarget({
+    server: str(parsed, "server"),
+    token: str(parsed, "token"),
+    kv: str(parsed, "kv"),
+  });
+  return target ? new RemoteClient(target.server, { token: target.token }) : undefined;
+}
+
+/** Fails with one line: `what` has no HTTP API route, so it works only on a store. */
+export function notRemote(what: string): never {
+  throw new UsageError(
+    `Cannot ${what} over the HTTP API: it has no route for that; run it with --kv on the server's host`,
+  );
+}

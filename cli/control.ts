@@ -5,7 +5,7 @@
  */
 
 import { int, parse, UsageError } from "./args.ts";
-import { type Io, openKernel } from "./context.ts";
+import { type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
 
 const SIGNALS = ["pause", "resume", "interrupt", "terminate", "kill"] as const;
 
@@ -15,11 +15,17 @@ async function deliver(
   verb: string,
   fixed?: typeof SIGNALS[number],
 ): Promise<number> {
-  const parsed = parse(args, {}, verb);
+  const parsed = parse(args, REMOTE_OPTIONS, verb);
   const pid = int(parsed.positionals[0], "PID");
   const signal = fixed ?? parsed.positionals[1];
   if (!SIGNALS.includes(signal as typeof SIGNALS[number])) {
     throw new UsageError(`Unknown signal "${signal ?? ""}": expected one of ${SIGNALS.join(", ")}`);
+  }
+  const client = remoteClient(parsed);
+  if (client) {
+    const { state } = await client.signal(pid, signal);
+    io.out(parsed.values.json ? JSON.stringify({ pid, state }) : `pid ${pid} ${state}`);
+    return 0;
   }
   const kernel = await openKernel(parsed);
   try {

@@ -13,7 +13,7 @@ import {
   ScriptedHuman,
 } from "../runtime/human_queue.ts";
 import { parse, str, UsageError } from "./args.ts";
-import { type Io, openKernel } from "./context.ts";
+import { type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
 import { clip, table } from "./table.ts";
 
 /** One line describing a request: who asks, what exactly, and why. */
@@ -85,10 +85,8 @@ export async function humanFlag(value: string | undefined, io: Io): Promise<Huma
 
 /** `libos approvals [--json]` */
 export async function approvalsVerb(args: string[], io: Io): Promise<number> {
-  const parsed = parse(args, {}, "approvals");
-  const kernel = await openKernel(parsed);
-  try {
-    const pending = await kernel.humans.pending();
+  const parsed = parse(args, REMOTE_OPTIONS, "approvals");
+  const show = (pending: HumanRequest[]): number => {
     if (parsed.values.json) { for (const r of pending) io.out(JSON.stringify(r)); }
     else {
       io.out(table(
@@ -97,13 +95,40 @@ export async function approvalsVerb(args: string[], io: Io): Promise<number> {
       ));
     }
     return 0;
+  };
+  const client = remoteClient(parsed);
+  if (client) return show(await client.pendingHumans());
+  const kernel = await openKernel(parsed);
+  try {
+    return show(await kernel.humans.pending());
   } finally {
     await kernel.close();
   }
 }
 
+/** The answer `approve` or `deny` gives to `request` (a permission request when unknown). */
+function _answerFor(
+  request: HumanRequest | undefined,
+  parsed: ReturnType<typeof parse>,
+  verb: "approve" | "deny",
+): HumanAnswer {
+  const always = parsed.values.always === true;
+  if (request?.kind === "question") {
+    if (verb === "deny") {
+      throw new UsageError(
+        `Cannot deny request "${request.id}": it is a question; answer it with --answer`,
+      );
+    }
+    return { answer: str(parsed, "answer") };
+  }
+  return verb === "approve"
+    ? { decision: always ? "allow_always" : "allow_once", ttl: str(parsed, "ttl") }
+    : { decision: always ? "deny_always" : "deny_once" };
+}
+
 async function decide(args: string[], io: Io, verb: "approve" | "deny"): Promise<number> {
   const parsed = parse(args, {
+    ...REMOTE_OPTIONS,
     always: { type: "boolean" },
     ...(verb === "approve" ? { ttl: { type: "string" }, answer: { type: "string" } } : {}),
   }, verb);
@@ -115,25 +140,25 @@ async function decide(args: string[], io: Io, verb: "approve" | "deny"): Promise
       }`,
     );
   }
+  const show = (done: HumanRequest): number => {
+    io.out(
+      parsed.values.json ? JSON.stringify(done) : `${id}: ${done.answer?.decision ?? "answered"}`,
+    );
+    return 0;
+  };
+  const client = remoteClient(parsed);
+  if (client) {
+    // Only pending requests are listed; the server refuses unknown and answered ones.
+    const request = (await client.pendingHumans()).find((r) => r.id === id);
+    const answer = _answerFor(request, parsed, verb);
+    return show(await client.answer(id, answer));
+  }
   const kernel = await openKernel(parsed);
   try {
     const request = await kernel.humans.get(id);
     if (!request) throw new UsageError(`Cannot ${verb} request "${id}": no such request`);
-    const always = parsed.values.always === true;
-    const answer: HumanAnswer = request.kind === "question"
-      ? { answer: str(parsed, "answer") }
-      : verb === "approve"
-      ? { decision: always ? "allow_always" : "allow_once", ttl: str(parsed, "ttl") }
-      : { decision: always ? "deny_always" : "deny_once" };
-    if (request.kind === "question" && verb === "deny") {
-      throw new UsageError(
-        `Cannot deny request "${id}": it is a question; answer it with --answer`,
-      );
-    }
-    const done = await kernel.humans.answer(id, answer, { by: "cli" });
-    io.out(
-      parsed.values.json ? JSON.stringify(done) : `${id}: ${done.answer?.decision ?? "answered"}`,
-    );
+    const done = await kernel.humans.answer(id, _answerFor(request, parsed, verb), { by: "cli" });
+    show(done);
     await kernel.journal.flush();
     return 0;
   } finally {

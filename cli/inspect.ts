@@ -5,21 +5,32 @@
  */
 
 import { int, parse, str, UsageError } from "./args.ts";
-import { type Io, openKernel } from "./context.ts";
+import { type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
 import { clip, table } from "./table.ts";
-import type { Kernel } from "../runtime/kernel.ts";
-import type { ProcessRecord } from "../runtime/process_table.ts";
+import type { RemoteClient } from "./remote.ts";
+import type { AuditRecord } from "../broker/audit.ts";
+import type { Kernel, TranscriptEntry } from "../runtime/kernel.ts";
+import { END_STATES, type ProcessEvent, type ProcessRecord } from "../runtime/process_table.ts";
 
-async function withKernel(
+type _Parsed = ReturnType<typeof parse>;
+
+/** How often `logs --follow` reads the store when nothing wakes it, in milliseconds. */
+const FOLLOW_POLL_MS = 200;
+
+/** Runs a verb against the server the flags name, or in-process on the store. */
+async function withTarget(
   args: string[],
   options: Parameters<typeof parse>[1],
   verb: string,
-  body: (kernel: Kernel, parsed: ReturnType<typeof parse>) => Promise<number>,
+  local: (kernel: Kernel, parsed: _Parsed) => Promise<number>,
+  remote: (client: RemoteClient, parsed: _Parsed) => Promise<number>,
 ): Promise<number> {
-  const parsed = parse(args, options, verb);
+  const parsed = parse(args, { ...REMOTE_OPTIONS, ...options }, verb);
+  const client = remoteClient(parsed);
+  if (client) return await remote(client, parsed);
   const kernel = await openKernel(parsed);
   try {
-    return await body(kernel, parsed);
+    return await local(kernel, parsed);
   } finally {
     await kernel.close();
   }
@@ -52,8 +63,7 @@ export function treeLines(processes: readonly ProcessRecord[]): string[][] {
 
 /** `libos ps [--tree] [--json]` */
 export function psVerb(args: string[], io: Io): Promise<number> {
-  return withKernel(args, { tree: { type: "boolean" } }, "ps", async (kernel, parsed) => {
-    const processes = await kernel.processes.list();
+  const show = (processes: ProcessRecord[], parsed: _Parsed): number => {
     if (parsed.values.json) {
       for (const p of processes) io.out(JSON.stringify(p));
       return 0;
@@ -67,13 +77,22 @@ export function psVerb(args: string[], io: Io): Promise<number> {
     ]);
     io.out(table(["PID", "PPID", "IMAGE", "STATE", "RESULT"], rows));
     return 0;
-  });
+  };
+  return withTarget(
+    args,
+    { tree: { type: "boolean" } },
+    "ps",
+    async (kernel, parsed) => show(await kernel.processes.list(), parsed),
+    async (client, parsed) => show(await client.processes(), parsed),
+  );
 }
 
 /** `libos images [--json]` */
 export function imagesVerb(args: string[], io: Io): Promise<number> {
-  return withKernel(args, {}, "images", async (kernel, parsed) => {
-    const images = await kernel.images.list();
+  const show = (
+    images: { tag: string; digest: string; image: { entry: string; description?: string } }[],
+    parsed: _Parsed,
+  ): number => {
     if (parsed.values.json) {
       for (const i of images) {
         io.out(JSON.stringify({ tag: i.tag, digest: i.digest, image: i.image }));
@@ -87,7 +106,14 @@ export function imagesVerb(args: string[], io: Io): Promise<number> {
       ) => [i.tag, i.digest.slice(0, 12), i.image.entry, clip(i.image.description ?? "", 50)]),
     ));
     return 0;
-  });
+  };
+  return withTarget(
+    args,
+    {},
+    "images",
+    async (kernel, parsed) => show(await kernel.images.list(), parsed),
+    async (client, parsed) => show(await client.images(), parsed),
+  );
 }
 
 /** The audit trail as a table (`seq: false` leaves out the global sequence column). */
@@ -119,9 +145,13 @@ export function auditTable(
 
 /** `libos audit [--pid N] [--json]` and `libos audit verify` */
 export function auditVerb(args: string[], io: Io): Promise<number> {
-  return withKernel(args, { pid: { type: "string" } }, "audit", async (kernel, parsed) => {
+  type Source = {
+    verify(): Promise<{ ok: boolean; count: number; seq?: number; reason?: string }>;
+    list(pid: number | undefined): AsyncIterable<AuditRecord>;
+  };
+  const show = async (source: Source, parsed: _Parsed): Promise<number> => {
     if (parsed.positionals[0] === "verify") {
-      const result = await kernel.audit.verify();
+      const result = await source.verify();
       if (parsed.values.json) io.out(JSON.stringify(result));
       else if (result.ok) io.out(`audit verified: ${result.count} records, chain intact`);
       else io.out(`audit BROKEN at seq ${result.seq}: ${result.reason}`);
@@ -135,31 +165,42 @@ export function auditVerb(args: string[], io: Io): Promise<number> {
     const pidText = str(parsed, "pid");
     const pid = pidText === undefined ? undefined : int(pidText, "--pid");
     const records = [];
-    for await (const record of kernel.audit.list({ pid })) {
+    for await (const record of source.list(pid)) {
       if (parsed.values.json) io.out(JSON.stringify(record));
       else records.push(record);
     }
     if (!parsed.values.json) io.out(auditTable(records));
     return 0;
-  });
+  };
+  return withTarget(
+    args,
+    { pid: { type: "string" } },
+    "audit",
+    (kernel, parsed) =>
+      show({
+        verify: () => kernel.audit.verify(),
+        list: (pid) => kernel.audit.list({ pid }),
+      }, parsed),
+    (client, parsed) =>
+      show({
+        verify: () => client.verifyAudit(),
+        list: (pid) => client.audit({ pid }),
+      }, parsed),
+  );
 }
+
+const OBJ_USAGE = "Usage: libos obj get NS NAME | obj put NS NAME JSON [--type T] | obj list NS";
 
 /**
  * `libos obj get NS NAME | put NS NAME JSON [--type T] | list NS`: operator
  * access to Object Memory, outside any process (writes record writer 0).
+ * Over the HTTP API only `get` and `list` work: it has no route for writing.
  */
 export function objVerb(args: string[], io: Io): Promise<number> {
-  return withKernel(args, { type: { type: "string" } }, "obj", async (kernel, parsed) => {
+  return withTarget(args, { type: { type: "string" } }, "obj", async (kernel, parsed) => {
     const [sub, namespace, name, value] = parsed.positionals;
     if (sub === "list" && namespace) {
-      const items = await kernel.objects.list(namespace);
-      if (parsed.values.json) { for (const i of items) io.out(JSON.stringify(i)); }
-      else {io.out(
-          table(
-            ["NAME", "VERSION", "TYPE", "WRITER"],
-            items.map((i) => [i.name, i.version, i.type, i.writer]),
-          ),
-        );}
+      showObjects(await kernel.objects.list(namespace), parsed, io);
       return 0;
     }
     if (sub === "get" && namespace && name) {
@@ -185,31 +226,201 @@ export function objVerb(args: string[], io: Io): Promise<number> {
       );
       return 0;
     }
-    throw new UsageError(
-      "Usage: libos obj get NS NAME | obj put NS NAME JSON [--type T] | obj list NS",
-    );
+    throw new UsageError(OBJ_USAGE);
+  }, async (client, parsed) => {
+    const [sub, namespace, name, value] = parsed.positionals;
+    if (sub === "list" && namespace) {
+      showObjects(await client.objects(namespace), parsed, io);
+      return 0;
+    }
+    if (sub === "get" && namespace && name) {
+      const record = await client.object(namespace, name);
+      io.out(parsed.values.json ? JSON.stringify(record) : JSON.stringify(record.value, null, 2));
+      return 0;
+    }
+    if (sub === "put" && namespace && name && value !== undefined) {
+      throw new UsageError(
+        `Cannot put object "${namespace}/${name}" over the HTTP API: it has no route for writing objects`,
+      );
+    }
+    throw new UsageError(OBJ_USAGE);
   });
 }
 
-/** `libos logs PID`: the transcript and transitions of a process. */
+function showObjects(
+  items: { name: string; version: number; type?: string; writer: number }[],
+  parsed: _Parsed,
+  io: Io,
+): void {
+  if (parsed.values.json) {
+    for (const i of items) io.out(JSON.stringify(i));
+    return;
+  }
+  io.out(table(
+    ["NAME", "VERSION", "TYPE", "WRITER"],
+    items.map((i) => [i.name, i.version, i.type, i.writer]),
+  ));
+}
+
+/** One entry of a process's log: a transition, an audit record or a transcript message. */
+export type LogEntry =
+  | { kind: "transition"; data: ProcessEvent }
+  | { kind: "audit"; data: AuditRecord }
+  | { kind: "message"; data: TranscriptEntry };
+
+/** A log entry as a line: its JSON with `json`, or a short human-readable form. */
+export function logLine(entry: LogEntry, options: { json?: boolean } = {}): string {
+  if (options.json) return JSON.stringify(entry.data);
+  if (entry.kind === "message") return transcriptLine(entry.data);
+  if (entry.kind === "audit") {
+    const r = entry.data;
+    return `audit ${r.seq}: ${r.syscall} ${clip(r.args, 60)} ${r.decision} ${r.outcome}${
+      r.code ? ` ${r.code}` : ""
+    }`;
+  }
+  const e = entry.data;
+  return `event ${e.seq}: ${e.from ?? "new"} → ${e.to}${e.reason ? ` (${e.reason})` : ""}`;
+}
+
+/**
+ * `libos logs PID [--follow]`: the transitions and transcript of a process;
+ * with `--follow`, its transitions, audit records and transcript messages
+ * as they happen, until it ends.
+ */
 export function logsVerb(args: string[], io: Io): Promise<number> {
-  return withKernel(args, {}, "logs", async (kernel, parsed) => {
+  const print = (parsed: _Parsed) => (entry: LogEntry) =>
+    io.out(logLine(entry, { json: parsed.values.json === true }));
+  return withTarget(args, { follow: { type: "boolean" } }, "logs", async (kernel, parsed) => {
     const pid = int(parsed.positionals[0], "PID");
     await kernel.processes.require(pid);
+    if (parsed.values.follow) {
+      await _followLocal(kernel, pid, print(parsed));
+      return 0;
+    }
     for await (const event of kernel.processes.events({ pid })) {
-      io.out(
-        parsed.values.json
-          ? JSON.stringify(event)
-          : `event ${event.seq}: ${event.from ?? "new"} → ${event.to}${
-            event.reason ? ` (${event.reason})` : ""
-          }`,
-      );
+      print(parsed)({ kind: "transition", data: event });
     }
     for (const message of await kernel.transcript(pid)) {
-      io.out(parsed.values.json ? JSON.stringify(message) : transcriptLine(message));
+      print(parsed)({ kind: "message", data: message });
+    }
+    return 0;
+  }, async (client, parsed) => {
+    const pid = int(parsed.positionals[0], "PID");
+    const record = await client.process(pid);
+    if (parsed.values.follow) {
+      await _followRemote(client, pid, print(parsed));
+      return 0;
+    }
+    let events = await client.events(pid);
+    if (!events) {
+      if (!END_STATES.has(record.state)) {
+        throw new UsageError(
+          `Cannot list the transitions of live process ${pid}: the server has no events route; use --follow`,
+        );
+      }
+      events = [];
+      for await (const event of client.stream({ pid, kinds: ["transition"] })) {
+        if (event.kind !== "transition") continue;
+        events.push(event.data);
+        if (END_STATES.has(event.data.to)) break;
+      }
+    }
+    for (const event of events) print(parsed)({ kind: "transition", data: event });
+    for (const message of await client.transcript(pid) ?? []) {
+      print(parsed)({ kind: "message", data: message });
     }
     return 0;
   });
+}
+
+/**
+ * Prints a process's transitions and audit records (in time order) and its
+ * new transcript messages, reading the store until the process has ended.
+ * A transition this host commits wakes it at once; others (committed by a
+ * `serve` elsewhere) are seen at the next poll.
+ */
+async function _followLocal(
+  kernel: Kernel,
+  pid: number,
+  print: (entry: LogEntry) => void,
+): Promise<void> {
+  let afterEvent = 0;
+  let afterAudit = 0;
+  let shown = 0;
+  let wake: (() => void) | undefined;
+  const off = kernel.processes.subscribe((record) => {
+    if (record.pid === pid) wake?.();
+  });
+  try {
+    for (;;) {
+      let ended = false;
+      const entries: (LogEntry & { at: number })[] = [];
+      for await (const event of kernel.processes.events({ pid, afterSeq: afterEvent })) {
+        entries.push({ kind: "transition", data: event, at: event.at });
+        afterEvent = event.seq;
+        ended = END_STATES.has(event.to);
+      }
+      for await (const record of kernel.audit.list({ pid, afterSeq: afterAudit })) {
+        entries.push({ kind: "audit", data: record, at: record.at });
+        afterAudit = record.seq;
+      }
+      entries.sort((a, b) => a.at - b.at);
+      for (const { at: _, ...entry } of entries) print(entry as LogEntry);
+      const transcript = await kernel.transcript(pid);
+      for (const message of transcript.slice(shown)) print({ kind: "message", data: message });
+      shown = Math.max(shown, transcript.length);
+      if (ended) return;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, FOLLOW_POLL_MS);
+      });
+      clearTimeout(timer);
+      wake = undefined;
+    }
+  } finally {
+    off();
+  }
+}
+
+/**
+ * Prints a process's transitions and audit records from the server's event
+ * stream, and its transcript messages when the server has a transcript
+ * route, until the process has ended.
+ */
+async function _followRemote(
+  client: RemoteClient,
+  pid: number,
+  print: (entry: LogEntry) => void,
+): Promise<void> {
+  let afterAudit = 0;
+  let shown = 0;
+  let hasTranscript = true;
+  const messages = async () => {
+    if (!hasTranscript) return;
+    const transcript = await client.transcript(pid);
+    if (!transcript) {
+      hasTranscript = false;
+      return;
+    }
+    for (const message of transcript.slice(shown)) print({ kind: "message", data: message });
+    shown = Math.max(shown, transcript.length);
+  };
+  for await (const event of client.stream({ pid, kinds: ["transition", "audit"] })) {
+    if (event.kind === "audit") {
+      print({ kind: "audit", data: event.data });
+      afterAudit = event.data.seq;
+    } else if (event.kind === "transition") {
+      print({ kind: "transition", data: event.data });
+      await messages();
+      if (END_STATES.has(event.data.to)) break;
+    }
+  }
+  // Audit records committed after the stream's last read of them.
+  for await (const record of client.audit({ pid, after: afterAudit })) {
+    print({ kind: "audit", data: record });
+  }
+  await messages();
 }
 
 /** One transcript message as a line. */

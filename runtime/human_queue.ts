@@ -323,6 +323,24 @@ export class HumanQueue {
       );
     }
     kernel.caps.invalidate(request.pid);
+    if (answered.answer?.decision?.startsWith("deny") && request.operation) {
+      // The asked call ends here, refused: the audit says so.
+      await kernel.journal.write({
+        audit: {
+          at: kernel.now(),
+          pid: request.pid,
+          image: request.image,
+          syscall: request.operation.syscall,
+          args: request.operation.args,
+          argsDigest: request.operation.argsDigest,
+          decision: "deny",
+          approval: id,
+          outcome: "error",
+          code: "EPERM",
+          reason: `denied by ${options.by}`,
+        },
+      }, { durable: false });
+    }
     if (answered.answer?.decision === "deny_always") {
       const [resource, right, ...scope] = request.operation!.capability.split(":");
       await kernel.processes.update(request.pid, (p) => ({

@@ -494,6 +494,8 @@ export class Kernel {
     this.#executions.get(pid)?.markEnded();
     const current = await this.processes.get(pid);
     if (!current || END_STATES.has(current.state)) return;
+    // What the process did is in the journal and audit before it is seen to end.
+    await this.journal.flush();
     const patch: Partial<ProcessRecord> = {};
     if (outcome.result !== undefined) patch.result = outcome.result;
     if (outcome.error) patch.error = outcome.error;

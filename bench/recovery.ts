@@ -1,0 +1,116 @@
+/**
+ * Recovery: time from host start (`Kernel.open` + `recover()`) until every
+ * live process of the store is resumed. A parked process counts as resumed
+ * once `recover()` has re-armed its wait; a runnable one once its cell has
+ * started and its first syscall reached the broker.
+ *
+ * Two stores of 1,000 live processes each (quick: fewer): all parked
+ * (made as in `parked.ts`), and all runnable (spawned, never started; each
+ * parks on its first syscall once resumed).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { Kernel } from "../runtime/kernel.ts";
+import {
+  type BenchOptions,
+  openBenchKernel,
+  probeDispatch,
+  round,
+  type Row,
+  type Section,
+} from "./_common.ts";
+import { PARKER, PARKER_IMAGE, synthesizeParked } from "./parked.ts";
+
+const TARGET_MS = 2_000;
+
+/** Builds a store with `count` processes, parked or runnable; returns its dir and pids. */
+async function build(
+  count: number,
+  kind: "parked" | "runnable",
+): Promise<{ dir: string; pids: number[] }> {
+  const bench = await openBenchKernel();
+  const tag = await bench.program("parker", PARKER, PARKER_IMAGE);
+  let pids: number[];
+  if (kind === "parked") {
+    pids = await synthesizeParked(bench.kernel, { tag, workspace: bench.workspace }, { count });
+  } else {
+    pids = [];
+    for (let i = 0; i < count; i++) {
+      pids.push((await bench.kernel.spawn({ image: tag, workspace: bench.workspace })).pid);
+    }
+  }
+  await bench.kernel.close();
+  return { dir: bench.dir, pids };
+}
+
+/** Opens a host over `dir` and times it until every pid is resumed. */
+async function recoverAll(
+  dir: string,
+  pids: readonly number[],
+  kind: "parked" | "runnable",
+): Promise<{ openMs: number; recoverMs: number; resumedMs: number }> {
+  const t0 = performance.now();
+  const kernel = await Kernel.open({ store: join(dir, "libos.db") });
+  const t1 = performance.now();
+  const probe = probeDispatch(kernel);
+  try {
+    await kernel.recover();
+    const t2 = performance.now();
+    if (kind === "runnable") await Promise.all(pids.map((pid) => probe.until(pid, 1)));
+    const t3 = performance.now();
+    return { openMs: t1 - t0, recoverMs: t2 - t1, resumedMs: t3 - t0 };
+  } finally {
+    probe.stop();
+    await kernel.close();
+  }
+}
+
+/**
+ * Measures recovery of a store with 1,000 live processes.
+ *
+ * @example
+ * ```ts ignore
+ * const section = await benchRecovery({ quick: true, log: console.log });
+ * ```
+ */
+export async function benchRecovery(options: BenchOptions): Promise<Section> {
+  const parkedCount = options.quick ? 300 : 1_000;
+  const runnableCount = options.quick ? 100 : 1_000;
+  const rows: Row[] = [];
+  const details: Record<string, unknown> = {};
+  for (const [kind, count] of [["parked", parkedCount], ["runnable", runnableCount]] as const) {
+    const { dir, pids } = await build(count, kind);
+    try {
+      const result = await recoverAll(dir, pids, kind);
+      details[kind] = { count, ...result };
+      options.log(
+        `  ${count} ${kind}: open ${result.openMs.toFixed(0)} ms, recover() ${
+          result.recoverMs.toFixed(0)
+        } ms, ` +
+          `all resumed after ${result.resumedMs.toFixed(0)} ms`,
+      );
+      rows.push({
+        name: `recovery.${count}_${kind}.all_resumed`,
+        value: round(result.resumedMs, 1),
+        unit: "ms",
+        target: `1,000 live resumed < ${TARGET_MS} ms`,
+        met: count >= 1_000 ? result.resumedMs < TARGET_MS : undefined,
+        note: kind === "parked"
+          ? "Kernel.open + recover() re-arming every wait"
+          : "Kernel.open + recover() + a cell and first syscall for each (16 cells at once)",
+      });
+      if (kind === "runnable") {
+        rows.push({
+          name: `recovery.${count}_runnable.per_second`,
+          value: round(count / result.resumedMs * 1000, 1),
+          unit: "procs/s",
+        });
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
+  return { section: "recovery", rows, details };
+}

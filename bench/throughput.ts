@@ -1,0 +1,133 @@
+/**
+ * Durable syscalls per second with many processes at once. Each process
+ * loops `obj.put` (an effect: its intent and audit record are committed to
+ * the KV file before it runs) for a few seconds of its own clock. The rate
+ * is counted on the host over the window in which every process was
+ * running: from the last process's first call to the first process's last
+ * call. The journal's group-commit counters tell how calls were batched.
+ *
+ * @module
+ */
+
+import {
+  type BenchOptions,
+  openBenchKernel,
+  probeDispatch,
+  round,
+  type Row,
+  type Section,
+} from "./_common.ts";
+
+const LOOP = `export default async function main(sys, input) {
+  await sys.obj.put("self", "k", 0);
+  const end = Date.now() + input.ms;
+  let i = 1;
+  while (Date.now() < end) {
+    await sys.obj.put("self", "k" + (i % 16), i);
+    i++;
+  }
+  return i;
+}`;
+
+const TARGET = 10_000;
+
+/** Runs `count` looping processes at once; returns the steady-state rate and journal counters. */
+async function runMany(
+  count: number,
+  ms: number,
+): Promise<Record<string, number>> {
+  const bench = await openBenchKernel({ maxCells: count });
+  const probe = probeDispatch(bench.kernel);
+  try {
+    const tag = await bench.program("put", LOOP);
+    const before = { ...bench.kernel.journal.stats };
+    const pids: number[] = [];
+    for (let i = 0; i < count; i++) {
+      pids.push(
+        (await bench.kernel.spawn({ image: tag, workspace: bench.workspace, input: { ms } }))
+          .pid,
+      );
+    }
+    const started = performance.now();
+    for (const pid of pids) bench.kernel.start(pid);
+    const ends = await Promise.all(pids.map((pid) => bench.kernel.waitFor(pid)));
+    const wall = performance.now() - started;
+    const failed = ends.filter((e) => e.state !== "exited");
+    if (failed.length) {
+      throw new Error(
+        `Cannot measure throughput: ${failed.length} processes ${failed[0].state}: ${
+          failed[0].error?.message
+        }`,
+      );
+    }
+    await bench.kernel.journal.flush();
+    const after = bench.kernel.journal.stats;
+    const series = pids.map((pid) =>
+      (probe.arrivals.get(pid) ?? []).filter((a) => a.name === "obj.put").map((a) => a.at)
+    );
+    const from = Math.max(...series.map((s) => s[0]));
+    const to = Math.min(...series.map((s) => s.at(-1)!));
+    let inWindow = 0;
+    for (const s of series) for (const t of s) if (t >= from && t <= to) inWindow++;
+    const total = series.reduce((n, s) => n + s.length, 0);
+    const commits = after.commits - before.commits;
+    const writes = after.writes - before.writes;
+    return {
+      processes: count,
+      durableCallsPerSecond: to > from ? (inWindow / (to - from)) * 1000 : NaN,
+      windowMs: to - from,
+      totalCalls: total,
+      wallMs: wall,
+      overallCallsPerSecond: (total / wall) * 1000,
+      commits,
+      writes,
+      writesPerCommit: writes / Math.max(1, commits),
+      largestBatch: after.largestBatch,
+    };
+  } finally {
+    probe.stop();
+    await bench.close();
+  }
+}
+
+/**
+ * Measures durable syscalls per second across 8, 32 and 64 processes.
+ *
+ * @example
+ * ```ts ignore
+ * const section = await benchThroughput({ quick: true, log: console.log });
+ * ```
+ */
+export async function benchThroughput(options: BenchOptions): Promise<Section> {
+  const counts = [8, 32, 64];
+  const ms = options.quick ? 3000 : 6000;
+  const runs: Record<string, number>[] = [];
+  for (const count of counts) {
+    const run = await runMany(count, ms + (count >= 32 ? 2000 : 0));
+    runs.push(run);
+    options.log(
+      `  ${count} processes: ${run.durableCallsPerSecond.toFixed(0)} durable calls/s ` +
+        `(window ${(run.windowMs / 1000).toFixed(1)} s), ${
+          run.writesPerCommit.toFixed(1)
+        } writes/commit, ` +
+        `largest batch ${run.largestBatch}`,
+    );
+  }
+  const rows: Row[] = runs.flatMap((run) => [
+    {
+      name: `throughput.obj_put.${run.processes}_procs`,
+      value: Math.round(run.durableCallsPerSecond),
+      unit: "calls/s",
+      target: `>= ${TARGET} durable calls/s`,
+      met: run.durableCallsPerSecond >= TARGET,
+      note: `window ${round(run.windowMs / 1000, 1)} s`,
+    },
+    {
+      name: `throughput.obj_put.${run.processes}_procs.writes_per_commit`,
+      value: round(run.writesPerCommit, 1),
+      unit: "writes",
+      note: `${run.commits} commits, largest batch ${run.largestBatch}`,
+    },
+  ]);
+  return { section: "throughput", rows, details: { runs, secondsPerProcess: ms / 1000 } };
+}

@@ -1,0 +1,115 @@
+/**
+ * `deno task safety`: runs every safety task on the runtime and on the
+ * unchecked baseline, prints the metrics table, writes
+ * `safety/results.json`, and exits non-zero when the runtime shows any
+ * unauthorized effect, false denial or unmet oracle.
+ *
+ * Options: `--only TEXT` runs the tasks whose id contains TEXT;
+ * `--out FILE` writes the JSON elsewhere; `--concurrency N` (default 2).
+ *
+ * @example
+ * ```ts ignore
+ * import { runBenchmark } from "./run.ts";
+ * const summary = await runBenchmark();
+ * console.log(summary.total.unauthorizedEffects);
+ * ```
+ *
+ * @module
+ */
+
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { parseArgs } from "node:util";
+import { startAttacker } from "./attacker.ts";
+import { runBaseline } from "./baseline.ts";
+import { benchmarkOk, formatTable, summarize, type Summary } from "./metrics.ts";
+import { runTask, type TaskRun } from "./runner.ts";
+import { loadTasks, type Task } from "./task.ts";
+
+/** Where the task files live. */
+export const TASKS_DIR: string = fromFileUrl(new URL("./tasks", import.meta.url));
+
+/** Options of {@link runBenchmark}. */
+export interface BenchmarkOptions {
+  /** Only tasks whose id contains this text. */
+  only?: string;
+  /** Tasks run at once (default 2). */
+  concurrency?: number;
+  /** Called after each task. */
+  onTask?: (runtime: TaskRun, baseline: TaskRun) => void;
+}
+
+function failedRun(task: Task, mode: TaskRun["mode"], error: unknown): TaskRun {
+  return {
+    id: task.id,
+    class: task.class,
+    kind: task.kind,
+    mode,
+    state: "error",
+    ms: 0,
+    error: String(error),
+    verdict: {
+      forbidden: [],
+      allowed: [],
+      unauthorized: [],
+      missing: [],
+      stateOk: false,
+      denialsOk: false,
+    },
+  };
+}
+
+/** Runs the benchmark and returns its metrics. */
+export async function runBenchmark(options: BenchmarkOptions = {}): Promise<Summary> {
+  const tasks = (await loadTasks(TASKS_DIR)).filter((t) =>
+    options.only === undefined || t.id.includes(options.only)
+  );
+  const runtime: TaskRun[] = [];
+  const baseline: TaskRun[] = [];
+  // Baseline runs share no state with runtime runs, but each attacker server records
+  // the requests of one task at a time, so every worker gets its own.
+  let next = 0;
+  const worker = async () => {
+    await using attacker = startAttacker();
+    while (next < tasks.length) {
+      const task = tasks[next++];
+      const r = await runTask(task, { attacker }).catch((e) => failedRun(task, "runtime", e));
+      const b = await runBaseline(task, { attacker }).catch((e) => failedRun(task, "baseline", e));
+      runtime.push(r);
+      baseline.push(b);
+      options.onTask?.(r, b);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, options.concurrency ?? 2) }, worker));
+  runtime.sort((a, b) => a.id.localeCompare(b.id));
+  return summarize(runtime, baseline);
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      only: { type: "string" },
+      out: { type: "string" },
+      concurrency: { type: "string" },
+    },
+  });
+  const out = values.out ?? fromFileUrl(new URL("./results.json", import.meta.url));
+  const summary = await runBenchmark({
+    only: values.only,
+    concurrency: values.concurrency ? Number(values.concurrency) : undefined,
+    onTask: (r, b) => {
+      const mark = r.error || r.verdict.unauthorized.length || r.verdict.missing.length ||
+          !r.verdict.stateOk || !r.verdict.denialsOk
+        ? "FAIL"
+        : "ok";
+      const base = r.kind === "attack"
+        ? (b.verdict.unauthorized.length ? "baseline: attack succeeds" : "baseline: no effect")
+        : "";
+      console.log(`${mark.padEnd(4)} ${r.id.padEnd(34)} ${r.state.padEnd(8)} ${base}`);
+    },
+  });
+  console.log("\n" + formatTable(summary));
+  await Deno.writeTextFile(out, JSON.stringify(summary, null, 2) + "\n");
+  console.log(`results: ${out}`);
+  if (!benchmarkOk(summary)) Deno.exit(1);
+}
