@@ -165,6 +165,7 @@ export class Kernel {
   #executions = new Map<number, Execution>();
   #queue: number[] = [];
   #queued = new Set<number>();
+  #starting = new Set<number>();
   #maxCells: number;
   #ownsStore: boolean;
   #closed = false;
@@ -409,14 +410,27 @@ export class Kernel {
   }
 
   #pump(): void {
-    while (this.#queue.length && this.#executions.size < this.#maxCells && !this.#closed) {
-      const index = this.#queue.findIndex((pid) => !this.#executions.has(pid));
+    const busy = (pid: number) => this.#executions.has(pid) || this.#starting.has(pid);
+    while (
+      this.#queue.length && this.#executions.size + this.#starting.size < this.#maxCells &&
+      !this.#closed
+    ) {
+      const index = this.#queue.findIndex((pid) => !busy(pid));
       if (index < 0) return;
       const [pid] = this.#queue.splice(index, 1);
       this.#queued.delete(pid);
-      this.#run(pid).catch((error) =>
-        this.finish(pid, "failed", { error: { message: (error as Error).message } }).catch(() => {})
-      );
+      // Claimed synchronously: no second run of the same pid can begin meanwhile.
+      this.#starting.add(pid);
+      this.#run(pid)
+        .catch((error) =>
+          this.finish(pid, "failed", { error: { message: (error as Error).message } }).catch(
+            () => {},
+          )
+        )
+        .finally(() => {
+          this.#starting.delete(pid);
+          this.#pump();
+        });
     }
   }
 
@@ -424,9 +438,12 @@ export class Kernel {
     const initial = await this.processes.get(pid);
     if (initial?.state !== "runnable" || this.#executions.has(pid) || this.#closed) return;
     const image = await this.imageOf(initial);
-    const record = await this.processes.transition(pid, "running", {
-      patch: { startedAt: initial.startedAt ?? this.now() },
+    let claimed = false;
+    const record = await this.processes.update(pid, (p) => {
+      claimed = p.state === "runnable";
+      return claimed ? { state: "running", startedAt: p.startedAt ?? this.now() } : {};
     });
+    if (!claimed) return;
     const limits = { ...this.limits, ...image.image.limits };
     const { firstSeq, checkpoint } = await this.#replayStart(record);
     const journal = await loadJournal(this.store.kv, pid, firstSeq);
