@@ -25,6 +25,8 @@ import { approvalsVerb, approveVerb, denyVerb } from "./cli/human.ts";
 import { checkpointVerb } from "./cli/checkpoint.ts";
 import { serveVerb } from "./cli/serve.ts";
 
+export type { Io } from "./cli/context.ts";
+
 const VERBS: Record<string, Verb> = {
   demo: demoVerb,
   run: runVerb,

@@ -25,25 +25,42 @@
 
 export { Kernel } from "./runtime/kernel.ts";
 export { createApp } from "./api/app.ts";
-export type { ApiApp, ControlKernel, CreateAppOptions } from "./api/app.ts";
+export type { ApiApp, ControlKernel, CreateAppOptions, HumanQueueApi } from "./api/app.ts";
+export { TokenVerifier } from "./api/auth.ts";
+export type { ApiEnv, Principal, Role, TokenConfig, TokenEntry } from "./api/auth.ts";
 export type {
   ChildSpawnOptions,
   KernelOptions,
   SpawnOptions,
   TranscriptEntry,
 } from "./runtime/kernel.ts";
+export { TopicEvents } from "./runtime/events.ts";
+export type { TopicEvent } from "./runtime/events.ts";
+export { Mailbox } from "./runtime/mailbox.ts";
+export type { MailMessage } from "./runtime/mailbox.ts";
+export { Waits } from "./runtime/waits.ts";
+export type { ParkedCall, WaitOutcome } from "./runtime/waits.ts";
+export { ToolTables } from "./runtime/jit_tools.ts";
+export type { JitTool, ToolRegistration } from "./runtime/jit_tools.ts";
+export type { NetFetchInit, NetProvider } from "./runtime/net_provider.ts";
+export type { ShellProvider, ShellResult, ShellRunOptions } from "./runtime/shell_provider.ts";
 export { openStore } from "./runtime/store.ts";
 export type { OpenStoreOptions, Store } from "./runtime/store.ts";
 export { ProcessTable } from "./runtime/process_table.ts";
 export type {
   Budget,
+  NewProcess,
   ProcessEvent,
   ProcessRecord,
   ProcessState,
   Usage,
   WaitingOn,
 } from "./runtime/process_table.ts";
-export { DEFAULT_LIMITS } from "./runtime/execution.ts";
+export { DEFAULT_LIMITS, Execution } from "./runtime/execution.ts";
+export { Cell } from "./runtime/cell.ts";
+export type { CellExit } from "./runtime/cell.ts";
+export type { CellToWorker, ProgramEntry } from "./runtime/cell_protocol.ts";
+export type { AgentConfig } from "./runtime/agent.ts";
 export type { ProcessLimits } from "./runtime/execution.ts";
 export {
   AgentImageSchema,
@@ -53,7 +70,12 @@ export {
   loadImageFile,
   parseImage,
 } from "./runtime/image.ts";
-export type { AgentImage, RegisteredImage } from "./runtime/image.ts";
+export type {
+  AgentImage,
+  ParseImageOptions,
+  RegisteredImage,
+  RegisterImageOptions,
+} from "./runtime/image.ts";
 export { ScriptedModel } from "./runtime/model.ts";
 export { OpenAIModel } from "./runtime/openai_model.ts";
 export type { OpenAIModelOptions } from "./runtime/openai_model.ts";
@@ -63,9 +85,10 @@ export type {
   HumanDecision,
   HumanRequest,
   HumanResponder,
+  QuestionKind,
 } from "./runtime/human_queue.ts";
 export { Snapshots } from "./runtime/snapshots.ts";
-export type { RestoreReport, Snapshot } from "./runtime/snapshots.ts";
+export type { LaterEffect, RestoreReport, Snapshot, SnapshotEntry } from "./runtime/snapshots.ts";
 export type {
   Message,
   ModelProvider,
@@ -75,21 +98,60 @@ export type {
   ToolSpec,
 } from "./runtime/model.ts";
 export { ObjectMemory } from "./runtime/object_memory.ts";
-export type { ObjectRecord, ObjectType } from "./runtime/object_memory.ts";
+export type { ListOptions, ObjectRecord, ObjectType, PutOptions } from "./runtime/object_memory.ts";
 export { LocalFs } from "./runtime/fs_provider.ts";
 export type { FsEntry, FsProvider, FsStat } from "./runtime/fs_provider.ts";
 export { createSys, SysError } from "./runtime/libc.ts";
-export type { Sys } from "./runtime/libc.ts";
+export type {
+  CapabilityView,
+  DirEntry,
+  ModelReply as SysModelReply,
+  Sys,
+  Transport,
+  WaitResult,
+} from "./runtime/libc.ts";
 export { BUILTIN_TOOLS } from "./tools/builtin.ts";
-export type { Tool } from "./tools/builtin.ts";
+export type { Tool, ToolInputSchema } from "./tools/builtin.ts";
 export { formatCapability, parseCapability, RESOURCES } from "./broker/capability.ts";
 export type { Capability, CapabilitySpec, Operation, Resource } from "./broker/capability.ts";
+export { CapabilityStore } from "./broker/capability_store.ts";
+export type { GrantOptions } from "./broker/capability_store.ts";
 export { decide, parsePolicy } from "./broker/policy.ts";
 export type { Decision, PolicyRule } from "./broker/policy.ts";
 export { AuditLog } from "./broker/audit.ts";
-export type { AuditEntry, AuditRecord } from "./broker/audit.ts";
-export { Broker } from "./broker/broker.ts";
+export type {
+  AuditDecision,
+  AuditEntry,
+  AuditHead,
+  AuditListOptions,
+  AuditOutcome,
+  AuditRecord,
+  AuditVerifyResult,
+} from "./broker/audit.ts";
+export { Journal } from "./broker/journal.ts";
+export type {
+  Effect,
+  JournalOptions,
+  JournalRecord,
+  JournalStats,
+  JournalWrite,
+  WaitSpec,
+} from "./broker/journal.ts";
+export { Broker, PARKED } from "./broker/broker.ts";
+export type { BrokerReply, CallContext } from "./broker/broker.ts";
 export { SYSCALL_ARGS, SYSCALL_NAMES } from "./broker/abi.ts";
-export type { SyscallName, SyscallReply, SyscallRequest } from "./broker/abi.ts";
+export type {
+  AbiMessage,
+  AbiToolCall,
+  AbiToolSpec,
+  Empty,
+  Json,
+  PolicyDecision,
+  SyscallArgs,
+  SyscallArgsMap,
+  SyscallName,
+  SyscallReply,
+  SyscallRequest,
+} from "./broker/abi.ts";
 export { ERROR_CODES, SyscallError } from "./broker/errors.ts";
 export type { ErrorCode } from "./broker/errors.ts";

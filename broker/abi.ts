@@ -51,7 +51,8 @@ export interface AbiToolSpec {
   input: Record<string, Json>;
 }
 
-type Empty = Record<string, never>;
+/** The argument object of a syscall that takes no arguments. */
+export type Empty = Record<string, never>;
 
 /** The argument object of every syscall of ABI v1. */
 export interface SyscallArgsMap {

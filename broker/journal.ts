@@ -221,7 +221,12 @@ export class Journal {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    this.#draining ??= this.#drain().finally(() => this.#draining = undefined);
+    this.#draining ??= this.#drain().finally(() => {
+      this.#draining = undefined;
+      // A write that arrived after the last batch was taken, but before this
+      // drain was seen to end, would otherwise wait for nobody.
+      if (this.#queue.length) this.#kick();
+    });
   }
 
   async #drain(): Promise<void> {

@@ -171,3 +171,47 @@ Deno.test("a closed journal refuses writes", async () => {
     );
   });
 });
+
+Deno.test("a durable write that arrives as a drain ends is still committed", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const journal = new Journal(kv, new AuditLog(kv), { flushMs: 1 });
+    // Many rounds of writes timed against the end of the previous drain: each must resolve.
+    for (let round = 0; round < 200; round++) {
+      const first = journal.write({
+        journal: {
+          pid: 1,
+          seq: round * 2 + 1,
+          name: "x",
+          argsDigest: "d",
+          effect: "effect",
+          phase: "intent",
+          at: 0,
+        },
+      }, { durable: true });
+      await Promise.resolve();
+      const second = first.then(() =>
+        journal.write({
+          journal: {
+            pid: 1,
+            seq: round * 2 + 2,
+            name: "x",
+            argsDigest: "d",
+            effect: "effect",
+            phase: "intent",
+            at: 0,
+          },
+        }, { durable: true })
+      );
+      const timeout = new Promise<"stuck">((resolve) => setTimeout(() => resolve("stuck"), 2000));
+      assert.notEqual(
+        await Promise.race([second.then(() => "ok"), timeout]),
+        "stuck",
+        `round ${round}`,
+      );
+    }
+    await journal.close();
+  } finally {
+    kv.close();
+  }
+});

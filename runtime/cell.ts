@@ -29,6 +29,9 @@ export interface CellExit {
 
 const CELL_MAIN = fileURLToPath(new URL("./cell_main.ts", import.meta.url));
 
+/** How long a cell may take to start before it is killed and the start fails. */
+export const READY_TIMEOUT_MS = 20_000;
+
 function randomToken(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -127,7 +130,17 @@ export class Cell {
       maxMessageBytes: options.maxMessageBytes ?? 1 << 20,
     };
     await cell.#write(hello);
-    const exit = await Promise.race([isReady.then(() => null), cell.exited]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const tooSlow = new Promise<"slow">((resolve) =>
+      timer = setTimeout(() => resolve("slow"), READY_TIMEOUT_MS)
+    );
+    const exit = await Promise.race([isReady.then(() => null), cell.exited, tooSlow]);
+    clearTimeout(timer);
+    if (exit === "slow") {
+      cell.kill("The cell did not start in time");
+      await cell.exited;
+      throw new Error(`Cannot start a cell: not ready within ${READY_TIMEOUT_MS / 1000} s`);
+    }
     if (exit) {
       throw new Error(
         `Cannot start a cell: it exited with code ${exit.code}${

@@ -92,17 +92,21 @@ export class Execution {
 
   /** Starts the cell and the program (from a checkpoint's state, when given). */
   async start(entry: ProgramEntry, checkpoint?: unknown): Promise<void> {
-    let cell: Cell;
-    try {
-      cell = await Cell.spawn((m) => this.#onMessage(m), {
-        memoryMb: this.#limits.memoryMb,
-        maxMessageBytes: this.#limits.maxMessageBytes,
-        maxOutputBytes: this.#limits.outputBytes,
-      });
-    } catch (error) {
-      this.#resolveDone();
-      await this.#fail((error as Error).message);
-      return;
+    let cell: Cell | undefined;
+    // A cell that fails to start (a loaded machine) is tried once more.
+    for (let attempt = 1; !cell; attempt++) {
+      try {
+        cell = await Cell.spawn((m) => this.#onMessage(m), {
+          memoryMb: this.#limits.memoryMb,
+          maxMessageBytes: this.#limits.maxMessageBytes,
+          maxOutputBytes: this.#limits.outputBytes,
+        });
+      } catch (error) {
+        if (attempt < 2 && !this.#stopped) continue;
+        this.#resolveDone();
+        await this.#fail((error as Error).message);
+        return;
+      }
     }
     this.cell = cell;
     if (this.#stopped) cell.kill("The process ended before its program started");
