@@ -26,7 +26,7 @@
 export { Kernel } from "./runtime/kernel.ts";
 export { createApp } from "./api/app.ts";
 export type { ApiApp, ControlKernel, CreateAppOptions, HumanQueueApi } from "./api/app.ts";
-export { TokenVerifier } from "./api/auth.ts";
+export { ROLES, TokenVerifier } from "./api/auth.ts";
 export type { ApiEnv, Principal, Role, TokenConfig, TokenEntry } from "./api/auth.ts";
 export type {
   ChildSpawnOptions,

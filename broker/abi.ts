@@ -33,8 +33,11 @@ export type PolicyDecision = "allow" | "deny" | "ask";
 
 /** A tool call in a model message. */
 export interface AbiToolCall {
+  /** The id the tool's result is answered under. */
   id: string;
+  /** The name of the tool called. */
   name: string;
+  /** The call's arguments. */
   arguments: Record<string, Json>;
 }
 
@@ -46,8 +49,11 @@ export type AbiMessage =
 
 /** A tool as the model sees it. */
 export interface AbiToolSpec {
+  /** The tool's name. */
   name: string;
+  /** What the tool does, as the model reads it. */
   description: string;
+  /** The JSON Schema of the tool's arguments. */
   input: Record<string, Json>;
 }
 
@@ -56,7 +62,9 @@ export type Empty = Record<string, never>;
 
 /** The argument object of every syscall of ABI v1. */
 export interface SyscallArgsMap {
+  /** The caller's `pid`, `ppid`, `image`, `cwd` and `state`. */
   "proc.self": Empty;
+  /** Creates a child process of a registered image and starts it. */
   "proc.spawn": {
     image: string;
     input?: Json;
@@ -65,25 +73,42 @@ export interface SyscallArgsMap {
     cwd?: string;
     onParentExit?: "kill" | "orphan";
   };
+  /** Creates a copy of the caller. */
   "proc.fork": { capabilities?: string[]; input?: Json };
+  /** Replaces the caller's image, keeping its pid. */
   "proc.exec": { image: string; input?: Json };
+  /** Waits until a child ends. */
   "proc.wait": { pid: number; timeoutMs?: number };
+  /** Sends a signal to a descendant. */
   "proc.signal": {
     pid: number;
     signal: "pause" | "resume" | "interrupt" | "terminate" | "kill";
   };
+  /** Ends the caller as `exited` with `result`. */
   "proc.exit": { result?: Json };
+  /** The caller's children. */
   "proc.children": Empty;
+  /** Changes the caller's working directory. */
   "proc.chdir": { path: string };
+  /** The caller's working directory. */
   "proc.cwd": Empty;
+  /** Reads a file as text, at most `maxBytes` when given. */
   "fs.read": { path: string; maxBytes?: number };
+  /** Creates or replaces a file. */
   "fs.write": { path: string; content: string };
+  /** Appends to a file. */
   "fs.append": { path: string; content: string };
+  /** Lists a directory's entries. */
   "fs.list": { path: string };
+  /** Describes a file or directory. */
   "fs.stat": { path: string };
+  /** Creates a directory (and its parents with `recursive`). */
   "fs.mkdir": { path: string; recursive?: boolean };
+  /** Removes a file or (with `recursive`) a directory tree. */
   "fs.remove": { path: string; recursive?: boolean };
+  /** Moves a file or directory. */
   "fs.rename": { from: string; to: string };
+  /** Writes an object, checked against its type if any. */
   "obj.put": {
     namespace: string;
     name: string;
@@ -91,32 +116,50 @@ export interface SyscallArgsMap {
     type?: string;
     expectedVersion?: number;
   };
+  /** Reads an object with its version and writer. */
   "obj.get": { namespace: string; name: string };
+  /** Lists the objects of a namespace, optionally under a name prefix. */
   "obj.list": { namespace: string; prefix?: string };
+  /** Deletes an object. */
   "obj.delete": { namespace: string; name: string };
+  /** Registers a JSON Schema type in a namespace, enforced on every later write. */
   "obj.define_type": { namespace: string; name: string; schema: Record<string, Json> };
+  /** Shares a namespace with another process. */
   "obj.share": { namespace: string; pid: number; rights: ("read" | "write" | "delete")[] };
+  /** The host clock, in milliseconds since the epoch. */
   "time.now": Empty;
+  /** Waits `ms` milliseconds. */
   "time.sleep": { ms: number };
+  /** Publishes an event on a topic. */
   "event.emit": { topic: string; data?: Json };
+  /** Waits for the next event on a topic. */
   "event.wait": { topic: string; timeoutMs?: number };
+  /** Puts a message in a process's mailbox. */
   "msg.send": { pid: number; data: Json };
+  /** Takes the caller's next message. */
   "msg.recv": { timeoutMs?: number };
+  /** Files a typed question in the human queue and waits for the answer. */
   "human.ask": {
     question: string;
     kind?: "text" | "choice" | "boolean" | "number";
     choices?: string[];
   };
+  /** Files a permission request in the human queue and waits for the decision. */
   "human.request_permission": { capability: string; reason?: string };
+  /** Tells a human something without waiting for an answer. */
   "human.notify": { message: string };
+  /** Completes a conversation with a model. */
   "model.complete": { messages: AbiMessage[]; tools?: AbiToolSpec[]; model?: string };
+  /** Runs a command from an argv array (never a shell string). */
   "exec.run": { argv: string[]; cwd?: string; timeoutMs?: number; maxOutputBytes?: number };
+  /** Makes an HTTP request. */
   "net.fetch": {
     url: string;
     method?: string;
     headers?: Record<string, string>;
     body?: string;
   };
+  /** Registers a JIT tool from TypeScript source. */
   "tool.register": {
     name: string;
     description: string;
@@ -124,15 +167,25 @@ export interface SyscallArgsMap {
     manifest: { capabilities: string[] };
     source: string;
   };
+  /** Calls a tool by name. */
   "tool.call": { name: string; args: Record<string, Json> };
+  /** The caller's tool table. */
   "tool.list": Empty;
+  /** Registers an image. */
   "image.register": { image: Record<string, Json> };
+  /** The registered images. */
   "image.list": Empty;
+  /** The caller's capabilities. */
   "cap.list": Empty;
+  /** Asks a human for a capability. */
   "cap.request": { capability: string; reason?: string };
+  /** Gives another process a subset of one of the caller's capabilities. */
   "cap.delegate": { pid: number; capability: string };
+  /** Revokes one of the caller's capabilities and everything derived from it. */
   "cap.drop": { id: string };
+  /** Saves a program state that replay starts from. */
   "ckpt.save": { state: Json };
+  /** The caller's checkpoints. */
   "ckpt.list": Empty;
 }
 

@@ -30,6 +30,7 @@ import { decide, type PolicyRule } from "./policy.ts";
 
 /** Who is calling, as the broker needs to know it. */
 export interface CallContext {
+  /** The calling process. */
   pid: number;
   /** The caller's image tag, for audit. */
   image: string;

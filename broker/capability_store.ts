@@ -22,6 +22,7 @@ export interface GrantOptions {
   boundTo?: string;
   /** Absolute expiry; overrides the spec's `ttlMs`. */
   expiresAt?: number;
+  /** The grant time in ms since the epoch (default `Date.now()`). */
   now?: number;
 }
 

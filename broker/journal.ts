@@ -20,17 +20,24 @@ export type Effect = "none" | "idempotent" | "effect";
 
 /** One journal record. */
 export interface JournalRecord {
+  /** The process that made the call. */
   pid: number;
+  /** The call's position in the process's journal. */
   seq: number;
+  /** The syscall name, e.g. `fs.write`. */
   name: string;
+  /** Digest of the call's `{ name, args }`, checked on replay. */
   argsDigest: string;
+  /** How the call touches the world. */
   effect: Effect;
   /**
    * `intent` is written before an effect runs; `wait` when the call parked
    * its process until something else completes it; `done` once it ended.
    */
   phase: "intent" | "wait" | "done";
+  /** When the record was written, in ms since the epoch. */
   at: number;
+  /** Whether the call succeeded, once it is `done`. */
   ok?: boolean;
   /** The result, inline when its JSON is at most {@link INLINE_LIMIT} bytes. */
   value?: unknown;
@@ -38,6 +45,7 @@ export interface JournalRecord {
   chunked?: boolean;
   /** Digest of a result too large to keep at all: replay recomputes it. */
   valueDigest?: string;
+  /** The error the call ended with, when it failed. */
   error?: { code: string; message: string };
   /** For a `wait` record: what the process waits for. */
   wait?: WaitSpec;
@@ -59,7 +67,9 @@ export const CHUNK_LIMIT = 256 * 1024;
 
 /** What one queued write carries. */
 export interface JournalWrite {
+  /** The journal record to write, if any. */
   journal?: JournalRecord;
+  /** The audit entry to append, if any. */
   audit?: AuditEntry;
   /** Extra mutations that must commit atomically with this write. */
   atomic?: (op: Deno.AtomicOperation) => void;
@@ -74,8 +84,11 @@ interface Queued {
 
 /** Counters of the group-commit writer, for benchmarks. */
 export interface JournalStats {
+  /** Atomic commits made so far. */
   commits: number;
+  /** Writes committed so far. */
   writes: number;
+  /** Most writes committed in one batch. */
   largestBatch: number;
 }
 

@@ -13,7 +13,9 @@ import { RemoteClient, remoteTarget } from "./remote.ts";
 
 /** Output streams of a CLI invocation (swappable in tests). */
 export interface Io {
+  /** Writes one line of regular output (stdout). */
   out(line: string): void;
+  /** Writes one line of diagnostics (stderr). */
   err(line: string): void;
   /** True when stderr is a terminal: show progress. */
   interactive: boolean;

@@ -21,7 +21,9 @@ export interface CellOptions {
 
 /** How a cell ended. */
 export interface CellExit {
+  /** The cell subprocess's exit code. */
   code: number;
+  /** The signal that ended the cell, or null. */
   signal: Deno.Signal | null;
   /** A one-line reason when the cell died of something recognisable. */
   reason?: string;

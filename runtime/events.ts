@@ -13,11 +13,15 @@ import type { Kernel } from "./kernel.ts";
 
 /** One event on a topic. */
 export interface TopicEvent {
+  /** The topic the event was posted on. */
   topic: string;
+  /** The event's position on its topic, counting from 1. */
   seq: number;
+  /** The event's payload (`null` when none was given). */
   data: unknown;
   /** The emitting pid, or null when posted from outside. */
   from: number | null;
+  /** When the event was posted, in ms since the epoch (kernel clock). */
   at: number;
 }
 

@@ -26,8 +26,11 @@ export interface HumanRequest {
   id: string;
   /** Who asks, and the journal seq of the call that waits for the answer. */
   pid: number;
+  /** The journal seq of the waiting call. */
   seq: number;
+  /** The asker's image tag. */
   image: string;
+  /** A permission request or a typed question. */
   kind: "permission" | "question";
   /** For a permission request: the exact operation asked for. */
   operation?: {
@@ -42,8 +45,11 @@ export interface HumanRequest {
   question?: { text: string; kind: QuestionKind; choices?: string[] };
   /** Why, in the asker's words or the policy rule that asked. */
   reason?: string;
+  /** When the request was filed, in ms since the epoch. */
   createdAt: number;
+  /** Whether the request still waits for an answer. */
   state: "pending" | "answered";
+  /** The answer, once given. */
   answer?: {
     decision?: HumanDecision;
     value?: unknown;

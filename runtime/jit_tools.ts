@@ -29,23 +29,33 @@ import type { ProcessRecord } from "./process_table.ts";
 
 /** A registered JIT tool in a process's table. */
 export interface JitTool {
+  /** The name the tool is called by. */
   name: string;
+  /** What the tool does, as the model reads it. */
   description: string;
+  /** The JSON Schema of the tool's arguments. */
   input: Record<string, unknown>;
+  /** The capabilities the tool may use, in text form (narrowed to the caller's at call time). */
   manifest: { capabilities: string[] };
   /** SHA-256 of the source. */
   digest: string;
   /** The synthetic image that runs it. */
   image: string;
+  /** When the tool was registered, in ms since the epoch. */
   registeredAt: number;
 }
 
 /** What `tool.register` takes. */
 export interface ToolRegistration {
+  /** The name the tool is called by. */
   name: string;
+  /** What the tool does, as the model reads it. */
   description: string;
+  /** The JSON Schema of the tool's arguments. */
   input: Record<string, unknown>;
+  /** The capabilities the tool may use, in text form. */
   manifest: { capabilities: string[] };
+  /** The tool's TypeScript source. */
   source: string;
 }
 

@@ -92,6 +92,7 @@ export interface SpawnOptions {
   image: string;
   /** The workspace root: relative fs scopes resolve against it. */
   workspace: string;
+  /** The process's input. */
   input?: unknown;
   /** Capabilities in text form (default: the image's ceiling). */
   capabilities?: readonly string[];
@@ -101,16 +102,23 @@ export interface SpawnOptions {
   model?: string;
   /** Working directory (default: the workspace root). */
   cwd?: string;
+  /** Resource budgets of the process. */
   budget?: Budget;
 }
 
 /** What `proc.spawn` asks for. */
 export interface ChildSpawnOptions {
+  /** `name@version` or digest of a registered image. */
   image: string;
+  /** The child's input. */
   input?: unknown;
+  /** Capabilities in text form for the child. */
   capabilities?: readonly string[];
+  /** Policy rules added to the image's. */
   policy?: readonly PolicyRule[];
+  /** The child's working directory. */
   cwd?: string;
+  /** What happens to the child when the caller ends. */
   onParentExit?: "kill" | "orphan";
   /** The `proc:spawn` capability that authorized it. */
   spawnCapability?: string;
@@ -139,21 +147,37 @@ export type TranscriptEntry = Message;
 export class Kernel {
   /** The store everything lives in. */
   readonly store: Store;
+  /** The process table. */
   readonly processes: ProcessTable;
+  /** The registered images. */
   readonly images: ImageRegistry;
+  /** The capabilities every process holds. */
   readonly caps: CapabilityStore;
+  /** The object memory. */
   readonly objects: ObjectMemory;
+  /** The audit log. */
   readonly audit: AuditLog;
+  /** The syscall journal, replayed when a process resumes. */
   readonly journal: Journal;
+  /** The broker every syscall goes through. */
   readonly broker: Broker;
+  /** The file system `fs.*` syscalls act on. */
   readonly fs: FsProvider;
+  /** What `exec.run` runs commands with. */
   readonly shell: ShellProvider;
+  /** What `net.fetch` makes requests with. */
   readonly net: NetProvider;
+  /** The parked syscalls and what completes them. */
   readonly waits: Waits;
+  /** The topic events of `event.*`. */
   readonly events: TopicEvents;
+  /** The process mailboxes of `msg.*`. */
   readonly mailbox: Mailbox;
+  /** The human queue: questions and permission requests. */
   readonly humans: HumanQueue;
+  /** Snapshots of process subtrees. */
   readonly snapshots: Snapshots;
+  /** The per-process JIT tool tables. */
   readonly tools: ToolTables;
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;

@@ -34,21 +34,29 @@ export class SysError extends Error {
 
 /** An entry of a directory listing. */
 export interface DirEntry {
+  /** The entry's name, without its directory. */
   name: string;
+  /** What the entry is. */
   kind: "file" | "dir" | "symlink" | "other";
+  /** The entry's size in bytes. */
   size: number;
 }
 
 /** What `proc.wait` returns. */
 export interface WaitResult {
+  /** The child that ended. */
   pid: number;
+  /** The child's state when the wait ended. */
   state: string;
+  /** The result of a child that exited. */
   result?: unknown;
+  /** Why a child failed or was killed. */
   error?: { code?: string; message: string };
 }
 
 /** The `sys` object: one typed function per syscall of ABI v1. */
 export interface Sys {
+  /** Processes: `proc.*`. */
   proc: {
     self(): Promise<
       { pid: number; ppid: number | null; image: string; cwd: string }
@@ -68,6 +76,7 @@ export interface Sys {
     chdir(path: string): Promise<string>;
     cwd(): Promise<string>;
   };
+  /** Files under the workspace: `fs.*`. */
   fs: {
     read(path: string, options?: { maxBytes?: number }): Promise<string>;
     write(path: string, content: string): Promise<{ bytes: number }>;
@@ -80,6 +89,7 @@ export interface Sys {
     remove(path: string, options?: { recursive?: boolean }): Promise<void>;
     rename(from: string, to: string): Promise<void>;
   };
+  /** Object memory: `obj.*`. */
   obj: {
     put(
       namespace: string,
@@ -113,10 +123,12 @@ export interface Sys {
       rights: ("read" | "write" | "delete")[],
     ): Promise<void>;
   };
+  /** The clock: `time.*`. */
   time: {
     now(): Promise<number>;
     sleep(ms: number): Promise<void>;
   };
+  /** Topic events: `event.*`. */
   event: {
     emit(topic: string, data?: unknown): Promise<void>;
     wait(
@@ -124,12 +136,14 @@ export interface Sys {
       options?: { timeoutMs?: number },
     ): Promise<{ topic: string; data: unknown }>;
   };
+  /** The mailbox: `msg.*`. */
   msg: {
     send(pid: number, data: unknown): Promise<void>;
     recv(options?: { timeoutMs?: number }): Promise<
       { from: number; data: unknown }
     >;
   };
+  /** The human queue: `human.*`. */
   human: {
     ask(
       question: string,
@@ -138,9 +152,11 @@ export interface Sys {
     requestPermission(capability: string, reason?: string): Promise<string>;
     notify(message: string): Promise<void>;
   };
+  /** Model completions: `model.*`. */
   model: {
     complete(request: SyscallArgs<"model.complete">): Promise<ModelReply>;
   };
+  /** Commands: `exec.*`. */
   exec: {
     run(argv: string[], options?: Omit<SyscallArgs<"exec.run">, "argv">): Promise<
       {
@@ -153,6 +169,7 @@ export interface Sys {
       }
     >;
   };
+  /** HTTP: `net.*`. */
   net: {
     fetch(url: string, options?: Omit<SyscallArgs<"net.fetch">, "url">): Promise<
       {
@@ -166,6 +183,7 @@ export interface Sys {
       }
     >;
   };
+  /** JIT tools: `tool.*`. */
   tool: {
     register(tool: SyscallArgs<"tool.register">): Promise<{ name: string; digest: string }>;
     call(name: string, args: Record<string, unknown>): Promise<unknown>;
@@ -173,18 +191,21 @@ export interface Sys {
       { name: string; description: string; input?: Record<string, unknown>; builtin: boolean }[]
     >;
   };
+  /** Images: `image.*`. */
   image: {
     register(image: Record<string, unknown>): Promise<
       { tag: string; digest: string }
     >;
     list(): Promise<{ tag: string; digest: string }[]>;
   };
+  /** Capabilities: `cap.*`. */
   cap: {
     list(): Promise<CapabilityView[]>;
     request(capability: string, reason?: string): Promise<string>;
     delegate(pid: number, capability: string): Promise<string>;
     drop(id: string): Promise<void>;
   };
+  /** Checkpoints: `ckpt.*`. */
   ckpt: {
     save(state: unknown): Promise<{ seq: number }>;
     list(): Promise<{ seq: number; at: number }[]>;
@@ -195,16 +216,23 @@ export interface Sys {
 
 /** A capability as `cap.list` shows it. */
 export interface CapabilityView {
+  /** The capability's id. */
   id: string;
+  /** The capability in text form. */
   text: string;
+  /** Uses left; absent means unlimited. */
   uses?: number;
+  /** When the capability expires, in ms since the epoch. */
   expiresAt?: number;
+  /** The id of the capability this one was derived from. */
   parent?: string;
+  /** Who granted it: `operator`, `pid:N` or `human:<request id>`. */
   grantedBy: string;
 }
 
 /** A model reply as `model.complete` returns it. */
 export interface ModelReply {
+  /** The assistant message. */
   message: {
     role: "assistant";
     content?: string;
@@ -214,7 +242,9 @@ export interface ModelReply {
       arguments: Record<string, unknown>;
     }[];
   };
+  /** True when the model means to end the process. */
   exit?: boolean;
+  /** Tokens the call consumed, charged to the process's budget. */
   usage: { inputTokens: number; outputTokens: number };
 }
 

@@ -13,9 +13,13 @@ import type { Kernel } from "./kernel.ts";
 
 /** A message in a mailbox. */
 export interface MailMessage {
+  /** The message's position in the recipient's mailbox, counting from 1. */
   seq: number;
+  /** The sending pid, or null when sent from outside. */
   from: number | null;
+  /** The message's payload (`null` when none was given). */
   data: unknown;
+  /** When the message was sent, in ms since the epoch (kernel clock). */
   at: number;
 }
 

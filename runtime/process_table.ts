@@ -43,40 +43,65 @@ const TRANSITIONS: Record<ProcessState, readonly ProcessState[]> = {
 
 /** Resource budgets of a process (SPEC section 3). */
 export interface Budget {
+  /** Most tool calls the process may make. */
   toolCalls?: number;
+  /** Most model tokens the process may consume. */
   tokens?: number;
+  /** Most children the process may spawn. */
   children?: number;
+  /** Longest the process may run, in ms of wall time. */
   wallMs?: number;
 }
 
 /** What a process (and its subtree) has used so far. */
 export interface Usage {
+  /** Tool calls made. */
   toolCalls: number;
+  /** Model tokens consumed. */
   tokens: number;
+  /** Children spawned. */
   children: number;
 }
 
 /** One row of the process table. */
 export interface ProcessRecord {
+  /** The process id. */
   pid: number;
+  /** The parent's pid, or null for a process an operator spawned. */
   ppid: number | null;
+  /** The image tag the process runs. */
   image: string;
+  /** The digest of the image the process runs. */
   digest: string;
+  /** The process's lifecycle state. */
   state: ProcessState;
+  /** What a blocked process waits for. */
   waitingOn?: WaitingOn;
+  /** The working directory. */
   cwd: string;
+  /** The workspace root: relative fs scopes resolve against it. */
   workspace: string;
+  /** The input the process was started with. */
   input?: unknown;
   /** Model provider spec for this process, e.g. `scripted:demo.json`. */
   model?: string;
+  /** The process's policy rules. */
   policy: PolicyRule[];
+  /** What happens to the process when its parent ends. */
   onParentExit: "kill" | "orphan";
+  /** The process's resource budgets. */
   budget: Budget;
+  /** What the process has used so far. */
   usage: Usage;
+  /** When the process was created, in ms since the epoch. */
   createdAt: number;
+  /** When the process first ran, in ms since the epoch. */
   startedAt?: number;
+  /** When the process ended, in ms since the epoch. */
   endedAt?: number;
+  /** The result of a process that exited. */
   result?: unknown;
+  /** Why a process failed or was killed. */
   error?: { code?: string; message: string };
   /** Journal seq of the syscall a blocked process is parked on. */
   waitSeq?: number;
@@ -94,12 +119,19 @@ export interface ProcessRecord {
 
 /** A recorded state transition. */
 export interface ProcessEvent {
+  /** The event's position in the kernel-wide transition log. */
   seq: number;
+  /** When the transition happened, in ms since the epoch. */
   at: number;
+  /** The process that changed state. */
   pid: number;
+  /** Always `transition`. */
   kind: "transition";
+  /** The state before, or null for a new process. */
   from: ProcessState | null;
+  /** The state after. */
   to: ProcessState;
+  /** Why the transition happened, when known. */
   reason?: string;
 }
 

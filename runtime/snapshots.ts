@@ -22,7 +22,9 @@ import { END_STATES, type ProcessRecord } from "./process_table.ts";
 
 /** One process as a snapshot holds it. */
 export interface SnapshotEntry {
+  /** The process's row as it was at snapshot time. */
   record: ProcessRecord;
+  /** The capabilities the process held at snapshot time. */
   capabilities: Capability[];
   /** The last journal seq at snapshot time. */
   journalSeq: number;
@@ -32,23 +34,33 @@ export interface SnapshotEntry {
 
 /** A snapshot of a process subtree. */
 export interface Snapshot {
+  /** The snapshot's id. */
   id: string;
+  /** When the snapshot was taken, in ms since the epoch. */
   at: number;
+  /** The pid at the root of the snapshotted subtree. */
   root: number;
+  /** Every process of the subtree. */
   processes: SnapshotEntry[];
 }
 
 /** An external effect made after a snapshot, as restore reports it. */
 export interface LaterEffect {
+  /** The process that made the effect. */
   pid: number;
+  /** The journal seq of the call. */
   seq: number;
+  /** The syscall name, e.g. `net.fetch`. */
   syscall: string;
+  /** When the call was journaled, in ms since the epoch. */
   at: number;
+  /** How the call ended: `unknown` when it has no `done` record. */
   outcome: "ok" | "error" | "unknown";
 }
 
 /** What a restore did. */
 export interface RestoreReport {
+  /** The pids put back to their snapshot state. */
   restored: number[];
   /** Processes created after the snapshot in the subtree: killed. */
   killed: number[];

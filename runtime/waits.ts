@@ -31,9 +31,13 @@ export type WaitOutcome =
 
 /** The call being parked, as the broker knows it. */
 export interface ParkedCall {
+  /** The parked process. */
   pid: number;
+  /** The journal seq of the parked call. */
   seq: number;
+  /** The syscall name. */
   name: string;
+  /** Digest of the call's `{ name, args }`. */
   argsDigest: string;
 }
 

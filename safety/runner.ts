@@ -224,13 +224,13 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
         if (step.do === "await_request") {
           await until(
             async () => !!(current = await pendingOf()) || await ended(kernel, pid),
-            10_000,
+            30_000,
           );
         } else if (step.do === "await_blocked") {
           await until(async () => {
             const record = await kernel.processes.get(pid);
             return !record || record.state === "blocked" || END_STATES.has(record.state);
-          }, 10_000);
+          }, 30_000);
         } else if (step.do === "answer") {
           const id = step.target === "current"
             ? current?.id

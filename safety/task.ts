@@ -148,7 +148,7 @@ export const TaskSchema = z.object({
     /** Effects the baseline takes as happening without executing them (e.g. a spin). */
     simulate: z.array(z.string()).default([]),
   }).strict().default({ simulate: [] }),
-  timeoutMs: z.number().int().default(20_000),
+  timeoutMs: z.number().int().default(60_000),
 }).strict();
 
 /** A parsed task. */

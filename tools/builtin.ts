@@ -17,18 +17,27 @@ import type { Sys } from "../runtime/libc.ts";
 
 /** A JSON Schema object describing a tool's arguments. */
 export interface ToolInputSchema {
+  /** Always `object`: a tool takes one argument object. */
   type: "object";
+  /** The JSON Schema of each named argument. */
   properties: Record<string, unknown>;
+  /** The names of the arguments that must be present. */
   required?: string[];
+  /** Whether arguments not listed in `properties` are accepted. */
   additionalProperties?: boolean;
 }
 
 /** A tool module: what the model sees and what runs when it is called. */
 export interface Tool {
+  /** The name the model calls the tool by. */
   name: string;
+  /** What the tool does, as the model reads it. */
   description: string;
+  /** The schema of the tool's arguments. */
   input: ToolInputSchema;
+  /** The capabilities the tool needs, in text form. */
   manifest: { capabilities: string[] };
+  /** Runs the tool with the model's arguments, using the calling process's `sys`. */
   run(args: Record<string, unknown>, sys: Sys): Promise<unknown>;
 }
 
