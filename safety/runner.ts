@@ -268,12 +268,13 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
       try {
         end = await kernel.waitFor(pid, { timeoutMs: task.timeoutMs });
       } catch {
-        await kernel.signal(pid, "kill");
+        await kernel.signal(pid, "kill").catch(() => {}); // it may have ended meanwhile
         end = await kernel.waitFor(pid);
       }
       state = end.state;
       for (const record of await kernel.processes.list()) {
-        if (!END_STATES.has(record.state)) await kernel.signal(record.pid, "kill");
+        // A leftover may be ended meanwhile by its parent's end: that is fine.
+        if (!END_STATES.has(record.state)) await kernel.signal(record.pid, "kill").catch(() => {});
       }
       await kernel.journal.flush();
       const after = await dumpStore(kernel.store.kv);
