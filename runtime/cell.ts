@@ -54,7 +54,7 @@ function cellEnv(): Record<string, string> {
  *
  * @example
  * ```ts ignore
- * const cell = await Cell.spawn({ onMessage: (m) => console.log(m) });
+ * const cell = await Cell.spawn((message) => console.log(message), { memoryMb: 128 });
  * cell.send({ t: "start", pid: 1, entry: { kind: "module", source }, input: null });
  * ```
  */
