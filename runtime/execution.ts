@@ -214,9 +214,20 @@ export class Execution {
     const seq = this.#nextSeq++;
     const recorded = this.#replay.get(seq);
     this.#replay.delete(seq);
-    const reply = recorded
-      ? await this.#replayed(request, seq, recorded)
-      : await this.#kernel.broker.dispatch({ ...this.#ctx, seq }, request);
+    let reply: Awaited<ReturnType<Kernel["broker"]["dispatch"]>> | undefined;
+    try {
+      reply = recorded
+        ? await this.#replayed(request, seq, recorded)
+        : await this.#kernel.broker.dispatch({ ...this.#ctx, seq }, request);
+    } catch (error) {
+      // The host could not record the call (it is shutting down, or the
+      // store failed): the program must not go on without its journal.
+      this.#inFlight--;
+      if (!this.#kernel.closed) {
+        this.#kill(`The host could not journal ${request.name}: ${(error as Error).message}`);
+      } else this.stop("The host is shutting down");
+      return;
+    }
     this.#inFlight--;
     this.#lastProgress = performance.now();
     if (reply === PARKED || reply === undefined) {

@@ -190,6 +190,7 @@ export class Kernel {
   #queue: number[] = [];
   #queued = new Set<number>();
   #starting = new Set<number>();
+  #runs = new Set<Promise<void>>();
   #maxCells: number;
   #ownsStore: boolean;
   #closed = false;
@@ -445,7 +446,7 @@ export class Kernel {
       this.#queued.delete(pid);
       // Claimed synchronously: no second run of the same pid can begin meanwhile.
       this.#starting.add(pid);
-      this.#run(pid)
+      const run = this.#run(pid)
         .catch((error) =>
           this.finish(pid, "failed", { error: { message: (error as Error).message } }).catch(
             () => {},
@@ -453,8 +454,10 @@ export class Kernel {
         )
         .finally(() => {
           this.#starting.delete(pid);
+          this.#runs.delete(run);
           this.#pump();
         });
+      this.#runs.add(run);
     }
   }
 
@@ -1055,6 +1058,8 @@ export class Kernel {
     this.#closed = true;
     this.waits.stop();
     await this.waits.settled();
+    // Runs that were starting when close began finish starting first.
+    while (this.#runs.size) await Promise.allSettled([...this.#runs]);
     const running = [...this.#executions.entries()];
     for (const [, execution] of running) execution.stop("The host is shutting down");
     await Promise.all(running.map(([, e]) => e.settled()));
