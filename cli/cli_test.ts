@@ -1,31 +1,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { main } from "../cli.ts";
 import { ScriptedHuman } from "../runtime/human_queue.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { resolveModelSpec } from "../runtime/model_spec.ts";
-import type { Io } from "./context.ts";
+import { assertOneLineError, cli, type Result } from "../test/_cli.ts";
 
 /** What one CLI invocation printed, split into lines, and its exit code. */
-interface Result {
-  code: number;
-  out: string[];
-  err: string[];
-}
-
-/** Runs `libos ARGS` with a fake terminal. */
-async function cli(args: string[], options: { interactive?: boolean } = {}): Promise<Result> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: Io = {
-    out: (text) => out.push(...text.split("\n")),
-    err: (text) => err.push(...text.split("\n")),
-    interactive: options.interactive ?? false,
-  };
-  const code = await main(args, io);
-  return { code, out, err };
-}
-
 /** A temp directory with a store path, a workspace and image and script files. */
 interface Fixture {
   dir: string;
@@ -98,15 +78,6 @@ async function processes(f: Fixture): Promise<{ pid: number; state: string; ppid
   const ps = await f.cli(["ps", "--json"]);
   assert.equal(ps.code, 0);
   return ps.out.filter(Boolean).map((line) => JSON.parse(line));
-}
-
-/** Asserts a bad-input failure: exit 1, exactly one stderr line, no stack, nothing on stdout. */
-function assertOneLineError(result: Result, pattern: RegExp): void {
-  assert.equal(result.code, 1, `exit code, stderr: ${JSON.stringify(result.err)}`);
-  assert.equal(result.err.length, 1, `one stderr line, got ${JSON.stringify(result.err)}`);
-  assert.match(result.err[0], pattern);
-  assert.doesNotMatch(result.err[0], /\bat .+:\d+:\d+|Error:/);
-  assert.deepEqual(result.out, []);
 }
 
 Deno.test("run --json prints one JSON object with pid, state, result and transcript", async () => {

@@ -10,11 +10,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type ApiServer, serveApi } from "../api/server.ts";
 import type { Role } from "../api/auth.ts";
-import { main } from "../cli.ts";
-import type { Io } from "../cli/context.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { resolveModelSpec } from "../runtime/model_spec.ts";
 import type { ProcessState } from "../runtime/process_table.ts";
+import { assertOneLineError, cli, type Result } from "./_cli.ts";
 
 const TOKENS: Record<Role, string> = {
   admin: "remote-admin-token-000000001",
@@ -45,12 +44,6 @@ const WAITER = `export default async function main(sys) {
   return event.data;
 }`;
 
-interface Result {
-  code: number;
-  out: string[];
-  err: string[];
-}
-
 interface Fixture {
   dir: string;
   workspace: string;
@@ -62,18 +55,6 @@ interface Fixture {
   cli(args: string[], role?: Role): Promise<Result>;
   /** Resolves once `pid` reaches `state`. */
   until(pid: number, state: ProcessState): Promise<void>;
-}
-
-async function cli(args: string[]): Promise<Result> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: Io = {
-    out: (text) => out.push(...text.split("\n")),
-    err: (text) => err.push(...text.split("\n")),
-    interactive: false,
-  };
-  const code = await main(args, io);
-  return { code, out, err };
 }
 
 async function withServer(body: (f: Fixture) => Promise<void>): Promise<void> {
@@ -154,14 +135,6 @@ async function spawnWaiter(f: Fixture): Promise<number> {
   const { pid } = JSON.parse(spawn.out[0]);
   await f.until(pid, "blocked");
   return pid;
-}
-
-function assertOneLineError(result: Result, pattern: RegExp): void {
-  assert.equal(result.code, 1, `exit code, stderr: ${JSON.stringify(result.err)}`);
-  assert.equal(result.err.length, 1, `one stderr line, got ${JSON.stringify(result.err)}`);
-  assert.match(result.err[0], pattern);
-  assert.doesNotMatch(result.err[0], /\bat .+:\d+:\d+|Error:/);
-  assert.deepEqual(result.out, []);
 }
 
 Deno.test("remote run registers the image, runs it and prints the in-process --json object", async () => {
