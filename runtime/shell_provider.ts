@@ -3,7 +3,7 @@
  * an argv on the host with `Deno.Command`, never through a shell string:
  *
  * - a scrubbed environment: only `PATH` (the operator's), `LANG=C.UTF-8`
- *   and `HOME=<cwd>`, plus what the caller passes in `env`;
+ *   and `HOME=<a fresh empty directory>`, plus what the caller passes in `env`;
  * - standard input closed;
  * - its own process group (the child is started through `setsid` when the
  *   host has it), and the whole group is killed with `SIGKILL` on timeout,
@@ -37,7 +37,7 @@ import { SyscallError } from "../broker/errors.ts";
 
 /** How one command runs. */
 export interface ShellRunOptions {
-  /** The absolute working directory; also the child's `HOME`. */
+  /** The absolute working directory. */
   cwd: string;
   /** Wall time after which the whole process group is killed. */
   timeoutMs: number;
@@ -117,12 +117,27 @@ export class LocalShell implements ShellProvider {
 
   /** Runs `argv`; see {@link ShellProvider.run}. */
   async run(argv: readonly string[], options: ShellRunOptions): Promise<ShellResult> {
+    // A fresh, empty HOME per call: dotfiles a program wrote into the
+    // workspace (.gitconfig, .bashrc, Python user site) are never read.
+    const home = await Deno.makeTempDir({ prefix: "libos-home-" });
+    try {
+      return await this.#run(argv, options, home);
+    } finally {
+      await Deno.remove(home, { recursive: true }).catch(() => {});
+    }
+  }
+
+  async #run(
+    argv: readonly string[],
+    options: ShellRunOptions,
+    home: string,
+  ): Promise<ShellResult> {
     const program = this.#resolve(argv, options.cwd);
     const command = new Deno.Command(this.#setsid ?? program, {
       args: this.#setsid ? [program, ...argv.slice(1)] : argv.slice(1),
       cwd: options.cwd,
       clearEnv: true,
-      env: { PATH: this.path, LANG: "C.UTF-8", HOME: options.cwd, ...options.env },
+      env: { PATH: this.path, LANG: "C.UTF-8", HOME: home, ...options.env },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

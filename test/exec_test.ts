@@ -229,7 +229,8 @@ Deno.test("exec.run gives commands a scrubbed environment", async () => {
       assert.ok(!stdout.includes(canary), "a host variable reached the command");
       const names = stdout.trim().split("\n").map((line) => line.split("=")[0]).sort();
       assert.deepEqual(names, ["HOME", "LANG", "PATH"]);
-      assert.match(stdout, new RegExp(`^HOME=${h.workspace}$`, "m"));
+      const home = stdout.match(/^HOME=(.*)$/m)![1];
+      assert.match(home, /libos-home-/, "a fresh HOME, so workspace dotfiles are never read");
     });
   } finally {
     Deno.env.delete("LIBOS_EXEC_CANARY");
@@ -266,5 +267,31 @@ Deno.test("exec.run caps the output and marks it truncated", async () => {
     assert.equal(outcome.value!.truncated, true);
     assert.equal(outcome.value!.timedOut, false);
     assert.equal(outcome.value!.stdout, "y\n".repeat(50));
+  });
+});
+
+Deno.test("a .gitconfig written into the workspace cannot smuggle a command into an allowed git", async () => {
+  await withHarness(async (h) => {
+    const marker = join(h.outside, "pwned");
+    // What a compromised agent with fs:write on its workspace could leave behind.
+    await Deno.writeTextFile(
+      join(h.workspace, ".gitconfig"),
+      `[alias]\n\tx = !touch ${marker}\n`,
+    );
+    const { outcome } = await execIn(h, {
+      argv: ["git", "x"],
+      capabilities: ["fs:read:**", "exec:run:git"],
+    });
+    assert.equal(outcome.ok, true, JSON.stringify(outcome));
+    assert.notEqual(outcome.value!.code, 0, "git does not know the alias");
+    assert.equal(await Deno.stat(marker).then(() => true, () => false), false);
+    // Control: with HOME pointing at the workspace, git runs the alias.
+    await new Deno.Command("git", {
+      args: ["x"],
+      cwd: h.workspace,
+      clearEnv: true,
+      env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: h.workspace },
+    }).output();
+    assert.equal(await Deno.stat(marker).then(() => true, () => false), true);
   });
 });
