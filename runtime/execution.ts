@@ -235,6 +235,11 @@ export class Execution {
       return;
     }
     if (request.name === "proc.exit" && reply.ok) {
+      // Also on replay: an exit journaled before a crash ends the process now.
+      this.markEnded();
+      await this.#kernel.finish(this.#record.pid, "exited", {
+        result: (reply.value as { result?: unknown } | null)?.result ?? null,
+      }).catch(() => {});
       this.stop("The program exited");
       return;
     }

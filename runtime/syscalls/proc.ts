@@ -139,12 +139,12 @@ export function procHandlers(kernel: Kernel): HandlerTable {
         return out;
       },
     }),
-    "proc.exit": (ctx, args) => ({
+    // The exit is journaled and audited here; the execution ends the process
+    // right after, so the record of the call lands before the `exited` state.
+    "proc.exit": (_ctx, args) => ({
       ops: [],
       effect: "idempotent",
-      run: async () => {
-        await kernel.finish(ctx.pid, "exited", { result: args.result ?? null });
-      },
+      run: () => Promise.resolve({ result: args.result ?? null }),
     }),
   };
 }
