@@ -11,6 +11,8 @@ import { parseDuration } from "../broker/capability.ts";
 import { type AgentImage, AgentImageSchema, MAX_SOURCE_BYTES } from "../runtime/image.ts";
 import type { ProcessState } from "../runtime/process_table.ts";
 import { ApiError, type ErrorBody } from "./errors.ts";
+import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
+export { describeIssue };
 
 /** Largest JSON, in bytes, of a value stored inside one record (process input, answers, event data). */
 export const MAX_VALUE_JSON_BYTES = 32 * 1024;
@@ -292,52 +294,7 @@ export function validate<T extends z.ZodType>(
   value: unknown,
   action: string,
 ): z.output<T> {
-  const result = schema.safeParse(value, { error: _issueMessage });
+  const result = schema.safeParse(value, { error: issueMessage });
   if (result.success) return result.data;
   throw new ApiError(400, `Cannot ${action}: ${describeIssue(result.error.issues[0])}`);
-}
-
-/**
- * One line for a zod issue: its path, then its message.
- *
- * @example
- * ```ts
- * import { z } from "zod";
- * import { describeIssue } from "./schemas.ts";
- * const result = z.strictObject({ a: z.string() }).safeParse({ a: "x", b: 1 });
- * console.assert(!result.success && describeIssue(result.error.issues[0]).includes("b"));
- * ```
- */
-export function describeIssue(issue: z.core.$ZodIssue): string {
-  let path = "";
-  for (const key of issue.path) {
-    if (typeof key === "number") path += `[${key}]`;
-    else if (/^[A-Za-z_$][\w$]*$/.test(String(key))) path += path ? `.${String(key)}` : String(key);
-    else path += `[${JSON.stringify(String(key))}]`;
-  }
-  const message = issue.code === "unrecognized_keys"
-    ? `unknown field${issue.keys.length > 1 ? "s" : ""} ${
-      issue.keys.map((k) => `"${k.slice(0, 100)}"`).join(", ")
-    }`
-    : issue.message;
-  return path ? `${path}: ${message}` : message;
-}
-
-function _issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
-  switch (issue.code) {
-    case "invalid_type":
-      return issue.input === undefined
-        ? "is required"
-        : `expected ${issue.expected}, got ${_kindOf(issue.input)}`;
-    case "invalid_value":
-      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
-    default:
-      return undefined;
-  }
-}
-
-function _kindOf(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "array";
-  return typeof value;
 }

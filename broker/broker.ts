@@ -25,6 +25,7 @@ import { allows, type Capability, type Operation } from "./capability.ts";
 import type { CapabilityStore } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { SyscallError, toSyscallError } from "./errors.ts";
+import { describeIssue, issueMessage } from "./schema_errors.ts";
 import { completion, type Effect, type Journal } from "./journal.ts";
 import { decide, type PolicyRule } from "./policy.ts";
 
@@ -234,13 +235,11 @@ export class Broker {
     if (!isSyscallName(name)) {
       throw new SyscallError("ENOSYS", `Unknown syscall "${String(name).slice(0, 64)}"`);
     }
-    const parsed = SYSCALL_ARGS[name].safeParse(args);
+    const parsed = SYSCALL_ARGS[name].safeParse(args, { error: issueMessage });
     if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const where = issue.path.length ? `${issue.path.join(".")}: ` : "";
       throw new SyscallError(
         "EINVAL",
-        `Invalid arguments for ${name}: ${where}${issue.message}`,
+        `Invalid arguments for ${name}: ${describeIssue(parsed.error.issues[0])}`,
       );
     }
     return parsed.data;

@@ -32,6 +32,7 @@ import { parseCapability } from "../broker/capability.ts";
 import { canonicalJson, digestOf, sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { parsePolicy } from "../broker/policy.ts";
+import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
 
 /** An agent image, with defaults applied. */
 export interface AgentImage {
@@ -286,8 +287,8 @@ export function parseImage(
       throw fail(`invalid YAML: ${_firstLine(error)}`);
     }
   }
-  const result = AgentImageSchema.safeParse(data, { error: _issueMessage });
-  if (!result.success) throw fail(_describeIssue(result.error.issues[0]));
+  const result = AgentImageSchema.safeParse(data, { error: issueMessage });
+  if (!result.success) throw fail(describeIssue(result.error.issues[0]));
   return result.data;
 }
 
@@ -296,53 +297,6 @@ function _formatOf(source: string | undefined, text: string): "json" | "yaml" {
   if (ext === ".json") return "json";
   if (ext === ".yaml" || ext === ".yml") return "yaml";
   return text.trimStart().startsWith("{") ? "json" : "yaml";
-}
-
-type Issue = z.core.$ZodIssue;
-
-function _describeIssue(issue: Issue): string {
-  const path = _formatPath(issue.path);
-  return path ? `${path}: ${issue.message}` : issue.message;
-}
-
-function _issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
-  switch (issue.code) {
-    case "invalid_type":
-      return issue.input === undefined
-        ? "is required"
-        : `expected ${issue.expected}, got ${_kindOf(issue.input)}`;
-    case "unrecognized_keys":
-      return `unknown field${issue.keys.length > 1 ? "s" : ""} ${
-        issue.keys.map((k) => `"${k}"`).join(", ")
-      }`;
-    case "invalid_value":
-      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
-    case "too_big":
-      return issue.origin === "array"
-        ? `must have at most ${issue.maximum} items`
-        : issue.origin === "string"
-        ? `must be at most ${issue.maximum} characters`
-        : undefined;
-    default:
-      return undefined;
-  }
-}
-
-function _kindOf(value: unknown): string {
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "array";
-  return typeof value;
-}
-
-function _formatPath(path: readonly PropertyKey[]): string {
-  let out = "";
-  for (const key of path) {
-    if (typeof key === "number") out += `[${key}]`;
-    else if (/^[A-Za-z_$][\w$]*$/.test(String(key))) {
-      out += out ? `.${String(key)}` : String(key);
-    } else out += `[${JSON.stringify(String(key))}]`;
-  }
-  return out;
 }
 
 function _firstLine(error: unknown): string {
@@ -627,7 +581,7 @@ export class ImageRegistry {
   }
 
   #validate(image: AgentImage): AgentImage {
-    const result = AgentImageSchema.safeParse(image, { error: _issueMessage });
+    const result = AgentImageSchema.safeParse(image, { error: issueMessage });
     if (result.success) return result.data;
     const name = typeof image?.name === "string" &&
         typeof image?.version === "string"
@@ -635,7 +589,7 @@ export class ImageRegistry {
       : "";
     throw new SyscallError(
       "EINVAL",
-      `Cannot register image${name}: ${_describeIssue(result.error.issues[0])}`,
+      `Cannot register image${name}: ${describeIssue(result.error.issues[0])}`,
     );
   }
 

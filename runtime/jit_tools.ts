@@ -22,6 +22,7 @@ import {
 } from "../broker/capability.ts";
 import { sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
+import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
 import type { AgentImage } from "./image.ts";
 import type { Kernel } from "./kernel.ts";
@@ -282,12 +283,11 @@ export class ToolTables {
         `Cannot call tool "${name}": the process has no such JIT tool`,
       );
     }
-    const parsed = z.fromJSONSchema(tool.input as never).safeParse(args);
+    const parsed = z.fromJSONSchema(tool.input as never).safeParse(args, { error: issueMessage });
     if (!parsed.success) {
-      const issue = parsed.error.issues[0];
       throw new SyscallError(
         "EINVAL",
-        `Cannot call tool "${name}": ${issue.path.join(".") || "arguments"}: ${issue.message}`,
+        `Cannot call tool "${name}": ${describeIssue(parsed.error.issues[0])}`,
       );
     }
     // The intersection of manifest and caller: for each pair, the narrower

@@ -120,10 +120,13 @@ export interface ChildSpawnOptions {
   cwd?: string;
   /** What happens to the child when the caller ends. */
   onParentExit?: "kill" | "orphan";
-  /** The `proc:spawn` capability that authorized it. */
-  spawnCapability?: string;
   /** Set for a JIT tool call: not charged to the children budget, audited under the tool. */
   tool?: { name: string; digest: string };
+}
+
+/** The capability every process holds on its own private object namespace. */
+export function privateNamespace(pid: number): CapabilitySpec {
+  return { resource: "obj", rights: ["read", "write", "delete"], scope: `proc/${pid}` };
 }
 
 /** Largest process input, in JSON bytes (it lives in the process record). */
@@ -408,11 +411,8 @@ export class Kernel {
       for (const { spec, grantedBy, parent } of grants) {
         this.caps.prepareGrant(pid, spec, { grantedBy, parent, now: this.now() }).apply(op);
       }
-      this.caps.prepareGrant(pid, {
-        resource: "obj",
-        rights: ["read", "write", "delete"],
-        scope: `proc/${pid}`,
-      }, { grantedBy: "kernel", now: this.now() }).apply(op);
+      this.caps.prepareGrant(pid, privateNamespace(pid), { grantedBy: "kernel", now: this.now() })
+        .apply(op);
     };
   }
 
@@ -944,14 +944,12 @@ export class Kernel {
     );
   }
 
-  /** `EBUDGET` when `pid` or an ancestor has spent (or would overspend by `extra`) a budget. */
-  async checkBudget(pid: number, extra: Partial<Usage> = {}): Promise<void> {
+  /** `EBUDGET` when `pid` or an ancestor has spent its tool-call, token or children budget. */
+  async checkBudget(pid: number): Promise<void> {
     for (let p: ProcessRecord | undefined = await this.processes.require(pid); p;) {
       for (const key of ["toolCalls", "tokens", "children"] as const) {
         const limit = p.budget[key];
-        const spent = p.usage[key] + (extra[key] ?? 0);
-        const over = extra[key] ? spent > (limit ?? Infinity) : spent >= (limit ?? Infinity);
-        if (over) {
+        if (limit !== undefined && p.usage[key] >= limit) {
           throw new SyscallError(
             "EBUDGET",
             `Cannot continue: process ${p.pid} has spent its ${key} budget of ${limit}`,
@@ -1134,10 +1132,6 @@ export class Kernel {
   }
 
   async #grantPrivateNamespace(pid: number): Promise<void> {
-    await this.caps.grant(pid, {
-      resource: "obj",
-      rights: ["read", "write", "delete"],
-      scope: `proc/${pid}`,
-    }, { grantedBy: "kernel", now: this.now() });
+    await this.caps.grant(pid, privateNamespace(pid), { grantedBy: "kernel", now: this.now() });
   }
 }

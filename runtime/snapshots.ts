@@ -17,7 +17,7 @@
 import type { Capability } from "../broker/capability.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { type JournalRecord, loadJournal, putRecord } from "../broker/journal.ts";
-import type { Kernel } from "./kernel.ts";
+import { type Kernel, privateNamespace } from "./kernel.ts";
 import { END_STATES, type ProcessRecord } from "./process_table.ts";
 
 /** One process as a snapshot holds it. */
@@ -226,11 +226,7 @@ export class Snapshots {
       if (!live.has(cap.id) || cap.grantedBy === "kernel") continue;
       await kernel.caps.grant(created.pid, cap, { grantedBy: `snapshot:${id}`, parent: cap.id });
     }
-    await kernel.caps.grant(created.pid, {
-      resource: "obj",
-      rights: ["read", "write", "delete"],
-      scope: `proc/${created.pid}`,
-    }, { grantedBy: "kernel" });
+    await kernel.caps.grant(created.pid, privateNamespace(created.pid), { grantedBy: "kernel" });
     await kernel.objects.copyNamespace(ns(id, source.pid), `proc/${created.pid}`);
     const records: JournalRecord[] = [
       ...(await loadJournal(kernel.store.kv, source.pid, 1)).values(),

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import type { AgentImage } from "../runtime/image.ts";
 import { Kernel, type KernelOptions, type SpawnOptions } from "../runtime/kernel.ts";
-import type { ProcessRecord } from "../runtime/process_table.ts";
+import type { ProcessRecord, ProcessState } from "../runtime/process_table.ts";
 
 /** What a test gets. */
 export interface Harness {
@@ -68,4 +68,22 @@ export async function withHarness(
     await kernel.close();
     await Deno.remove(root, { recursive: true });
   }
+}
+
+/** Resolves when `pid` reaches `state` (checked now and on every transition). */
+export function reach(h: Harness, pid: number, state: ProcessState): Promise<ProcessRecord> {
+  return new Promise((resolve) => {
+    const unsubscribe = h.kernel.processes.subscribe((record) => {
+      if (record.pid === pid && record.state === state) {
+        unsubscribe();
+        resolve(record);
+      }
+    });
+    h.kernel.processes.get(pid).then((record) => {
+      if (record?.state === state) {
+        unsubscribe();
+        resolve(record);
+      }
+    });
+  });
 }

@@ -10,26 +10,7 @@ import { SyscallError } from "../broker/errors.ts";
 import type { JournalRecord } from "../broker/journal.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import type { HumanRequest } from "../runtime/human_queue.ts";
-import type { ProcessRecord, ProcessState } from "../runtime/process_table.ts";
-import { type Harness, withHarness } from "./_harness.ts";
-
-/** Resolves when `pid` reaches `state` (checked on every transition). */
-function reach(h: Harness, pid: number, state: ProcessState): Promise<ProcessRecord> {
-  return new Promise((resolve) => {
-    const unsubscribe = h.kernel.processes.subscribe((record) => {
-      if (record.pid === pid && record.state === state) {
-        unsubscribe();
-        resolve(record);
-      }
-    });
-    h.kernel.processes.get(pid).then((record) => {
-      if (record?.state === state) {
-        unsubscribe();
-        resolve(record);
-      }
-    });
-  });
-}
+import { type Harness, reach, withHarness } from "./_harness.ts";
 
 /** Resolves with the first pending human request of `pid`. */
 async function requestOf(h: Harness, pid: number): Promise<HumanRequest> {

@@ -7,25 +7,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import type { ProcessRecord, ProcessState } from "../runtime/process_table.ts";
-import { type Harness, withHarness } from "./_harness.ts";
-
-function reach(h: Harness, pid: number, state: ProcessState): Promise<ProcessRecord> {
-  return new Promise((resolve) => {
-    const off = h.kernel.processes.subscribe((r) => {
-      if (r.pid === pid && r.state === state) {
-        off();
-        resolve(r);
-      }
-    });
-    h.kernel.processes.get(pid).then((r) => {
-      if (r?.state === state) {
-        off();
-        resolve(r);
-      }
-    });
-  });
-}
+import { reach, withHarness } from "./_harness.ts";
 
 const PROGRAM = `export default async function main(sys) {
   await sys.obj.put("self", "stage", "one");

@@ -67,7 +67,7 @@ export function procHandlers(kernel: Kernel): HandlerTable {
           ...(cwd ? [{ resource: "fs" as const, right: "read", target: cwd }] : []),
         ],
         effect: "effect",
-        run: async (grant) => {
+        run: async () => {
           const policy = args.policy ? parsePolicy(args.policy, `pid:${ctx.pid}`) : [];
           const loosening = policy.find((rule) => rule.decision === "allow");
           if (loosening) {
@@ -83,7 +83,6 @@ export function procHandlers(kernel: Kernel): HandlerTable {
             policy,
             cwd,
             onParentExit: args.onParentExit,
-            spawnCapability: grant.capabilities[0]?.id,
           });
           return { pid: child.pid };
         },

@@ -9,6 +9,7 @@
 import type { HandlerTable } from "../../broker/broker.ts";
 import { attenuationError, parseCapability, resolveScope } from "../../broker/capability.ts";
 import { SyscallError } from "../../broker/errors.ts";
+import { describeIssue, issueMessage } from "../../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../../tools/builtin.ts";
 import { AgentImageSchema } from "../image.ts";
 import type { Kernel } from "../kernel.ts";
@@ -69,12 +70,11 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
       },
     }),
     "image.register": (ctx, args) => {
-      const parsed = AgentImageSchema.safeParse(args.image);
+      const parsed = AgentImageSchema.safeParse(args.image, { error: issueMessage });
       if (!parsed.success) {
-        const issue = parsed.error.issues[0];
         throw new SyscallError(
           "EINVAL",
-          `Cannot register image: ${issue.path.join(".")}: ${issue.message}`,
+          `Cannot register image: ${describeIssue(parsed.error.issues[0])}`,
         );
       }
       const image = parsed.data;
