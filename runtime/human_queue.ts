@@ -12,7 +12,8 @@
 import { type Capability, parseCapability, parseDuration } from "../broker/capability.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { Kernel } from "./kernel.ts";
-import type { WaitOutcome } from "./waits.ts";
+import type { PARKED } from "../broker/broker.ts";
+import type { ParkedCall, WaitOutcome } from "./waits.ts";
 
 /** A human's decision on a permission request. */
 export type HumanDecision = "allow_once" | "allow_always" | "deny_once" | "deny_always";
@@ -187,25 +188,37 @@ export class HumanQueue {
     return (await this.#kernel.store.kv.get<HumanRequest>(["human", id])).value ?? undefined;
   }
 
-  /** Files a request for the process parked at `(pid, seq)` and hands it to the responder. */
-  async create(
-    request: Omit<HumanRequest, "id" | "createdAt" | "state">,
-  ): Promise<HumanRequest> {
+  /**
+   * Files a request for the call `call` and parks the asker on it, in one
+   * commit (so no answer can arrive before the asker waits for it); then
+   * hands the request to the responder, if any.
+   */
+  async file(
+    call: ParkedCall & { image: string },
+    request: Omit<HumanRequest, "id" | "createdAt" | "state" | "pid" | "seq" | "image">,
+  ): Promise<typeof PARKED> {
     const record: HumanRequest = {
       ...request,
+      pid: call.pid,
+      seq: call.seq,
+      image: call.image,
       id: crypto.randomUUID(),
       createdAt: this.#kernel.now(),
       state: "pending",
     };
-    await this.#kernel.store.kv.atomic()
-      .set(["human", record.id], record)
-      .set(["human_pending", record.createdAt, record.id], record.id)
-      .commit();
-    return record;
+    const parked: typeof PARKED = await this.#kernel.waits.park(call, {
+      kind: "human",
+      request: record.id,
+    }, {
+      extra: (op) =>
+        op.set(["human", record.id], record)
+          .set(["human_pending", record.createdAt, record.id], record.id),
+    });
+    void this.#offer(record).catch(() => {});
+    return parked;
   }
 
-  /** Lets the responder (if any) answer a request, after the asker is parked. */
-  async offer(request: HumanRequest): Promise<void> {
+  async #offer(request: HumanRequest): Promise<void> {
     const answer = await this.#responder?.respond(request);
     if (answer) await this.answer(request.id, answer, { by: "responder" });
   }

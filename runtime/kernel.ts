@@ -899,25 +899,19 @@ export class Kernel {
         );
       }
     }
-    const filed = await this.humans.create({
-      kind: "permission",
-      pid: ctx.pid,
-      seq: ctx.seq,
-      image: ctx.image,
-      operation: {
-        syscall: name,
-        args: summarizeArgs(name, args),
-        argsDigest: ctx.argsDigest,
-        capability: formatCapability(spec),
+    return await this.humans.file(
+      { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest, image: ctx.image },
+      {
+        kind: "permission",
+        operation: {
+          syscall: name,
+          args: summarizeArgs(name, args),
+          argsDigest: ctx.argsDigest,
+          capability: formatCapability(spec),
+        },
+        reason: `policy "${rule.pattern}" asks`,
       },
-      reason: `policy "${rule.pattern}" asks`,
-    });
-    const parked: typeof PARKED = await this.waits.park(
-      { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest },
-      { kind: "human", request: filed.id },
     );
-    void this.humans.offer(filed).catch(() => {});
-    return parked;
   }
 
   /** `EPERM` unless `child` is a child of `pid`. */

@@ -87,9 +87,15 @@ export class Waits {
   /**
    * Parks the calling process on `wait`: a durable `wait` record and the
    * `blocked` state in one commit, then a check whether the wait is already
-   * satisfied. Returns {@link PARKED} for the broker.
+   * satisfied. `options.extra` adds writes to that commit (a human request,
+   * so nobody can answer it before the asker waits for the answer).
+   * Returns {@link PARKED} for the broker.
    */
-  async park(call: ParkedCall, wait: WaitSpec): Promise<typeof PARKED> {
+  async park(
+    call: ParkedCall,
+    wait: WaitSpec,
+    options: { extra?: (op: Deno.AtomicOperation) => void } = {},
+  ): Promise<typeof PARKED> {
     const record: JournalRecord = {
       pid: call.pid,
       seq: call.seq,
@@ -111,6 +117,7 @@ export class Waits {
         Promise.resolve((op: Deno.AtomicOperation) => {
           putRecord(op, record);
           for (const key of indexKeys(call.pid, call.seq, wait)) op.set(key, true);
+          options.extra?.(op);
         }),
     });
     const deadline = deadlineOf(wait);

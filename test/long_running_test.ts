@@ -229,6 +229,29 @@ Deno.test("deny_once fails the call; deny_always also stops asking", async () =>
   });
 });
 
+Deno.test("a request shows only once its asker waits, so an answer given at once wakes it", async () => {
+  await withHarness(async (h) => {
+    const pid = await start(
+      h,
+      `export default async (sys) => {
+        try { await sys.fs.write("a.txt", "x"); return "ok"; } catch (e) { return e.code; }
+      }`,
+      { capabilities: ["fs:write:**"], policy: { "fs:write:**": "ask" } },
+    );
+    let request: HumanRequest | undefined;
+    while (!request) { // no sleep: look as often as the store answers
+      request = (await h.kernel.humans.pending()).find((r) => r.pid === pid);
+    }
+    const asker = await h.kernel.processes.get(pid);
+    assert.equal(asker?.state, "blocked", "the asker already waits when its request shows");
+    assert.equal(asker?.waitSeq, request.seq);
+    await h.kernel.humans.answer(request.id, { decision: "deny_once" }, { by: "t" });
+    const end = await h.kernel.waitFor(pid);
+    assert.equal(end.state, "exited");
+    assert.equal(end.result, "EPERM");
+  });
+});
+
 Deno.test("an approval naming another operation is refused and grants nothing", async () => {
   await withHarness(async (h) => {
     const { end } = await asking(h, async (r, i) => {

@@ -14,24 +14,15 @@ import type { HumanRequest } from "../human_queue.ts";
 
 /** Handlers of the `human` group and `cap.request`. */
 export function humanHandlers(kernel: Kernel): HandlerTable {
-  const ask = async (
+  const ask = (
     ctx: CallContext,
     name: string,
     request: Omit<HumanRequest, "id" | "createdAt" | "state" | "pid" | "seq" | "image">,
-  ) => {
-    const filed = await kernel.humans.create({
-      ...request,
-      pid: ctx.pid,
-      seq: ctx.seq,
-      image: ctx.image,
-    });
-    const parked: typeof PARKED = await kernel.waits.park(
-      { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest },
-      { kind: "human", request: filed.id },
+  ): Promise<typeof PARKED> =>
+    kernel.humans.file(
+      { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest, image: ctx.image },
+      request,
     );
-    void kernel.humans.offer(filed).catch(() => {});
-    return parked;
-  };
   const permission =
     (name: "human.request_permission" | "cap.request") =>
     (ctx: CallContext, args: { capability: string; reason?: string }) => ({
