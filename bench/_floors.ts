@@ -146,3 +146,32 @@ export async function workerStart(): Promise<number> {
   worker.terminate();
   return elapsed;
 }
+
+/**
+ * Round trips per second that `cells` bare cells (a zero-permission
+ * subprocess with a Worker inside, echoing) sustain together for `ms`,
+ * each looping one message at a time: the ceiling the cell architecture
+ * sets on syscalls per second on this machine, before any runtime work.
+ */
+export async function cellsThroughput(cells: number, ms: number): Promise<number> {
+  const echoes = Array.from({ length: cells }, () => new EchoProcess(true));
+  try {
+    await Promise.all(echoes.map(async (echo) => {
+      await echo.line(); // ready
+      await echo.send(MESSAGE); // the Worker is up once it has echoed
+      await echo.line();
+    }));
+    const end = performance.now() + ms;
+    const counts = await Promise.all(echoes.map(async (echo) => {
+      let n = 0;
+      for (; performance.now() < end; n++) {
+        await echo.send({ ...MESSAGE, id: n });
+        await echo.line();
+      }
+      return n;
+    }));
+    return counts.reduce((a, b) => a + b, 0) / (ms / 1000);
+  } finally {
+    await Promise.all(echoes.map((echo) => echo.close()));
+  }
+}

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
+
 /**
  * Serializes a JSON value with object keys sorted at every depth and no
  * insignificant whitespace, so equal values always give equal text.
@@ -49,11 +51,10 @@ function sortKeys(value: unknown): unknown {
  * console.assert(hex.startsWith("ba7816bf"));
  * ```
  */
-export async function sha256Hex(data: string | Uint8Array): Promise<string> {
-  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  const hash = await crypto.subtle.digest("SHA-256", bytes as BufferSource);
-  return Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0"))
-    .join("");
+export function sha256Hex(data: string | Uint8Array): Promise<string> {
+  // Hashed in place: on the syscall path an async `crypto.subtle` round trip
+  // costs more than hashing a few hundred bytes.
+  return Promise.resolve(createHash("sha256").update(data).digest("hex"));
 }
 
 /** Hex SHA-256 of the canonical JSON of a value. */

@@ -13,6 +13,10 @@
  *   is still its own real path, so a symlink swapped in after `resolve`
  *   fails the call with `EPERM` instead of redirecting it.
  *
+ * The path checks (`lstat`, `realpath`, `readlink`) are synchronous calls:
+ * on a local filesystem each takes microseconds, less than the hop to
+ * Deno's async I/O threads, and a syscall makes several of them.
+ *
  * @example
  * ```ts
  * import { LocalFs } from "./fs_provider.ts";
@@ -149,6 +153,7 @@ export class LocalFs implements FsProvider {
    * longer than {@link MAX_PATH_BYTES}; `EPERM` for a path inside `/proc`,
    * `/dev`, `/sys` or a reserved path.
    */
+  // deno-lint-ignore require-await -- the FsProvider interface is async; the checks are sync on purpose
   async resolve(cwd: string, path: string): Promise<string> {
     const subject = `resolve path ${quote(path)}`;
     if (typeof path !== "string" || path.length === 0) {
@@ -166,14 +171,14 @@ export class LocalFs implements FsProvider {
     }
     const lexical = trimSlash(normalize(isAbsolute(path) ? path : join(cwd, path)));
     const access = `access ${quote(path)}`;
-    await this.#refuseReserved(lexical, access);
+    this.#refuseReserved(lexical, access);
     let real: string;
     try {
-      real = await realpathLoose(lexical);
+      real = realpathLoose(lexical);
     } catch (error) {
       throw mapFsError(error, subject);
     }
-    await this.#refuseReserved(real, access);
+    this.#refuseReserved(real, access);
     if (ENCODER.encode(real).length > MAX_PATH_BYTES) {
       throw fail("EINVAL", subject, `resolves to a path longer than ${MAX_PATH_BYTES} bytes`);
     }
@@ -192,7 +197,7 @@ export class LocalFs implements FsProvider {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) {
       throw fail("EINVAL", subject, `maxBytes must be a non-negative integer, got ${maxBytes}`);
     }
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
     const { file, info } = await openVerified(path, subject, "read");
     try {
       if (info.size > maxBytes) {
@@ -212,7 +217,7 @@ export class LocalFs implements FsProvider {
   /** Creates or truncates a file and writes `content` as UTF-8; returns the bytes written. */
   async write(path: string, content: string): Promise<number> {
     const subject = `write ${quote(path)}`;
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
     const { file } = await openVerified(path, subject, "write");
     try {
       const bytes = ENCODER.encode(content);
@@ -227,7 +232,7 @@ export class LocalFs implements FsProvider {
   /** Appends `content` as UTF-8, creating the file when missing; returns the bytes written. */
   async append(path: string, content: string): Promise<number> {
     const subject = `append to ${quote(path)}`;
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
     const { file } = await openVerified(path, subject, "append");
     try {
       const bytes = ENCODER.encode(content);
@@ -241,7 +246,7 @@ export class LocalFs implements FsProvider {
   /** Lists a directory, sorted by name (code unit order); symlinks are not followed. */
   async list(path: string): Promise<FsEntry[]> {
     const subject = `list ${quote(path)}`;
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
     const entries: FsEntry[] = [];
     try {
       for await (const entry of Deno.readDir(path)) {
@@ -260,21 +265,22 @@ export class LocalFs implements FsProvider {
     } catch (error) {
       throw mapFsError(error, subject);
     }
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
     return entries.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
   }
 
   /** Describes one path without following a symlink. */
+  // deno-lint-ignore require-await -- the FsProvider interface is async; the checks are sync on purpose
   async stat(path: string): Promise<FsStat> {
     const subject = `stat ${quote(path)}`;
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
     let info: Deno.FileInfo;
     try {
-      info = await Deno.lstat(path);
+      info = Deno.lstatSync(path);
     } catch (error) {
       throw mapFsError(error, subject);
     }
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
     const kind = kindOf(info);
     return {
       path,
@@ -287,13 +293,13 @@ export class LocalFs implements FsProvider {
   /** Creates a directory; `recursive` creates missing parents and accepts an existing one. */
   async mkdir(path: string, options: { recursive?: boolean } = {}): Promise<void> {
     const subject = `create directory ${quote(path)}`;
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
     try {
       await Deno.mkdir(path, { recursive: options.recursive ?? false });
     } catch (error) {
       throw mapFsError(error, subject);
     }
-    await this.#confirm(path, subject);
+    this.#confirm(path, subject);
   }
 
   /**
@@ -305,8 +311,8 @@ export class LocalFs implements FsProvider {
    */
   async remove(path: string, options: { recursive?: boolean } = {}): Promise<void> {
     const subject = `remove ${quote(path)}`;
-    await this.#confirm(path, subject);
-    await this.#refuseReservedInside(path, subject);
+    this.#confirm(path, subject);
+    this.#refuseReservedInside(path, subject);
     try {
       await Deno.remove(path, { recursive: options.recursive ?? false });
     } catch (error) {
@@ -322,10 +328,10 @@ export class LocalFs implements FsProvider {
    */
   async rename(from: string, to: string): Promise<void> {
     const subject = `rename ${quote(from)} to ${quote(to)}`;
-    await this.#confirm(from, subject);
-    await this.#confirm(to, subject);
-    await this.#refuseReservedInside(from, subject);
-    await this.#refuseReservedInside(to, subject);
+    this.#confirm(from, subject);
+    this.#confirm(to, subject);
+    this.#refuseReservedInside(from, subject);
+    this.#refuseReservedInside(to, subject);
     try {
       await Deno.rename(from, to);
     } catch (error) {
@@ -337,17 +343,17 @@ export class LocalFs implements FsProvider {
    * Checks that `path` is a resolved path outside every reserved path and
    * is still its own real path.
    */
-  async #confirm(path: string, subject: string): Promise<void> {
+  #confirm(path: string, subject: string): void {
     if (
       typeof path !== "string" || !isAbsolute(path) || path.includes("\0") ||
       trimSlash(normalize(path)) !== path
     ) {
       throw fail("EINVAL", subject, "not a resolved absolute path");
     }
-    await this.#refuseReserved(path, subject);
+    this.#refuseReserved(path, subject);
     let real: string;
     try {
-      real = await realpathLoose(path);
+      real = realpathLoose(path);
     } catch (error) {
       throw mapFsError(error, subject);
     }
@@ -355,16 +361,16 @@ export class LocalFs implements FsProvider {
   }
 
   /** Refuses a path inside `/proc`, `/dev`, `/sys` or a reserved path. */
-  async #refuseReserved(path: string, subject: string): Promise<void> {
-    const roots = [...FORBIDDEN_ROOTS, ...await this.#reservedForms()];
+  #refuseReserved(path: string, subject: string): void {
+    const roots = [...FORBIDDEN_ROOTS, ...this.#reservedForms()];
     if (roots.some((root) => isWithin(path, root))) {
       throw fail("EPERM", subject, "inside a reserved path");
     }
   }
 
   /** Refuses a path that is an ancestor of a reserved path. */
-  async #refuseReservedInside(path: string, subject: string): Promise<void> {
-    const forms = await this.#reservedForms();
+  #refuseReservedInside(path: string, subject: string): void {
+    const forms = this.#reservedForms();
     if (forms.some((form) => isWithin(form, path))) {
       throw fail("EPERM", subject, "it contains a reserved path");
     }
@@ -375,12 +381,12 @@ export class LocalFs implements FsProvider {
    * side files. Recomputed per call, so a reserved file created or moved
    * after construction is still covered.
    */
-  async #reservedForms(): Promise<string[]> {
+  #reservedForms(): string[] {
     const forms = new Set<string>();
     for (const path of this.#reserved) {
       const variants = [path];
       try {
-        variants.push(await realpathLoose(path));
+        variants.push(realpathLoose(path));
       } catch {
         // The lexical form is still refused when the real one is unknowable.
       }
@@ -397,29 +403,29 @@ export class LocalFs implements FsProvider {
  * the real path of its deepest existing ancestor plus the rest. A dangling
  * symlink is followed to where its target would be.
  */
-async function realpathLoose(path: string, hops = 0): Promise<string> {
+function realpathLoose(path: string, hops = 0): string {
   let existing = path;
   const rest: string[] = [];
   while (true) {
     let info: Deno.FileInfo | undefined;
     try {
-      info = await Deno.lstat(existing);
+      info = Deno.lstatSync(existing);
     } catch (error) {
       if (!isMissing(error)) throw error;
     }
     if (info !== undefined) {
       try {
-        return join(await Deno.realPath(existing), ...rest);
+        return join(Deno.realPathSync(existing), ...rest);
       } catch (error) {
         if (!info.isSymlink || !isMissing(error)) throw error;
       }
       if (hops >= MAX_LINK_HOPS) {
         throw new Deno.errors.FilesystemLoop(`Too many symbolic links at "${existing}"`);
       }
-      const target = await Deno.readLink(existing);
-      const parent = await Deno.realPath(dirname(existing));
+      const target = Deno.readLinkSync(existing);
+      const parent = Deno.realPathSync(dirname(existing));
       const next = trimSlash(normalize(isAbsolute(target) ? target : join(parent, target)));
-      return join(await realpathLoose(next, hops + 1), ...rest);
+      return join(realpathLoose(next, hops + 1), ...rest);
     }
     if (existing === "/") return join("/", ...rest);
     rest.unshift(basename(existing));
@@ -442,7 +448,7 @@ async function openVerified(
 ): Promise<{ file: Deno.FsFile; info: Deno.FileInfo }> {
   let before: Deno.FileInfo | undefined;
   try {
-    before = await Deno.lstat(path);
+    before = Deno.lstatSync(path);
   } catch (error) {
     if (mode === "read" || !(error instanceof Deno.errors.NotFound)) {
       throw mapFsError(error, subject);
@@ -466,8 +472,8 @@ async function openVerified(
   }
   try {
     const info = await file.stat();
-    const now = await Deno.lstat(path);
-    const real = await Deno.realPath(path);
+    const now = Deno.lstatSync(path);
+    const real = Deno.realPathSync(path);
     if (now.isSymlink || real !== path || !sameFile(info, now)) throw changed(subject);
     if (!info.isFile) throw fail("EINVAL", subject, "not a regular file");
     return { file, info };
