@@ -2,6 +2,8 @@
  * The host side of a cell: spawns the zero-permission `deno run`
  * subprocess (`cell_main.ts`), speaks NDJSON with it, and kills it. A cell
  * runs one process's program; the host never runs untrusted code itself.
+ * A cell is ready once its Worker is up, so a cell started ahead of need
+ * (a warm cell, see `cell_pool.ts`) only has to import its program.
  *
  * @module
  */
@@ -69,18 +71,22 @@ export class Cell {
   #outputBytes = 0;
   #maxOutputBytes: number;
   #killReason: string | undefined;
+  #options: CellOptions;
   #stderrTail = "";
-  #onMessage: (message: CellToHost) => void;
+  #onMessage: ((message: CellToHost) => void) | undefined;
+  #unclaimed: CellToHost[] = [];
+  #ready: (() => void) | undefined;
 
   private constructor(
     child: Deno.ChildProcess,
     token: string,
-    onMessage: (message: CellToHost) => void,
+    onMessage: ((message: CellToHost) => void) | undefined,
     options: CellOptions,
   ) {
     this.#child = child;
     this.#token = token;
     this.#onMessage = onMessage;
+    this.#options = options;
     this.#maxOutputBytes = options.maxOutputBytes ?? 64 * 1024;
     this.#stdin = child.stdin.getWriter();
     const maxLine = (options.maxMessageBytes ?? 1 << 20) + 200;
@@ -95,9 +101,12 @@ export class Cell {
     );
   }
 
-  /** Starts a cell and waits until it has taken its token. */
+  /**
+   * Starts a cell and waits until its Worker is up. Messages go to
+   * `onMessage`; without one they are kept until {@link Cell.attach}.
+   */
   static async spawn(
-    onMessage: (message: CellToHost) => void,
+    onMessage: ((message: CellToHost) => void) | undefined,
     options: CellOptions = {},
   ): Promise<Cell> {
     const memoryMb = options.memoryMb ?? 256;
@@ -120,12 +129,8 @@ export class Cell {
       stderr: "piped",
     }).spawn();
     const token = randomToken();
-    let ready!: () => void;
-    const isReady = new Promise<void>((resolve) => ready = resolve);
-    const cell = new Cell(child, token, (message) => {
-      if (message.t === "ready") ready();
-      else onMessage(message);
-    }, options);
+    const cell = new Cell(child, token, onMessage, options);
+    const isReady = new Promise<void>((resolve) => cell.#ready = resolve);
     const hello: CellHello = {
       t: "hello",
       token,
@@ -151,6 +156,17 @@ export class Cell {
       );
     }
     return cell;
+  }
+
+  /** The options the cell was started with. */
+  get options(): CellOptions {
+    return this.#options;
+  }
+
+  /** Sends the cell's messages to `onMessage` from now on (and any kept so far). */
+  attach(onMessage: (message: CellToHost) => void): void {
+    this.#onMessage = onMessage;
+    for (const message of this.#unclaimed.splice(0)) onMessage(message);
   }
 
   /** The OS pid of the cell subprocess. */
@@ -219,7 +235,9 @@ export class Cell {
       this.kill("The cell sent a malformed protocol line");
       return;
     }
-    this.#onMessage(message);
+    if (message.t === "ready") this.#ready?.();
+    else if (this.#onMessage) this.#onMessage(message);
+    else this.#unclaimed.push(message);
   }
 
   #onOutput(line: string, fromStdout: boolean): void {

@@ -4,17 +4,29 @@
  * stdin/stdout (SPEC section 8). It never holds authority; the host can kill
  * it at any time.
  *
+ * The Worker starts as soon as the host's `hello` arrives, before any
+ * process is assigned, so a warm cell only has to import the program when
+ * its `start` comes. One cell runs at most one process, ever.
+ *
  * @module
  */
 
 import { WORKER_SOURCE } from "./_worker_bundle.ts";
-import type { CellHello, CellToHost, CellToWorker, WorkerToCell } from "./cell_protocol.ts";
+import type {
+  CellHello,
+  CellToHost,
+  CellToWorker,
+  WorkerLoaded,
+  WorkerToCell,
+} from "./cell_protocol.ts";
 
 const encoder = new TextEncoder();
 const stdout = Deno.stdout.writable.getWriter();
 let token = "";
 let maxMessageBytes = 1 << 20;
 let worker: Worker | undefined;
+let started = false;
+let loaded = false;
 let writing: Promise<void> = Promise.resolve();
 
 function send(message: CellToHost): void {
@@ -58,14 +70,19 @@ function startWorker(): Worker {
     type: "module",
     deno: { permissions: "none" },
   } as WorkerOptions);
-  w.onmessage = (event: MessageEvent<WorkerToCell>) => {
+  w.onmessage = (event: MessageEvent<WorkerToCell | WorkerLoaded>) => {
     if (crashed) return;
-    const problem = problemWith(event.data);
+    if (!loaded && event.data?.t === "loaded") {
+      loaded = true;
+      return send({ t: "ready" });
+    }
+    const problem = problemWith(event.data as WorkerToCell);
     if (problem) crash(problem);
     else send(event.data);
   };
   w.onerror = (event) => {
     event.preventDefault();
+    if (!loaded) return crash(`The cell's Worker failed to start: ${event.message}`);
     send({ t: "fail", message: `Uncaught error: ${event.message}` });
   };
   w.onmessageerror = () => crash("The program sent a message that cannot be read");
@@ -77,15 +94,15 @@ function handle(line: string): void {
     const hello = JSON.parse(line) as CellHello;
     token = hello.token;
     maxMessageBytes = hello.maxMessageBytes;
-    send({ t: "ready" });
+    worker = startWorker(); // it says "loaded" when it is up; then the cell is ready
     return;
   }
   const message = JSON.parse(line) as CellToWorker;
   if (message.t === "start") {
-    if (worker) return crash("This cell already runs a process");
-    worker = startWorker();
+    if (started) return crash("This cell already runs a process");
+    started = true;
   }
-  if (!crashed) worker?.postMessage(message);
+  if (!crashed && started) worker?.postMessage(message);
 }
 
 const decoder = new TextDecoder();

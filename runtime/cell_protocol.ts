@@ -43,8 +43,14 @@ export type WorkerToCell =
   | { t: "syscall"; id: number; name: string; args: unknown }
   | { t: "fail"; code?: string; message: string };
 
+/** Worker → cell, once, before any process is assigned: the Worker is up. */
+export interface WorkerLoaded {
+  t: "loaded";
+}
+
 /** Cell → host (besides relayed Worker messages). */
 export type CellToHost =
   | WorkerToCell
+  /** The cell's Worker is up: the cell can take a `start`. */
   | { t: "ready" }
   | { t: "crash"; message: string };

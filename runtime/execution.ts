@@ -13,7 +13,7 @@ import type { JournalRecord } from "../broker/journal.ts";
 import type { ErrorCode } from "../broker/errors.ts";
 
 type ErrorReply = { code: ErrorCode; message: string };
-import { Cell } from "./cell.ts";
+import { Cell, type CellOptions } from "./cell.ts";
 import type { CellToHost, ProgramEntry } from "./cell_protocol.ts";
 import type { Kernel } from "./kernel.ts";
 import type { ProcessRecord } from "./process_table.ts";
@@ -40,6 +40,15 @@ export const DEFAULT_LIMITS: ProcessLimits = {
   syscallsPerSecond: 5_000,
   outputBytes: 64 * 1024,
 };
+
+/** The options of the cell a process with `limits` runs in. */
+export function cellOptionsOf(limits: ProcessLimits): CellOptions {
+  return {
+    memoryMb: limits.memoryMb,
+    maxMessageBytes: limits.maxMessageBytes,
+    maxOutputBytes: limits.outputBytes,
+  };
+}
 
 /** A running program. */
 export class Execution {
@@ -90,17 +99,18 @@ export class Execution {
     this.done = new Promise((resolve) => this.#resolveDone = resolve);
   }
 
-  /** Starts the cell and the program (from a checkpoint's state, when given). */
+  /**
+   * Starts the program (from a checkpoint's state, when given) in a warm
+   * cell, or a cold one when none is ready.
+   */
   async start(entry: ProgramEntry, checkpoint?: unknown): Promise<void> {
-    let cell: Cell | undefined;
+    const options = cellOptionsOf(this.#limits);
+    let cell = this.#kernel.cells.take(options);
+    cell?.attach((m) => this.#onMessage(m));
     // A cell that fails to start (a loaded machine) is tried once more.
     for (let attempt = 1; !cell; attempt++) {
       try {
-        cell = await Cell.spawn((m) => this.#onMessage(m), {
-          memoryMb: this.#limits.memoryMb,
-          maxMessageBytes: this.#limits.maxMessageBytes,
-          maxOutputBytes: this.#limits.outputBytes,
-        });
+        cell = await Cell.spawn((m) => this.#onMessage(m), options);
       } catch (error) {
         if (attempt < 2 && !this.#stopped) continue;
         this.#resolveDone();

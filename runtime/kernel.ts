@@ -28,7 +28,8 @@ import {
 } from "../broker/journal.ts";
 import { parsePolicy, type PolicyRule } from "../broker/policy.ts";
 import { readChunked, writeChunked } from "./chunks.ts";
-import { DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
+import { CellPool } from "./cell_pool.ts";
+import { cellOptionsOf, DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
 import { type FsProvider, LocalFs } from "./fs_provider.ts";
 import { ImageRegistry, type RegisteredImage } from "./image.ts";
 import type { Message, ModelProvider } from "./model.ts";
@@ -84,6 +85,11 @@ export interface KernelOptions {
   human?: HumanResponder;
   /** Most cells (running programs) at once; more runnable processes queue (default 16). */
   maxCells?: number;
+  /**
+   * Cells kept started ahead of need, Worker up (default 0). A process with
+   * the kernel's default limits takes one instead of starting a cold cell.
+   */
+  warmCells?: number;
 }
 
 /** What an operator (CLI, HTTP, library) asks for when spawning. */
@@ -184,6 +190,8 @@ export class Kernel {
   readonly tools: ToolTables;
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;
+  /** Warm cells, started ahead of need. */
+  readonly cells: CellPool;
   /** The clock. */
   readonly now: () => number;
   #model: ModelProvider | undefined;
@@ -217,6 +225,7 @@ export class Kernel {
     this.#model = options.model;
     this.#resolveModel = options.resolveModel;
     this.#maxCells = options.maxCells ?? 16;
+    this.cells = new CellPool(options.warmCells ?? 0, cellOptionsOf(this.limits));
     this.waits = new Waits(this);
     this.events = new TopicEvents(this);
     this.mailbox = new Mailbox(this);
@@ -1054,7 +1063,7 @@ export class Kernel {
     while (this.#runs.size) await Promise.allSettled([...this.#runs]);
     const running = [...this.#executions.entries()];
     for (const [, execution] of running) execution.stop("The host is shutting down");
-    await Promise.all(running.map(([, e]) => e.settled()));
+    await Promise.all([...running.map(([, e]) => e.settled()), this.cells.close()]);
     // Park what was running: it replays from its journal on the next start.
     for (const [pid] of running) {
       const record = await this.processes.get(pid);

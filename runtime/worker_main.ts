@@ -13,10 +13,10 @@
 
 import { createSys, SysError } from "./libc.ts";
 import { runAgent } from "./agent.ts";
-import type { CellToWorker, WorkerToCell } from "./cell_protocol.ts";
+import type { CellToWorker, WorkerLoaded, WorkerToCell } from "./cell_protocol.ts";
 
 declare const self: {
-  postMessage(message: WorkerToCell): void;
+  postMessage(message: WorkerToCell | WorkerLoaded): void;
   onmessage: ((event: MessageEvent<CellToWorker>) => void) | null;
 };
 
@@ -154,3 +154,4 @@ self.onmessage = (event) => {
     }
   }
 };
+self.postMessage({ t: "loaded" });
