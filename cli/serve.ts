@@ -14,7 +14,10 @@ import { type Io, openKernel } from "./context.ts";
 import { humanFlag } from "./human.ts";
 import { clip } from "./table.ts";
 
-/** `libos serve [--until-idle] [--human …] [--kv …]` */
+/** Cells a host keeps started ahead of need unless `--warm-cells` says otherwise. */
+const DEFAULT_WARM_CELLS = 2;
+
+/** `libos serve [--until-idle] [--human …] [--warm-cells N] [--kv …]` */
 export async function serveVerb(args: string[], io: Io): Promise<number> {
   const parsed = parse(args, {
     "until-idle": { type: "boolean" },
@@ -22,9 +25,16 @@ export async function serveVerb(args: string[], io: Io): Promise<number> {
     port: { type: "string" },
     host: { type: "string" },
     tokens: { type: "string" },
+    "warm-cells": { type: "string" },
   }, "serve");
   const human = await humanFlag(str(parsed, "human") ?? "deny", io);
-  const kernel = await openKernel(parsed, { human });
+  const warm = str(parsed, "warm-cells");
+  const warmCells = warm === undefined
+    ? DEFAULT_WARM_CELLS
+    : warm === "0"
+    ? 0
+    : int(warm, "--warm-cells");
+  const kernel = await openKernel(parsed, { human, warmCells });
   const unsubscribe = kernel.processes.subscribe((record, event) => {
     if (io.interactive) {
       io.err(
