@@ -13,6 +13,11 @@
 
 import { Cell, type CellOptions } from "./cell.ts";
 
+/** Most cells a pool starts at once. */
+const REFILL_AT_ONCE = 2;
+/** How long after the latest take a pool starts refilling, in ms. */
+const REFILL_DELAY_MS = 50;
+
 /**
  * A pool of ready cells.
  *
@@ -29,6 +34,8 @@ export class CellPool {
   readonly #ready: Cell[] = [];
   #starting = 0;
   #started = 0;
+  #taken = 0;
+  #refill: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #filled: Promise<void> | undefined;
   #onFilled: (() => void) | undefined;
@@ -48,6 +55,11 @@ export class CellPool {
     return this.#started;
   }
 
+  /** How many cells processes have taken from the pool in all. */
+  get taken(): number {
+    return this.#taken;
+  }
+
   /** How many cells are ready now. */
   get ready(): number {
     return this.#ready.length;
@@ -60,13 +72,25 @@ export class CellPool {
   take(options: CellOptions): Cell | undefined {
     if (!sameLimits(options, this.#options)) return undefined;
     const cell = this.#ready.shift();
-    this.#fill();
+    if (cell) this.#taken++;
+    // Replacements start once takes pause, so a burst of starts is not
+    // starved of CPU by the cells it triggers.
+    if (this.#refill !== undefined) clearTimeout(this.#refill);
+    this.#refill = setTimeout(() => {
+      this.#refill = undefined;
+      this.#fill();
+    }, REFILL_DELAY_MS);
     return cell;
   }
 
   /** Resolves once every cell of the pool is ready (for measurements and tests). */
   full(): Promise<void> {
     if (this.#ready.length >= this.#size || this.#closed) return Promise.resolve();
+    if (this.#refill !== undefined) {
+      clearTimeout(this.#refill);
+      this.#refill = undefined;
+      this.#fill();
+    }
     this.#filled ??= new Promise((resolve) => this.#onFilled = resolve);
     return this.#filled;
   }
@@ -74,6 +98,7 @@ export class CellPool {
   /** Kills the ready cells and starts no more. */
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#refill !== undefined) clearTimeout(this.#refill);
     const cells = this.#ready.splice(0);
     for (const cell of cells) cell.kill("The host is shutting down");
     await Promise.all(cells.map((cell) => cell.exited));
@@ -81,13 +106,17 @@ export class CellPool {
   }
 
   #fill(): void {
-    while (!this.#closed && this.#ready.length + this.#starting < this.#size) {
+    while (
+      !this.#closed && this.#ready.length + this.#starting < this.#size &&
+      this.#starting < REFILL_AT_ONCE
+    ) {
       this.#starting++;
       this.#started++;
       Cell.spawn(undefined, this.#options).then((cell) => {
         this.#starting--;
         if (this.#closed) return cell.kill("The host is shutting down");
         this.#ready.push(cell);
+        this.#fill();
         // A warm cell that dies while it waits (killed from outside) is replaced.
         cell.exited.then(() => {
           const at = this.#ready.indexOf(cell);
