@@ -175,3 +175,21 @@ export async function cellsThroughput(cells: number, ms: number): Promise<number
     await Promise.all(echoes.map((echo) => echo.close()));
   }
 }
+
+/**
+ * Bare cells (a zero-permission subprocess plus a Worker, to its first
+ * echo) started per second when `count` are started `concurrency` at a
+ * time: the ceiling on how fast processes that each need a fresh cell can
+ * be resumed on this machine.
+ */
+export async function cellStartRate(count: number, concurrency: number): Promise<number> {
+  const started = performance.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < count) {
+      next++;
+      await subprocessStart({ viaWorker: true });
+    }
+  }));
+  return count / (performance.now() - started) * 1000;
+}

@@ -6,7 +6,9 @@
  *
  * Two stores of 1,000 live processes each (quick: fewer): all parked
  * (made as in `parked.ts`), and all runnable (spawned, never started; each
- * parks on its first syscall once resumed).
+ * parks on its first syscall once resumed). A runnable process needs a
+ * fresh cell of its own, so the rate bare cells start at on this machine,
+ * measured after, bounds how fast they can resume.
  *
  * @module
  */
@@ -21,6 +23,7 @@ import {
   type Row,
   type Section,
 } from "./_common.ts";
+import { cellStartRate } from "./_floors.ts";
 import { PARKER, PARKER_IMAGE, synthesizeParked } from "./parked.ts";
 
 const TARGET_MS = 2_000;
@@ -102,10 +105,19 @@ export async function benchRecovery(options: BenchOptions): Promise<Section> {
           : "Kernel.open + recover() + a cell and first syscall for each (16 cells at once)",
       });
       if (kind === "runnable") {
+        const floor = await cellStartRate(options.quick ? 32 : 64, 16);
+        details.cellStartsPerSecond = floor;
+        options.log(`  bare cells start at ${floor.toFixed(0)}/s, 16 at once`);
         rows.push({
           name: `recovery.${count}_runnable.per_second`,
           value: round(count / result.resumedMs * 1000, 1),
           unit: "procs/s",
+          floor: round(floor, 1),
+          floorName: "bare cells started per second, 16 at once",
+          ratio: round(count / result.resumedMs * 1000 / floor, 2),
+          note: `the floor is a ceiling: ${count} fresh cells need ≥ ${
+            round(count / floor, 1)
+          } s here`,
         });
       }
     } finally {

@@ -6,9 +6,15 @@
  * running: from the last process's first call to the first process's last
  * call. The journal's group-commit counters tell how calls were batched.
  *
+ * Its floor is a ceiling: as many bare cells (a zero-permission subprocess
+ * with an echoing Worker) looping one message each, with no runtime at all,
+ * measured just before. No runtime whose programs live in cells can pass
+ * that rate on this machine.
+ *
  * @module
  */
 
+import { cellsThroughput } from "./_floors.ts";
 import {
   type BenchOptions,
   openBenchKernel,
@@ -103,10 +109,15 @@ export async function benchThroughput(options: BenchOptions): Promise<Section> {
   const ms = options.quick ? 3000 : 6000;
   const runs: Record<string, number>[] = [];
   for (const count of counts) {
-    const run = await runMany(count, ms + (count >= 32 ? 2000 : 0));
+    const floor = await cellsThroughput(count, options.quick ? 2000 : 3000);
+    const run: Record<string, number> = {
+      ...await runMany(count, ms + (count >= 32 ? 2000 : 0)),
+      floor,
+    };
     runs.push(run);
     options.log(
-      `  ${count} processes: ${run.durableCallsPerSecond.toFixed(0)} durable calls/s ` +
+      `  ${count} bare cells echo ${floor.toFixed(0)} round trips/s; ` +
+        `${count} processes: ${run.durableCallsPerSecond.toFixed(0)} durable calls/s ` +
         `(window ${(run.windowMs / 1000).toFixed(1)} s), ${
           run.writesPerCommit.toFixed(1)
         } writes/commit, ` +
@@ -118,9 +129,12 @@ export async function benchThroughput(options: BenchOptions): Promise<Section> {
       name: `throughput.obj_put.${run.processes}_procs`,
       value: Math.round(run.durableCallsPerSecond),
       unit: "calls/s",
+      floor: Math.round(run.floor),
+      floorName: `${run.processes} bare cells' echo round trips/s`,
+      ratio: round(run.durableCallsPerSecond / run.floor, 2),
       target: `>= ${TARGET} durable calls/s`,
       met: run.durableCallsPerSecond >= TARGET,
-      note: `window ${round(run.windowMs / 1000, 1)} s`,
+      note: `window ${round(run.windowMs / 1000, 1)} s; the floor is a ceiling here`,
     },
     {
       name: `throughput.obj_put.${run.processes}_procs.writes_per_commit`,
