@@ -58,8 +58,14 @@ export type {
 } from "./runtime/process_table.ts";
 export { DEFAULT_LIMITS, Execution } from "./runtime/execution.ts";
 export { Cell } from "./runtime/cell.ts";
-export type { CellExit } from "./runtime/cell.ts";
-export type { CellToWorker, ProgramEntry } from "./runtime/cell_protocol.ts";
+export type { CellExit, CellOptions } from "./runtime/cell.ts";
+export { CellPool } from "./runtime/cell_pool.ts";
+export type {
+  CellToHost,
+  CellToWorker,
+  ProgramEntry,
+  WorkerToCell,
+} from "./runtime/cell_protocol.ts";
 export type { AgentConfig } from "./runtime/agent.ts";
 export type { ProcessLimits } from "./runtime/execution.ts";
 export {

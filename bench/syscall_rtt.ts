@@ -120,6 +120,11 @@ export async function benchSyscallRtt(options: BenchOptions): Promise<Section> {
       unit: "ms",
       note: "pipe to a subprocess and postMessage to a Worker in it: a cell with no runtime",
     }),
+    against({
+      name: "floor.ndjson_subprocess_worker.p99",
+      value: med("ndjson+worker", "p99"),
+      unit: "ms",
+    }),
   ];
   for (const kind of KINDS) {
     for (const p of ["p50", "p99"] as const) {
@@ -138,6 +143,13 @@ export async function benchSyscallRtt(options: BenchOptions): Promise<Section> {
         unit: "ms",
         floor: med("ndjson", p),
         floorName: "ndjson_subprocess",
+      }));
+      rows.push(against({
+        name: `syscall_rtt.${kind}.${p}.vs_cell`,
+        value: med(kind, p),
+        unit: "ms",
+        floor: med("ndjson+worker", p),
+        floorName: "ndjson_subprocess_worker",
       }));
     }
   }
