@@ -41,6 +41,11 @@ export interface CallContext {
   policy: readonly PolicyRule[];
   /** The JIT or built-in tool making the call, when known. */
   tool?: string;
+  /**
+   * The caller's working directory, when the caller's run tracks it (it
+   * saves reading the process record); handlers read the record otherwise.
+   */
+  cwd?: string;
   /** The journal position of this call. */
   seq: number;
   /** Digest of `{ name, args }`, set by the broker before planning. */

@@ -94,6 +94,7 @@ export class Execution {
       workspace: record.workspace,
       policy: record.policy,
       tool: record.tool ? `${record.tool.name}@${record.tool.digest.slice(0, 16)}` : undefined,
+      cwd: record.cwd,
       alive: () => !this.#ended,
     };
     this.done = new Promise((resolve) => this.#resolveDone = resolve);
@@ -243,6 +244,9 @@ export class Execution {
     if (reply === PARKED || reply === undefined) {
       this.stop("The process is waiting");
       return;
+    }
+    if (request.name === "proc.chdir" && reply.ok && typeof reply.value === "string") {
+      this.#ctx.cwd = reply.value; // live or replayed: the cwd the program now has
     }
     if (request.name === "proc.exit" && reply.ok) {
       // Also on replay: an exit journaled before a crash ends the process now.

@@ -6,19 +6,19 @@
  * @module
  */
 
-import type { HandlerTable } from "../../broker/broker.ts";
+import type { CallContext, HandlerTable } from "../../broker/broker.ts";
 import type { Kernel } from "../kernel.ts";
 
 /** Handlers of the `fs` group. */
 export function fsHandlers(kernel: Kernel): HandlerTable {
   const fs = kernel.fs;
-  const at = async (pid: number, path: string) =>
-    await fs.resolve((await kernel.processes.require(pid)).cwd, path);
+  const at = async (ctx: CallContext, path: string) =>
+    await fs.resolve(ctx.cwd ?? (await kernel.processes.require(ctx.pid)).cwd, path);
   const read = (target: string) => ({ resource: "fs" as const, right: "read", target });
   const write = (target: string) => ({ resource: "fs" as const, right: "write", target });
   return {
     "fs.read": async (ctx, args) => {
-      const path = await at(ctx.pid, args.path);
+      const path = await at(ctx, args.path);
       return {
         ops: [read(path)],
         effect: "none",
@@ -26,15 +26,15 @@ export function fsHandlers(kernel: Kernel): HandlerTable {
       };
     },
     "fs.list": async (ctx, args) => {
-      const path = await at(ctx.pid, args.path);
+      const path = await at(ctx, args.path);
       return { ops: [read(path)], effect: "none", run: () => fs.list(path) };
     },
     "fs.stat": async (ctx, args) => {
-      const path = await at(ctx.pid, args.path);
+      const path = await at(ctx, args.path);
       return { ops: [read(path)], effect: "none", run: () => fs.stat(path) };
     },
     "fs.write": async (ctx, args) => {
-      const path = await at(ctx.pid, args.path);
+      const path = await at(ctx, args.path);
       return {
         ops: [write(path)],
         effect: "idempotent",
@@ -42,7 +42,7 @@ export function fsHandlers(kernel: Kernel): HandlerTable {
       };
     },
     "fs.append": async (ctx, args) => {
-      const path = await at(ctx.pid, args.path);
+      const path = await at(ctx, args.path);
       return {
         ops: [write(path)],
         effect: "effect",
@@ -50,7 +50,7 @@ export function fsHandlers(kernel: Kernel): HandlerTable {
       };
     },
     "fs.mkdir": async (ctx, args) => {
-      const path = await at(ctx.pid, args.path);
+      const path = await at(ctx, args.path);
       return {
         ops: [write(path)],
         effect: "idempotent",
@@ -58,7 +58,7 @@ export function fsHandlers(kernel: Kernel): HandlerTable {
       };
     },
     "fs.remove": async (ctx, args) => {
-      const path = await at(ctx.pid, args.path);
+      const path = await at(ctx, args.path);
       return {
         ops: [{ resource: "fs", right: "delete", target: path }],
         effect: "idempotent",
@@ -66,8 +66,8 @@ export function fsHandlers(kernel: Kernel): HandlerTable {
       };
     },
     "fs.rename": async (ctx, args) => {
-      const from = await at(ctx.pid, args.from);
-      const to = await at(ctx.pid, args.to);
+      const from = await at(ctx, args.from);
+      const to = await at(ctx, args.to);
       return {
         ops: [{ resource: "fs", right: "delete", target: from }, write(to)],
         effect: "effect",
