@@ -29,6 +29,64 @@ const FIRST = `export default async function main(sys) {
   return 1;
 }`;
 
+/** What {@link spawnRuns} measured. */
+interface SpawnRuns {
+  /** Spawn → first syscall, one at a time (after one warm-up), in ms. */
+  latency: number[];
+  /** `Kernel.spawn` alone, one at a time, in ms. */
+  bookkeeping: number[];
+  /** Spawn of the first of the burst → first syscall of the last, in ms. */
+  burstMs: number;
+  /** How many processes of the burst took a warm cell. */
+  burstWarm: number;
+}
+
+/**
+ * On a kernel with `warmCells`, spawns `sequential` processes one at a
+ * time (each waiting for a full pool), then `burst` at once.
+ */
+async function spawnRuns(
+  options: { warmCells: number; maxCells: number; sequential: number; burst: number },
+): Promise<SpawnRuns> {
+  const bench = await openBenchKernel({
+    warmCells: options.warmCells,
+    maxCells: options.maxCells,
+  });
+  const probe = probeDispatch(bench.kernel);
+  const cells = bench.kernel.cells;
+  try {
+    const tag = await bench.program("first", FIRST);
+    const latency: number[] = [];
+    const bookkeeping: number[] = [];
+    for (let i = 0; i < options.sequential + 1; i++) {
+      await cells.full();
+      const t0 = performance.now();
+      const proc = await bench.kernel.spawn({ image: tag, workspace: bench.workspace });
+      bookkeeping.push(performance.now() - t0);
+      bench.kernel.start(proc.pid);
+      await probe.until(proc.pid, 1);
+      if (i > 0) latency.push(probe.arrivals.get(proc.pid)![0].at - t0); // the first is warm-up
+      await bench.kernel.waitFor(proc.pid);
+    }
+    await cells.full();
+    const taken = cells.taken;
+    const t0 = performance.now();
+    const pids: number[] = [];
+    for (let i = 0; i < options.burst; i++) {
+      const proc = await bench.kernel.spawn({ image: tag, workspace: bench.workspace });
+      bench.kernel.start(proc.pid);
+      pids.push(proc.pid);
+    }
+    await Promise.all(pids.map((pid) => probe.until(pid, 1)));
+    const burstMs = performance.now() - t0;
+    await Promise.all(pids.map((pid) => bench.kernel.waitFor(pid)));
+    return { latency, bookkeeping, burstMs, burstWarm: cells.taken - taken };
+  } finally {
+    probe.stop();
+    await bench.close();
+  }
+}
+
 /**
  * Measures spawn-to-first-syscall, cold and with warm cells.
  *
@@ -51,92 +109,25 @@ export async function benchSpawn(options: BenchOptions): Promise<Section> {
     floors.worker.push(await workerStart());
   }
 
-  // Cold, one at a time.
-  const cold: number[] = [];
-  const bookkeeping: number[] = [];
-  let concurrentRate = NaN;
-  let concurrentMs = NaN;
-  {
-    const bench = await openBenchKernel();
-    const probe = probeDispatch(bench.kernel);
-    try {
-      const tag = await bench.program("first", FIRST);
-      for (let i = 0; i < sequential + 1; i++) {
-        const t0 = performance.now();
-        const proc = await bench.kernel.spawn({ image: tag, workspace: bench.workspace });
-        bookkeeping.push(performance.now() - t0);
-        bench.kernel.start(proc.pid);
-        await probe.until(proc.pid, 1);
-        if (i > 0) cold.push(probe.arrivals.get(proc.pid)![0].at - t0); // the first is warm-up
-        await bench.kernel.waitFor(proc.pid);
-      }
-      options.log(`  cold spawn to first syscall: median ${median(cold).toFixed(0)} ms`);
-
-      // Cold, many at once (the kernel runs at most 16 cells at once).
-      const t0 = performance.now();
-      const pids: number[] = [];
-      for (let i = 0; i < concurrent; i++) {
-        const proc = await bench.kernel.spawn({ image: tag, workspace: bench.workspace });
-        bench.kernel.start(proc.pid);
-        pids.push(proc.pid);
-      }
-      await Promise.all(pids.map((pid) => probe.until(pid, 1)));
-      concurrentMs = performance.now() - t0;
-      concurrentRate = concurrent / concurrentMs * 1000;
-      await Promise.all(pids.map((pid) => bench.kernel.waitFor(pid)));
-      options.log(`  ${concurrent} concurrent cold spawns: ${concurrentRate.toFixed(1)} spawns/s`);
-    } finally {
-      probe.stop();
-      await bench.close();
-    }
-  }
-
+  const cold = await spawnRuns({ warmCells: 0, maxCells: 16, sequential, burst: concurrent });
+  const concurrentMs = cold.burstMs;
+  const concurrentRate = concurrent / concurrentMs * 1000;
+  options.log(`  cold spawn to first syscall: median ${median(cold.latency).toFixed(0)} ms`);
+  options.log(`  ${concurrent} concurrent cold spawns: ${concurrentRate.toFixed(1)} spawns/s`);
   // Warm cells: the kernel keeps cells started (Worker up) ahead of need.
-  const warm: number[] = [];
   const batch = options.quick ? 16 : 32;
-  let warmBatchMs = NaN;
-  {
-    const bench = await openBenchKernel({ warmCells: batch, maxCells: batch });
-    const probe = probeDispatch(bench.kernel);
-    try {
-      const tag = await bench.program("first", FIRST);
-      for (let i = 0; i < sequential + 1; i++) {
-        await bench.kernel.cells.full();
-        const t0 = performance.now();
-        const proc = await bench.kernel.spawn({ image: tag, workspace: bench.workspace });
-        bench.kernel.start(proc.pid);
-        await probe.until(proc.pid, 1);
-        if (i > 0) warm.push(probe.arrivals.get(proc.pid)![0].at - t0);
-        await bench.kernel.waitFor(proc.pid);
-      }
-      await bench.kernel.cells.full();
-      const before = bench.kernel.cells.taken;
-      const t0 = performance.now();
-      const pids: number[] = [];
-      for (let i = 0; i < batch; i++) {
-        const proc = await bench.kernel.spawn({ image: tag, workspace: bench.workspace });
-        bench.kernel.start(proc.pid);
-        pids.push(proc.pid);
-      }
-      await Promise.all(pids.map((pid) => probe.until(pid, 1)));
-      warmBatchMs = performance.now() - t0;
-      await Promise.all(pids.map((pid) => bench.kernel.waitFor(pid)));
-      // Every process of the burst must have found a warm cell.
-      if (bench.kernel.cells.taken - before < batch) {
-        throw new Error("Cannot measure warm spawns: some processes started a cold cell");
-      }
-    } finally {
-      probe.stop();
-      await bench.close();
-    }
+  const warm = await spawnRuns({ warmCells: batch, maxCells: batch, sequential, burst: batch });
+  if (warm.burstWarm < batch) {
+    throw new Error("Cannot measure warm spawns: some processes of the burst started a cold cell");
   }
+  const warmBatchMs = warm.burstMs;
   const warmRate = batch / warmBatchMs * 1000;
   options.log(
-    `  warm spawn to first syscall: median ${median(warm).toFixed(1)} ms; ${batch} at once: ${
-      warmRate.toFixed(0)
-    } spawns/s`,
+    `  warm spawn to first syscall: median ${
+      median(warm.latency).toFixed(1)
+    } ms; ${batch} at once: ${warmRate.toFixed(0)} spawns/s`,
   );
-  const book = median(bookkeeping);
+  const book = median(cold.bookkeeping);
 
   const rows: Row[] = [
     against({
@@ -165,7 +156,7 @@ export async function benchSpawn(options: BenchOptions): Promise<Section> {
     }),
     against({
       name: "spawn.cold_to_first_syscall",
-      value: median(cold),
+      value: median(cold.latency),
       unit: "ms",
       floor: median(floors.subprocessWorker),
       floorName: "subprocess_worker_start",
@@ -180,7 +171,7 @@ export async function benchSpawn(options: BenchOptions): Promise<Section> {
     }),
     against({
       name: "spawn.warm_to_first_syscall",
-      value: median(warm),
+      value: median(warm.latency),
       unit: "ms",
       floor: median(floors.worker),
       floorName: "worker_start",
@@ -204,9 +195,9 @@ export async function benchSpawn(options: BenchOptions): Promise<Section> {
       concurrentMs,
       warmBatch: batch,
       warmBatchMs,
-      cold,
-      warm,
-      bookkeeping,
+      cold: cold.latency,
+      warm: warm.latency,
+      bookkeeping: cold.bookkeeping,
       floors,
     },
   };

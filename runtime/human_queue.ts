@@ -9,10 +9,17 @@
  * @module
  */
 
-import { type Capability, parseCapability, parseDuration } from "../broker/capability.ts";
+import { summarizeArgs } from "../broker/audit.ts";
+import {
+  type Capability,
+  type CapabilitySpec,
+  formatCapability,
+  parseCapability,
+  parseDuration,
+} from "../broker/capability.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { Kernel } from "./kernel.ts";
-import type { PARKED } from "../broker/broker.ts";
+import type { CallContext, PARKED } from "../broker/broker.ts";
 import type { ParkedCall, WaitOutcome } from "./waits.ts";
 
 /** A human's decision on a permission request. */
@@ -216,6 +223,31 @@ export class HumanQueue {
     });
     void this.#offer(record).catch(() => {});
     return parked;
+  }
+
+  /**
+   * Files a permission request for the call `ctx` (syscall `request.name`
+   * with `request.args`) asking for `request.capability`, and parks the
+   * asker on it (see {@link HumanQueue.file}).
+   */
+  permission(
+    ctx: CallContext,
+    request: { name: string; args: unknown; capability: CapabilitySpec; reason?: string },
+  ): Promise<typeof PARKED> {
+    const { name, args } = request;
+    return this.file(
+      { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest, image: ctx.image },
+      {
+        kind: "permission",
+        operation: {
+          syscall: name,
+          args: summarizeArgs(name, args),
+          argsDigest: ctx.argsDigest,
+          capability: formatCapability(request.capability),
+        },
+        reason: request.reason,
+      },
+    );
   }
 
   async #offer(request: HumanRequest): Promise<void> {

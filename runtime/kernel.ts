@@ -8,7 +8,6 @@
 
 import { AuditLog } from "../broker/audit.ts";
 import { type AskRequest, Broker, type CallContext, PARKED } from "../broker/broker.ts";
-import { summarizeArgs } from "../broker/audit.ts";
 import {
   attenuationError,
   type Capability,
@@ -908,19 +907,12 @@ export class Kernel {
         );
       }
     }
-    return await this.humans.file(
-      { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest, image: ctx.image },
-      {
-        kind: "permission",
-        operation: {
-          syscall: name,
-          args: summarizeArgs(name, args),
-          argsDigest: ctx.argsDigest,
-          capability: formatCapability(spec),
-        },
-        reason: `policy "${rule.pattern}" asks`,
-      },
-    );
+    return await this.humans.permission(ctx, {
+      name,
+      args,
+      capability: spec,
+      reason: `policy "${rule.pattern}" asks`,
+    });
   }
 
   /** `EPERM` unless `child` is a child of `pid`. */

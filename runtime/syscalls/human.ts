@@ -5,24 +5,12 @@
  * @module
  */
 
-import type { CallContext, HandlerTable, PARKED } from "../../broker/broker.ts";
-import { summarizeArgs } from "../../broker/audit.ts";
-import { formatCapability } from "../../broker/capability.ts";
+import type { CallContext, HandlerTable } from "../../broker/broker.ts";
 import { SyscallError } from "../../broker/errors.ts";
 import type { Kernel } from "../kernel.ts";
-import type { HumanRequest } from "../human_queue.ts";
 
 /** Handlers of the `human` group and `cap.request`. */
 export function humanHandlers(kernel: Kernel): HandlerTable {
-  const ask = (
-    ctx: CallContext,
-    name: string,
-    request: Omit<HumanRequest, "id" | "createdAt" | "state" | "pid" | "seq" | "image">,
-  ): Promise<typeof PARKED> =>
-    kernel.humans.file(
-      { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest, image: ctx.image },
-      request,
-    );
   const permission =
     (name: "human.request_permission" | "cap.request") =>
     (ctx: CallContext, args: { capability: string; reason?: string }) => ({
@@ -30,14 +18,10 @@ export function humanHandlers(kernel: Kernel): HandlerTable {
       effect: "none" as const,
       run: async () => {
         const spec = await kernel.withinCeiling(ctx.pid, args.capability);
-        return ask(ctx, name, {
-          kind: "permission",
-          operation: {
-            syscall: name,
-            args: summarizeArgs(name, args),
-            argsDigest: ctx.argsDigest,
-            capability: formatCapability(spec),
-          },
+        return kernel.humans.permission(ctx, {
+          name,
+          args,
+          capability: spec,
           reason: args.reason,
         });
       },
@@ -51,10 +35,10 @@ export function humanHandlers(kernel: Kernel): HandlerTable {
         if (kind === "choice" && !args.choices?.length) {
           throw new SyscallError("EINVAL", "Cannot ask a choice question without choices");
         }
-        return ask(ctx, "human.ask", {
-          kind: "question",
-          question: { text: args.question, kind, choices: args.choices },
-        });
+        return kernel.humans.file(
+          { ...ctx, name: "human.ask" },
+          { kind: "question", question: { text: args.question, kind, choices: args.choices } },
+        );
       },
     }),
     "human.request_permission": permission("human.request_permission"),
