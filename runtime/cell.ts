@@ -71,7 +71,6 @@ export class Cell {
   #outputBytes = 0;
   #maxOutputBytes: number;
   #killReason: string | undefined;
-  #options: CellOptions;
   #stderrTail = "";
   #onMessage: ((message: CellToHost) => void) | undefined;
   #unclaimed: CellToHost[] = [];
@@ -86,7 +85,6 @@ export class Cell {
     this.#child = child;
     this.#token = token;
     this.#onMessage = onMessage;
-    this.#options = options;
     this.#maxOutputBytes = options.maxOutputBytes ?? 64 * 1024;
     this.#stdin = child.stdin.getWriter();
     const maxLine = (options.maxMessageBytes ?? 1 << 20) + 200;
@@ -156,11 +154,6 @@ export class Cell {
       );
     }
     return cell;
-  }
-
-  /** The options the cell was started with. */
-  get options(): CellOptions {
-    return this.#options;
   }
 
   /** Sends the cell's messages to `onMessage` from now on (and any kept so far). */

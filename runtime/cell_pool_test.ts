@@ -45,30 +45,54 @@ Deno.test("a process with other limits gets no warm cell", async () => {
   }
 });
 
-Deno.test("a warm cell killed while it waits is replaced; close kills the rest", async () => {
+/** The OS pids of this test process's cell subprocesses. */
+async function cellPids(): Promise<number[]> {
+  const { stdout } = await new Deno.Command("ps", {
+    args: ["-o", "pid=,comm=", "--ppid", String(Deno.pid)],
+  }).output();
+  return new TextDecoder().decode(stdout).split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([, comm]) => comm === "deno")
+    .map(([pid]) => Number(pid));
+}
+
+/** Resolves once `check` holds (looked at every few ms), or fails after 20 s. */
+async function until(check: () => boolean, what: string): Promise<void> {
+  const deadline = performance.now() + 20_000;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`Timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+Deno.test("a warm cell that dies while it waits is replaced, never handed out", async () => {
   const pool = new CellPool(1, OPTIONS);
+  try {
+    await pool.full();
+    const [dead] = await cellPids();
+    assert.ok(dead, "the pool's one cell runs");
+    Deno.kill(dead, "SIGKILL");
+    await until(() => pool.started === 2, "the pool starts a replacement");
+    await pool.full();
+    const cell = pool.take(OPTIONS)!;
+    assert.notEqual(cell.osPid, dead);
+    assert.ok(alive(cell.osPid));
+    cell.kill("done");
+    await cell.exited;
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("close kills the ready cells and hands out nothing more", async () => {
+  const pool = new CellPool(2, OPTIONS);
   await pool.full();
-  const first = pool.take(OPTIONS)!;
-  await pool.full();
-  first.kill("done");
-  await first.exited;
-  const waiting = pool.take(OPTIONS)!;
-  await pool.full();
-  const spare = pool.take(OPTIONS)!;
-  waiting.kill("killed from outside");
-  await waiting.exited;
-  assert.ok(alive(spare.osPid));
-  spare.kill("done");
-  await spare.exited;
-  await pool.full();
-  assert.equal(pool.ready, 1);
-  const last = pool.take(OPTIONS)!;
-  await pool.full();
+  const pids = await cellPids();
+  assert.equal(pids.length, 2);
   await pool.close();
+  assert.deepEqual(pids.filter(alive), [], "no cell outlives its pool");
   assert.equal(pool.ready, 0);
-  assert.equal(pool.take(OPTIONS), undefined, "a closed pool hands out nothing");
-  last.kill("done");
-  await last.exited;
+  assert.equal(pool.take(OPTIONS), undefined);
 });
 
 Deno.test("processes run in warm cells, one cell each, and the pool refills", async () => {

@@ -171,14 +171,15 @@ export class LocalFs implements FsProvider {
     }
     const lexical = trimSlash(normalize(isAbsolute(path) ? path : join(cwd, path)));
     const access = `access ${quote(path)}`;
-    this.#refuseReserved(lexical, access);
+    const reserved = this.#reservedForms(); // once per call: each form costs an lstat and a realpath
+    this.#refuseReserved(lexical, access, reserved);
     let real: string;
     try {
       real = realpathLoose(lexical);
     } catch (error) {
       throw mapFsError(error, subject);
     }
-    this.#refuseReserved(real, access);
+    this.#refuseReserved(real, access, reserved);
     if (ENCODER.encode(real).length > MAX_PATH_BYTES) {
       throw fail("EINVAL", subject, `resolves to a path longer than ${MAX_PATH_BYTES} bytes`);
     }
@@ -361,8 +362,8 @@ export class LocalFs implements FsProvider {
   }
 
   /** Refuses a path inside `/proc`, `/dev`, `/sys` or a reserved path. */
-  #refuseReserved(path: string, subject: string): void {
-    const roots = [...FORBIDDEN_ROOTS, ...this.#reservedForms()];
+  #refuseReserved(path: string, subject: string, reserved = this.#reservedForms()): void {
+    const roots = [...FORBIDDEN_ROOTS, ...reserved];
     if (roots.some((root) => isWithin(path, root))) {
       throw fail("EPERM", subject, "inside a reserved path");
     }
