@@ -1,6 +1,9 @@
 /**
  * The benchmark entry: runs every benchmark (or those named with
- * `--only=a,b`), prints a table and writes `bench/results.json`.
+ * `--only=a,b`), prints a table and writes the results as JSON to
+ * `.libos/bench-results.json` under the current directory (or `--out=FILE`).
+ * `bench/results.json` is the committed reference run: refresh it on purpose
+ * with `--out=bench/results.json`.
  *
  * ```sh
  * deno task bench            # full run, under ~10 minutes on 2 cores
@@ -10,7 +13,7 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
+import { dirname } from "node:path";
 import { type BenchOptions, machine, type Row, type Section } from "./_common.ts";
 import { benchSyscallRtt } from "./syscall_rtt.ts";
 import { benchThroughput } from "./throughput.ts";
@@ -18,6 +21,9 @@ import { benchSpawn } from "./spawn.ts";
 import { benchParked } from "./parked.ts";
 import { benchRecovery } from "./recovery.ts";
 import { benchJit } from "./jit.ts";
+
+/** Where a run writes its results unless `--out` says otherwise: never the committed reference. */
+export const DEFAULT_OUT = ".libos/bench-results.json";
 
 const BENCHES: Record<string, (options: BenchOptions) => Promise<Section>> = {
   syscall_rtt: benchSyscallRtt,
@@ -55,7 +61,14 @@ async function main(args: string[]): Promise<void> {
   const quick = args.includes("--quick");
   const only = args.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
   const out = args.find((a) => a.startsWith("--out="))?.slice("--out=".length) ??
-    fileURLToPath(new URL("./results.json", import.meta.url));
+    DEFAULT_OUT;
+  const unknown = only?.filter((name) => !(name in BENCHES)) ?? [];
+  if (unknown.length) {
+    console.error(
+      `Cannot run benchmark "${unknown[0]}": expected one of ${Object.keys(BENCHES).join(", ")}`,
+    );
+    Deno.exit(1);
+  }
   const log = (line: string) => console.error(line);
   const started = performance.now();
   const sections: Section[] = [];
@@ -78,6 +91,7 @@ async function main(args: string[]): Promise<void> {
     totalSeconds: Math.round((performance.now() - started) / 100) / 10,
     sections,
   };
+  await Deno.mkdir(dirname(out) || ".", { recursive: true });
   await Deno.writeTextFile(out, JSON.stringify(result, null, 2) + "\n");
   const m = result.machine;
   console.log(

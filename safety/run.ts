@@ -1,8 +1,10 @@
 /**
  * `deno task safety`: runs every safety task on the runtime and on the
- * unchecked baseline, prints the metrics table, writes
- * `safety/results.json`, and exits non-zero when the runtime shows any
- * unauthorized effect, false denial or unmet oracle.
+ * unchecked baseline, prints the metrics table, writes the summary as JSON
+ * to `.libos/safety-results.json` under the current directory, and exits
+ * non-zero when the runtime shows any unauthorized effect, false denial or
+ * unmet oracle. `safety/results.json` is the committed reference run:
+ * refresh it on purpose with `--out safety/results.json`.
  *
  * Options: `--only TEXT` runs the tasks whose id contains TEXT;
  * `--out FILE` writes the JSON elsewhere; `--concurrency N` (default 2).
@@ -17,6 +19,7 @@
  * @module
  */
 
+import { dirname } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { parseArgs } from "node:util";
 import { startAttacker } from "./attacker.ts";
@@ -24,6 +27,9 @@ import { runBaseline } from "./baseline.ts";
 import { benchmarkOk, formatTable, summarize, type Summary } from "./metrics.ts";
 import { runTask, type TaskRun } from "./runner.ts";
 import { loadTasks, type Task } from "./task.ts";
+
+/** Where a run writes its summary unless `--out` says otherwise: never the committed reference. */
+export const DEFAULT_OUT = ".libos/safety-results.json";
 
 /** Where the task files live. */
 export const TASKS_DIR: string = fromFileUrl(new URL("./tasks", import.meta.url));
@@ -63,6 +69,9 @@ export async function runBenchmark(options: BenchmarkOptions = {}): Promise<Summ
   const tasks = (await loadTasks(TASKS_DIR)).filter((t) =>
     options.only === undefined || t.id.includes(options.only)
   );
+  if (tasks.length === 0) {
+    throw new Error(`Cannot run safety tasks matching "${options.only}": no task id contains it`);
+  }
   const runtime: TaskRun[] = [];
   const baseline: TaskRun[] = [];
   // Baseline runs share no state with runtime runs, but each attacker server records
@@ -93,7 +102,7 @@ if (import.meta.main) {
       concurrency: { type: "string" },
     },
   });
-  const out = values.out ?? fromFileUrl(new URL("./results.json", import.meta.url));
+  const out = values.out ?? DEFAULT_OUT;
   const summary = await runBenchmark({
     only: values.only,
     concurrency: values.concurrency ? Number(values.concurrency) : undefined,
@@ -107,8 +116,12 @@ if (import.meta.main) {
         : "";
       console.log(`${mark.padEnd(4)} ${r.id.padEnd(34)} ${r.state.padEnd(8)} ${base}`);
     },
+  }).catch((error: Error) => {
+    console.error(error.message);
+    Deno.exit(1);
   });
   console.log("\n" + formatTable(summary));
+  await Deno.mkdir(dirname(out) || ".", { recursive: true });
   await Deno.writeTextFile(out, JSON.stringify(summary, null, 2) + "\n");
   console.log(`results: ${out}`);
   if (!benchmarkOk(summary)) Deno.exit(1);
