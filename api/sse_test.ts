@@ -190,9 +190,9 @@ Deno.test("a transition committed here wakes an idle stream at once", async () =
     await reader.next();
     const pid = await f.spawn();
     const started = performance.now();
-    const [event] = await reader.events(1, 3000);
+    const [event] = await reader.events(1, 30_000);
     assert.equal(JSON.parse(event.data!).pid, pid);
-    assert.ok(performance.now() - started < 3000);
+    assert.ok(performance.now() - started < 30_000, "waited for the 60 s poll");
     await reader.cancel();
   });
 });

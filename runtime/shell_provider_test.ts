@@ -27,9 +27,12 @@ function alive(pid: number): boolean {
   return code === 0 && stat !== "" && !stat.startsWith("Z");
 }
 
-/** Waits (up to 3 s) until none of `pids` is alive; returns those still alive. */
+/**
+ * Waits until none of `pids` is alive (a generous deadline for a loaded
+ * machine: the loop ends as soon as they are gone); returns those still alive.
+ */
 async function survivors(pids: number[]): Promise<number[]> {
-  const deadline = performance.now() + 3000;
+  const deadline = performance.now() + 30_000;
   while (pids.some(alive) && performance.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
@@ -91,7 +94,7 @@ Deno.test("LocalShell scrubs the environment: host variables do not reach comman
 
 Deno.test("LocalShell closes standard input", async () => {
   await withDir(async (dir) => {
-    const result = await new LocalShell().run(["cat"], options(dir, { timeoutMs: 5000 }));
+    const result = await new LocalShell().run(["cat"], options(dir, { timeoutMs: 30_000 }));
     assert.equal(result.timedOut, false);
     assert.equal(result.code, 0);
     assert.equal(result.stdout, "");
@@ -104,7 +107,7 @@ Deno.test("LocalShell kills the whole process group on timeout", async () => {
     assert.ok(shell.groups, "this host has no setsid");
     const result = await shell.run(
       ["sh", "-c", "echo $$; sleep 100 & echo $!; sleep 100 & echo $!; wait"],
-      options(dir, { timeoutMs: 500 }),
+      options(dir, { timeoutMs: 2000 }),
     );
     assert.equal(result.timedOut, true);
     assert.equal(result.signal, "SIGKILL");
@@ -123,7 +126,7 @@ Deno.test("without a process group the children of a timed-out command survive",
   await withDir(async (dir) => {
     const result = await new LocalShell({ setsid: false, drainMs: 100 }).run(
       ["sh", "-c", "sleep 100 & echo $!; sleep 100"],
-      options(dir, { timeoutMs: 300 }),
+      options(dir, { timeoutMs: 2000 }),
     );
     const [orphan] = pidsIn(result.stdout);
     try {
@@ -144,7 +147,7 @@ Deno.test("LocalShell kills what a command left running when it exits", async ()
     );
     assert.equal(result.code, 0);
     assert.equal(result.timedOut, false);
-    assert.ok(performance.now() - started < 10_000);
+    assert.ok(performance.now() - started < 60_000, "waited for the 100 s sleep it left behind");
     assert.deepEqual(await survivors(pidsIn(result.stdout)), []);
   });
 });

@@ -241,14 +241,14 @@ Deno.test("exec.run kills the command's whole process group on timeout", async (
   await withHarness(async (h) => {
     const { outcome } = await execIn(h, {
       argv: ["sh", "-c", "echo $$; sleep 100 & echo $!; sleep 100 & echo $!; wait"],
-      options: { timeoutMs: 500 },
+      options: { timeoutMs: 2000 },
       capabilities: ["fs:read:**", "exec:run:sh", "exec:run:sleep"],
     });
     assert.equal(outcome.ok, true, outcome.message);
     assert.equal(outcome.value!.timedOut, true);
     const pids = outcome.value!.stdout.trim().split("\n").map(Number);
     assert.equal(pids.length, 3);
-    const deadline = performance.now() + 3000;
+    const deadline = performance.now() + 30_000;
     while (pids.some(alive) && performance.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

@@ -62,10 +62,10 @@ Deno.test("a busy-looping program is killed at its CPU limit and its cell is gon
       const limitHit = performance.now();
       assert.equal(end.state, "failed");
       assert.match(end.error!.message, /CPU limit/);
-      while (alive(osPid) && performance.now() - limitHit < 5000) {
+      while (alive(osPid) && performance.now() - limitHit < 30_000) {
         await new Promise((r) => setTimeout(r, 20));
       }
-      assert.equal(alive(osPid), false, "the spinning cell still exists 5 s after its limit");
+      assert.equal(alive(osPid), false, "the spinning cell still exists 30 s after its limit");
     });
   });
 });
