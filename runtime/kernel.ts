@@ -31,7 +31,7 @@ import { readChunked, writeChunked } from "./chunks.ts";
 import { CellPool } from "./cell_pool.ts";
 import { cellOptionsOf, DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
 import { type FsProvider, LocalFs } from "./fs_provider.ts";
-import { ImageRegistry, imageModelId, type RegisteredImage } from "./image.ts";
+import { imageModelId, ImageRegistry, type RegisteredImage } from "./image.ts";
 import type { Message, ModelProvider } from "./model.ts";
 import { DEFAULT_MODEL_ID, modelIdOfSpec, specOfModelId } from "./model_spec.ts";
 import { ObjectMemory } from "./object_memory.ts";
@@ -334,7 +334,12 @@ export class Kernel {
     options: ChildSpawnOptions,
   ): Promise<ProcessRecord> {
     const parent = await this.processes.require(ppid);
-    const from = await this.#derivation(parent, image, `spawn "${image.tag}"`);
+    const from = await this.#derivation(
+      parent,
+      await this.imageOf(parent),
+      `spawn "${image.tag}"`,
+      image,
+    );
     const ceiling = this.#ceiling(image, parent.workspace);
     const held = await this.caps.list(ppid, this.now());
     const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
@@ -862,7 +867,12 @@ export class Kernel {
     const target = await this.#requireImage(options.image);
     const proc = await this.processes.require(ctx.pid);
     // The process runs on under the new image with nothing its old one lacked.
-    const from = await this.#derivation(proc, await this.imageOf(proc), `exec "${target.tag}"`, target);
+    const from = await this.#derivation(
+      proc,
+      await this.imageOf(proc),
+      `exec "${target.tag}"`,
+      target,
+    );
     const ceiling = this.#ceiling(target, proc.workspace);
     for (const cap of await this.caps.list(ctx.pid, this.now())) {
       if (cap.grantedBy === "kernel") continue;
