@@ -491,7 +491,7 @@ export class Kernel {
       return claimed ? { state: "running", startedAt: p.startedAt ?? this.now() } : {};
     });
     if (!claimed) return;
-    const limits = this.limitsOf(record, image);
+    const limits = this.#limitsOf(record, image);
     const { firstSeq, checkpoint } = await this.#replayStart(record);
     const journal = await loadJournal(this.store.kv, pid, firstSeq);
     const execution = new Execution(this, record, limits, { firstSeq, journal });
@@ -1028,7 +1028,7 @@ export class Kernel {
   }
 
   /** The limits a process runs under: its image's over the kernel's, never above its ceiling. */
-  limitsOf(proc: ProcessRecord, image: RegisteredImage): ProcessLimits {
+  #limitsOf(proc: ProcessRecord, image: RegisteredImage): ProcessLimits {
     const limits = { ...this.limits, ...image.image.limits };
     for (const key of Object.keys(limits) as (keyof ProcessLimits)[]) {
       const ceiling = proc.limits?.[key];
@@ -1199,9 +1199,12 @@ export class Kernel {
       );
       const rule = decide(source.policy, op, { workspace: source.workspace });
       if (!covered || (rule && rule.decision !== "allow")) {
+        const why = !covered
+          ? `it holds no model:complete capability for "${named}"`
+          : `policy "${rule!.pattern}" ${rule!.decision === "deny" ? "denies" : "asks for"} it`;
         throw new SyscallError(
           "EPERM",
-          `Cannot ${action}: it names model "${named}", and process ${source.pid} may only call "${own}" (it holds no model:complete capability for "${named}")`,
+          `Cannot ${action}: it names model "${named}", and process ${source.pid} may only call "${own}" (${why})`,
         );
       }
     }
@@ -1219,7 +1222,7 @@ export class Kernel {
       // The same image (fork, exec of itself) keeps the model; another one's model replaces it.
       ownModel: target.digest === sourceImage.digest ? own : named ?? own,
       budgetLeft,
-      limits: this.limitsOf(source, sourceImage),
+      limits: this.#limitsOf(source, sourceImage),
     };
   }
 

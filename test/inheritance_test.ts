@@ -229,7 +229,11 @@ Deno.test("a child image cannot name a model its parent was refused", async () =
     });
     const d = denied.result as Record<string, Attempt>;
     failed(d.direct, "EPERM", /denied by policy/);
-    failed(d.spawn, "EPERM", /names model "openai\/gpt-4o"/);
+    failed(
+      d.spawn,
+      "EPERM",
+      /names model "openai\/gpt-4o".*policy "model:complete:openai\/gpt-4o" denies it/,
+    );
     failed(d.exec, "EPERM", /names model "openai\/gpt-4o"/);
     assert.deepEqual(model.asked, []);
 
