@@ -11,10 +11,12 @@
  *   for an image whose entry is a module; 201 `{ digest, tag }`.
  * - `GET /v1/images` (read): `{ images }`.
  * - `POST /v1/processes` (write): `{ image, workspace, input?, capabilities?,
- *   policy?, model?, cwd? }`; spawns and starts; 201 `{ pid }`.
+ *   policy?, model?, cwd? }`; spawns and starts; 201 `{ pid }`. Without
+ *   `model` the process uses the model its image names.
  * - `GET /v1/processes?state=&image=&ppid=` (read): `{ processes }`.
- * - `GET /v1/processes/:pid` (read): the record with `children`,
- *   `capabilities` (text form) and `pending` human requests.
+ * - `GET /v1/processes/:pid` (read): the record (its `ownModel` is the
+ *   model it calls) with `children`, `capabilities` (text form) and
+ *   `pending` human requests.
  * - `POST /v1/processes/:pid/signal` (write): `{ signal }`; `{ pid, state }`.
  * - `GET /v1/human` (read): `{ requests }`, pending, oldest first.
  * - `POST /v1/human/:id` (answer): `{ decision?, answer?, ttl? }`; the request.

@@ -4,6 +4,14 @@
  * one operation the most specific matching rule wins; at equal specificity
  * `deny` beats `ask` beats `allow`.
  *
+ * Rules sit in layers. The image and operator rules of a process an
+ * operator spawned are layer 0; every spawn, fork or exec keeps the layers
+ * of the process it comes from and stacks the new image's rules (and the
+ * spawner's) on top as new layers ({@link stackPolicy}). Specificity
+ * decides within a layer only; across layers the strictest decision wins,
+ * so a later layer can move a decision toward `deny` (`allow` < `ask` <
+ * `deny`) but never back toward `allow`.
+ *
  * A pattern is `resource:rights:scope` where `resource` may be `*` and
  * `rights` may be `*`. A relative `fs` scope is read against the workspace
  * root, so `fs:write:out/**` covers `/ws/out/a` and `fs:delete:**` every path.
@@ -40,6 +48,8 @@ export interface PolicyRule {
   decision: Decision;
   /** Where it came from: `"image"`, `"operator"`, `"pid:7"`, a file name. */
   source: string;
+  /** Its layer (default 0): a rule never loosens what a lower layer decides. */
+  layer?: number;
 }
 
 /**
@@ -139,18 +149,43 @@ function compare(a: PolicyRule, b: PolicyRule): number {
 }
 
 /**
- * The rule that decides `op`: among the matching rules the most specific
- * (a named resource, then named rights, then more literal scope
+ * The most specific of `rules` that matches `op`, with `deny` over `ask`
+ * over `allow` at equal specificity and the earlier rule at a full tie.
+ */
+function mostSpecific(
+  rules: readonly PolicyRule[],
+  op: Operation,
+  workspace: string | undefined,
+): PolicyRule | undefined {
+  let best: PolicyRule | undefined;
+  for (const rule of rules) {
+    if (!matches(rule, op, workspace)) continue;
+    if (!best || compare(rule, best) > 0) best = rule;
+  }
+  return best;
+}
+
+/**
+ * The rule that decides `op`. Within each layer the most specific matching
+ * rule (a named resource, then named rights, then more literal scope
  * characters), with `deny` over `ask` over `allow` at equal specificity and
- * the earlier rule at a full tie. Undefined when no rule matches.
+ * the earlier rule at a full tie; across layers the strictest of those
+ * (`deny` over `ask` over `allow`), the lowest layer at a tie. Undefined
+ * when no rule matches.
  *
  * @example
  * ```ts
- * import { decide, parsePolicy } from "./policy.ts";
+ * import { decide, parsePolicy, stackPolicy } from "./policy.ts";
  * const rules = parsePolicy({ "fs:delete:**": "deny", "fs:delete:tmp/**": "allow" }, "operator");
  * const op = (target: string) => ({ resource: "fs" as const, right: "delete", target });
  * console.assert(decide(rules, op("/ws/src/a.ts"), { workspace: "/ws" })?.decision === "deny");
  * console.assert(decide(rules, op("/ws/tmp/a.ts"), { workspace: "/ws" })?.decision === "allow");
+ * // A layer stacked on top cannot loosen: its more specific allow loses to the deny below.
+ * const child = stackPolicy(
+ *   parsePolicy({ "fs:delete:**": "deny" }, "operator"),
+ *   parsePolicy({ "fs:delete:tmp/**": "allow" }, "image"),
+ * );
+ * console.assert(decide(child, op("/ws/tmp/a.ts"), { workspace: "/ws" })?.decision === "deny");
  * ```
  */
 export function decide(
@@ -158,10 +193,50 @@ export function decide(
   op: Operation,
   options: { workspace?: string } = {},
 ): PolicyRule | undefined {
-  let best: PolicyRule | undefined;
+  const layers = new Map<number, PolicyRule[]>();
   for (const rule of rules) {
-    if (!matches(rule, op, options.workspace)) continue;
-    if (!best || compare(rule, best) > 0) best = rule;
+    const layer = rule.layer ?? 0;
+    const list = layers.get(layer);
+    if (list) list.push(rule);
+    else layers.set(layer, [rule]);
   }
-  return best;
+  let strictest: PolicyRule | undefined;
+  for (const layer of [...layers.keys()].sort((a, b) => a - b)) {
+    const rule = mostSpecific(layers.get(layer)!, op, options.workspace);
+    if (!rule) continue;
+    if (!strictest || DECISIONS.indexOf(rule.decision) > DECISIONS.indexOf(strictest.decision)) {
+      strictest = rule;
+    }
+  }
+  return strictest;
+}
+
+/**
+ * The policy of a process made from another: every rule of `base` in its
+ * own layer, then each group of `added` as a new layer above them (empty
+ * groups add nothing). Whatever the added rules say, {@link decide} never
+ * answers more loosely for the result than for `base`.
+ *
+ * @example
+ * ```ts
+ * import { parsePolicy, stackPolicy } from "./policy.ts";
+ * const stacked = stackPolicy(
+ *   parsePolicy({ "fs:write:**": "deny" }, "operator"),
+ *   parsePolicy({ "fs:write:out/**": "allow" }, "image"),
+ * );
+ * console.assert(stacked[0].layer === undefined && stacked[1].layer === 1);
+ * ```
+ */
+export function stackPolicy(
+  base: readonly PolicyRule[],
+  ...added: readonly (readonly PolicyRule[])[]
+): PolicyRule[] {
+  let top = Math.max(0, ...base.map((rule) => rule.layer ?? 0));
+  const out = [...base];
+  for (const group of added) {
+    if (group.length === 0) continue;
+    top++;
+    for (const rule of group) out.push({ ...rule, layer: top });
+  }
+  return out;
 }

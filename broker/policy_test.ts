@@ -6,6 +6,7 @@ import {
   parsePolicyAssignment,
   parsePolicyRule,
   type PolicyRule,
+  stackPolicy,
 } from "./policy.ts";
 
 const WS = { workspace: "/ws" };
@@ -199,4 +200,46 @@ Deno.test("decide: at a full tie the earlier rule wins", () => {
   const second = parsePolicyRule("exec:run:git", "ask", "image");
   assert.equal(decide([first, second], op("exec", "run", "git"))?.source, "operator");
   assert.equal(decide([second, first], op("exec", "run", "git"))?.source, "image");
+});
+
+Deno.test("decide: a stacked layer never loosens a lower layer, however specific", () => {
+  const operator = rules({ "fs:write:**": "deny", "exec:run:*": "ask", "fs:read:**": "allow" });
+  // Every decision a child layer could try, against every decision below it.
+  const child = rules({
+    "fs:write:/ws/secret.txt": "allow",
+    "exec:run:git": "allow",
+    "fs:read:/ws/notes.txt": "ask",
+    "fs:read:/ws/key.txt": "deny",
+  });
+  const stacked = stackPolicy(operator, child);
+  const decision = (target: Operation) => decide(stacked, target, WS)?.decision;
+  assert.equal(decision(op("fs", "write", "/ws/secret.txt")), "deny");
+  assert.equal(decision(op("exec", "run", "git")), "ask");
+  assert.equal(decision(op("fs", "read", "/ws/notes.txt")), "ask");
+  assert.equal(decision(op("fs", "read", "/ws/key.txt")), "deny");
+  assert.equal(decision(op("fs", "read", "/ws/other.txt")), "allow");
+  // The same rules in one layer: the most specific wins, as before.
+  const flat = [...operator, ...child];
+  assert.equal(decide(flat, op("fs", "write", "/ws/secret.txt"), WS)?.decision, "allow");
+  assert.equal(decide(flat, op("exec", "run", "git"), WS)?.decision, "allow");
+});
+
+Deno.test("stackPolicy: each group is a new layer above the highest one below", () => {
+  const base = rules({ "fs:write:**": "deny" });
+  const once = stackPolicy(
+    base,
+    rules({ "fs:write:a": "allow" }),
+    [],
+    rules({ "fs:write:b": "allow" }),
+  );
+  assert.deepEqual(once.map((r) => r.layer), [undefined, 1, 2]);
+  const twice = stackPolicy(once, rules({ "fs:write:**": "allow" }));
+  assert.deepEqual(twice.map((r) => r.layer), [undefined, 1, 2, 3]);
+  // Three layers deep the grandparent's deny still holds.
+  for (const target of ["/ws/a", "/ws/b", "/ws/c"]) {
+    assert.equal(decide(twice, op("fs", "write", target), WS)?.decision, "deny");
+  }
+  // Within the top layer, specificity decides between its own rules.
+  const open = stackPolicy([], rules({ "fs:write:**": "deny", "fs:write:out/**": "allow" }));
+  assert.equal(decide(open, op("fs", "write", "/ws/out/x"), WS)?.decision, "allow");
 });

@@ -295,9 +295,9 @@ Deno.test("ps lists processes; --tree indents children; --json prints one record
     await runTree(f);
     const ps = await f.cli(["ps"]);
     assert.equal(ps.code, 0);
-    assert.match(ps.out[0], /^PID\s+PPID\s+IMAGE\s+STATE\s+RESULT$/);
-    assert.match(ps.out[1], /^1\s+-\s+parent@1\.0\.0\s+exited\s+"checked"$/);
-    assert.match(ps.out[2], /^2\s+1\s+checker@1\.0\.0\s+exited\s+"fine"$/);
+    assert.match(ps.out[0], /^PID\s+PPID\s+IMAGE\s+MODEL\s+STATE\s+RESULT$/);
+    assert.match(ps.out[1], /^1\s+-\s+parent@1\.0\.0\s+scripted\/default\s+exited\s+"checked"$/);
+    assert.match(ps.out[2], /^2\s+1\s+checker@1\.0\.0\s+scripted\/default\s+exited\s+"fine"$/);
     assert.equal(ps.out.length, 3);
 
     const tree = await f.cli(["ps", "--tree"]);
@@ -317,7 +317,7 @@ Deno.test("ps on an empty store prints the header only", async () => {
   await withFixture(async (f) => {
     const ps = await f.cli(["ps"]);
     assert.equal(ps.code, 0);
-    assert.deepEqual(ps.out, ["PID  PPID  IMAGE  STATE  RESULT"]);
+    assert.deepEqual(ps.out, ["PID  PPID  IMAGE  MODEL  STATE  RESULT"]);
     assert.deepEqual(await processes(f), []);
   });
 });

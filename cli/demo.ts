@@ -13,7 +13,7 @@ import { Kernel } from "../runtime/kernel.ts";
 import { ScriptedModel } from "../runtime/model.ts";
 import { parse, str } from "./args.ts";
 import type { Io } from "./context.ts";
-import { auditTable, transcriptLine, treeLines } from "./inspect.ts";
+import { auditTable, PS_HEADER, transcriptLine, treeLines } from "./inspect.ts";
 import { table } from "./table.ts";
 
 /** The files the demo workspace starts with. */
@@ -160,7 +160,7 @@ export async function demoVerb(args: string[], io: Io): Promise<number> {
         io.out("");
       }
       io.out("Process tree");
-      io.out(table(["PID", "PPID", "IMAGE", "STATE", "RESULT"], treeLines(processes)));
+      io.out(table(PS_HEADER, treeLines(processes)));
       // Processes run concurrently, so the global order varies; each process's own order does not.
       io.out("\nAudit trail, by process");
       io.out(auditTable([...audit].sort((a, b) => a.pid - b.pid || a.seq - b.seq), { seq: false }));

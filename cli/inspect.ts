@@ -36,6 +36,21 @@ async function withTarget(
   }
 }
 
+/** The columns of `libos ps`. */
+export const PS_HEADER: readonly string[] = ["PID", "PPID", "IMAGE", "MODEL", "STATE", "RESULT"];
+
+/** One process as a `ps` row: the model is the one it calls, `-` for a record that names none. */
+function psColumns(p: ProcessRecord): string[] {
+  return [
+    String(p.pid),
+    p.ppid === null ? "-" : String(p.ppid),
+    p.image,
+    p.ownModel ?? "-",
+    p.state + (p.waitingOn ? `(${p.waitingOn})` : ""),
+    clip(p.error ? p.error.message : JSON.stringify(p.result ?? null), 60),
+  ];
+}
+
 /** Lines of a process tree, children indented under their parent. */
 export function treeLines(processes: readonly ProcessRecord[]): string[][] {
   const byParent = new Map<number | null, ProcessRecord[]>();
@@ -47,13 +62,7 @@ export function treeLines(processes: readonly ProcessRecord[]): string[][] {
   const rows: string[][] = [];
   const walk = (parent: number | null, depth: number) => {
     for (const p of byParent.get(parent) ?? []) {
-      rows.push([
-        "  ".repeat(depth) + String(p.pid),
-        p.ppid === null ? "-" : String(p.ppid),
-        p.image,
-        p.state + (p.waitingOn ? `(${p.waitingOn})` : ""),
-        clip(p.error ? p.error.message : JSON.stringify(p.result ?? null), 60),
-      ]);
+      rows.push(["  ".repeat(depth) + String(p.pid), ...psColumns(p).slice(1)]);
       walk(p.pid, depth + 1);
     }
   };
@@ -68,14 +77,8 @@ export function psVerb(args: string[], io: Io): Promise<number> {
       for (const p of processes) io.out(JSON.stringify(p));
       return 0;
     }
-    const rows = parsed.values.tree ? treeLines(processes) : processes.map((p) => [
-      String(p.pid),
-      p.ppid === null ? "-" : String(p.ppid),
-      p.image,
-      p.state + (p.waitingOn ? `(${p.waitingOn})` : ""),
-      clip(p.error ? p.error.message : JSON.stringify(p.result ?? null), 60),
-    ]);
-    io.out(table(["PID", "PPID", "IMAGE", "STATE", "RESULT"], rows));
+    const rows = parsed.values.tree ? treeLines(processes) : processes.map(psColumns);
+    io.out(table(PS_HEADER, rows));
     return 0;
   };
   return withTarget(

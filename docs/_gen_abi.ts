@@ -52,19 +52,26 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     notes: "Every capability asked for the child must be covered by one the caller holds and " +
       "lie within the child image's ceiling; without `capabilities` the child gets each " +
       "ceiling capability the caller covers. `policy` may only add `deny` or `ask` rules. " +
-      "Charged to the `children` budget up the tree.",
+      "The child keeps every policy rule the caller runs under; its image's rules and " +
+      "`policy` only tighten them. Its image may name only a model the caller may call (else " +
+      "`EPERM`); its limits are at most the caller's and its budgets at most what the caller " +
+      "has left. Charged to the `children` budget up the tree.",
     effect: "effect",
   },
   "proc.fork": {
     summary: "Creates a copy of the caller (same image, copy of its private object namespace); " +
       "returns `{ pid }`.",
     needs: "`proc:fork:self`",
-    notes: "The copy gets a subset of the caller's capabilities.",
+    notes: "The copy gets a subset of the caller's capabilities, its policy, model and limits, " +
+      "and at most the budgets the caller has left.",
     effect: "effect",
   },
   "proc.exec": {
     summary: "Replaces the caller's image, keeping its pid.",
     needs: "`proc:exec:<image tag>`",
+    notes: "Capabilities beyond the new image's ceiling are revoked. The process keeps its " +
+      "policy rules (the new image's only tighten them), limits and budgets (the new image's " +
+      "only lower them); the new image may name only a model the caller may call (else `EPERM`).",
     effect: "effect",
   },
   "proc.wait": {
@@ -225,10 +232,11 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   "model.complete": {
     summary: "Completes a conversation with a model and returns the assistant message and " +
       "usage.",
-    needs: "none for the image's own model, else `model:complete:<provider/name>`",
-    notes: "The image's own model is its `model` as `provider/name` (`scripted/default` when it " +
-      "names none). The call checks and charges the `tokens` and `toolCalls` budgets up the " +
-      "tree.",
+    needs: "none for the process's own model or its image's, else " +
+      "`model:complete:<provider/name>`",
+    notes: "The process's own model (`ownModel`, `provider/name`) is the operator's `--model`, " +
+      "else its image's `model`, else its spawner's (`scripted/default` when none names one). " +
+      "The call checks and charges the `tokens` and `toolCalls` budgets up the tree.",
     effect: "none",
   },
   "exec.run": {

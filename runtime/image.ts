@@ -72,6 +72,20 @@ export interface AgentImage {
   };
 }
 
+/**
+ * The model an image names, as `provider/name`; undefined when it names none.
+ *
+ * @example
+ * ```ts
+ * import { imageModelId } from "./image.ts";
+ * const image = { model: { provider: "openai", name: "gpt-4o-mini" } };
+ * console.assert(imageModelId(image) === "openai/gpt-4o-mini");
+ * ```
+ */
+export function imageModelId(image: Pick<AgentImage, "model">): string | undefined {
+  return image.model ? `${image.model.provider}/${image.model.name}` : undefined;
+}
+
 /** An image in the registry. */
 export interface RegisteredImage {
   /** `name@version`. */

@@ -9,6 +9,7 @@
 import { AuditLog } from "../broker/audit.ts";
 import { type AskRequest, Broker, type CallContext, PARKED } from "../broker/broker.ts";
 import {
+  allows,
   attenuationError,
   type Capability,
   type CapabilitySpec,
@@ -25,13 +26,14 @@ import {
   loadJournal,
   putRecord,
 } from "../broker/journal.ts";
-import { parsePolicy, type PolicyRule } from "../broker/policy.ts";
+import { decide, parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
 import { readChunked, writeChunked } from "./chunks.ts";
 import { CellPool } from "./cell_pool.ts";
 import { cellOptionsOf, DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
 import { type FsProvider, LocalFs } from "./fs_provider.ts";
-import { ImageRegistry, type RegisteredImage } from "./image.ts";
+import { imageModelId, ImageRegistry, type RegisteredImage } from "./image.ts";
 import type { Message, ModelProvider } from "./model.ts";
+import { DEFAULT_MODEL_ID, modelIdOfSpec, specOfModelId } from "./model_spec.ts";
 import { ObjectMemory } from "./object_memory.ts";
 import { TopicEvents } from "./events.ts";
 import { HumanQueue, type HumanResponder } from "./human_queue.ts";
@@ -294,6 +296,9 @@ export class Kernel {
         workspace,
         input: options.input,
         model: options.model,
+        ownModel: options.model
+          ? modelIdOfSpec(options.model)
+          : imageModelId(image.image) ?? DEFAULT_MODEL_ID,
         policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
         onParentExit: "kill",
         budget: { ...image.image.budget, ...options.budget },
@@ -329,6 +334,12 @@ export class Kernel {
     options: ChildSpawnOptions,
   ): Promise<ProcessRecord> {
     const parent = await this.processes.require(ppid);
+    const from = await this.#derivation(
+      parent,
+      await this.imageOf(parent),
+      `spawn "${image.tag}"`,
+      image,
+    );
     const ceiling = this.#ceiling(image, parent.workspace);
     const held = await this.caps.list(ppid, this.now());
     const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
@@ -360,7 +371,6 @@ export class Kernel {
     if (options.cwd && (await this.fs.stat(cwd)).kind !== "dir") {
       throw new SyscallError("EINVAL", `Cannot spawn in "${options.cwd}": not a directory`);
     }
-    const inherited = parent.policy.filter((rule) => rule.source !== "image");
     // The parents of derived grants must still exist when the child is made.
     const checks: Deno.KvEntryMaybe<unknown>[] = [];
     for (let i = 0; i < grants.length; i += 10) {
@@ -383,13 +393,15 @@ export class Kernel {
         workspace: parent.workspace,
         input: options.input,
         model: parent.model,
-        policy: [
-          ...parsePolicy(image.image.policy, "image"),
-          ...inherited,
-          ...(options.policy ?? []),
-        ],
+        ownModel: from.ownModel,
+        policy: stackPolicy(
+          parent.policy,
+          parsePolicy(image.image.policy, "image"),
+          options.policy ?? [],
+        ),
         onParentExit: options.onParentExit ?? "kill",
-        budget: { ...image.image.budget },
+        budget: _narrowBudget(image.image.budget ?? {}, from.budgetLeft),
+        limits: from.limits,
         tool: options.tool,
       },
       this.now(),
@@ -479,7 +491,7 @@ export class Kernel {
       return claimed ? { state: "running", startedAt: p.startedAt ?? this.now() } : {};
     });
     if (!claimed) return;
-    const limits = { ...this.limits, ...image.image.limits };
+    const limits = this.#limitsOf(record, image);
     const { firstSeq, checkpoint } = await this.#replayStart(record);
     const journal = await loadJournal(this.store.kv, pid, firstSeq);
     const execution = new Execution(this, record, limits, { firstSeq, journal });
@@ -738,8 +750,9 @@ export class Kernel {
     ctx: CallContext,
     options: { capabilities?: readonly string[]; input?: unknown },
   ): Promise<ProcessRecord> {
-    const parent = await this.processes.require(ctx.pid);
     await this.charge(ctx.pid, { children: 1 }, { enforce: true });
+    const parent = await this.processes.require(ctx.pid);
+    const from = await this.#derivation(parent, await this.imageOf(parent), "fork");
     const held = (await this.caps.list(ctx.pid, this.now())).filter((c) =>
       c.grantedBy !== "kernel"
     );
@@ -777,9 +790,11 @@ export class Kernel {
       workspace: parent.workspace,
       input: options.input ?? parent.input,
       model: parent.model,
+      ownModel: from.ownModel,
       policy: parent.policy,
       onParentExit: "kill",
-      budget: parent.budget,
+      budget: from.budgetLeft,
+      limits: from.limits,
       forkedFrom: parent.pid,
       replayFrom: parent.replayFrom,
       seed: parent.seed,
@@ -851,6 +866,13 @@ export class Kernel {
   ): Promise<typeof PARKED> {
     const target = await this.#requireImage(options.image);
     const proc = await this.processes.require(ctx.pid);
+    // The process runs on under the new image with nothing its old one lacked.
+    const from = await this.#derivation(
+      proc,
+      await this.imageOf(proc),
+      `exec "${target.tag}"`,
+      target,
+    );
     const ceiling = this.#ceiling(target, proc.workspace);
     for (const cap of await this.caps.list(ctx.pid, this.now())) {
       if (cap.grantedBy === "kernel") continue;
@@ -876,10 +898,10 @@ export class Kernel {
       digest: target.digest,
       input: options.input ?? p.input,
       replayFrom: ctx.seq + 1,
-      policy: [
-        ...parsePolicy(target.image.policy, "image"),
-        ...p.policy.filter((rule) => rule.source !== "image"),
-      ],
+      ownModel: from.ownModel,
+      policy: stackPolicy(p.policy, parsePolicy(target.image.policy, "image")),
+      budget: _narrowBudget(p.budget, target.image.budget ?? {}),
+      limits: from.limits,
     }), { reason: `exec ${target.tag}` });
     this.start(ctx.pid);
     return PARKED;
@@ -995,30 +1017,58 @@ export class Kernel {
     }
   }
 
-  /** The model provider a process uses. */
-  modelFor(proc: ProcessRecord): Promise<ModelProvider> {
-    if (proc.model) {
-      if (!this.#resolveModel) {
-        return Promise.reject(
-          new SyscallError(
-            "ENOSYS",
-            `Cannot use model "${proc.model}": no model resolver is configured`,
-          ),
-        );
-      }
-      let provider = this.#models.get(proc.model);
-      if (!provider) {
-        provider = this.#resolveModel(proc.model);
-        this.#models.set(proc.model, provider);
-      }
-      return provider;
+  /**
+   * The model a process calls when it names none and may always call, as
+   * `provider/name`: set when it was made (the operator's `--model`, else
+   * its image's model, else its parent's), or for a record that predates
+   * that, its image's.
+   */
+  ownModelOf(proc: ProcessRecord, image: RegisteredImage): string {
+    return proc.ownModel ?? imageModelId(image.image) ?? DEFAULT_MODEL_ID;
+  }
+
+  /** The limits a process runs under: its image's over the kernel's, never above its ceiling. */
+  #limitsOf(proc: ProcessRecord, image: RegisteredImage): ProcessLimits {
+    const limits = { ...this.limits, ...image.image.limits };
+    for (const key of Object.keys(limits) as (keyof ProcessLimits)[]) {
+      const ceiling = proc.limits?.[key];
+      if (ceiling !== undefined && ceiling < limits[key]) limits[key] = ceiling;
     }
-    if (!this.#model) {
-      return Promise.reject(
-        new SyscallError("ENOSYS", "Cannot complete: no model provider is configured"),
+    return limits;
+  }
+
+  /**
+   * The model provider a process uses: the one its model spec names (the
+   * operator's `--model`, inherited by its descendants); else the kernel's
+   * own provider; else, with a resolver, the provider of the model it calls
+   * (an image's `{ "provider": "openai", "name": N }` is `openai:N`). Fails
+   * with one line for a provider that cannot be resolved.
+   */
+  async modelFor(proc: ProcessRecord): Promise<ModelProvider> {
+    if (proc.model) return await this.#provider(proc.model);
+    if (this.#model) return this.#model;
+    const own = this.ownModelOf(proc, await this.imageOf(proc));
+    if (!this.#resolveModel || own === DEFAULT_MODEL_ID) {
+      throw new SyscallError(
+        "ENOSYS",
+        "Cannot complete: no model provider is configured (give --model, or name a model in the image)",
       );
     }
-    return Promise.resolve(this.#model);
+    return await this.#provider(specOfModelId(own));
+  }
+
+  #provider(spec: string): Promise<ModelProvider> {
+    if (!this.#resolveModel) {
+      return Promise.reject(
+        new SyscallError("ENOSYS", `Cannot use model "${spec}": no model resolver is configured`),
+      );
+    }
+    let provider = this.#models.get(spec);
+    if (!provider) {
+      provider = this.#resolveModel(spec);
+      this.#models.set(spec, provider);
+    }
+    return provider;
   }
 
   /** Appends to a process's transcript the messages it sent that are new, then the reply. */
@@ -1126,7 +1176,67 @@ export class Kernel {
     }
   }
 
+  /**
+   * What a process made from `source` (spawned, forked, or `source` itself
+   * after an exec into `target`) may have at most: the limits `source`
+   * runs under, the budget it has left, and its model. A `target` image
+   * that names a model `source` may not call is refused with `EPERM`.
+   */
+  async #derivation(
+    source: ProcessRecord,
+    sourceImage: RegisteredImage,
+    action: string,
+    target: RegisteredImage = sourceImage,
+  ): Promise<{ ownModel: string; budgetLeft: Budget; limits: ProcessLimits }> {
+    const own = this.ownModelOf(source, sourceImage);
+    const named = imageModelId(target.image);
+    if (named !== undefined && named !== own && named !== imageModelId(sourceImage.image)) {
+      const op = { resource: "model" as const, right: "complete", target: named };
+      const now = this.now();
+      const held = await this.caps.list(source.pid, now);
+      const covered = held.some((cap) =>
+        cap.uses === undefined && cap.boundTo === undefined && allows(cap, op, now)
+      );
+      const rule = decide(source.policy, op, { workspace: source.workspace });
+      if (!covered || (rule && rule.decision !== "allow")) {
+        const why = !covered
+          ? `it holds no model:complete capability for "${named}"`
+          : `policy "${rule!.pattern}" ${rule!.decision === "deny" ? "denies" : "asks for"} it`;
+        throw new SyscallError(
+          "EPERM",
+          `Cannot ${action}: it names model "${named}", and process ${source.pid} may only call "${own}" (${why})`,
+        );
+      }
+    }
+    const now = this.now();
+    const budgetLeft: Budget = {};
+    for (const key of ["toolCalls", "tokens", "children"] as const) {
+      const limit = source.budget[key];
+      if (limit !== undefined) budgetLeft[key] = Math.max(0, limit - source.usage[key]);
+    }
+    if (source.budget.wallMs !== undefined) {
+      const ran = source.startedAt === undefined ? 0 : now - source.startedAt;
+      budgetLeft.wallMs = Math.max(0, source.budget.wallMs - ran);
+    }
+    return {
+      // The same image (fork, exec of itself) keeps the model; another one's model replaces it.
+      ownModel: target.digest === sourceImage.digest ? own : named ?? own,
+      budgetLeft,
+      limits: this.#limitsOf(source, sourceImage),
+    };
+  }
+
   async #grantPrivateNamespace(pid: number): Promise<void> {
     await this.caps.grant(pid, privateNamespace(pid), { grantedBy: "kernel", now: this.now() });
   }
+}
+
+/** The tighter of two budgets, key by key (an absent key is no limit). */
+function _narrowBudget(a: Budget, b: Budget): Budget {
+  const out: Budget = { ...a };
+  for (const key of ["toolCalls", "tokens", "children", "wallMs"] as const) {
+    const limit = b[key];
+    if (limit !== undefined) out[key] = Math.min(out[key] ?? limit, limit);
+  }
+  return out;
 }

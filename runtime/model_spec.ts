@@ -1,6 +1,7 @@
 /**
  * Model specs as the CLI and the HTTP API name them: `scripted:FILE` (the
- * deterministic scripted model of SPEC section 11) or `openai:NAME`.
+ * deterministic scripted model of SPEC section 11) or `openai:NAME`; and
+ * model ids as requests and capabilities name them: `provider/name`.
  *
  * @module
  */
@@ -48,5 +49,49 @@ export async function resolveModelSpec(spec: string): Promise<ModelProvider> {
   throw new SyscallError(
     "ENOSYS",
     `Cannot use model "${spec}": the ${kind} provider is not available`,
+  );
+}
+
+/** The model id a request names when neither the operator nor the image named a model. */
+export const DEFAULT_MODEL_ID = "scripted/default";
+
+/**
+ * The model id (`provider/name`) a normalized spec stands for:
+ * `openai:NAME` is `openai/NAME`; a scripted model is `scripted/default`.
+ *
+ * @example
+ * ```ts
+ * import { modelIdOfSpec } from "./model_spec.ts";
+ * console.assert(modelIdOfSpec("openai:gpt-4o-mini") === "openai/gpt-4o-mini");
+ * console.assert(modelIdOfSpec("scripted:/tmp/t.json") === "scripted/default");
+ * ```
+ */
+export function modelIdOfSpec(spec: string): string {
+  const [kind, ...rest] = spec.split(":");
+  return kind === "scripted" ? DEFAULT_MODEL_ID : `${kind}/${rest.join(":")}`;
+}
+
+/**
+ * The spec of the provider that serves a model id an image named: only an
+ * `openai/NAME` model has one (`openai:NAME`). Any other provider is refused
+ * with one line naming it, so an image never makes the host load a
+ * scripted model file or a provider it does not have.
+ *
+ * @example
+ * ```ts
+ * import { specOfModelId } from "./model_spec.ts";
+ * console.assert(specOfModelId("openai/gpt-4o-mini") === "openai:gpt-4o-mini");
+ * ```
+ */
+export function specOfModelId(id: string): string {
+  const slash = id.indexOf("/");
+  const provider = slash < 0 ? id : id.slice(0, slash);
+  const name = slash < 0 ? "" : id.slice(slash + 1);
+  if (provider === "openai" && name) return `openai:${name}`;
+  throw new SyscallError(
+    "ENOSYS",
+    `Cannot use model ${JSON.stringify(id)}: the provider ${
+      JSON.stringify(provider)
+    } is not available (an image may name an "openai" model)`,
   );
 }

@@ -8,6 +8,7 @@
 
 import { SyscallError } from "../broker/errors.ts";
 import type { PolicyRule } from "../broker/policy.ts";
+import type { ProcessLimits } from "./execution.ts";
 
 /** Lifecycle states of an AgentProcess. */
 export type ProcessState =
@@ -85,12 +86,24 @@ export interface ProcessRecord {
   input?: unknown;
   /** Model provider spec for this process, e.g. `scripted:demo.json`. */
   model?: string;
+  /**
+   * The model the process calls when it names none, and may always call,
+   * as `provider/name` (e.g. `openai/gpt-4o-mini`): the operator's model,
+   * else its image's; a spawned process's image may name only a model its
+   * spawner may call, and one that names none keeps its spawner's.
+   */
+  ownModel?: string;
   /** The process's policy rules. */
   policy: PolicyRule[];
   /** What happens to the process when its parent ends. */
   onParentExit: "kill" | "orphan";
   /** The process's resource budgets. */
   budget: Budget;
+  /**
+   * The most each limit may be: the limits of the process it was made
+   * from. Its image's limits apply only below them.
+   */
+  limits?: ProcessLimits;
   /** What the process has used so far. */
   usage: Usage;
   /** When the process was created, in ms since the epoch. */

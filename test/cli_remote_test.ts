@@ -189,8 +189,11 @@ Deno.test("remote spawn, ps, ps --tree, signal and kill", async () => {
     const pid = await spawnWaiter(f);
     const ps = await f.cli(["ps"], "viewer");
     assert.equal(ps.code, 0);
-    assert.match(ps.out[0], /^PID\s+PPID\s+IMAGE\s+STATE\s+RESULT$/);
-    assert.match(ps.out[1], new RegExp(`^${pid}\\s+-\\s+waiter@1\\.0\\.0\\s+blocked\\(event\\)`));
+    assert.match(ps.out[0], /^PID\s+PPID\s+IMAGE\s+MODEL\s+STATE\s+RESULT$/);
+    assert.match(
+      ps.out[1],
+      new RegExp(`^${pid}\\s+-\\s+waiter@1\\.0\\.0\\s+scripted/default\\s+blocked\\(event\\)`),
+    );
     const tree = await f.cli(["ps", "--tree", "--json"], "viewer");
     assert.deepEqual(tree.out.map((l) => JSON.parse(l).state), ["blocked"]);
     const pause = await f.cli(["signal", String(pid), "pause"]);

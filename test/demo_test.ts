@@ -84,9 +84,9 @@ Deno.test("demo: exits 0 and prints transcripts, the tree and a verified audit t
   assert.ok(out.includes("Transcript of pid 2 (checker@1.0.0)"));
   // The tree shows pid 2 indented under pid 1.
   const tree = out.indexOf("Process tree");
-  assert.match(out[tree + 1], /^PID\s+PPID\s+IMAGE\s+STATE\s+RESULT$/);
-  assert.match(out[tree + 2], /^1\s+-\s+summarizer@1\.0\.0\s+exited\s/);
-  assert.match(out[tree + 3], /^ {2}2\s+1\s+checker@1\.0\.0\s+exited\s/);
+  assert.match(out[tree + 1], /^PID\s+PPID\s+IMAGE\s+MODEL\s+STATE\s+RESULT$/);
+  assert.match(out[tree + 2], /^1\s+-\s+summarizer@1\.0\.0\s+scripted\/default\s+exited\s/);
+  assert.match(out[tree + 3], /^ {2}2\s+1\s+checker@1\.0\.0\s+scripted\/default\s+exited\s/);
   // The secret read and the child's write show up as denials.
   assert.ok(
     out.some((line) => /^1\s+fs\.read\s+\{"path":"secrets\/token\.txt"\}.*deny.*EPERM/.test(line)),

@@ -6,6 +6,7 @@
 
 import type { HandlerTable } from "../../broker/broker.ts";
 import { formatCapability } from "../../broker/capability.ts";
+import { imageModelId } from "../image.ts";
 import type { Kernel } from "../kernel.ts";
 
 /** Handlers of the `time`, `model` and `cap` groups. */
@@ -20,13 +21,12 @@ export function miscHandlers(kernel: Kernel): HandlerTable {
     "model.complete": async (ctx, args) => {
       const proc = await kernel.processes.require(ctx.pid);
       const image = await kernel.imageOf(proc);
-      const own = image.image.model
-        ? `${image.image.model.provider}/${image.image.model.name}`
-        : "scripted/default";
+      const own = kernel.ownModelOf(proc, image);
       const model = args.model ?? own;
+      // A process may always call its own model and the model its image names.
+      const free = model === own || model === imageModelId(image.image);
       return {
-        // A process may always call the model its image names.
-        ops: model === own ? [] : [{ resource: "model", right: "complete", target: model }],
+        ops: free ? [] : [{ resource: "model", right: "complete", target: model }],
         effect: "none",
         run: async () => {
           await kernel.checkBudget(ctx.pid);
