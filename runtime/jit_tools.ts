@@ -20,7 +20,7 @@ import {
   parseCapability,
   resolveScope,
 } from "../broker/capability.ts";
-import { sha256Hex } from "../broker/digest.ts";
+import { canonicalJson, sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
@@ -146,6 +146,13 @@ async function typeCheck(name: string, source: string): Promise<void> {
   }
 }
 
+/** Whether `tool` (with source digest `digest`) registers exactly what `entry` holds. */
+function sameRegistration(entry: JitTool, tool: ToolRegistration, digest: string): boolean {
+  return entry.digest === digest && entry.description === tool.description &&
+    canonicalJson(entry.input) === canonicalJson(tool.input) &&
+    canonicalJson(entry.manifest) === canonicalJson(tool.manifest);
+}
+
 /**
  * The JIT tool tables of a kernel.
  *
@@ -185,12 +192,6 @@ export class ToolTables {
         `Cannot register tool "${tool.name}": it would shadow a built-in tool`,
       );
     }
-    if (await this.get(pid, tool.name)) {
-      throw new SyscallError(
-        "EEXIST",
-        `Cannot register tool "${tool.name}": the process already has a tool of that name`,
-      );
-    }
     try {
       z.fromJSONSchema(tool.input as never);
     } catch (error) {
@@ -213,6 +214,17 @@ export class ToolTables {
     }
     checkToolSource(tool.name, tool.source);
     const digest = await sha256Hex(tool.source);
+    const existing = await this.get(pid, tool.name);
+    if (existing) {
+      // The same registration again (a redo after the host died between the
+      // commit and its journaled outcome, or a program that registers twice)
+      // answers what the first one did; anything else under that name is refused.
+      if (sameRegistration(existing, tool, digest)) return existing;
+      throw new SyscallError(
+        "EEXIST",
+        `Cannot register tool "${tool.name}": the process already has another tool of that name`,
+      );
+    }
     const image: AgentImage = {
       name: `tool.${tool.name.replaceAll("_", "-")}`,
       version: digest.slice(0, 16),

@@ -6,6 +6,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { callDigest } from "../broker/broker.ts";
+import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
 
 const CANARY = "JIT-SECRET-" + crypto.randomUUID();
@@ -235,4 +237,91 @@ Deno.test("registered tools survive a restart of the table and a fork gets its o
     const [child] = await h.kernel.processes.children(end.pid);
     assert.ok(await h.kernel.tools.get(child, "twice"));
   });
+});
+
+const TWICE = {
+  name: "twice",
+  description: "doubles",
+  input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+  manifest: { capabilities: [] },
+  source: "export function run(args: { n: number }) { return args.n * 2; }",
+};
+
+Deno.test("registering the same tool again answers as the first time; another tool under its name is EEXIST", async () => {
+  await withHarness(async (h) => {
+    const other = { ...TWICE, source: "export function run() { return 0; }" };
+    const wider = { ...TWICE, manifest: { capabilities: ["fs:read:**"] } };
+    const end = await h.run(
+      `export default async function main(sys) {
+        const first = await sys.tool.register(${JSON.stringify(TWICE)});
+        const again = await sys.tool.register(${JSON.stringify(TWICE)});
+        const refused = [];
+        for (const tool of [${JSON.stringify(other)}, ${JSON.stringify(wider)}]) {
+          try { await sys.tool.register(tool); refused.push("registered"); }
+          catch (e) { refused.push(e.code); }
+        }
+        return { same: first.digest === again.digest, refused, out: await sys.tool.call("twice", { n: 4 }) };
+      }`,
+      { image: CALLER_IMAGE([]) },
+    );
+    assert.deepEqual(end.result, { same: true, refused: ["EEXIST", "EEXIST"], out: 8 });
+  });
+});
+
+Deno.test("a registration redone after the host died before its outcome was journaled succeeds, audited once", async () => {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-test-" }));
+  const kvPath = join(root, "kv.db");
+  try {
+    let pid: number;
+    {
+      const kernel = await Kernel.open({ store: kvPath });
+      const image = await kernel.images.register({
+        name: "registrar",
+        version: "1",
+        entry: "./main.ts",
+        tools: [],
+        capabilities: ["tool:register:*"],
+        policy: {},
+      }, {
+        entrySource: `export default async function main(sys) {
+          const registered = await sys.tool.register(${JSON.stringify(TWICE)});
+          return { registered, out: await sys.tool.call("twice", { n: 21 }) };
+        }`,
+      });
+      pid = (await kernel.spawn({ image: image.tag, workspace: root })).pid;
+      // As if the host died inside the call: its intent is journaled and the
+      // registration committed, its outcome (and its audit record) did not.
+      await kernel.store.kv.set(["journal", pid, 1], {
+        pid,
+        seq: 1,
+        name: "tool.register",
+        argsDigest: await callDigest("tool.register", TWICE),
+        effect: "idempotent",
+        phase: "intent",
+        at: Date.now(),
+      });
+      await kernel.tools.register(pid, TWICE);
+      await kernel.close();
+    }
+    const kernel = await Kernel.open({ store: kvPath });
+    try {
+      await kernel.recover();
+      const end = await kernel.waitFor(pid);
+      assert.equal(end.state, "exited", JSON.stringify(end.error));
+      const result = end.result as { registered: { name: string; digest: string }; out: number };
+      assert.equal(result.registered.name, "twice");
+      assert.equal(result.registered.digest, (await kernel.tools.get(pid, "twice"))?.digest);
+      assert.equal(result.out, 42);
+      await kernel.journal.flush();
+      const registrations = [];
+      for await (const r of kernel.audit.list({ pid })) {
+        if (r.syscall === "tool.register") registrations.push(r.outcome);
+      }
+      assert.deepEqual(registrations, ["ok"]);
+    } finally {
+      await kernel.close();
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
