@@ -27,6 +27,7 @@ import { BUILTIN_TOOLS } from "../tools/builtin.ts";
 import type { AgentImage } from "./image.ts";
 import type { Kernel } from "./kernel.ts";
 import type { ProcessRecord } from "./process_table.ts";
+import { toolEntrySource, ToolModuleError } from "./tool_module.ts";
 
 /** A registered JIT tool in a process's table. */
 export interface JitTool {
@@ -81,7 +82,7 @@ const FORBIDDEN: readonly [RegExp, string][] = [
     "workers, shared memory and WebAssembly are not allowed",
   ],
   [/\bfetch\s*\(/, "fetch is not allowed: use sys.net.fetch"],
-  [/\bexport\s+default\b/, "export a function named run instead of a default export"],
+  [/\b__libos/, "names that start with __libos are reserved"],
 ];
 
 /** Checks a JIT tool's source without running it; throws `EINVAL` naming the first problem. */
@@ -99,11 +100,20 @@ export function checkToolSource(name: string, source: string): void {
       throw new SyscallError("EINVAL", `Cannot register tool "${name}": ${why}`);
     }
   }
-  if (!/\bexport\s+(async\s+)?function\s+run\b|\bexport\s+const\s+run\b/.test(code)) {
-    throw new SyscallError(
-      "EINVAL",
-      `Cannot register tool "${name}": the source must export a function named run`,
-    );
+}
+
+/**
+ * Checks a JIT tool's source (see {@link checkToolSource}) and the shape of
+ * its exports (see `tool_module.ts`); returns the entry module that runs it.
+ * Throws `EINVAL` naming the first problem.
+ */
+export async function checkToolModule(name: string, source: string): Promise<string> {
+  checkToolSource(name, source);
+  try {
+    return await toolEntrySource(source);
+  } catch (error) {
+    if (!(error instanceof ToolModuleError)) throw error;
+    throw new SyscallError("EINVAL", `Cannot register tool "${name}": ${error.message}`);
   }
 }
 
@@ -212,7 +222,7 @@ export class ToolTables {
         );
       }
     }
-    checkToolSource(tool.name, tool.source);
+    const entrySource = await checkToolModule(tool.name, tool.source);
     const digest = await sha256Hex(tool.source);
     const existing = await this.get(pid, tool.name);
     if (existing) {
@@ -239,8 +249,6 @@ export class ToolTables {
     const tag = `${image.name}@${image.version}`;
     if (!(await kernel.images.get(tag))) {
       await typeCheck(tool.name, tool.source);
-      const entrySource =
-        `${tool.source}\n;export default async function __libosToolMain(sys, input) {\n  return await run(input, sys);\n}\n`;
       await kernel.images.register(image, { entrySource });
     }
     const entry: JitTool = {

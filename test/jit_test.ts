@@ -325,3 +325,65 @@ Deno.test("a registration redone after the host died before its outcome was jour
     await Deno.remove(root, { recursive: true });
   }
 });
+
+/** A tool registration whose module is `source`, described as `count`. */
+const COUNT = (source: string) => ({
+  name: "count",
+  description: "counts",
+  input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+  manifest: { capabilities: [] },
+  source,
+});
+
+const COUNT_META = `name: "count", description: "counts",
+  input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+  manifest: { capabilities: [] }`;
+
+Deno.test("a tool module with a default-exported object, or both shapes in agreement, registers and runs", async () => {
+  await withHarness(async (h) => {
+    const shapes = [
+      `export default { ${COUNT_META},
+        async run(args: { n: number }, sys: any) { return this.name + ":" + (args.n + 1); } };`,
+      `export const name = "count";
+      export const manifest = { capabilities: [] };
+      export async function run(args: { n: number }) { return "count:" + (args.n + 1); }
+      export default { name, description: "counts", manifest, run };`,
+    ];
+    for (const source of shapes) {
+      const end = await h.run(caller(COUNT(source), { n: 41 }), { image: CALLER_IMAGE([]) });
+      assert.deepEqual(end.result, { ok: true, result: "count:42" }, source);
+    }
+  });
+});
+
+Deno.test("registration refuses default exports that disagree, hide what they hold, or use escape hatches", async () => {
+  await withHarness(async (h) => {
+    const bad: [string, RegExp][] = [
+      [
+        `export function run() { return 1; }
+        export default { ${COUNT_META}, run() { return 2; } };`,
+        /default export's run is not the exported run/,
+      ],
+      [
+        `export const manifest = { capabilities: [] };
+        export function run() { return 1; }
+        export default { manifest: { capabilities: ["fs:read:**"] }, run };`,
+        /manifest differs/,
+      ],
+      [`const tool = { run() { return 1; } };\nexport default tool;`, /object literal/],
+      [`export default new Proxy({}, { get: () => () => 1 });`, /object literal/],
+      [`export default { get run() { return () => 1; } };`, /getters or setters/],
+      [`export default { ${COUNT_META}, run: () => globalThis };`, /global object/],
+      [`export default { run() { return Deno.env.toObject(); } };`, /Deno namespace/],
+      [`export default { run: () => fetch("http://127.0.0.1:1/") };`, /fetch/],
+      [`export * from "data:text/javascript,export const run = () => 1";`, /re-exports/],
+    ];
+    for (const [source, why] of bad) {
+      const end = await h.run(caller(COUNT(source), { n: 1 }), { image: CALLER_IMAGE([]) });
+      const result = end.result as { registered?: boolean; message?: string };
+      assert.equal(result.registered, false, `refused: ${source}`);
+      assert.match(result.message ?? "", why, source);
+      assert.equal(await h.kernel.tools.get(end.pid, "count"), undefined);
+    }
+  });
+});
