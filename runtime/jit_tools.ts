@@ -24,6 +24,7 @@ import { canonicalJson, sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
+import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 import type { AgentImage } from "./image.ts";
 import type { Kernel } from "./kernel.ts";
 import type { ProcessRecord } from "./process_table.ts";
@@ -119,14 +120,14 @@ export async function checkToolModule(name: string, source: string): Promise<str
 
 /** Type-checks a tool's source in a `deno check` subprocess (which runs no tool code). */
 async function typeCheck(name: string, source: string): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "libos-tool-" });
+  const dir = await makeHostTempDir("libos-tool-");
   try {
     await Deno.writeTextFile(`${dir}/tool.ts`, source);
     await Deno.writeTextFile(
       `${dir}/deno.json`,
       JSON.stringify({ compilerOptions: { strict: false } }),
     );
-    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    const { code, stderr } = await spawnHostChild(Deno.execPath(), {
       args: [
         "check",
         "--quiet",
