@@ -117,8 +117,7 @@ export async function toolEntrySource(source: string): Promise<string> {
     if (!namedRun) {
       throw new ToolModuleError("the source must export a function named run");
     }
-    return `${source}\n;export default async function __libosToolMain(sys, input) {\n` +
-      `  return await ${namedRun}(input, sys);\n}\n`;
+    return entryCalling(source, namedRun);
   }
 
   const object = withoutTypes(defaultExport.declaration as Node) as Node & {
@@ -153,10 +152,16 @@ export async function toolEntrySource(source: string): Promise<string> {
       "the source must export a function named run or a default export with run",
     );
   }
-  const call = hasRun ? `${DEFAULT_LOCAL}.run` : namedRun;
-  return `${withDefaultAsLocal(source, defaultExport)}\n;` +
-    `export default async function __libosToolMain(sys, input) {\n` +
-    `  return await ${call}(input, sys);\n}\n`;
+  return entryCalling(
+    withDefaultAsLocal(source, defaultExport),
+    hasRun ? `${DEFAULT_LOCAL}.run` : namedRun!,
+  );
+}
+
+/** `module` followed by the entry's default export, which calls `run` with `(input, sys)`. */
+function entryCalling(module: string, run: string): string {
+  return `${module}\n;export default async function __libosToolMain(sys, input) {\n` +
+    `  return await ${run}(input, sys);\n}\n`;
 }
 
 const DEFAULT_SHAPE =
