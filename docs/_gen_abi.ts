@@ -260,7 +260,7 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     needs: "`tool:register:<name>`; refused inside a JIT tool",
     effect: "idempotent",
     notes:
-      "Checks size, imports and escape hatches, and type-checks the source; a name may not shadow a built-in tool. Registering a tool grants it nothing.",
+      "Checks size, imports and escape hatches, the module's shape (a function exported as `run`, or a default export written in place as an object literal `{ name, description, input, manifest, run }` with literal values, or both when they agree), and type-checks the source; a name may not shadow a built-in tool. Registering the same tool again answers as the first time (so a redo after a crash succeeds); another tool under a taken name is `EEXIST`. Registering a tool grants it nothing.",
   },
   "tool.call": {
     summary: "Calls a tool by name.",

@@ -10,6 +10,7 @@
 
 import { fileURLToPath } from "node:url";
 import type { CellHello, CellToHost, CellToWorker } from "./cell_protocol.ts";
+import { spawnHostChild } from "./host_children.ts";
 
 /** Limits a cell enforces or is started with. */
 export interface CellOptions {
@@ -108,7 +109,7 @@ export class Cell {
     options: CellOptions = {},
   ): Promise<Cell> {
     const memoryMb = options.memoryMb ?? 256;
-    const child = new Deno.Command(Deno.execPath(), {
+    const child = spawnHostChild(Deno.execPath(), {
       args: [
         "run",
         "--no-prompt",
@@ -125,7 +126,7 @@ export class Cell {
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-    }).spawn();
+    });
     const token = randomToken();
     const cell = new Cell(child, token, onMessage, options);
     const isReady = new Promise<void>((resolve) => cell.#ready = resolve);

@@ -20,13 +20,15 @@ import {
   parseCapability,
   resolveScope,
 } from "../broker/capability.ts";
-import { sha256Hex } from "../broker/digest.ts";
+import { canonicalJson, sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
+import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 import type { AgentImage } from "./image.ts";
 import type { Kernel } from "./kernel.ts";
 import type { ProcessRecord } from "./process_table.ts";
+import { toolEntrySource, ToolModuleError } from "./tool_module.ts";
 
 /** A registered JIT tool in a process's table. */
 export interface JitTool {
@@ -81,7 +83,7 @@ const FORBIDDEN: readonly [RegExp, string][] = [
     "workers, shared memory and WebAssembly are not allowed",
   ],
   [/\bfetch\s*\(/, "fetch is not allowed: use sys.net.fetch"],
-  [/\bexport\s+default\b/, "export a function named run instead of a default export"],
+  [/\b__libos/, "names that start with __libos are reserved"],
 ];
 
 /** Checks a JIT tool's source without running it; throws `EINVAL` naming the first problem. */
@@ -99,24 +101,33 @@ export function checkToolSource(name: string, source: string): void {
       throw new SyscallError("EINVAL", `Cannot register tool "${name}": ${why}`);
     }
   }
-  if (!/\bexport\s+(async\s+)?function\s+run\b|\bexport\s+const\s+run\b/.test(code)) {
-    throw new SyscallError(
-      "EINVAL",
-      `Cannot register tool "${name}": the source must export a function named run`,
-    );
+}
+
+/**
+ * Checks a JIT tool's source (see {@link checkToolSource}) and the shape of
+ * its exports (see `tool_module.ts`); returns the entry module that runs it.
+ * Throws `EINVAL` naming the first problem.
+ */
+export async function checkToolModule(name: string, source: string): Promise<string> {
+  checkToolSource(name, source);
+  try {
+    return await toolEntrySource(source);
+  } catch (error) {
+    if (!(error instanceof ToolModuleError)) throw error;
+    throw new SyscallError("EINVAL", `Cannot register tool "${name}": ${error.message}`);
   }
 }
 
 /** Type-checks a tool's source in a `deno check` subprocess (which runs no tool code). */
 async function typeCheck(name: string, source: string): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "libos-tool-" });
+  const dir = await makeHostTempDir("libos-tool-");
   try {
     await Deno.writeTextFile(`${dir}/tool.ts`, source);
     await Deno.writeTextFile(
       `${dir}/deno.json`,
       JSON.stringify({ compilerOptions: { strict: false } }),
     );
-    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    const { code, stderr } = await spawnHostChild(Deno.execPath(), {
       args: [
         "check",
         "--quiet",
@@ -144,6 +155,13 @@ async function typeCheck(name: string, source: string): Promise<void> {
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+}
+
+/** Whether `tool` (with source digest `digest`) registers exactly what `entry` holds. */
+function sameRegistration(entry: JitTool, tool: ToolRegistration, digest: string): boolean {
+  return entry.digest === digest && entry.description === tool.description &&
+    canonicalJson(entry.input) === canonicalJson(tool.input) &&
+    canonicalJson(entry.manifest) === canonicalJson(tool.manifest);
 }
 
 /**
@@ -185,12 +203,6 @@ export class ToolTables {
         `Cannot register tool "${tool.name}": it would shadow a built-in tool`,
       );
     }
-    if (await this.get(pid, tool.name)) {
-      throw new SyscallError(
-        "EEXIST",
-        `Cannot register tool "${tool.name}": the process already has a tool of that name`,
-      );
-    }
     try {
       z.fromJSONSchema(tool.input as never);
     } catch (error) {
@@ -211,8 +223,19 @@ export class ToolTables {
         );
       }
     }
-    checkToolSource(tool.name, tool.source);
+    const entrySource = await checkToolModule(tool.name, tool.source);
     const digest = await sha256Hex(tool.source);
+    const existing = await this.get(pid, tool.name);
+    if (existing) {
+      // The same registration again (a redo after the host died between the
+      // commit and its journaled outcome, or a program that registers twice)
+      // answers what the first one did; anything else under that name is refused.
+      if (sameRegistration(existing, tool, digest)) return existing;
+      throw new SyscallError(
+        "EEXIST",
+        `Cannot register tool "${tool.name}": the process already has another tool of that name`,
+      );
+    }
     const image: AgentImage = {
       name: `tool.${tool.name.replaceAll("_", "-")}`,
       version: digest.slice(0, 16),
@@ -227,8 +250,6 @@ export class ToolTables {
     const tag = `${image.name}@${image.version}`;
     if (!(await kernel.images.get(tag))) {
       await typeCheck(tool.name, tool.source);
-      const entrySource =
-        `${tool.source}\n;export default async function __libosToolMain(sys, input) {\n  return await run(input, sys);\n}\n`;
       await kernel.images.register(image, { entrySource });
     }
     const entry: JitTool = {

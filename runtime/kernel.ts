@@ -59,6 +59,7 @@ import { netHandlers } from "./syscalls/net.ts";
 import { toolHandlers } from "./syscalls/tool.ts";
 import { ToolTables } from "./jit_tools.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
+import { removeDeadHostFolders } from "./host_children.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
 import { waitHandlers } from "./syscalls/wait.ts";
 
@@ -254,6 +255,7 @@ export class Kernel {
 
   /** Opens a kernel over a store. */
   static async open(options: KernelOptions = {}): Promise<Kernel> {
+    await removeDeadHostFolders(); // what a host killed before it could clean up left behind
     const owns = typeof options.store !== "object";
     const store = typeof options.store === "object"
       ? options.store

@@ -34,6 +34,7 @@
 
 import { posix } from "node:path";
 import { SyscallError } from "../broker/errors.ts";
+import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 
 /** How one command runs. */
 export interface ShellRunOptions {
@@ -119,7 +120,7 @@ export class LocalShell implements ShellProvider {
   async run(argv: readonly string[], options: ShellRunOptions): Promise<ShellResult> {
     // A fresh, empty HOME per call: dotfiles a program wrote into the
     // workspace (.gitconfig, .bashrc, Python user site) are never read.
-    const home = await Deno.makeTempDir({ prefix: "libos-home-" });
+    const home = await makeHostTempDir("libos-home-");
     try {
       return await this.#run(argv, options, home);
     } finally {
@@ -133,18 +134,17 @@ export class LocalShell implements ShellProvider {
     home: string,
   ): Promise<ShellResult> {
     const program = this.#resolve(argv, options.cwd);
-    const command = new Deno.Command(this.#setsid ?? program, {
-      args: this.#setsid ? [program, ...argv.slice(1)] : argv.slice(1),
-      cwd: options.cwd,
-      clearEnv: true,
-      env: { PATH: this.path, LANG: "C.UTF-8", HOME: home, ...options.env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    });
     let child: Deno.ChildProcess;
     try {
-      child = command.spawn();
+      child = spawnHostChild(this.#setsid ?? program, {
+        args: this.#setsid ? [program, ...argv.slice(1)] : argv.slice(1),
+        cwd: options.cwd,
+        clearEnv: true,
+        env: { PATH: this.path, LANG: "C.UTF-8", HOME: home, ...options.env },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      });
     } catch (error) {
       throw new SyscallError(
         error instanceof Deno.errors.NotFound ? "ENOENT" : "EINVAL",

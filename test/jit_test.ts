@@ -6,6 +6,8 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { callDigest } from "../broker/broker.ts";
+import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
 
 const CANARY = "JIT-SECRET-" + crypto.randomUUID();
@@ -234,5 +236,154 @@ Deno.test("registered tools survive a restart of the table and a fork gets its o
     assert.deepEqual(end.result, { child: 42, bad: "EINVAL" });
     const [child] = await h.kernel.processes.children(end.pid);
     assert.ok(await h.kernel.tools.get(child, "twice"));
+  });
+});
+
+const TWICE = {
+  name: "twice",
+  description: "doubles",
+  input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+  manifest: { capabilities: [] },
+  source: "export function run(args: { n: number }) { return args.n * 2; }",
+};
+
+Deno.test("registering the same tool again answers as the first time; another tool under its name is EEXIST", async () => {
+  await withHarness(async (h) => {
+    const other = { ...TWICE, source: "export function run() { return 0; }" };
+    const wider = { ...TWICE, manifest: { capabilities: ["fs:read:**"] } };
+    const end = await h.run(
+      `export default async function main(sys) {
+        const first = await sys.tool.register(${JSON.stringify(TWICE)});
+        const again = await sys.tool.register(${JSON.stringify(TWICE)});
+        const refused = [];
+        for (const tool of [${JSON.stringify(other)}, ${JSON.stringify(wider)}]) {
+          try { await sys.tool.register(tool); refused.push("registered"); }
+          catch (e) { refused.push(e.code); }
+        }
+        return { same: first.digest === again.digest, refused, out: await sys.tool.call("twice", { n: 4 }) };
+      }`,
+      { image: CALLER_IMAGE([]) },
+    );
+    assert.deepEqual(end.result, { same: true, refused: ["EEXIST", "EEXIST"], out: 8 });
+  });
+});
+
+Deno.test("a registration redone after the host died before its outcome was journaled succeeds, audited once", async () => {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-test-" }));
+  const kvPath = join(root, "kv.db");
+  try {
+    let pid: number;
+    {
+      const kernel = await Kernel.open({ store: kvPath });
+      const image = await kernel.images.register({
+        name: "registrar",
+        version: "1",
+        entry: "./main.ts",
+        tools: [],
+        capabilities: ["tool:register:*"],
+        policy: {},
+      }, {
+        entrySource: `export default async function main(sys) {
+          const registered = await sys.tool.register(${JSON.stringify(TWICE)});
+          return { registered, out: await sys.tool.call("twice", { n: 21 }) };
+        }`,
+      });
+      pid = (await kernel.spawn({ image: image.tag, workspace: root })).pid;
+      // As if the host died inside the call: its intent is journaled and the
+      // registration committed, its outcome (and its audit record) did not.
+      await kernel.store.kv.set(["journal", pid, 1], {
+        pid,
+        seq: 1,
+        name: "tool.register",
+        argsDigest: await callDigest("tool.register", TWICE),
+        effect: "idempotent",
+        phase: "intent",
+        at: Date.now(),
+      });
+      await kernel.tools.register(pid, TWICE);
+      await kernel.close();
+    }
+    const kernel = await Kernel.open({ store: kvPath });
+    try {
+      await kernel.recover();
+      const end = await kernel.waitFor(pid);
+      assert.equal(end.state, "exited", JSON.stringify(end.error));
+      const result = end.result as { registered: { name: string; digest: string }; out: number };
+      assert.equal(result.registered.name, "twice");
+      assert.equal(result.registered.digest, (await kernel.tools.get(pid, "twice"))?.digest);
+      assert.equal(result.out, 42);
+      await kernel.journal.flush();
+      const registrations = [];
+      for await (const r of kernel.audit.list({ pid })) {
+        if (r.syscall === "tool.register") registrations.push(r.outcome);
+      }
+      assert.deepEqual(registrations, ["ok"]);
+    } finally {
+      await kernel.close();
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+/** A tool registration whose module is `source`, described as `count`. */
+const COUNT = (source: string) => ({
+  name: "count",
+  description: "counts",
+  input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+  manifest: { capabilities: [] },
+  source,
+});
+
+const COUNT_META = `name: "count", description: "counts",
+  input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+  manifest: { capabilities: [] }`;
+
+Deno.test("a tool module with a default-exported object, or both shapes in agreement, registers and runs", async () => {
+  await withHarness(async (h) => {
+    const shapes = [
+      `export default { ${COUNT_META},
+        async run(args: { n: number }, sys: any) { return this.name + ":" + (args.n + 1); } };`,
+      `export const name = "count";
+      export const manifest = { capabilities: [] };
+      export async function run(args: { n: number }) { return "count:" + (args.n + 1); }
+      export default { name, description: "counts", manifest, run };`,
+    ];
+    for (const source of shapes) {
+      const end = await h.run(caller(COUNT(source), { n: 41 }), { image: CALLER_IMAGE([]) });
+      assert.deepEqual(end.result, { ok: true, result: "count:42" }, source);
+    }
+  });
+});
+
+Deno.test("registration refuses default exports that disagree, hide what they hold, or use escape hatches", async () => {
+  await withHarness(async (h) => {
+    const bad: [string, RegExp][] = [
+      [
+        `export function run() { return 1; }
+        export default { ${COUNT_META}, run() { return 2; } };`,
+        /default export's run is not the exported run/,
+      ],
+      [
+        `export const manifest = { capabilities: [] };
+        export function run() { return 1; }
+        export default { manifest: { capabilities: ["fs:read:**"] }, run };`,
+        /manifest differs/,
+      ],
+      [`const tool = { run() { return 1; } };\nexport default tool;`, /object literal/],
+      [`export default new Proxy({}, { get: () => () => 1 });`, /object literal/],
+      [`export default { get run() { return () => 1; } };`, /getters or setters/],
+      [`export default { ${COUNT_META}, run: () => globalThis };`, /global object/],
+      [`export default { run() { return Deno.env.toObject(); } };`, /Deno namespace/],
+      [`export default { run: () => fetch("http://127.0.0.1:1/") };`, /fetch/],
+      [`export * from "data:text/javascript,export const run = () => 1";`, /re-exports/],
+    ];
+    for (const [source, why] of bad) {
+      const end = await h.run(caller(COUNT(source), { n: 1 }), { image: CALLER_IMAGE([]) });
+      const result = end.result as { registered?: boolean; message?: string };
+      assert.equal(result.registered, false, `refused: ${source}`);
+      assert.match(result.message ?? "", why, source);
+      assert.equal(await h.kernel.tools.get(end.pid, "count"), undefined);
+    }
   });
 });
