@@ -11,7 +11,7 @@ import { callDigest } from "../broker/broker.ts";
 import { escapeGlob } from "../broker/glob.ts";
 import { ScriptedHuman } from "../runtime/human_queue.ts";
 import { requestLines } from "../cli/human.ts";
-import { type Attempt, program, runRecorded, whenState, withKernel } from "./_programs.ts";
+import { type Attempt, auditOf, program, runRecorded, whenState, withKernel } from "./_programs.ts";
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -114,5 +114,27 @@ Deno.test("a permission request keeps the whole command and its digest for the h
     assert.equal(shownArgs, operation.args);
     assert.ok(shownArgs.includes(marker));
     assert.equal(lines[end], `  digest  sha256 ${operation.argsDigest}`);
+  });
+});
+
+Deno.test("a command too long to show a human is refused, not asked about", async () => {
+  await withKernel(async (h) => {
+    const end = await runRecorded(
+      h,
+      program(`
+        const argv = ["echo", ...Array.from({ length: 5 }, () => "y".repeat(8000))];
+        return await attempt(() => sys.exec.run(argv));
+      `),
+      {
+        image: { capabilities: ["fs:read:**", "exec:run:echo"], policy: { "exec:run:*": "ask" } },
+      },
+    );
+    assert.equal(end.state, "exited", end.error?.message);
+    const result = end.result as Attempt;
+    assert.equal(result.ok, false);
+    assert.match((result as { message: string }).message, /Cannot ask a human about exec\.run/);
+    assert.deepEqual(await h.kernel.humans.pending(), []);
+    const runs = (await auditOf(h.kernel, end.pid)).filter((r) => r.syscall === "exec.run");
+    assert.deepEqual(runs.map((r) => [r.decision, r.code]), [["deny", "EPERM"]]);
   });
 });

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import type { AuditRecord } from "../broker/audit.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import type { AgentImage } from "../runtime/image.ts";
+import type { ProcessRecord } from "../runtime/process_table.ts";
 import { cli } from "./_cli.ts";
 import { program } from "./_programs.ts";
 import { rawControls } from "./_terminal.ts";
@@ -24,7 +25,8 @@ interface OtherImage {
 
 /**
  * Runs `source` with `input` as a process of an image with `image` fields,
- * on a store file, after registering `others`; returns its pid.
+ * on a store file, after registering `others`, until it ends; returns its
+ * end record.
  */
 async function runOnStore(
   kv: string,
@@ -35,7 +37,7 @@ async function runOnStore(
     input?: unknown;
     others?: OtherImage[];
   },
-): Promise<number> {
+): Promise<ProcessRecord> {
   const { image, input, others = [] } = options;
   const kernel = await Kernel.open({ store: kv });
   try {
@@ -58,9 +60,8 @@ async function runOnStore(
       ...image,
     } as AgentImage, { entrySource: source });
     const end = await kernel.run({ image: tag, workspace, input });
-    assert.equal(end.state, "exited", end.error?.message);
     await kernel.journal.flush();
-    return end.pid;
+    return end;
   } finally {
     await kernel.close();
   }
@@ -79,7 +80,7 @@ async function withStore(body: (kv: string, workspace: string) => Promise<void>)
 
 Deno.test("refusals in a handler's run are audited deny and listed by audit --denied", async () => {
   await withStore(async (kv, workspace) => {
-    const pid = await runOnStore(
+    const end = await runOnStore(
       kv,
       workspace,
       program(`
@@ -101,6 +102,8 @@ Deno.test("refusals in a handler's run are audited deny and listed by audit --de
         }],
       },
     );
+    assert.equal(end.state, "exited", end.error?.message);
+    const pid = end.pid;
     const json = await cli(["audit", "--denied", "--json", "--kv", kv]);
     assert.equal(json.code, 0, json.err.join("\n"));
     const denied: AuditRecord[] = json.out.filter(Boolean).map((line) => JSON.parse(line));
@@ -134,12 +137,14 @@ Deno.test("refusals in a handler's run are audited deny and listed by audit --de
 Deno.test("a syscall name with escape sequences and newlines cannot forge an audit row", async () => {
   await withStore(async (kv, workspace) => {
     const forged = "fs.read\u001b[2K\u001b[1A\r\n    7  9    fs.write  {}  allow  ok\u202e\u009b";
-    const pid = await runOnStore(
+    const end = await runOnStore(
       kv,
       workspace,
       program(`return await attempt(() => sys.call(input, {}));`),
       { image: { name: "forger" }, input: forged },
     );
+    assert.equal(end.state, "exited", end.error?.message);
+    const pid = end.pid;
     const json = await cli(["audit", "--pid", String(pid), "--json", "--kv", kv]);
     const records: AuditRecord[] = json.out.filter(Boolean).map((line) => JSON.parse(line));
     const made = records.find((r) => r.code === "ENOSYS")!;
@@ -151,5 +156,26 @@ Deno.test("a syscall name with escape sequences and newlines cannot forge an aud
     assert.ok(!table.out.some((line) => /^\s*7\s+9\s+fs\.write/.test(line)), "no forged row");
     const logs = await cli(["logs", String(pid), "--kv", kv]);
     for (const line of logs.out) assert.deepEqual(rawControls(line), [], line);
+  });
+});
+
+Deno.test("ps and logs show what a process wrote escaped, one row per process", async () => {
+  await withStore(async (kv, workspace) => {
+    const spoof = 'done\u001b[2J\u001b[H\r\n2    -     root@1.0.0  exited  \u202e"ok"\u009b';
+    const end = await runOnStore(
+      kv,
+      workspace,
+      program(`throw new Error(input);`),
+      { image: { name: "spoofer" }, input: spoof },
+    );
+    assert.equal(end.state, "failed");
+    assert.ok(end.error?.message.includes(spoof), "the message is kept as written");
+    const pid = end.pid;
+    for (const args of [["ps"], ["ps", "--tree"], ["ps", "--json"], ["logs", String(pid)]]) {
+      const shown = await cli([...args, "--kv", kv]);
+      assert.equal(shown.code, 0, shown.err.join("\n"));
+      for (const line of shown.out) assert.deepEqual(rawControls(line), [], `${args}: ${line}`);
+      if (args[0] === "ps" && args[1] !== "--json") assert.equal(shown.out.length, 2);
+    }
   });
 });
