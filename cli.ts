@@ -56,7 +56,7 @@ const USAGE = `Usage: libos VERB [flags]
   approvals        approve ID [--always] [--ttl D] [--answer TEXT]   deny ID [--always]
   checkpoint save PID | list | restore ID | fork ID
   obj get NS NAME | obj put NS NAME JSON [--type T] | obj list NS
-  audit [--pid N] [--json] | audit verify
+  audit [--pid N] [--denied] [--json] | audit verify
 Every verb takes --kv PATH|URL (or LIBOS_KV) and --json. All but demo, serve and
 checkpoint also work against a server: --server URL --token T (or LIBOS_SERVER, LIBOS_TOKEN).`;
 

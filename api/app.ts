@@ -23,7 +23,7 @@
  * - `POST /v1/events` (write): `{ topic, data? }`; 201 `{ seq }`.
  * - `GET /v1/events/stream?pid=&kind=&after=` (read): server-sent events
  *   (see `sse.ts`); resumes with `Last-Event-ID`.
- * - `GET /v1/audit?pid=&after=&limit=` (read): `{ records }`.
+ * - `GET /v1/audit?pid=&decision=&after=&limit=` (read): `{ records }`.
  * - `GET /v1/audit/verify` (read): `{ ok, count, … }`.
  * - `GET /v1/objects?namespace=&prefix=&limit=` (read): `{ objects }`
  *   without values.
@@ -369,7 +369,12 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
     const limit = _limit(query.limit, action);
     const records = [];
     for await (
-      const record of kernel.audit.list({ pid: query.pid, afterSeq: query.after, limit })
+      const record of kernel.audit.list({
+        pid: query.pid,
+        decision: query.decision,
+        afterSeq: query.after,
+        limit,
+      })
     ) records.push(record);
     return c.json({ records });
   });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { callDigest } from "../broker/broker.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { ScriptedModel } from "../runtime/model.ts";
 import type { ProcessState } from "../runtime/process_table.ts";
@@ -469,6 +470,62 @@ Deno.test("human requests are listed, shown on their process, and answered once"
       404,
     );
     assert.deepEqual((await t.json("GET", "/v1/human", { role: "viewer" })).body, { requests: [] });
+  });
+});
+
+Deno.test("GET /v1/human shows a permission request's arguments in full with their digest", async () => {
+  await withApi(async (t) => {
+    const tail = `TAIL-${crypto.randomUUID()}`;
+    const reason = "because ".repeat(300) + tail;
+    const requester = await t.register(
+      "requester",
+      `export default async function main(sys, input) {
+        return await sys.cap.request("time:sleep:*", input);
+      }`,
+      ["time:sleep:*"],
+    );
+    const pid = await t.spawn(requester, { input: reason });
+    await untilState(t.kernel, pid, "blocked");
+    const [request] = (await t.json("GET", "/v1/human", { role: "viewer" })).body.requests;
+    const args = JSON.parse(request.operation.args);
+    assert.deepEqual(args, { capability: "time:sleep:*", reason });
+    assert.ok(request.operation.args.includes(tail));
+    assert.equal(request.operation.argsDigest, await callDigest("cap.request", args));
+    assert.equal(request.reason, reason);
+  });
+});
+
+Deno.test("GET /v1/audit?decision=deny lists every refusal and nothing else", async () => {
+  await withApi(async (t) => {
+    const child = await t.register("kid", WRITER, ["time:sleep:*"]);
+    const spawner = await t.register(
+      "spawner",
+      `export default async function main(sys, input) {
+        try { await sys.proc.spawn({ image: input, capabilities: ["time:sleep:*"] }); }
+        catch (e) { return e.code; }
+      }`,
+      ["proc:spawn:*"],
+    );
+    const pid = await t.spawn(spawner, { input: child });
+    assert.equal((await t.kernel.waitFor(pid, { timeoutMs: 10_000 })).result, "EPERM");
+    await t.kernel.journal.flush();
+    const all = (await t.json("GET", `/v1/audit?pid=${pid}`, { role: "viewer" })).body.records;
+    const denied =
+      (await t.json("GET", `/v1/audit?pid=${pid}&decision=deny`, { role: "viewer" })).body.records;
+    assert.deepEqual(
+      denied.map((r: { syscall: string; code: string }) => [r.syscall, r.code]),
+      [["proc.spawn", "EPERM"]],
+    );
+    assert.match(denied[0].reason, /parent holds no capability that covers it/);
+    assert.deepEqual(
+      denied,
+      all.filter((r: { decision: string }) => r.decision === "deny"),
+    );
+    expectError(
+      await t.json("GET", "/v1/audit?decision=maybe", { role: "viewer" }),
+      400,
+      /decision/,
+    );
   });
 });
 

@@ -43,6 +43,7 @@ Deno.test("query and path parameters come from the schemas and the routes", () =
   const params = doc.paths["/v1/audit"].get.parameters!;
   assert.deepEqual(params.map((p) => [p.name, p.in, p.required]), [
     ["pid", "query", false],
+    ["decision", "query", false],
     ["after", "query", false],
     ["limit", "query", false],
   ]);

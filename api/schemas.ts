@@ -7,6 +7,7 @@
  */
 
 import { z } from "zod";
+import type { AuditDecision } from "../broker/audit.ts";
 import { parseDuration } from "../broker/capability.ts";
 import { type AgentImage, AgentImageSchema, MAX_SOURCE_BYTES } from "../runtime/image.ts";
 import type { ProcessState } from "../runtime/process_table.ts";
@@ -133,6 +134,8 @@ export interface ProcessListQuery {
 export interface AuditQuery {
   /** Only records of this pid. */
   pid?: number;
+  /** Only records with this decision (`deny`: every refusal). */
+  decision?: AuditDecision;
   /** Only records after this seq. */
   after?: number;
   /** At most this many records. */
@@ -250,6 +253,9 @@ export const ProcessListQuerySchema: z.ZodType<ProcessListQuery> = z.strictObjec
 /** Query of `GET /v1/audit`. */
 export const AuditQuerySchema: z.ZodType<AuditQuery> = z.strictObject({
   pid: PID.optional().describe("Only records of this pid"),
+  decision: z.enum(["allow", "deny", "ask"]).optional().describe(
+    "Only records with this decision (deny: every refusal)",
+  ),
   after: COUNT.optional().describe("Only records after this seq"),
   limit: PID.optional().describe("At most this many records (default 100, at most 1000)"),
 });

@@ -360,6 +360,56 @@ export const SYSCALL_ARGS: { readonly [N in SyscallName]: z.ZodType<SyscallArgsM
   "ckpt.list": empty,
 };
 
+/**
+ * A capability as `cap.list` returns it: the record fields of SPEC section 5
+ * (without the holder, which is the caller) and the text form.
+ */
+export interface CapabilityView {
+  /** The capability's id (not a bearer token). */
+  id: string;
+  /** The capability in text form, e.g. `fs:read:/ws/docs/**;uses=1`. */
+  text: string;
+  /** The kind of resource: `fs`, `exec`, `net`, … */
+  resource: string;
+  /** The rights granted; `"*"` stands for every right. */
+  rights: string[];
+  /** The glob over targets it covers (an absolute path glob for `fs`). */
+  scope: string;
+  /** Uses left; absent means unlimited. */
+  uses?: number;
+  /** When it expires, in ms since the epoch; absent means never. */
+  expiresAt?: number;
+  /** Whether the holder may delegate (a subset of) it. */
+  delegable: boolean;
+  /** The id of the capability it was derived from. */
+  parent?: string;
+  /** Who granted it: `operator`, `kernel`, `pid:N` or `human:<request id>`. */
+  grantedBy: string;
+}
+
+const capabilityView: z.ZodType<CapabilityView> = z.object({
+  id: z.string().describe("The capability's id (not a bearer token)"),
+  text: z.string().describe("The text form, e.g. `fs:read:/ws/docs/**;uses=1`"),
+  resource: z.string().describe("The kind of resource: `fs`, `exec`, `net`, …"),
+  rights: z.array(z.string()).describe('The rights granted; `"*"` stands for every right'),
+  scope: z.string().describe("The glob over targets it covers (an absolute path glob for `fs`)"),
+  uses: z.number().int().optional().describe("Uses left; absent means unlimited"),
+  expiresAt: z.number().int().optional().describe(
+    "When it expires, in ms since the epoch; absent means never",
+  ),
+  delegable: z.boolean().describe("Whether the holder may delegate (a subset of) it"),
+  parent: z.string().optional().describe("The id of the capability it was derived from"),
+  grantedBy: z.string().describe("Who granted it: `operator`, `kernel`, `pid:N`, `human:<id>`"),
+}).strict();
+
+/**
+ * Result schemas of the syscalls whose result is a record of several
+ * fields, for the documentation (the other results are described in words).
+ */
+export const SYSCALL_RESULTS: { readonly [N in SyscallName]?: z.ZodType } = {
+  "cap.list": z.array(capabilityView),
+};
+
 /** Every syscall name of ABI v1, in table order. */
 export const SYSCALL_NAMES: readonly SyscallName[] = Object.keys(
   SYSCALL_ARGS,

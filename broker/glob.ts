@@ -8,7 +8,11 @@
  *   `x/**` matches `x` itself and everything below it; `a/**` followed by
  *   `/b` matches `a/b` as well as `a/x/y/b`; a pattern that starts with `**`
  *   followed by `/b` matches `b` too.
- * - Every other character is literal.
+ * - A backslash makes the character after it literal when that character is
+ *   `*` or `\`: `\*` is a star, `\\` a backslash. {@link escapeGlob} writes
+ *   any text as a pattern that matches exactly that text.
+ * - Every other character is literal (a backslash before any other
+ *   character too).
  *
  * Matching runs a small state machine over the compiled pattern in
  * `O(pattern × value)` steps, so no pattern and no value can make it
@@ -60,6 +64,11 @@ function tokenize(pattern: string): Token[] {
   let i = 0;
   while (i < pattern.length) {
     const ch = pattern[i];
+    if (ch === "\\" && (pattern[i + 1] === "*" || pattern[i + 1] === "\\")) {
+      tokens.push({ kind: "lit", ch: pattern[i + 1] });
+      i += 2;
+      continue;
+    }
     if (ch !== "*") {
       tokens.push({ kind: "lit", ch });
       i++;
@@ -115,8 +124,11 @@ function assemble(tokens: readonly Token[]): Instruction[] {
 }
 
 function prepare(pattern: string): Compiled {
-  if (!pattern.includes("*")) return { literal: pattern, code: [] };
+  if (!pattern.includes("*") && !pattern.includes("\\")) return { literal: pattern, code: [] };
   const tokens = tokenize(pattern);
+  if (tokens.every((t) => t.kind === "lit")) {
+    return { literal: tokens.map((t) => t.ch).join(""), code: [] };
+  }
   const last = tokens.length - 1;
   const head = tokens.slice(0, last);
   if (tokens[last].kind === "tail" && head.every((t) => t.kind === "lit")) {
@@ -209,8 +221,30 @@ export function matchGlob(pattern: string, value: string): boolean {
  */
 export function globSpecificity(pattern: string): number {
   let count = 0;
-  for (const ch of pattern) if (ch !== "*") count++;
+  for (let i = 0; i < pattern.length; i++) {
+    if (pattern[i] === "*") continue;
+    if (pattern[i] === "\\" && (pattern[i + 1] === "*" || pattern[i + 1] === "\\")) i++;
+    count++;
+  }
   return count;
+}
+
+/**
+ * The pattern that matches exactly `text` and nothing else: every `*` and
+ * `\` in it is escaped with a backslash. A grant for one literal target (a
+ * file named `**`, a command named `a*`) uses it.
+ *
+ * @example
+ * ```ts
+ * import { escapeGlob, matchGlob } from "./glob.ts";
+ * const scope = escapeGlob("/ws/out/**");
+ * console.assert(scope === "/ws/out/\\*\\*");
+ * console.assert(matchGlob(scope, "/ws/out/**"));
+ * console.assert(!matchGlob(scope, "/ws/out/a.txt"));
+ * ```
+ */
+export function escapeGlob(text: string): string {
+  return text.replace(/[*\\]/g, "\\$&");
 }
 
 /** Inner tokens that the outer `*` covers: they never produce a `/`. */

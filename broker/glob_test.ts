@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { globCovers, globSpecificity, matchGlob } from "./glob.ts";
+import { escapeGlob, globCovers, globSpecificity, matchGlob } from "./glob.ts";
 
 function assertMatches(pattern: string, yes: string[], no: string[]): void {
   for (const value of yes) assert.ok(matchGlob(pattern, value), `${pattern} should match ${value}`);
@@ -270,4 +270,93 @@ Deno.test("globCovers: is sound on random longer patterns and values", () => {
       assert.ok(matchGlob(outer, value), `${outer} covers ${inner} but misses ${value}`);
     }
   }
+});
+
+// ---------------------------------------------------------------------------
+// Escapes: a literal target as a pattern.
+
+/** Names a process can give a file or a command, each with glob characters in it. */
+const GLOBBY_NAMES = [
+  "/ws/out/**",
+  "/ws/out/*",
+  "/ws/a*",
+  "/ws/**/x",
+  "/ws/[x]",
+  "/ws/?",
+  "/ws/a\\*",
+  "/ws/a\\",
+  "/ws/\\\\**\\",
+  "*",
+  "**",
+];
+
+Deno.test("escapeGlob: the escaped form matches its own text and nothing else", () => {
+  const others = [
+    ...GLOBBY_NAMES,
+    "/ws/out/a.txt",
+    "/ws/out",
+    "/ws/out/**/deeper",
+    "/ws/ab",
+    "/ws/a",
+    "/ws/x",
+    "/ws/y/x",
+    "/ws/a\\b",
+    "/ws/",
+    "",
+    "a",
+  ];
+  for (const name of GLOBBY_NAMES) {
+    const pattern = escapeGlob(name);
+    assert.ok(matchGlob(pattern, name), `${pattern} should match ${name}`);
+    for (const other of others) {
+      if (other === name) continue;
+      assert.ok(!matchGlob(pattern, other), `${pattern} should not match ${other}`);
+    }
+  }
+});
+
+Deno.test("escapeGlob: an escaped name covers only itself; a wildcard scope still covers it", () => {
+  for (const name of GLOBBY_NAMES) {
+    const pattern = escapeGlob(name);
+    assert.ok(globCovers(pattern, pattern), pattern);
+    assert.ok(globCovers("**", pattern), `** covers ${pattern}`);
+    for (const other of GLOBBY_NAMES) {
+      if (other === name) continue;
+      assert.ok(!globCovers(pattern, escapeGlob(other)), `${pattern} / ${other}`);
+    }
+  }
+  assert.ok(globCovers("/ws/**", escapeGlob("/ws/out/**")));
+  assert.ok(globCovers("/ws/out/*", escapeGlob("/ws/out/**")));
+  assert.ok(!globCovers("/ws/src/**", escapeGlob("/ws/out/**")));
+  // The literal "**" file is not the whole tree: a scope for the file does not cover the tree.
+  assert.ok(!globCovers(escapeGlob("/ws/out/**"), "/ws/out/**"));
+  assert.ok(!globCovers(escapeGlob("/ws/out/**"), "/ws/out/a.txt"));
+});
+
+Deno.test("matchGlob: a backslash escapes only '*' and itself", () => {
+  assertMatches("/ws/a\\*", ["/ws/a*"], ["/ws/a", "/ws/ab", "/ws/a\\", "/ws/a\\b"]);
+  assertMatches("/ws/a\\\\*", ["/ws/a\\", "/ws/a\\b", "/ws/a\\\\"], ["/ws/a*", "/ws/a"]);
+  assertMatches("/ws/a\\b", ["/ws/a\\b"], ["/ws/ab"]);
+  assertMatches("/ws/a\\", ["/ws/a\\"], ["/ws/a"]);
+  assertMatches("/ws/\\*\\*/**", ["/ws/**", "/ws/**/x"], ["/ws/a/x", "/ws/x"]);
+});
+
+Deno.test("globSpecificity: an escaped star is one literal character", () => {
+  assert.equal(globSpecificity(escapeGlob("/ws/out/**")), "/ws/out/**".length);
+  assert.ok(globSpecificity(escapeGlob("/ws/out/**")) > globSpecificity("/ws/out/**"));
+});
+
+Deno.test("globCovers: is sound on every pair of short patterns with escapes (brute force)", () => {
+  const patterns = allStrings("a/*\\", 4);
+  const values = allStrings("a/*\\", 5);
+  const matched = new Map(patterns.map((p) => [p, values.filter((v) => matchGlob(p, v))]));
+  for (const outer of patterns) {
+    for (const inner of patterns) {
+      if (!globCovers(outer, inner)) continue;
+      for (const value of matched.get(inner)!) {
+        assert.ok(matchGlob(outer, value), `${outer} covers ${inner} but misses ${value}`);
+      }
+    }
+  }
+  for (const value of values) assert.ok(matchGlob(escapeGlob(value), value), value);
 });

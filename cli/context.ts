@@ -6,6 +6,7 @@
  * @module
  */
 
+import { printable } from "../broker/printable.ts";
 import { Kernel, type KernelOptions } from "../runtime/kernel.ts";
 import { resolveModelSpec } from "../runtime/model_spec.ts";
 import { type Parsed, str, UsageError } from "./args.ts";
@@ -21,10 +22,19 @@ export interface Io {
   interactive: boolean;
 }
 
-/** The real terminal. */
+/** Each line of `text` made {@link printable}; the line breaks between them are kept. */
+function _printableLines(text: string): string {
+  return text.split("\n").map(printable).join("\n");
+}
+
+/**
+ * The real terminal. Whatever a verb prints is made printable on the way
+ * out, so no text a process chose (even in JSON output) reaches the
+ * terminal as a control character.
+ */
 export const TERMINAL_IO: Io = {
-  out: (line) => console.log(line),
-  err: (line) => console.error(line),
+  out: (line) => console.log(_printableLines(line)),
+  err: (line) => console.error(_printableLines(line)),
   interactive: Deno.stderr.isTerminal(),
 };
 

@@ -12,18 +12,53 @@ import {
   type HumanResponder,
   ScriptedHuman,
 } from "../runtime/human_queue.ts";
+import { printable } from "../broker/printable.ts";
 import { parse, str, UsageError } from "./args.ts";
 import { type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
-import { clip, table } from "./table.ts";
+import { wrap } from "./table.ts";
 
-/** One line describing a request: who asks, what exactly, and why. */
+/** Width of the text beside a label in {@link requestLines}. */
+const TEXT_WIDTH = 90;
+
+/** How many lines of a request the interactive prompt shows before it waits for Enter. */
+const PAGE_LINES = 20;
+
+/**
+ * One line naming a request: who asks for what (and why). The arguments are
+ * left out: {@link requestLines} shows them in full.
+ */
 export function describeRequest(r: HumanRequest): string {
   const what = r.kind === "question"
-    ? `asks "${r.question!.text}"${
-      r.question!.choices ? ` (${r.question!.choices.join("/")})` : ""
-    }`
-    : `wants ${r.operation!.capability} for ${r.operation!.syscall} ${r.operation!.args}`;
-  return `pid ${r.pid} (${r.image}) ${what}${r.reason ? ` because ${r.reason}` : ""}`;
+    ? `asks "${r.question!.text}"`
+    : `wants ${r.operation!.capability} for ${r.operation!.syscall}`;
+  return printable(`pid ${r.pid} (${r.image}) ${what}${r.reason ? ` because ${r.reason}` : ""}`);
+}
+
+/**
+ * A request as a human reads it before answering: who asks, the capability
+ * an approval grants, the call with its arguments in full (wrapped, never
+ * cut) and their digest, and the reason. Every line is printable: nothing
+ * the asking process wrote can move the cursor or fake a line.
+ */
+export function requestLines(r: HumanRequest): string[] {
+  const lines = [printable(`request ${r.id}  pid ${r.pid} (${r.image})  ${r.kind}`)];
+  const field = (label: string, text: string) =>
+    wrap(text, TEXT_WIDTH).forEach((part, i) =>
+      lines.push(`  ${(i === 0 ? label : "").padEnd(8)}${part}`)
+    );
+  if (r.question) {
+    field("asks", r.question.text);
+    if (r.question.choices) field("choices", JSON.stringify(r.question.choices));
+    field("answer", r.question.kind);
+  }
+  if (r.operation) {
+    field("wants", r.operation.capability);
+    field("call", r.operation.syscall);
+    field("args", r.operation.args);
+    field("digest", `sha256 ${r.operation.argsDigest}`);
+  }
+  if (r.reason) field("reason", r.reason);
+  return lines;
 }
 
 /** Asks on the terminal, one request at a time (`--human interactive`). */
@@ -32,22 +67,34 @@ export class TerminalHuman implements HumanResponder {
   #lines: AsyncIterator<string>;
   #busy: Promise<unknown> = Promise.resolve();
 
-  /** Reads answers from stdin, writes questions to stderr. */
-  constructor(io: Io) {
+  /** Reads answers from `input` (default stdin), writes the requests and prompts to stderr. */
+  constructor(io: Io, input: ReadableStream<Uint8Array> = Deno.stdin.readable) {
     this.#io = io;
-    this.#lines = readLines(Deno.stdin.readable);
+    this.#lines = readLines(input);
   }
 
-  /** Prompts for a decision or an answer. */
+  /**
+   * Shows the whole request, a page at a time (Enter for the next page, `d`
+   * to deny at once), then prompts for a decision or an answer.
+   */
   respond(request: HumanRequest): Promise<HumanAnswer | undefined> {
     const next = this.#busy.then(async () => {
-      this.#io.err(`\n[approval] ${describeRequest(request)}`);
+      const read = async () => (await this.#lines.next()).value ?? "";
+      const lines = requestLines(request);
+      this.#io.err(`\n[approval] ${lines[0]}`);
+      for (let shown = 1; shown < lines.length; shown += PAGE_LINES) {
+        for (const line of lines.slice(shown, shown + PAGE_LINES)) this.#io.err(line);
+        const left = lines.length - shown - PAGE_LINES;
+        if (left <= 0) break;
+        this.#io.err(`-- ${left} more lines: Enter to see them, d to deny --`);
+        if ((await read()).trim() === "d") return { decision: "deny_once" } satisfies HumanAnswer;
+      }
       if (request.kind === "question") {
         this.#io.err("answer> ");
-        return { answer: (await this.#lines.next()).value ?? "" };
+        return { answer: await read() };
       }
       this.#io.err("allow once / always / deny / deny always? [o/a/d/D] ");
-      const line = ((await this.#lines.next()).value ?? "").trim();
+      const line = (await read()).trim();
       const decision = ({ o: "allow_once", a: "allow_always", D: "deny_always" } as const)[
         line as "o" | "a" | "D"
       ] ?? "deny_once";
@@ -83,17 +130,13 @@ export async function humanFlag(value: string | undefined, io: Io): Promise<Huma
   throw new UsageError(`Cannot use --human "${mode}": expected scripted:FILE, deny or interactive`);
 }
 
-/** `libos approvals [--json]` */
+/** `libos approvals [--json]`: every pending request in full, oldest first. */
 export async function approvalsVerb(args: string[], io: Io): Promise<number> {
   const parsed = parse(args, REMOTE_OPTIONS, "approvals");
   const show = (pending: HumanRequest[]): number => {
-    if (parsed.values.json) { for (const r of pending) io.out(JSON.stringify(r)); }
-    else {
-      io.out(table(
-        ["ID", "PID", "KIND", "REQUEST"],
-        pending.map((r) => [r.id, r.pid, r.kind, clip(describeRequest(r), 100)]),
-      ));
-    }
+    if (parsed.values.json) { for (const r of pending) io.out(printable(JSON.stringify(r))); }
+    else if (pending.length === 0) io.out("no pending requests");
+    else io.out(pending.map((r) => requestLines(r).join("\n")).join("\n\n"));
     return 0;
   };
   const client = remoteClient(parsed);

@@ -8,7 +8,8 @@ import { int, parse, str, UsageError } from "./args.ts";
 import { type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
 import { clip, table } from "./table.ts";
 import type { RemoteClient } from "./remote.ts";
-import type { AuditRecord } from "../broker/audit.ts";
+import type { AuditDecision, AuditRecord } from "../broker/audit.ts";
+import { printable } from "../broker/printable.ts";
 import type { Kernel, TranscriptEntry } from "../runtime/kernel.ts";
 import { END_STATES, type ProcessEvent, type ProcessRecord } from "../runtime/process_table.ts";
 
@@ -74,7 +75,7 @@ export function treeLines(processes: readonly ProcessRecord[]): string[][] {
 export function psVerb(args: string[], io: Io): Promise<number> {
   const show = (processes: ProcessRecord[], parsed: _Parsed): number => {
     if (parsed.values.json) {
-      for (const p of processes) io.out(JSON.stringify(p));
+      for (const p of processes) io.out(printable(JSON.stringify(p)));
       return 0;
     }
     const rows = parsed.values.tree ? treeLines(processes) : processes.map(psColumns);
@@ -98,7 +99,7 @@ export function imagesVerb(args: string[], io: Io): Promise<number> {
   ): number => {
     if (parsed.values.json) {
       for (const i of images) {
-        io.out(JSON.stringify({ tag: i.tag, digest: i.digest, image: i.image }));
+        io.out(printable(JSON.stringify({ tag: i.tag, digest: i.digest, image: i.image })));
       }
       return 0;
     }
@@ -146,18 +147,22 @@ export function auditTable(
   );
 }
 
-/** `libos audit [--pid N] [--json]` and `libos audit verify` */
+/**
+ * `libos audit [--pid N] [--denied] [--json]` and `libos audit verify`.
+ * `--denied` lists only the refusals (decision `deny`).
+ */
 export function auditVerb(args: string[], io: Io): Promise<number> {
+  type Filter = { pid?: number; decision?: AuditDecision };
   type Source = {
     verify(): Promise<{ ok: boolean; count: number; seq?: number; reason?: string }>;
-    list(pid: number | undefined): AsyncIterable<AuditRecord>;
+    list(filter: Filter): AsyncIterable<AuditRecord>;
   };
   const show = async (source: Source, parsed: _Parsed): Promise<number> => {
     if (parsed.positionals[0] === "verify") {
       const result = await source.verify();
-      if (parsed.values.json) io.out(JSON.stringify(result));
+      if (parsed.values.json) io.out(printable(JSON.stringify(result)));
       else if (result.ok) io.out(`audit verified: ${result.count} records, chain intact`);
-      else io.out(`audit BROKEN at seq ${result.seq}: ${result.reason}`);
+      else io.out(printable(`audit BROKEN at seq ${result.seq}: ${result.reason}`));
       return result.ok ? 0 : 1;
     }
     if (parsed.positionals.length) {
@@ -167,9 +172,10 @@ export function auditVerb(args: string[], io: Io): Promise<number> {
     }
     const pidText = str(parsed, "pid");
     const pid = pidText === undefined ? undefined : int(pidText, "--pid");
+    const decision = parsed.values.denied ? "deny" : undefined;
     const records = [];
-    for await (const record of source.list(pid)) {
-      if (parsed.values.json) io.out(JSON.stringify(record));
+    for await (const record of source.list({ pid, decision })) {
+      if (parsed.values.json) io.out(printable(JSON.stringify(record)));
       else records.push(record);
     }
     if (!parsed.values.json) io.out(auditTable(records));
@@ -177,17 +183,17 @@ export function auditVerb(args: string[], io: Io): Promise<number> {
   };
   return withTarget(
     args,
-    { pid: { type: "string" } },
+    { pid: { type: "string" }, denied: { type: "boolean" } },
     "audit",
     (kernel, parsed) =>
       show({
         verify: () => kernel.audit.verify(),
-        list: (pid) => kernel.audit.list({ pid }),
+        list: (filter) => kernel.audit.list(filter),
       }, parsed),
     (client, parsed) =>
       show({
         verify: () => client.verifyAudit(),
-        list: (pid) => client.audit({ pid }),
+        list: (filter) => client.audit(filter),
       }, parsed),
   );
 }
@@ -256,7 +262,7 @@ function showObjects(
   io: Io,
 ): void {
   if (parsed.values.json) {
-    for (const i of items) io.out(JSON.stringify(i));
+    for (const i of items) io.out(printable(JSON.stringify(i)));
     return;
   }
   io.out(table(
@@ -273,16 +279,20 @@ export type LogEntry =
 
 /** A log entry as a line: its JSON with `json`, or a short human-readable form. */
 export function logLine(entry: LogEntry, options: { json?: boolean } = {}): string {
-  if (options.json) return JSON.stringify(entry.data);
+  if (options.json) return printable(JSON.stringify(entry.data));
   if (entry.kind === "message") return transcriptLine(entry.data);
   if (entry.kind === "audit") {
     const r = entry.data;
-    return `audit ${r.seq}: ${r.syscall} ${clip(r.args, 60)} ${r.decision} ${r.outcome}${
-      r.code ? ` ${r.code}` : ""
-    }`;
+    return printable(
+      `audit ${r.seq}: ${r.syscall} ${clip(r.args, 60)} ${r.decision} ${r.outcome}${
+        r.code ? ` ${r.code}` : ""
+      }`,
+    );
   }
   const e = entry.data;
-  return `event ${e.seq}: ${e.from ?? "new"} → ${e.to}${e.reason ? ` (${e.reason})` : ""}`;
+  return printable(
+    `event ${e.seq}: ${e.from ?? "new"} → ${e.to}${e.reason ? ` (${e.reason})` : ""}`,
+  );
 }
 
 /**
@@ -440,5 +450,5 @@ export function transcriptLine(
   ).join(", ");
   const body = [message.content ? clip(message.content, 100) : "", calls ? `→ ${calls}` : ""]
     .filter(Boolean).join(" ");
-  return `${message.role.padEnd(9)} ${message.name ? `[${message.name}] ` : ""}${body}`;
+  return printable(`${message.role.padEnd(9)} ${message.name ? `[${message.name}] ` : ""}${body}`);
 }

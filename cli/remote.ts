@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { AuditRecord, AuditVerifyResult } from "../broker/audit.ts";
+import type { AuditDecision, AuditRecord, AuditVerifyResult } from "../broker/audit.ts";
 import type { HumanRequest } from "../runtime/human_queue.ts";
 import type { AgentImage, RegisteredImage } from "../runtime/image.ts";
 import type { TranscriptEntry } from "../runtime/kernel.ts";
@@ -207,12 +207,22 @@ export class RemoteClient {
     return this.request("POST", `/v1/human/${encodeURIComponent(id)}`, { body: answer });
   }
 
-  /** `GET /v1/audit`, every page: the audit records in order, of one pid and after a seq. */
-  async *audit(options: { pid?: number; after?: number } = {}): AsyncGenerator<AuditRecord> {
+  /**
+   * `GET /v1/audit`, every page: the audit records in order, of one pid,
+   * with one decision, after a seq.
+   */
+  async *audit(
+    options: { pid?: number; decision?: AuditDecision; after?: number } = {},
+  ): AsyncGenerator<AuditRecord> {
     let after = options.after ?? 0;
     for (;;) {
       const { records } = await this.request<{ records: AuditRecord[] }>("GET", "/v1/audit", {
-        query: { pid: options.pid, after: after || undefined, limit: PAGE },
+        query: {
+          pid: options.pid,
+          decision: options.decision,
+          after: after || undefined,
+          limit: PAGE,
+        },
       });
       yield* records;
       if (records.length < PAGE) return;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { clip, table } from "./table.ts";
+import { rawControls } from "../test/_terminal.ts";
+import { clip, table, wrap } from "./table.ts";
 
 Deno.test("clip: short text is kept, with whitespace runs folded to one space", () => {
   assert.equal(clip("a  b\n\tc", 10), "a b c");
@@ -45,4 +46,27 @@ Deno.test("table: the last column is not padded", () => {
 
 Deno.test("table: with no rows it prints the header alone", () => {
   assert.equal(table(["PID", "PPID", "IMAGE"], []), "PID  PPID  IMAGE");
+});
+
+Deno.test("table: a cell's control characters are escaped and cannot add a row", () => {
+  const forged = "fs.read\u001b[1A\u001b[2K\r\n7    1    fs.write  allow  ok\u202e\u009b";
+  const lines = table(["SEQ", "SYSCALL"], [[1, forged], [2, "time.now"]]).split("\n");
+  assert.equal(lines.length, 3);
+  for (const line of lines) assert.deepEqual(rawControls(line), []);
+  assert.ok(lines[1].includes("\\u001b[1A\\u001b[2K\\r\\n7"));
+  assert.ok(lines[1].endsWith("\\u202e\\u009b"));
+});
+
+Deno.test("clip: controls left after folding whitespace are escaped", () => {
+  const text = clip("run\u001b]0;title\u0007 \u2066rm -rf ~\u2069", 200);
+  assert.deepEqual(rawControls(text), []);
+  assert.equal(text, "run\\u001b]0;title\\u0007 \\u2066rm -rf ~\\u2069");
+});
+
+Deno.test("wrap: keeps every character, escaped, in lines of the width", () => {
+  const text = "a".repeat(250) + "\u001b[31m" + "TAIL";
+  const lines = wrap(text, 100);
+  assert.deepEqual(lines.map((l) => l.length <= 100), lines.map(() => true));
+  assert.equal(lines.join(""), "a".repeat(250) + "\\u001b[31mTAIL");
+  assert.deepEqual(wrap("", 10), [""]);
 });

@@ -17,7 +17,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { SYSCALL_ARGS, SYSCALL_NAMES, type SyscallName } from "../broker/abi.ts";
+import { SYSCALL_ARGS, SYSCALL_NAMES, SYSCALL_RESULTS, type SyscallName } from "../broker/abi.ts";
 import { ERROR_CODES, type ErrorCode } from "../broker/errors.ts";
 import type { Effect } from "../broker/journal.ts";
 import { Kernel } from "../runtime/kernel.ts";
@@ -286,7 +286,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     effect: "none",
   },
   "cap.list": {
-    summary: "The caller's capabilities: `[{ id, text, uses, expiresAt, parent, grantedBy }]`.",
+    summary: "The caller's capabilities, each as its record fields (SPEC section 5) beside its " +
+      "text form.",
     needs: OWN,
     effect: "none",
   },
@@ -534,8 +535,30 @@ export async function renderAbiDoc(): Promise<string> {
     );
     if (live) push(`Effect: \`${doc.effect}\`.`, "");
     push(..._argsTable(name), "");
+    if (SYSCALL_RESULTS[name]) push(..._resultTable(name), "");
   }
   return await _format(lines.join("\n"));
+}
+
+/** The fields of a syscall's result, from its schema in `SYSCALL_RESULTS`. */
+function _resultTable(name: SyscallName): string[] {
+  const schema = z.toJSONSchema(SYSCALL_RESULTS[name]!, { io: "output" }) as Schema;
+  const defs = _defsOf(schema);
+  const list = schema.type === "array";
+  const record = _resolve((list ? schema.items : schema) as Schema, defs);
+  const properties = (record.properties ?? {}) as Record<string, Schema>;
+  const required = new Set((record.required ?? []) as string[]);
+  return [
+    list ? "Result: an array of records:" : "Result: a record:",
+    "",
+    "| field | type | always | meaning |",
+    "| --- | --- | --- | --- |",
+    ...Object.entries(properties).map(([key, property]) =>
+      `| \`${key}\` | ${_cell(`\`${_type(property, defs)}\``)} | ${
+        required.has(key) ? "yes" : "no"
+      } | ${_cell(String(property.description ?? "-"))} |`
+    ),
+  ];
 }
 
 function _argsTable(name: SyscallName): string[] {

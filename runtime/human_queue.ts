@@ -9,9 +9,8 @@
  * @module
  */
 
-import { summarizeArgs } from "../broker/audit.ts";
+import { MAX_REVIEW_BYTES, reviewArgs, summarizeArgs } from "../broker/audit.ts";
 import {
-  type Capability,
   type CapabilitySpec,
   formatCapability,
   parseCapability,
@@ -43,11 +42,23 @@ export interface HumanRequest {
   /** For a permission request: the exact operation asked for. */
   operation?: {
     syscall: string;
-    /** Argument summary (no contents or secrets). */
+    /**
+     * The arguments in full, as JSON (see `reviewArgs`): nothing cut and
+     * nothing redacted, so the human sees everything the call would do.
+     */
     args: string;
+    /** The audit's summary of the arguments (no contents or secrets). */
+    summary?: string;
+    /** The digest of `{ name, args }` that an `allow_once` grant is bound to. */
     argsDigest: string;
     /** The capability that would allow it, in text form. */
     capability: string;
+    /**
+     * The capability an `allow_*` answer mints, as a record: exactly what
+     * {@link HumanRequest.operation.capability} shows, without parsing text
+     * a scope could have bent.
+     */
+    grant?: CapabilitySpec;
   };
   /** For a question. */
   question?: { text: string; kind: QuestionKind; choices?: string[] };
@@ -228,22 +239,33 @@ export class HumanQueue {
   /**
    * Files a permission request for the call `ctx` (syscall `request.name`
    * with `request.args`) asking for `request.capability`, and parks the
-   * asker on it (see {@link HumanQueue.file}).
+   * asker on it (see {@link HumanQueue.file}). The request keeps the
+   * arguments in full; a call whose arguments are too long to show a human
+   * is refused with `EPERM` instead.
    */
-  permission(
+  async permission(
     ctx: CallContext,
     request: { name: string; args: unknown; capability: CapabilitySpec; reason?: string },
   ): Promise<typeof PARKED> {
     const { name, args } = request;
-    return this.file(
+    const full = await reviewArgs(name, args);
+    if (full === undefined) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot ask a human about ${name}: its arguments are over the ${MAX_REVIEW_BYTES} bytes a human is shown`,
+      );
+    }
+    return await this.file(
       { pid: ctx.pid, seq: ctx.seq, name, argsDigest: ctx.argsDigest, image: ctx.image },
       {
         kind: "permission",
         operation: {
           syscall: name,
-          args: summarizeArgs(name, args),
+          args: full,
+          summary: summarizeArgs(name, args),
           argsDigest: ctx.argsDigest,
           capability: formatCapability(request.capability),
+          grant: request.capability,
         },
         reason: request.reason,
       },
@@ -321,7 +343,7 @@ export class HumanQueue {
       answered.answer!.decision = decision;
       const operation = request.operation!;
       if (decision.startsWith("allow")) {
-        const spec = parseCapability(operation.capability);
+        const spec = operation.grant ?? parseCapability(operation.capability);
         const ttlMs = answer.ttl ? parseDuration(answer.ttl) : undefined;
         if (ttlMs !== undefined) answered.answer!.ttlMs = ttlMs;
         const prepared = kernel.caps.prepareGrant(request.pid, {
@@ -346,7 +368,9 @@ export class HumanQueue {
           ok: false,
           error: {
             code: "EPERM",
-            message: `Cannot ${operation.syscall} ${operation.args}: denied by ${options.by}`,
+            message: `Cannot ${operation.syscall} ${
+              operation.summary ?? operation.args
+            }: denied by ${options.by}`,
           },
         };
       }
@@ -382,7 +406,7 @@ export class HumanQueue {
           pid: request.pid,
           image: request.image,
           syscall: request.operation.syscall,
-          args: request.operation.args,
+          args: request.operation.summary ?? request.operation.args,
           argsDigest: request.operation.argsDigest,
           decision: "deny",
           approval: id,
@@ -393,13 +417,14 @@ export class HumanQueue {
       }, { durable: false });
     }
     if (answered.answer?.decision === "deny_always") {
-      const [resource, right, ...scope] = request.operation!.capability.split(":");
+      const operation = request.operation!;
+      const spec = operation.grant ?? parseCapability(operation.capability);
       await kernel.processes.update(request.pid, (p) => ({
         policy: [...p.policy, {
-          pattern: request.operation!.capability,
-          resource: resource as Capability["resource"],
-          rights: [right],
-          scope: scope.join(":"),
+          pattern: operation.capability,
+          resource: spec.resource,
+          rights: spec.rights,
+          scope: spec.scope,
           decision: "deny",
           source: `human:${id}`,
         }],

@@ -19,6 +19,7 @@ import {
 } from "../broker/capability.ts";
 import { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
+import { escapeGlob } from "../broker/glob.ts";
 import {
   Journal,
   type JournalOptions,
@@ -920,16 +921,20 @@ export class Kernel {
 
   async #askHuman(ctx: CallContext, request: AskRequest): Promise<typeof PARKED> {
     const { op, rule, name, args } = request;
-    const spec: CapabilitySpec = { resource: op.resource, rights: [op.right], scope: op.target };
-    if (!request.held) {
-      const proc = await this.processes.require(ctx.pid);
-      const image = await this.imageOf(proc);
-      if (!this.#isWithinCeiling(spec, this.#ceiling(image, proc.workspace))) {
-        throw new SyscallError(
-          "EPERM",
-          `Cannot ${name} "${op.target}": policy "${rule.pattern}" asks, but no human may grant what image "${image.tag}" never allows`,
-        );
-      }
+    // The grant a human may mint is for this one target, literally: glob
+    // characters in its name (a file named `**`) match only themselves.
+    const spec: CapabilitySpec = {
+      resource: op.resource,
+      rights: [op.right],
+      scope: escapeGlob(op.target),
+    };
+    const proc = await this.processes.require(ctx.pid);
+    const image = await this.imageOf(proc);
+    if (!this.#isWithinCeiling(spec, this.#ceiling(image, proc.workspace))) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot ${name} "${op.target}": policy "${rule.pattern}" asks, but no human may grant what image "${image.tag}" never allows`,
+      );
     }
     return await this.humans.permission(ctx, {
       name,

@@ -15,7 +15,7 @@
  * @module
  */
 
-import type { SyscallArgs, SyscallName } from "../broker/abi.ts";
+import type { CapabilityView, SyscallArgs, SyscallName } from "../broker/abi.ts";
 
 /** Sends one syscall and resolves with its value or rejects with a {@link SysError}. */
 export type Transport = (name: SyscallName, args: unknown) => Promise<unknown>;
@@ -214,21 +214,8 @@ export interface Sys {
   call(name: SyscallName, args: unknown): Promise<unknown>;
 }
 
-/** A capability as `cap.list` shows it. */
-export interface CapabilityView {
-  /** The capability's id. */
-  id: string;
-  /** The capability in text form. */
-  text: string;
-  /** Uses left; absent means unlimited. */
-  uses?: number;
-  /** When the capability expires, in ms since the epoch. */
-  expiresAt?: number;
-  /** The id of the capability this one was derived from. */
-  parent?: string;
-  /** Who granted it: `operator`, `pid:N` or `human:<request id>`. */
-  grantedBy: string;
-}
+/** A capability as `cap.list` returns it: its record fields and its text form. */
+export type { CapabilityView };
 
 /** A model reply as `model.complete` returns it. */
 export interface ModelReply {

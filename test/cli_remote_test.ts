@@ -293,8 +293,9 @@ Deno.test("remote approve: a process asking a human is answered over HTTP and fi
     const request = JSON.parse(approvals.out[0]);
     assert.equal(request.kind, "permission");
     assert.equal(request.operation.capability, `fs:read:${join(f.workspace, "secret.txt")}`);
-    const table = await f.cli(["approvals"], "viewer");
-    assert.ok(table.out[1].startsWith(`${request.id}  1    permission  pid 1 (asker@1.0.0) wants`));
+    const shown = await f.cli(["approvals"], "viewer");
+    assert.equal(shown.out[0], `request ${request.id}  pid 1 (asker@1.0.0)  permission`);
+    assert.ok(shown.out.includes(`  digest  sha256 ${request.operation.argsDigest}`));
 
     assertOneLineError(
       await f.cli(["approve", request.id], "viewer"),

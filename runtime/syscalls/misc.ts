@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { CapabilityView } from "../../broker/abi.ts";
 import type { HandlerTable } from "../../broker/broker.ts";
 import { formatCapability } from "../../broker/capability.ts";
 import { imageModelId } from "../image.ts";
@@ -51,11 +52,15 @@ export function miscHandlers(kernel: Kernel): HandlerTable {
       ops: [],
       effect: "none",
       run: async () =>
-        (await kernel.caps.list(ctx.pid, kernel.now())).map((c) => ({
+        (await kernel.caps.list(ctx.pid, kernel.now())).map((c): CapabilityView => ({
           id: c.id,
           text: formatCapability(c),
+          resource: c.resource,
+          rights: [...c.rights],
+          scope: c.scope,
           uses: c.uses,
           expiresAt: c.expiresAt,
+          delegable: c.delegable,
           parent: c.parent,
           grantedBy: c.grantedBy,
         })),
