@@ -46,8 +46,8 @@
  * `-ok`, `-okdir` or the actions that write files; `env` with a command
  * and no options or variables; `git` with the global options that only
  * choose the repository and the subcommands `status`, `log`, `show`,
- * `diff`, `rev-parse`, `ls-files`, `blame`, `grep`, `branch`, `version` and
- * reading `config` (not `-c`, `--config-env`, `--exec-path`, an alias or
+ * `diff`, `rev-parse`, `ls-files`, `blame`, `grep`, listing `branch`,
+ * `version` and reading `config` (not `-c`, `--config-env`, `--exec-path`, an alias or
  * any other subcommand); `bash`, `sh` and `dash` with `-c SCRIPT`.
  *
  * ## Shell scripts
@@ -55,13 +55,14 @@
  * A script is accepted only when it resolves to simple commands whose words
  * are all literal: unquoted letters, digits and `_-./:,+=%@!^]`, a lone
  * `[`, backslash escapes, single quotes, and double quotes without `$` or
- * backticks; joined by `;`, `&`, `&&`, `||`, `|` and `|&`; with
- * redirections (`<`, `>`, `>>`, `>|`, `<>`, `&>`, `&>>`, `N>&M`) to literal
+ * backticks; joined by `;`, `&`, `&&`, `||` and `|`; with redirections
+ * (`<`, `>`, `>>`, `>|`, `<>`, `N>&M` with one-digit descriptors) to literal
  * targets outside `/dev` (but `/dev/null`, `/dev/stdout`, `/dev/stderr`,
  * `/dev/stdin`). Everything else adds `*`: any `$` (parameters, `${x@P}`,
  * `${!x}`, arithmetic, `$(…)`), backticks, globs, braces, `~`, comments,
  * parentheses (subshells, functions, process substitution), here-documents,
- * newlines and tabs, and reserved words. Each command is then analyzed
+ * newlines and tabs, reserved words, and what bash and dash read
+ * differently (`&>`, `|&`, descriptors above 9). Each command is then analyzed
  * like an argv, where the shell's builtins come first: `echo`, `true`,
  * `false`, `:`, `printf` without options, `pwd`, `test` and `[` without
  * `-v` or `-R` (which evaluate array subscripts), `exit N` and `set` with
@@ -805,11 +806,17 @@ const GIT_SUBCOMMANDS = new Map<string, Analyzer>([
   ],
   [
     "branch",
-    _gnu({
-      flags: "vqrali",
-      long: "verbose quiet remotes all list show-current ignore-case contains= no-contains= " +
-        "merged= no-merged= points-at= sort= abbrev[=] color[=] no-color column[=] no-column",
-    }),
+    _gnu(
+      {
+        flags: "vqrali",
+        long: "verbose quiet remotes all list show-current ignore-case contains= no-contains= " +
+          "merged= no-merged= points-at= sort= abbrev[=] color[=] no-color column[=] no-column",
+      },
+      (parsed) =>
+        parsed.operands.length === 0 || _has(parsed, "-l", "--list")
+          ? undefined
+          : "branch with a name creates a branch, which runs the reference-transaction hook",
+    ),
   ],
   ["version", _gnu({ long: "build-options" })],
   [
@@ -999,7 +1006,11 @@ function _parseScript(s: string): string[][] | string {
     const op = redirect;
     redirect = undefined;
     redirects++;
-    if ((op === ">&" || op === "<&") && /^(?:[0-9]+-?|-)$/.test(text)) return undefined;
+    if (op === ">&" || op === "<&") {
+      if (/^(?:[0-9]+-?|-)$/.test(text)) return undefined;
+      // bash reads `>&-x` as `>&-` followed by the word `x`.
+      if (text.startsWith("-")) return `has ${op} followed by ${_show(text)}`;
+    }
     if (text === "") return "redirects to an empty name";
     if (text.startsWith("/dev/") && !SHELL_DEVICES.has(text)) {
       return `redirects to the device ${_show(text)}`;
@@ -1026,13 +1037,19 @@ function _parseScript(s: string): string[][] | string {
       continue;
     }
     if (c === "<" || c === ">" || (c === "&" && s[i + 1] === ">")) {
-      if (word !== undefined && !quoted && c !== "&" && /^[0-9]+$/.test(word)) word = undefined;
+      if (word !== undefined && !quoted && c !== "&" && /^[0-9]+$/.test(word)) {
+        // dash reads only one digit as a file descriptor, bash any number.
+        if (word.length > 1) return `has ${_show(word)} before a redirection`;
+        word = undefined;
+      }
       const why = endWord();
       if (why !== undefined) return why;
       if (redirect !== undefined) return `has ${redirect} without a target`;
       const op = /^(?:&>>|&>|<<|<\(|>\(|>>|>\||>&|<&|<>|<|>)/.exec(s.slice(i, i + 3))![0];
       if (op === "<<") return "has a here-document or here-string";
       if (op.endsWith("(")) return "has a process substitution";
+      // dash reads `a &>f b` as `a &` then `>f b`.
+      if (op.startsWith("&")) return `has ${op}, which bash and dash read differently`;
       redirect = op;
       i += op.length;
       continue;
@@ -1040,6 +1057,7 @@ function _parseScript(s: string): string[][] | string {
     if (c === ";" || c === "&" || c === "|") {
       const op = /^(?:&&|\|\||\|&|;;|;&|[;&|])/.exec(s.slice(i, i + 2))![0];
       if (op === ";;" || op === ";&") return `has ${op}, which only a case statement uses`;
+      if (op === "|&") return "has |&, which bash and dash read differently";
       const why = endCommand();
       if (why !== undefined) return why;
       operator = op;
@@ -1084,8 +1102,8 @@ function _parseScript(s: string): string[][] | string {
   const why = endWord();
   if (why !== undefined) return why;
   if (redirect !== undefined) return `has ${redirect} without a target`;
-  if (words.length > 0 || redirects > 0) commands.push(words);
-  else if (operator !== undefined && operator !== ";" && operator !== "&") {
+  if (words.length > 0) commands.push(words);
+  else if (redirects === 0 && operator !== undefined && operator !== ";" && operator !== "&") {
     return `ends with ${operator}`;
   }
   return commands;
