@@ -504,7 +504,7 @@ Deno.test("analyzeCommand explains what it unwrapped and why it needs exec:run:*
   assert.ok(escaped.some((r) => r.includes("\\u{1b}")), escaped.join("\n"));
 });
 
-Deno.test("a policy-visible command is reported for each program, even when unbounded", () => {
+Deno.test("analyzeCommand reports each program by name even when the argv is unbounded", () => {
   // `curl` is reported by name, so a policy deny on it still refuses the call.
   assertRuns(["sh", "-c", "touch x && curl y"], ["sh", "touch", "curl", ANY_COMMAND]);
 });
