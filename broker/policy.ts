@@ -16,6 +16,12 @@
  * `rights` may be `*`. A relative `fs` scope is read against the workspace
  * root, so `fs:write:out/**` covers `/ws/out/a` and `fs:delete:**` every path.
  *
+ * The command `*` of `exec:run` (a command analysis could not bound: it may
+ * run any program) is matched by every `deny` and `ask` rule on `exec`, so
+ * `exec:run:curl=deny` refuses it even where `exec:run:*` is granted, and
+ * the strictest matching rule decides it; an `allow` rule matches it only
+ * when its scope matches `*`.
+ *
  * @module
  */
 
@@ -27,6 +33,7 @@ import {
   type Resource,
   splitCapability,
 } from "./capability.ts";
+import { ANY_COMMAND } from "./command_analysis.ts";
 import { globSpecificity, matchGlob } from "./glob.ts";
 
 /** What a rule says about the operations it matches. */
@@ -133,6 +140,8 @@ function matches(rule: PolicyRule, op: Operation, workspace: string | undefined)
   if (rule.resource !== "*" && rule.resource !== op.resource) return false;
   if (rule.rights[0] !== "*" && !rule.rights.includes(op.right)) return false;
   if (matchGlob(rule.scope, op.target)) return true;
+  // A command that may run any program may run the ones a rule refuses or asks about.
+  if (op.resource === "exec" && op.target === ANY_COMMAND && rule.decision !== "allow") return true;
   if (op.resource !== "fs" || workspace === undefined) return false;
   if (rule.scope.startsWith("/") || !op.target.startsWith("/")) return false;
   const relative = posix.relative(posix.resolve("/", workspace), op.target) || ".";
@@ -148,6 +157,11 @@ function compare(a: PolicyRule, b: PolicyRule): number {
     DECISIONS.indexOf(a.decision) - DECISIONS.indexOf(b.decision);
 }
 
+/** Orders rules for the command `*`: the stricter decision first, then as {@link compare}. */
+function compareStrictest(a: PolicyRule, b: PolicyRule): number {
+  return DECISIONS.indexOf(a.decision) - DECISIONS.indexOf(b.decision) || compare(a, b);
+}
+
 /**
  * The most specific of `rules` that matches `op`, with `deny` over `ask`
  * over `allow` at equal specificity and the earlier rule at a full tie.
@@ -157,10 +171,11 @@ function mostSpecific(
   op: Operation,
   workspace: string | undefined,
 ): PolicyRule | undefined {
+  const order = op.resource === "exec" && op.target === ANY_COMMAND ? compareStrictest : compare;
   let best: PolicyRule | undefined;
   for (const rule of rules) {
     if (!matches(rule, op, workspace)) continue;
-    if (!best || compare(rule, best) > 0) best = rule;
+    if (!best || order(rule, best) > 0) best = rule;
   }
   return best;
 }
@@ -170,8 +185,10 @@ function mostSpecific(
  * rule (a named resource, then named rights, then more literal scope
  * characters), with `deny` over `ask` over `allow` at equal specificity and
  * the earlier rule at a full tie; across layers the strictest of those
- * (`deny` over `ask` over `allow`), the lowest layer at a tie. Undefined
- * when no rule matches.
+ * (`deny` over `ask` over `allow`), the lowest layer at a tie. For the
+ * command `*` of `exec:run` the strictest decision wins whatever the
+ * specificity: any program it may run could be the one a rule refuses.
+ * Undefined when no rule matches.
  *
  * @example
  * ```ts

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { CapabilityError, type Operation, type Resource } from "./capability.ts";
+import { ANY_COMMAND } from "./command_analysis.ts";
 import {
   decide,
   parsePolicy,
@@ -242,4 +243,29 @@ Deno.test("stackPolicy: each group is a new layer above the highest one below", 
   // Within the top layer, specificity decides between its own rules.
   const open = stackPolicy([], rules({ "fs:write:**": "deny", "fs:write:out/**": "allow" }));
   assert.equal(decide(open, op("fs", "write", "/ws/out/x"), WS)?.decision, "allow");
+});
+
+Deno.test("decide: any deny or ask on exec:run applies to a command that may run anything", () => {
+  const policy = rules({
+    "exec:run:*": "allow",
+    "exec:run:curl": "deny",
+    "exec:run:rm": "ask",
+    "exec:run:git": "allow",
+  });
+  // `*` may be curl: the deny wins.
+  assert.equal(decide(policy, op("exec", "run", ANY_COMMAND), WS)?.pattern, "exec:run:curl");
+  assert.equal(decide(policy, op("exec", "run", "git"), WS)?.decision, "allow");
+  const asking = rules({ "exec:run:*": "allow", "exec:run:rm": "ask" });
+  assert.equal(decide(asking, op("exec", "run", ANY_COMMAND), WS)?.decision, "ask");
+  // The strictest rule decides, not the most specific: `*` may be rm as well as curl.
+  const mixed = rules({ "exec:run:rm": "deny", "exec:run:curl": "ask" });
+  assert.equal(decide(mixed, op("exec", "run", ANY_COMMAND), WS)?.pattern, "exec:run:rm");
+  assert.equal(decide(mixed, op("exec", "run", "curl"), WS)?.decision, "ask");
+  // An allow on one program does not allow any program.
+  assert.equal(
+    decide(rules({ "exec:run:git": "allow" }), op("exec", "run", ANY_COMMAND), WS),
+    undefined,
+  );
+  // Other resources are unaffected.
+  assert.equal(decide(rules({ "fs:read:a": "deny" }), op("fs", "read", "*"), WS), undefined);
 });

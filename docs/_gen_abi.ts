@@ -244,8 +244,11 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
       "output cap.",
     needs: "`exec:run:<command>` for every command the argv would run, and `fs:read` on its " +
       "working directory",
-    notes: "Wrappers and interpreters (`env`, `sh -c`, `xargs`, …) are unwrapped to find the " +
-      "commands they would run.",
+    notes: "`broker/command_analysis.ts` finds the commands: `env` and `bash`/`sh`/`dash -c` " +
+      "are unwrapped, and known programs are checked option by option. What it cannot prove " +
+      "runs nothing else (an unknown program, an interpreter, a script outside its strict " +
+      "grammar, an option it does not know or that runs a program, a control character) " +
+      "needs `exec:run:*`, the command standing for any program.",
     effect: "effect",
   },
   "net.fetch": {

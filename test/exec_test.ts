@@ -110,13 +110,10 @@ Deno.test("exec:run:git does not let git -c alias.x=!… run another command", a
     const argv = ["git", "-c", `alias.x=!touch ${marker}`, "x"];
     const denied = await execIn(h, { argv, capabilities: ["fs:read:**", "exec:run:git"] });
     assert.equal(denied.outcome.code, "EPERM");
-    assert.match(denied.outcome.message!, /git:config-exec/);
+    assert.match(denied.outcome.message!, /"\*": no capability grants exec:run/);
     assert.equal(await exists(marker), false);
-    // Control: granted both the config-exec and touch, the same alias does run.
-    const allowed = await execIn(h, {
-      argv,
-      capabilities: ["fs:read:**", "exec:run:git", "exec:run:git:config-exec", "exec:run:touch"],
-    });
+    // Control: granted any program, the same alias does run.
+    const allowed = await execIn(h, { argv, capabilities: ["fs:read:**", "exec:run:*"] });
     assert.equal(allowed.outcome.ok, true, allowed.outcome.message);
     assert.equal(await exists(marker), true);
   });
@@ -160,6 +157,15 @@ Deno.test("a policy deny on any analyzed command refuses the call", async () => 
     assert.equal(denied.outcome.code, "EPERM");
     assert.match(denied.outcome.message!, /denied by policy "exec:run:curl"/);
     assert.equal(await exists(out), false);
+    // A script that may run anything may run curl: the deny refuses it too.
+    const hidden = await execIn(h, {
+      argv: ["sh", "-c", `eval touch ${out}`],
+      capabilities: ["fs:read:**", "exec:run:*"],
+      policy: { "exec:run:touch": "deny" },
+    });
+    assert.equal(hidden.outcome.code, "EPERM");
+    assert.match(hidden.outcome.message!, /"\*": denied by policy "exec:run:touch"/);
+    assert.equal(await exists(out), false);
     const allowed = await execIn(h, {
       argv: ["sh", "-c", `touch ${out}`],
       capabilities: ["fs:read:**", "exec:run:*"],
@@ -167,6 +173,110 @@ Deno.test("a policy deny on any analyzed command refuses the call", async () => 
     });
     assert.equal(allowed.outcome.ok, true, allowed.outcome.message);
     assert.equal(await exists(out), true);
+  });
+});
+
+/**
+ * Runs each argv of `steps` under `narrow` capabilities and asserts it is
+ * refused and `marker` is absent; then runs them again granted any program
+ * and asserts `marker` appears, so the analysis is what stopped them.
+ */
+async function assertGuardStops(
+  h: Harness,
+  steps: string[][],
+  marker: string,
+  narrow: string[],
+): Promise<void> {
+  for (const argv of steps) {
+    const { outcome } = await execIn(h, { argv, capabilities: ["fs:read:**", ...narrow] });
+    assert.equal(outcome.code, "EPERM", `${JSON.stringify(argv)} → ${JSON.stringify(outcome)}`);
+    assert.match(outcome.message!, /"\*": no capability grants exec:run/);
+  }
+  assert.equal(await exists(marker), false, `${JSON.stringify(steps)} ran under ${narrow}`);
+  for (const argv of steps) {
+    const { outcome } = await execIn(h, {
+      argv,
+      capabilities: ["fs:read:**", "exec:run:*", ...narrow],
+    });
+    assert.equal(outcome.ok, true, `${JSON.stringify(argv)} → ${JSON.stringify(outcome)}`);
+  }
+  assert.equal(await exists(marker), true, `${JSON.stringify(steps)} did not run at all`);
+}
+
+Deno.test("exec:run:bash does not run what control characters or evaluated text hide", async () => {
+  await withHarness(async (h) => {
+    const m = (name: string) => join(h.outside, name);
+    const cases: [string, string][] = [
+      [m("cr"), `echo\r# ; touch ${m("cr")}`],
+      [m("trap"), `trap -- 'touch ${m("trap")}' EXIT`],
+      [m("prompt"), `x='$(touch ${m("prompt")})'; echo \${x@P}`],
+      [m("ps4"), `printf -v PS4 '$(touch ${m("ps4")})'; set -x; true`],
+      [m("bash-env"), `set -a; printf -v BASH_ENV %s '$(touch ${m("bash-env")})'; bash -c true`],
+    ];
+    for (const [marker, script] of cases) {
+      await assertGuardStops(h, [["bash", "-c", script]], marker, ["exec:run:bash"]);
+    }
+  });
+});
+
+Deno.test("exec:run:bash does not follow a cd hidden by quoting to another program", async () => {
+  await withHarness(async (h) => {
+    const marker = join(h.outside, "sub-tool-ran");
+    // A harmless program granted by its path, and another of the same name in sub/.
+    await Deno.mkdir(join(h.workspace, "sub"));
+    await Deno.writeTextFile(join(h.workspace, "tool"), "#!/bin/sh\ntrue\n");
+    await Deno.writeTextFile(join(h.workspace, "sub", "tool"), `#!/bin/sh\ntouch ${marker}\n`);
+    await Deno.chmod(join(h.workspace, "tool"), 0o755);
+    await Deno.chmod(join(h.workspace, "sub", "tool"), 0o755);
+    await assertGuardStops(h, [["bash", "-c", "c''d sub && ./tool"]], marker, [
+      "exec:run:bash",
+      `exec:run:${join(h.workspace, "tool")}`,
+    ]);
+  });
+});
+
+Deno.test("exec:run:git does not run what abbreviated options or renamed settings hide", async () => {
+  await withHarness(async (h) => {
+    const git = (...args: string[]) =>
+      new Deno.Command("git", { args, cwd: h.workspace, stdout: "null", stderr: "null" })
+        .output();
+    await git("init", "-q");
+    await Deno.writeTextFile(join(h.workspace, "a.txt"), "hello\n");
+    await git("add", "a.txt");
+    await git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init");
+    // --open-files-in is git's abbreviation of --open-files-in-pager.
+    const pager = join(h.outside, "pager");
+    await assertGuardStops(h, [["git", "grep", `--open-files-in=touch ${pager}`, "hello"]], pager, [
+      "exec:run:git",
+    ]);
+    // A harmless setting renamed into an alias, then run by its name.
+    const alias = join(h.outside, "alias");
+    await assertGuardStops(
+      h,
+      [
+        ["git", "config", "user.name", `!touch ${alias}`],
+        ["git", "config", "--rename-section", "user", "alias"],
+        ["git", "name"],
+      ],
+      alias,
+      ["exec:run:git"],
+    );
+  });
+});
+
+Deno.test("exec:run:sed does not run or write what other addresses and options hide", async () => {
+  await withHarness(async (h) => {
+    await Deno.writeTextFile(join(h.workspace, "f.txt"), "one\ntwo\n");
+    const m = (name: string) => join(h.outside, name);
+    const cases: [string, string[]][] = [
+      [m("m1"), ["sed", "-n", `0~1e touch ${m("m1")}`, "f.txt"]],
+      [m("m2"), ["sed", "-n", `1,+1e touch ${m("m2")}`, "f.txt"]],
+      [m("m3"), ["sed", "-n", `w ${m("m3")}`, "f.txt"]],
+      [m("m4"), ["sed", `--expr=1e touch ${m("m4")}`, "f.txt"]],
+    ];
+    for (const [marker, argv] of cases) {
+      await assertGuardStops(h, [argv], marker, ["exec:run:sed"]);
+    }
   });
 });
 
@@ -183,10 +293,18 @@ Deno.test("a workspace program does not pass for the system command of its name"
     assert.equal(denied.outcome.code, "EPERM");
     assert.match(denied.outcome.message!, /no capability grants exec:run/);
     assert.equal(await exists(marker), false);
-    // Granted by its path, it runs.
-    const allowed = await execIn(h, {
+    // Granted by its path only, it is still refused: what a script runs cannot be seen.
+    const byPath = await execIn(h, {
       argv: ["./echo", "hi"],
       capabilities: ["fs:read:**", `exec:run:${fake}`],
+    });
+    assert.equal(byPath.outcome.code, "EPERM");
+    assert.match(byPath.outcome.message!, /"\*": no capability grants exec:run/);
+    assert.equal(await exists(marker), false);
+    // Granted by its path and any program, it runs.
+    const allowed = await execIn(h, {
+      argv: ["./echo", "hi"],
+      capabilities: ["fs:read:**", `exec:run:${fake}`, "exec:run:*"],
     });
     assert.equal(allowed.outcome.ok, true, allowed.outcome.message);
     assert.equal(await exists(marker), true);
@@ -242,7 +360,7 @@ Deno.test("exec.run kills the command's whole process group on timeout", async (
     const { outcome } = await execIn(h, {
       argv: ["sh", "-c", "echo $$; sleep 100 & echo $!; sleep 100 & echo $!; wait"],
       options: { timeoutMs: 2000 },
-      capabilities: ["fs:read:**", "exec:run:sh", "exec:run:sleep"],
+      capabilities: ["fs:read:**", "exec:run:*"],
     });
     assert.equal(outcome.ok, true, outcome.message);
     assert.equal(outcome.value!.timedOut, true);
@@ -270,7 +388,7 @@ Deno.test("exec.run caps the output and marks it truncated", async () => {
   });
 });
 
-Deno.test("a .gitconfig written into the workspace cannot smuggle a command into an allowed git", async () => {
+Deno.test("a .gitconfig written into the workspace cannot smuggle a command into git", async () => {
   await withHarness(async (h) => {
     const marker = join(h.outside, "pwned");
     // What a compromised agent with fs:write on its workspace could leave behind.
@@ -278,13 +396,21 @@ Deno.test("a .gitconfig written into the workspace cannot smuggle a command into
       join(h.workspace, ".gitconfig"),
       `[alias]\n\tx = !touch ${marker}\n`,
     );
-    const { outcome } = await execIn(h, {
+    // Under exec:run:git an unknown subcommand is refused: it may be an alias.
+    const denied = await execIn(h, {
       argv: ["git", "x"],
       capabilities: ["fs:read:**", "exec:run:git"],
     });
+    assert.equal(denied.outcome.code, "EPERM");
+    assert.equal(await exists(marker), false);
+    // Allowed to run anything, git runs with a fresh HOME and does not know the alias.
+    const { outcome } = await execIn(h, {
+      argv: ["git", "x"],
+      capabilities: ["fs:read:**", "exec:run:*"],
+    });
     assert.equal(outcome.ok, true, JSON.stringify(outcome));
     assert.notEqual(outcome.value!.code, 0, "git does not know the alias");
-    assert.equal(await Deno.stat(marker).then(() => true, () => false), false);
+    assert.equal(await exists(marker), false);
     // Control: with HOME pointing at the workspace, git runs the alias.
     await new Deno.Command("git", {
       args: ["x"],
@@ -292,6 +418,6 @@ Deno.test("a .gitconfig written into the workspace cannot smuggle a command into
       clearEnv: true,
       env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", HOME: h.workspace },
     }).output();
-    assert.equal(await Deno.stat(marker).then(() => true, () => false), true);
+    assert.equal(await exists(marker), true);
   });
 });
