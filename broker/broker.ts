@@ -430,7 +430,8 @@ export class Broker {
       args: summarizeArgs(String(name), args),
       argsDigest: ctx.argsDigest,
       decision: grant.decision,
-      capability: grant.capabilities.map((c) => c.id).join(",") || undefined,
+      // Each capability once: a call over a directory tree names one operation per entry.
+      capability: [...new Set(grant.capabilities.map((c) => c.id))].join(",") || undefined,
       outcome,
       code: error?.code,
       reason: error?.message,

@@ -119,7 +119,7 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     effect: "effect",
   },
   "fs.list": {
-    summary: "Lists a directory's entries.",
+    summary: "Lists a directory's entries, leaving out those policy denies reading.",
     needs: "`fs:read:<path>`",
     effect: "none",
   },
@@ -135,12 +135,13 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   },
   "fs.remove": {
     summary: "Removes a file or (with `recursive`) a directory tree.",
-    needs: "`fs:delete:<path>`",
+    needs: "`fs:delete:<path>`; with `recursive`, on each entry below it too",
     effect: "idempotent",
   },
   "fs.rename": {
     summary: "Moves a file or directory.",
-    needs: "`fs:delete:<from>` and `fs:write:<to>`",
+    needs:
+      "`fs:read:<from>`, `fs:delete:<from>`, `fs:write:<to>`; for a directory, on each entry too",
     effect: "effect",
   },
   "obj.put": {
