@@ -228,8 +228,12 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
       "usage.",
     needs: "none for the image's own model, else `model:complete:<provider/name>`",
     notes: "The image's own model is its `model` as `provider/name` (`scripted/default` when it " +
-      "names none). The call checks and charges the `tokens` and `toolCalls` budgets up the " +
-      "tree.",
+      "names none). Under a `tokens` budget (the process's or an ancestor's) the call first " +
+      "reserves, in one atomic commit up the tree, an upper bound of its input tokens plus " +
+      "`maxTokens` (default 4096, less when less is left) and the model is held to that many " +
+      "reply tokens; `EBUDGET` when not even one reply token is left. What the model reports " +
+      "then replaces the reservation. The tool calls of the reply are charged to `toolCalls` " +
+      "the same way (`EBUDGET` when they do not fit).",
     effect: "none",
   },
   "exec.run": {

@@ -40,6 +40,7 @@ import { Waits } from "./waits.ts";
 import { Snapshots } from "./snapshots.ts";
 import {
   type Budget,
+  type BudgetKey,
   END_STATES,
   type ProcessRecord,
   type ProcessState,
@@ -125,7 +126,7 @@ export interface ChildSpawnOptions {
   cwd?: string;
   /** What happens to the child when the caller ends. */
   onParentExit?: "kill" | "orphan";
-  /** Set for a JIT tool call: not charged to the children budget, audited under the tool. */
+  /** Set for a JIT tool call: audited under the tool (and charged to the children budget). */
   tool?: { name: string; digest: string };
 }
 
@@ -313,12 +314,12 @@ export class Kernel {
     }
     await this.processes.require(ppid);
     const image = await this.#requireImage(options.image);
-    // Reserve the child in the budget first; give it back if creation fails.
-    if (!options.tool) await this.charge(ppid, { children: 1 }, { enforce: true });
+    // Reserve the child (a JIT tool call too) in the budget first; give it back if creation fails.
+    await this.reserve(ppid, "children", { least: 1 });
     try {
       return await this.#createChild(ppid, image, options);
     } catch (error) {
-      if (!options.tool) await this.charge(ppid, { children: -1 });
+      await this.charge(ppid, { children: -1 });
       throw error;
     }
   }
@@ -739,7 +740,7 @@ export class Kernel {
     options: { capabilities?: readonly string[]; input?: unknown },
   ): Promise<ProcessRecord> {
     const parent = await this.processes.require(ctx.pid);
-    await this.charge(ctx.pid, { children: 1 }, { enforce: true });
+    await this.reserve(ctx.pid, "children", { least: 1 });
     const held = (await this.caps.list(ctx.pid, this.now())).filter((c) =>
       c.grantedBy !== "kernel"
     );
@@ -939,32 +940,75 @@ export class Kernel {
     );
   }
 
-  /** `EBUDGET` when `pid` or an ancestor has spent its tool-call, token or children budget. */
-  async checkBudget(pid: number): Promise<void> {
-    for (let p: ProcessRecord | undefined = await this.processes.require(pid); p;) {
-      for (const key of ["toolCalls", "tokens", "children"] as const) {
-        const limit = p.budget[key];
-        if (limit !== undefined && p.usage[key] >= limit) {
-          throw new SyscallError(
-            "EBUDGET",
-            `Cannot continue: process ${p.pid} has spent its ${key} budget of ${limit}`,
-          );
-        }
+  /**
+   * `EBUDGET` when `pid` or an ancestor has spent all of its `key` budget. A
+   * quick refusal before work that {@link reserve} charges afterwards.
+   */
+  async checkBudget(pid: number, key: BudgetKey): Promise<void> {
+    for (const r of await this.#lineage(pid)) {
+      const limit = r.budget[key];
+      if (limit !== undefined && r.usage[key] >= limit) {
+        throw new SyscallError("EBUDGET", _budgetMessage(r, key, limit, 1));
       }
-      p = p.ppid === null ? undefined : await this.processes.get(p.ppid);
+    }
+  }
+
+  /** True when `pid` or an ancestor has a `key` budget (budgets never change once set). */
+  async isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
+    return (await this.#lineage(pid)).some((r) => r.budget[key] !== undefined);
+  }
+
+  /**
+   * Reserves `key` usage for `pid` and charges it to `pid` and every
+   * ancestor, in one commit checked against each of their versionstamps: as
+   * much of `want.most` (default `want.least`) as every budget on the way
+   * has left, and at least `want.least`, else `EBUDGET` and nothing is
+   * charged. Concurrent reservations cannot together exceed a budget.
+   * Returns the amount reserved; settle with {@link charge}.
+   */
+  async reserve(
+    pid: number,
+    key: BudgetKey,
+    want: { least: number; most?: number },
+  ): Promise<number> {
+    const kv = this.store.kv;
+    for (;;) {
+      const chain: Deno.KvEntry<ProcessRecord>[] = [];
+      for (let p: number | null = pid; p !== null;) {
+        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
+        if (entry.value === null) break;
+        chain.push(entry as Deno.KvEntry<ProcessRecord>);
+        p = entry.value.ppid;
+      }
+      if (chain.length === 0) await this.processes.require(pid);
+      let amount = Math.max(want.least, want.most ?? want.least);
+      for (const { value: r } of chain) {
+        const limit = r.budget[key];
+        if (limit === undefined) continue;
+        const left = Math.max(0, limit - r.usage[key]);
+        if (left < want.least) {
+          throw new SyscallError("EBUDGET", _budgetMessage(r, key, limit, want.least));
+        }
+        amount = Math.min(amount, left);
+      }
+      const op = kv.atomic();
+      for (const entry of chain) {
+        const r = entry.value;
+        op.check(entry).set(["proc", r.pid], {
+          ...r,
+          usage: { ...r.usage, [key]: r.usage[key] + amount },
+        });
+      }
+      if ((await op.commit()).ok) return amount;
     }
   }
 
   /**
-   * Charges usage to `pid` and every ancestor in one atomic commit. With
-   * `enforce`, fails with `EBUDGET` (charging nothing) when any of them
-   * would go over a budget: concurrent spawns cannot all squeeze through.
+   * Charges usage to `pid` and every ancestor in one atomic commit, without
+   * a limit: what was spent beyond a reservation, or (negative) the unused
+   * part of one given back.
    */
-  async charge(
-    pid: number,
-    usage: Partial<Usage>,
-    options: { enforce?: boolean } = {},
-  ): Promise<void> {
+  async charge(pid: number, usage: Partial<Usage>): Promise<void> {
     const kv = this.store.kv;
     for (;;) {
       const op = kv.atomic();
@@ -977,22 +1021,21 @@ export class Kernel {
           tokens: r.usage.tokens + (usage.tokens ?? 0),
           children: r.usage.children + (usage.children ?? 0),
         };
-        if (options.enforce) {
-          for (const key of ["toolCalls", "tokens", "children"] as const) {
-            const limit = r.budget[key];
-            if (usage[key] && limit !== undefined && next[key] > limit) {
-              throw new SyscallError(
-                "EBUDGET",
-                `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`,
-              );
-            }
-          }
-        }
         op.check(entry).set(["proc", r.pid], { ...r, usage: next });
         p = r.ppid;
       }
       if ((await op.commit()).ok) return;
     }
+  }
+
+  /** `pid`'s record, then its parent's, up to the root. */
+  async #lineage(pid: number): Promise<ProcessRecord[]> {
+    const out: ProcessRecord[] = [];
+    for (let p: ProcessRecord | undefined = await this.processes.require(pid); p;) {
+      out.push(p);
+      p = p.ppid === null ? undefined : await this.processes.get(p.ppid);
+    }
+    return out;
   }
 
   /** The model provider a process uses. */
@@ -1129,4 +1172,12 @@ export class Kernel {
   async #grantPrivateNamespace(pid: number): Promise<void> {
     await this.caps.grant(pid, privateNamespace(pid), { grantedBy: "kernel", now: this.now() });
   }
+}
+
+/** Why a reservation of `needed` from `r`'s `key` budget of `limit` fails. */
+function _budgetMessage(r: ProcessRecord, key: BudgetKey, limit: number, needed: number): string {
+  const left = Math.max(0, limit - r.usage[key]);
+  return left === 0
+    ? `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`
+    : `Cannot continue: process ${r.pid} has ${left} left of its ${key} budget of ${limit}, less than the ${needed} this call needs`;
 }

@@ -53,6 +53,9 @@ export interface Budget {
   wallMs?: number;
 }
 
+/** The budgets charged up the tree as usage (`wallMs` is a deadline, not a charge). */
+export type BudgetKey = keyof Usage;
+
 /** What a process (and its subtree) has used so far. */
 export interface Usage {
   /** Tool calls made. */
