@@ -33,6 +33,7 @@ import { type FsProvider, LocalFs } from "./fs_provider.ts";
 import { ImageRegistry, type RegisteredImage } from "./image.ts";
 import type { Message, ModelProvider } from "./model.ts";
 import { ObjectMemory } from "./object_memory.ts";
+import { StorageQuotas } from "./storage_quota.ts";
 import { TopicEvents } from "./events.ts";
 import { HumanQueue, type HumanResponder } from "./human_queue.ts";
 import { Mailbox } from "./mailbox.ts";
@@ -164,6 +165,8 @@ export class Kernel {
   readonly caps: CapabilityStore;
   /** The object memory. */
   readonly objects: ObjectMemory;
+  /** The storage quotas of objects, transcripts, checkpoints and the journal. */
+  readonly quotas: StorageQuotas;
   /** The audit log. */
   readonly audit: AuditLog;
   /** The syscall journal, replayed when a process resumes. */
@@ -214,7 +217,8 @@ export class Kernel {
     this.processes = new ProcessTable(kv);
     this.images = new ImageRegistry(kv);
     this.caps = new CapabilityStore(kv);
-    this.objects = new ObjectMemory(kv);
+    this.quotas = new StorageQuotas(kv, this.processes);
+    this.objects = new ObjectMemory(kv, { meter: this.quotas });
     this.audit = new AuditLog(kv);
     this.journal = new Journal(kv, this.audit, options.journal);
     this.fs = options.fs ??
@@ -237,6 +241,10 @@ export class Kernel {
       journal: this.journal,
       now: this.now,
       ask: (ctx, request) => this.#askHuman(ctx, request),
+      journalMeter: {
+        admit: (ctx, name) => this.#admitJournal(ctx.pid, name),
+        charge: (ctx, bytes) => this.quotas.chargeJournal(ctx.pid, bytes),
+      },
       handlers: {
         ...procHandlers(this),
         ...fsHandlers(this),
@@ -794,7 +802,9 @@ export class Kernel {
       });
     }
     await this.#grantPrivateNamespace(child.pid);
-    await this.objects.copyNamespace(`proc/${parent.pid}`, `proc/${child.pid}`);
+    await this.objects.copyNamespace(`proc/${parent.pid}`, `proc/${child.pid}`, {
+      chargeTo: child.pid,
+    });
     await this.tools.copy(parent.pid, child.pid);
     await this.#copyJournal(parent, child.pid, ctx);
     const runnable = await this.processes.transition(child.pid, "runnable", {
@@ -1028,6 +1038,22 @@ export class Kernel {
     }
   }
 
+  /**
+   * Lets `pid` add to the journal unless its subtree or tree has used its
+   * `journalBytes` quota; then the process fails with `EBUDGET` (a program
+   * that kept calling would add a refusal per call).
+   */
+  async #admitJournal(pid: number, name: string): Promise<void> {
+    try {
+      await this.quotas.admitJournal(pid, `Cannot ${name}`);
+    } catch (error) {
+      if (error instanceof SyscallError && error.code === "EBUDGET") {
+        await this.finish(pid, "failed", { error: { code: error.code, message: error.message } });
+      }
+      throw error;
+    }
+  }
+
   /** `pid`'s record, then its parent's, up to the root. */
   async #lineage(pid: number): Promise<ProcessRecord[]> {
     const out: ProcessRecord[] = [];
@@ -1064,15 +1090,24 @@ export class Kernel {
     return Promise.resolve(this.#model);
   }
 
-  /** Appends to a process's transcript the messages it sent that are new, then the reply. */
+  /**
+   * Appends to a process's transcript the messages it sent that are new,
+   * then the reply, charged to its `storageBytes` quota in the same commit
+   * (`EBUDGET`, and nothing recorded, over the quota).
+   */
   async recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void> {
     const countKey = ["transcript_len", pid];
     for (;;) {
       const entry = await this.store.kv.get<number>(countKey);
       const stored = entry.value ?? 0;
       const fresh = [...messages.slice(stored), reply];
+      const charge = await this.quotas.prepare(
+        [{ pid, bytes: JSON.stringify(fresh).length }],
+        `Cannot record the transcript of process ${pid}`,
+      );
       const op = this.store.kv.atomic().check(entry).set(countKey, stored + fresh.length);
       fresh.forEach((message, i) => writeChunked(op, ["transcript", pid, stored + i], message));
+      charge(op);
       if ((await op.commit()).ok) return;
     }
   }
