@@ -149,6 +149,9 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
       "with `expectedVersion` it fails unless the stored version matches.",
     needs: "`obj:write:<namespace>`",
     effect: "effect",
+    notes: "The object's bytes are charged to the caller's `storageBytes` quota and its " +
+      "ancestors' in the same commit (`EBUDGET`, and nothing stored, over one); replacing or " +
+      "deleting it gives them back to whoever was charged.",
   },
   "obj.get": {
     summary: "Reads an object with its version and writer.",
@@ -264,7 +267,9 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     needs:
       "none to call; the tool runs as a child with its manifest intersected with the caller's capabilities",
     effect: "effect",
-    notes: "Parks the caller until the tool's cell ends; the result is the tool's return value.",
+    notes: "Parks the caller until the tool's cell ends; the result is the tool's return value. " +
+      "Each call is a child: it is reserved from the `children` budget up the tree first " +
+      "(`EBUDGET` when none is left).",
   },
   "tool.list": {
     summary: "The caller's tool table.",
@@ -309,6 +314,7 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     summary: "Saves a program state that replay starts from; returns `{ seq }`.",
     needs: OWN,
     effect: "idempotent",
+    notes: "Checkpoints are kept; each is charged to the `storageBytes` quota up the tree.",
   },
   "ckpt.list": {
     summary: "The caller's checkpoints.",
@@ -325,7 +331,8 @@ export const ERROR_DOCS: Readonly<Record<ErrorCode, string>> = {
   ENOENT: "The file, object, process or image does not exist.",
   EEXIST: "The target already exists.",
   ETIMEDOUT: "A wait or a provider call timed out.",
-  EBUDGET: "The caller or an ancestor has spent a budget (tool calls, tokens, children).",
+  EBUDGET:
+    "The caller or an ancestor has spent a budget (tool calls, tokens, children) or storage quota.",
   EINTR: "Interrupted by a signal.",
   EUNCERTAIN: "A side effect whose outcome a crash left unknown; flagged in the audit.",
   ENOSYS: "The syscall (or this use of it) is not implemented, or no provider is configured.",
