@@ -149,7 +149,13 @@ export interface SyscallArgsMap {
   /** Tells a human something without waiting for an answer. */
   "human.notify": { message: string };
   /** Completes a conversation with a model. */
-  "model.complete": { messages: AbiMessage[]; tools?: AbiToolSpec[]; model?: string };
+  "model.complete": {
+    messages: AbiMessage[];
+    tools?: AbiToolSpec[];
+    model?: string;
+    /** Most tokens the reply may use. */
+    maxTokens?: number;
+  };
   /** Runs a command from an argv array (never a shell string). */
   "exec.run": { argv: string[]; cwd?: string; timeoutMs?: number; maxOutputBytes?: number };
   /** Makes an HTTP request. */
@@ -321,6 +327,7 @@ export const SYSCALL_ARGS: { readonly [N in SyscallName]: z.ZodType<SyscallArgsM
     messages: z.array(message).min(1).max(10_000),
     tools: z.array(toolSpec).max(200).optional(),
     model: z.string().min(1).max(200).optional(),
+    maxTokens: z.number().int().positive().max(1_000_000).optional(),
   }).strict(),
   "exec.run": z.object({
     argv: z.array(z.string().max(10_000)).min(1).max(1000),

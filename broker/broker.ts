@@ -103,6 +103,19 @@ export interface BrokerOptions {
   ask?: (ctx: CallContext, request: AskRequest) => Promise<typeof PARKED>;
   /** The clock (default `Date.now`). */
   now?: () => number;
+  /** Keeps the journal each process adds within its quota (default: no quota). */
+  journalMeter?: JournalMeter;
+}
+
+/** Keeps the journal and audit records a process adds within its quota. */
+export interface JournalMeter {
+  /**
+   * Throws (`EBUDGET`) when the calling process may add no more records;
+   * called before every syscall but `proc.exit`.
+   */
+  admit(ctx: CallContext, name: string): Promise<void>;
+  /** Blind mutations that charge `bytes` of records to the calling process, for their commit. */
+  charge(ctx: CallContext, bytes: number): Promise<(op: Deno.AtomicOperation) => void>;
 }
 
 /** What the broker hands to {@link BrokerOptions.ask}. */
@@ -173,6 +186,7 @@ export class Broker {
   #handlers: HandlerTable;
   #ask: BrokerOptions["ask"];
   #now: () => number;
+  #journalMeter: JournalMeter | undefined;
 
   /** Creates a broker. */
   constructor(options: BrokerOptions) {
@@ -181,6 +195,7 @@ export class Broker {
     this.#handlers = options.handlers;
     this.#ask = options.ask;
     this.#now = options.now ?? Date.now;
+    this.#journalMeter = options.journalMeter;
   }
 
   /**
@@ -200,6 +215,8 @@ export class Broker {
     try {
       // 1. Validate: a known syscall with arguments that fit its schema.
       const parsedArgs = this.#validate(name, args);
+      //    A process over its journal quota may still exit, and do nothing else.
+      if (name !== "proc.exit") await this.#journalMeter?.admit(call, name);
       // 2. Plan: the handler resolves targets and names the authority needed.
       const handler = this.#handlers[name as SyscallName] as
         | Handler<SyscallName>
@@ -395,10 +412,12 @@ export class Broker {
       effect,
       at,
     }, reply.ok ? { ok: true, value: reply.value } : { ok: false, error: reply.error });
-    await this.#journal.write({
-      journal,
-      audit: this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply),
-    }, { durable: false });
+    const audit = this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply);
+    const charges = await this.#journalMeter?.charge(
+      ctx,
+      JSON.stringify(journal).length + canonicalJson(audit).length,
+    );
+    await this.#journal.write({ journal, audit, charges }, { durable: false });
   }
 
   async #audit(
@@ -434,7 +453,8 @@ export class Broker {
       args: summarizeArgs(String(name), args),
       argsDigest: ctx.argsDigest,
       decision: grant.decision,
-      capability: grant.capabilities.map((c) => c.id).join(",") || undefined,
+      // Each capability once: a call over a directory tree names one operation per entry.
+      capability: [...new Set(grant.capabilities.map((c) => c.id))].join(",") || undefined,
       outcome,
       code: error?.code,
       reason: error?.message,

@@ -73,6 +73,11 @@ export interface JournalWrite {
   audit?: AuditEntry;
   /** Extra mutations that must commit atomically with this write. */
   atomic?: (op: Deno.AtomicOperation) => void;
+  /**
+   * Blind mutations (sums, such as the storage this write is charged) that
+   * commit with it; they carry no checks, so the write still batches.
+   */
+  charges?: (op: Deno.AtomicOperation) => void;
 }
 
 interface Queued {
@@ -273,6 +278,7 @@ export class Journal {
       for (const w of writes) {
         if (w.journal) putRecord(op, w.journal);
         w.atomic?.(op);
+        w.charges?.(op);
       }
       const entries = writes.flatMap((w) => w.audit ? [w.audit] : []);
       const head = entries.length

@@ -126,7 +126,7 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     effect: "effect",
   },
   "fs.list": {
-    summary: "Lists a directory's entries.",
+    summary: "Lists a directory's entries, leaving out those policy denies reading.",
     needs: "`fs:read:<path>`",
     effect: "none",
   },
@@ -142,12 +142,13 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   },
   "fs.remove": {
     summary: "Removes a file or (with `recursive`) a directory tree.",
-    needs: "`fs:delete:<path>`",
+    needs: "`fs:delete:<path>`; with `recursive`, on each entry below it too",
     effect: "idempotent",
   },
   "fs.rename": {
     summary: "Moves a file or directory.",
-    needs: "`fs:delete:<from>` and `fs:write:<to>`",
+    needs:
+      "`fs:read:<from>`, `fs:delete:<from>`, `fs:write:<to>`; for a directory, on each entry too",
     effect: "effect",
   },
   "obj.put": {
@@ -155,6 +156,9 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
       "with `expectedVersion` it fails unless the stored version matches.",
     needs: "`obj:write:<namespace>`",
     effect: "effect",
+    notes: "The object's bytes are charged to the caller's `storageBytes` quota and its " +
+      "ancestors' in the same commit (`EBUDGET`, and nothing stored, over one); replacing or " +
+      "deleting it gives them back to whoever was charged.",
   },
   "obj.get": {
     summary: "Reads an object with its version and writer.",
@@ -236,7 +240,12 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
       "`model:complete:<provider/name>`",
     notes: "The process's own model (`ownModel`, `provider/name`) is the operator's `--model`, " +
       "else its image's `model`, else its spawner's (`scripted/default` when none names one). " +
-      "The call checks and charges the `tokens` and `toolCalls` budgets up the tree.",
+      "Under a `tokens` budget (the process's or an ancestor's) the call first " +
+      "reserves, in one atomic commit up the tree, an upper bound of its input tokens plus " +
+      "`maxTokens` (default 4096, less when less is left) and the model is held to that many " +
+      "reply tokens; `EBUDGET` when not even one reply token is left. What the model reports " +
+      "then replaces the reservation. The tool calls of the reply are charged to `toolCalls` " +
+      "the same way (`EBUDGET` when they do not fit).",
     effect: "none",
   },
   "exec.run": {
@@ -270,7 +279,9 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     needs:
       "none to call; the tool runs as a child with its manifest intersected with the caller's capabilities",
     effect: "effect",
-    notes: "Parks the caller until the tool's cell ends; the result is the tool's return value.",
+    notes: "Parks the caller until the tool's cell ends; the result is the tool's return value. " +
+      "Each call is a child: it is reserved from the `children` budget up the tree first " +
+      "(`EBUDGET` when none is left).",
   },
   "tool.list": {
     summary: "The caller's tool table.",
@@ -316,6 +327,7 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     summary: "Saves a program state that replay starts from; returns `{ seq }`.",
     needs: OWN,
     effect: "idempotent",
+    notes: "Checkpoints are kept; each is charged to the `storageBytes` quota up the tree.",
   },
   "ckpt.list": {
     summary: "The caller's checkpoints.",
@@ -332,7 +344,8 @@ export const ERROR_DOCS: Readonly<Record<ErrorCode, string>> = {
   ENOENT: "The file, object, process or image does not exist.",
   EEXIST: "The target already exists.",
   ETIMEDOUT: "A wait or a provider call timed out.",
-  EBUDGET: "The caller or an ancestor has spent a budget (tool calls, tokens, children).",
+  EBUDGET:
+    "The caller or an ancestor has spent a budget (tool calls, tokens, children) or storage quota.",
   EINTR: "Interrupted by a signal.",
   EUNCERTAIN: "A side effect whose outcome a crash left unknown; flagged in the audit.",
   ENOSYS: "The syscall (or this use of it) is not implemented, or no provider is configured.",

@@ -60,6 +60,10 @@ export interface AgentImage {
     tokens?: number;
     children?: number;
     wallMs?: number;
+    /** Most bytes of objects, transcript and checkpoints, charged up the tree (default 64 MiB). */
+    storageBytes?: number;
+    /** Most bytes of journal and audit records, charged up the tree (default 256 MiB). */
+    journalBytes?: number;
   };
   /** Limits of a process of this image. */
   limits?: {
@@ -177,6 +181,8 @@ const imageObject = z.strictObject({
     tokens: _positiveInt(),
     children: _positiveInt(),
     wallMs: _positiveInt(),
+    storageBytes: _positiveInt(),
+    journalBytes: _positiveInt(),
   }).optional(),
   limits: z.strictObject({
     cpuMs: _positiveInt(),

@@ -36,6 +36,7 @@ import { imageModelId, ImageRegistry, type RegisteredImage } from "./image.ts";
 import type { Message, ModelProvider } from "./model.ts";
 import { DEFAULT_MODEL_ID, modelIdOfSpec, specOfModelId } from "./model_spec.ts";
 import { ObjectMemory } from "./object_memory.ts";
+import { StorageQuotas } from "./storage_quota.ts";
 import { TopicEvents } from "./events.ts";
 import { HumanQueue, type HumanResponder } from "./human_queue.ts";
 import { Mailbox } from "./mailbox.ts";
@@ -43,6 +44,7 @@ import { Waits } from "./waits.ts";
 import { Snapshots } from "./snapshots.ts";
 import {
   type Budget,
+  type BudgetKey,
   END_STATES,
   type ProcessRecord,
   type ProcessState,
@@ -129,7 +131,7 @@ export interface ChildSpawnOptions {
   cwd?: string;
   /** What happens to the child when the caller ends. */
   onParentExit?: "kill" | "orphan";
-  /** Set for a JIT tool call: not charged to the children budget, audited under the tool. */
+  /** Set for a JIT tool call: audited under the tool (and charged to the children budget). */
   tool?: { name: string; digest: string };
 }
 
@@ -167,6 +169,8 @@ export class Kernel {
   readonly caps: CapabilityStore;
   /** The object memory. */
   readonly objects: ObjectMemory;
+  /** The storage quotas of objects, transcripts, checkpoints and the journal. */
+  readonly quotas: StorageQuotas;
   /** The audit log. */
   readonly audit: AuditLog;
   /** The syscall journal, replayed when a process resumes. */
@@ -217,7 +221,8 @@ export class Kernel {
     this.processes = new ProcessTable(kv);
     this.images = new ImageRegistry(kv);
     this.caps = new CapabilityStore(kv);
-    this.objects = new ObjectMemory(kv);
+    this.quotas = new StorageQuotas(kv, this.processes);
+    this.objects = new ObjectMemory(kv, { meter: this.quotas });
     this.audit = new AuditLog(kv);
     this.journal = new Journal(kv, this.audit, options.journal);
     this.fs = options.fs ??
@@ -240,6 +245,10 @@ export class Kernel {
       journal: this.journal,
       now: this.now,
       ask: (ctx, request) => this.#askHuman(ctx, request),
+      journalMeter: {
+        admit: (ctx, name) => this.#admitJournal(ctx.pid, name),
+        charge: (ctx, bytes) => this.quotas.chargeJournal(ctx.pid, bytes),
+      },
       handlers: {
         ...procHandlers(this),
         ...fsHandlers(this),
@@ -321,12 +330,12 @@ export class Kernel {
     }
     await this.processes.require(ppid);
     const image = await this.#requireImage(options.image);
-    // Reserve the child in the budget first; give it back if creation fails.
-    if (!options.tool) await this.charge(ppid, { children: 1 }, { enforce: true });
+    // Reserve the child (a JIT tool call too) in the budget first; give it back if creation fails.
+    await this.reserve(ppid, "children", { least: 1 });
     try {
       return await this.#createChild(ppid, image, options);
     } catch (error) {
-      if (!options.tool) await this.charge(ppid, { children: -1 });
+      await this.charge(ppid, { children: -1 });
       throw error;
     }
   }
@@ -753,7 +762,7 @@ export class Kernel {
     ctx: CallContext,
     options: { capabilities?: readonly string[]; input?: unknown },
   ): Promise<ProcessRecord> {
-    await this.charge(ctx.pid, { children: 1 }, { enforce: true });
+    await this.reserve(ctx.pid, "children", { least: 1 });
     const parent = await this.processes.require(ctx.pid);
     const from = await this.#derivation(parent, await this.imageOf(parent), "fork");
     const held = (await this.caps.list(ctx.pid, this.now())).filter((c) =>
@@ -811,7 +820,9 @@ export class Kernel {
       });
     }
     await this.#grantPrivateNamespace(child.pid);
-    await this.objects.copyNamespace(`proc/${parent.pid}`, `proc/${child.pid}`);
+    await this.objects.copyNamespace(`proc/${parent.pid}`, `proc/${child.pid}`, {
+      chargeTo: child.pid,
+    });
     await this.tools.copy(parent.pid, child.pid);
     await this.#copyJournal(parent, child.pid, ctx);
     const runnable = await this.processes.transition(child.pid, "runnable", {
@@ -968,32 +979,75 @@ export class Kernel {
     );
   }
 
-  /** `EBUDGET` when `pid` or an ancestor has spent its tool-call, token or children budget. */
-  async checkBudget(pid: number): Promise<void> {
-    for (let p: ProcessRecord | undefined = await this.processes.require(pid); p;) {
-      for (const key of ["toolCalls", "tokens", "children"] as const) {
-        const limit = p.budget[key];
-        if (limit !== undefined && p.usage[key] >= limit) {
-          throw new SyscallError(
-            "EBUDGET",
-            `Cannot continue: process ${p.pid} has spent its ${key} budget of ${limit}`,
-          );
-        }
+  /**
+   * `EBUDGET` when `pid` or an ancestor has spent all of its `key` budget. A
+   * quick refusal before work that {@link reserve} charges afterwards.
+   */
+  async checkBudget(pid: number, key: BudgetKey): Promise<void> {
+    for (const r of await this.#lineage(pid)) {
+      const limit = r.budget[key];
+      if (limit !== undefined && r.usage[key] >= limit) {
+        throw new SyscallError("EBUDGET", _budgetMessage(r, key, limit, 1));
       }
-      p = p.ppid === null ? undefined : await this.processes.get(p.ppid);
+    }
+  }
+
+  /** True when `pid` or an ancestor has a `key` budget (budgets never change once set). */
+  async isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
+    return (await this.#lineage(pid)).some((r) => r.budget[key] !== undefined);
+  }
+
+  /**
+   * Reserves `key` usage for `pid` and charges it to `pid` and every
+   * ancestor, in one commit checked against each of their versionstamps: as
+   * much of `want.most` (default `want.least`) as every budget on the way
+   * has left, and at least `want.least`, else `EBUDGET` and nothing is
+   * charged. Concurrent reservations cannot together exceed a budget.
+   * Returns the amount reserved; settle with {@link charge}.
+   */
+  async reserve(
+    pid: number,
+    key: BudgetKey,
+    want: { least: number; most?: number },
+  ): Promise<number> {
+    const kv = this.store.kv;
+    for (;;) {
+      const chain: Deno.KvEntry<ProcessRecord>[] = [];
+      for (let p: number | null = pid; p !== null;) {
+        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
+        if (entry.value === null) break;
+        chain.push(entry as Deno.KvEntry<ProcessRecord>);
+        p = entry.value.ppid;
+      }
+      if (chain.length === 0) await this.processes.require(pid);
+      let amount = Math.max(want.least, want.most ?? want.least);
+      for (const { value: r } of chain) {
+        const limit = r.budget[key];
+        if (limit === undefined) continue;
+        const left = Math.max(0, limit - r.usage[key]);
+        if (left < want.least) {
+          throw new SyscallError("EBUDGET", _budgetMessage(r, key, limit, want.least));
+        }
+        amount = Math.min(amount, left);
+      }
+      const op = kv.atomic();
+      for (const entry of chain) {
+        const r = entry.value;
+        op.check(entry).set(["proc", r.pid], {
+          ...r,
+          usage: { ...r.usage, [key]: r.usage[key] + amount },
+        });
+      }
+      if ((await op.commit()).ok) return amount;
     }
   }
 
   /**
-   * Charges usage to `pid` and every ancestor in one atomic commit. With
-   * `enforce`, fails with `EBUDGET` (charging nothing) when any of them
-   * would go over a budget: concurrent spawns cannot all squeeze through.
+   * Charges usage to `pid` and every ancestor in one atomic commit, without
+   * a limit: what was spent beyond a reservation, or (negative) the unused
+   * part of one given back.
    */
-  async charge(
-    pid: number,
-    usage: Partial<Usage>,
-    options: { enforce?: boolean } = {},
-  ): Promise<void> {
+  async charge(pid: number, usage: Partial<Usage>): Promise<void> {
     const kv = this.store.kv;
     for (;;) {
       const op = kv.atomic();
@@ -1006,17 +1060,6 @@ export class Kernel {
           tokens: r.usage.tokens + (usage.tokens ?? 0),
           children: r.usage.children + (usage.children ?? 0),
         };
-        if (options.enforce) {
-          for (const key of ["toolCalls", "tokens", "children"] as const) {
-            const limit = r.budget[key];
-            if (usage[key] && limit !== undefined && next[key] > limit) {
-              throw new SyscallError(
-                "EBUDGET",
-                `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`,
-              );
-            }
-          }
-        }
         op.check(entry).set(["proc", r.pid], { ...r, usage: next });
         p = r.ppid;
       }
@@ -1042,6 +1085,32 @@ export class Kernel {
       if (ceiling !== undefined && ceiling < limits[key]) limits[key] = ceiling;
     }
     return limits;
+  }
+
+  /**
+   * Lets `pid` add to the journal unless its subtree or tree has used its
+   * `journalBytes` quota; then the process fails with `EBUDGET` (a program
+   * that kept calling would add a refusal per call).
+   */
+  async #admitJournal(pid: number, name: string): Promise<void> {
+    try {
+      await this.quotas.admitJournal(pid, `Cannot ${name}`);
+    } catch (error) {
+      if (error instanceof SyscallError && error.code === "EBUDGET") {
+        await this.finish(pid, "failed", { error: { code: error.code, message: error.message } });
+      }
+      throw error;
+    }
+  }
+
+  /** `pid`'s record, then its parent's, up to the root. */
+  async #lineage(pid: number): Promise<ProcessRecord[]> {
+    const out: ProcessRecord[] = [];
+    for (let p: ProcessRecord | undefined = await this.processes.require(pid); p;) {
+      out.push(p);
+      p = p.ppid === null ? undefined : await this.processes.get(p.ppid);
+    }
+    return out;
   }
 
   /**
@@ -1078,15 +1147,24 @@ export class Kernel {
     return provider;
   }
 
-  /** Appends to a process's transcript the messages it sent that are new, then the reply. */
+  /**
+   * Appends to a process's transcript the messages it sent that are new,
+   * then the reply, charged to its `storageBytes` quota in the same commit
+   * (`EBUDGET`, and nothing recorded, over the quota).
+   */
   async recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void> {
     const countKey = ["transcript_len", pid];
     for (;;) {
       const entry = await this.store.kv.get<number>(countKey);
       const stored = entry.value ?? 0;
       const fresh = [...messages.slice(stored), reply];
+      const charge = await this.quotas.prepare(
+        [{ pid, bytes: JSON.stringify(fresh).length }],
+        `Cannot record the transcript of process ${pid}`,
+      );
       const op = this.store.kv.atomic().check(entry).set(countKey, stored + fresh.length);
       fresh.forEach((message, i) => writeChunked(op, ["transcript", pid, stored + i], message));
+      charge(op);
       if ((await op.commit()).ok) return;
     }
   }
@@ -1241,9 +1319,17 @@ export class Kernel {
 /** The tighter of two budgets, key by key (an absent key is no limit). */
 function _narrowBudget(a: Budget, b: Budget): Budget {
   const out: Budget = { ...a };
-  for (const key of ["toolCalls", "tokens", "children", "wallMs"] as const) {
+  for (const key of Object.keys(b) as (keyof Budget)[]) {
     const limit = b[key];
     if (limit !== undefined) out[key] = Math.min(out[key] ?? limit, limit);
   }
   return out;
+}
+
+/** Why a reservation of `needed` from `r`'s `key` budget of `limit` fails. */
+function _budgetMessage(r: ProcessRecord, key: BudgetKey, limit: number, needed: number): string {
+  const left = Math.max(0, limit - r.usage[key]);
+  return left === 0
+    ? `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`
+    : `Cannot continue: process ${r.pid} has ${left} left of its ${key} budget of ${limit}, less than the ${needed} this call needs`;
 }

@@ -51,6 +51,11 @@ export interface ModelRequest {
   messages: Message[];
   /** The tools the model may call. */
   tools: ToolSpec[];
+  /**
+   * Most tokens the reply may use. A provider must not produce more: the
+   * kernel reserved only this much of the process's token budget for it.
+   */
+  maxTokens?: number;
 }
 
 /** A provider's answer. */
@@ -151,11 +156,46 @@ export function estimateTokens(text: string): number {
 }
 
 /**
+ * An upper bound of the input tokens of a request for a tokenizer whose
+ * every token covers at least one byte: the UTF-8 bytes of the text the
+ * model reads (contents, tool calls, tool results, tool specs), plus room
+ * for the framing of each message and tool. The kernel reserves this much
+ * of a token budget before calling the model.
+ *
+ * @example
+ * ```ts
+ * import { maxInputTokens } from "./model.ts";
+ * const bound = maxInputTokens([{ role: "user", content: "hello" }], []);
+ * console.assert(bound >= 5);
+ * ```
+ */
+export function maxInputTokens(messages: readonly Message[], tools: readonly ToolSpec[]): number {
+  const encoder = new TextEncoder();
+  let bytes = REPLY_PRIMING_TOKENS;
+  for (const message of messages) {
+    bytes += MESSAGE_FRAMING_TOKENS + encoder.encode(_textOf(message)).length;
+    if (message.role === "tool") {
+      bytes += encoder.encode(message.tool_call_id + message.name).length;
+    }
+  }
+  for (const tool of tools) {
+    bytes += MESSAGE_FRAMING_TOKENS + encoder.encode(JSON.stringify(tool)).length;
+  }
+  return bytes;
+}
+
+/** Tokens a chat format spends around each message or tool beyond its text. */
+const MESSAGE_FRAMING_TOKENS = 8;
+/** Tokens a chat format spends to start the reply. */
+const REPLY_PRIMING_TOKENS = 8;
+
+/**
  * A model that replays a script. The turn it answers with is the number of
  * assistant messages already in the request, so the same request always
  * gets the same reply; the turns are those of `script.images[request.image]`
  * when present, else `script.turns`. Past the last turn it answers
- * `"(script ended)"` with `exit: true`.
+ * `"(script ended)"` with `exit: true`. A reply longer than the request's
+ * `maxTokens` is cut to that many tokens of text, without its tool calls.
  *
  * @example
  * ```ts
@@ -245,6 +285,14 @@ export class ScriptedModel implements ModelProvider {
       exit: true,
       usage: { inputTokens: 0, outputTokens: 0 },
     };
+    const limit = request.maxTokens;
+    if (limit !== undefined && estimateTokens(_textOf(reply.message)) > limit) {
+      // Like a real model that reaches its limit: the text stops there, no tool call is complete.
+      reply.message = {
+        role: "assistant",
+        content: (reply.message.content ?? "").slice(0, limit * 4),
+      };
+    }
     reply.usage = {
       inputTokens: estimateTokens(request.messages.map(_textOf).join("")),
       outputTokens: estimateTokens(_textOf(reply.message)),

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { SyscallError } from "../broker/errors.ts";
 import {
   estimateTokens,
+  maxInputTokens,
   type Message,
   type ModelRequest,
   type Script,
@@ -102,6 +103,36 @@ Deno.test("usage estimates tokens from the characters of the request and reply",
   assert.equal(estimateTokens(""), 0);
   assert.equal(estimateTokens("abcd"), 1);
   assert.equal(estimateTokens("abcde"), 2);
+});
+
+Deno.test("a reply over the request's maxTokens is cut to that many tokens, without tool calls", async () => {
+  const model = new ScriptedModel({
+    turns: [{ content: "x".repeat(400), tool_calls: [{ name: "read_file" }], exit: true }],
+  });
+  const reply = await model.complete({ ...request([USER]), maxTokens: 10 });
+  assert.deepEqual(reply.message, { role: "assistant", content: "x".repeat(40) });
+  assert.equal(reply.usage.outputTokens, 10);
+  const whole = await model.complete({ ...request([USER]), maxTokens: 1000 });
+  assert.equal(whole.message.tool_calls?.length, 1);
+});
+
+Deno.test("maxInputTokens bounds the input tokens of every message and tool from above", async () => {
+  const messages: Message[] = [
+    { role: "system", content: "héllo wörld" },
+    { role: "user", content: "x".repeat(1000) },
+    { role: "assistant", tool_calls: [{ id: "c1", name: "read_file", arguments: { path: "a" } }] },
+    { role: "tool", tool_call_id: "c1", name: "read_file", content: "contents" },
+  ];
+  const tools = [{ name: "read_file", description: "reads", input: { type: "object" } }];
+  const bound = maxInputTokens(messages, tools);
+  const bytes = new TextEncoder().encode(
+    messages.map((m) => m.content ?? "").join("") + JSON.stringify(tools),
+  ).length;
+  assert.ok(bound >= bytes, `${bound} < ${bytes}`);
+  assert.ok(bound > maxInputTokens(messages, []));
+  const counted = await new ScriptedModel({ turns: [] }).complete({ ...request(messages), tools });
+  assert.ok(bound >= counted.usage.inputTokens);
+  assert.ok(maxInputTokens([{ role: "user", content: "" }], []) > 0);
 });
 
 Deno.test("changing a reply does not change the script", async () => {

@@ -15,6 +15,12 @@
  *   share chunk keys), at most 60 KiB each;
  * - `["obj_type", namespace, name]`: an {@link ObjectType}.
  *
+ * With a {@link StorageMeter}, every write charges the bytes of the object
+ * it stores to the process named by `chargeTo` (in the write's own commit,
+ * so a write over a quota stores nothing) and gives back the bytes of the
+ * object it replaces to whoever was charged for that one; a delete gives
+ * them back too.
+ *
  * @module
  */
 
@@ -62,6 +68,8 @@ export interface PutOptions {
   type?: string;
   /** Write only when the object is at this version (0: does not exist). */
   expectedVersion?: number;
+  /** The process whose storage quota pays for the object (none: an operator's write). */
+  chargeTo?: number;
 }
 
 /** Options for {@link ObjectMemory.prototype.list}. */
@@ -76,7 +84,28 @@ export interface ListOptions {
 export interface ObjectMemoryOptions {
   /** The clock for `updatedAt` and `definedAt` (default `Date.now`). */
   now?: () => number;
+  /** Charges stored bytes to processes (default: nothing is charged). */
+  meter?: StorageMeter;
 }
+
+/** What charges the bytes of objects to processes' storage quotas. */
+export interface StorageMeter {
+  /**
+   * The checked mutations that charge (positive) or give back (negative)
+   * bytes to processes, for the commit of the write they pay for; throws
+   * (`EBUDGET`) when a charge goes over a quota.
+   */
+  prepare(
+    changes: readonly { pid: number; bytes: number }[],
+    action: string,
+  ): Promise<(op: Deno.AtomicOperation) => void>;
+}
+
+/**
+ * Bytes an object is charged for beyond its value: its record and keys, so
+ * that many small objects count too.
+ */
+export const OBJECT_OVERHEAD_BYTES = 256;
 
 /** Largest value JSON, in UTF-8 bytes, kept inline in the record. */
 const INLINE_BYTES = 60 * 1024;
@@ -112,10 +141,12 @@ interface _Stored {
   blob?: string;
   /** The number of chunks, when chunked. */
   chunks?: number;
+  /** The process charged for the object's bytes, if any. */
+  chargedTo?: number;
 }
 
 /** The metadata a write decides; the store adds the value's placement. */
-type _Meta = Pick<_Stored, "type" | "version" | "writer" | "updatedAt">;
+type _Meta = Pick<_Stored, "type" | "version" | "writer" | "updatedAt" | "chargedTo">;
 
 /** The type record as it is kept in KV: an ObjectType and its schema digest. */
 interface _StoredType extends ObjectType {
@@ -199,12 +230,14 @@ export function validateName(
 export class ObjectMemory {
   #kv: Deno.Kv;
   #now: () => number;
+  #meter: StorageMeter | undefined;
   #schemas = new Map<string, z.ZodType>();
 
   /** Creates a store over `kv`. */
   constructor(kv: Deno.Kv, options: ObjectMemoryOptions = {}) {
     this.#kv = kv;
     this.#now = options.now ?? Date.now;
+    this.#meter = options.meter;
   }
 
   /**
@@ -213,7 +246,8 @@ export class ObjectMemory {
    * satisfy that type's schema. Fails with `EEXIST` when `expectedVersion`
    * is given and differs from the current version, `ENOENT` for an
    * undefined type, `EINVAL` for a value that is not JSON, is larger than
-   * 1 MiB or does not match its type; nothing is stored then.
+   * 1 MiB or does not match its type, `EBUDGET` when it would take the
+   * `chargeTo` process over a storage quota; nothing is stored then.
    */
   async put(
     namespace: string,
@@ -245,7 +279,16 @@ export class ObjectMemory {
     if (options.type !== undefined) {
       await this.#enforce(namespace, options.type, parsed, action);
     }
-    const record = await this.#store(namespace, name, bytes, async (current) => {
+    if (options.chargeTo !== undefined) {
+      // Refuse early, before a large value's chunks are written; the commit checks again.
+      const current = await this.#kv.get<_Stored>(["obj", namespace, name]);
+      await this.#charges(
+        { size: bytes.length, chargedTo: options.chargeTo },
+        current.value,
+        action,
+      );
+    }
+    const record = await this.#store(namespace, name, bytes, action, async (current) => {
       const found = current?.version ?? 0;
       if (expected !== undefined && expected !== found) {
         throw new SyscallError(
@@ -262,6 +305,7 @@ export class ObjectMemory {
         version: found + 1,
         writer: options.writer,
         updatedAt: this.#now(),
+        chargedTo: options.chargeTo,
       };
     });
     return _toRecord(record, parsed);
@@ -307,16 +351,13 @@ export class ObjectMemory {
     validateName("namespace", namespace);
     validateName("object", name);
     const key = ["obj", namespace, name];
+    const action = `Cannot delete object ${_quote(`${namespace}/${name}`)}`;
     for (;;) {
       const current = await this.#kv.get<_Stored>(key);
-      if (!current.value) {
-        throw new SyscallError(
-          "ENOENT",
-          `Cannot delete object ${_quote(`${namespace}/${name}`)}: not found`,
-        );
-      }
+      if (!current.value) throw new SyscallError("ENOENT", `${action}: not found`);
       const op = this.#kv.atomic().check(current).delete(key);
       _deleteChunks(op, current.value);
+      (await this.#charges(null, current.value, action))?.(op);
       if ((await op.commit()).ok) return;
     }
   }
@@ -365,9 +406,15 @@ export class ObjectMemory {
    * writers and times (fork uses it). Objects of the same name in `to` are
    * replaced, so repeating an interrupted copy completes it. Fails with
    * `EEXIST`, before copying anything, when `to` defines a type of the same
-   * name with another schema. Returns the number of objects copied.
+   * name with another schema. The copies are charged to `options.chargeTo`
+   * (`EBUDGET` over its quota), or to nobody. Returns the number of objects
+   * copied.
    */
-  async copyNamespace(from: string, to: string): Promise<number> {
+  async copyNamespace(
+    from: string,
+    to: string,
+    options: { chargeTo?: number } = {},
+  ): Promise<number> {
     validateName("namespace", from);
     validateName("namespace", to);
     const action = `Cannot copy namespace ${_quote(from)} to ${_quote(to)}`;
@@ -399,11 +446,13 @@ export class ObjectMemory {
       const source = await this.#read(from, entry.value.name, action);
       if (!source) continue;
       const { type, version, writer, updatedAt } = source.stored;
+      const chargedTo = options.chargeTo;
       await this.#store(
         to,
         source.stored.name,
         source.bytes,
-        () => Promise.resolve({ type, version, writer, updatedAt }),
+        action,
+        () => Promise.resolve({ type, version, writer, updatedAt, chargedTo }),
       );
       count++;
     }
@@ -413,13 +462,14 @@ export class ObjectMemory {
   /**
    * Stores `bytes` as the value of an object: writes its chunks when large,
    * then replaces the current record (and its chunks) in one atomic
-   * check-and-set, asking `decide` again after a lost race. Chunks of a
-   * write that does not commit are removed.
+   * check-and-set with the storage charges it moves, asking `decide` again
+   * after a lost race. Chunks of a write that does not commit are removed.
    */
   async #store(
     namespace: string,
     name: string,
     bytes: Uint8Array,
+    action: string,
     decide: (current: _Stored | null) => Promise<_Meta>,
   ): Promise<_Stored> {
     const key = ["obj", namespace, name];
@@ -439,8 +489,10 @@ export class ObjectMemory {
           ...(chunks ? chunks : { data: bytes }),
         };
         if (record.type === undefined) delete record.type;
+        if (record.chargedTo === undefined) delete record.chargedTo;
         const op = this.#kv.atomic().check(current).set(key, record);
         if (current.value) _deleteChunks(op, current.value);
+        (await this.#charges(record, current.value, action))?.(op);
         if ((await op.commit()).ok) {
           committed = true;
           return record;
@@ -451,6 +503,27 @@ export class ObjectMemory {
         await this.#dropChunks(namespace, name, chunks);
       }
     }
+  }
+
+  /**
+   * The storage charges of replacing `old` with `next` (either may be
+   * absent): the new object's bytes to its payer, the old one's back to its
+   * payer. Undefined when nothing is charged.
+   */
+  async #charges(
+    next: Pick<_Stored, "size" | "chargedTo"> | null,
+    old: Pick<_Stored, "size" | "chargedTo"> | null,
+    action: string,
+  ): Promise<((op: Deno.AtomicOperation) => void) | undefined> {
+    const changes: { pid: number; bytes: number }[] = [];
+    if (next?.chargedTo !== undefined) {
+      changes.push({ pid: next.chargedTo, bytes: next.size + OBJECT_OVERHEAD_BYTES });
+    }
+    if (old?.chargedTo !== undefined) {
+      changes.push({ pid: old.chargedTo, bytes: -(old.size + OBJECT_OVERHEAD_BYTES) });
+    }
+    if (!changes.length || !this.#meter) return undefined;
+    return await this.#meter.prepare(changes, action);
   }
 
   /** Writes a large value's chunks under a fresh blob id. */

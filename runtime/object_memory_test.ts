@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SyscallError } from "../broker/errors.ts";
-import { ObjectMemory, validateName } from "./object_memory.ts";
+import { OBJECT_OVERHEAD_BYTES, ObjectMemory, validateName } from "./object_memory.ts";
 
 const NOTE = {
   type: "object",
@@ -391,4 +391,57 @@ Deno.test("operations refuse bad names before touching the store", async () => {
     await objects.put("ns", "a", 1, { writer: 1 });
     assert.equal(await countKeys(kv, []), 1);
   });
+});
+
+Deno.test("writes charge their payer, and overwrites and deletes give the bytes back", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const moves: { pid: number; bytes: number }[][] = [];
+    const objects = new ObjectMemory(kv, {
+      meter: {
+        prepare: (changes) => {
+          return Promise.resolve((op: Deno.AtomicOperation) => {
+            moves.push([...changes]);
+            op.sum(["moves"], 1n);
+          });
+        },
+      },
+    });
+    const size = (value: unknown) => JSON.stringify(value).length + OBJECT_OVERHEAD_BYTES;
+    await objects.put("shared", "a", "x".repeat(100), { writer: 1, chargeTo: 1 });
+    await objects.put("shared", "a", "y", { writer: 2, chargeTo: 2 });
+    await objects.put("shared", "b", "z", { writer: 9 }); // an operator's write: nobody pays
+    await objects.copyNamespace("shared", "copy", { chargeTo: 3 });
+    await objects.delete("shared", "a");
+    await objects.delete("copy", "b");
+    assert.deepEqual(moves, [
+      [{ pid: 1, bytes: size("x".repeat(100)) }],
+      [{ pid: 2, bytes: size("y") }, { pid: 1, bytes: -size("x".repeat(100)) }],
+      [{ pid: 3, bytes: size("y") }],
+      [{ pid: 3, bytes: size("z") }],
+      [{ pid: 2, bytes: -size("y") }],
+      [{ pid: 3, bytes: -size("z") }],
+    ]);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("a write its meter refuses stores nothing, not even a large value's chunks", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const objects = new ObjectMemory(kv, {
+      meter: {
+        prepare: () => Promise.reject(new SyscallError("EBUDGET", "Cannot put: over quota")),
+      },
+    });
+    await assertCode(
+      objects.put("proc/1", "big", "x".repeat(500_000), { writer: 1, chargeTo: 1 }),
+      "EBUDGET",
+    );
+    assert.equal(await countKeys(kv, ["obj"]), 0);
+    assert.equal(await countKeys(kv, ["obj_chunk"]), 0);
+  } finally {
+    kv.close();
+  }
 });

@@ -168,6 +168,7 @@ export class OpenAIModel implements ModelProvider {
       messages: request.messages.map(_toChatMessage),
     };
     if (request.tools.length > 0) body.tools = request.tools.map(_toChatTool);
+    if (request.maxTokens !== undefined) body.max_completion_tokens = request.maxTokens;
     const signal = options.signal;
 
     let completion: ChatCompletion;

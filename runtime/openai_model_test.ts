@@ -100,6 +100,17 @@ Deno.test("a plain reply maps content and usage, and the request carries the bea
   assert.equal("tools" in (sent.body ?? {}), false, "an empty tool list is left out");
 });
 
+Deno.test("a request's maxTokens is sent as max_completion_tokens", async () => {
+  await using server = await startOpenAIServer([
+    { body: chatCompletion({ content: "Hi" }) },
+    { body: chatCompletion({ content: "Hi" }) },
+  ]);
+  await modelFor(server).complete({ ...request(USER), maxTokens: 25 });
+  await modelFor(server).complete(request(USER));
+  assert.equal(server.requests[0].body?.max_completion_tokens, 25);
+  assert.equal("max_completion_tokens" in (server.requests[1].body ?? {}), false);
+});
+
 Deno.test("tools, tool calls and tool results map to function tools and back", async () => {
   await using server = await startOpenAIServer([{
     body: chatCompletion({

@@ -52,7 +52,14 @@ export interface Budget {
   children?: number;
   /** Longest the process may run, in ms of wall time. */
   wallMs?: number;
+  /** Most bytes of objects, transcript and checkpoints its subtree may store (default 64 MiB). */
+  storageBytes?: number;
+  /** Most bytes of journal and audit records its subtree may add (default 256 MiB). */
+  journalBytes?: number;
 }
+
+/** The budgets charged up the tree as usage (`wallMs` is a deadline, not a charge). */
+export type BudgetKey = keyof Usage;
 
 /** What a process (and its subtree) has used so far. */
 export interface Usage {

@@ -185,6 +185,8 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
           append: (p: string, content: string) =>
             count(coded(() => Deno.writeTextFile(path(p), content, { append: true }))),
           remove: (p: string) => count(coded(() => Deno.remove(path(p), { recursive: true }))),
+          rename: (from: string, to: string) =>
+            count(coded(() => Deno.rename(path(from), path(to)))),
           list: (p: string) => count(coded(() => Array.fromAsync(Deno.readDir(path(p))))),
           mkdir: (p: string) => count(coded(() => Deno.mkdir(path(p), { recursive: true }))),
           stat: (p: string) => count(coded(() => Deno.stat(path(p)))),

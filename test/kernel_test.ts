@@ -731,8 +731,9 @@ Deno.test("the tokens budget stops an agent with EBUDGET", async () => {
     assert.equal(end.state, "failed");
     assert.equal(end.error?.code, "EBUDGET");
     assert.match(end.error!.message, /tokens budget of 30/);
-    assert.ok(end.usage.tokens >= 50);
-    assert.equal(await exists(join(h.workspace, "b.txt")), false);
+    // The 200-character input alone may need more than 30 tokens: the call is refused before it runs.
+    assert.ok(end.usage.tokens <= 30, `charged ${end.usage.tokens} tokens`);
+    assert.equal(await exists(join(h.workspace, "a.txt")), false);
   }, { model });
 });
 
@@ -749,7 +750,7 @@ Deno.test("a child's model usage is charged to its parent's budget", async () =>
         const { pid } = await sys.proc.spawn({ image: "helper@1.0.0", input: "list" });
         return await sys.proc.wait(pid);
       `),
-      { image: { capabilities: ["proc:spawn:*"], budget: { tokens: 200 } } },
+      { image: { capabilities: ["proc:spawn:*"], budget: { tokens: 2000 } } },
     );
     assert.equal(end.state, "exited", end.error?.message);
     const waited = end.result as {
@@ -762,11 +763,11 @@ Deno.test("a child's model usage is charged to its parent's budget", async () =>
     // The child's budget is what its parent had left; it runs out with its parent's.
     assert.match(
       waited.error.message,
-      new RegExp(`process ${waited.pid} has spent its tokens budget of 200`),
+      new RegExp(`process ${waited.pid} has .*its tokens budget of 2000`),
     );
     const child = await h.kernel.processes.require(waited.pid);
-    assert.deepEqual(child.budget, { tokens: 200 });
-    assert.ok(child.usage.tokens >= 200);
+    assert.deepEqual(child.budget, { tokens: 2000 });
+    assert.ok(child.usage.tokens > 0 && child.usage.tokens <= 2000, `${child.usage.tokens}`);
     assert.equal(end.usage.tokens, child.usage.tokens);
     assert.equal(end.usage.toolCalls, child.usage.toolCalls);
     assert.ok(child.usage.toolCalls > 0);

@@ -9,6 +9,14 @@ import type { HandlerTable } from "../../broker/broker.ts";
 import { formatCapability } from "../../broker/capability.ts";
 import { imageModelId } from "../image.ts";
 import type { Kernel } from "../kernel.ts";
+import { maxInputTokens, type ModelReply } from "../model.ts";
+
+/**
+ * Tokens reserved for a reply when the call names no `maxTokens` and a
+ * token budget applies; the model is then held to this (or less, when less
+ * of the budget is left).
+ */
+export const DEFAULT_REPLY_TOKENS = 4096;
 
 /** Handlers of the `time`, `model` and `cap` groups. */
 export function miscHandlers(kernel: Kernel): HandlerTable {
@@ -30,20 +38,40 @@ export function miscHandlers(kernel: Kernel): HandlerTable {
         ops: free ? [] : [{ resource: "model", right: "complete", target: model }],
         effect: "none",
         run: async () => {
-          await kernel.checkBudget(ctx.pid);
-          const provider = await kernel.modelFor(proc);
-          const reply = await provider.complete({
-            model,
-            image: proc.image,
-            pid: ctx.pid,
-            messages: args.messages,
-            tools: args.tools ?? [],
-          });
+          await kernel.checkBudget(ctx.pid, "toolCalls");
+          const tools = args.tools ?? [];
+          // Reserve the tokens the call may spend before making it; the model is held to them.
+          let reserved = 0;
+          let maxTokens = args.maxTokens;
+          if (await kernel.isBudgeted(ctx.pid, "tokens")) {
+            const input = maxInputTokens(args.messages, tools);
+            reserved = await kernel.reserve(ctx.pid, "tokens", {
+              least: input + 1,
+              most: input + (args.maxTokens ?? DEFAULT_REPLY_TOKENS),
+            });
+            maxTokens = reserved - input;
+          }
+          let reply: ModelReply;
+          try {
+            const provider = await kernel.modelFor(proc);
+            reply = await provider.complete({
+              model,
+              image: proc.image,
+              pid: ctx.pid,
+              messages: args.messages,
+              tools,
+              maxTokens,
+            });
+          } catch (error) {
+            if (reserved) await kernel.charge(ctx.pid, { tokens: -reserved });
+            throw error;
+          }
+          // Settle: what the model reports it spent replaces the reservation.
+          const spent = reply.usage.inputTokens + reply.usage.outputTokens;
+          await kernel.charge(ctx.pid, { tokens: spent - reserved });
+          const calls = reply.message.tool_calls?.length ?? 0;
+          if (calls) await kernel.reserve(ctx.pid, "toolCalls", { least: calls });
           await kernel.recordTranscript(ctx.pid, args.messages, reply.message);
-          await kernel.charge(ctx.pid, {
-            tokens: reply.usage.inputTokens + reply.usage.outputTokens,
-            toolCalls: reply.message.tool_calls?.length ?? 0,
-          });
           return reply;
         },
       };

@@ -46,6 +46,7 @@ export function objHandlers(kernel: Kernel): HandlerTable {
         run: async () => {
           const record = await objects.put(ns, args.name, args.value, {
             writer: ctx.pid,
+            chargeTo: ctx.pid,
             type: args.type,
             expectedVersion: args.expectedVersion,
           });

@@ -116,15 +116,27 @@ export function procHandlers(kernel: Kernel): HandlerTable {
       ops: [],
       effect: "idempotent",
       run: async () => {
-        const op = kernel.store.kv.atomic().set(["ckpt", ctx.pid, ctx.seq], {
-          seq: ctx.seq,
-          at: kernel.now(),
-        });
-        writeChunked(op, ["ckpt_state", ctx.pid, ctx.seq], args.state);
-        if (!(await op.commit()).ok) {
-          throw new SyscallError("EINVAL", "Cannot save checkpoint: the state is too large");
+        // Checkpoints are kept: each one is charged to the storageBytes quota in its commit.
+        const bytes = JSON.stringify(args.state ?? null).length;
+        for (;;) {
+          const charge = await kernel.quotas.prepare(
+            [{ pid: ctx.pid, bytes }],
+            "Cannot save checkpoint",
+          );
+          const op = kernel.store.kv.atomic().set(["ckpt", ctx.pid, ctx.seq], {
+            seq: ctx.seq,
+            at: kernel.now(),
+          });
+          writeChunked(op, ["ckpt_state", ctx.pid, ctx.seq], args.state);
+          charge(op);
+          let committed: Deno.KvCommitResult | Deno.KvCommitError;
+          try {
+            committed = await op.commit();
+          } catch {
+            throw new SyscallError("EINVAL", "Cannot save checkpoint: the state is too large");
+          }
+          if (committed.ok) return { seq: ctx.seq };
         }
-        return { seq: ctx.seq };
       },
     }),
     "ckpt.list": (ctx) => ({
