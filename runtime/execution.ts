@@ -14,7 +14,7 @@ import type { ErrorCode } from "../broker/errors.ts";
 
 type ErrorReply = { code: ErrorCode; message: string };
 import { Cell, type CellOptions } from "./cell.ts";
-import type { CellToHost, ProgramEntry } from "./cell_protocol.ts";
+import { type CellToHost, memoryLimitReason, type ProgramEntry } from "./cell_protocol.ts";
 import type { Kernel } from "./kernel.ts";
 import type { ProcessRecord } from "./process_table.ts";
 
@@ -22,7 +22,7 @@ import type { ProcessRecord } from "./process_table.ts";
 export interface ProcessLimits {
   /** Longest time the program may run without making a syscall, in ms. */
   cpuMs: number;
-  /** V8 heap limit of its cell, in MiB. */
+  /** Memory the program may use beyond an idle cell, in MiB (see `cell.ts`). */
   memoryMb: number;
   /** Largest message the program may send, in bytes. */
   maxMessageBytes: number;
@@ -125,7 +125,11 @@ export class Execution {
       this.#stopWatchdog();
       if (!this.#stopped) {
         this.#stopped = true;
-        await this.#fail(exit.reason ?? `The cell exited with code ${exit.code}`);
+        await this.#fail(
+          exit.outOfMemory
+            ? memoryLimitReason(this.#record.pid, this.#limits.memoryMb)
+            : exit.reason ?? `The cell exited with code ${exit.code}`,
+        );
       }
       this.#resolveDone();
     });
