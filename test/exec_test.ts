@@ -256,6 +256,85 @@ Deno.test("exec.run kills the command's whole process group on timeout", async (
   });
 });
 
+/** Pids in process group `pgid` that are not zombies (`ps`, as for {@link alive}). */
+function groupMembers(pgid: number): number[] {
+  const { stdout } = new Deno.Command("ps", { args: ["-e", "-o", "pid=,pgid=,stat="] })
+    .outputSync();
+  return new TextDecoder().decode(stdout).trim().split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([, group, stat]) => Number(group) === pgid && !stat.startsWith("Z"))
+    .map(([pid]) => Number(pid));
+}
+
+/** Waits (up to `ms`) until `done()` holds; returns whether it did. */
+async function within(ms: number, done: () => boolean | Promise<boolean>): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  while (!(await done())) {
+    if (performance.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return true;
+}
+
+/**
+ * Starts a process whose command appends to `ticks` (outside the workspace)
+ * every 50 ms with a background sleep beside it, and waits until it ticks.
+ * Returns the process and the command's pid (its process group).
+ */
+async function startTicking(h: Harness, ticks: string): Promise<{ pid: number; command: number }> {
+  const pidFile = join(h.outside, "command.pid");
+  const tag = await h.program("ticking", EXEC, {
+    capabilities: ["fs:read:**", "exec:run:sh", "exec:run:sleep"],
+  });
+  const proc = await h.kernel.spawn({
+    image: tag,
+    workspace: h.workspace,
+    input: {
+      argv: [
+        "sh",
+        "-c",
+        `echo $$ > "${pidFile}"; sleep 600 & while :; do echo x >> "${ticks}"; sleep 0.05; done`,
+      ],
+      // Short enough that a host which does not stop the command still ends the test.
+      options: { timeoutMs: 20_000 },
+    },
+  });
+  h.kernel.start(proc.pid);
+  const ticking = await within(
+    10_000,
+    async () => (await exists(ticks)) && (await exists(pidFile)),
+  );
+  assert.ok(ticking, "the command started");
+  const command = Number((await Deno.readTextFile(pidFile)).trim());
+  assert.ok(groupMembers(command).length >= 2, "the command and its background sleep run");
+  return { pid: proc.pid, command };
+}
+
+Deno.test("killing a process kills the command it runs, with its whole process group", async () => {
+  await withHarness(async (h) => {
+    const ticks = join(h.outside, "ticks");
+    const { pid, command } = await startTicking(h, ticks);
+    await h.kernel.signal(pid, "kill");
+    await within(5_000, () => groupMembers(command).length === 0);
+    assert.deepEqual(groupMembers(command), [], "the command outlived its killed process");
+    const size = (await Deno.stat(ticks)).size;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal((await Deno.stat(ticks)).size, size, "the command still writes");
+    assert.equal((await h.kernel.processes.require(pid)).state, "killed");
+  });
+});
+
+Deno.test("closing the host kills the commands its processes run", async () => {
+  await withHarness(async (h) => {
+    const { command } = await startTicking(h, join(h.outside, "ticks"));
+    const closed = h.kernel.close();
+    // Without the abort, close waits for the command's own 20 s timeout.
+    await within(5_000, () => groupMembers(command).length === 0);
+    assert.deepEqual(groupMembers(command), [], "the command outlived the closing host");
+    await closed;
+  });
+});
+
 Deno.test("exec.run caps the output and marks it truncated", async () => {
   await withHarness(async (h) => {
     const { outcome } = await execIn(h, {

@@ -16,6 +16,9 @@
  *   {@link DEFAULT_EXEC_OUTPUT_BYTES}, at most {@link MAX_EXEC_OUTPUT_BYTES})
  *   end the command's whole process group. A timeout is not an error: the
  *   result says `timedOut`, with the output read until then.
+ * - The command's process group is also killed when the calling process
+ *   stops for good (killed, failed, exited) or the host closes
+ *   (`CallContext.signal`).
  *
  * A granted command runs with the host's own permissions; only the command
  * names are checked, not what the command touches. Grant accordingly.
@@ -111,6 +114,7 @@ export function execHandlers(kernel: ExecKernel, options: ExecHandlerOptions = {
             cwd,
             timeoutMs: Math.min(args.timeoutMs ?? defaultTimeoutMs, maxTimeoutMs),
             maxOutputBytes: Math.min(args.maxOutputBytes ?? defaultOutputBytes, maxOutputBytes),
+            signal: ctx.signal,
           }),
       };
     },

@@ -37,7 +37,7 @@ export function miscHandlers(kernel: Kernel): HandlerTable {
             pid: ctx.pid,
             messages: args.messages,
             tools: args.tools ?? [],
-          });
+          }, { signal: ctx.signal });
           await kernel.recordTranscript(ctx.pid, args.messages, reply.message);
           await kernel.charge(ctx.pid, {
             tokens: reply.usage.inputTokens + reply.usage.outputTokens,
