@@ -321,6 +321,9 @@ Deno.test("killing a process kills the command it runs, with its whole process g
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal((await Deno.stat(ticks)).size, size, "the command still writes");
     assert.equal((await h.kernel.processes.require(pid)).state, "killed");
+    await h.kernel.executionOf(pid)?.settled();
+    const [record] = await execAudit(h, pid);
+    assert.equal(record.code, "EINTR", "the killed command is recorded as interrupted");
   });
 });
 
