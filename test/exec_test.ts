@@ -338,6 +338,76 @@ Deno.test("closing the host kills the commands its processes run", async () => {
   });
 });
 
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+
+/** Reads the host's environment and memory through `cat`; input is the host's pid. */
+const READ_HOST = `export default async function main(sys, host) {
+  const environ = await sys.exec.run(["cat", "/proc/" + host + "/environ"]);
+  const mem = await sys.exec.run(["cat", "/proc/" + host + "/mem"]);
+  return { environ, mem };
+}`;
+
+Deno.test("a command cannot read the host's environment or memory", async () => {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-environ-" }));
+  const canary = `canary-${crypto.randomUUID()}`;
+  try {
+    await Deno.writeTextFile(join(root, "main.ts"), READ_HOST);
+    await Deno.writeTextFile(
+      join(root, "image.json"),
+      JSON.stringify({
+        name: "read-host",
+        version: "1.0.0",
+        entry: "./main.ts",
+        tools: [],
+        capabilities: ["fs:read:**", "exec:run:cat"],
+        policy: {},
+      }),
+    );
+    // The host as an operator starts it, with a secret in its environment;
+    // once with FFI (it becomes non-dumpable) and once without.
+    for (const ffi of [["--allow-ffi"], []]) {
+      const { stdout, stderr } = await new Deno.Command("/bin/sh", {
+        // exec keeps the shell's pid, so "$$" is the host's pid.
+        args: [
+          "-c",
+          'exec "$@" --input "$$"',
+          "sh",
+          Deno.execPath(),
+          "run",
+          "--no-prompt",
+          "--allow-read",
+          "--allow-write",
+          "--allow-run",
+          "--allow-env",
+          ...ffi,
+          CLI,
+          "run",
+          join(root, "image.json"),
+          "--workspace",
+          root,
+          "--kv",
+          ":memory:",
+          "--json",
+        ],
+        env: { LIBOS_HOST_SECRET: canary },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(stdout);
+      const err = new TextDecoder().decode(stderr);
+      assert.ok(!out.includes(canary) && !err.includes(canary), `the host's secret leaked ${ffi}`);
+      const end = JSON.parse(out.trim().split("\n").at(-1)!);
+      assert.equal(end.state, "exited", err);
+      const { environ, mem } = end.result;
+      assert.equal(environ.stdout, "");
+      assert.match(environ.stderr, /Permission denied/);
+      assert.match(mem.stderr, /Permission denied/, "the host's memory could be opened");
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("exec.run caps the output and marks it truncated", async () => {
   await withHarness(async (h) => {
     const { outcome } = await execIn(h, {
