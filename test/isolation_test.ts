@@ -210,7 +210,19 @@ async function filesUnder(dir: string): Promise<string[]> {
   return out;
 }
 
-Deno.test("data: modules and web storage write nothing to the host's Deno cache", async () => {
+/** A JIT tool whose type check makes Deno load a `data:` module. */
+const REFERENCING_TOOL = {
+  name: "referencing",
+  description: "makes deno check load a data: module",
+  input: { type: "object" },
+  manifest: { capabilities: [] },
+  source: `/// <reference path="data:application/typescript;base64,${
+    btoa("declare const fromData: number;")
+  }" />
+export function run(): number { return 1; }`,
+};
+
+Deno.test("data: modules, web storage and tool type checks write nothing to the host's Deno cache", async () => {
   // The host's cache, as a cell would see it through DENO_DIR: fresh and empty.
   const hostCache = await Deno.makeTempDir({ prefix: "libos-host-deno-" });
   const before = Deno.env.get("DENO_DIR");
@@ -218,7 +230,7 @@ Deno.test("data: modules and web storage write nothing to the host's Deno cache"
   try {
     await withHarness(async (h) => {
       const end = await h.run(
-        `export default async function main() {
+        `export default async function main(sys) {
           let sum = 0;
           for (let i = 0; i < 40; i++) {
             const source = "export const n: number = " + i + "; // " + "x".repeat(4000);
@@ -234,8 +246,12 @@ Deno.test("data: modules and web storage write nothing to the host's Deno cache"
             await c.put("https://example.test/x", new Response("y".repeat(100000)));
             cache = "stored";
           }
-          return { sum, storage, cache };
+          let tool = "registered";
+          try { await sys.tool.register(${JSON.stringify(REFERENCING_TOOL)}); }
+          catch (error) { tool = error.message; }
+          return { sum, storage, cache, tool };
         }`,
+        { image: { capabilities: ["tool:register:*"] } },
       );
       assert.equal(end.state, "exited", JSON.stringify(end.error));
       assert.deepEqual(end.result, {
@@ -247,9 +263,14 @@ Deno.test("data: modules and web storage write nothing to the host's Deno cache"
           indexedDB: "undefined",
         },
         cache: "no caches",
+        tool: "registered",
       });
     });
-    assert.deepEqual(await filesUnder(hostCache), [], "the cell wrote into the host's DENO_DIR");
+    assert.deepEqual(
+      await filesUnder(hostCache),
+      [],
+      "a cell or a type check wrote into the host's DENO_DIR",
+    );
   } finally {
     if (before === undefined) Deno.env.delete("DENO_DIR");
     else Deno.env.set("DENO_DIR", before);
