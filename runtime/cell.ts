@@ -83,12 +83,12 @@ exit 1`;
       stderr: "piped",
     }).output();
   } catch (error) {
-    throw new Error(`Cannot cap the memory of cell ${pid}: ${(error as Error).message}`);
+    throw new Error(`cannot cap the memory of cell ${pid}: ${(error as Error).message}`);
   }
   if (output.code !== 0) {
     const why = new TextDecoder().decode(output.stderr).trim().split("\n")[0] ||
       `exit code ${output.code}`;
-    throw new Error(`Cannot cap the memory of cell ${pid}: ${why}`);
+    throw new Error(`cannot cap the memory of cell ${pid}: ${why}`);
   }
 }
 

@@ -122,6 +122,26 @@ Deno.test("ArrayBuffers far over memoryMb fail the process with the memory reaso
   });
 });
 
+Deno.test("the kernel refuses an allocation past the cap, before any resident memory grows", async () => {
+  await withHarness(async (h) => {
+    // 1 GiB never touched: resident memory stays small, so only the kernel
+    // cap on writable memory (idle cell + 2 x 128 MB) can refuse it.
+    const end = await h.run(
+      `export default async function main() {
+        try {
+          const buffer = new ArrayBuffer(1 << 30);
+          return "allocated " + buffer.byteLength;
+        } catch (error) {
+          return "refused: " + error.message;
+        }
+      }`,
+      { image: { limits: { memoryMb: 128 } } },
+    );
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    assert.match(String(end.result), /^refused: /);
+  });
+});
+
 Deno.test("a message flood is stopped by the syscall rate limit", async () => {
   await withHarness(async (h) => {
     await withBystander(h, async () => {
