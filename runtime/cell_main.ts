@@ -10,12 +10,13 @@
  *
  * The cell watches its own memory: once its process runs, resident memory
  * more than `memoryMb` above what the idle cell used (measured when the
- * Worker is up) ends the cell with the memory reason, checked every
- * {@link MEMORY_CHECK_MS} ms and before any failure of the program is
- * relayed (a program that fails because an allocation was refused failed
- * of its memory limit). The host caps the cell's writable memory at twice
- * that in the kernel (`RLIMIT_DATA`, see `cell.ts`), so a burst between two
- * checks cannot go further.
+ * Worker is up) ends the cell with the memory reason. It is checked every
+ * {@link MEMORY_CHECK_MS} ms and before a failure of the program is
+ * relayed, so a program that dies of a refused allocation while over its
+ * limit fails with the memory reason. The host caps the cell's writable
+ * memory in the kernel at the idle cell's plus twice `memoryMb`
+ * (`RLIMIT_DATA`, see `cell.ts`), so a burst between two checks cannot go
+ * further.
  *
  * @module
  */
