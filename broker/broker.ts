@@ -59,6 +59,12 @@ export interface CallContext {
   redo?: boolean;
   /** False once the calling process has ended: its calls still in flight then have no effect. */
   alive?: () => boolean;
+  /**
+   * Aborts when the calling process stops for good (it exited, failed or
+   * was killed) or the host closes: providers then stop the call's work
+   * (kill the command's process group, cancel the request).
+   */
+  signal?: AbortSignal;
 }
 
 /** What a handler decides about one call before it runs. */

@@ -5,16 +5,29 @@
  * A cell is ready once its Worker is up, so a cell started ahead of need
  * (a warm cell, see `cell_pool.ts`) only has to import its program.
  *
+ * Memory: `memoryMb` is what the program may use beyond the idle cell. The
+ * cell ends itself with the memory reason when its resident memory goes
+ * over that (`cell_main.ts`), V8's old space is limited to it, and once the
+ * cell is ready, before any program runs, the host caps its writable memory
+ * in the kernel (`RLIMIT_DATA`, through `prlimit`) at what the idle cell
+ * has mapped plus twice `memoryMb`: past that an allocation fails, whatever
+ * it is (`ArrayBuffer`s, WebAssembly memory and thread stacks are outside
+ * V8's heap limit). A cell whose memory cannot be capped does not start.
+ *
+ * Disk: a cell gets a private, throwaway Deno cache (`deno_dir.ts`), never
+ * the host's, removed when the cell ends, and no other environment.
+ *
  * @module
  */
 
 import { fileURLToPath } from "node:url";
 import type { CellHello, CellToHost, CellToWorker } from "./cell_protocol.ts";
+import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { spawnHostChild } from "./host_children.ts";
 
 /** Limits a cell enforces or is started with. */
 export interface CellOptions {
-  /** V8 old-space limit of the cell, in MiB (default 256). */
+  /** Memory the program may use beyond the idle cell, in MiB (default 256); see the module docs. */
   memoryMb?: number;
   /** Largest message the program may send, in bytes (default 1 MiB). */
   maxMessageBytes?: number;
@@ -30,6 +43,8 @@ export interface CellExit {
   signal: Deno.Signal | null;
   /** A one-line reason when the cell died of something recognisable. */
   reason?: string;
+  /** The cell died because its program ran out of memory (V8's heap limit). */
+  outOfMemory?: boolean;
 }
 
 const CELL_MAIN = fileURLToPath(new URL("./cell_main.ts", import.meta.url));
@@ -42,14 +57,40 @@ function randomToken(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** The environment a cell gets: enough for Deno to find its cache, nothing else. */
-function cellEnv(): Record<string, string> {
-  const env: Record<string, string> = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" };
-  for (const name of ["DENO_DIR", "HOME", "XDG_CACHE_HOME", "PATH"]) {
-    const value = Deno.env.get(name);
-    if (value !== undefined) env[name] = value;
+/** The environment a cell gets: its private Deno cache (also its `HOME`), nothing else. */
+function cellEnv(denoDir: string): Record<string, string> {
+  return { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", DENO_DIR: denoDir, HOME: denoDir };
+}
+
+/**
+ * Sets `RLIMIT_DATA` (soft and hard) of process `pid` to its mapped
+ * writable memory now (`VmData`) plus `extraMb` MiB. Deno reads `/proc`
+ * only with `--allow-all`, so a shell reads it and `prlimit` sets the limit.
+ */
+async function capWritableMemory(pid: number, extraMb: number): Promise<void> {
+  const script = `while read -r key value _; do
+  if [ "$key" = VmData: ]; then exec prlimit --pid "$1" --data="$(( (value + $2) * 1024 ))"; fi
+done < "/proc/$1/status"
+echo "no VmData in /proc/$1/status" >&2
+exit 1`;
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command("/bin/sh", {
+      args: ["-c", script, "sh", String(pid), String(extraMb * 1024)],
+      clearEnv: true,
+      env: { PATH: "/usr/bin:/bin:/usr/sbin:/sbin", LANG: "C" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+  } catch (error) {
+    throw new Error(`cannot cap the memory of cell ${pid}: ${(error as Error).message}`);
   }
-  return env;
+  if (output.code !== 0) {
+    const why = new TextDecoder().decode(output.stderr).trim().split("\n")[0] ||
+      `exit code ${output.code}`;
+    throw new Error(`cannot cap the memory of cell ${pid}: ${why}`);
+  }
 }
 
 /**
@@ -75,15 +116,18 @@ export class Cell {
   #stderrTail = "";
   #onMessage: ((message: CellToHost) => void) | undefined;
   #unclaimed: CellToHost[] = [];
-  #ready: (() => void) | undefined;
+  #ready: ((pid: number) => void) | undefined;
+  #denoDir: string;
 
   private constructor(
     child: Deno.ChildProcess,
     token: string,
     onMessage: ((message: CellToHost) => void) | undefined,
     options: CellOptions,
+    denoDir: string,
   ) {
     this.#child = child;
+    this.#denoDir = denoDir;
     this.#token = token;
     this.#onMessage = onMessage;
     this.#maxOutputBytes = options.maxOutputBytes ?? 64 * 1024;
@@ -92,11 +136,16 @@ export class Cell {
     const stdoutDone = this.#readLines(child.stdout, maxLine, true);
     const stderrDone = this.#readLines(child.stderr, maxLine, false);
     this.exited = Promise.all([child.status, stdoutDone, stderrDone]).then(
-      ([status]) => ({
-        code: status.code,
-        signal: status.signal,
-        reason: this.#killReason ?? this.#diagnose(status),
-      }),
+      async ([status]) => {
+        await removePrivateDenoDir(denoDir);
+        const outOfMemory = this.#killReason === undefined && this.#ranOutOfMemory();
+        return {
+          code: status.code,
+          signal: status.signal,
+          reason: this.#killReason ?? this.#diagnose(status),
+          ...(outOfMemory ? { outOfMemory } : {}),
+        };
+      },
     );
   }
 
@@ -109,31 +158,46 @@ export class Cell {
     options: CellOptions = {},
   ): Promise<Cell> {
     const memoryMb = options.memoryMb ?? 256;
-    const child = spawnHostChild(Deno.execPath(), {
-      args: [
-        "run",
-        "--no-prompt",
-        "--no-remote",
-        "--no-npm",
-        "--no-config",
-        "--no-lock",
-        "--unstable-worker-options",
-        `--v8-flags=--max-old-space-size=${memoryMb}`,
-        CELL_MAIN,
-      ],
-      clearEnv: true,
-      env: cellEnv(),
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    });
+    const denoDir = await makePrivateDenoDir();
+    let child: Deno.ChildProcess;
+    try {
+      child = spawnHostChild(Deno.execPath(), {
+        args: [
+          "run",
+          "--no-prompt",
+          "--no-remote",
+          "--no-npm",
+          "--no-config",
+          "--no-lock",
+          "--unstable-worker-options",
+          `--v8-flags=--max-old-space-size=${memoryMb}`,
+          CELL_MAIN,
+        ],
+        clearEnv: true,
+        env: cellEnv(denoDir),
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      });
+    } catch (error) {
+      await removePrivateDenoDir(denoDir);
+      throw error;
+    }
     const token = randomToken();
-    const cell = new Cell(child, token, onMessage, options);
-    const isReady = new Promise<void>((resolve) => cell.#ready = resolve);
+    const cell = new Cell(child, token, onMessage, options, denoDir);
+    let cellPid = 0;
+    const isReady = new Promise<void>((resolve) =>
+      cell.#ready = (pid) => {
+        cell.#ready = undefined;
+        cellPid = pid;
+        resolve();
+      }
+    );
     const hello: CellHello = {
       t: "hello",
       token,
       maxMessageBytes: options.maxMessageBytes ?? 1 << 20,
+      memoryMb,
     };
     await cell.#write(hello);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -154,6 +218,13 @@ export class Cell {
         }`,
       );
     }
+    try {
+      await capWritableMemory(cellPid, 2 * memoryMb);
+    } catch (error) {
+      cell.kill("The cell's memory could not be capped");
+      await cell.exited;
+      throw new Error(`Cannot start a cell: ${(error as Error).message}`);
+    }
     return cell;
   }
 
@@ -166,6 +237,11 @@ export class Cell {
   /** The OS pid of the cell subprocess. */
   get osPid(): number {
     return this.#child.pid;
+  }
+
+  /** The cell's private Deno cache directory (removed once the cell has exited). */
+  get denoDir(): string {
+    return this.#denoDir;
   }
 
   /** Sends a message to the Worker in the cell. Ignored once the cell is gone. */
@@ -229,8 +305,10 @@ export class Cell {
       this.kill("The cell sent a malformed protocol line");
       return;
     }
-    if (message.t === "ready") this.#ready?.();
-    else if (this.#onMessage) this.#onMessage(message);
+    if (message.t === "ready") {
+      if (Number.isSafeInteger(message.pid) && message.pid > 0) this.#ready?.(message.pid);
+      else this.kill("The cell sent a malformed ready message");
+    } else if (this.#onMessage) this.#onMessage(message);
     else this.#unclaimed.push(message);
   }
 
@@ -243,10 +321,12 @@ export class Cell {
     }
   }
 
+  #ranOutOfMemory(): boolean {
+    return /heap|out of memory/i.test(this.#stderrTail);
+  }
+
   #diagnose(status: Deno.CommandStatus): string | undefined {
-    if (/heap|out of memory/i.test(this.#stderrTail)) {
-      return "The program ran out of memory";
-    }
+    if (this.#ranOutOfMemory()) return "The program ran out of memory";
     if (status.signal) return `The cell was killed by ${status.signal}`;
     if (status.code !== 0) return `The cell exited with code ${status.code}`;
     return undefined;

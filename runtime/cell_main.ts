@@ -8,22 +8,41 @@
  * process is assigned, so a warm cell only has to import the program when
  * its `start` comes. One cell runs at most one process, ever.
  *
+ * The cell watches its own memory: once its process runs, resident memory
+ * more than `memoryMb` above what the idle cell used (measured when the
+ * Worker is up) ends the cell with the memory reason. It is checked every
+ * {@link MEMORY_CHECK_MS} ms and before a failure of the program is
+ * relayed, so a program that dies of a refused allocation while over its
+ * limit fails with the memory reason. The host caps the cell's writable
+ * memory in the kernel at the idle cell's plus twice `memoryMb`
+ * (`RLIMIT_DATA`, see `cell.ts`), so a burst between two checks cannot go
+ * further.
+ *
  * @module
  */
 
 import { WORKER_SOURCE } from "./_worker_bundle.ts";
-import type {
-  CellHello,
-  CellToHost,
-  CellToWorker,
-  WorkerLoaded,
-  WorkerToCell,
+import {
+  type CellHello,
+  type CellToHost,
+  type CellToWorker,
+  memoryLimitReason,
+  type WorkerLoaded,
+  type WorkerToCell,
 } from "./cell_protocol.ts";
+
+/** How often a running cell checks its memory, in ms. */
+const MEMORY_CHECK_MS = 50;
 
 const encoder = new TextEncoder();
 const stdout = Deno.stdout.writable.getWriter();
 let token = "";
 let maxMessageBytes = 1 << 20;
+let memoryMb = 256;
+/** Resident memory of the idle cell, Worker up, in bytes. */
+let idleRss = 0;
+/** The pid of the process the cell runs, once started. */
+let pid = 0;
 let worker: Worker | undefined;
 let started = false;
 let loaded = false;
@@ -43,6 +62,18 @@ function crash(message: string): void {
   worker?.terminate();
   send({ t: "crash", message });
   writing.finally(() => Deno.exit(70));
+}
+
+/** True when the cell holds more than `memoryMb` above its idle size. */
+function overMemory(): boolean {
+  return Deno.memoryUsage().rss - idleRss > memoryMb * 1024 * 1024;
+}
+
+/** Ends the cell with the memory reason when it is over its limit; true if it did. */
+function checkMemory(): boolean {
+  if (!overMemory()) return false;
+  crash(memoryLimitReason(pid, memoryMb));
+  return true;
 }
 
 /** Why a Worker message may not be relayed, or undefined when it may. */
@@ -74,15 +105,19 @@ function startWorker(): Worker {
     if (crashed) return;
     if (!loaded && event.data?.t === "loaded") {
       loaded = true;
-      return send({ t: "ready" });
+      idleRss = Deno.memoryUsage().rss;
+      return send({ t: "ready", pid: Deno.pid });
     }
-    const problem = problemWith(event.data as WorkerToCell);
+    const message = event.data as WorkerToCell;
+    if (message?.t === "fail" && checkMemory()) return;
+    const problem = problemWith(message);
     if (problem) crash(problem);
-    else send(event.data);
+    else send(message);
   };
   w.onerror = (event) => {
     event.preventDefault();
     if (!loaded) return crash(`The cell's Worker failed to start: ${event.message}`);
+    if (checkMemory()) return;
     send({ t: "fail", message: `Uncaught error: ${event.message}` });
   };
   w.onmessageerror = () => crash("The program sent a message that cannot be read");
@@ -94,6 +129,7 @@ function handle(line: string): void {
     const hello = JSON.parse(line) as CellHello;
     token = hello.token;
     maxMessageBytes = hello.maxMessageBytes;
+    memoryMb = hello.memoryMb;
     worker = startWorker(); // it says "loaded" when it is up; then the cell is ready
     return;
   }
@@ -101,6 +137,8 @@ function handle(line: string): void {
   if (message.t === "start") {
     if (started) return crash("This cell already runs a process");
     started = true;
+    pid = message.pid;
+    setInterval(checkMemory, MEMORY_CHECK_MS);
   }
   if (!crashed && started) worker?.postMessage(message);
 }

@@ -20,6 +20,8 @@ export interface CellHello {
   t: "hello";
   token: string;
   maxMessageBytes: number;
+  /** Memory the program may use beyond the idle cell, in MiB (the cell's own watchdog). */
+  memoryMb: number;
 }
 
 /** Host → cell → Worker. */
@@ -51,6 +53,14 @@ export interface WorkerLoaded {
 /** Cell → host (besides relayed Worker messages). */
 export type CellToHost =
   | WorkerToCell
-  /** The cell's Worker is up: the cell can take a `start`. */
-  | { t: "ready" }
+  /**
+   * The cell's Worker is up: the cell can take a `start`. `pid` is the OS
+   * pid of the cell's Deno process, whose memory the host caps.
+   */
+  | { t: "ready"; pid: number }
   | { t: "crash"; message: string };
+
+/** The one-line reason a process fails with when its cell goes over `memoryMb`. */
+export function memoryLimitReason(pid: number, memoryMb: number): string {
+  return `Process ${pid} exceeded its memory limit of ${memoryMb} MB`;
+}

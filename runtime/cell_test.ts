@@ -61,3 +61,33 @@ Deno.test("a cell refuses a second process: it crashes instead of running it", a
   const names = seen.filter((m) => m.t === "syscall").map((m) => (m as { name: string }).name);
   assert.deepEqual(names, ["time.now"], "the second program never ran");
 });
+
+Deno.test("a cell's private Deno cache holds no data: module and is removed when the cell ends", async () => {
+  let done!: () => void;
+  const finished = new Promise<void>((resolve) => done = resolve);
+  const cell = await Cell.spawn((message) => {
+    if (message.t === "syscall") done();
+  });
+  const denoDir = cell.denoDir;
+  try {
+    await cell.send(start(
+      1,
+      `export default async (sys) => {
+        for (let i = 0; i < 20; i++) {
+          await import("data:application/typescript;base64," + btoa("export const n: number = " + i + ";"));
+        }
+        return await sys.time.now();
+      }`,
+    ));
+    await finished;
+    const emitted: string[] = [];
+    for await (const entry of Deno.readDir(denoDir)) emitted.push(entry.name);
+    assert.ok(emitted.includes("gen"), "the cell uses its private cache");
+    const data = await Deno.lstat(`${denoDir}/gen/data`);
+    assert.ok(data.isFile && data.size === 0, "data: module emits are not kept on disk");
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
+  await assert.rejects(Deno.lstat(denoDir), Deno.errors.NotFound);
+});

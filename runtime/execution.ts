@@ -10,11 +10,11 @@
 import type { SyscallRequest } from "../broker/abi.ts";
 import { type BrokerReply, type CallContext, callDigest, PARKED } from "../broker/broker.ts";
 import type { JournalRecord } from "../broker/journal.ts";
-import type { ErrorCode } from "../broker/errors.ts";
+import { type ErrorCode, SyscallError } from "../broker/errors.ts";
 
 type ErrorReply = { code: ErrorCode; message: string };
 import { Cell, type CellOptions } from "./cell.ts";
-import type { CellToHost, ProgramEntry } from "./cell_protocol.ts";
+import { type CellToHost, memoryLimitReason, type ProgramEntry } from "./cell_protocol.ts";
 import type { Kernel } from "./kernel.ts";
 import type { ProcessRecord } from "./process_table.ts";
 
@@ -22,7 +22,7 @@ import type { ProcessRecord } from "./process_table.ts";
 export interface ProcessLimits {
   /** Longest time the program may run without making a syscall, in ms. */
   cpuMs: number;
-  /** V8 heap limit of its cell, in MiB. */
+  /** Memory the program may use beyond an idle cell, in MiB (see `cell.ts`). */
   memoryMb: number;
   /** Largest message the program may send, in bytes. */
   maxMessageBytes: number;
@@ -70,6 +70,7 @@ export class Execution {
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
   #ended = false;
+  #abort = new AbortController();
   #resolveDone!: () => void;
 
   /**
@@ -96,6 +97,7 @@ export class Execution {
       tool: record.tool ? `${record.tool.name}@${record.tool.digest.slice(0, 16)}` : undefined,
       cwd: record.cwd,
       alive: () => !this.#ended,
+      signal: this.#abort.signal,
     };
     this.done = new Promise((resolve) => this.#resolveDone = resolve);
   }
@@ -125,7 +127,11 @@ export class Execution {
       this.#stopWatchdog();
       if (!this.#stopped) {
         this.#stopped = true;
-        await this.#fail(exit.reason ?? `The cell exited with code ${exit.code}`);
+        await this.#fail(
+          exit.outOfMemory
+            ? memoryLimitReason(this.#record.pid, this.#limits.memoryMb)
+            : exit.reason ?? `The cell exited with code ${exit.code}`,
+        );
       }
       this.#resolveDone();
     });
@@ -150,18 +156,34 @@ export class Execution {
 
   /**
    * Marks the process as ended (killed, failed, exited): calls of it still
-   * in flight are refused before they take effect.
+   * in flight are refused before they take effect, and those already
+   * running are aborted.
    */
   markEnded(): void {
     this.#ended = true;
+    this.#abortCalls("The process has ended");
   }
 
-  /** Kills the cell; the process state is the caller's business. */
-  stop(reason: string): void {
+  /**
+   * Kills the cell; the process state is the caller's business. With
+   * `abortCalls` (the host is closing), calls still running are aborted
+   * too; otherwise (a pause, a wait) they run to their end and their
+   * outcome is journaled for the replay.
+   */
+  stop(reason: string, options: { abortCalls?: boolean } = {}): void {
+    if (options.abortCalls) this.#abortCalls(reason);
     this.#stopped = true;
     this.#stopWatchdog();
     this.cell?.kill(reason);
     if (!this.cell) this.#resolveDone();
+  }
+
+  #abortCalls(reason: string): void {
+    if (!this.#abort.signal.aborted) {
+      this.#abort.abort(
+        new SyscallError("EINTR", `Cannot finish the call: ${reason.toLowerCase()}`),
+      );
+    }
   }
 
   #stopWatchdog(): void {
@@ -236,7 +258,7 @@ export class Execution {
       this.#inFlight--;
       if (!this.#kernel.closed) {
         this.#kill(`The host could not journal ${request.name}: ${(error as Error).message}`);
-      } else this.stop("The host is shutting down");
+      } else this.stop("The host is shutting down", { abortCalls: true });
       return;
     }
     this.#inFlight--;

@@ -24,6 +24,7 @@ import { canonicalJson, sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
+import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 import type { AgentImage } from "./image.ts";
 import type { Kernel } from "./kernel.ts";
@@ -118,9 +119,14 @@ export async function checkToolModule(name: string, source: string): Promise<str
   }
 }
 
-/** Type-checks a tool's source in a `deno check` subprocess (which runs no tool code). */
+/**
+ * Type-checks a tool's source in a `deno check` subprocess (which runs no
+ * tool code), with a private Deno cache: what the source makes Deno load
+ * (a `/// <reference>` to a `data:` module) never reaches the host's.
+ */
 async function typeCheck(name: string, source: string): Promise<void> {
   const dir = await makeHostTempDir("libos-tool-");
+  const denoDir = await makePrivateDenoDir();
   try {
     await Deno.writeTextFile(`${dir}/tool.ts`, source);
     await Deno.writeTextFile(
@@ -141,7 +147,8 @@ async function typeCheck(name: string, source: string): Promise<void> {
       cwd: dir,
       stdout: "null",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      clearEnv: true,
+      env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", DENO_DIR: denoDir, HOME: denoDir },
     }).output();
     if (code !== 0) {
       const first = new TextDecoder().decode(stderr).split("\n").find((l) =>
@@ -154,6 +161,7 @@ async function typeCheck(name: string, source: string): Promise<void> {
     }
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await removePrivateDenoDir(denoDir);
   }
 }
 

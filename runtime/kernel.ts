@@ -1189,7 +1189,9 @@ export class Kernel {
     // Runs that were starting when close began finish starting first.
     while (this.#runs.size) await Promise.allSettled([...this.#runs]);
     const running = [...this.#executions.entries()];
-    for (const [, execution] of running) execution.stop("The host is shutting down");
+    for (const [, execution] of running) {
+      execution.stop("The host is shutting down", { abortCalls: true });
+    }
     await Promise.all([...running.map(([, e]) => e.settled()), this.cells.close()]);
     // Park what was running: it replays from its journal on the next start.
     for (const [pid] of running) {

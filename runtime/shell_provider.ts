@@ -4,6 +4,11 @@
  *
  * - a scrubbed environment: only `PATH` (the operator's), `LANG=C.UTF-8`
  *   and `HOME=<a fresh empty directory>`, plus what the caller passes in `env`;
+ * - no way into the host process: the host is made non-dumpable and the
+ *   command starts through `setpriv` with no capabilities and
+ *   `no_new_privs`, so it cannot read `/proc/<host pid>/environ` or `mem`
+ *   (`command_confinement.ts`); a host that cannot be protected so runs no
+ *   command;
  * - standard input closed;
  * - its own process group (the child is started through `setsid` when the
  *   host has it), and the whole group is killed with `SIGKILL` on timeout,
@@ -34,6 +39,7 @@
 
 import { posix } from "node:path";
 import { SyscallError } from "../broker/errors.ts";
+import { type CommandConfinement, confineCommands } from "./command_confinement.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 
 /** How one command runs. */
@@ -84,6 +90,8 @@ export interface LocalShellOptions {
 
 const DEFAULT_DRAIN_MS = 1000;
 const FALLBACK_PATH = "/usr/local/bin:/usr/bin:/bin";
+/** Where the helper programs (`setsid`, `setpriv`) are looked for. */
+const SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin";
 
 /**
  * Runs commands on the local host (see the module documentation).
@@ -101,13 +109,14 @@ export class LocalShell implements ShellProvider {
   readonly path: string;
   #setsid: string | undefined;
   #drainMs: number;
+  #confinement: Promise<CommandConfinement> | undefined;
 
   /** Creates a provider; reads the host's `PATH` once. */
   constructor(options: LocalShellOptions = {}) {
     this.path = options.path ?? _hostPath();
     this.#setsid = options.setsid === false
       ? undefined
-      : options.setsid ?? _which("setsid", "/usr/bin:/bin:/usr/sbin:/sbin");
+      : options.setsid ?? _which("setsid", SYSTEM_PATH);
     this.#drainMs = options.drainMs ?? DEFAULT_DRAIN_MS;
   }
 
@@ -118,11 +127,19 @@ export class LocalShell implements ShellProvider {
 
   /** Runs `argv`; see {@link ShellProvider.run}. */
   async run(argv: readonly string[], options: ShellRunOptions): Promise<ShellResult> {
+    this.#confinement ??= confineCommands(_which("setpriv", SYSTEM_PATH));
+    const confinement = await this.#confinement;
+    if (confinement.refusal) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot run "${String(argv[0]).slice(0, 64)}": ${confinement.refusal}`,
+      );
+    }
     // A fresh, empty HOME per call: dotfiles a program wrote into the
     // workspace (.gitconfig, .bashrc, Python user site) are never read.
     const home = await makeHostTempDir("libos-home-");
     try {
-      return await this.#run(argv, options, home);
+      return await this.#run(argv, options, home, confinement.prefix);
     } finally {
       await Deno.remove(home, { recursive: true }).catch(() => {});
     }
@@ -132,12 +149,20 @@ export class LocalShell implements ShellProvider {
     argv: readonly string[],
     options: ShellRunOptions,
     home: string,
+    confinement: readonly string[],
   ): Promise<ShellResult> {
     const program = this.#resolve(argv, options.cwd);
+    // setsid, then setpriv, then the program: each execs the next, one pid.
+    const [first, ...rest] = [
+      ...(this.#setsid ? [this.#setsid] : []),
+      ...confinement,
+      program,
+      ...argv.slice(1),
+    ];
     let child: Deno.ChildProcess;
     try {
-      child = spawnHostChild(this.#setsid ?? program, {
-        args: this.#setsid ? [program, ...argv.slice(1)] : argv.slice(1),
+      child = spawnHostChild(first, {
+        args: rest,
         cwd: options.cwd,
         clearEnv: true,
         env: { PATH: this.path, LANG: "C.UTF-8", HOME: home, ...options.env },

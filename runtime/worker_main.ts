@@ -20,6 +20,18 @@ declare const self: {
   onmessage: ((event: MessageEvent<CellToWorker>) => void) | null;
 };
 
+/** Web storage globals a Worker may have; each is `undefined` in a process. */
+const STORAGE_GLOBALS = [
+  "caches",
+  "CacheStorage",
+  "Cache",
+  "localStorage",
+  "sessionStorage",
+  "Storage",
+  "indexedDB",
+  "IDBFactory",
+];
+
 function lockDown(): void {
   const refuse = (what: string) => () => {
     throw new Error(`${what} is not available inside a libOS process`);
@@ -30,6 +42,19 @@ function lockDown(): void {
       value: function Refused() {
         refuse(`Creating a nested ${name}`)();
       },
+      configurable: false,
+      writable: false,
+    });
+  }
+  // Storage that outlives the process would write to the host's disk with
+  // no capability and no quota: none of it exists inside a process.
+  for (const name of STORAGE_GLOBALS) {
+    Object.defineProperty(g, name, { value: undefined, configurable: false, writable: false });
+  }
+  // Deno KV (only with --unstable-kv, which a cell never has) would be one more.
+  if ("openKv" in Deno) {
+    Object.defineProperty(Deno, "openKv", {
+      value: refuse("Deno.openKv"),
       configurable: false,
       writable: false,
     });

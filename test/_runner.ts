@@ -13,6 +13,7 @@ const args = [
   "--allow-write",
   "--allow-run",
   "--allow-env",
+  "--allow-ffi",
   "--allow-net=127.0.0.1",
   "--parallel",
   ...(Deno.args.length ? Deno.args : ["test/", "broker/", "runtime/", "tools/", "cli/", "api/"]),

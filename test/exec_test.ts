@@ -374,6 +374,158 @@ Deno.test("exec.run kills the command's whole process group on timeout", async (
   });
 });
 
+/** Pids in process group `pgid` that are not zombies (`ps`, as for {@link alive}). */
+function groupMembers(pgid: number): number[] {
+  const { stdout } = new Deno.Command("ps", { args: ["-e", "-o", "pid=,pgid=,stat="] })
+    .outputSync();
+  return new TextDecoder().decode(stdout).trim().split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([, group, stat]) => Number(group) === pgid && !stat.startsWith("Z"))
+    .map(([pid]) => Number(pid));
+}
+
+/** Waits (up to `ms`) until `done()` holds; returns whether it did. */
+async function within(ms: number, done: () => boolean | Promise<boolean>): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  while (!(await done())) {
+    if (performance.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return true;
+}
+
+/**
+ * Starts a process whose command appends to `ticks` (outside the workspace)
+ * every 50 ms with a background sleep beside it, and waits until it ticks.
+ * Returns the process and the command's pid (its process group).
+ */
+async function startTicking(h: Harness, ticks: string): Promise<{ pid: number; command: number }> {
+  const pidFile = join(h.outside, "command.pid");
+  const tag = await h.program("ticking", EXEC, {
+    capabilities: ["fs:read:**", "exec:run:sh", "exec:run:sleep"],
+  });
+  const proc = await h.kernel.spawn({
+    image: tag,
+    workspace: h.workspace,
+    input: {
+      argv: [
+        "sh",
+        "-c",
+        `echo $$ > "${pidFile}"; sleep 600 & while :; do echo x >> "${ticks}"; sleep 0.05; done`,
+      ],
+      // Short enough that a host which does not stop the command still ends the test.
+      options: { timeoutMs: 20_000 },
+    },
+  });
+  h.kernel.start(proc.pid);
+  const ticking = await within(
+    10_000,
+    async () => (await exists(ticks)) && (await exists(pidFile)),
+  );
+  assert.ok(ticking, "the command started");
+  const command = Number((await Deno.readTextFile(pidFile)).trim());
+  assert.ok(groupMembers(command).length >= 2, "the command and its background sleep run");
+  return { pid: proc.pid, command };
+}
+
+Deno.test("killing a process kills the command it runs, with its whole process group", async () => {
+  await withHarness(async (h) => {
+    const ticks = join(h.outside, "ticks");
+    const { pid, command } = await startTicking(h, ticks);
+    await h.kernel.signal(pid, "kill");
+    await within(5_000, () => groupMembers(command).length === 0);
+    assert.deepEqual(groupMembers(command), [], "the command outlived its killed process");
+    const size = (await Deno.stat(ticks)).size;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal((await Deno.stat(ticks)).size, size, "the command still writes");
+    assert.equal((await h.kernel.processes.require(pid)).state, "killed");
+    await h.kernel.executionOf(pid)?.settled();
+    const [record] = await execAudit(h, pid);
+    assert.equal(record.code, "EINTR", "the killed command is recorded as interrupted");
+  });
+});
+
+Deno.test("closing the host kills the commands its processes run", async () => {
+  await withHarness(async (h) => {
+    const { command } = await startTicking(h, join(h.outside, "ticks"));
+    const closed = h.kernel.close();
+    // Without the abort, close waits for the command's own 20 s timeout.
+    await within(5_000, () => groupMembers(command).length === 0);
+    assert.deepEqual(groupMembers(command), [], "the command outlived the closing host");
+    await closed;
+  });
+});
+
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+
+/** Reads the host's environment and memory through `cat`; input is the host's pid. */
+const READ_HOST = `export default async function main(sys, host) {
+  const environ = await sys.exec.run(["cat", "/proc/" + host + "/environ"]);
+  const mem = await sys.exec.run(["cat", "/proc/" + host + "/mem"]);
+  return { environ, mem };
+}`;
+
+Deno.test("a command cannot read the host's environment or memory", async () => {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-environ-" }));
+  const canary = `canary-${crypto.randomUUID()}`;
+  try {
+    await Deno.writeTextFile(join(root, "main.ts"), READ_HOST);
+    await Deno.writeTextFile(
+      join(root, "image.json"),
+      JSON.stringify({
+        name: "read-host",
+        version: "1.0.0",
+        entry: "./main.ts",
+        tools: [],
+        capabilities: ["fs:read:**", "exec:run:cat"],
+        policy: {},
+      }),
+    );
+    // The host as an operator starts it, with a secret in its environment;
+    // once with FFI (it becomes non-dumpable) and once without.
+    for (const ffi of [["--allow-ffi"], []]) {
+      const { stdout, stderr } = await new Deno.Command("/bin/sh", {
+        // exec keeps the shell's pid, so "$$" is the host's pid.
+        args: [
+          "-c",
+          'exec "$@" --input "$$"',
+          "sh",
+          Deno.execPath(),
+          "run",
+          "--no-prompt",
+          "--allow-read",
+          "--allow-write",
+          "--allow-run",
+          "--allow-env",
+          ...ffi,
+          CLI,
+          "run",
+          join(root, "image.json"),
+          "--workspace",
+          root,
+          "--kv",
+          ":memory:",
+          "--json",
+        ],
+        env: { LIBOS_HOST_SECRET: canary },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(stdout);
+      const err = new TextDecoder().decode(stderr);
+      assert.ok(!out.includes(canary) && !err.includes(canary), `the host's secret leaked ${ffi}`);
+      const end = JSON.parse(out.trim().split("\n").at(-1)!);
+      assert.equal(end.state, "exited", err);
+      const { environ, mem } = end.result;
+      assert.equal(environ.stdout, "");
+      assert.match(environ.stderr, /Permission denied/);
+      assert.match(mem.stderr, /Permission denied/, "the host's memory could be opened");
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("exec.run caps the output and marks it truncated", async () => {
   await withHarness(async (h) => {
     const { outcome } = await execIn(h, {

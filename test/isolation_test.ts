@@ -81,11 +81,64 @@ Deno.test("a heap bomb kills only its own cell", async () => {
         { image: { limits: { memoryMb: 64, cpuMs: 60_000 } } },
       );
       assert.equal(end.state, "failed");
-      assert.equal(end.error!.message, "The program ran out of memory");
+      assert.match(end.error!.message, /^Process \d+ exceeded its memory limit of 64 MB$/);
     });
     // The host still answers: a new process runs to its end.
     const after = await h.run(`export default async () => "still here";`);
     assert.equal(after.result, "still here");
+  });
+});
+
+Deno.test("ArrayBuffers far over memoryMb fail the process with the memory reason", async () => {
+  await withHarness(async (h) => {
+    await withBystander(h, async () => {
+      // Outside V8's heap: 1.5 GB of touched ArrayBuffers under a 128 MB limit,
+      // and a second run that catches every refused allocation and goes on.
+      for (const caught of [false, true]) {
+        const end = await h.run(
+          `export default async function main() {
+            const hoard = [];
+            for (let i = 0; i < 96; i++) {
+              try {
+                hoard.push(new Uint8Array(16 << 20).fill(1));
+              } catch (error) {
+                if (!${caught}) throw error;
+              }
+            }
+            return "allocated " + hoard.length * 16 + " MB";
+          }`,
+          { image: { limits: { memoryMb: 128, cpuMs: 60_000 } } },
+        );
+        assert.equal(end.state, "failed", `caught=${caught}: ${JSON.stringify(end.result)}`);
+        assert.equal(
+          end.error!.message,
+          `Process ${end.pid} exceeded its memory limit of 128 MB`,
+        );
+      }
+    });
+    // The host still answers: a new process runs to its end.
+    const after = await h.run(`export default async () => "still here";`);
+    assert.equal(after.result, "still here");
+  });
+});
+
+Deno.test("the kernel refuses an allocation past the cap, before any resident memory grows", async () => {
+  await withHarness(async (h) => {
+    // 1 GiB never touched: resident memory stays small, so only the kernel
+    // cap on writable memory (idle cell + 2 x 128 MB) can refuse it.
+    const end = await h.run(
+      `export default async function main() {
+        try {
+          const buffer = new ArrayBuffer(1 << 30);
+          return "allocated " + buffer.byteLength;
+        } catch (error) {
+          return "refused: " + error.message;
+        }
+      }`,
+      { image: { limits: { memoryMb: 128 } } },
+    );
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    assert.match(String(end.result), /^refused: /);
   });
 });
 
@@ -164,6 +217,85 @@ Deno.test("dynamic imports cannot read local JSON, reach the network or nest thr
     const control = await import(url, { with: { type: "json" } });
     assert.equal(control.default.token, CANARY);
   });
+});
+
+/** Every file under `dir`, relative to it. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory) out.push(...(await filesUnder(path)).map((p) => join(entry.name, p)));
+    else out.push(entry.name);
+  }
+  return out;
+}
+
+/** A JIT tool whose type check makes Deno load a `data:` module. */
+const REFERENCING_TOOL = {
+  name: "referencing",
+  description: "makes deno check load a data: module",
+  input: { type: "object" },
+  manifest: { capabilities: [] },
+  source: `/// <reference path="data:application/typescript;base64,${
+    btoa("declare const fromData: number;")
+  }" />
+export function run(): number { return 1; }`,
+};
+
+Deno.test("data: modules, web storage and tool type checks write nothing to the host's Deno cache", async () => {
+  // The host's cache, as a cell would see it through DENO_DIR: fresh and empty.
+  const hostCache = await Deno.makeTempDir({ prefix: "libos-host-deno-" });
+  const before = Deno.env.get("DENO_DIR");
+  Deno.env.set("DENO_DIR", hostCache);
+  try {
+    await withHarness(async (h) => {
+      const end = await h.run(
+        `export default async function main(sys) {
+          let sum = 0;
+          for (let i = 0; i < 40; i++) {
+            const source = "export const n: number = " + i + "; // " + "x".repeat(4000);
+            sum += (await import("data:application/typescript;base64," + btoa(source))).n;
+          }
+          const storage = {};
+          for (const name of ["caches", "localStorage", "sessionStorage", "indexedDB"]) {
+            storage[name] = typeof globalThis[name];
+          }
+          let cache = "no caches";
+          if (typeof caches !== "undefined") {
+            const c = await caches.open("hoard");
+            await c.put("https://example.test/x", new Response("y".repeat(100000)));
+            cache = "stored";
+          }
+          let tool = "registered";
+          try { await sys.tool.register(${JSON.stringify(REFERENCING_TOOL)}); }
+          catch (error) { tool = error.message; }
+          return { sum, storage, cache, tool };
+        }`,
+        { image: { capabilities: ["tool:register:*"] } },
+      );
+      assert.equal(end.state, "exited", JSON.stringify(end.error));
+      assert.deepEqual(end.result, {
+        sum: 780,
+        storage: {
+          caches: "undefined",
+          localStorage: "undefined",
+          sessionStorage: "undefined",
+          indexedDB: "undefined",
+        },
+        cache: "no caches",
+        tool: "registered",
+      });
+    });
+    assert.deepEqual(
+      await filesUnder(hostCache),
+      [],
+      "a cell or a type check wrote into the host's DENO_DIR",
+    );
+  } finally {
+    if (before === undefined) Deno.env.delete("DENO_DIR");
+    else Deno.env.set("DENO_DIR", before);
+    await Deno.remove(hostCache, { recursive: true });
+  }
 });
 
 Deno.test("nested Workers cannot be created", async () => {

@@ -12,7 +12,13 @@ import { parsePolicyAssignment } from "../broker/policy.ts";
 import type { AgentImage } from "../runtime/image.ts";
 import { DenyingHuman } from "../runtime/human_queue.ts";
 import { Kernel } from "../runtime/kernel.ts";
-import { ScriptedModel, type ScriptTurn } from "../runtime/model.ts";
+import {
+  type ModelProvider,
+  type ModelReply,
+  type ModelRequest,
+  ScriptedModel,
+  type ScriptTurn,
+} from "../runtime/model.ts";
 import type { ProcessEvent } from "../runtime/process_table.ts";
 import type { Harness } from "./_harness.ts";
 import {
@@ -1109,6 +1115,50 @@ Deno.test({
 
 // ---------------------------------------------------------------------------
 // Model
+
+/**
+ * A model whose calls end only when aborted (or after 20 s, so that a host
+ * which never aborts them still closes). `started` and `aborted` resolve
+ * when a call begins and when its signal fires.
+ */
+class HangingModel implements ModelProvider {
+  readonly name = "hanging";
+  readonly started: PromiseWithResolvers<void> = Promise.withResolvers();
+  readonly aborted: PromiseWithResolvers<void> = Promise.withResolvers();
+
+  complete(_request: ModelRequest, options: { signal?: AbortSignal } = {}): Promise<ModelReply> {
+    this.started.resolve();
+    return new Promise((_, reject) => {
+      const timer = setTimeout(() => reject(new Error("The call was never aborted")), 20_000);
+      options.signal?.addEventListener("abort", () => {
+        clearTimeout(timer);
+        this.aborted.resolve();
+        reject(options.signal!.reason);
+      }, { once: true });
+    });
+  }
+}
+
+Deno.test("killing a process aborts its model call", async () => {
+  const model = new HangingModel();
+  await withKernel(async (h) => {
+    const tag = await h.program(
+      "asks",
+      program(`return await sys.model.complete({ messages: [{ role: "user", content: "hi" }] });`),
+    );
+    const proc = await h.kernel.spawn({ image: tag, workspace: h.workspace });
+    h.kernel.start(proc.pid);
+    await model.started.promise;
+    await h.kernel.signal(proc.pid, "kill");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      model.aborted.promise.then(() => "aborted"),
+      new Promise((resolve) => timer = setTimeout(() => resolve("still running"), 5_000)),
+    ]);
+    clearTimeout(timer);
+    assert.equal(outcome, "aborted");
+  }, { model });
+});
 
 Deno.test("a process may call its image's model; another model needs a capability", async () => {
   const model = new ScriptedModel({ turns: [{ content: "hi there" }] });

@@ -374,3 +374,51 @@ Deno.test("net.fetch keeps cookie values out of the audit", async () => {
     });
   });
 });
+
+Deno.test("killing a process cancels its request in flight", async () => {
+  const arrived = Promise.withResolvers<void>();
+  const cancelled = Promise.withResolvers<void>();
+  // The body never ends while the client reads it (it ends after 20 s, so
+  // that a host which never cancels still closes).
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    arrived.resolve();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode("partial"));
+          timer = setTimeout(() => controller.close(), 20_000);
+        },
+        cancel() {
+          clearTimeout(timer);
+          cancelled.resolve();
+        },
+      }),
+    );
+  });
+  try {
+    await withHarness(async (h) => {
+      const base = `http://127.0.0.1:${server.addr.port}`;
+      const tag = await h.program("slow-fetch", FETCH, {
+        capabilities: [`net:fetch:${base}/**`],
+      });
+      const proc = await h.kernel.spawn({
+        image: tag,
+        workspace: h.workspace,
+        input: { requests: [{ url: `${base}/slow` }] },
+      });
+      h.kernel.start(proc.pid);
+      await arrived.promise;
+      await h.kernel.signal(proc.pid, "kill");
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const outcome = await Promise.race([
+        cancelled.promise.then(() => "cancelled"),
+        new Promise((resolve) => timer = setTimeout(() => resolve("still open"), 5_000)),
+      ]);
+      clearTimeout(timer);
+      assert.equal(outcome, "cancelled");
+    });
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -16,6 +16,10 @@
  *   {@link DEFAULT_EXEC_OUTPUT_BYTES}, at most {@link MAX_EXEC_OUTPUT_BYTES})
  *   end the command's whole process group. A timeout is not an error: the
  *   result says `timedOut`, with the output read until then.
+ * - The command's process group is also killed when the calling process
+ *   stops for good (killed, failed, exited) or the host closes
+ *   (`CallContext.signal`); the call then fails with `EINTR`, which is what
+ *   a process parked by the closing host sees when it replays.
  *
  * A granted command runs with the host's own permissions; only the command
  * names are checked, not what the command touches. Grant accordingly.
@@ -106,12 +110,21 @@ export function execHandlers(kernel: ExecKernel, options: ExecHandlerOptions = {
       return {
         ops,
         effect: "effect",
-        run: () =>
-          kernel.shell.run(argv, {
+        run: async () => {
+          const result = await kernel.shell.run(argv, {
             cwd,
             timeoutMs: Math.min(args.timeoutMs ?? defaultTimeoutMs, maxTimeoutMs),
             maxOutputBytes: Math.min(args.maxOutputBytes ?? defaultOutputBytes, maxOutputBytes),
-          }),
+            signal: ctx.signal,
+          });
+          if (result.signal !== null && ctx.signal?.aborted) {
+            throw new SyscallError(
+              "EINTR",
+              `Cannot run "${name.slice(0, 64)}": the calling process stopped while it ran`,
+            );
+          }
+          return result;
+        },
       };
     },
   };

@@ -61,7 +61,7 @@ export function miscHandlers(kernel: Kernel): HandlerTable {
               messages: args.messages,
               tools,
               maxTokens,
-            });
+            }, { signal: ctx.signal });
           } catch (error) {
             if (reserved) await kernel.charge(ctx.pid, { tokens: -reserved });
             throw error;

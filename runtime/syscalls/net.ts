@@ -20,7 +20,8 @@
  * - The request body is capped ({@link DEFAULT_MAX_REQUEST_BYTES}), the
  *   response body is cut at {@link DEFAULT_MAX_RESPONSE_BYTES} and marked
  *   `truncated`; the whole exchange times out after
- *   {@link DEFAULT_FETCH_TIMEOUT_MS} (`ETIMEDOUT`).
+ *   {@link DEFAULT_FETCH_TIMEOUT_MS} (`ETIMEDOUT`), and is cancelled
+ *   (`EINTR`) when the calling process stops for good or the host closes.
  * - Error messages name the target, never the query string, so a token in
  *   a URL does not reach the audit. Header values are summarized by the
  *   audit's own redaction.
@@ -342,7 +343,8 @@ export function netHandlers(kernel: NetKernel, options: NetHandlerOptions = {}):
           if (!ctx.redo) {
             requireNamed(first, op, [...grant.capabilities, ...await heldFor(ctx, now)], now);
           }
-          const signal = AbortSignal.timeout(timeoutMs);
+          const timeout = AbortSignal.timeout(timeoutMs);
+          const signal = ctx.signal ? AbortSignal.any([timeout, ctx.signal]) : timeout;
           try {
             return await exchange({
               url,
@@ -354,7 +356,13 @@ export function netHandlers(kernel: NetKernel, options: NetHandlerOptions = {}):
               signal,
             });
           } catch (error) {
-            if (signal.aborted) {
+            if (ctx.signal?.aborted) {
+              throw new SyscallError(
+                "EINTR",
+                `Cannot fetch "${target}": the calling process stopped while it ran`,
+              );
+            }
+            if (timeout.aborted) {
               throw new SyscallError(
                 "ETIMEDOUT",
                 `Cannot fetch "${target}": no complete response within ${timeoutMs} ms`,
