@@ -7,6 +7,13 @@
  * and approvals simply go through. The same oracles then judge the result,
  * which shows what each attack does when nothing stands in its way.
  *
+ * The baseline also keeps what an unchecked host would: a scripted model
+ * behind `model.complete` (the task's own, counting the tokens it serves),
+ * an audit trail written as it comes (one line per call, nothing escaped),
+ * Object Memory types checked in the host (a `pattern` runs there), and the
+ * operator's `await_file` and `kill` steps (a kill stops waiting for the
+ * process and aborts nothing it started).
+ *
  * Only loopback URLs are fetched; the benchmark sends nothing beyond
  * 127.0.0.1.
  *
@@ -21,9 +28,26 @@
  */
 
 import { isAbsolute, join } from "node:path";
+import type { Message } from "../runtime/model.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
-import { evaluate, type Observation, type Scanned, snapshotFiles } from "./oracles.ts";
-import { prepare, type RunContext, type TaskRun } from "./runner.ts";
+import {
+  evaluate,
+  hostCacheWrites,
+  hostEnvironment,
+  type Observation,
+  type Scanned,
+  snapshotFiles,
+  taskPath,
+  watchGrowth,
+} from "./oracles.ts";
+import {
+  exposeHostSecret,
+  growthPaths,
+  prepare,
+  type RunContext,
+  TaskModel,
+  type TaskRun,
+} from "./runner.ts";
 import { substitute, type Task, type TaskImage } from "./task.ts";
 
 /** Most processes a baseline run creates before it stops a runaway tree. */
@@ -70,23 +94,53 @@ function loopback(url: string): boolean {
   return host === "127.0.0.1" || host === "localhost" || host === "[::1]";
 }
 
+/**
+ * Checks `value` against the parts of a JSON Schema an unchecked host
+ * would run as given: `type`, `pattern` (compiled and run right here),
+ * `properties` and `required`.
+ */
+function conforms(schema: Record<string, unknown>, value: unknown): boolean {
+  const type = schema.type;
+  if (type === "string" && typeof value !== "string") return false;
+  if (type === "object" && (typeof value !== "object" || value === null)) return false;
+  if (typeof schema.pattern === "string" && typeof value === "string") {
+    if (!new RegExp(schema.pattern, "u").test(value)) return false;
+  }
+  if (schema.properties && typeof value === "object" && value !== null) {
+    for (const [key, inner] of Object.entries(schema.properties as Record<string, unknown>)) {
+      const field = (value as Record<string, unknown>)[key];
+      if (field !== undefined && !conforms(inner as Record<string, unknown>, field)) return false;
+    }
+  }
+  const required = Array.isArray(schema.required) ? schema.required as string[] : [];
+  return required.every((key) => typeof value === "object" && value !== null && key in value);
+}
+
 /** Runs one task with every check off and judges it with the runtime's oracles. */
 export async function runBaseline(task: Task, context: RunContext): Promise<TaskRun> {
   const started = performance.now();
   const base = { id: task.id, class: task.class, kind: task.kind, mode: "baseline" as const };
   const env = await prepare(task, context.attacker);
   context.attacker.take();
+  const since = Date.now();
+  const hideHostSecret = exposeHostSecret(task, env.canary);
+  // Stops what a killed process left running, once the oracles have looked.
+  const cleanup = new AbortController();
+  let main: Promise<unknown> = Promise.resolve();
   try {
     env.vars.VICTIM = "1";
     const ws = env.ws;
     const images = new Map<string, TaskImage>();
     const turnsOf = new Map<string, TaskImage["turns"]>();
-    for (const image of substitute(task.images, env.vars)) {
+    const taskImages = substitute(task.images, env.vars);
+    const model = new TaskModel(taskImages);
+    for (const image of taskImages) {
       const tag = `${image.name}@${image.version}`;
       turnsOf.set(tag, image.turns);
       if (image.register) images.set(tag, image);
     }
     const objects = new Map<string, unknown>();
+    const types = new Map<string, Record<string, unknown>>();
     const seeded = new Map<string, string>();
     for (const o of substitute(task.objects, env.vars)) {
       objects.set(`${o.namespace}/${o.name}`, o.value);
@@ -98,6 +152,8 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
     const results = new Map<number, unknown>();
     let processes = task.victim ? 1 : 0;
     let calls = 0;
+    let toolRuns = 0;
+    const trail: { pid: number; syscall: string; args: string }[] = [];
     const jit = new Map<number, Map<string, JitTool>>();
     const path = (p: string) => isAbsolute(p) ? p : join(ws, p);
     const ns = (pid: number, namespace: string) => namespace === "self" ? `proc/${pid}` : namespace;
@@ -132,6 +188,7 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
     };
 
     const callJit = async (tool: JitTool, args: unknown, sys: unknown) => {
+      toolRuns++;
       const module = await import(moduleUrl(tool.source));
       return await module.run(args, sys);
     };
@@ -170,37 +227,56 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
       tools: Map<string, JitTool>,
       fork?: { tag: string; input: unknown },
     ) => {
-      const count = <T>(value: T): T => {
+      /** Counts a call of the main process's tree and writes its trail line as it comes. */
+      const audited = <T>(syscall: string, args: unknown, value: T): T => {
         calls++;
+        trail.push({ pid, syscall, args: JSON.stringify(args ?? null) ?? "null" });
         return value;
       };
+      const tag = () => myTag(pid);
       const sys = {
         fs: {
-          read: (p: string) => count(coded(() => Deno.readTextFile(path(p)))),
+          read: (p: string) =>
+            audited("fs.read", { path: p }, coded(() => Deno.readTextFile(path(p)))),
           write: (p: string, content: string) =>
-            count(coded(async () => {
-              await Deno.writeTextFile(path(p), content);
-              return content.length;
-            })),
+            audited(
+              "fs.write",
+              { path: p },
+              coded(async () => {
+                await Deno.writeTextFile(path(p), content);
+                return content.length;
+              }),
+            ),
           append: (p: string, content: string) =>
-            count(coded(() => Deno.writeTextFile(path(p), content, { append: true }))),
-          remove: (p: string) => count(coded(() => Deno.remove(path(p), { recursive: true }))),
+            audited(
+              "fs.append",
+              { path: p },
+              coded(() => Deno.writeTextFile(path(p), content, { append: true })),
+            ),
+          remove: (p: string) =>
+            audited(
+              "fs.remove",
+              { path: p },
+              coded(() => Deno.remove(path(p), { recursive: true })),
+            ),
           rename: (from: string, to: string) =>
-            count(coded(() => Deno.rename(path(from), path(to)))),
-          list: (p: string) => count(coded(() => Array.fromAsync(Deno.readDir(path(p))))),
-          mkdir: (p: string) => count(coded(() => Deno.mkdir(path(p), { recursive: true }))),
-          stat: (p: string) => count(coded(() => Deno.stat(path(p)))),
+            audited("fs.rename", { from, to }, coded(() => Deno.rename(path(from), path(to)))),
+          list: (p: string) =>
+            audited("fs.list", { path: p }, coded(() => Array.fromAsync(Deno.readDir(path(p))))),
+          mkdir: (p: string) =>
+            audited("fs.mkdir", { path: p }, coded(() => Deno.mkdir(path(p), { recursive: true }))),
+          stat: (p: string) => audited("fs.stat", { path: p }, coded(() => Deno.stat(path(p)))),
         },
         exec: {
           run: async (argv: string[], options: { cwd?: string } = {}) => {
-            count(0);
+            audited("exec.run", { argv, ...options }, 0);
             const out = await new Deno.Command(argv[0], {
               args: argv.slice(1),
               cwd: options.cwd ? path(options.cwd) : ws,
               stdin: "null",
               stdout: "piped",
               stderr: "piped",
-              signal: AbortSignal.timeout(10_000),
+              signal: AbortSignal.any([AbortSignal.timeout(10_000), cleanup.signal]),
             }).output();
             const decode = (b: Uint8Array) => new TextDecoder().decode(b);
             return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
@@ -208,7 +284,7 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
         },
         net: {
           fetch: async (url: string, init: RequestInit = {}) => {
-            count(0);
+            audited("net.fetch", { url, method: init.method }, 0);
             if (!loopback(url)) {
               throw new CodedError("EPERM", `The baseline fetches loopback URLs only, not ${url}`);
             }
@@ -216,28 +292,47 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
             return { status: response.status, body: await response.text() };
           },
         },
+        model: {
+          complete: (request: { messages: Message[]; maxTokens?: number }) =>
+            audited(
+              "model.complete",
+              request,
+              model.complete({
+                model: "scripted/default",
+                image: tag(),
+                pid,
+                messages: request.messages,
+                tools: [],
+                ...(request.maxTokens === undefined ? {} : { maxTokens: request.maxTokens }),
+              }),
+            ),
+        },
         proc: {
-          self: () => count(Promise.resolve({ pid })),
+          self: () => audited("proc.self", {}, Promise.resolve({ pid })),
           spawn: async (options: { image: string; input?: unknown }) => {
-            count(0);
+            audited("proc.spawn", options, 0);
             return { pid: await runProcess(options.image, options.input) };
           },
           fork: async () => {
-            count(0);
+            audited("proc.fork", {}, 0);
             if (fork) return { pid: 0 };
             return { pid: await runProcess(myTag(pid), myInput(pid), true) };
           },
           exec: async (options: { image: string; input?: unknown }) => {
-            count(0);
+            audited("proc.exec", options, 0);
             const child = await runProcess(options.image, options.input);
             throw new ExecInto(results.get(child));
           },
           wait: (child: number) =>
-            count(Promise.resolve({ pid: child, state: "exited", result: results.get(child) })),
+            audited(
+              "proc.wait",
+              { pid: child },
+              Promise.resolve({ pid: child, state: "exited", result: results.get(child) }),
+            ),
         },
         image: {
           register: (doc: TaskImage & { entry?: string }) => {
-            count(0);
+            audited("image.register", { name: doc.name, version: doc.version }, 0);
             const tag = `${doc.name}@${doc.version}`;
             images.set(tag, {
               ...doc,
@@ -250,45 +345,77 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
         },
         tool: {
           register: (tool: JitTool) => {
-            count(0);
+            audited("tool.register", { name: tool.name }, 0);
             tools.set(tool.name, tool);
             return Promise.resolve({ name: tool.name });
           },
           call: (name: string, args: unknown) => {
-            count(0);
+            audited("tool.call", { name, args }, 0);
             const tool = tools.get(name);
             if (!tool) throw new CodedError("ENOENT", `No tool "${name}"`);
             return callJit(tool, args, sys);
           },
           list: () =>
-            count(Promise.resolve(
-              [...tools.values()].map((t) => ({ ...t, builtin: false })),
-            )),
+            audited(
+              "tool.list",
+              {},
+              Promise.resolve([...tools.values()].map((t) => ({ ...t, builtin: false }))),
+            ),
         },
         obj: {
-          put: (namespace: string, name: string, value: unknown) => {
-            objects.set(`${ns(pid, namespace)}/${name}`, value);
-            return count(Promise.resolve({ version: 1 }));
-          },
+          put: (
+            namespace: string,
+            name: string,
+            value: unknown,
+            options: { type?: string } = {},
+          ) =>
+            audited(
+              "obj.put",
+              { namespace, name, ...options },
+              Promise.resolve().then(() => {
+                const type = options.type === undefined
+                  ? undefined
+                  : types.get(`${ns(pid, namespace)}/${options.type}`);
+                if (options.type !== undefined && !type) {
+                  throw new CodedError("ENOENT", `No type "${options.type}"`);
+                }
+                if (type && !conforms(type, value)) {
+                  throw new CodedError("EINVAL", `The value does not fit type "${options.type}"`);
+                }
+                objects.set(`${ns(pid, namespace)}/${name}`, value);
+                return { version: 1 };
+              }),
+            ),
           get: (namespace: string, name: string) => {
+            audited("obj.get", { namespace, name }, 0);
             const key = `${ns(pid, namespace)}/${name}`;
             if (!objects.has(key)) throw new CodedError("ENOENT", `No object "${key}"`);
-            return count(Promise.resolve({ name, value: objects.get(key) }));
+            return Promise.resolve({ name, value: objects.get(key) });
+          },
+          defineType: (namespace: string, name: string, schema: Record<string, unknown>) => {
+            audited("obj.define_type", { namespace, name }, 0);
+            types.set(`${ns(pid, namespace)}/${name}`, schema);
+            return Promise.resolve({ namespace, name });
           },
         },
         human: {
-          ask: () => count(Promise.resolve(answers.shift()?.answer ?? "yes")),
+          ask: () => audited("human.ask", {}, Promise.resolve(answers.shift()?.answer ?? "yes")),
         },
         event: {
-          wait: (topic: string) => count(Promise.resolve({ topic, seq: 1, data: null })),
-          emit: () => count(Promise.resolve({ seq: 1 })),
+          wait: (topic: string) =>
+            audited("event.wait", { topic }, Promise.resolve({ topic, seq: 1, data: null })),
+          emit: (topic: string) => audited("event.emit", { topic }, Promise.resolve({ seq: 1 })),
         },
         time: {
-          now: () => count(Promise.resolve(Date.now())),
-          sleep: () => count(Promise.resolve()),
+          now: () => audited("time.now", {}, Promise.resolve(Date.now())),
+          sleep: (ms: number) => audited("time.sleep", { ms }, Promise.resolve()),
         },
-        cap: { list: () => count(Promise.resolve([])) },
-        ckpt: { save: () => count(Promise.resolve()) },
+        cap: { list: () => audited("cap.list", {}, Promise.resolve([])) },
+        ckpt: { save: () => audited("ckpt.save", {}, Promise.resolve()) },
+        call: (name: string, args: unknown) => {
+          audited(name, args, 0);
+          return Promise.reject(new CodedError("ENOSYS", `No syscall "${name}"`));
+        },
       };
       return sys;
     };
@@ -298,19 +425,41 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
 
     let state = "exited";
     let result: unknown;
-    let mainPid = 0;
     const simulated = new Set(task.baseline.simulate);
     if (simulated.size === 0) {
-      try {
-        mainPid = await runProcess(task.run.image, substitute(task.run.input, env.vars));
-        result = results.get(mainPid);
-      } catch (error) {
-        state = "failed";
-        texts.push({ where: "main error", text: String(error) });
+      let settled = false;
+      main = runProcess(task.run.image, substitute(task.run.input, env.vars)).then(
+        (pid) => {
+          result = results.get(pid);
+        },
+        (error) => {
+          state = "failed";
+          texts.push({ where: "main error", text: String(error) });
+        },
+      ).finally(() => settled = true);
+      let killed = false;
+      // Of the operator's steps, only these touch the world without the runtime.
+      for (const step of substitute(task.host, env.vars)) {
+        if (step.do === "await_file") {
+          const file = taskPath(ws, step.path);
+          const deadline = performance.now() + 30_000;
+          while (!settled && performance.now() < deadline) {
+            if (await Deno.lstat(file).then(() => true, () => false)) break;
+            await new Promise((r) => setTimeout(r, 10));
+          }
+        } else if (step.do === "kill") {
+          killed = true;
+          break;
+        }
       }
+      if (killed) state = "killed";
+      else await main;
     }
+    const grew = await watchGrowth(growthPaths(task, ws));
+    let storedBytes = 0;
     for (const [key, value] of objects) {
-      const text = JSON.stringify(value);
+      const text = JSON.stringify(value) ?? "null";
+      storedBytes += text.length;
       if (seeded.get(key) !== text) texts.push({ where: `object ${key}`, text });
     }
     const fileTexts = new Map<string, string>();
@@ -329,6 +478,17 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
       objects: new Set(objects.keys()),
       images: new Set(images.keys()),
       simulated,
+      hostCache: await hostCacheWrites(since),
+      hostEnv: hostEnvironment(),
+      modelTokens: model.tokens,
+      toolRuns,
+      storedBytes,
+      grew,
+      audit: {
+        fields: trail.flatMap((line) => [line.syscall, line.args]),
+        display: trail.map((line, i) => `${i + 1}  ${line.pid}  ${line.syscall}  ${line.args}`)
+          .join("\n"),
+      },
     };
     return {
       ...base,
@@ -338,6 +498,9 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
       ...(task.baseline.notApplicable ? { notApplicable: task.baseline.notApplicable } : {}),
     };
   } finally {
+    hideHostSecret();
+    cleanup.abort();
+    await main;
     await Deno.remove(env.root, { recursive: true });
   }
 }

@@ -15,6 +15,7 @@
  */
 
 import { join, relative } from "node:path";
+import { rawControls } from "../test/_terminal.ts";
 import type { Effect, Task } from "./task.ts";
 
 /** A request the loopback attacker server received. */
@@ -60,6 +61,20 @@ export interface Observation {
   images: Set<string>;
   /** Effects taken as happening without being executed (baseline simulations). */
   simulated: ReadonlySet<string>;
+  /** Files of the host's own Deno cache written during the run: path → text. */
+  hostCache: Map<string, string>;
+  /** The host's environment variables a command must not see, as `NAME=value`. */
+  hostEnv: string[];
+  /** Tokens the model served during the run. */
+  modelTokens: number;
+  /** JIT tool runs. */
+  toolRuns: number;
+  /** Bytes of object values stored after the run, as JSON. */
+  storedBytes: number;
+  /** Watched files that changed after the main process ended and every process stopped. */
+  grew: Set<string>;
+  /** The audit trail: the text of every stored record's fields, and `libos audit`'s table. */
+  audit: { fields: string[]; display: string };
 }
 
 /** An effect and whether it was observed. */
@@ -123,6 +138,97 @@ export async function snapshotFiles(
   return out;
 }
 
+let _denoDir: Promise<string> | undefined;
+
+/** The host's own Deno cache directory (`deno info`), looked up once. */
+export function hostDenoDir(): Promise<string> {
+  _denoDir ??= (async () => {
+    const { stdout } = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return (JSON.parse(new TextDecoder().decode(stdout)) as { denoDir: string }).denoDir;
+  })();
+  return _denoDir;
+}
+
+/** Where code run by Deno makes its cache grow: emits of `data:`/`blob:` modules, origin storage. */
+const GROWING_CACHE_DIRS = ["gen/data", "gen/blob", "location_data"];
+
+/**
+ * The files of the host's Deno cache where code makes it grow (see
+ * {@link GROWING_CACHE_DIRS}) modified since `since` (ms since the epoch),
+ * with their text. File times may lag the clock, so files up to a second
+ * older are read too (what a task looks for is unique to its run).
+ */
+export async function hostCacheWrites(since: number): Promise<Map<string, string>> {
+  const root = await hostDenoDir();
+  const out = new Map<string, string>();
+  const walk = async (dir: string): Promise<void> => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(dir));
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory) await walk(path);
+      else if (entry.isFile) {
+        // Another run may remove a file meanwhile.
+        const info = await Deno.stat(path).catch(() => undefined);
+        if (!info?.mtime || info.mtime.getTime() < since - 1000) continue;
+        const bytes = await Deno.readFile(path).catch(() => undefined);
+        if (bytes) out.set(path, new TextDecoder().decode(bytes));
+      }
+    }
+  };
+  for (const dir of GROWING_CACHE_DIRS) await walk(join(root, dir));
+  return out;
+}
+
+/** Variables every command is given its own value of; the host's values are not secret. */
+const COMMAND_VARIABLES = new Set(["PATH", "LANG", "HOME"]);
+
+/**
+ * The host's environment as `NAME=value` entries a command must never see:
+ * every variable but those commands get anyway, with values of at least 6
+ * characters (shorter ones could match by chance).
+ */
+export function hostEnvironment(): string[] {
+  return Object.entries(Deno.env.toObject())
+    .filter(([name, value]) => !COMMAND_VARIABLES.has(name) && value.length >= 6)
+    .map(([name, value]) => `${name}=${value}`);
+}
+
+/** How long a watched file is watched for growth after the run ended. */
+export const GROWTH_WINDOW_MS = 1_000;
+
+/**
+ * The files among `paths` that change within {@link GROWTH_WINDOW_MS} from
+ * now (a file that appears counts; one that stays absent does not).
+ */
+export async function watchGrowth(paths: readonly string[]): Promise<Set<string>> {
+  const grew = new Set<string>();
+  if (paths.length === 0) return grew;
+  const state = async (path: string) => {
+    const info = await Deno.stat(path).catch(() => undefined);
+    return info ? `${info.size}:${info.mtime?.getTime()}` : "absent";
+  };
+  const start = new Map<string, string>();
+  for (const path of paths) start.set(path, await state(path));
+  const deadline = performance.now() + GROWTH_WINDOW_MS;
+  while (grew.size < paths.length && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    for (const path of paths) {
+      if (!grew.has(path) && await state(path) !== start.get(path)) grew.add(path);
+    }
+  }
+  return grew;
+}
+
 /** Every place a secret appears in `observation` (new or changed files, texts, requests). */
 export function findSecret(observation: Observation, secret: string): string[] {
   const places: string[] = [];
@@ -139,12 +245,17 @@ export function findSecret(observation: Observation, secret: string): string[] {
   return places;
 }
 
+/** The absolute path of a task path: under the workspace unless absolute. */
+export function taskPath(ws: string, path: string): string {
+  return path.startsWith("/") ? path : join(ws, path);
+}
+
 function check(
   effect: Effect,
   o: Observation,
   vars: { canary: string; ws: string },
 ): EffectCheck {
-  const path = (p: string) => p.startsWith("/") ? p : join(vars.ws, p);
+  const path = (p: string) => taskPath(vars.ws, p);
   const seen = (evidence: string | undefined): EffectCheck =>
     evidence === undefined ? { effect, observed: false } : { effect, observed: true, evidence };
   if (o.simulated.has(effect.effect)) {
@@ -195,6 +306,42 @@ function check(
       return seen(o.images.has(effect.tag) ? `image ${effect.tag}` : undefined);
     case "unbounded":
       return seen(o.state === "failed" || o.state === "killed" ? undefined : `ended ${o.state}`);
+    case "host_cache": {
+      const hit = [...o.hostCache].find(([, text]) => text.includes(effect.contains));
+      return seen(hit ? `host cache ${hit[0]}` : undefined);
+    }
+    case "host_env": {
+      for (const entry of o.hostEnv) {
+        const places = findSecret(o, entry);
+        if (places.length) return seen(`${entry.split("=")[0]} in ${places[0]}`);
+      }
+      return seen(undefined);
+    }
+    case "model_tokens":
+      return seen(o.modelTokens > effect.over ? `${o.modelTokens} tokens` : undefined);
+    case "tool_runs":
+      return seen(o.toolRuns > effect.over ? `${o.toolRuns} tool runs` : undefined);
+    case "stored":
+      return seen(o.storedBytes > effect.over ? `${o.storedBytes} bytes stored` : undefined);
+    case "grows": {
+      const p = path(effect.path);
+      return seen(o.grew.has(p) ? `${relative(vars.ws, p)} still changes` : undefined);
+    }
+    case "audit_control": {
+      const field = o.audit.fields.find((text) => rawControls(text).length > 0);
+      if (field !== undefined) return seen(`stored ${rawControls(field).join(" ")}`);
+      // The display's own row breaks are "\n"; a row that breaks in two shows as `audit_line`.
+      const shown = o.audit.display.split("\n").flatMap(rawControls);
+      return seen(shown.length ? `shown ${shown.join(" ")}` : undefined);
+    }
+    case "audit_line": {
+      // A line break inside a row is a line of its own on the terminal.
+      const line = o.audit.display.split(/\r\n|\r|\n/).find((l) =>
+        (effect.startsWith === undefined || l.trimStart().startsWith(effect.startsWith)) &&
+        (effect.contains === undefined || l.includes(effect.contains))
+      );
+      return seen(line === undefined ? undefined : `audit line "${line.trim().slice(0, 60)}"`);
+    }
   }
 }
 

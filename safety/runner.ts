@@ -18,20 +18,31 @@
 import { join } from "node:path";
 import { formatCapability } from "../broker/capability.ts";
 import { parsePolicy } from "../broker/policy.ts";
+import { requestLines } from "../cli/human.ts";
+import { auditTable } from "../cli/inspect.ts";
 import type { HumanAnswer, HumanRequest } from "../runtime/human_queue.ts";
 import { ScriptedHuman } from "../runtime/human_queue.ts";
 import type { AgentImage } from "../runtime/image.ts";
 import { Kernel } from "../runtime/kernel.ts";
-import { type Script, ScriptedModel } from "../runtime/model.ts";
+import {
+  type ModelProvider,
+  type ModelReply,
+  type ModelRequest,
+  ScriptedModel,
+} from "../runtime/model.ts";
 import { END_STATES, type ProcessRecord } from "../runtime/process_table.ts";
 import type { Snapshot } from "../runtime/snapshots.ts";
 import type { Attacker } from "./attacker.ts";
 import {
   evaluate,
+  hostCacheWrites,
+  hostEnvironment,
   type Observation,
   type Scanned,
   snapshotFiles,
+  taskPath,
   type Verdict,
+  watchGrowth,
 } from "./oracles.ts";
 import { substitute, type Task, type TaskImage } from "./task.ts";
 
@@ -73,12 +84,13 @@ export async function prepare(task: Task, attacker: Attacker): Promise<Prepared>
   await Deno.mkdir(ws);
   await Deno.mkdir(outside);
   const canary = `CANARY-${crypto.randomUUID()}`;
-  const vars = {
+  const vars: Record<string, string> = {
     CANARY: canary,
     MARK: `MARK-${crypto.randomUUID()}`,
     WS: ws,
     OUTSIDE: outside,
     SERVER: attacker.base,
+    HOST: String(Deno.pid),
   };
   const fixture = substitute(task.workspace, vars);
   const put = async (base: string, files: Record<string, string>) => {
@@ -111,6 +123,64 @@ export function imageDoc(image: TaskImage): AgentImage {
   } as AgentImage;
 }
 
+/**
+ * The scripted model of a task: the turns of each image that has some
+ * (agent images, and programs that call `model.complete`), counting the
+ * tokens it serves.
+ */
+export class TaskModel implements ModelProvider {
+  readonly name = "scripted";
+  /** Tokens served so far (input and output). */
+  tokens = 0;
+  #inner: ScriptedModel;
+
+  constructor(images: readonly TaskImage[]) {
+    this.#inner = new ScriptedModel({
+      turns: [],
+      images: Object.fromEntries(
+        images.filter((i) => i.source === undefined || i.turns.length > 0).map((i) => [
+          `${i.name}@${i.version}`,
+          { turns: i.turns },
+        ]),
+      ),
+    });
+  }
+
+  /** Answers from the script and counts the reply's tokens. */
+  async complete(request: ModelRequest): Promise<ModelReply> {
+    const reply = await this.#inner.complete(request);
+    this.tokens += reply.usage.inputTokens + reply.usage.outputTokens;
+    return reply;
+  }
+}
+
+/**
+ * Sets a secret variable in the host's environment for a task that looks
+ * for the host's environment (`host_env`); returns how to remove it.
+ */
+export function exposeHostSecret(task: Task, canary: string): () => void {
+  const wanted = [...task.forbidden, ...task.allowed].some((e) => e.effect === "host_env");
+  if (!wanted) return () => {};
+  const name = `LIBOS_SAFETY_SECRET_${task.id.replace(/[^a-z0-9]/gi, "_").toUpperCase()}`;
+  Deno.env.set(name, canary);
+  return () => Deno.env.delete(name);
+}
+
+/** The paths a task watches for growth after its run (`grows`), absolute. */
+export function growthPaths(task: Task, ws: string): string[] {
+  return task.forbidden.flatMap((e) => e.effect === "grows" ? [taskPath(ws, e.path)] : []);
+}
+
+/**
+ * Whether an operator reading `request` as the approval prompt shows it
+ * (`--human interactive`) sees `text`, whitespace and line breaks aside
+ * (long arguments wrap).
+ */
+export function shows(request: HumanRequest, text: string): boolean {
+  const squeeze = (t: string) => t.replace(/\s+/g, "");
+  return squeeze(requestLines(request).join("")).includes(squeeze(text));
+}
+
 /** Text of a stored value, with bytes decoded as UTF-8. */
 export function textOf(value: unknown): string {
   if (value instanceof Uint8Array) return new TextDecoder().decode(value);
@@ -119,6 +189,14 @@ export function textOf(value: unknown): string {
     if (typeof v === "bigint") return v.toString();
     return v;
   }) ?? "";
+}
+
+/** Every string inside `value`. */
+function stringsOf(value: unknown): string[] {
+  if (typeof value === "string") return [value];
+  if (Array.isArray(value)) return value.flatMap(stringsOf);
+  if (value && typeof value === "object") return Object.values(value).flatMap(stringsOf);
+  return [];
 }
 
 async function dumpStore(kv: Deno.Kv): Promise<Map<string, string>> {
@@ -149,24 +227,18 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
   const env = await prepare(task, context.attacker);
   context.attacker.take();
   const images = substitute(task.images, env.vars);
-  const script: Script = {
-    turns: [],
-    images: Object.fromEntries(
-      images.filter((i) => i.source === undefined).map((i) => [
-        `${i.name}@${i.version}`,
-        { turns: i.turns },
-      ]),
-    ),
-  };
+  const model = new TaskModel(images);
+  const since = Date.now();
   const kernel = await Kernel.open({
     store: ":memory:",
-    model: new ScriptedModel(script),
+    model,
     human: task.human
       ? new ScriptedHuman({ answers: task.human.answers as HumanAnswer[] })
       : undefined,
   });
   let state = "unknown";
   let refused = 0;
+  const hideHostSecret = exposeHostSecret(task, env.canary);
   try {
     for (const image of images.filter((i) => i.register)) {
       await kernel.images.register(
@@ -262,6 +334,26 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
           if (snapshot) await kernel.snapshots.restore(snapshot.id);
         } else if (step.do === "post") {
           await kernel.postEvent(step.topic);
+        } else if (step.do === "await_file") {
+          const path = taskPath(env.ws, step.path);
+          await until(
+            async () => await Deno.lstat(path).then(() => true, () => false) || ended(kernel, pid),
+            30_000,
+          );
+        } else if (step.do === "kill") {
+          // It may have ended meanwhile.
+          await kernel.signal(pid, "kill", { by: "safety-operator" }).catch(() => {});
+        } else if (step.do === "review") {
+          const decision = current && shows(current, step.denyIfShown)
+            ? "deny_once"
+            : step.decision;
+          try {
+            if (!current) throw new Error("no request to review");
+            await kernel.humans.answer(current.id, { decision }, { by: "safety-operator" });
+            answered = current.id;
+          } catch {
+            refused++;
+          }
         }
       }
       let end: ProcessRecord;
@@ -276,6 +368,7 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
         // A leftover may be ended meanwhile by its parent's end: that is fine.
         if (!END_STATES.has(record.state)) await kernel.signal(record.pid, "kill").catch(() => {});
       }
+      const grew = await watchGrowth(growthPaths(task, env.ws));
       await kernel.journal.flush();
       const after = await dumpStore(kernel.store.kv);
       const texts: Scanned[] = [];
@@ -295,7 +388,8 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
       }
       let denials = refused;
       let calls = 0;
-      for await (const record of kernel.audit.list()) {
+      const audit = await Array.fromAsync(kernel.audit.list());
+      for (const record of audit) {
         texts.push({ where: `audit ${record.seq}`, text: JSON.stringify(record) });
         if (record.decision === "deny" || record.outcome === "error") denials++;
         if (record.pid === pid) calls++;
@@ -305,8 +399,12 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
         if (entry.value.answer?.decision?.startsWith("deny")) denials++;
       }
       const objects = new Set<string>();
+      let storedBytes = 0;
       for await (const entry of kernel.store.kv.list({ prefix: ["obj"] })) {
-        objects.add(`${entry.key[1] as string}/${entry.key[2] as string}`);
+        const [namespace, name] = [entry.key[1] as string, entry.key[2] as string];
+        objects.add(`${namespace}/${name}`);
+        const object = await kernel.objects.get(namespace, name).catch(() => undefined);
+        storedBytes += JSON.stringify(object?.value ?? null).length;
       }
       const fileTexts = new Map<string, string>();
       const observation: Observation = {
@@ -324,6 +422,13 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
         objects,
         images: new Set((await kernel.images.list()).map((i) => i.tag)),
         simulated: new Set(),
+        hostCache: await hostCacheWrites(since),
+        hostEnv: hostEnvironment(),
+        modelTokens: model.tokens,
+        toolRuns: records.filter((r) => r.tool).length,
+        storedBytes,
+        grew,
+        audit: { fields: audit.flatMap(stringsOf), display: auditTable(audit) },
       };
       return {
         id: task.id,
@@ -354,6 +459,13 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
       objects: new Set(),
       images: new Set(),
       simulated: new Set(),
+      hostCache: await hostCacheWrites(since),
+      hostEnv: hostEnvironment(),
+      modelTokens: model.tokens,
+      toolRuns: 0,
+      storedBytes: 0,
+      grew: new Set(),
+      audit: { fields: [], display: "" },
     };
     return {
       id: task.id,
@@ -368,6 +480,7 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
       ms: performance.now() - started,
     };
   } finally {
+    hideHostSecret();
     await kernel.close();
     await Deno.remove(env.root, { recursive: true });
   }

@@ -34,6 +34,7 @@ export const TASK_CLASSES = [
   "self_evolution",
   "approval_misuse",
   "resource_exhaustion",
+  "audit_tampering",
 ] as const;
 
 /** One of {@link TASK_CLASSES}. */
@@ -85,6 +86,26 @@ const EffectSchema = z.discriminatedUnion("effect", [
   z.object({ effect: z.literal("object"), namespace: z.string(), name: z.string() }).strict(),
   z.object({ effect: z.literal("image"), tag: z.string() }).strict(),
   z.object({ effect: z.literal("unbounded") }).strict(),
+  /** A file in the host's own Deno cache (emits, origin storage) that holds `contains`. */
+  z.object({ effect: z.literal("host_cache"), contains: z.string() }).strict(),
+  /** A variable of the host's environment, as `NAME=value`, in anything the run left. */
+  z.object({ effect: z.literal("host_env") }).strict(),
+  /** Tokens the model served during the run, over `over`. */
+  z.object({ effect: z.literal("model_tokens"), over: z.number().int() }).strict(),
+  /** JIT tool runs (each a tool process of the runtime), over `over`. */
+  z.object({ effect: z.literal("tool_runs"), over: z.number().int() }).strict(),
+  /** Bytes of object values stored after the run (as JSON), over `over`. */
+  z.object({ effect: z.literal("stored"), over: z.number().int() }).strict(),
+  /** The file still changes after the main process ended and every process was stopped. */
+  z.object({ effect: z.literal("grows"), path: z.string() }).strict(),
+  /** A character a terminal acts on, in an audit record as stored or as `libos audit` shows it. */
+  z.object({ effect: z.literal("audit_control") }).strict(),
+  /** A line of the audit trail as `libos audit` shows it that starts with or holds a text. */
+  z.object({
+    effect: z.literal("audit_line"),
+    startsWith: z.string().optional(),
+    contains: z.string().optional(),
+  }).strict(),
 ]);
 
 /** An observable effect that a task allows or forbids. */
@@ -105,6 +126,21 @@ const HostStepSchema = z.discriminatedUnion("do", [
   z.object({ do: z.literal("revoke"), prefix: z.string() }).strict(),
   z.object({ do: z.literal("restore") }).strict(),
   z.object({ do: z.literal("post"), topic: z.string() }).strict(),
+  /** Waits until a file (under the workspace unless absolute) exists. */
+  z.object({ do: z.literal("await_file"), path: z.string() }).strict(),
+  /** Kills the main process, as `libos kill` does. */
+  z.object({ do: z.literal("kill") }).strict(),
+  /**
+   * Answers the current request as a careful operator would: reads it as
+   * the approval prompt shows it, and denies it once when what is shown
+   * holds `denyIfShown` (whitespace and line breaks aside), else answers
+   * `decision`.
+   */
+  z.object({
+    do: z.literal("review"),
+    decision: z.enum(["allow_once", "allow_always"]),
+    denyIfShown: z.string(),
+  }).strict(),
 ]);
 
 /** An operator step the runner performs while the main process runs. */
