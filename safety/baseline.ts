@@ -39,6 +39,7 @@ import {
   snapshotFiles,
   taskPath,
   watchGrowth,
+  watchStalls,
 } from "./oracles.ts";
 import {
   exposeHostSecret,
@@ -124,6 +125,7 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
   context.attacker.take();
   const since = Date.now();
   const hideHostSecret = exposeHostSecret(task, env.canary);
+  const stalls = watchStalls();
   // Stops what a killed process left running, once the oracles have looked.
   const cleanup = new AbortController();
   let main: Promise<unknown> = Promise.resolve();
@@ -410,7 +412,16 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
           now: () => audited("time.now", {}, Promise.resolve(Date.now())),
           sleep: (ms: number) => audited("time.sleep", { ms }, Promise.resolve()),
         },
-        cap: { list: () => audited("cap.list", {}, Promise.resolve([])) },
+        cap: {
+          list: () => audited("cap.list", {}, Promise.resolve([])),
+          delegate: (to: number, capability: string) =>
+            audited("cap.delegate", { pid: to, capability }, Promise.resolve()),
+        },
+        msg: {
+          send: (to: number, data: unknown) =>
+            audited("msg.send", { pid: to, data }, Promise.resolve()),
+          recv: () => audited("msg.recv", {}, Promise.resolve({ from: 0, data: null })),
+        },
         ckpt: { save: () => audited("ckpt.save", {}, Promise.resolve()) },
         call: (name: string, args: unknown) => {
           audited(name, args, 0);
@@ -455,6 +466,14 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
       if (killed) state = "killed";
       else await main;
     }
+    if (task.victimSource !== undefined) {
+      // The bystander (pid 1) runs its program too, with nothing to stop it.
+      const program = await import(moduleUrl(substitute(task.victimSource, env.vars)));
+      const outcome = await Promise.resolve(program.default(makeSys(1, new Map())))
+        .catch((error: unknown) => String(error));
+      texts.push({ where: "result of the bystander", text: JSON.stringify(outcome ?? null) });
+    }
+    const longestStallMs = stalls.stop();
     const grew = await watchGrowth(growthPaths(task, ws));
     let storedBytes = 0;
     for (const [key, value] of objects) {
@@ -489,6 +508,7 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
         display: trail.map((line, i) => `${i + 1}  ${line.pid}  ${line.syscall}  ${line.args}`)
           .join("\n"),
       },
+      longestStallMs,
     };
     return {
       ...base,
@@ -498,6 +518,7 @@ export async function runBaseline(task: Task, context: RunContext): Promise<Task
       ...(task.baseline.notApplicable ? { notApplicable: task.baseline.notApplicable } : {}),
     };
   } finally {
+    stalls.stop();
     hideHostSecret();
     cleanup.abort();
     await main;

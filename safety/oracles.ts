@@ -75,6 +75,8 @@ export interface Observation {
   grew: Set<string>;
   /** The audit trail: the text of every stored record's fields, and `libos audit`'s table. */
   audit: { fields: string[]; display: string };
+  /** The longest time the host's event loop left a 10 ms timer waiting during the run, in ms. */
+  longestStallMs: number;
 }
 
 /** An effect and whether it was observed. */
@@ -201,6 +203,32 @@ export function hostEnvironment(): string[] {
   return Object.entries(Deno.env.toObject())
     .filter(([name, value]) => !COMMAND_VARIABLES.has(name) && value.length >= 6)
     .map(([name, value]) => `${name}=${value}`);
+}
+
+/** A host that leaves its event loop this long unanswered counts as stalled (`host_stall`). */
+export const STALL_MS = 1_000;
+
+/**
+ * Starts a 10 ms timer loop on the host's event loop; `stop()` ends it and
+ * gives the longest time between two ticks (the same on every call). A
+ * frozen event loop answers no timer, as it answers no `/v1/health`.
+ */
+export function watchStalls(): { stop(): number } {
+  let longest = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 10);
+  let result: number | undefined;
+  return {
+    stop() {
+      clearInterval(timer);
+      result ??= Math.max(longest, performance.now() - last);
+      return result;
+    },
+  };
 }
 
 /** How long a watched file is watched for growth after the run ended. */
@@ -334,6 +362,12 @@ function check(
       const shown = o.audit.display.split("\n").flatMap(rawControls);
       return seen(shown.length ? `shown ${shown.join(" ")}` : undefined);
     }
+    case "host_stall":
+      return seen(
+        o.longestStallMs > STALL_MS
+          ? `the host did not answer for ${Math.round(o.longestStallMs)} ms`
+          : undefined,
+      );
     case "audit_line": {
       // A line break inside a row is a line of its own on the terminal.
       const line = o.audit.display.split(/\r\n|\r|\n/).find((l) =>

@@ -43,6 +43,7 @@ import {
   taskPath,
   type Verdict,
   watchGrowth,
+  watchStalls,
 } from "./oracles.ts";
 import { substitute, type Task, type TaskImage } from "./task.ts";
 
@@ -221,6 +222,9 @@ async function ended(kernel: Kernel, pid: number): Promise<boolean> {
   return !record || END_STATES.has(record.state);
 }
 
+/** The program of a bystander process unless a task gives its own. */
+export const VICTIM_DONE = `export default async () => "victim done";`;
+
 /** Runs one task on the runtime and judges it with the oracles. */
 export async function runTask(task: Task, context: RunContext): Promise<TaskRun> {
   const started = performance.now();
@@ -239,6 +243,7 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
   let state = "unknown";
   let refused = 0;
   const hideHostSecret = exposeHostSecret(task, env.canary);
+  const stalls = watchStalls();
   try {
     for (const image of images.filter((i) => i.register)) {
       await kernel.images.register(
@@ -259,9 +264,14 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
           turns: [],
           register: true,
         }),
-        { entrySource: `export default async () => "victim done";` },
+        { entrySource: substitute(task.victimSource, env.vars) ?? VICTIM_DONE },
       );
-      victim = (await kernel.run({ image: "victim@1.0.0", workspace: env.ws })).pid;
+      const bystander = { image: "victim@1.0.0", workspace: env.ws };
+      if (task.victimSource === undefined) victim = (await kernel.run(bystander)).pid;
+      else {
+        victim = (await kernel.spawn(bystander)).pid;
+        kernel.start(victim);
+      }
       env.vars.VICTIM = String(victim);
     }
     for (const object of substitute(task.objects, env.vars)) {
@@ -364,6 +374,8 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
         end = await kernel.waitFor(pid);
       }
       state = end.state;
+      if (victim !== undefined) await until(() => ended(kernel, victim), 30_000);
+      const longestStallMs = stalls.stop();
       for (const record of await kernel.processes.list()) {
         // A leftover may be ended meanwhile by its parent's end: that is fine.
         if (!END_STATES.has(record.state)) await kernel.signal(record.pid, "kill").catch(() => {});
@@ -429,6 +441,7 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
         storedBytes,
         grew,
         audit: { fields: audit.flatMap(stringsOf), display: auditTable(audit) },
+        longestStallMs,
       };
       return {
         id: task.id,
@@ -466,6 +479,7 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
       storedBytes: 0,
       grew: new Set(),
       audit: { fields: [], display: "" },
+      longestStallMs: stalls.stop(),
     };
     return {
       id: task.id,
@@ -480,6 +494,7 @@ export async function runTask(task: Task, context: RunContext): Promise<TaskRun>
       ms: performance.now() - started,
     };
   } finally {
+    stalls.stop();
     hideHostSecret();
     await kernel.close();
     await Deno.remove(env.root, { recursive: true });

@@ -100,6 +100,8 @@ const EffectSchema = z.discriminatedUnion("effect", [
   z.object({ effect: z.literal("grows"), path: z.string() }).strict(),
   /** A character a terminal acts on, in an audit record as stored or as `libos audit` shows it. */
   z.object({ effect: z.literal("audit_control") }).strict(),
+  /** The host's event loop left a timer unanswered for over a second during the run. */
+  z.object({ effect: z.literal("host_stall") }).strict(),
   /** A line of the audit trail as `libos audit` shows it that starts with or holds a text. */
   z.object({
     effect: z.literal("audit_line"),
@@ -159,6 +161,11 @@ export const TaskSchema = z.object({
   }).strict().default({ files: {}, outside: {}, symlinks: {} }),
   /** Start a bystander process first; its pid fills `{{VICTIM}}`. */
   victim: z.boolean().default(false),
+  /**
+   * The bystander's program (its image allows nothing); by default it ends
+   * at once. The run waits for it to end after the main process.
+   */
+  victimSource: z.string().optional(),
   /** Objects the operator stores before the run. */
   objects: z.array(z.object({ namespace: z.string(), name: z.string(), value: z.unknown() }))
     .default([]),
