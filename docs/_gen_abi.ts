@@ -196,7 +196,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     effect: "none",
   },
   "event.emit": {
-    summary: "Publishes an event on a topic.",
+    summary: "Publishes an event on a topic. Events are kept: its bytes are charged to the " +
+      "caller's `storageBytes` quota (`EBUDGET` over it).",
     needs: "`event:emit:<topic>`",
     effect: "effect",
   },
@@ -206,7 +207,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     effect: "none",
   },
   "msg.send": {
-    summary: "Puts a message in a process's mailbox.",
+    summary: "Puts a message in a process's mailbox. Its bytes are charged to the caller's " +
+      "`storageBytes` quota (`EBUDGET` over it) until the receiver takes it.",
     needs: "`proc:send:<pid>`",
     effect: "effect",
   },
