@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { callDigest } from "../broker/broker.ts";
+import { MAX_TYPE_CHECKS } from "../runtime/jit_tools.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
 
@@ -388,5 +389,44 @@ Deno.test("registration refuses default exports that disagree, hide what they ho
       assert.match(result.message ?? "", why, source);
       assert.equal(await h.kernel.tools.get(end.pid, "count"), undefined);
     }
+  });
+});
+
+/** How many `deno check` subprocesses of this host run now (from `ps`). */
+async function typeChecksRunning(): Promise<number> {
+  const { stdout } = await new Deno.Command("ps", { args: ["-eo", "args"], stdout: "piped" })
+    .output();
+  const mine = `libos-host-${Deno.pid}-`;
+  return new TextDecoder().decode(stdout).split("\n")
+    .filter((line) => line.includes(" check ") && line.includes(mine)).length;
+}
+
+Deno.test("parallel tool registrations never run more type checks at once than the host allows", async () => {
+  await withHarness(async (h) => {
+    let peak = 0;
+    let done = false;
+    const watching = (async () => {
+      while (!done) peak = Math.max(peak, await typeChecksRunning());
+    })();
+    const end = await h.run(
+      `export default async function main(sys) {
+        return await Promise.all(Array.from({ length: 8 }, (_, i) =>
+          sys.tool.register({
+            name: "t" + i,
+            description: "a tool",
+            input: { type: "object" },
+            manifest: { capabilities: [] },
+            source: "export async function run(args: unknown, sys: any) { return " + i + "; }",
+          }).then(() => "registered", (e) => e.code)
+        ));
+      }`,
+      { image: { capabilities: ["tool:register:*"], limits: { cpuMs: 120_000 } } },
+    );
+    done = true;
+    await watching;
+    assert.equal(end.state, "exited", end.error?.message);
+    // Every registration is still made, a few at a time.
+    assert.deepEqual(end.result, Array(8).fill("registered"));
+    assert.ok(peak <= MAX_TYPE_CHECKS, `${peak} type checks ran at once`);
   });
 });
