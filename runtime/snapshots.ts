@@ -198,7 +198,8 @@ export class Snapshots {
   /**
    * Forks a new process from the snapshot of its root: same image, input,
    * cwd, objects and journal up to the snapshot, and the root's
-   * capabilities that still exist (derived from the live ones).
+   * capabilities that still exist (derived from the live ones), but no
+   * counted grant.
    */
   async fork(id: string): Promise<ProcessRecord> {
     const kernel = this.#kernel;
@@ -226,6 +227,8 @@ export class Snapshots {
     const live = new Set((await kernel.caps.list(source.pid, kernel.now())).map((c) => c.id));
     for (const cap of root.capabilities) {
       if (!live.has(cap.id) || cap.grantedBy === "kernel") continue;
+      // A counted (one-shot) grant is never copied: the copy would double its uses.
+      if (cap.uses !== undefined) continue;
       await kernel.caps.grant(created.pid, cap, { grantedBy: `snapshot:${id}`, parent: cap.id });
     }
     await kernel.caps.grant(created.pid, privateNamespace(created.pid), { grantedBy: "kernel" });
