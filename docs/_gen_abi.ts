@@ -168,6 +168,11 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     summary: "Registers a JSON Schema type in a namespace, enforced on every later write.",
     needs: "`obj:write:<namespace>`",
     effect: "idempotent",
+    notes: "The schema is held to the subset of JSON Schema 2020-12 that `broker/json_schema.ts` " +
+      "checks, at most 16 KiB and 32 levels deep. `pattern`, `patternProperties` and " +
+      '`format: "regex"` are refused with `EINVAL` (no regular expression from a process runs ' +
+      "on the host), as is any keyword the checker does not know. Checking a write is bounded " +
+      "by the value's size; a value that would take longer is refused with `EINVAL`.",
   },
   "obj.share": {
     summary: "Shares a namespace with another process.",
@@ -252,7 +257,10 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     needs: "`tool:register:<name>`; refused inside a JIT tool",
     effect: "idempotent",
     notes:
-      "Checks size, imports and escape hatches, and type-checks the source; a name may not shadow a built-in tool. Registering a tool grants it nothing.",
+      "Checks size, imports and escape hatches, and type-checks the source; a name may not shadow a built-in tool. Registering a tool grants it nothing. " +
+      "Its `input` schema is held to the same subset as `obj.define_type` (no `pattern`, " +
+      '`patternProperties` or `format: "regex"`), and every call\'s arguments are checked ' +
+      "against it within a bound set by their size.",
   },
   "tool.call": {
     summary: "Calls a tool by name.",

@@ -13,7 +13,6 @@
  * @module
  */
 
-import { z } from "zod";
 import {
   attenuationError,
   formatCapability,
@@ -22,7 +21,8 @@ import {
 } from "../broker/capability.ts";
 import { sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
+import { compileSchema, SchemaError, type SchemaIssue } from "../broker/json_schema.ts";
+import { describeIssue } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
 import type { AgentImage } from "./image.ts";
 import type { Kernel } from "./kernel.ts";
@@ -192,13 +192,12 @@ export class ToolTables {
       );
     }
     try {
-      z.fromJSONSchema(tool.input as never);
+      compileSchema(tool.input);
     } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
       throw new SyscallError(
         "EINVAL",
-        `Cannot register tool "${tool.name}": its input schema does not compile: ${
-          (error as Error).message
-        }`,
+        `Cannot register tool "${tool.name}": in its input schema, ${error.message}`,
       );
     }
     for (const text of tool.manifest.capabilities) {
@@ -283,12 +282,20 @@ export class ToolTables {
         `Cannot call tool "${name}": the process has no such JIT tool`,
       );
     }
-    const parsed = z.fromJSONSchema(tool.input as never).safeParse(args, { error: issueMessage });
-    if (!parsed.success) {
+    // Compiled again on every call: a tool registered before a keyword was
+    // refused is refused here, and no regular expression of its runs.
+    let issue: SchemaIssue | undefined;
+    try {
+      issue = compileSchema(tool.input).check(args);
+    } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
       throw new SyscallError(
         "EINVAL",
-        `Cannot call tool "${name}": ${describeIssue(parsed.error.issues[0])}`,
+        `Cannot call tool "${name}": its arguments cannot be checked: ${error.message}`,
       );
+    }
+    if (issue) {
+      throw new SyscallError("EINVAL", `Cannot call tool "${name}": ${describeIssue(issue)}`);
     }
     // The intersection of manifest and caller: for each pair, the narrower
     // one when one covers the other. Counted (one-shot) grants never pass

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { withHarness } from "./_harness.ts";
+import { watchHealth } from "./_liveness.ts";
 
 const CANARY = "JIT-SECRET-" + crypto.randomUUID();
 
@@ -234,5 +235,90 @@ Deno.test("registered tools survive a restart of the table and a fork gets its o
     assert.deepEqual(end.result, { child: 42, bad: "EINVAL" });
     const [child] = await h.kernel.processes.children(end.pid);
     assert.ok(await h.kernel.tools.get(child, "twice"));
+  });
+});
+
+Deno.test("a tool's input schema runs no regular expression of the process's, and the host keeps answering", async () => {
+  await withHarness(async (h) => {
+    const re = "^(a+)+$";
+    const evil = "a".repeat(29) + "b";
+    const inputs: [Record<string, unknown>, Record<string, unknown>, RegExp][] = [
+      [
+        { type: "object", properties: { s: { type: "string", pattern: re } } },
+        { s: evil },
+        /^Cannot register tool "matcher": in its input schema, "pattern" at #\/properties\/s is not supported \(regular expressions from a process do not run on the host\)$/,
+      ],
+      [
+        { type: "object", patternProperties: { [re]: { type: "number" } } },
+        { [evil]: 1 },
+        /"patternProperties" is not supported \(regular expressions from a process/,
+      ],
+      [
+        { type: "object", properties: { s: { type: "string", format: "regex" } } },
+        { s: "(" },
+        /"format" at #\/properties\/s is not supported \("regex": regular expressions from a process/,
+      ],
+    ];
+    const watch = watchHealth(h.kernel);
+    const results = [];
+    for (const [input, args] of inputs) {
+      const tool = {
+        name: "matcher",
+        description: "matches",
+        input,
+        manifest: { capabilities: [] },
+        source: "export function run() { return 1; }",
+      };
+      results.push((await h.run(caller(tool, args), { image: CALLER_IMAGE([]) })).result);
+    }
+    const seen = await watch.stop();
+    assert.ok(seen.answers > 0);
+    assert.ok(seen.longestGapMs < 1000, `the host did not answer for ${seen.longestGapMs} ms`);
+    for (const [i, [, , why]] of inputs.entries()) {
+      const result = results[i] as { registered?: boolean; code?: string; message?: string };
+      assert.equal(result.registered, false, JSON.stringify(result));
+      assert.equal(result.code, "EINVAL");
+      assert.match(result.message ?? "", why);
+    }
+  });
+});
+
+Deno.test("checking a tool's arguments is bounded by their size", async () => {
+  await withHarness(async (h) => {
+    // Two alternatives per level that both fail only at the bottom: 2^depth
+    // paths unless the checker stops itself.
+    const input = {
+      type: "object",
+      properties: { v: { $ref: "#/$defs/n" } },
+      $defs: {
+        n: {
+          anyOf: [
+            { type: "array", items: { $ref: "#/$defs/n" } },
+            { type: "array", items: { $ref: "#/$defs/n" } },
+          ],
+        },
+      },
+    };
+    let v: unknown = [1];
+    for (let i = 0; i < 20; i++) v = [v];
+    const tool = {
+      name: "nested",
+      description: "x",
+      input,
+      manifest: { capabilities: [] },
+      source: "export function run() { return 1; }",
+    };
+    const watch = watchHealth(h.kernel);
+    const end = await h.run(caller(tool, { v }), { image: CALLER_IMAGE([]) });
+    const seen = await watch.stop();
+    const result = end.result as { ok: boolean; code?: string; message?: string };
+    assert.equal(result.ok, false, JSON.stringify(result));
+    assert.equal(result.code, "EINVAL");
+    assert.match(
+      result.message ?? "",
+      /^Cannot call tool "nested": its arguments cannot be checked: checking the value takes more than \d+ steps/,
+    );
+    assert.deepEqual(await h.kernel.processes.children(end.pid), []);
+    assert.ok(seen.longestGapMs < 1000, `the host did not answer for ${seen.longestGapMs} ms`);
   });
 });
