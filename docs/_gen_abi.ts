@@ -59,7 +59,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     summary: "Creates a copy of the caller (same image, copy of its private object namespace); " +
       "returns `{ pid }`.",
     needs: "`proc:fork:self`",
-    notes: "The copy gets a subset of the caller's capabilities.",
+    notes: "The copy gets a subset of the caller's capabilities; without `capabilities`, a copy " +
+      "of each uncounted one with its expiry and `delegable` as they are.",
     effect: "effect",
   },
   "proc.exec": {
@@ -177,6 +178,10 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   "obj.share": {
     summary: "Shares a namespace with another process.",
     needs: "the rights shared, held by the caller on the namespace (`self` allowed)",
+    notes: "The caller's own namespace (`self`) it may share with any process. Any other " +
+      "namespace it was given is delegated: its capability there must be delegable, and the " +
+      "receiver a descendant whose image ceiling covers the share. The shared capability is a " +
+      "subset of the caller's in every attribute (it expires with it).",
     effect: "effect",
   },
   "time.now": {
@@ -299,7 +304,12 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   },
   "cap.delegate": {
     summary: "Gives another process a subset of one of the caller's capabilities.",
-    needs: "a delegable, uncounted capability of the caller that covers it",
+    needs:
+      "a delegable, uncounted capability of the caller that covers it; the receiver a descendant",
+    notes: "The delegated capability is a subset of its source in every attribute (rights, " +
+      "scope, uses, expiry, and `delegable` only from a delegable source); without a `ttl` it " +
+      "expires with its source. It must also lie within the receiver's image ceiling, " +
+      "`delegable` included, or the call fails with `EPERM` and the receiver gets nothing.",
     effect: "effect",
   },
   "cap.drop": {

@@ -14,8 +14,8 @@
  */
 
 import {
-  attenuationError,
   formatCapability,
+  intersectCapabilities,
   parseCapability,
   resolveScope,
 } from "../broker/capability.ts";
@@ -297,28 +297,23 @@ export class ToolTables {
     if (issue) {
       throw new SyscallError("EINVAL", `Cannot call tool "${name}": ${describeIssue(issue)}`);
     }
-    // The intersection of manifest and caller: for each pair, the narrower
-    // one when one covers the other. Counted (one-shot) grants never pass
-    // to a tool: a copy would double their uses.
+    // The intersection of manifest and caller, entry by entry, in every
+    // attribute: `delegable` only when both are. Counted (one-shot) grants
+    // never pass to a tool: a copy would double their uses. A caller's
+    // capability that expires is not passed either: the child is given text,
+    // which cannot carry an absolute expiry.
     const now = kernel.now();
-    const held = (await kernel.caps.list(caller.pid, now)).filter((c) => c.uses === undefined);
+    const held = (await kernel.caps.list(caller.pid, now)).filter((c) =>
+      c.uses === undefined && c.expiresAt === undefined
+    );
     const granted = new Set<string>();
     for (const text of tool.manifest.capabilities) {
       const wanted = resolveScope(parseCapability(text), { workspace: caller.workspace });
       for (const cap of held) {
-        if (!attenuationError(wanted, cap, now)) granted.add(formatCapability(wanted));
-        else {
-          const narrower = { resource: cap.resource, rights: cap.rights, scope: cap.scope };
-          const asManifest = {
-            ...wanted,
-            id: "manifest",
-            holder: 0,
-            delegable: true,
-            grantedBy: "tool",
-            createdAt: now,
-          };
-          if (!attenuationError(narrower, asManifest, now)) granted.add(formatCapability(narrower));
-        }
+        const both = intersectCapabilities(wanted, cap, now);
+        if (!both) continue;
+        const { expiresAt: _expiresAt, ...spec } = both;
+        granted.add(formatCapability({ ...spec, ttlMs: wanted.ttlMs }));
       }
     }
     return await kernel.spawnChild(caller.pid, {
