@@ -215,23 +215,29 @@ export function compileSchema(schema: unknown): CompiledSchema {
       `the schema is ${bytes} bytes of JSON, more than the ${MAX_SCHEMA_BYTES} allowed`,
     );
   }
-  const root = JSON.parse(text) as unknown;
-  const compiler = new _Compiler(root);
-  const node = compiler.root();
-  compiler.requireProgress();
+  const node = _withinStack("the schema", () => {
+    const compiler = new _Compiler(JSON.parse(text));
+    const root = compiler.root();
+    compiler.requireProgress();
+    return root;
+  });
   return {
-    check: (value) => {
-      try {
-        return new _Checker(value).run(node);
-      } catch (error) {
-        // The nesting bounds keep the stack well within V8's; this is a second line.
-        if (error instanceof RangeError) {
-          throw new SchemaError("checking the value nests too deeply for the stack");
-        }
-        throw error;
-      }
-    },
+    check: (value) => _withinStack("checking the value", () => new _Checker(value).run(node)),
   };
+}
+
+/**
+ * Runs `work`, turning a stack overflow into a {@link SchemaError}. The
+ * nesting bounds keep compiling and checking well within V8's stack; this
+ * is a second line behind them.
+ */
+function _withinStack<T>(what: string, work: () => T): T {
+  try {
+    return work();
+  } catch (error) {
+    if (error instanceof RangeError) throw new SchemaError(`${what} nests too deeply`);
+    throw error;
+  }
 }
 
 /** Compiles one schema document: its root, and the definitions `$ref` reaches. */
