@@ -154,8 +154,9 @@ const META_SCHEMAS = new Set([
 interface _Node {
   always?: boolean;
   types?: ReadonlySet<_Type>;
-  enum?: readonly unknown[];
-  const?: { value: unknown };
+  /** The values allowed, and how a message names them (built once, when compiled). */
+  enum?: { values: readonly unknown[]; shown: string };
+  const?: { value: unknown; shown: string };
   ref?: _Node;
   allOf?: _Node[];
   anyOf?: _Node[];
@@ -345,10 +346,15 @@ class _Compiler {
           break;
         case "enum":
           if (!Array.isArray(value)) _refuse(keyword, at, "must be an array");
-          node.enum = value as unknown[];
+          node.enum = {
+            values: value as unknown[],
+            shown: `one of ${(value as unknown[]).slice(0, 10).map(_shown).join(", ")}${
+              (value as unknown[]).length > 10 ? ", …" : ""
+            }`,
+          };
           break;
         case "const":
-          node.const = { value };
+          node.const = { value, shown: _shown(value) };
           break;
         case "$ref":
           if (typeof value !== "string") _refuse(keyword, at, "must be a string");
@@ -613,12 +619,9 @@ class _Checker {
     if (node.types && !_hasType(node.types, value)) {
       return `expected ${[...node.types].join(" or ")}, got ${_kind(value)}`;
     }
-    if (node.const && !this.#equal(node.const.value, value)) {
-      return `expected ${_shown(node.const.value)}`;
-    }
-    if (node.enum && !node.enum.some((option) => this.#equal(option, value))) {
-      const shown = node.enum.slice(0, 10).map(_shown).join(", ");
-      return `expected one of ${shown}${node.enum.length > 10 ? ", …" : ""}`;
+    if (node.const && !this.#equal(node.const.value, value)) return `expected ${node.const.shown}`;
+    if (node.enum && !node.enum.values.some((option) => this.#equal(option, value))) {
+      return `expected ${node.enum.shown}`;
     }
     if (typeof value === "number") return _checkNumber(node, value);
     if (typeof value === "string") return this.#checkString(node, value);
@@ -713,21 +716,21 @@ class _Checker {
   }
 
   #checkObject(node: _Node, value: Record<string, unknown>): string | undefined {
+    const named = node.properties || node.additionalProperties || node.propertyNames;
+    if (!named && node.minProperties === undefined && node.maxProperties === undefined) {
+      return this.#checkRequired(node, value);
+    }
     const keys = Object.keys(value);
+    this.#spend(keys.length);
     if (node.minProperties !== undefined && keys.length < node.minProperties) {
       return `must have at least ${node.minProperties} properties`;
     }
     if (node.maxProperties !== undefined && keys.length > node.maxProperties) {
       return `must have at most ${node.maxProperties} properties`;
     }
-    for (const key of node.required ?? []) {
-      this.#spend(1);
-      if (!Object.hasOwn(value, key)) {
-        this.#path.push(key);
-        return "is required";
-      }
-    }
-    if (node.properties || node.additionalProperties || node.propertyNames) {
+    const missing = this.#checkRequired(node, value);
+    if (missing !== undefined) return missing;
+    if (named) {
       for (const key of keys) {
         this.#path.push(key);
         if (node.propertyNames) {
@@ -748,9 +751,23 @@ class _Checker {
     return undefined;
   }
 
-  /** JSON equality, counting a step per node compared. */
+  #checkRequired(node: _Node, value: Record<string, unknown>): string | undefined {
+    for (const key of node.required ?? []) {
+      this.#spend(1);
+      if (!Object.hasOwn(value, key)) {
+        this.#path.push(key);
+        return "is required";
+      }
+    }
+    return undefined;
+  }
+
+  /** JSON equality of a schema's value `a` and a checked value `b`, counting its steps. */
   #equal(a: unknown, b: unknown): boolean {
     this.#spend(1);
+    if (typeof a === "string" && typeof b === "string" && a.length === b.length) {
+      this.#spend(_units(a) - 1);
+    }
     if (a === b) return true;
     if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
     if (Array.isArray(a) !== Array.isArray(b)) return false;
@@ -761,7 +778,9 @@ class _Checker {
     const left = a as Record<string, unknown>;
     const right = b as Record<string, unknown>;
     const keys = Object.keys(left);
-    if (keys.length !== Object.keys(right).length) return false;
+    const count = Object.keys(right).length;
+    this.#spend(keys.length + count);
+    if (keys.length !== count) return false;
     return keys.every((key) => Object.hasOwn(right, key) && this.#equal(left[key], right[key]));
   }
 
@@ -824,8 +843,12 @@ function _codePoints(text: string): number {
   return count;
 }
 
+/** A value as a message names it: its JSON, cut at 60 characters. */
 function _shown(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
+  // A long string is cut before it is quoted, so a message never costs its length.
+  const text = typeof value === "string" && value.length > 60
+    ? JSON.stringify(value.slice(0, 60)) + "…"
+    : JSON.stringify(value) ?? String(value);
   return text.length > 60 ? `${text.slice(0, 60)}…` : text;
 }
 
