@@ -303,6 +303,19 @@ Deno.test("a check stops within a budget set by the value's size, however the sc
   assert.equal(rows.check(many), undefined);
 });
 
+Deno.test("listing an object's keys and comparing values count toward the budget each time", () => {
+  const wide: Record<string, number> = {};
+  for (let i = 0; i < 1000; i++) wide[`k${i}`] = i;
+  const alternatives = (schema: unknown) =>
+    compileSchema({ anyOf: [...new Array(40).fill(schema), {}] });
+  // Every alternative lists the thousand keys, then fails.
+  assert.throws(() => alternatives({ minProperties: 1001 }).check(wide), /takes more than/);
+  // Every alternative compares its constant with the thousand-key object.
+  assert.throws(() => alternatives({ const: { k0: 0 } }).check(wide), /takes more than/);
+  // Once, it is cheap.
+  assert.equal(compileSchema({ minProperties: 1000 }).check(wide), undefined);
+});
+
 Deno.test("a check bounds the value's nesting and its own", () => {
   const anyArray = compileSchema({ type: "array", items: { $ref: "#" } });
   assert.equal(anyArray.check(nested(511, [])), undefined);
