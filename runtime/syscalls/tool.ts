@@ -10,6 +10,7 @@ import type { HandlerTable } from "../../broker/broker.ts";
 import {
   attenuationError,
   type Capability,
+  type CapabilityBound,
   type CapabilitySpec,
   parseCapability,
   resolveScope,
@@ -131,7 +132,15 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
             `Cannot delegate "${args.capability}": the caller holds no delegable capability that covers it`,
           );
         }
-        return (await _delegate(kernel, ctx.pid, args.pid, spec, from)).id;
+        const expiresAt = _expiryFrom(spec, from, now);
+        await kernel.requireWithinCeilingOf(args.pid, { ...spec, expiresAt });
+        const cap = await kernel.caps.grant(args.pid, spec, {
+          grantedBy: `pid:${ctx.pid}`,
+          parent: from,
+          expiresAt,
+          now,
+        });
+        return cap.id;
       },
     }),
     "obj.share": (ctx, args) => {
@@ -146,30 +155,41 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
           const own = namespace === `proc/${ctx.pid}`;
           if (own) await kernel.processes.require(args.pid);
           else await kernel.requireDescendant(ctx.pid, args.pid, "share with");
-          // One capability per source, each a subset of the one it comes from.
+          // One capability per source, each a subset of the one it comes from
+          // and expiring with it; all are checked before any is granted.
           const bySource = new Map<string, { source: Capability; rights: string[] }>();
           grant.capabilities.forEach((source, i) => {
             const entry = bySource.get(source.id) ?? { source, rights: [] };
             entry.rights.push(args.rights[i]);
             bySource.set(source.id, entry);
           });
-          const ids: string[] = [];
-          for (const { source, rights } of bySource.values()) {
-            const spec: CapabilitySpec = { resource: "obj", rights, scope: namespace };
-            if (!own && !source.delegable) {
+          const shares = [...bySource.values()].map(({ source, rights }) => {
+            const spec: CapabilityBound = {
+              resource: "obj",
+              rights,
+              scope: namespace,
+              expiresAt: source.expiresAt,
+            };
+            return { source, spec };
+          });
+          for (const { source, spec } of own ? [] : shares) {
+            if (!source.delegable) {
               throw new SyscallError(
                 "EPERM",
                 `Cannot share namespace "${namespace}": the caller's capability on it is not delegable`,
               );
             }
-            const cap = own
-              ? await kernel.caps.grant(args.pid, spec, {
-                grantedBy: `pid:${ctx.pid}`,
-                parent: source,
-                expiresAt: source.expiresAt,
-                now: kernel.now(),
-              })
-              : await _delegate(kernel, ctx.pid, args.pid, spec, source);
+            await kernel.requireWithinCeilingOf(args.pid, spec);
+          }
+          const ids: string[] = [];
+          for (const { source, spec } of shares) {
+            const { expiresAt, ...rest } = spec;
+            const cap = await kernel.caps.grant(args.pid, rest, {
+              grantedBy: `pid:${ctx.pid}`,
+              parent: source,
+              expiresAt,
+              now: kernel.now(),
+            });
             ids.push(cap.id);
           }
           return ids[0];
@@ -182,28 +202,4 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
 /** The expiry a capability derived from `source` gets: its own ttl's, or else its source's. */
 function _expiryFrom(spec: CapabilitySpec, source: Capability, now: number): number | undefined {
   return spec.ttlMs !== undefined ? now + spec.ttlMs : source.expiresAt;
-}
-
-/**
- * Gives process `to` a capability derived from `source`, a capability of
- * process `from`: within `to`'s image ceiling in every attribute, and a
- * subset of `source` (the capability store refuses anything else). The
- * caller has checked that `to` is a process `from` may give it to.
- */
-async function _delegate(
-  kernel: Kernel,
-  from: number,
-  to: number,
-  spec: CapabilitySpec,
-  source: Capability,
-): Promise<Capability> {
-  const now = kernel.now();
-  const expiresAt = _expiryFrom(spec, source, now);
-  await kernel.requireWithinCeilingOf(to, { ...spec, expiresAt });
-  return await kernel.caps.grant(to, spec, {
-    grantedBy: `pid:${from}`,
-    parent: source,
-    expiresAt,
-    now,
-  });
 }
