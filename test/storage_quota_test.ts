@@ -141,7 +141,8 @@ Deno.test("a parent's storage quota bounds what its children store together", as
       `),
       {
         input: { child },
-        image: { capabilities: ["proc:spawn:*"], budget: { storageBytes: QUOTA } },
+        // A child's limits are at most its parent's: the parent carries the large messages too.
+        image: { capabilities: ["proc:spawn:*"], budget: { storageBytes: QUOTA }, limits: LIMITS },
       },
     );
     assert.equal(end.state, "exited", end.error?.message);
