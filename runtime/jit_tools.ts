@@ -13,16 +13,16 @@
  * @module
  */
 
-import { z } from "zod";
 import {
-  attenuationError,
   formatCapability,
+  intersectCapabilities,
   parseCapability,
   resolveScope,
 } from "../broker/capability.ts";
 import { canonicalJson, sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
+import { compileSchema, SchemaError, type SchemaIssue } from "../broker/json_schema.ts";
+import { describeIssue } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
@@ -260,13 +260,12 @@ export class ToolTables {
       );
     }
     try {
-      z.fromJSONSchema(tool.input as never);
+      compileSchema(tool.input);
     } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
       throw new SyscallError(
         "EINVAL",
-        `Cannot register tool "${tool.name}": its input schema does not compile: ${
-          (error as Error).message
-        }`,
+        `Cannot register tool "${tool.name}": in its input schema, ${error.message}`,
       );
     }
     for (const text of tool.manifest.capabilities) {
@@ -360,35 +359,38 @@ export class ToolTables {
         `Cannot call tool "${name}": the process has no such JIT tool`,
       );
     }
-    const parsed = z.fromJSONSchema(tool.input as never).safeParse(args, { error: issueMessage });
-    if (!parsed.success) {
+    // Compiled again on every call: a tool registered before a keyword was
+    // refused is refused here, and no regular expression of its runs.
+    let issue: SchemaIssue | undefined;
+    try {
+      issue = compileSchema(tool.input).check(args);
+    } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
       throw new SyscallError(
         "EINVAL",
-        `Cannot call tool "${name}": ${describeIssue(parsed.error.issues[0])}`,
+        `Cannot call tool "${name}": its arguments cannot be checked: ${error.message}`,
       );
     }
-    // The intersection of manifest and caller: for each pair, the narrower
-    // one when one covers the other. Counted (one-shot) grants never pass
-    // to a tool: a copy would double their uses.
+    if (issue) {
+      throw new SyscallError("EINVAL", `Cannot call tool "${name}": ${describeIssue(issue)}`);
+    }
+    // The intersection of manifest and caller, entry by entry, in every
+    // attribute: `delegable` only when both are. Counted (one-shot) grants
+    // never pass to a tool: a copy would double their uses. A caller's
+    // capability that expires is not passed either: the child is given text,
+    // which cannot carry an absolute expiry.
     const now = kernel.now();
-    const held = (await kernel.caps.list(caller.pid, now)).filter((c) => c.uses === undefined);
+    const held = (await kernel.caps.list(caller.pid, now)).filter((c) =>
+      c.uses === undefined && c.expiresAt === undefined
+    );
     const granted = new Set<string>();
     for (const text of tool.manifest.capabilities) {
       const wanted = resolveScope(parseCapability(text), { workspace: caller.workspace });
       for (const cap of held) {
-        if (!attenuationError(wanted, cap, now)) granted.add(formatCapability(wanted));
-        else {
-          const narrower = { resource: cap.resource, rights: cap.rights, scope: cap.scope };
-          const asManifest = {
-            ...wanted,
-            id: "manifest",
-            holder: 0,
-            delegable: true,
-            grantedBy: "tool",
-            createdAt: now,
-          };
-          if (!attenuationError(narrower, asManifest, now)) granted.add(formatCapability(narrower));
-        }
+        const both = intersectCapabilities(wanted, cap, now);
+        if (!both) continue;
+        const { expiresAt: _expiresAt, ...spec } = both;
+        granted.add(formatCapability({ ...spec, ttlMs: wanted.ttlMs }));
       }
     }
     return await kernel.spawnChild(caller.pid, {

@@ -141,7 +141,7 @@ Deno.test("a parent's storage quota bounds what its children store together", as
       `),
       {
         input: { child },
-        // A child's limits never exceed its parent's: the parent carries the large messages too.
+        // A child's limits are at most its parent's: the parent carries the large messages too.
         image: { capabilities: ["proc:spawn:*"], budget: { storageBytes: QUOTA }, limits: LIMITS },
       },
     );
