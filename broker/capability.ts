@@ -329,19 +329,30 @@ export function allows(cap: Capability, op: Operation, now: number): boolean {
 
 /**
  * Why `child` is not a subset of `parent` at time `now`, or undefined when
- * it is. A child's `ttlMs` counts from `now` when it has no `expiresAt`.
- * The caller checks that the parent is delegable.
+ * it is. Every attribute counts: the same resource, rights the parent
+ * holds, a scope inside the parent's, no more uses than the parent has
+ * left, an expiry no later than the parent's (a child's `ttlMs` counts from
+ * `now` when it has no `expiresAt`), and `delegable` only from a delegable
+ * parent; nothing derives from a parent that has expired, is used up, or is
+ * bound to one exact operation.
+ *
+ * This is the one rule of derivation: `CapabilityStore.prepareGrant`
+ * applies it to every grant made from a parent (spawn, fork, JIT tool
+ * calls, `cap.delegate`, `obj.share`, snapshot forks), and image ceilings
+ * are checked with it. Whether a parent may be handed to another process
+ * at all (`cap.delegate` needs a delegable parent) is the caller's rule.
  *
  * @example
  * ```ts
  * import { attenuationError, type Capability } from "./capability.ts";
  * const parent: Capability = {
  *   id: "c1", holder: 1, resource: "fs", rights: ["read"], scope: "/ws/**",
- *   delegable: true, grantedBy: "operator", createdAt: 0,
+ *   delegable: false, grantedBy: "operator", createdAt: 0,
  * };
  * const child = { resource: "fs" as const, rights: ["read"], scope: "/ws/src/**" };
  * console.assert(attenuationError(child, parent, 1) === undefined);
  * console.assert(attenuationError({ ...child, rights: ["write"] }, parent, 1) === 'right "write" is not held');
+ * console.assert(attenuationError({ ...child, delegable: true }, parent, 1) === "delegable, but the parent is not");
  * ```
  */
 export function attenuationError(
@@ -374,5 +385,71 @@ export function attenuationError(
     }
     if (expiresAt > parent.expiresAt) return "expiry is later than the parent's";
   }
+  if (child.delegable && !parent.delegable) return "delegable, but the parent is not";
   return undefined;
+}
+
+/** A capability or a spec with an absolute expiry: what attenuation compares. */
+export type CapabilityBound = CapabilitySpec & { expiresAt?: number; boundTo?: string };
+
+/**
+ * The largest capability inside both `a` and `b` at `now`, or undefined
+ * when they share nothing that one capability can express: the same
+ * resource, the rights both hold, the narrower scope when one covers the
+ * other, the fewer uses, the earlier expiry (a `ttlMs` counts from `now`),
+ * and `delegable` only when both are. Nothing comes from an expired,
+ * used-up or operation-bound side. The result passes
+ * {@link attenuationError} against either side.
+ *
+ * @example
+ * ```ts
+ * import { intersectCapabilities } from "./capability.ts";
+ * const both = intersectCapabilities(
+ *   { resource: "fs", rights: ["read", "write"], scope: "/ws/**", delegable: true },
+ *   { resource: "fs", rights: ["read"], scope: "/ws/src/**" },
+ *   0,
+ * );
+ * console.assert(both?.rights.join() === "read" && both.scope === "/ws/src/**" && !both.delegable);
+ * ```
+ */
+export function intersectCapabilities(
+  a: CapabilityBound,
+  b: CapabilityBound,
+  now: number,
+): CapabilityBound | undefined {
+  if (a.resource !== b.resource || !_usable(a, now) || !_usable(b, now)) return undefined;
+  const rights = a.rights.includes("*")
+    ? b.rights
+    : b.rights.includes("*")
+    ? a.rights
+    : a.rights.filter((right) => b.rights.includes(right));
+  if (rights.length === 0) return undefined;
+  const scope = globCovers(a.scope, b.scope)
+    ? b.scope
+    : globCovers(b.scope, a.scope)
+    ? a.scope
+    : undefined;
+  if (scope === undefined) return undefined;
+  const out: CapabilityBound = { resource: a.resource, rights: [...rights], scope };
+  const uses = _least(a.uses, b.uses);
+  if (uses !== undefined) out.uses = uses;
+  const expiresAt = _least(_expiryOf(a, now), _expiryOf(b, now));
+  if (expiresAt !== undefined) out.expiresAt = expiresAt;
+  if (a.delegable && b.delegable) out.delegable = true;
+  return out;
+}
+
+function _usable(cap: CapabilityBound, now: number): boolean {
+  const expiresAt = _expiryOf(cap, now);
+  return cap.boundTo === undefined && (cap.uses === undefined || cap.uses > 0) &&
+    (expiresAt === undefined || expiresAt > now);
+}
+
+function _expiryOf(cap: CapabilityBound, now: number): number | undefined {
+  return cap.expiresAt ?? (cap.ttlMs !== undefined ? now + cap.ttlMs : undefined);
+}
+
+function _least(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  return b === undefined ? a : Math.min(a, b);
 }

@@ -1,8 +1,9 @@
 /**
  * Property-based fuzzing of the capability text form and attenuation:
- * format then parse gives the spec back, and a capability derived from a
+ * format then parse gives the spec back, a capability derived from a
  * parent (anything `attenuationError` accepts) never allows an operation
- * that its parent does not, at any time.
+ * that its parent does not, at any time, and the intersection of two
+ * capabilities derives from both.
  *
  * Fixed seed in CI; `LIBOS_FUZZ_RUNS=N` (and `LIBOS_FUZZ_SEED=S`) for a
  * larger or different run.
@@ -16,6 +17,7 @@ import {
   type Capability,
   type CapabilitySpec,
   formatCapability,
+  intersectCapabilities,
   parseCapability,
   RESOURCES,
 } from "./capability.ts";
@@ -128,4 +130,25 @@ Deno.test("fuzz: a derived capability never allows what its parent does not", ()
     { numRuns: RUNS, seed: SEED },
   );
   assert.ok(derived > RUNS / 50, `only ${derived} derivable pairs were generated`);
+});
+
+Deno.test("fuzz: the intersection of two capabilities is a subset of each, in every attribute", () => {
+  let met = 0;
+  fc.assert(
+    fc.property(
+      spec.chain((p) => fc.tuple(fc.constant(p), fc.oneof(spec, narrower(p)))),
+      fc.boolean(),
+      ([aSpec, bSpec], delegable) => {
+        const a = record(aSpec, "a", NOW);
+        const b = record({ ...bSpec, resource: aSpec.resource, delegable }, "b", NOW);
+        const both = intersectCapabilities(aSpec, b, NOW);
+        if (!both) return;
+        met++;
+        assert.equal(attenuationError(both, a, NOW), undefined, formatCapability(both));
+        assert.equal(attenuationError(both, b, NOW), undefined, formatCapability(both));
+      },
+    ),
+    { numRuns: RUNS, seed: SEED },
+  );
+  assert.ok(met > RUNS / 50, `only ${met} intersecting pairs were generated`);
 });

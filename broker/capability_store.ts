@@ -9,15 +9,23 @@
  * @module
  */
 
-import type { Capability, CapabilitySpec } from "./capability.ts";
+import {
+  attenuationError,
+  type Capability,
+  type CapabilitySpec,
+  formatCapability,
+} from "./capability.ts";
 import { SyscallError } from "./errors.ts";
 
 /** How a grant came about. */
 export interface GrantOptions {
   /** `operator`, `pid:N` or `human:<request id>`. */
   grantedBy: string;
-  /** The capability this one is derived from (attenuated). */
-  parent?: string;
+  /**
+   * The capability this one is derived from: the grant must be a subset of
+   * it in every attribute (`attenuationError`), or it fails with `EPERM`.
+   */
+  parent?: Capability;
   /** Digest of the single operation a one-shot human grant is bound to. */
   boundTo?: string;
   /** Absolute expiry; overrides the spec's `ttlMs`. */
@@ -60,20 +68,25 @@ export class CapabilityStore {
     spec: CapabilitySpec,
     options: GrantOptions,
   ): Promise<Capability> {
-    const { cap, apply } = this.prepareGrant(holder, spec, options);
-    const op = this.#kv.atomic();
-    apply(op);
-    if (cap.parent) {
+    let parent: Deno.KvEntryMaybe<Capability> | undefined;
+    if (options.parent) {
       // The parent must still exist: a grant derived from a revoked capability fails.
-      const parent = await this.#kv.get(["cap", cap.parent]);
+      parent = await this.#kv.get<Capability>(["cap", options.parent.id]);
       if (!parent.value) {
         throw new SyscallError(
           "EPERM",
-          `Cannot derive a capability from "${cap.parent}": it was revoked`,
+          `Cannot derive a capability from "${options.parent.id}": it was revoked`,
         );
       }
-      op.check(parent);
     }
+    // Checked against the parent as stored now (its uses may have gone down).
+    const { apply } = this.prepareGrant(holder, spec, {
+      ...options,
+      parent: parent?.value ?? undefined,
+    });
+    const op = this.#kv.atomic();
+    const cap = apply(op);
+    if (parent) op.check(parent);
     const result = await op.commit();
     if (!result.ok) {
       throw new SyscallError("EPERM", "Cannot grant a capability: a concurrent change won");
@@ -83,13 +96,15 @@ export class CapabilityStore {
 
   /**
    * Builds a capability record and the mutations that store it, for a
-   * caller that must commit it together with other changes.
+   * caller that must commit it together with other changes (and check
+   * there that a parent is unchanged). A grant from a parent must be a
+   * subset of it in every attribute: `EPERM` otherwise.
    */
   prepareGrant(
     holder: number,
     spec: CapabilitySpec,
     options: GrantOptions,
-  ): { cap: Capability; apply: (op: Deno.AtomicOperation) => void } {
+  ): { cap: Capability; apply: (op: Deno.AtomicOperation) => Capability } {
     const now = options.now ?? Date.now();
     const cap: Capability = {
       id: crypto.randomUUID(),
@@ -105,7 +120,18 @@ export class CapabilityStore {
     const expiresAt = options.expiresAt ??
       (spec.ttlMs !== undefined ? now + spec.ttlMs : undefined);
     if (expiresAt !== undefined) cap.expiresAt = expiresAt;
-    if (options.parent) cap.parent = options.parent;
+    if (options.parent) {
+      const why = attenuationError(cap, options.parent, now);
+      if (why !== undefined) {
+        throw new SyscallError(
+          "EPERM",
+          `Cannot derive "${
+            formatCapability(spec)
+          }" from capability "${options.parent.id}": ${why}`,
+        );
+      }
+      cap.parent = options.parent.id;
+    }
     if (options.boundTo) cap.boundTo = options.boundTo;
     this.#byHolder.delete(holder);
     return {
@@ -115,6 +141,7 @@ export class CapabilityStore {
         op.set(versionKey(holder), crypto.randomUUID());
         if (cap.parent) op.set(["cap_derived", cap.parent, cap.id], true);
         this.#byHolder.delete(holder);
+        return cap;
       },
     };
   }

@@ -99,15 +99,15 @@ Deno.test("revocation cascades through every generation of derived capabilities"
     const root = await caps.grant(1, READ_WS, { grantedBy: "operator" });
     const child = await caps.grant(2, { ...READ_WS, scope: "/ws/src/**" }, {
       grantedBy: "pid:1",
-      parent: root.id,
+      parent: root,
     });
     const grandchild = await caps.grant(3, { ...READ_WS, scope: "/ws/src/a.ts" }, {
       grantedBy: "pid:2",
-      parent: child.id,
+      parent: child,
     });
     const sibling = await caps.grant(2, { ...READ_WS, scope: "/ws/docs/**" }, {
       grantedBy: "pid:1",
-      parent: root.id,
+      parent: root,
     });
     const unrelated = await caps.grant(2, READ_WS, { grantedBy: "operator" });
     // Fill the holder caches first: revocation must not leave stale entries behind.
@@ -131,7 +131,7 @@ Deno.test("nothing can be derived from a revoked capability", async () => {
     const root = await caps.grant(1, READ_WS, { grantedBy: "operator" });
     await caps.revoke(root.id);
     await assert.rejects(
-      caps.grant(2, READ_WS, { grantedBy: "pid:1", parent: root.id }),
+      caps.grant(2, READ_WS, { grantedBy: "pid:1", parent: root }),
       (error: Error & { code: string }) => {
         assert.equal(error.code, "EPERM");
         assert.match(error.message, /revoked/);
@@ -139,6 +139,56 @@ Deno.test("nothing can be derived from a revoked capability", async () => {
       },
     );
     assert.deepEqual(await caps.list(2), []);
+  });
+});
+
+Deno.test("a grant from a parent is refused unless it is a subset in every attribute", async () => {
+  await withStore(async (caps) => {
+    const now = 1_000_000;
+    const parent = await caps.grant(1, { ...READ_WS, uses: 3, delegable: false }, {
+      grantedBy: "operator",
+      expiresAt: now + 60_000,
+      now,
+    });
+    const derive = (spec: CapabilitySpec, expiresAt?: number) =>
+      caps.grant(2, spec, { grantedBy: "pid:1", parent, expiresAt, now });
+    const wider: [CapabilitySpec, number | undefined, RegExp][] = [
+      [{ ...READ_WS, rights: ["write"], uses: 1 }, now + 1, /right "write" is not held/],
+      [{ ...READ_WS, scope: "/**", uses: 1 }, now + 1, /scope "\/\*\*" is wider/],
+      [{ ...READ_WS, uses: 4 }, now + 1, /uses 4 exceed the 3 left/],
+      [READ_WS, now + 1, /unlimited uses exceed/],
+      [{ ...READ_WS, uses: 1 }, now + 60_001, /expiry is later/],
+      [{ ...READ_WS, uses: 1 }, undefined, /the child never expires/],
+      [{ ...READ_WS, uses: 1, delegable: true }, now + 1, /delegable, but the parent is not/],
+    ];
+    for (const [spec, expiresAt, why] of wider) {
+      await assert.rejects(derive(spec, expiresAt), (error: Error & { code: string }) => {
+        assert.equal(error.code, "EPERM");
+        assert.match(error.message, /^Cannot derive "fs:[a-z]+:\/[^"]*" from capability "[^"]+": /);
+        assert.match(error.message, why);
+        return true;
+      });
+      // The synchronous form used inside larger commits refuses the same.
+      assert.throws(
+        () => caps.prepareGrant(2, spec, { grantedBy: "pid:1", parent, expiresAt, now }),
+        why,
+      );
+    }
+    assert.deepEqual(await caps.list(2, now), []);
+    const ok = await derive({ ...READ_WS, scope: "/ws/src/**", uses: 3 }, now + 60_000);
+    assert.equal(ok.parent, parent.id);
+  });
+});
+
+Deno.test("a grant is checked against its parent as stored, not as the caller last saw it", async () => {
+  await withStore(async (caps, kv) => {
+    const parent = await caps.grant(1, { ...READ_WS, uses: 2 }, { grantedBy: "operator" });
+    await consume(caps, kv, parent.id);
+    await assert.rejects(
+      caps.grant(2, { ...READ_WS, uses: 2 }, { grantedBy: "pid:1", parent }),
+      /uses 2 exceed the 1 left/,
+    );
+    await caps.grant(2, { ...READ_WS, uses: 1 }, { grantedBy: "pid:1", parent });
   });
 });
 

@@ -6,6 +6,7 @@ import {
   CapabilityError,
   type CapabilitySpec,
   formatCapability,
+  intersectCapabilities,
   type Operation,
   parseCapability,
   parseDuration,
@@ -345,4 +346,66 @@ Deno.test("attenuationError: refuses to unbind a one-shot grant tied to one oper
     "parent is bound to one exact operation",
   );
   assert.equal(attenuationError(spec, record({ uses: 1 }), NOW), undefined);
+});
+
+Deno.test("attenuationError: refuses a delegable child of a parent that is not delegable", () => {
+  const spec: CapabilitySpec = {
+    resource: "fs",
+    rights: ["read"],
+    scope: "/ws/a",
+    delegable: true,
+  };
+  assert.equal(
+    attenuationError(spec, record({ delegable: false }), NOW),
+    "delegable, but the parent is not",
+  );
+  assert.equal(attenuationError(spec, record({ delegable: true }), NOW), undefined);
+  // Dropping delegability is a narrowing.
+  assert.equal(
+    attenuationError({ ...spec, delegable: false }, record({ delegable: true }), NOW),
+    undefined,
+  );
+});
+
+Deno.test("intersectCapabilities: narrows every attribute to what both sides allow", () => {
+  const a = record({ rights: ["read", "write"], scope: "/ws/**", delegable: true });
+  const spec = (over: Partial<CapabilitySpec> & { expiresAt?: number } = {}) => ({
+    resource: "fs" as const,
+    rights: ["read"],
+    scope: "/ws/src/**",
+    ...over,
+  });
+  assert.deepEqual(intersectCapabilities(a, spec(), NOW), spec());
+  // Rights: those both hold; "*" on one side gives the other's.
+  assert.deepEqual(intersectCapabilities(a, spec({ rights: ["write", "delete"] }), NOW)?.rights, [
+    "write",
+  ]);
+  assert.equal(intersectCapabilities(a, spec({ rights: ["delete"] }), NOW), undefined);
+  assert.deepEqual(
+    intersectCapabilities(record({ rights: ["*"] }), spec({ rights: ["run"] }), NOW)?.rights,
+    ["run"],
+  );
+  // Scope: the narrower, from either side; none when neither covers the other.
+  assert.equal(intersectCapabilities(spec({ scope: "/ws/**" }), a, NOW)?.scope, "/ws/**");
+  assert.equal(intersectCapabilities(record({ scope: "/ws/a/**" }), spec(), NOW), undefined);
+  // Uses and expiry: the smaller; a ttl counts from now.
+  assert.equal(intersectCapabilities(record({ uses: 3 }), spec({ uses: 5 }), NOW)?.uses, 3);
+  assert.equal(intersectCapabilities(a, spec({ uses: 2 }), NOW)?.uses, 2);
+  assert.equal(
+    intersectCapabilities(record({ expiresAt: NOW + 10 }), spec({ ttlMs: 60_000 }), NOW)
+      ?.expiresAt,
+    NOW + 10,
+  );
+  assert.equal(intersectCapabilities(a, spec({ ttlMs: 5 }), NOW)?.expiresAt, NOW + 5);
+  // Delegable only when both are.
+  assert.equal(intersectCapabilities(a, spec({ delegable: true }), NOW)?.delegable, true);
+  assert.equal(
+    intersectCapabilities(record({ delegable: false }), spec({ delegable: true }), NOW)?.delegable,
+    undefined,
+  );
+  // Nothing from another resource, or an expired, used-up or bound side.
+  assert.equal(intersectCapabilities(a, spec({ resource: "exec" }), NOW), undefined);
+  assert.equal(intersectCapabilities(record({ expiresAt: NOW }), spec(), NOW), undefined);
+  assert.equal(intersectCapabilities(record({ uses: 0 }), spec(), NOW), undefined);
+  assert.equal(intersectCapabilities(record({ uses: 1, boundTo: "d" }), spec(), NOW), undefined);
 });

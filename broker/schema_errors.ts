@@ -41,8 +41,8 @@ export function issueMessage(issue: z.core.$ZodRawIssue): string | undefined {
   }
 }
 
-/** One line for an issue: its path (`a.b[2]`), then its message. */
-export function describeIssue(issue: z.core.$ZodIssue): string {
+/** One line for an issue (of zod, or of `json_schema.ts`): its path (`a.b[2]`), then its message. */
+export function describeIssue(issue: { path: readonly PropertyKey[]; message: string }): string {
   let path = "";
   for (const key of issue.path) {
     if (typeof key === "number") path += `[${key}]`;

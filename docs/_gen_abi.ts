@@ -62,8 +62,9 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     summary: "Creates a copy of the caller (same image, copy of its private object namespace); " +
       "returns `{ pid }`.",
     needs: "`proc:fork:self`",
-    notes: "The copy gets a subset of the caller's capabilities, its policy, model and limits, " +
-      "and at most the budgets the caller has left.",
+    notes: "The copy gets a subset of the caller's capabilities (without `capabilities`, a copy " +
+      "of each uncounted one with its expiry and `delegable` as they are), its policy, model and " +
+      "limits, and at most the budgets the caller has left.",
     effect: "effect",
   },
   "proc.exec": {
@@ -179,10 +180,19 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     summary: "Registers a JSON Schema type in a namespace, enforced on every later write.",
     needs: "`obj:write:<namespace>`",
     effect: "idempotent",
+    notes: "The schema is held to the subset of JSON Schema 2020-12 that `broker/json_schema.ts` " +
+      "checks, at most 16 KiB and 32 levels deep. `pattern`, `patternProperties` and " +
+      '`format: "regex"` are refused with `EINVAL` (no regular expression from a process runs ' +
+      "on the host), as is any keyword the checker does not know. Checking a write is bounded " +
+      "by the value's size; a value that would take longer is refused with `EINVAL`.",
   },
   "obj.share": {
     summary: "Shares a namespace with another process.",
     needs: "the rights shared, held by the caller on the namespace (`self` allowed)",
+    notes: "The caller's own namespace (`self`) it may share with any process. Any other " +
+      "namespace it was given is delegated: its capability there must be delegable, and the " +
+      "receiver a descendant whose image ceiling covers the share. The shared capability is a " +
+      "subset of the caller's in every attribute (it expires with it).",
     effect: "effect",
   },
   "time.now": {
@@ -196,7 +206,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     effect: "none",
   },
   "event.emit": {
-    summary: "Publishes an event on a topic.",
+    summary: "Publishes an event on a topic. Events are kept: its bytes are charged to the " +
+      "caller's `storageBytes` quota (`EBUDGET` over it).",
     needs: "`event:emit:<topic>`",
     effect: "effect",
   },
@@ -206,7 +217,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     effect: "none",
   },
   "msg.send": {
-    summary: "Puts a message in a process's mailbox.",
+    summary: "Puts a message in a process's mailbox. Its bytes are charged to the caller's " +
+      "`storageBytes` quota (`EBUDGET` over it) until the receiver takes it.",
     needs: "`proc:send:<pid>`",
     effect: "effect",
   },
@@ -272,7 +284,10 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
     needs: "`tool:register:<name>`; refused inside a JIT tool",
     effect: "idempotent",
     notes:
-      "Checks size, imports and escape hatches, the module's shape (a function exported as `run`, or a default export written in place as an object literal `{ name, description, input, manifest, run }` with literal values, or both when they agree), and type-checks the source; a name may not shadow a built-in tool. Registering the same tool again answers as the first time (so a redo after a crash succeeds); another tool under a taken name is `EEXIST`. Registering a tool grants it nothing.",
+      "Checks size, imports and escape hatches, the module's shape (a function exported as `run`, or a default export written in place as an object literal `{ name, description, input, manifest, run }` with literal values, or both when they agree), and type-checks the source; a name may not shadow a built-in tool. Registering the same tool again answers as the first time (so a redo after a crash succeeds); another tool under a taken name is `EEXIST`. Registering a tool grants it nothing. " +
+      "Its `input` schema is held to the same subset as `obj.define_type` (no `pattern`, " +
+      '`patternProperties` or `format: "regex"`), and every call\'s arguments are checked ' +
+      "against it within a bound set by their size.",
   },
   "tool.call": {
     summary: "Calls a tool by name.",
@@ -314,7 +329,12 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   },
   "cap.delegate": {
     summary: "Gives another process a subset of one of the caller's capabilities.",
-    needs: "a delegable, uncounted capability of the caller that covers it",
+    needs:
+      "a delegable, uncounted capability of the caller that covers it; the receiver a descendant",
+    notes: "The delegated capability is a subset of its source in every attribute (rights, " +
+      "scope, uses, expiry, and `delegable` only from a delegable source); without a `ttl` it " +
+      "expires with its source. It must also lie within the receiver's image ceiling, " +
+      "`delegable` included, or the call fails with `EPERM` and the receiver gets nothing.",
     effect: "effect",
   },
   "cap.drop": {

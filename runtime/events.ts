@@ -5,6 +5,10 @@
  *
  * Keys: `["topic_seq", topic]` the counter, `["topic_event", topic, seq]`.
  *
+ * Events are kept for good: one a process emits is charged to its
+ * `storageBytes` quota (`runtime/storage_quota.ts`) in the commit that
+ * stores it, and refused with `EBUDGET` over it.
+ *
  * @module
  */
 
@@ -57,9 +61,16 @@ export class TopicEvents {
       const counter = await kv.get<number>(["topic_seq", topic]);
       const seq = (counter.value ?? 0) + 1;
       event = { topic, seq, data: data ?? null, from, at: this.#kernel.now() };
-      const result = await kv.atomic().check(counter).set(["topic_seq", topic], seq)
-        .set(["topic_event", topic, seq], event).commit();
-      if (result.ok) break;
+      const op = kv.atomic().check(counter).set(["topic_seq", topic], seq)
+        .set(["topic_event", topic, seq], event);
+      if (from !== null) {
+        const charge = await this.#kernel.quotas.prepare(
+          [{ pid: from, bytes: JSON.stringify(event).length }],
+          `Cannot emit on "${topic}"`,
+        );
+        charge(op);
+      }
+      if ((await op.commit()).ok) break;
     }
     for await (const waiter of kv.list({ prefix: ["wait_event", topic] })) {
       const [, , pid, seq] = waiter.key as [string, string, number, number];

@@ -13,16 +13,16 @@
  * @module
  */
 
-import { z } from "zod";
 import {
-  attenuationError,
   formatCapability,
+  intersectCapabilities,
   parseCapability,
   resolveScope,
 } from "../broker/capability.ts";
 import { canonicalJson, sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { describeIssue, issueMessage } from "../broker/schema_errors.ts";
+import { compileSchema, SchemaError, type SchemaIssue } from "../broker/json_schema.ts";
+import { describeIssue } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../tools/builtin.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
@@ -119,12 +119,43 @@ export async function checkToolModule(name: string, source: string): Promise<str
   }
 }
 
+/** Most `deno check` subprocesses of JIT tools that run at once in a host; others wait their turn. */
+export const MAX_TYPE_CHECKS = 2;
+/** Longest a type check may take, in ms; then it is killed and the registration refused. */
+export const TYPE_CHECK_MS = 60_000;
+/** V8 heap of a type check, in MiB. */
+const TYPE_CHECK_HEAP_MB = 512;
+
+let _typeChecksRunning = 0;
+const _typeChecksWaiting: (() => void)[] = [];
+
+/** Runs `body` once fewer than {@link MAX_TYPE_CHECKS} type checks run, first come first served. */
+async function _inTypeCheckSlot<T>(body: () => Promise<T>): Promise<T> {
+  if (_typeChecksRunning < MAX_TYPE_CHECKS) _typeChecksRunning++;
+  else await new Promise<void>((resolve) => _typeChecksWaiting.push(resolve));
+  try {
+    return await body();
+  } finally {
+    // The slot passes to the next waiter, or is freed.
+    const next = _typeChecksWaiting.shift();
+    if (next) next();
+    else _typeChecksRunning--;
+  }
+}
+
 /**
  * Type-checks a tool's source in a `deno check` subprocess (which runs no
  * tool code), with a private Deno cache: what the source makes Deno load
- * (a `/// <reference>` to a `data:` module) never reaches the host's.
+ * (a `/// <reference>` to a `data:` module) never reaches the host's. Each
+ * check is a compiler run whose cost the source chooses, so at most
+ * {@link MAX_TYPE_CHECKS} run at once (registrations in parallel take turns),
+ * each with a bounded heap and killed after {@link TYPE_CHECK_MS}.
  */
-async function typeCheck(name: string, source: string): Promise<void> {
+function typeCheck(name: string, source: string): Promise<void> {
+  return _inTypeCheckSlot(() => _typeCheck(name, source));
+}
+
+async function _typeCheck(name: string, source: string): Promise<void> {
   const dir = await makeHostTempDir("libos-tool-");
   const denoDir = await makePrivateDenoDir();
   try {
@@ -133,9 +164,10 @@ async function typeCheck(name: string, source: string): Promise<void> {
       `${dir}/deno.json`,
       JSON.stringify({ compilerOptions: { strict: false } }),
     );
-    const { code, stderr } = await spawnHostChild(Deno.execPath(), {
+    const child = spawnHostChild(Deno.execPath(), {
       args: [
         "check",
+        `--v8-flags=--max-old-space-size=${TYPE_CHECK_HEAP_MB}`,
         "--quiet",
         "--no-remote",
         "--no-npm",
@@ -149,7 +181,23 @@ async function typeCheck(name: string, source: string): Promise<void> {
       stderr: "piped",
       clearEnv: true,
       env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", DENO_DIR: denoDir, HOME: denoDir },
-    }).output();
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }, TYPE_CHECK_MS);
+    const { code, stderr } = await child.output().finally(() => clearTimeout(timer));
+    if (timedOut) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot register tool "${name}": its type check took longer than ${TYPE_CHECK_MS} ms`,
+      );
+    }
     if (code !== 0) {
       const first = new TextDecoder().decode(stderr).split("\n").find((l) =>
         /ERROR|error/.test(l)
@@ -212,13 +260,12 @@ export class ToolTables {
       );
     }
     try {
-      z.fromJSONSchema(tool.input as never);
+      compileSchema(tool.input);
     } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
       throw new SyscallError(
         "EINVAL",
-        `Cannot register tool "${tool.name}": its input schema does not compile: ${
-          (error as Error).message
-        }`,
+        `Cannot register tool "${tool.name}": in its input schema, ${error.message}`,
       );
     }
     for (const text of tool.manifest.capabilities) {
@@ -312,35 +359,38 @@ export class ToolTables {
         `Cannot call tool "${name}": the process has no such JIT tool`,
       );
     }
-    const parsed = z.fromJSONSchema(tool.input as never).safeParse(args, { error: issueMessage });
-    if (!parsed.success) {
+    // Compiled again on every call: a tool registered before a keyword was
+    // refused is refused here, and no regular expression of its runs.
+    let issue: SchemaIssue | undefined;
+    try {
+      issue = compileSchema(tool.input).check(args);
+    } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
       throw new SyscallError(
         "EINVAL",
-        `Cannot call tool "${name}": ${describeIssue(parsed.error.issues[0])}`,
+        `Cannot call tool "${name}": its arguments cannot be checked: ${error.message}`,
       );
     }
-    // The intersection of manifest and caller: for each pair, the narrower
-    // one when one covers the other. Counted (one-shot) grants never pass
-    // to a tool: a copy would double their uses.
+    if (issue) {
+      throw new SyscallError("EINVAL", `Cannot call tool "${name}": ${describeIssue(issue)}`);
+    }
+    // The intersection of manifest and caller, entry by entry, in every
+    // attribute: `delegable` only when both are. Counted (one-shot) grants
+    // never pass to a tool: a copy would double their uses. A caller's
+    // capability that expires is not passed either: the child is given text,
+    // which cannot carry an absolute expiry.
     const now = kernel.now();
-    const held = (await kernel.caps.list(caller.pid, now)).filter((c) => c.uses === undefined);
+    const held = (await kernel.caps.list(caller.pid, now)).filter((c) =>
+      c.uses === undefined && c.expiresAt === undefined
+    );
     const granted = new Set<string>();
     for (const text of tool.manifest.capabilities) {
       const wanted = resolveScope(parseCapability(text), { workspace: caller.workspace });
       for (const cap of held) {
-        if (!attenuationError(wanted, cap, now)) granted.add(formatCapability(wanted));
-        else {
-          const narrower = { resource: cap.resource, rights: cap.rights, scope: cap.scope };
-          const asManifest = {
-            ...wanted,
-            id: "manifest",
-            holder: 0,
-            delegable: true,
-            grantedBy: "tool",
-            createdAt: now,
-          };
-          if (!attenuationError(narrower, asManifest, now)) granted.add(formatCapability(narrower));
-        }
+        const both = intersectCapabilities(wanted, cap, now);
+        if (!both) continue;
+        const { expiresAt: _expiresAt, ...spec } = both;
+        granted.add(formatCapability({ ...spec, ttlMs: wanted.ttlMs }));
       }
     }
     return await kernel.spawnChild(caller.pid, {

@@ -423,7 +423,7 @@ export class Kernel {
           grants.map(({ spec, parent: from }) => ({
             spec,
             grantedBy: `pid:${ppid}`,
-            parent: from.id,
+            parent: from,
           })),
           checks,
         ),
@@ -435,7 +435,7 @@ export class Kernel {
 
   /** Mutations that grant `grants` and the private namespace to a process being created. */
   #grantsSetup(
-    grants: { spec: CapabilitySpec; grantedBy: string; parent?: string }[],
+    grants: { spec: CapabilitySpec; grantedBy: string; parent?: Capability }[],
     checks: Deno.AtomicCheck[],
   ): (op: Deno.AtomicOperation, pid: number) => void {
     return (op, pid) => {
@@ -768,7 +768,7 @@ export class Kernel {
     const held = (await this.caps.list(ctx.pid, this.now())).filter((c) =>
       c.grantedBy !== "kernel"
     );
-    const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
+    const grants: { spec: CapabilitySpec; parent: Capability; expiresAt?: number }[] = [];
     if (options.capabilities) {
       for (const text of options.capabilities) {
         const spec = this.#parseCap(text, parent.workspace);
@@ -785,13 +785,15 @@ export class Kernel {
       }
     } else {
       for (const cap of held) {
-        const spec: CapabilitySpec = {
-          resource: cap.resource,
-          rights: cap.rights,
-          scope: cap.scope,
-        };
         if (cap.uses !== undefined) continue; // one-shot grants are not duplicated
-        grants.push({ spec, parent: cap });
+        // A copy keeps every attribute: it expires with the original and is
+        // delegable only if the original is.
+        const { resource, rights, scope, delegable } = cap;
+        grants.push({
+          spec: { resource, rights, scope, delegable },
+          parent: cap,
+          expiresAt: cap.expiresAt,
+        });
       }
     }
     const child = await this.processes.create({
@@ -812,10 +814,11 @@ export class Kernel {
       seed: parent.seed,
       startedAt: parent.startedAt,
     }, this.now());
-    for (const { spec, parent: from } of grants) {
+    for (const { spec, parent: from, expiresAt } of grants) {
       await this.caps.grant(child.pid, spec, {
         grantedBy: `pid:${parent.pid}`,
-        parent: from.id,
+        parent: from,
+        expiresAt,
         now: this.now(),
       });
     }
@@ -890,8 +893,9 @@ export class Kernel {
     const ceiling = this.#ceiling(target, proc.workspace);
     for (const cap of await this.caps.list(ctx.pid, this.now())) {
       if (cap.grantedBy === "kernel") continue;
-      const spec: CapabilitySpec = { resource: cap.resource, rights: cap.rights, scope: cap.scope };
-      if (!this.#isWithinCeiling(spec, ceiling)) await this.caps.revoke(cap.id);
+      // Every attribute counts: a delegable capability outlives an exec only
+      // into an image whose ceiling makes it delegable.
+      if (!this.#isWithinCeiling(cap, ceiling)) await this.caps.revoke(cap.id);
     }
     const op = this.store.kv.atomic();
     putRecord(op, {
@@ -966,8 +970,8 @@ export class Kernel {
     }
   }
 
-  /** `EPERM` unless `target` is a descendant of `pid`. */
-  async requireDescendant(pid: number, target: number): Promise<void> {
+  /** `EPERM` unless `target` is a descendant of `pid`; `action` names the call in the message. */
+  async requireDescendant(pid: number, target: number, action = "signal"): Promise<void> {
     let current = await this.processes.require(target);
     while (current.ppid !== null) {
       if (current.ppid === pid) return;
@@ -975,7 +979,7 @@ export class Kernel {
     }
     throw new SyscallError(
       "EPERM",
-      `Cannot signal process ${target}: it is not a descendant of ${pid}`,
+      `Cannot ${action} process ${target}: it is not a descendant of ${pid}`,
     );
   }
 
@@ -1239,19 +1243,43 @@ export class Kernel {
     }
   }
 
-  #isWithinCeiling(spec: CapabilitySpec, ceiling: readonly CapabilitySpec[]): boolean {
+  /** True when `spec` is inside one entry of `ceiling` in every attribute, `delegable` included. */
+  #isWithinCeiling(
+    spec: CapabilitySpec & { expiresAt?: number },
+    ceiling: readonly CapabilitySpec[],
+  ): boolean {
     const now = this.now();
     return ceiling.some((c) =>
       !attenuationError(spec, {
         ...c,
         id: "ceiling",
         holder: 0,
-        delegable: true,
+        delegable: c.delegable ?? false,
         grantedBy: "image",
         createdAt: now,
         expiresAt: c.ttlMs !== undefined ? now + c.ttlMs : undefined,
       }, now)
     );
+  }
+
+  /**
+   * `EPERM` unless `spec` lies within the ceiling of `pid`'s image, in every
+   * attribute (for a capability given to a running process).
+   */
+  async requireWithinCeilingOf(
+    pid: number,
+    spec: CapabilitySpec & { expiresAt?: number },
+  ): Promise<void> {
+    const proc = await this.processes.require(pid);
+    const image = await this.imageOf(proc);
+    if (!this.#isWithinCeiling(spec, this.#ceiling(image, proc.workspace))) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot give "${
+          formatCapability(spec)
+        }" to process ${pid}: beyond the ceiling of image "${image.tag}"`,
+      );
+    }
   }
 
   #requireWithinCeiling(spec: CapabilitySpec, ceiling: CapabilitySpec[], tag: string): void {

@@ -5,6 +5,11 @@
  *
  * Keys: `["mail_seq", pid]` the counter, `["mail", pid, seq]` a message.
  *
+ * A message from a process is charged to the sender's `storageBytes` quota
+ * (`runtime/storage_quota.ts`) in the commit that stores it, and given back
+ * in the commit that takes it: a sender cannot fill the store with mail
+ * nobody reads.
+ *
  * @module
  */
 
@@ -55,9 +60,10 @@ export class Mailbox {
       const counter = await kv.get<number>(["mail_seq", to]);
       seq = (counter.value ?? 0) + 1;
       const message: MailMessage = { seq, from, data: data ?? null, at: this.#kernel.now() };
-      const result = await kv.atomic().check(counter).set(["mail_seq", to], seq)
-        .set(["mail", to, seq], message).commit();
-      if (result.ok) break;
+      const op = kv.atomic().check(counter).set(["mail_seq", to], seq)
+        .set(["mail", to, seq], message);
+      (await this.#charge(message, 1, `Cannot send to process ${to}`))?.(op);
+      if ((await op.commit()).ok) break;
     }
     for await (const waiter of kv.list({ prefix: ["wait_mail", to] })) {
       await this.deliver(to, waiter.key[2] as number);
@@ -71,7 +77,9 @@ export class Mailbox {
     for (;;) {
       const entry = await this.#oldest(pid);
       if (!entry) return undefined;
-      if ((await kv.atomic().check(entry).delete(entry.key).commit()).ok) return entry.value;
+      const op = kv.atomic().check(entry).delete(entry.key);
+      (await this.#charge(entry.value, -1, "Cannot take a message"))?.(op);
+      if ((await op.commit()).ok) return entry.value;
     }
   }
 
@@ -80,15 +88,33 @@ export class Mailbox {
     for (;;) {
       const entry = await this.#oldest(pid);
       if (!entry) return false;
+      const refund = await this.#charge(entry.value, -1, "Cannot take a message");
       const done = await this.#kernel.waits.complete(pid, seq, { ok: true, value: entry.value }, {
         check: entry,
-        extra: (op) => op.delete(entry.key),
+        extra: (op) => {
+          op.delete(entry.key);
+          refund?.(op);
+        },
       });
       if (done) return true;
       // Either the wait is over or someone took the message: look again.
       const still = await this.#kernel.store.kv.get(["journal", pid, seq]);
       if ((still.value as { phase?: string } | null)?.phase !== "wait") return false;
     }
+  }
+
+  /**
+   * The mutations that charge (`sign` 1) or give back (`sign` -1) a
+   * message's bytes to its sender's storage quota; none for an operator's.
+   */
+  async #charge(
+    message: MailMessage,
+    sign: 1 | -1,
+    action: string,
+  ): Promise<((op: Deno.AtomicOperation) => void) | undefined> {
+    if (message.from === null) return undefined;
+    const bytes = sign * JSON.stringify(message).length;
+    return await this.#kernel.quotas.prepare([{ pid: message.from, bytes }], action);
   }
 
   async #oldest(pid: number): Promise<Deno.KvEntry<MailMessage> | undefined> {

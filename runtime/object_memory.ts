@@ -24,9 +24,15 @@
  * @module
  */
 
-import { z } from "zod";
 import { digestOf } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
+import {
+  type CompiledSchema,
+  compileSchema,
+  MAX_SCHEMA_BYTES,
+  SchemaError,
+  type SchemaIssue,
+} from "../broker/json_schema.ts";
 
 /** An object as stored: its value and its metadata. */
 export interface ObjectRecord {
@@ -115,8 +121,6 @@ const CHUNK_BYTES = 60 * 1024;
 const CHUNKS_PER_COMMIT = 12;
 /** Largest value JSON accepted, in UTF-8 bytes. */
 const MAX_VALUE_BYTES = 1024 * 1024;
-/** Largest schema JSON accepted, in UTF-8 bytes; schemas are kept inline. */
-const MAX_SCHEMA_BYTES = 16 * 1024;
 /** Deepest nesting of arrays and objects accepted in a value. */
 const MAX_DEPTH = 512;
 /** Compiled schemas kept in memory. */
@@ -231,7 +235,7 @@ export class ObjectMemory {
   #kv: Deno.Kv;
   #now: () => number;
   #meter: StorageMeter | undefined;
-  #schemas = new Map<string, z.ZodType>();
+  #schemas = new Map<string, CompiledSchema>();
 
   /** Creates a store over `kv`. */
   constructor(kv: Deno.Kv, options: ObjectMemoryOptions = {}) {
@@ -363,9 +367,11 @@ export class ObjectMemory {
   }
 
   /**
-   * Registers a type: a JSON Schema that must compile with zod's
-   * `z.fromJSONSchema` (`EINVAL` otherwise). Defining it again with the
-   * same schema returns the existing type; with another schema, `EEXIST`.
+   * Registers a type: a JSON Schema in the subset `broker/json_schema.ts`
+   * checks (`EINVAL` otherwise; `pattern`, `patternProperties` and
+   * `format: "regex"` are refused, as no regular expression from a process
+   * runs on the host). Defining it again with the same schema returns the
+   * existing type; with another schema, `EEXIST`.
    */
   async defineType(
     namespace: string,
@@ -389,7 +395,12 @@ export class ObjectMemory {
       _encodeJson(schema, action, MAX_SCHEMA_BYTES, "schema"),
     ) as Record<string, unknown>;
     const digest = await digestOf(copy);
-    this.#compile(namespace, name, copy, digest, action);
+    try {
+      this.#compile(namespace, name, copy, digest);
+    } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
+      throw new SyscallError("EINVAL", `${action}: ${error.message}`);
+    }
     const type: _StoredType = {
       namespace,
       name,
@@ -650,26 +661,17 @@ export class ObjectMemory {
         `${action}: type ${_quote(type)} is not defined`,
       );
     }
-    const schema = this.#compile(
-      namespace,
-      type,
-      stored.schema,
-      stored.digest,
-      action,
-    );
-    let result: ReturnType<z.ZodType["safeParse"]>;
+    let issue: SchemaIssue | undefined;
     try {
-      result = schema.safeParse(value);
+      issue = this.#compile(namespace, type, stored.schema, stored.digest).check(value);
     } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
       throw new SyscallError(
         "EINVAL",
-        `${action}: value cannot be checked against type ${_quote(type)}: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
+        `${action}: value cannot be checked against type ${_quote(type)}: ${error.message}`,
       );
     }
-    if (!result.success) {
-      const issue = result.error.issues[0];
+    if (issue) {
       const where = issue.path.map(String).join(".");
       throw new SyscallError(
         "EINVAL",
@@ -680,28 +682,21 @@ export class ObjectMemory {
     }
   }
 
-  /** The compiled zod schema of a type, from the cache when possible. */
+  /**
+   * The compiled schema of a type, from the cache when possible. Throws a
+   * `SchemaError` for a schema the checker refuses (a type stored before a
+   * keyword was refused is refused here, on every write).
+   */
   #compile(
     namespace: string,
     type: string,
     schema: Record<string, unknown>,
     digest: string,
-    action: string,
-  ): z.ZodType {
+  ): CompiledSchema {
     const key = `${namespace}\0${type}\0${digest}`;
     const cached = this.#schemas.get(key);
     if (cached) return cached;
-    let compiled: z.ZodType;
-    try {
-      compiled = z.fromJSONSchema(schema);
-    } catch (error) {
-      throw new SyscallError(
-        "EINVAL",
-        `${action}: the schema does not compile: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
-      );
-    }
+    const compiled = compileSchema(schema);
     if (this.#schemas.size >= SCHEMA_CACHE_SIZE) {
       const oldest = this.#schemas.keys().next().value;
       if (oldest !== undefined) this.#schemas.delete(oldest);

@@ -223,10 +223,21 @@ export class Snapshots {
       seed: source.seed,
       startedAt: source.startedAt,
     }, kernel.now());
-    const live = new Set((await kernel.caps.list(source.pid, kernel.now())).map((c) => c.id));
+    const live = new Map(
+      (await kernel.caps.list(source.pid, kernel.now())).map((c) => [c.id, c]),
+    );
     for (const cap of root.capabilities) {
-      if (!live.has(cap.id) || cap.grantedBy === "kernel") continue;
-      await kernel.caps.grant(created.pid, cap, { grantedBy: `snapshot:${id}`, parent: cap.id });
+      const from = live.get(cap.id);
+      // As for a fork: one-shot grants are not duplicated, and a copy keeps
+      // every attribute of the live original (the store checks it is a subset).
+      if (!from || from.grantedBy === "kernel" || from.uses !== undefined) continue;
+      const { resource, rights, scope, delegable } = from;
+      await kernel.caps.grant(created.pid, { resource, rights, scope, delegable }, {
+        grantedBy: `snapshot:${id}`,
+        parent: from,
+        expiresAt: from.expiresAt,
+        now: kernel.now(),
+      });
     }
     await kernel.caps.grant(created.pid, privateNamespace(created.pid), { grantedBy: "kernel" });
     await kernel.objects.copyNamespace(ns(id, source.pid), `proc/${created.pid}`);

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { type Attempt, everythingAbout, program, withKernel } from "./_programs.ts";
+import { watchHealth } from "./_liveness.ts";
 
 const CANARY = "CANARY-" + crypto.randomUUID();
 
@@ -260,5 +261,92 @@ Deno.test("a child's private namespace is its own, not its parent's", async () =
     failed(result.child.parent, "EPERM");
     assert.equal(result.mine, "parent");
     assert.equal((await h.kernel.objects.get(`proc/${result.pid}`, "x")).value, "child");
+  });
+});
+
+// `^(a+)+$` against "aaa…ab" backtracks through every split of the a's:
+// with 29 of them, minutes of a regular-expression engine's time.
+const CATASTROPHIC = "^(a+)+$";
+const EVIL = "a".repeat(29) + "b";
+
+Deno.test("a process's regular expressions never run on the host: types with them are refused and the host keeps answering", async () => {
+  await withKernel(async (h) => {
+    const watch = watchHealth(h.kernel);
+    const end = await h.run(program(`
+      const re = ${JSON.stringify(CATASTROPHIC)};
+      const evil = ${JSON.stringify(EVIL)};
+      const types = {
+        pattern: { type: "string", pattern: re },
+        nested: { type: "object", properties: { s: { type: "string", pattern: re } } },
+        patternProperties: { type: "object", patternProperties: { [re]: { type: "number" } } },
+        propertyNames: { type: "object", propertyNames: { pattern: re } },
+        format: { type: "string", format: "regex" },
+      };
+      const values = { pattern: evil, nested: { s: evil }, patternProperties: { [evil]: 1 },
+        propertyNames: { [evil]: 1 }, format: "(" };
+      const out = {};
+      for (const [name, schema] of Object.entries(types)) {
+        out[name] = {
+          define: await attempt(() => sys.obj.defineType("self", name, schema)),
+          put: await attempt(() => sys.obj.put("self", name, values[name], { type: name })),
+        };
+      }
+      return out;
+    `));
+    const seen = await watch.stop();
+    assert.ok(seen.answers > 0);
+    assert.ok(seen.longestGapMs < 1000, `the host did not answer for ${seen.longestGapMs} ms`);
+    assert.equal(end.state, "exited", end.error?.message);
+    const out = end.result as Record<string, { define: Attempt; put: Attempt }>;
+    failed(
+      out.pattern.define,
+      "EINVAL",
+      new RegExp(
+        `^Cannot define type "proc/${end.pid}/pattern": "pattern" is not supported ` +
+          `\\(regular expressions from a process do not run on the host\\)$`,
+      ),
+    );
+    for (const name of ["nested", "patternProperties", "propertyNames", "format"]) {
+      failed(out[name].define, "EINVAL", /regular expressions from a process do not run/);
+    }
+    for (const name of Object.keys(out)) failed(out[name].put, "ENOENT", /is not defined/);
+    assert.deepEqual(await h.kernel.objects.list(`proc/${end.pid}`), []);
+  });
+});
+
+Deno.test("checking a value against a type is bounded by the value's size, and the host keeps answering", async () => {
+  await withKernel(async (h) => {
+    const watch = watchHealth(h.kernel);
+    // Each level offers two alternatives that both fail only at the bottom:
+    // checking every path is 2^depth work unless the checker stops itself.
+    const end = await h.run(program(`
+      const schema = {
+        $defs: { n: { anyOf: [
+          { type: "array", items: { $ref: "#/$defs/n" } },
+          { type: "array", items: { $ref: "#/$defs/n" } },
+        ] } },
+        $ref: "#/$defs/n",
+      };
+      let value = [1];
+      for (let i = 0; i < 20; i++) value = [value];
+      return {
+        define: await attempt(() => sys.obj.defineType("self", "tree", schema)),
+        put: await attempt(() => sys.obj.put("self", "t", value, { type: "tree" })),
+        small: await attempt(() => sys.obj.put("self", "ok", [[[]]], { type: "tree" })),
+      };
+    `));
+    const seen = await watch.stop();
+    assert.ok(seen.answers > 0);
+    assert.ok(seen.longestGapMs < 1000, `the host did not answer for ${seen.longestGapMs} ms`);
+    assert.equal(end.state, "exited", end.error?.message);
+    const out = end.result as Record<string, Attempt>;
+    succeeded(out.define);
+    failed(
+      out.put,
+      "EINVAL",
+      /cannot be checked against type "tree": checking the value takes more than \d+ steps/,
+    );
+    assert.deepEqual(succeeded(out.small), { version: 1 });
+    assert.deepEqual((await h.kernel.objects.list(`proc/${end.pid}`)).map((o) => o.name), ["ok"]);
   });
 });

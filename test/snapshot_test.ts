@@ -92,3 +92,26 @@ Deno.test("fork from a snapshot starts a new process at the saved point", async 
     await h.kernel.signal(pid, "kill");
   });
 });
+
+Deno.test("a process forked from a snapshot gets no copy of a one-shot capability", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program(
+      "once",
+      `export default async function main(sys) {
+        await sys.msg.recv();
+        try { await sys.fs.append("once.txt", "x\\n"); return "wrote"; } catch (e) { return e.code; }
+      }`,
+      { capabilities: ["fs:write:once.txt;uses=1"] },
+    );
+    const { pid } = await h.kernel.spawn({ image: tag, workspace: h.workspace });
+    h.kernel.start(pid);
+    await reach(h, pid, "blocked");
+    const snap = await h.kernel.snapshots.save(pid);
+    const copy = await h.kernel.snapshots.fork(snap.id);
+    await reach(h, copy.pid, "blocked");
+    for (const target of [pid, copy.pid]) await h.kernel.mailbox.send(target, "go", null);
+    const ends = [await h.kernel.waitFor(pid), await h.kernel.waitFor(copy.pid)];
+    assert.deepEqual(ends.map((e) => e.result), ["wrote", "EPERM"]);
+    assert.equal(await Deno.readTextFile(join(h.workspace, "once.txt")), "x\n");
+  });
+});

@@ -141,7 +141,8 @@ Deno.test("a parent's storage quota bounds what its children store together", as
       `),
       {
         input: { child },
-        image: { capabilities: ["proc:spawn:*"], budget: { storageBytes: QUOTA } },
+        // A child's limits are at most its parent's: the parent carries the large messages too.
+        image: { capabilities: ["proc:spawn:*"], budget: { storageBytes: QUOTA }, limits: LIMITS },
       },
     );
     assert.equal(end.state, "exited", end.error?.message);
@@ -224,5 +225,66 @@ Deno.test("a process that fills its journal quota fails with EBUDGET", async () 
     assert.ok(records < 20, `${records} journal records`);
     const used = (await h.kernel.quotas.usage(end.pid)).journalBytes;
     assert.ok(used <= quota + 300_000, `${used} bytes of journal`);
+  });
+});
+
+/** Bytes of the values kept under `prefix`, as JSON, read from the store. */
+async function keptBytes(kernel: Kernel, prefix: Deno.KvKey): Promise<number> {
+  let total = 0;
+  for await (const entry of kernel.store.kv.list({ prefix })) {
+    total += JSON.stringify(entry.value).length;
+  }
+  return total;
+}
+
+Deno.test("events a process emits are kept at its storage quota's cost", async () => {
+  await withKernel(async (h) => {
+    const end = await h.run(
+      program(`
+        const data = "e".repeat(50000);
+        return await Promise.all(
+          Array.from({ length: 40 }, () => attempt(() => sys.event.emit("flood", data))),
+        );
+      `),
+      { image: { capabilities: ["event:emit:*"], budget: { storageBytes: MIB } } },
+    );
+    assert.equal(end.state, "exited", end.error?.message);
+    const emits = end.result as Attempt[];
+    const refused = emits.filter((e) => !e.ok) as { code: string }[];
+    assert.ok(refused.length >= 20, `${refused.length} of 40 emits refused`);
+    for (const r of refused) assert.equal(r.code, "EBUDGET");
+    const kept = await keptBytes(h.kernel, ["topic_event", "flood"]);
+    assert.ok(kept <= MIB, `${kept} bytes of events kept`);
+    assert.ok(kept >= (40 - refused.length) * 50000);
+  });
+});
+
+Deno.test("messages a process sends are charged to it until they are received", async () => {
+  await withKernel(async (h) => {
+    const end = await h.run(
+      program(`
+        const self = (await sys.proc.self()).pid;
+        const data = "m".repeat(50000);
+        const sent = await Promise.all(
+          Array.from({ length: 40 }, () => attempt(() => sys.msg.send(self, data))),
+        );
+        const ok = sent.filter((s) => s.ok).length;
+        for (let i = 0; i < ok; i++) await sys.msg.recv();
+        const again = [];
+        for (let i = 0; i < 5; i++) again.push(await attempt(() => sys.msg.send(self, data)));
+        return { sent, again };
+      `),
+      { image: { capabilities: ["proc:send:*"], budget: { storageBytes: MIB } } },
+    );
+    assert.equal(end.state, "exited", end.error?.message);
+    const { sent, again } = end.result as { sent: Attempt[]; again: Attempt[] };
+    const refused = sent.filter((s) => !s.ok) as { code: string }[];
+    assert.ok(refused.length >= 20, `${refused.length} of 40 sends refused`);
+    for (const r of refused) assert.equal(r.code, "EBUDGET");
+    // What was received was given back: five more fit.
+    assert.deepEqual(again.map((a) => a.ok), [true, true, true, true, true]);
+    const kept = await keptBytes(h.kernel, ["mail", end.pid]);
+    assert.ok(kept <= MIB, `${kept} bytes of mail kept`);
+    assert.ok(kept >= 5 * 50000);
   });
 });

@@ -7,7 +7,14 @@
  */
 
 import type { HandlerTable } from "../../broker/broker.ts";
-import { attenuationError, parseCapability, resolveScope } from "../../broker/capability.ts";
+import {
+  attenuationError,
+  type Capability,
+  type CapabilityBound,
+  type CapabilitySpec,
+  parseCapability,
+  resolveScope,
+} from "../../broker/capability.ts";
 import { SyscallError } from "../../broker/errors.ts";
 import { describeIssue, issueMessage } from "../../broker/schema_errors.ts";
 import { BUILTIN_TOOLS } from "../../tools/builtin.ts";
@@ -111,11 +118,13 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
       effect: "effect",
       run: async () => {
         const proc = await kernel.processes.require(ctx.pid);
-        await kernel.processes.require(args.pid);
         const spec = resolveScope(parseCapability(args.capability), { workspace: proc.workspace });
-        const held = await kernel.caps.list(ctx.pid, kernel.now());
+        await kernel.requireDescendant(ctx.pid, args.pid, "delegate to");
+        const now = kernel.now();
+        const held = await kernel.caps.list(ctx.pid, now);
         const from = held.find((cap) =>
-          cap.delegable && cap.uses === undefined && !attenuationError(spec, cap, kernel.now())
+          cap.delegable && cap.uses === undefined &&
+          !attenuationError({ ...spec, expiresAt: _expiryFrom(spec, cap, now) }, cap, now)
         );
         if (!from) {
           throw new SyscallError(
@@ -123,9 +132,13 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
             `Cannot delegate "${args.capability}": the caller holds no delegable capability that covers it`,
           );
         }
+        const expiresAt = _expiryFrom(spec, from, now);
+        await kernel.requireWithinCeilingOf(args.pid, { ...spec, expiresAt });
         const cap = await kernel.caps.grant(args.pid, spec, {
           grantedBy: `pid:${ctx.pid}`,
-          parent: from.id,
+          parent: from,
+          expiresAt,
+          now,
         });
         return cap.id;
       },
@@ -136,15 +149,57 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
         ops: args.rights.map((right) => ({ resource: "obj" as const, right, target: namespace })),
         effect: "effect",
         run: async (grant) => {
-          await kernel.processes.require(args.pid);
-          const cap = await kernel.caps.grant(args.pid, {
-            resource: "obj",
-            rights: args.rights,
-            scope: namespace,
-          }, { grantedBy: `pid:${ctx.pid}`, parent: grant.capabilities[0]?.id });
-          return cap.id;
+          // A process's own namespace is its to share with any process;
+          // sharing what it was given is delegation, under the same rules
+          // as cap.delegate.
+          const own = namespace === `proc/${ctx.pid}`;
+          if (own) await kernel.processes.require(args.pid);
+          else await kernel.requireDescendant(ctx.pid, args.pid, "share with");
+          // One capability per source, each a subset of the one it comes from
+          // and expiring with it; all are checked before any is granted.
+          const bySource = new Map<string, { source: Capability; rights: string[] }>();
+          grant.capabilities.forEach((source, i) => {
+            const entry = bySource.get(source.id) ?? { source, rights: [] };
+            entry.rights.push(args.rights[i]);
+            bySource.set(source.id, entry);
+          });
+          const shares = [...bySource.values()].map(({ source, rights }) => {
+            const spec: CapabilityBound = {
+              resource: "obj",
+              rights,
+              scope: namespace,
+              expiresAt: source.expiresAt,
+            };
+            return { source, spec };
+          });
+          for (const { source, spec } of own ? [] : shares) {
+            if (!source.delegable) {
+              throw new SyscallError(
+                "EPERM",
+                `Cannot share namespace "${namespace}": the caller's capability on it is not delegable`,
+              );
+            }
+            await kernel.requireWithinCeilingOf(args.pid, spec);
+          }
+          const ids: string[] = [];
+          for (const { source, spec } of shares) {
+            const { expiresAt, ...rest } = spec;
+            const cap = await kernel.caps.grant(args.pid, rest, {
+              grantedBy: `pid:${ctx.pid}`,
+              parent: source,
+              expiresAt,
+              now: kernel.now(),
+            });
+            ids.push(cap.id);
+          }
+          return ids[0];
         },
       };
     },
   };
+}
+
+/** The expiry a capability derived from `source` gets: its own ttl's, or else its source's. */
+function _expiryFrom(spec: CapabilitySpec, source: Capability, now: number): number | undefined {
+  return spec.ttlMs !== undefined ? now + spec.ttlMs : source.expiresAt;
 }
