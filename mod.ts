@@ -49,6 +49,7 @@ export type { OpenStoreOptions, Store } from "./runtime/store.ts";
 export { ProcessTable } from "./runtime/process_table.ts";
 export type {
   Budget,
+  BudgetKey,
   NewProcess,
   ProcessEvent,
   ProcessRecord,
@@ -69,7 +70,6 @@ export type {
 export type { AgentConfig } from "./runtime/agent.ts";
 export type { ProcessLimits } from "./runtime/execution.ts";
 export {
-  AgentImageSchema,
   imageDigest,
   ImageRegistry,
   imageTag,
@@ -94,6 +94,8 @@ export type {
   QuestionKind,
 } from "./runtime/human_queue.ts";
 export { Snapshots } from "./runtime/snapshots.ts";
+export { StorageQuotas } from "./runtime/storage_quota.ts";
+export type { StorageChange, StorageUsage } from "./runtime/storage_quota.ts";
 export type { LaterEffect, RestoreReport, Snapshot, SnapshotEntry } from "./runtime/snapshots.ts";
 export type {
   Message,
@@ -145,7 +147,7 @@ export type {
 } from "./broker/journal.ts";
 export { Broker, PARKED } from "./broker/broker.ts";
 export type { BrokerReply, CallContext } from "./broker/broker.ts";
-export { SYSCALL_ARGS, SYSCALL_NAMES } from "./broker/abi.ts";
+export { SYSCALL_NAMES } from "./broker/abi.ts";
 export type {
   AbiMessage,
   AbiToolCall,

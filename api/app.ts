@@ -149,8 +149,22 @@ export interface CreateAppOptions {
   onError?: (error: unknown) => void;
 }
 
-/** A Hono app serving the control API. */
-export type ApiApp = Hono<ApiEnv>;
+/**
+ * The control API as a request handler (a Hono app underneath). Both
+ * members may be passed on detached from the app.
+ */
+export interface ApiApp {
+  /** Answers one HTTP request: the handler to give `Deno.serve`. */
+  readonly fetch: (request: Request, info?: Deno.ServeHandlerInfo) => Response | Promise<Response>;
+  /**
+   * Answers a request without a server: `input` is a path of the API (or a
+   * full URL, or a `Request`).
+   */
+  readonly request: (
+    input: Request | string | URL,
+    init?: RequestInit,
+  ) => Response | Promise<Response>;
+}
 
 const LIST_LIMIT = 100;
 const MAX_LIST_LIMIT = 1000;
@@ -414,7 +428,7 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
 }
 
 /** Answers 405 with `Allow` for a known path asked with another method. */
-function _methodNotAllowed(app: ApiApp): void {
+function _methodNotAllowed(app: Hono<ApiEnv>): void {
   const methods = new Map<string, Set<string>>();
   for (const route of API_ROUTES) {
     const path = route.path.startsWith("/v1/objects/")
