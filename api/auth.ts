@@ -131,11 +131,12 @@ export const TokenConfigSchema: z.ZodType<TokenConfig> = z.strictObject({
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseTokenConfig } from "./auth.ts";
  * const config = parseTokenConfig({
  *   tokens: [{ name: "ci", token: "0123456789abcdef-ci", role: "viewer" }],
  * });
- * console.assert(config.tokens[0].role === "viewer");
+ * assert(config.tokens[0].role === "viewer");
  * ```
  */
 export function parseTokenConfig(value: unknown, source = "the token configuration"): TokenConfig {
@@ -198,12 +199,13 @@ function _parseJson(text: string, source: string): unknown {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { TokenVerifier } from "./auth.ts";
  * const verifier = new TokenVerifier({
  *   tokens: [{ name: "ops", token: "ops-token-0123456789", role: "operator" }],
  * });
- * console.assert((await verifier.verify("ops-token-0123456789"))?.name === "ops");
- * console.assert((await verifier.verify("ops-token-0123456780")) === undefined);
+ * assert((await verifier.verify("ops-token-0123456789"))?.name === "ops");
+ * assert((await verifier.verify("ops-token-0123456780")) === undefined);
  * ```
  */
 export class TokenVerifier {

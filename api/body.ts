@@ -25,6 +25,7 @@ export interface ReadJsonOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { readJsonBody } from "./body.ts";
  * const request = new Request("http://localhost/", {
  *   method: "POST",
@@ -32,7 +33,7 @@ export interface ReadJsonOptions {
  *   body: '{"a":1}',
  * });
  * const value = await readJsonBody(request, "test", { maxBytes: 100 });
- * console.assert((value as { a: number }).a === 1);
+ * assert((value as { a: number }).a === 1);
  * ```
  */
 export async function readJsonBody(

@@ -57,9 +57,10 @@ export const INTERNAL_MESSAGE = "The server failed to handle the request";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ApiError } from "./errors.ts";
  * const error = new ApiError(404, 'Cannot find process 7');
- * console.assert(error.code === "not_found");
+ * assert(error.code === "not_found");
  * ```
  */
 export class ApiError extends Error {
@@ -113,10 +114,11 @@ export interface MappedError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SyscallError } from "../broker/errors.ts";
  * import { toErrorResponse } from "./errors.ts";
  * const { status, body } = toErrorResponse(new SyscallError("ENOENT", "Cannot find process 9"));
- * console.assert(status === 404 && body.error.code === "not_found");
+ * assert(status === 404 && body.error.code === "not_found");
  * ```
  */
 export function toErrorResponse(error: unknown): MappedError {
@@ -147,8 +149,9 @@ export function toErrorResponse(error: unknown): MappedError {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { errorBody } from "./errors.ts";
- * console.assert(errorBody(409, "Cannot answer request x: already answered").error.code === "conflict");
+ * assert(errorBody(409, "Cannot answer request x: already answered").error.code === "conflict");
  * ```
  */
 export function errorBody(status: ErrorStatus, message: string): ErrorBody {

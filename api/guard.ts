@@ -35,9 +35,10 @@ const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { isAllowedHost } from "./guard.ts";
- * console.assert(isAllowedHost("127.0.0.1:7311", { port: 7311 }));
- * console.assert(!isAllowedHost("evil.test:7311", { port: 7311 }));
+ * assert(isAllowedHost("127.0.0.1:7311", { port: 7311 }));
+ * assert(!isAllowedHost("evil.test:7311", { port: 7311 }));
  * ```
  */
 export function isAllowedHost(

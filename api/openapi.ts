@@ -204,9 +204,10 @@ export interface OpenApiOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { openApiDocument } from "./openapi.ts";
  * const doc = openApiDocument({ version: "1.2.3" }) as { paths: Record<string, unknown> };
- * console.assert("/v1/processes" in doc.paths);
+ * assert("/v1/processes" in doc.paths);
  * ```
  */
 export function openApiDocument(options: OpenApiOptions = {}): Record<string, unknown> {

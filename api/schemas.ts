@@ -290,9 +290,10 @@ export const ErrorBodySchema: z.ZodType<ErrorBody> = z.strictObject({
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SignalRequestSchema, validate } from "./schemas.ts";
  * const body = validate(SignalRequestSchema, { signal: "kill" }, "signal process 3");
- * console.assert(body.signal === "kill");
+ * assert(body.signal === "kill");
  * ```
  */
 export function validate<T extends z.ZodType>(

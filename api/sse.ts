@@ -76,10 +76,11 @@ export const STREAM_START: Readonly<StreamCursor> = Object.freeze({ transition: 
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatEventId, parseEventId } from "./sse.ts";
  * const id = formatEventId({ transition: 4, audit: 17, human: { createdAt: 5, id: "ab-1" } });
- * console.assert(id === "4.17.5-ab-1");
- * console.assert(parseEventId(id).human?.id === "ab-1");
+ * assert(id === "4.17.5-ab-1");
+ * assert(parseEventId(id).human?.id === "ab-1");
  * ```
  */
 export function formatEventId(cursor: StreamCursor): string {
@@ -93,8 +94,9 @@ export function formatEventId(cursor: StreamCursor): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseEventId } from "./sse.ts";
- * console.assert(parseEventId("3.9.0").audit === 9);
+ * assert(parseEventId("3.9.0").audit === 9);
  * ```
  */
 export function parseEventId(text: string): StreamCursor {

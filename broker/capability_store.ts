@@ -44,11 +44,12 @@ function versionKey(holder: number): Deno.KvKey {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { CapabilityStore } from "./capability_store.ts";
  * const kv = await Deno.openKv(":memory:");
  * const caps = new CapabilityStore(kv);
  * const cap = await caps.grant(1, { resource: "fs", rights: ["read"], scope: "/ws/**" }, { grantedBy: "operator" });
- * console.assert((await caps.list(1))[0].id === cap.id);
+ * assert((await caps.list(1))[0].id === cap.id);
  * kv.close();
  * ```
  */

@@ -94,11 +94,12 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { analyzeCommand } from "./command_analysis.ts";
  *
  * const { commands } = analyzeCommand(["bash", "-c", "git status && grep -rn TODO . | wc -l"]);
- * console.assert(commands.join() === "bash,git,grep,wc");
- * console.assert(analyzeCommand(["bash", "-c", "echo $(id)"]).commands.join() === "bash,*");
+ * assert(commands.join() === "bash,git,grep,wc");
+ * assert(analyzeCommand(["bash", "-c", "echo $(id)"]).commands.join() === "bash,*");
  * ```
  *
  * @module
@@ -128,11 +129,12 @@ export interface AnalyzeCommandOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { analyzeCommand } from "./command_analysis.ts";
  *
- * console.assert(analyzeCommand(["git", "log", "--oneline"]).commands.join() === "git");
- * console.assert(analyzeCommand(["git", "-c", "alias.x=!id", "x"]).commands.join() === "git,*");
- * console.assert(analyzeCommand(["./run.sh"], { cwd: "/ws" }).commands.join() === "/ws/run.sh,*");
+ * assert(analyzeCommand(["git", "log", "--oneline"]).commands.join() === "git");
+ * assert(analyzeCommand(["git", "-c", "alias.x=!id", "x"]).commands.join() === "git,*");
+ * assert(analyzeCommand(["./run.sh"], { cwd: "/ws" }).commands.join() === "/ws/run.sh,*");
  * ```
  */
 export function analyzeCommand(
@@ -150,9 +152,10 @@ export function analyzeCommand(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { analyzeShellScript } from "./command_analysis.ts";
  * const { commands } = analyzeShellScript("git status --short | grep -c M > count.txt");
- * console.assert(commands.join() === "git,grep");
+ * assert(commands.join() === "git,grep");
  * ```
  */
 export function analyzeShellScript(

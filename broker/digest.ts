@@ -15,8 +15,9 @@ import { createHash } from "node:crypto";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { canonicalJson } from "./digest.ts";
- * console.assert(canonicalJson({ b: 1, a: [true, null] }) === '{"a":[true,null],"b":1}');
+ * assert(canonicalJson({ b: 1, a: [true, null] }) === '{"a":[true,null],"b":1}');
  * ```
  */
 export function canonicalJson(value: unknown): string {
@@ -46,9 +47,10 @@ function sortKeys(value: unknown): unknown {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { sha256Hex } from "./digest.ts";
  * const hex = await sha256Hex("abc");
- * console.assert(hex.startsWith("ba7816bf"));
+ * assert(hex.startsWith("ba7816bf"));
  * ```
  */
 export function sha256Hex(data: string | Uint8Array): Promise<string> {

@@ -28,9 +28,10 @@ export type ErrorCode = typeof ERROR_CODES[number];
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { SyscallError } from "./errors.ts";
  * const err = new SyscallError("EPERM", 'Cannot read file "x": outside the granted scope');
- * console.assert(err.code === "EPERM");
+ * assert(err.code === "EPERM");
  * ```
  */
 export class SyscallError extends Error {

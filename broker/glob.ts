@@ -190,12 +190,13 @@ function run(code: readonly Instruction[], value: string): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { matchGlob } from "./glob.ts";
- * console.assert(matchGlob("/ws/out/**", "/ws/out/a/b.txt"));
- * console.assert(matchGlob("/ws/out/**", "/ws/out"));
- * console.assert(matchGlob("src/*.ts", "src/main.ts"));
- * console.assert(!matchGlob("src/*.ts", "src/lib/main.ts"));
- * console.assert(matchGlob("https://api.github.com/**", "https://api.github.com/repos/x"));
+ * assert(matchGlob("/ws/out/**", "/ws/out/a/b.txt"));
+ * assert(matchGlob("/ws/out/**", "/ws/out"));
+ * assert(matchGlob("src/*.ts", "src/main.ts"));
+ * assert(!matchGlob("src/*.ts", "src/lib/main.ts"));
+ * assert(matchGlob("https://api.github.com/**", "https://api.github.com/repos/x"));
  * ```
  */
 export function matchGlob(pattern: string, value: string): boolean {
@@ -214,9 +215,10 @@ export function matchGlob(pattern: string, value: string): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { globSpecificity } from "./glob.ts";
- * console.assert(globSpecificity("out/**") === 4);
- * console.assert(globSpecificity("**") === 0);
+ * assert(globSpecificity("out/**") === 4);
+ * assert(globSpecificity("**") === 0);
  * ```
  */
 export function globSpecificity(pattern: string): number {
@@ -236,11 +238,12 @@ export function globSpecificity(pattern: string): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { escapeGlob, matchGlob } from "./glob.ts";
  * const scope = escapeGlob("/ws/out/**");
- * console.assert(scope === "/ws/out/\\*\\*");
- * console.assert(matchGlob(scope, "/ws/out/**"));
- * console.assert(!matchGlob(scope, "/ws/out/a.txt"));
+ * assert(scope === "/ws/out/\\*\\*");
+ * assert(matchGlob(scope, "/ws/out/**"));
+ * assert(!matchGlob(scope, "/ws/out/a.txt"));
  * ```
  */
 export function escapeGlob(text: string): string {
@@ -267,10 +270,11 @@ function withinSegment(token: Token): boolean {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { globCovers } from "./glob.ts";
- * console.assert(globCovers("/ws/**", "/ws/out/*.txt"));
- * console.assert(!globCovers("/ws/*", "/ws/**"));
- * console.assert(!globCovers("/ws/out/**", "/ws/**"));
+ * assert(globCovers("/ws/**", "/ws/out/*.txt"));
+ * assert(!globCovers("/ws/*", "/ws/**"));
+ * assert(!globCovers("/ws/out/**", "/ws/**"));
  * ```
  */
 export function globCovers(outer: string, inner: string): boolean {

@@ -34,14 +34,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { compileSchema } from "./json_schema.ts";
  * const note = compileSchema({
  *   type: "object",
  *   properties: { title: { type: "string", maxLength: 80 } },
  *   required: ["title"],
  * });
- * console.assert(note.check({ title: "hi" }) === undefined);
- * console.assert(note.check({})?.message === "is required");
+ * assert(note.check({ title: "hi" }) === undefined);
+ * assert(note.check({})?.message === "is required");
  * ```
  *
  * @module
@@ -194,11 +195,12 @@ interface _Node {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { compileSchema, SchemaError } from "./json_schema.ts";
  * try {
  *   compileSchema({ type: "string", pattern: "^(a+)+$" });
  * } catch (error) {
- *   console.assert(error instanceof SchemaError);
+ *   assert(error instanceof SchemaError);
  * }
  * ```
  */

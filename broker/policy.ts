@@ -65,9 +65,10 @@ export interface PolicyRule {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parsePolicyRule } from "./policy.ts";
  * const rule = parsePolicyRule("exec:run:*", "ask", "image");
- * console.assert(rule.resource === "exec" && rule.decision === "ask");
+ * assert(rule.resource === "exec" && rule.decision === "ask");
  * ```
  */
 export function parsePolicyRule(
@@ -101,9 +102,10 @@ export function parsePolicyRule(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parsePolicy } from "./policy.ts";
  * const rules = parsePolicy({ "exec:run:*": "ask", "fs:delete:**": "deny" }, "image");
- * console.assert(rules.length === 2 && rules[1].decision === "deny");
+ * assert(rules.length === 2 && rules[1].decision === "deny");
  * ```
  */
 export function parsePolicy(
@@ -121,9 +123,10 @@ export function parsePolicy(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parsePolicyAssignment } from "./policy.ts";
  * const rule = parsePolicyAssignment("net:fetch:https://x.test/?a=b=deny", "operator");
- * console.assert(rule.scope === "https://x.test/?a=b" && rule.decision === "deny");
+ * assert(rule.scope === "https://x.test/?a=b" && rule.decision === "deny");
  * ```
  */
 export function parsePolicyAssignment(text: string, source: string): PolicyRule {
@@ -192,17 +195,18 @@ function mostSpecific(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { decide, parsePolicy, stackPolicy } from "./policy.ts";
  * const rules = parsePolicy({ "fs:delete:**": "deny", "fs:delete:tmp/**": "allow" }, "operator");
  * const op = (target: string) => ({ resource: "fs" as const, right: "delete", target });
- * console.assert(decide(rules, op("/ws/src/a.ts"), { workspace: "/ws" })?.decision === "deny");
- * console.assert(decide(rules, op("/ws/tmp/a.ts"), { workspace: "/ws" })?.decision === "allow");
+ * assert(decide(rules, op("/ws/src/a.ts"), { workspace: "/ws" })?.decision === "deny");
+ * assert(decide(rules, op("/ws/tmp/a.ts"), { workspace: "/ws" })?.decision === "allow");
  * // A layer stacked on top cannot loosen: its more specific allow loses to the deny below.
  * const child = stackPolicy(
  *   parsePolicy({ "fs:delete:**": "deny" }, "operator"),
  *   parsePolicy({ "fs:delete:tmp/**": "allow" }, "image"),
  * );
- * console.assert(decide(child, op("/ws/tmp/a.ts"), { workspace: "/ws" })?.decision === "deny");
+ * assert(decide(child, op("/ws/tmp/a.ts"), { workspace: "/ws" })?.decision === "deny");
  * ```
  */
 export function decide(
@@ -236,12 +240,13 @@ export function decide(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parsePolicy, stackPolicy } from "./policy.ts";
  * const stacked = stackPolicy(
  *   parsePolicy({ "fs:write:**": "deny" }, "operator"),
  *   parsePolicy({ "fs:write:out/**": "allow" }, "image"),
  * );
- * console.assert(stacked[0].layer === undefined && stacked[1].layer === 1);
+ * assert(stacked[0].layer === undefined && stacked[1].layer === 1);
  * ```
  */
 export function stackPolicy(

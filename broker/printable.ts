@@ -48,10 +48,11 @@ function _escape(char: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { printable } from "./printable.ts";
- * console.assert(printable("a\u001b[2Jb\nc") === "a\\u001b[2Jb\\nc");
- * console.assert(printable("invoice\u202etxt.exe") === "invoice\\u202etxt.exe");
- * console.assert(JSON.parse(printable(JSON.stringify("x\u009by"))) === "x\u009by");
+ * assert(printable("a\u001b[2Jb\nc") === "a\\u001b[2Jb\\nc");
+ * assert(printable("invoice\u202etxt.exe") === "invoice\\u202etxt.exe");
+ * assert(JSON.parse(printable(JSON.stringify("x\u009by"))) === "x\u009by");
  * ```
  */
 export function printable(text: string): string {

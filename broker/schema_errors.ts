@@ -6,10 +6,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { z } from "zod";
  * import { describeIssue, issueMessage } from "./schema_errors.ts";
  * const result = z.strictObject({ a: z.string() }).safeParse({ a: 1 }, { error: issueMessage });
- * console.assert(!result.success && describeIssue(result.error.issues[0]) === "a: expected string, got number");
+ * assert(!result.success && describeIssue(result.error.issues[0]) === "a: expected string, got number");
  * ```
  *
  * @module

@@ -30,9 +30,10 @@ export interface Parsed {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parse } from "./args.ts";
  * const { values } = parse(["--json", "--cap", "fs:read:**"], { cap: { type: "string", multiple: true } }, "run");
- * console.assert(values.json === true);
+ * assert(values.json === true);
  * ```
  */
 export function parse(args: string[], options: Options, verb: string): Parsed {

@@ -400,12 +400,13 @@ export class RemoteClient {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { remoteTarget } from "./remote.ts";
  * const target = remoteTarget({ server: "http://127.0.0.1:7311", token: "t-0123456789abcdef" }, {
  *   env: {},
  * });
- * console.assert(target?.server === "http://127.0.0.1:7311");
- * console.assert(remoteTarget({}, { env: {} }) === undefined);
+ * assert(target?.server === "http://127.0.0.1:7311");
+ * assert(remoteTarget({}, { env: {} }) === undefined);
  * ```
  */
 export function remoteTarget(

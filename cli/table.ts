@@ -21,8 +21,9 @@ export function clip(text: string, width: number): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { wrap } from "./table.ts";
- * console.assert(wrap("abcdefg", 3).join("|") === "abc|def|g");
+ * assert(wrap("abcdefg", 3).join("|") === "abc|def|g");
  * ```
  */
 export function wrap(text: string, width: number): string[] {
@@ -38,9 +39,10 @@ export function wrap(text: string, width: number): string[] {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { table } from "./table.ts";
  * const text = table(["pid", "state"], [[1, "exited"]]);
- * console.assert(text.split("\n")[0].startsWith("pid"));
+ * assert(text.split("\n")[0].startsWith("pid"));
  * ```
  */
 export function table(

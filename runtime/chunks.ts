@@ -15,12 +15,13 @@ export const CHUNK_CHARS = 20_000;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { readChunked, writeChunked } from "./chunks.ts";
  * const kv = await Deno.openKv(":memory:");
  * const op = kv.atomic();
  * writeChunked(op, ["blob", 1], { text: "x".repeat(100_000) });
  * await op.commit();
- * console.assert(((await readChunked(kv, ["blob", 1])) as { text: string }).text.length === 100_000);
+ * assert(((await readChunked(kv, ["blob", 1])) as { text: string }).text.length === 100_000);
  * kv.close();
  * ```
  */

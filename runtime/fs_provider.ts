@@ -19,13 +19,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { LocalFs } from "./fs_provider.ts";
  * const dir = await Deno.realPath(await Deno.makeTempDir());
  * try {
  *   const fs = new LocalFs();
  *   const path = await fs.resolve(dir, "notes/../hello.txt");
  *   await fs.write(path, "hi");
- *   console.assert((await fs.read(path)) === "hi");
+ *   assert((await fs.read(path)) === "hi");
  * } finally {
  *   await Deno.remove(dir, { recursive: true });
  * }
@@ -113,6 +114,7 @@ export interface LocalFsOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { LocalFs } from "./fs_provider.ts";
  * const dir = await Deno.realPath(await Deno.makeTempDir());
  * try {
@@ -120,7 +122,7 @@ export interface LocalFsOptions {
  *   try {
  *     await fs.resolve(dir, "libos.db-wal");
  *   } catch (error) {
- *     console.assert((error as { code: string }).code === "EPERM");
+ *     assert((error as { code: string }).code === "EPERM");
  *   }
  * } finally {
  *   await Deno.remove(dir, { recursive: true });

@@ -12,13 +12,14 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ImageRegistry, parseImage } from "./image.ts";
  * const image = parseImage('{ "name": "demo", "version": "1.0.0" }');
  * const kv = await Deno.openKv(":memory:");
  * const registry = new ImageRegistry(kv);
  * const registered = await registry.register(image);
- * console.assert(registered.tag === "demo@1.0.0");
- * console.assert((await registry.get(registered.digest))?.tag === "demo@1.0.0");
+ * assert(registered.tag === "demo@1.0.0");
+ * assert((await registry.get(registered.digest))?.tag === "demo@1.0.0");
  * kv.close();
  * ```
  *
@@ -81,9 +82,10 @@ export interface AgentImage {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { imageModelId } from "./image.ts";
  * const image = { model: { provider: "openai", name: "gpt-4o-mini" } };
- * console.assert(imageModelId(image) === "openai/gpt-4o-mini");
+ * assert(imageModelId(image) === "openai/gpt-4o-mini");
  * ```
  */
 export function imageModelId(image: Pick<AgentImage, "model">): string | undefined {
@@ -202,9 +204,10 @@ const imageObject = z.strictObject({
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { AgentImageSchema } from "./image.ts";
  * const image = AgentImageSchema.parse({ name: "demo", version: "1.0.0" });
- * console.assert(image.entry === "libos:agent" && image.tools.length === 0);
+ * assert(image.entry === "libos:agent" && image.tools.length === 0);
  * ```
  */
 export const AgentImageSchema: z.ZodType<AgentImage> = imageObject
@@ -269,11 +272,12 @@ export interface ParseImageOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseImage } from "./image.ts";
  * const image = parseImage("name: demo\nversion: 1.0.0\ntools: [read_file]\n", {
  *   format: "yaml",
  * });
- * console.assert(image.tools[0] === "read_file" && image.entry === "libos:agent");
+ * assert(image.tools[0] === "read_file" && image.entry === "libos:agent");
  * ```
  */
 export function parseImage(
@@ -333,8 +337,9 @@ function _lowerFirst(text: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { imageTag, parseImage } from "./image.ts";
- * console.assert(imageTag(parseImage('{"name":"a","version":"2.0"}')) === "a@2.0");
+ * assert(imageTag(parseImage('{"name":"a","version":"2.0"}')) === "a@2.0");
  * ```
  */
 export function imageTag(image: AgentImage): string {
@@ -347,10 +352,11 @@ export function imageTag(image: AgentImage): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { imageDigest, parseImage } from "./image.ts";
  * const a = await imageDigest(parseImage('{"name":"a","version":"1","tools":[]}'));
  * const b = await imageDigest(parseImage('{"version":"1","name":"a"}'));
- * console.assert(a === b && a.length === 64);
+ * assert(a === b && a.length === 64);
  * ```
  */
 export function imageDigest(image: AgentImage): Promise<string> {
@@ -365,12 +371,13 @@ export function imageDigest(image: AgentImage): Promise<string> {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { loadImageFile } from "./image.ts";
  * const dir = await Deno.makeTempDir();
  * await Deno.writeTextFile(`${dir}/img.json`, '{"name":"m","version":"1","entry":"main.ts"}');
  * await Deno.writeTextFile(`${dir}/main.ts`, "export default async () => 1;");
  * const { image, entrySource } = await loadImageFile(`${dir}/img.json`);
- * console.assert(image.entry === "main.ts" && entrySource?.includes("export"));
+ * assert(image.entry === "main.ts" && entrySource?.includes("export"));
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -476,12 +483,13 @@ const sourcePrefix = (entryDigest: string): Deno.KvKey => [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ImageRegistry, parseImage } from "./image.ts";
  * const kv = await Deno.openKv(":memory:");
  * const registry = new ImageRegistry(kv);
  * await registry.register(parseImage('{"name":"b","version":"1"}'));
  * await registry.register(parseImage('{"name":"a","version":"1"}'));
- * console.assert((await registry.list()).map((i) => i.tag).join() === "a@1,b@1");
+ * assert((await registry.list()).map((i) => i.tag).join() === "a@1,b@1");
  * kv.close();
  * ```
  */

@@ -6,10 +6,11 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { createSys } from "./libc.ts";
  * // A transport that answers every call with the current time, for illustration.
  * const sys = createSys((_name, _args) => Promise.resolve(42));
- * console.assert((await sys.time.now()) === 42);
+ * assert((await sys.time.now()) === 42);
  * ```
  *
  * @module

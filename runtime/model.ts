@@ -125,9 +125,10 @@ const ScriptTurnSchema = z.object({
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ScriptSchema } from "./model.ts";
  * const parsed = ScriptSchema.safeParse({ turns: [{ content: "hi", exit: true }] });
- * console.assert(parsed.success);
+ * assert(parsed.success);
  * ```
  */
 export const ScriptSchema: z.ZodType<Script> = z.object({
@@ -147,8 +148,9 @@ const SCRIPT_ENDED = "(script ended)";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { estimateTokens } from "./model.ts";
- * console.assert(estimateTokens("hello") === 2);
+ * assert(estimateTokens("hello") === 2);
  * ```
  */
 export function estimateTokens(text: string): number {
@@ -164,9 +166,10 @@ export function estimateTokens(text: string): number {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { maxInputTokens } from "./model.ts";
  * const bound = maxInputTokens([{ role: "user", content: "hello" }], []);
- * console.assert(bound >= 5);
+ * assert(bound >= 5);
  * ```
  */
 export function maxInputTokens(messages: readonly Message[], tools: readonly ToolSpec[]): number {
@@ -199,6 +202,7 @@ const REPLY_PRIMING_TOKENS = 8;
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ScriptedModel } from "./model.ts";
  * const model = new ScriptedModel({
  *   turns: [
@@ -214,7 +218,7 @@ const REPLY_PRIMING_TOKENS = 8;
  *   tools: [],
  * };
  * const reply = await model.complete(request);
- * console.assert(reply.message.tool_calls?.[0].id === "call_0_0");
+ * assert(reply.message.tool_calls?.[0].id === "call_0_0");
  * ```
  */
 export class ScriptedModel implements ModelProvider {

@@ -18,8 +18,9 @@ import { OpenAIModel } from "./openai_model.ts";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { normalizeModelSpec } from "./model_spec.ts";
- * console.assert(normalizeModelSpec("scripted:/tmp/t.json") === "scripted:/tmp/t.json");
+ * assert(normalizeModelSpec("scripted:/tmp/t.json") === "scripted:/tmp/t.json");
  * ```
  */
 export function normalizeModelSpec(spec: string, options: { cwd?: string } = {}): string {
@@ -61,9 +62,10 @@ export const DEFAULT_MODEL_ID = "scripted/default";
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { modelIdOfSpec } from "./model_spec.ts";
- * console.assert(modelIdOfSpec("openai:gpt-4o-mini") === "openai/gpt-4o-mini");
- * console.assert(modelIdOfSpec("scripted:/tmp/t.json") === "scripted/default");
+ * assert(modelIdOfSpec("openai:gpt-4o-mini") === "openai/gpt-4o-mini");
+ * assert(modelIdOfSpec("scripted:/tmp/t.json") === "scripted/default");
  * ```
  */
 export function modelIdOfSpec(spec: string): string {
@@ -79,8 +81,9 @@ export function modelIdOfSpec(spec: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { specOfModelId } from "./model_spec.ts";
- * console.assert(specOfModelId("openai/gpt-4o-mini") === "openai:gpt-4o-mini");
+ * assert(specOfModelId("openai/gpt-4o-mini") === "openai:gpt-4o-mini");
  * ```
  */
 export function specOfModelId(id: string): string {

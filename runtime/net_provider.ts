@@ -31,14 +31,15 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { addressRange, fetchTarget, parseFetchUrl, scopeNamesHost } from "./net_provider.ts";
  *
  * const url = parseFetchUrl("https://API.example.com:443/v1/../v2/items?page=2");
- * console.assert(fetchTarget(url) === "https://api.example.com/v2/items");
- * console.assert(addressRange("10.1.2.3") === "private");
- * console.assert(addressRange("[::ffff:127.0.0.1]") === "loopback");
- * console.assert(addressRange("93.184.216.34") === undefined);
- * console.assert(scopeNamesHost("http://127.0.0.1:*\/**", "127.0.0.1"));
+ * assert(fetchTarget(url) === "https://api.example.com/v2/items");
+ * assert(addressRange("10.1.2.3") === "private");
+ * assert(addressRange("[::ffff:127.0.0.1]") === "loopback");
+ * assert(addressRange("93.184.216.34") === undefined);
+ * assert(scopeNamesHost("http://127.0.0.1:*\/**", "127.0.0.1"));
  * ```
  *
  * @module
@@ -164,8 +165,9 @@ export class LocalNet implements NetProvider {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { parseFetchUrl } from "./net_provider.ts";
- * console.assert(parseFetchUrl("http://127.0.0.1:8080").pathname === "/");
+ * assert(parseFetchUrl("http://127.0.0.1:8080").pathname === "/");
  * ```
  */
 export function parseFetchUrl(text: string): URL {
@@ -212,9 +214,10 @@ export function parseFetchUrl(text: string): URL {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { fetchTarget } from "./net_provider.ts";
  * const url = new URL("HTTP://Example.COM:80/a/./b?q#f");
- * console.assert(fetchTarget(url) === "http://example.com/a/b");
+ * assert(fetchTarget(url) === "http://example.com/a/b");
  * ```
  */
 export function fetchTarget(url: URL): string {
@@ -227,8 +230,9 @@ export function fetchTarget(url: URL): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { describeUrl } from "./net_provider.ts";
- * console.assert(describeUrl("https://u:p@x.test/a?token=1") === "https://x.test/a");
+ * assert(describeUrl("https://u:p@x.test/a?token=1") === "https://x.test/a");
  * ```
  */
 export function describeUrl(text: string): string {
@@ -243,11 +247,12 @@ export function describeUrl(text: string): string {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { scopeNamesHost } from "./net_provider.ts";
- * console.assert(scopeNamesHost("http://127.0.0.1:8080/**", "127.0.0.1"));
- * console.assert(scopeNamesHost("*://[::1]/**", "[::1]"));
- * console.assert(!scopeNamesHost("**", "127.0.0.1"));
- * console.assert(!scopeNamesHost("http://127.0.0.*\/**", "127.0.0.1"));
+ * assert(scopeNamesHost("http://127.0.0.1:8080/**", "127.0.0.1"));
+ * assert(scopeNamesHost("*://[::1]/**", "[::1]"));
+ * assert(!scopeNamesHost("**", "127.0.0.1"));
+ * assert(!scopeNamesHost("http://127.0.0.*\/**", "127.0.0.1"));
  * ```
  */
 export function scopeNamesHost(scope: string, hostname: string): boolean {
@@ -304,11 +309,12 @@ const V6_RANGES: readonly Range[] = [
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { addressRange } from "./net_provider.ts";
- * console.assert(addressRange("127.0.0.1") === "loopback");
- * console.assert(addressRange("::1") === "loopback");
- * console.assert(addressRange("fd00::1") === "unique-local");
- * console.assert(addressRange("1.1.1.1") === undefined);
+ * assert(addressRange("127.0.0.1") === "loopback");
+ * assert(addressRange("::1") === "loopback");
+ * assert(addressRange("fd00::1") === "unique-local");
+ * assert(addressRange("1.1.1.1") === undefined);
  * ```
  */
 export function addressRange(address: string): string | undefined {

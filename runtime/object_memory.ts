@@ -171,6 +171,7 @@ interface _Chunks {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { validateName } from "./object_memory.ts";
  * validateName("namespace", "shared/notes");
  * let refused = false;
@@ -179,7 +180,7 @@ interface _Chunks {
  * } catch {
  *   refused = true;
  * }
- * console.assert(refused);
+ * assert(refused);
  * ```
  */
 export function validateName(
@@ -217,6 +218,7 @@ export function validateName(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ObjectMemory } from "./object_memory.ts";
  * const kv = await Deno.openKv(":memory:");
  * const objects = new ObjectMemory(kv);
@@ -226,8 +228,8 @@ export function validateName(
  *   required: ["title"],
  * }, { definer: 1 });
  * const record = await objects.put("shared", "n1", { title: "hi" }, { writer: 1, type: "note" });
- * console.assert(record.version === 1);
- * console.assert((await objects.get("shared", "n1")).type === "note");
+ * assert(record.version === 1);
+ * assert((await objects.get("shared", "n1")).type === "note");
  * kv.close();
  * ```
  */

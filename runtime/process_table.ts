@@ -171,6 +171,7 @@ const EVENT_KEY = ["meta", "next_event"];
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { ProcessTable } from "./process_table.ts";
  * const kv = await Deno.openKv(":memory:");
  * const table = new ProcessTable(kv);
@@ -179,7 +180,7 @@ const EVENT_KEY = ["meta", "next_event"];
  *   policy: [], onParentExit: "kill", budget: {},
  * });
  * await table.transition(proc.pid, "runnable");
- * console.assert((await table.get(proc.pid))?.state === "runnable");
+ * assert((await table.get(proc.pid))?.state === "runnable");
  * kv.close();
  * ```
  */

@@ -3,6 +3,10 @@
  * with the line `N passed, N failed` (what `.ci/run` reports). The exit code
  * is `deno test`'s, and a run that executed no test fails.
  *
+ * With `--doc`, every code block in a JSDoc comment of the folders' modules
+ * is type-checked and run as a test too (`@example` blocks marked `ignore`
+ * are only shown, never run).
+ *
  * @module
  */
 
@@ -16,6 +20,7 @@ const args = [
   "--allow-ffi",
   "--allow-net=127.0.0.1",
   "--parallel",
+  "--doc",
   ...(Deno.args.length ? Deno.args : ["test/", "broker/", "runtime/", "tools/", "cli/", "api/"]),
 ];
 const child = new Deno.Command(Deno.execPath(), {

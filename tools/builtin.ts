@@ -6,8 +6,9 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { BUILTIN_TOOLS } from "./builtin.ts";
- * console.assert(BUILTIN_TOOLS.read_file.input.required?.includes("path"));
+ * assert(BUILTIN_TOOLS.read_file.input.required?.includes("path"));
  * ```
  *
  * @module
