@@ -31,10 +31,26 @@ export interface OpenStoreOptions {
   createDir?: boolean;
 }
 
+/** What `--kv` accepts, for error messages. */
+const KNOWN_LOCATIONS = 'a file path, ":memory:", or an http:// or https:// KV Connect URL';
+
+/**
+ * The URL scheme `location` starts with (`postgres:`, `file:`), or undefined
+ * for a plain path. A drive letter on Windows (`C:\`) is a path.
+ */
+function _schemeOf(location: string): string | undefined {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(location)?.[1];
+  if (scheme === undefined) return undefined;
+  if (Deno.build.os === "windows" && /^[a-z]:[\\/]/i.test(location)) return undefined;
+  return scheme.toLowerCase();
+}
+
 /**
  * Opens a store: `":memory:"` for a throwaway one, an `http(s)://` KV Connect
  * URL, or a file path (default `.libos/libos.db` under the current directory,
- * or the `LIBOS_KV` environment variable when set).
+ * or the `LIBOS_KV` environment variable when set). Any other URL scheme
+ * (`postgres://…`, `file:…`, `redis:…`) is refused before anything is
+ * created on disk; a file whose name has a colon is reached as `./name`.
  *
  * @example
  * ```ts
@@ -53,9 +69,17 @@ export async function openStore(
     const kv = await Deno.openKv(":memory:");
     return { kv, close: () => kv.close() };
   }
-  if (/^https?:\/\//.test(where)) {
+  if (/^https?:\/\//i.test(where)) {
     const kv = await Deno.openKv(where);
     return { kv, close: () => kv.close() };
+  }
+  const scheme = _schemeOf(where);
+  if (scheme !== undefined) {
+    // A password in the URL stays out of the message.
+    const shown = where.replace(/^([^/]*\/\/[^/@:]*):[^/@]*@/, "$1:***@");
+    throw new Error(
+      `Cannot open store "${shown}": unsupported scheme "${scheme}:"; expected ${KNOWN_LOCATIONS}`,
+    );
   }
   const path = resolve(where);
   try {
