@@ -31,6 +31,75 @@ export interface OpenStoreOptions {
   createDir?: boolean;
 }
 
+/**
+ * How long an operation on a store file waits, in all, while another OS
+ * process holds the file's write lock (SQLite answers "database is
+ * locked" at once instead of waiting).
+ */
+const LOCKED_WAIT_MS = 30_000;
+
+/** True for SQLite's refusal while another connection writes: nothing was applied. */
+function _isLocked(error: unknown): boolean {
+  return error instanceof Error && /database is locked/i.test(error.message);
+}
+
+/** Runs `attempt` again, after a short randomized pause, while the store file is locked. */
+async function _whileLocked<T>(attempt: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + LOCKED_WAIT_MS;
+  for (let pause = 1;; pause = Math.min(pause * 2, 32)) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!_isLocked(error) || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, pause * (0.5 + Math.random())));
+    }
+  }
+}
+
+/**
+ * A KV handle over a store file that other OS processes (a host, CLI
+ * verbs) write too: every read, write and commit that SQLite refuses
+ * because another process holds the write lock is tried again, up to
+ * {@link LOCKED_WAIT_MS}. A refused commit was rolled back, so trying it
+ * again applies it once.
+ */
+function _sharedFileKv(kv: Deno.Kv): Deno.Kv {
+  const retried = new Set<PropertyKey>(["get", "getMany", "set", "delete"]);
+  return new Proxy(kv, {
+    get(target, property) {
+      if (property === "atomic") {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = () => _whileLocked(commit);
+          return op;
+        };
+      }
+      if (property === "list") {
+        return (...args: Parameters<Deno.Kv["list"]>) => {
+          const iterator = target.list(...args);
+          const next = iterator.next.bind(iterator);
+          const patched: typeof iterator = new Proxy(iterator, {
+            get(it, key) {
+              if (key === "next") return () => _whileLocked(next);
+              if (key === Symbol.asyncIterator) return () => patched;
+              const value = Reflect.get(it, key, it);
+              return typeof value === "function" ? value.bind(it) : value;
+            },
+          });
+          return patched;
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== "function") return value;
+      const bound = value.bind(target);
+      return retried.has(property)
+        ? (...args: unknown[]) => _whileLocked(() => bound(...args))
+        : bound;
+    },
+  });
+}
+
 /** What `--kv` accepts, for error messages. */
 const KNOWN_LOCATIONS = 'a file path, ":memory:", or an http:// or https:// KV Connect URL';
 
@@ -86,8 +155,8 @@ export async function openStore(
     if (options.createDir ?? true) {
       await Deno.mkdir(dirname(path), { recursive: true });
     }
-    const kv = await Deno.openKv(path);
-    return { kv, path, close: () => kv.close() };
+    const kv = await _whileLocked(() => Deno.openKv(path));
+    return { kv: _sharedFileKv(kv), path, close: () => kv.close() };
   } catch (error) {
     throw new Error(`Cannot open store "${where}": ${(error as Error).message.split("\n")[0]}`);
   }

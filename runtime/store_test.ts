@@ -53,3 +53,44 @@ Deno.test("openStore opens :memory: and a file path, a colon in the path include
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a store file written by several OS processes at once loses no write and fails none", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "libos-store-" });
+  const path = join(dir, "shared.db");
+  const store = new URL("./store.ts", import.meta.url).href;
+  const writes = 300;
+  // Each writer increments one counter with check-and-set commits, as the kernel does.
+  const writer = `
+    import { openStore } from ${JSON.stringify(store)};
+    const { kv, close } = await openStore(${JSON.stringify(path)});
+    for (let i = 0; i < ${writes}; i++) {
+      for (;;) {
+        const entry = await kv.get(["counter"]);
+        const done = await kv.atomic().check(entry).set(["counter"], (entry.value ?? 0) + 1)
+          .set(["by", Deno.pid, i], true).commit();
+        if (done.ok) break;
+      }
+    }
+    close();
+  `;
+  try {
+    const runs = await Promise.all([1, 2, 3].map(() =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--unstable-kv", writer],
+        stdin: "null",
+      }).output()
+    ));
+    for (const run of runs) {
+      assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+    }
+    const { kv, close } = await openStore(path);
+    try {
+      assert.equal((await kv.get(["counter"])).value, 3 * writes);
+      assert.equal((await Array.fromAsync(kv.list({ prefix: ["by"] }))).length, 3 * writes);
+    } finally {
+      close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
