@@ -502,6 +502,12 @@ export class ProcessTable {
           feed.again = false;
           const head = (await this.#kv.get<number>(EVENT_KEY)).value ?? 0;
           if (head <= feed.seen) continue;
+          if (this.#allOwn(feed, head)) {
+            // Only this table wrote since: nothing to read.
+            for (let seq = feed.seen + 1; seq <= head; seq++) feed.own.delete(seq);
+            feed.seen = head;
+            continue;
+          }
           const events = this.#kv.list<ProcessEvent>({
             start: ["event", feed.seen + 1],
             end: ["event", head + 1],
@@ -526,6 +532,13 @@ export class ProcessTable {
         feed.reading = undefined;
       }
     })();
+  }
+
+  /** Whether every seq past the feed's last one up to `head` was committed by this table. */
+  #allOwn(feed: _Feed, head: number): boolean {
+    if (head - feed.seen > feed.own.size) return false;
+    for (let seq = feed.seen + 1; seq <= head; seq++) if (!feed.own.has(seq)) return false;
+    return true;
   }
 
   #notify(record: ProcessRecord, event: ProcessEvent, foreign: boolean): void {

@@ -43,61 +43,118 @@ function _isLocked(error: unknown): boolean {
   return error instanceof Error && /database is locked/i.test(error.message);
 }
 
-/** Runs `attempt` again, after a short randomized pause, while the store file is locked. */
-async function _whileLocked<T>(attempt: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + LOCKED_WAIT_MS;
-  for (let pause = 1;; pause = Math.min(pause * 2, 32)) {
-    try {
-      return await attempt();
-    } catch (error) {
-      if (!_isLocked(error) || Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, pause * (0.5 + Math.random())));
-    }
+/**
+ * `attempt()`, tried again after a short randomized pause while the store
+ * file is locked, until {@link LOCKED_WAIT_MS} have passed. The first try
+ * costs nothing more than a rejection handler.
+ */
+function _whileLocked<T>(attempt: () => Promise<T>, deadline?: number): Promise<T> {
+  return attempt().catch(async (error) => {
+    const until = deadline ?? Date.now() + LOCKED_WAIT_MS;
+    if (!_isLocked(error) || Date.now() > until) throw error;
+    await new Promise((resolve) => setTimeout(resolve, 1 + Math.random() * 16));
+    return _whileLocked(attempt, until);
+  });
+}
+
+/** An atomic operation on a shared store file whose commit waits out the file's lock. */
+class _SharedAtomic {
+  #op: Deno.AtomicOperation;
+
+  constructor(op: Deno.AtomicOperation) {
+    this.#op = op;
+  }
+
+  check(...checks: Deno.AtomicCheck[]): this {
+    this.#op.check(...checks);
+    return this;
+  }
+
+  mutate(...mutations: Deno.KvMutation[]): this {
+    this.#op.mutate(...mutations);
+    return this;
+  }
+
+  sum(key: Deno.KvKey, n: bigint): this {
+    this.#op.sum(key, n);
+    return this;
+  }
+
+  min(key: Deno.KvKey, n: bigint): this {
+    this.#op.min(key, n);
+    return this;
+  }
+
+  max(key: Deno.KvKey, n: bigint): this {
+    this.#op.max(key, n);
+    return this;
+  }
+
+  set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number }): this {
+    this.#op.set(key, value, options);
+    return this;
+  }
+
+  delete(key: Deno.KvKey): this {
+    this.#op.delete(key);
+    return this;
+  }
+
+  enqueue(value: unknown, options?: Parameters<Deno.AtomicOperation["enqueue"]>[1]): this {
+    this.#op.enqueue(value, options);
+    return this;
+  }
+
+  commit(): Promise<Deno.KvCommitResult | Deno.KvCommitError> {
+    return _whileLocked(() => this.#op.commit());
+  }
+}
+
+/** A list over a shared store file whose reads wait out the file's lock. */
+class _SharedList<T> implements AsyncIterableIterator<Deno.KvEntry<T>> {
+  #iterator: Deno.KvListIterator<T>;
+
+  constructor(iterator: Deno.KvListIterator<T>) {
+    this.#iterator = iterator;
+  }
+
+  get cursor(): string {
+    return this.#iterator.cursor;
+  }
+
+  next(): Promise<IteratorResult<Deno.KvEntry<T>, undefined>> {
+    return _whileLocked(() => this.#iterator.next());
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
   }
 }
 
 /**
- * A KV handle over a store file that other OS processes (a host, CLI
- * verbs) write too: every read, write and commit that SQLite refuses
- * because another process holds the write lock is tried again, up to
- * {@link LOCKED_WAIT_MS}. A refused commit was rolled back, so trying it
+ * Makes `kv`, a handle on a store file that other OS processes (a host,
+ * CLI verbs) write too, try again every read, write and commit that SQLite
+ * refuses because another process holds the write lock (see
+ * {@link _whileLocked}). A refused commit was rolled back, so trying it
  * again applies it once.
  */
-function _sharedFileKv(kv: Deno.Kv): Deno.Kv {
-  const retried = new Set<PropertyKey>(["get", "getMany", "set", "delete"]);
-  return new Proxy(kv, {
-    get(target, property) {
-      if (property === "atomic") {
-        return () => {
-          const op = target.atomic();
-          const commit = op.commit.bind(op);
-          op.commit = () => _whileLocked(commit);
-          return op;
-        };
-      }
-      if (property === "list") {
-        return (...args: Parameters<Deno.Kv["list"]>) => {
-          const iterator = target.list(...args);
-          const next = iterator.next.bind(iterator);
-          const patched: typeof iterator = new Proxy(iterator, {
-            get(it, key) {
-              if (key === "next") return () => _whileLocked(next);
-              if (key === Symbol.asyncIterator) return () => patched;
-              const value = Reflect.get(it, key, it);
-              return typeof value === "function" ? value.bind(it) : value;
-            },
-          });
-          return patched;
-        };
-      }
-      const value = Reflect.get(target, property, target);
-      if (typeof value !== "function") return value;
-      const bound = value.bind(target);
-      return retried.has(property)
-        ? (...args: unknown[]) => _whileLocked(() => bound(...args))
-        : bound;
-    },
-  });
+function _shareFileKv(kv: Deno.Kv): Deno.Kv {
+  const { get, getMany, set, delete: remove, list, atomic } = Deno.Kv.prototype;
+  const shared = kv as { -readonly [K in keyof Deno.Kv]: Deno.Kv[K] };
+  shared.get =
+    ((...args: Parameters<Deno.Kv["get"]>) => _whileLocked(() => get.apply(kv, args))) as Deno.Kv[
+      "get"
+    ];
+  shared.getMany =
+    ((...args: Parameters<Deno.Kv["getMany"]>) =>
+      _whileLocked(() => getMany.apply(kv, args))) as Deno.Kv["getMany"];
+  shared.set = (...args) => _whileLocked(() => set.apply(kv, args));
+  shared.delete = (...args) => _whileLocked(() => remove.apply(kv, args));
+  shared.list =
+    ((...args: Parameters<Deno.Kv["list"]>) =>
+      new _SharedList(list.apply(kv, args))) as unknown as Deno.Kv["list"];
+  shared.atomic = () => new _SharedAtomic(atomic.call(kv)) as unknown as Deno.AtomicOperation;
+  return kv;
 }
 
 /** What `--kv` accepts, for error messages. */
@@ -156,7 +213,7 @@ export async function openStore(
       await Deno.mkdir(dirname(path), { recursive: true });
     }
     const kv = await _whileLocked(() => Deno.openKv(path));
-    return { kv: _sharedFileKv(kv), path, close: () => kv.close() };
+    return { kv: _shareFileKv(kv), path, close: () => kv.close() };
   } catch (error) {
     throw new Error(`Cannot open store "${where}": ${(error as Error).message.split("\n")[0]}`);
   }
