@@ -48,7 +48,7 @@ const VERBS: Record<string, Verb> = {
 const USAGE = `Usage: libos VERB [flags]
   demo                                   run the built-in demo
   run IMAGE [--workspace DIR] [--model scripted:FILE|openai:NAME] [--input TEXT]
-            [--human scripted:FILE|deny|interactive]
+            [--human scripted:FILE|deny|queue|interactive]
             [--cap CAP]... [--policy PATTERN=DECISION]... [--json]
   spawn IMAGE [same flags as run]        create a process, print its pid
   serve [--until-idle] [--human ...]     run every live process of the store

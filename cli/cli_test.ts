@@ -858,7 +858,7 @@ Deno.test("bad input: an unknown --human mode or an unreadable human script", as
     const args = await readerArgs(f);
     assertOneLineError(
       await f.cli(["run", ...args, "--human", "maybe"]),
-      /^libos run: Cannot use --human "maybe": expected scripted:FILE, deny or interactive$/,
+      /^libos run: Cannot use --human "maybe": expected scripted:FILE, deny, queue or interactive$/,
     );
     assertOneLineError(
       await f.cli(["run", ...args, "--human", `scripted:${join(f.dir, "no_answers.json")}`]),

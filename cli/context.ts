@@ -38,11 +38,17 @@ export const TERMINAL_IO: Io = {
   interactive: Deno.stderr.isTerminal(),
 };
 
-/** Opens the kernel over the store the flags name. */
+/**
+ * Opens the kernel over the store the flags name. It runs no process
+ * unless `options.runs` says so (only `run` and `serve` do): a verb that
+ * answers, signals, spawns or restores changes the store, and the host
+ * serving the store sees the change and runs what it made runnable.
+ */
 export function openKernel(parsed: Parsed, options: KernelOptions = {}): Promise<Kernel> {
   return Kernel.open({
     store: str(parsed, "kv"),
     resolveModel: resolveModelSpec,
+    runs: false,
     ...options,
   });
 }

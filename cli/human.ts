@@ -119,15 +119,25 @@ async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<st
   if (buffer) yield buffer;
 }
 
-/** The responder a `--human` flag names (default: interactive on a terminal, deny otherwise). */
-export async function humanFlag(value: string | undefined, io: Io): Promise<HumanResponder> {
+/**
+ * The responder a `--human` flag names (default: interactive on a terminal,
+ * deny otherwise); `queue` names none: requests wait for `libos approve`,
+ * `libos deny` or the HTTP API.
+ */
+export async function humanFlag(
+  value: string | undefined,
+  io: Io,
+): Promise<HumanResponder | undefined> {
   const mode = value ?? (Deno.stdin.isTerminal() ? "interactive" : "deny");
+  if (mode === "queue") return undefined;
   if (mode === "deny") return new DenyingHuman();
   if (mode === "interactive") return new TerminalHuman(io);
   if (mode.startsWith("scripted:")) {
     return await ScriptedHuman.fromFile(mode.slice("scripted:".length));
   }
-  throw new UsageError(`Cannot use --human "${mode}": expected scripted:FILE, deny or interactive`);
+  throw new UsageError(
+    `Cannot use --human "${mode}": expected scripted:FILE, deny, queue or interactive`,
+  );
 }
 
 /** `libos approvals [--json]`: every pending request in full, oldest first. */

@@ -74,7 +74,7 @@ export async function runVerb(args: string[], io: Io): Promise<number> {
   const client = remoteClient(parsed);
   if (client) return await _runRemote(client, parsed, io);
   const human = await humanFlag(str(parsed, "human"), io);
-  const kernel = await openKernel(parsed, { human });
+  const kernel = await openKernel(parsed, { human, runs: true });
   try {
     const image = await registerImageArg(kernel, ref);
     const options = spawnOptions(parsed, image.tag);

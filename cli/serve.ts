@@ -34,7 +34,7 @@ export async function serveVerb(args: string[], io: Io): Promise<number> {
     : warm === "0"
     ? 0
     : int(warm, "--warm-cells");
-  const kernel = await openKernel(parsed, { human, warmCells });
+  const kernel = await openKernel(parsed, { human, warmCells, runs: true });
   const unsubscribe = kernel.processes.subscribe((record, event) => {
     if (io.interactive) {
       io.err(

@@ -95,7 +95,25 @@ export interface KernelOptions {
    * the kernel's default limits takes one instead of starting a cold cell.
    */
   warmCells?: number;
+  /**
+   * Whether this kernel runs processes (default true). One that does not
+   * (a CLI verb that answers, signals, spawns or restores) only changes the
+   * store: it never starts an execution nor a timer, and what it makes
+   * runnable is picked up by the host that serves the store, which follows
+   * the store's transitions (see {@link Kernel.recover}).
+   */
+  runs?: boolean;
 }
+
+/**
+ * How often a kernel that runs processes reads the transition counter of a
+ * store file for changes other OS processes made (SQLite has no
+ * cross-process watch): half of it is the median delay of a wake-up.
+ */
+const FILE_FEED_POLL_MS = 40;
+
+/** The same for a KV Connect store, where `kv.watch` does the work and this is a safety net. */
+const WATCHED_FEED_POLL_MS = 1000;
 
 /** What an operator (CLI, HTTP, library) asks for when spawning. */
 export interface SpawnOptions {
@@ -212,6 +230,12 @@ export class Kernel {
   #maxCells: number;
   #ownsStore: boolean;
   #closed = false;
+  #runsProcesses: boolean;
+  /** Set by {@link recover}: every process of the store is this kernel's to run. */
+  #serving = false;
+  /** Processes this kernel started and that have not ended. */
+  #hosted = new Set<number>();
+  #reacting = new Set<Promise<void>>();
 
   private constructor(store: Store, ownsStore: boolean, options: KernelOptions) {
     this.store = store;
@@ -233,6 +257,7 @@ export class Kernel {
     this.#model = options.model;
     this.#resolveModel = options.resolveModel;
     this.#maxCells = options.maxCells ?? 16;
+    this.#runsProcesses = options.runs ?? true;
     this.cells = new CellPool(options.warmCells ?? 0, cellOptionsOf(this.limits));
     this.waits = new Waits(this);
     this.events = new TopicEvents(this);
@@ -263,14 +288,60 @@ export class Kernel {
     });
   }
 
-  /** Opens a kernel over a store. */
+  /**
+   * Opens a kernel over a store. One that runs processes follows the
+   * transitions other kernels commit to the store from then on, so what
+   * they wake (an answer, a signal, a new process) reaches it.
+   */
   static async open(options: KernelOptions = {}): Promise<Kernel> {
     await removeDeadHostFolders(); // what a host killed before it could clean up left behind
     const owns = typeof options.store !== "object";
     const store = typeof options.store === "object"
       ? options.store
       : await openStore(options.store);
-    return new Kernel(store, owns, options);
+    const kernel = new Kernel(store, owns, options);
+    // A throwaway store this kernel opened has no other writer to follow.
+    if (kernel.#runsProcesses && options.store !== ":memory:") {
+      kernel.processes.subscribe((_, event, foreign) => {
+        if (foreign) kernel.#react(event.pid);
+      });
+      await kernel.processes.follow(
+        store.path !== undefined
+          ? { pollMs: FILE_FEED_POLL_MS }
+          : { watch: true, pollMs: WATCHED_FEED_POLL_MS },
+      );
+    }
+    return kernel;
+  }
+
+  /**
+   * Catches up with a transition another kernel committed: an execution
+   * here of a process that is no longer `running` (killed, paused, put
+   * back by a restore) stops, and a process that is now `runnable` starts
+   * when this kernel serves the store or started it before.
+   */
+  #react(pid: number): void {
+    if (this.#closed) return;
+    const execution = this.#executions.get(pid);
+    if (!execution && !this.#serving && !this.#hosted.has(pid)) return;
+    const reaction = (async () => {
+      const record = await this.processes.get(pid);
+      if (!record || this.#closed) return;
+      // The execution was there before the read: its process left `running` since.
+      if (execution && this.#executions.get(pid) === execution && record.state !== "running") {
+        if (END_STATES.has(record.state)) execution.markEnded();
+        execution.stop(`The process is ${record.state}`);
+      }
+      if (END_STATES.has(record.state)) this.#hosted.delete(pid);
+      if (record.state === "runnable" && (this.#serving || this.#hosted.has(pid))) {
+        this.start(pid);
+      }
+    })().catch((error) => {
+      if (!this.#closed) {
+        console.error(`libos: catching up with process ${pid} failed: ${(error as Error).message}`);
+      }
+    }).finally(() => this.#reacting.delete(reaction));
+    this.#reacting.add(reaction);
   }
 
   /** Registered image of a process (with its entry source). */
@@ -459,7 +530,8 @@ export class Kernel {
    * is still stopping starts once that cell is gone.
    */
   start(pid: number): void {
-    if (this.#closed || this.#queued.has(pid)) return;
+    if (this.#closed || !this.#runsProcesses || this.#queued.has(pid)) return;
+    this.#hosted.add(pid);
     this.waits.start();
     this.#queued.add(pid);
     this.#queue.push(pid);
@@ -553,6 +625,7 @@ export class Kernel {
 
   /** Spawns, starts and waits for a process: the `libos run` path. */
   async run(options: SpawnOptions): Promise<ProcessRecord> {
+    this.#requireRuns("run a process");
     const proc = await this.spawn(options);
     this.start(proc.pid);
     return await this.waitFor(proc.pid);
@@ -568,6 +641,7 @@ export class Kernel {
     outcome: { result?: unknown; error?: { code?: string; message: string }; reason?: string } = {},
   ): Promise<void> {
     this.#executions.get(pid)?.markEnded();
+    this.#hosted.delete(pid);
     const current = await this.processes.get(pid);
     if (!current || END_STATES.has(current.state)) return;
     // What the process did is in the journal and audit before it is seen to end.
@@ -692,12 +766,17 @@ export class Kernel {
   }
 
   /**
-   * Resumes every live process of the store: running ones (their host
-   * died) replay from their journals, runnable ones start, blocked ones are
-   * checked for conditions that came true meanwhile and otherwise wait for
-   * them. Starts the timer. Returns how many processes it started.
+   * Makes this kernel the host of the whole store and resumes every live
+   * process: running ones (their host died) replay from their journals,
+   * runnable ones start, blocked ones are checked for conditions that came
+   * true meanwhile and otherwise wait for them. Starts the timer. From
+   * then on, a process another kernel makes runnable (an answer, a signal,
+   * a spawn from the CLI) starts here too. Returns how many processes it
+   * started.
    */
   async recover(): Promise<number> {
+    this.#requireRuns("serve the store");
+    this.#serving = true;
     let started = 0;
     this.waits.start();
     for (const record of await this.processes.list()) {
@@ -1188,6 +1267,8 @@ export class Kernel {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.processes.unfollow();
+    while (this.#reacting.size) await Promise.allSettled([...this.#reacting]);
     this.waits.stop();
     await this.waits.settled();
     // Runs that were starting when close began finish starting first.
@@ -1206,6 +1287,15 @@ export class Kernel {
     }
     await this.journal.close();
     if (this.#ownsStore) this.store.close();
+  }
+
+  #requireRuns(action: string): void {
+    if (!this.#runsProcesses) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot ${action}: this kernel was opened with runs: false`,
+      );
+    }
   }
 
   async #requireImage(ref: string): Promise<RegisteredImage> {

@@ -164,7 +164,35 @@ export type NewProcess =
   & { seed?: number };
 
 const PID_KEY = ["meta", "next_pid"];
+/**
+ * The seq of the latest transition. Every transition sets it in its own
+ * commit, so it is also the key a host watches to learn that a kernel in
+ * another OS process changed a process of the store.
+ */
 const EVENT_KEY = ["meta", "next_event"];
+
+/**
+ * Called after every transition: `foreign` is false for one this table
+ * committed, true for one another kernel committed (seen by {@link
+ * ProcessTable.follow}; `record` is then the record as it is now).
+ */
+export type TransitionListener = (
+  record: ProcessRecord,
+  event: ProcessEvent,
+  foreign: boolean,
+) => void;
+
+/** What {@link ProcessTable.follow} keeps while it runs. */
+interface _Feed {
+  /** The latest seq handed on; -1 until the starting point is read. */
+  seen: number;
+  /** Seqs this table committed that the feed has not passed yet. */
+  own: Set<number>;
+  /** A read in progress, and whether another must follow it. */
+  reading?: Promise<void>;
+  again: boolean;
+  stop(): Promise<void>;
+}
 
 /**
  * The process table.
@@ -186,7 +214,8 @@ const EVENT_KEY = ["meta", "next_event"];
  */
 export class ProcessTable {
   #kv: Deno.Kv;
-  #listeners = new Set<(record: ProcessRecord, event: ProcessEvent) => void>();
+  #listeners = new Set<TransitionListener>();
+  #feed: _Feed | undefined;
 
   /** Wraps a KV handle. */
   constructor(kv: Deno.Kv) {
@@ -241,7 +270,7 @@ export class ProcessTable {
       if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
       options.setup?.(op, pid);
       if ((await op.commit()).ok) {
-        for (const event of events) this.#notify(record, event);
+        for (const event of events) this.#notify(record, event, false);
         return record;
       }
     }
@@ -341,8 +370,43 @@ export class ProcessTable {
       op.set(["proc", pid], next);
       extra?.(op);
       if ((await op.commit()).ok) {
-        if (event) this.#notify(next, event);
+        if (event) this.#notify(next, event, false);
         return next;
+      }
+    }
+  }
+
+  /**
+   * Puts `record` back as the process's row (a snapshot restore): not a
+   * lifecycle step, so any state may replace any other, but it is logged
+   * as a transition from the current state like any other, so hosts that
+   * follow the store see it.
+   */
+  async restore(
+    record: ProcessRecord,
+    options: { reason?: string; now?: number } = {},
+  ): Promise<ProcessRecord> {
+    for (;;) {
+      const [procEntry, eventEntry] = await this.#kv.getMany<[ProcessRecord, number]>([
+        ["proc", record.pid],
+        EVENT_KEY,
+      ]);
+      const seq = (eventEntry.value ?? 0) + 1;
+      const event: ProcessEvent = {
+        seq,
+        at: options.now ?? Date.now(),
+        pid: record.pid,
+        kind: "transition",
+        from: procEntry.value?.state ?? null,
+        to: record.state,
+        reason: options.reason,
+      };
+      const commit = await this.#kv.atomic().check(procEntry, eventEntry)
+        .set(["proc", record.pid], record).set(EVENT_KEY, seq).set(["event", seq], event)
+        .commit();
+      if (commit.ok) {
+        this.#notify(record, event, false);
+        return record;
       }
     }
   }
@@ -388,15 +452,119 @@ export class ProcessTable {
     }
   }
 
-  /** Calls `listener` after every transition this table commits. Returns an unsubscribe function. */
-  subscribe(
-    listener: (record: ProcessRecord, event: ProcessEvent) => void,
-  ): () => void {
+  /**
+   * Calls `listener` after every transition this table commits and, while
+   * {@link follow} runs, every one another kernel commits to the store.
+   * Returns an unsubscribe function.
+   */
+  subscribe(listener: TransitionListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }
 
-  #notify(record: ProcessRecord, event: ProcessEvent): void {
-    for (const listener of this.#listeners) listener(record, event);
+  /**
+   * Follows the transitions other kernels (other OS processes, other
+   * hosts) commit to the store from now on, handing each to the listeners
+   * with `foreign` true, in seq order. It reads the event log past the
+   * last seq it handed on whenever {@link EVENT_KEY} changes, as seen by a
+   * `kv.watch` (with `watch`: changes through KV Connect or another handle
+   * of this OS process) or by reading the key every `pollMs` (a store file
+   * other OS processes write to: SQLite has no cross-process watch).
+   * Resolves once the starting point is read.
+   */
+  async follow(options: { watch?: boolean; pollMs?: number } = {}): Promise<void> {
+    if (this.#feed) return;
+    const watch = options.watch ? this.#kv.watch([EVENT_KEY]).getReader() : undefined;
+    const timer = options.pollMs === undefined
+      ? undefined
+      : setInterval(() => this.#read(), options.pollMs);
+    const watching = (async () => {
+      try {
+        while (watch && !(await watch.read()).done) this.#read();
+      } catch {
+        // The handle closed under the watch.
+      }
+    })();
+    const feed: _Feed = {
+      seen: -1,
+      own: new Set(),
+      again: false,
+      stop: async () => {
+        if (timer !== undefined) clearInterval(timer);
+        await watch?.cancel().catch(() => {});
+        await watching;
+        while (feed.reading) await feed.reading;
+      },
+    };
+    this.#feed = feed;
+    feed.seen = (await this.#kv.get<number>(EVENT_KEY)).value ?? 0;
+    for (const seq of feed.own) if (seq <= feed.seen) feed.own.delete(seq);
+    this.#read();
+  }
+
+  /** Stops {@link follow}; resolves once no read is in progress. */
+  async unfollow(): Promise<void> {
+    const feed = this.#feed;
+    this.#feed = undefined;
+    await feed?.stop();
+  }
+
+  /** Hands on the transitions committed since the feed's last read; one read at a time. */
+  #read(): void {
+    const feed = this.#feed;
+    if (!feed || feed.seen < 0) return;
+    if (feed.reading) {
+      feed.again = true;
+      return;
+    }
+    feed.reading = (async () => {
+      try {
+        do {
+          feed.again = false;
+          const head = (await this.#kv.get<number>(EVENT_KEY)).value ?? 0;
+          if (head <= feed.seen) continue;
+          if (this.#allOwn(feed, head)) {
+            // Only this table wrote since: nothing to read.
+            for (let seq = feed.seen + 1; seq <= head; seq++) feed.own.delete(seq);
+            feed.seen = head;
+            continue;
+          }
+          const events = this.#kv.list<ProcessEvent>({
+            start: ["event", feed.seen + 1],
+            end: ["event", head + 1],
+          });
+          for await (const { value: event } of events) {
+            if (this.#feed !== feed) return;
+            if (feed.own.delete(event.seq)) continue;
+            const record = await this.get(event.pid);
+            if (record) this.#notify(record, event, true);
+          }
+          feed.seen = head;
+          // A commit of ours whose seq was passed before we noted it.
+          for (const seq of feed.own) if (seq <= head) feed.own.delete(seq);
+        } while (feed.again && this.#feed === feed);
+      } catch (error) {
+        if (this.#feed === feed) {
+          console.error(
+            `libos: reading the transitions of other hosts failed: ${(error as Error).message}`,
+          );
+        }
+      } finally {
+        feed.reading = undefined;
+      }
+    })();
+  }
+
+  /** Whether every seq past the feed's last one up to `head` was committed by this table. */
+  #allOwn(feed: _Feed, head: number): boolean {
+    if (head - feed.seen > feed.own.size) return false;
+    for (let seq = feed.seen + 1; seq <= head; seq++) if (!feed.own.has(seq)) return false;
+    return true;
+  }
+
+  #notify(record: ProcessRecord, event: ProcessEvent, foreign: boolean): void {
+    const feed = this.#feed;
+    if (!foreign && feed && (feed.seen < 0 || event.seq > feed.seen)) feed.own.add(event.seq);
+    for (const listener of this.#listeners) listener(record, event, foreign);
   }
 }

@@ -187,3 +187,87 @@ Deno.test("list returns every process in pid order", async () => {
     );
   });
 });
+
+/** Resolves once `table` has handed on `count` transitions committed elsewhere. */
+function foreignEvents(table: ProcessTable, count: number): Promise<ProcessEvent[]> {
+  const seen: ProcessEvent[] = [];
+  return new Promise((resolve) => {
+    const off = table.subscribe((_, event, foreign) => {
+      if (!foreign) return;
+      seen.push(event);
+      if (seen.length === count) {
+        off();
+        resolve(seen);
+      }
+    });
+  });
+}
+
+Deno.test("follow hands on the transitions another table commits, in order, and not its own", async () => {
+  await withTable(async (here, kv) => {
+    const elsewhere = new ProcessTable(kv);
+    const before = await elsewhere.create(init());
+    await here.follow({ watch: true });
+    try {
+      const local: ProcessEvent[] = [];
+      here.subscribe((_, event, foreign) => {
+        if (!foreign) local.push(event);
+      });
+      const arriving = foreignEvents(here, 3);
+      await elsewhere.transition(before.pid, "runnable", { reason: "an answer" });
+      const mine = await here.create(init(), Date.now(), { runnable: true });
+      const theirs = await elsewhere.create(init());
+      await elsewhere.transition(before.pid, "killed", { reason: "kill signal" });
+      const events = await arriving;
+      assert.deepEqual(events.map((e) => [e.pid, e.from, e.to]), [
+        [before.pid, "created", "runnable"],
+        [theirs.pid, null, "created"],
+        [before.pid, "runnable", "killed"],
+      ], "the transition before follow began is not handed on");
+      assert.deepEqual(local.map((e) => [e.pid, e.to]), [[mine.pid, "created"], [
+        mine.pid,
+        "runnable",
+      ]]);
+    } finally {
+      await here.unfollow();
+    }
+  });
+});
+
+Deno.test("follow reads a store file another handle writes by polling its counter", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "libos-table-" });
+  const path = `${dir}/store.db`;
+  const kvHere = await Deno.openKv(path);
+  const kvThere = await Deno.openKv(path);
+  const here = new ProcessTable(kvHere);
+  try {
+    await here.follow({ pollMs: 10 });
+    const arriving = foreignEvents(here, 1);
+    const record = await new ProcessTable(kvThere).create(init(), Date.now());
+    const [event] = await arriving;
+    assert.equal(event.pid, record.pid);
+  } finally {
+    await here.unfollow();
+    kvHere.close();
+    kvThere.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("restore puts a record back in any state and logs it as a transition", async () => {
+  await withTable(async (table) => {
+    const created = await table.create(init(), Date.now(), { runnable: true });
+    await table.transition(created.pid, "killed");
+    const restored = await table.restore({ ...created, state: "runnable" }, {
+      reason: "snapshot s1 was restored",
+    });
+    assert.equal(restored.state, "runnable");
+    assert.equal((await table.get(created.pid))?.state, "runnable");
+    const last = (await eventsOf(table, created.pid)).at(-1)!;
+    assert.deepEqual([last.from, last.to, last.reason], [
+      "killed",
+      "runnable",
+      "snapshot s1 was restored",
+    ]);
+  });
+});

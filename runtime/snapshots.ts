@@ -183,10 +183,9 @@ export class Snapshots {
           entry.record.state === "paused"
         ? entry.record.state
         : "runnable";
-      await kernel.store.kv.set(["proc", pid], {
-        ...entry.record,
-        state,
-        usage: entry.record.usage,
+      await kernel.processes.restore({ ...entry.record, state }, {
+        reason: `snapshot ${id} was restored`,
+        now: kernel.now(),
       });
       if (entry.waitRecord) await kernel.waits.rearm(entry.waitRecord);
       if (state === "runnable") kernel.start(pid);
