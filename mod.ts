@@ -54,6 +54,7 @@ export type {
   ProcessEvent,
   ProcessRecord,
   ProcessState,
+  TransitionListener,
   Usage,
   WaitingOn,
 } from "./runtime/process_table.ts";
