@@ -1,17 +1,20 @@
 /**
- * Bundles `worker_main.ts` and everything it imports into
+ * Bundles `guest/worker_main.ts` and everything it imports into
  * `_worker_bundle.ts`, the text a zero-permission cell starts its Worker
- * from. Run with `deno task bundle` after changing any worker-side module;
- * `test/worker_bundle_test.ts` fails while the bundle is stale.
+ * from, and writes the host's tool catalog (`_build_tool_catalog.ts`). Run
+ * with `deno task bundle` after changing any module under `guest/` or
+ * `tools/`; `--check` exits 1 when either output is stale, and
+ * `test/worker_bundle_test.ts` fails while the bundle is.
  *
  * @module
  */
 
 import { fileURLToPath } from "node:url";
+import { buildToolCatalog, CATALOG_PATH } from "./_build_tool_catalog.ts";
 
 /** Produces the bundle module's text. */
 export async function buildWorkerBundle(): Promise<string> {
-  const entry = fileURLToPath(new URL("./worker_main.ts", import.meta.url));
+  const entry = fileURLToPath(new URL("./guest/worker_main.ts", import.meta.url));
   const out = await Deno.makeTempFile({ suffix: ".js" });
   try {
     const { code, stderr } = await new Deno.Command(Deno.execPath(), {
@@ -39,6 +42,24 @@ export const BUNDLE_PATH: string = fileURLToPath(
 );
 
 if (import.meta.main) {
-  await Deno.writeTextFile(BUNDLE_PATH, await buildWorkerBundle());
-  console.log(`Wrote ${BUNDLE_PATH}`);
+  const outputs = [
+    { path: BUNDLE_PATH, text: await buildWorkerBundle() },
+    { path: CATALOG_PATH, text: await buildToolCatalog() },
+  ];
+  if (Deno.args.includes("--check")) {
+    const stale = [];
+    for (const { path, text } of outputs) {
+      if (await Deno.readTextFile(path).catch(() => "") !== text) stale.push(path);
+    }
+    if (stale.length) {
+      console.error(`Stale, run deno task bundle: ${stale.join(", ")}`);
+      Deno.exit(1);
+    }
+    console.log("The worker bundle and the tool catalog are up to date");
+  } else {
+    for (const { path, text } of outputs) {
+      await Deno.writeTextFile(path, text);
+      console.log(`Wrote ${path}`);
+    }
+  }
 }
