@@ -63,12 +63,12 @@ export { Cell } from "./runtime/cell.ts";
 export type { CellExit, CellOptions } from "./runtime/cell.ts";
 export { CellPool } from "./runtime/cell_pool.ts";
 export type {
+  AgentConfig,
   CellToHost,
   CellToWorker,
   ProgramEntry,
   WorkerToCell,
-} from "./runtime/cell_protocol.ts";
-export type { AgentConfig } from "./runtime/agent.ts";
+} from "./runtime/guest/cell_protocol.ts";
 export type { ProcessLimits } from "./runtime/execution.ts";
 export {
   imageDigest,
@@ -110,7 +110,7 @@ export { ObjectMemory } from "./runtime/object_memory.ts";
 export type { ListOptions, ObjectRecord, ObjectType, PutOptions } from "./runtime/object_memory.ts";
 export { LocalFs } from "./runtime/fs_provider.ts";
 export type { FsEntry, FsProvider, FsStat } from "./runtime/fs_provider.ts";
-export { createSys, SysError } from "./runtime/libc.ts";
+export { createSys, SysError } from "./runtime/guest/libc.ts";
 export type {
   CapabilityView,
   DirEntry,
@@ -118,7 +118,7 @@ export type {
   Sys,
   Transport,
   WaitResult,
-} from "./runtime/libc.ts";
+} from "./runtime/guest/libc.ts";
 export { BUILTIN_TOOLS } from "./tools/builtin.ts";
 export type { Tool, ToolInputSchema } from "./tools/builtin.ts";
 export { formatCapability, parseCapability, RESOURCES } from "./broker/capability.ts";

@@ -1,8 +1,10 @@
 /**
- * Bundles `worker_main.ts` and everything it imports into
+ * Bundles `guest/worker_main.ts` and everything it imports into
  * `_worker_bundle.ts`, the text a zero-permission cell starts its Worker
- * from. Run with `deno task bundle` after changing any worker-side module;
- * `test/worker_bundle_test.ts` fails while the bundle is stale.
+ * from, and writes the host's tool catalog (`_build_tool_catalog.ts`). Run
+ * with `deno task bundle` after changing any module under `guest/` or
+ * `tools/`; `--check` exits 1 when either output is stale, and
+ * `test/worker_bundle_test.ts` fails while the bundle is.
  *
  * ```sh
  * deno task bundle                                              # rewrite runtime/_worker_bundle.ts
@@ -17,12 +19,13 @@
  */
 
 import { fileURLToPath } from "node:url";
+import { buildToolCatalog, CATALOG_PATH } from "./_build_tool_catalog.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** Produces the bundle module's text. */
 export async function buildWorkerBundle(): Promise<string> {
-  const entry = fileURLToPath(new URL("./worker_main.ts", import.meta.url));
+  const entry = fileURLToPath(new URL("./guest/worker_main.ts", import.meta.url));
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["bundle", "--quiet", "--platform", "deno", entry],
     cwd: ROOT,
@@ -70,17 +73,22 @@ export async function staleWorkerBundle(path: string = BUNDLE_PATH): Promise<str
 }
 
 if (import.meta.main) {
+  const catalog = await buildToolCatalog();
   if (Deno.args.includes("--check")) {
     const stale = await staleWorkerBundle();
     if (stale !== undefined) {
-      console.error(
-        `runtime/_worker_bundle.ts is stale (${stale}): run deno task bundle`,
-      );
+      console.error(`runtime/_worker_bundle.ts is stale (${stale}): run deno task bundle`);
+      Deno.exit(1);
+    }
+    if (await Deno.readTextFile(CATALOG_PATH).catch(() => "") !== catalog) {
+      console.error("runtime/_tool_catalog.ts is stale: run deno task bundle");
       Deno.exit(1);
     }
     console.log("runtime/_worker_bundle.ts is up to date");
   } else {
     await Deno.writeTextFile(BUNDLE_PATH, await buildWorkerBundle());
     console.log(`Wrote ${BUNDLE_PATH}`);
+    await Deno.writeTextFile(CATALOG_PATH, catalog);
+    console.log(`Wrote ${CATALOG_PATH}`);
   }
 }

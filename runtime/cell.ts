@@ -21,7 +21,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import type { CellHello, CellToHost, CellToWorker } from "./cell_protocol.ts";
+import type { CellHello, CellToHost, CellToWorker } from "./guest/cell_protocol.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { spawnHostChild } from "./host_children.ts";
 

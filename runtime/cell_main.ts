@@ -29,7 +29,7 @@ import {
   memoryLimitReason,
   type WorkerLoaded,
   type WorkerToCell,
-} from "./cell_protocol.ts";
+} from "./guest/cell_protocol.ts";
 
 /** How often a running cell checks its memory, in ms. */
 const MEMORY_CHECK_MS = 50;

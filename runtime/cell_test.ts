@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Cell } from "./cell.ts";
-import type { CellToHost, CellToWorker } from "./cell_protocol.ts";
+import type { CellToHost, CellToWorker } from "./guest/cell_protocol.ts";
 
 function start(pid: number, source: string): CellToWorker {
   return {

@@ -14,7 +14,7 @@ import { type ErrorCode, SyscallError } from "../broker/errors.ts";
 
 type ErrorReply = { code: ErrorCode; message: string };
 import { Cell, type CellOptions } from "./cell.ts";
-import { type CellToHost, memoryLimitReason, type ProgramEntry } from "./cell_protocol.ts";
+import { type CellToHost, memoryLimitReason, type ProgramEntry } from "./guest/cell_protocol.ts";
 import type { Kernel } from "./kernel.ts";
 import type { ProcessRecord } from "./process_table.ts";
 

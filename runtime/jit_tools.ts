@@ -23,7 +23,7 @@ import { canonicalJson, sha256Hex } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { compileSchema, SchemaError, type SchemaIssue } from "../broker/json_schema.ts";
 import { describeIssue } from "../broker/schema_errors.ts";
-import { BUILTIN_TOOLS } from "../tools/builtin.ts";
+import { BUILTIN_TOOL_CATALOG } from "./_tool_catalog.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 import type { AgentImage } from "./image.ts";
@@ -253,7 +253,7 @@ export class ToolTables {
         `Cannot register tool "${tool.name}": names are lowercase letters, digits and _`,
       );
     }
-    if (Object.hasOwn(BUILTIN_TOOLS, tool.name)) {
+    if (Object.hasOwn(BUILTIN_TOOL_CATALOG, tool.name)) {
       throw new SyscallError(
         "EEXIST",
         `Cannot register tool "${tool.name}": it would shadow a built-in tool`,

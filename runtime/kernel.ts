@@ -35,7 +35,7 @@ import { type FsProvider, LocalFs } from "./fs_provider.ts";
 import { imageModelId, ImageRegistry, type RegisteredImage } from "./image.ts";
 import type { Message, ModelProvider } from "./model.ts";
 import { DEFAULT_MODEL_ID, modelIdOfSpec, specOfModelId } from "./model_spec.ts";
-import { ObjectMemory } from "./object_memory.ts";
+import { ObjectMemory, privateNamespace } from "./object_memory.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import { TopicEvents } from "./events.ts";
 import { HumanQueue, type HumanResponder } from "./human_queue.ts";
@@ -151,11 +151,6 @@ export interface ChildSpawnOptions {
   onParentExit?: "kill" | "orphan";
   /** Set for a JIT tool call: audited under the tool (and charged to the children budget). */
   tool?: { name: string; digest: string };
-}
-
-/** The capability every process holds on its own private object namespace. */
-export function privateNamespace(pid: number): CapabilitySpec {
-  return { resource: "obj", rights: ["read", "write", "delete"], scope: `proc/${pid}` };
 }
 
 /** Largest process input, in JSON bytes (it lives in the process record). */

@@ -26,6 +26,7 @@
 
 import { digestOf } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
+import type { CapabilitySpec } from "../broker/capability.ts";
 import {
   type CompiledSchema,
   compileSchema,
@@ -211,6 +212,11 @@ export function validateName(
       }: expected "/"-separated segments of letters, digits, ".", "_" or "-", without "..", at most 200 characters`,
     );
   }
+}
+
+/** The capability every process holds on its own private object namespace, `proc/<pid>`. */
+export function privateNamespace(pid: number): CapabilitySpec {
+  return { resource: "obj", rights: ["read", "write", "delete"], scope: `proc/${pid}` };
 }
 
 /**

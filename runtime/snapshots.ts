@@ -17,7 +17,8 @@
 import type { Capability } from "../broker/capability.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { type JournalRecord, loadJournal, putRecord } from "../broker/journal.ts";
-import { type Kernel, privateNamespace } from "./kernel.ts";
+import type { Kernel } from "./kernel.ts";
+import { privateNamespace } from "./object_memory.ts";
 import { END_STATES, type ProcessRecord } from "./process_table.ts";
 
 /** One process as a snapshot holds it. */

@@ -1,13 +1,38 @@
 /**
  * The committed worker bundle (`runtime/_worker_bundle.ts`) is what
- * `deno task bundle` builds from the current worker-side sources, wherever
- * the build runs from.
+ * `deno task bundle` builds from the current guest sources (`runtime/guest/`
+ * and `tools/`), wherever the build runs from; and the host learns the
+ * built-in tools from the generated catalog without loading their module.
+ * (That the guest imports nothing of the host is checked by
+ * `test/_import_graph.ts`.)
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BUNDLE_PATH, staleWorkerBundle } from "../runtime/_build_worker.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+/** The repository-relative paths of the local modules `entry` loads, types included. */
+async function localModules(entry: string): Promise<string[]> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", entry],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  const graph = JSON.parse(new TextDecoder().decode(stdout)) as {
+    modules: { specifier: string }[];
+  };
+  const root = new URL("..", import.meta.url).href;
+  return graph.modules
+    .map((m) => m.specifier)
+    .filter((s) => s.startsWith(root))
+    .map((s) => s.slice(root.length))
+    .sort();
+}
 
 const BUILDER = fileURLToPath(new URL("../runtime/_build_worker.ts", import.meta.url));
 
@@ -45,5 +70,14 @@ Deno.test("the bundle check reports a bundle that differs from the sources", asy
     assert.equal(await staleWorkerBundle(join(dir, "absent.ts")), "the bundle module is missing");
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the host loads no tool code and of the guest only the cell protocol", async () => {
+  for (const entry of ["runtime/kernel.ts", "cli.ts", "api/server.ts"]) {
+    const guest = (await localModules(entry)).filter((path) =>
+      path.startsWith("runtime/guest/") || path.startsWith("tools/")
+    );
+    assert.deepEqual(guest, ["runtime/guest/cell_protocol.ts"], entry);
   }
 });

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { Sys } from "../runtime/libc.ts";
+import type { Sys } from "../runtime/guest/libc.ts";
 
 /** A JSON Schema object describing a tool's arguments. */
 export interface ToolInputSchema {

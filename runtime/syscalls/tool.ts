@@ -17,7 +17,7 @@ import {
 } from "../../broker/capability.ts";
 import { SyscallError } from "../../broker/errors.ts";
 import { describeIssue, issueMessage } from "../../broker/schema_errors.ts";
-import { BUILTIN_TOOLS } from "../../tools/builtin.ts";
+import { BUILTIN_TOOL_CATALOG } from "../_tool_catalog.ts";
 import { AgentImageSchema } from "../image.ts";
 import type { Kernel } from "../kernel.ts";
 import { namespaceOf } from "./obj.ts";
@@ -39,13 +39,13 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
       run: async () => {
         const proc = await kernel.processes.require(ctx.pid);
         const image = await kernel.imageOf(proc);
-        const builtin = image.image.tools.filter((n) => Object.hasOwn(BUILTIN_TOOLS, n)).map((
-          name,
-        ) => ({
-          name,
-          description: BUILTIN_TOOLS[name].description,
-          builtin: true,
-        }));
+        const builtin = image.image.tools
+          .filter((name) => Object.hasOwn(BUILTIN_TOOL_CATALOG, name))
+          .map((name) => ({
+            name,
+            description: BUILTIN_TOOL_CATALOG[name].description,
+            builtin: true,
+          }));
         const jit = (await kernel.tools.list(ctx.pid)).map((
           { name, description, input, digest },
         ) => ({
@@ -62,7 +62,7 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
       ops: [],
       effect: "effect",
       run: async () => {
-        if (Object.hasOwn(BUILTIN_TOOLS, args.name)) {
+        if (Object.hasOwn(BUILTIN_TOOL_CATALOG, args.name)) {
           throw new SyscallError(
             "EINVAL",
             `Cannot call "${args.name}" through tool.call: it is a built-in tool`,

@@ -4,11 +4,23 @@
  * the cell writes starts with the per-cell token the host sent first, so
  * output a program writes to stdout can never pass for a protocol message.
  *
+ * This is a contract both sides read: it holds types and one pure function,
+ * and imports nothing but the ABI.
+ *
  * @module
  */
 
-import type { SyscallReply } from "../broker/abi.ts";
-import type { AgentConfig } from "./agent.ts";
+import type { SyscallReply } from "../../broker/abi.ts";
+
+/** What the host tells the agent loop about its image. */
+export interface AgentConfig {
+  /** The image's system prompt. */
+  system?: string;
+  /** The image's tool table (built-in tool names). */
+  tools: string[];
+  /** Upper bound on model turns, a guard against a runaway loop. */
+  maxSteps?: number;
+}
 
 /** How the program of a process is given to its Worker. */
 export type ProgramEntry =

@@ -12,18 +12,9 @@
  * @module
  */
 
+import type { AgentConfig } from "./cell_protocol.ts";
 import type { ModelReply, Sys } from "./libc.ts";
-import { BUILTIN_TOOLS, type Tool } from "../tools/builtin.ts";
-
-/** What the host tells the agent loop about its image. */
-export interface AgentConfig {
-  /** The image's system prompt. */
-  system?: string;
-  /** The image's tool table (built-in tool names). */
-  tools: string[];
-  /** Upper bound on model turns, a guard against a runaway loop. */
-  maxSteps?: number;
-}
+import { BUILTIN_TOOLS, type Tool } from "../../tools/builtin.ts";
 
 type ChatMessage = Parameters<Sys["model"]["complete"]>[0]["messages"][number];
 

@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { CapabilityView, SyscallArgs, SyscallName } from "../broker/abi.ts";
+import type { CapabilityView, SyscallArgs, SyscallName } from "../../broker/abi.ts";
 
 /** Sends one syscall and resolves with its value or rejects with a {@link SysError}. */
 export type Transport = (name: SyscallName, args: unknown) => Promise<unknown>;

@@ -4,9 +4,11 @@
  * could use to reach around the broker, then runs either the built-in
  * `libos:agent` loop or the image's entry module, giving it the libc.
  *
- * This file and what it imports are bundled into `_worker_bundle.ts`
- * (`deno task bundle`), because a zero-permission cell cannot read module
- * files: it starts the Worker from that text.
+ * This file and what it imports (the `runtime/guest/` folder, `tools/`, and
+ * the ABI contract in `broker/abi.ts`) are bundled into
+ * `runtime/_worker_bundle.ts` (`deno task bundle`), because a
+ * zero-permission cell cannot read module files: it starts the Worker from
+ * that text.
  *
  * @module
  */
@@ -14,6 +16,8 @@
 import { createSys, SysError } from "./libc.ts";
 import { runAgent } from "./agent.ts";
 import type { CellToWorker, WorkerLoaded, WorkerToCell } from "./cell_protocol.ts";
+import { determinize, type ReplayClock } from "./determinism.ts";
+import { createChannel } from "./transport.ts";
 
 declare const self: {
   postMessage(message: WorkerToCell | WorkerLoaded): void;
@@ -73,74 +77,14 @@ function lockDown(): void {
   }
 }
 
-/**
- * Makes the program's clock and randomness replay-safe. The clock reads
- * the journal time of the latest syscall reply (so a replay sees the times
- * the first run saw), never the wall clock; randomness comes from a PRNG
- * seeded per process. `crypto.getRandomValues` and `crypto.randomUUID` are
- * therefore predictable from the seed: a program that needs secrets must
- * not make them itself.
- */
-let clock = 0;
-function determinize(epoch: number, seed: number): void {
-  clock = epoch;
-  let state = seed >>> 0;
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const RealDate = Date;
-  class ReplayDate extends RealDate {
-    constructor(...args: unknown[]) {
-      super(...((args.length ? args : [clock]) as [string]));
-    }
-    static override now(): number {
-      return clock;
-    }
-  }
-  const define = (target: object, name: string, value: unknown) =>
-    Object.defineProperty(target, name, { value, configurable: false, writable: false });
-  define(globalThis, "Date", ReplayDate);
-  define(Math, "random", next);
-  define(performance, "now", () => clock - epoch);
-  define(crypto, "getRandomValues", <T extends ArrayBufferView | null>(array: T): T => {
-    if (array) {
-      const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
-      for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(next() * 256);
-    }
-    return array;
-  });
-  define(crypto, "randomUUID", () => {
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${
-      h.slice(20)
-    }`;
-  });
-}
+let clock: ReplayClock | undefined;
 
-const pending = new Map<
-  number,
-  { resolve: (value: unknown) => void; reject: (error: unknown) => void }
->();
-let nextId = 1;
-
-const sys = createSys((name, args) =>
-  new Promise((resolve, reject) => {
-    const id = nextId++;
-    pending.set(id, { resolve, reject });
-    self.postMessage({ t: "syscall", id, name, args });
-  })
-);
+const channel = createChannel((message) => self.postMessage(message));
+const sys = createSys(channel.call);
 
 async function start(message: Extract<CellToWorker, { t: "start" }>) {
   try {
-    determinize(message.epoch, message.seed);
+    clock = determinize(globalThis, message.epoch, message.seed);
     let result: unknown;
     if (message.entry.kind === "agent") {
       result = await runAgent(sys, message.input, message.entry.config, message.checkpoint);
@@ -169,14 +113,8 @@ self.onmessage = (event) => {
   if (message.t === "start") {
     start(message);
   } else if (message.t === "reply") {
-    if (message.at !== undefined && message.at > clock) clock = message.at;
-    const waiter = pending.get(message.id);
-    if (!waiter) return;
-    pending.delete(message.id);
-    if (message.ok) waiter.resolve(message.value);
-    else {
-      waiter.reject(new SysError(message.error.code, message.error.message));
-    }
+    if (message.at !== undefined) clock?.advance(message.at);
+    channel.receive(message);
   }
 };
 self.postMessage({ t: "loaded" });
