@@ -11,10 +11,13 @@
  * - the host writes the pid of each child to a file (`children`, one
  *   `+pid` or `-pid` line per start and end, with a synchronous write right
  *   after the spawn), and a watchman (`/bin/sh`, started with the first
- *   child) waits for the end of a pipe that only the host holds open. The
- *   pipe ends however the host ends; then the watchman kills every child the
- *   file still lists and the process group each one leads (a command started
- *   through `setsid`, with whatever it left running in the background);
+ *   child) reads a pipe that only the host holds open, on which the host
+ *   sends each child's pid as it starts (the watchman notes its start time).
+ *   The pipe ends however the host ends; then the watchman kills every child
+ *   the file still lists and the process group each one leads (a command
+ *   started through `setsid`, with whatever it left running in the
+ *   background), but never a pid the system has since given to another
+ *   process;
  * - the host's temporary folders live in one folder of its own,
  *   `$TMPDIR/libos-host-<pid>-<random>`, which holds a lock file the host
  *   keeps locked; the next host to start removes every such folder whose lock
@@ -34,12 +37,30 @@ const SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin";
 const COMPACT_AT = 4096;
 
 /**
- * The watchman (`$1` is the children file). It ignores the signals a
- * terminal sends to the host's group, so it outlives the host, and reads its
- * input, which the host never writes, to its end: the host is gone.
+ * The watchman (`$1` is the children file, `$2` the proc file system). It ignores the signals a
+ * terminal sends to the host's group, so it outlives the host. The host
+ * writes `+pid` to its input right after each spawn: the watchman notes that
+ * process's start time (from `/proc/<pid>/stat`). When its input ends (the
+ * host is gone), it kills every child the file still lists, and the group it
+ * leads, unless the pid now belongs to a process that started at another
+ * time: a pid reused by the system is never killed.
  */
-const WATCHMAN = `trap '' HUP INT QUIT TERM PIPE
-while read -r _; do :; done
+export const _WATCHMAN = `trap '' HUP INT QUIT TERM PIPE
+proc=$2
+start() {
+  at=
+  { read -r stat < "$proc/$1/stat"; } 2>/dev/null || return 0
+  set -- \${stat##*) }
+  shift 19
+  at=$1
+}
+seen=' '
+while read -r line; do
+  id=\${line#+}
+  case $id in ''|*[!0-9]*) continue ;; esac
+  start "$id"
+  [ -n "$at" ] && seen="$seen$id:$at "
+done
 live=' '
 while IFS= read -r line; do
   id=\${line#?}
@@ -50,6 +71,12 @@ while IFS= read -r line; do
   esac
 done < "$1"
 for id in $live; do
+  start "$id"
+  [ -n "$at" ] || continue
+  case $seen in *" $id:"*)
+    was=\${seen#* $id:}
+    [ "\${was%% *}" = "$at" ] || continue ;;
+  esac
   kill -s KILL -- "-$id" 2>/dev/null
   kill -s KILL "$id" 2>/dev/null
 done
@@ -61,7 +88,7 @@ interface HostState {
   children: Deno.FsFile;
   /** Lines written to the children file since it was last rewritten. */
   lines: number;
-  /** The watchman's input, kept open and never written. */
+  /** The watchman's input: the pid of each child, as it starts; its end means the host is gone. */
   watchman?: { alive: boolean; input: WritableStreamDefaultWriter<Uint8Array> };
 }
 
@@ -133,7 +160,7 @@ function parentDeathPrefix(): string[] {
 function ensureWatchman(host: HostState): void {
   if (host.watchman?.alive) return;
   const child = new Deno.Command("/bin/sh", {
-    args: ["-c", WATCHMAN, "libos-watchman", join(host.folder, CHILDREN)],
+    args: ["-c", _WATCHMAN, "libos-watchman", join(host.folder, CHILDREN), "/proc"],
     cwd: "/",
     clearEnv: true,
     env: { PATH: SYSTEM_PATH },
@@ -190,6 +217,7 @@ export function spawnHostChild(
     : new Deno.Command(program, options).spawn();
   live.add(child.pid);
   record(host, `+${child.pid}`);
+  host.watchman?.input.write(new TextEncoder().encode(`+${child.pid}\n`)).catch(() => {});
   child.status.then(() => {
     live.delete(child.pid);
     record(host, `-${child.pid}`);

@@ -125,3 +125,44 @@ Deno.test("the next host removes the temporary folders of a dead host, never tho
     }
   });
 });
+
+/** A `/proc/<pid>/stat` line whose start time (field 22) is `start`. */
+function statLine(pid: number, start: number): string {
+  const fields = Array.from({ length: 18 }, (_, i) => i + 1);
+  return `${pid} (sle ep) S ${fields.join(" ")} ${start} 0 0\n`;
+}
+
+Deno.test("the watchman never kills a pid the system gave to another process", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "libos-watchman-" });
+  const { _WATCHMAN } = await import("./host_children.ts");
+  try {
+    for (const reused of [false, true]) {
+      const victim = new Deno.Command("/bin/sleep", { args: ["1000"] }).spawn();
+      // A fake proc file system whose stat file is a FIFO: each read by the
+      // watchman waits for the line this test writes, so no timing is assumed.
+      const proc = join(dir, reused ? "proc-reused" : "proc-same");
+      await Deno.mkdir(join(proc, String(victim.pid)), { recursive: true });
+      const stat = join(proc, String(victim.pid), "stat");
+      assert.ok((await new Deno.Command("mkfifo", { args: [stat] }).output()).success);
+      const children = join(dir, "children");
+      await Deno.writeTextFile(children, `+${victim.pid}\n`);
+      const watchman = new Deno.Command("/bin/sh", {
+        args: ["-c", _WATCHMAN, "libos-watchman", children, proc],
+        stdin: "piped",
+      }).spawn();
+      const input = watchman.stdin.getWriter();
+      await input.write(new TextEncoder().encode(`+${victim.pid}\n`));
+      await Deno.writeTextFile(stat, statLine(victim.pid, 1111)); // noted as it starts
+      await input.close(); // the host is gone
+      // At the end the pid names a process that started later when the system reused it.
+      await Deno.writeTextFile(stat, statLine(victim.pid, reused ? 2222 : 1111));
+      await watchman.status;
+      const alive = running([victim.pid]).length === 1;
+      if (alive) victim.kill("SIGKILL");
+      await victim.status;
+      assert.equal(alive, reused, reused ? "a reused pid was killed" : "the child survived");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
