@@ -52,19 +52,11 @@ import {
   type Usage,
 } from "./process_table.ts";
 import { openStore, type Store } from "./store.ts";
-import { fsHandlers } from "./syscalls/fs.ts";
-import { miscHandlers } from "./syscalls/misc.ts";
-import { objHandlers } from "./syscalls/obj.ts";
-import { procHandlers } from "./syscalls/proc.ts";
-import { humanHandlers } from "./syscalls/human.ts";
-import { execHandlers } from "./syscalls/exec.ts";
-import { netHandlers } from "./syscalls/net.ts";
-import { toolHandlers } from "./syscalls/tool.ts";
+import { handlerTable } from "./syscalls/mod.ts";
 import { ToolTables } from "./jit_tools.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { removeDeadHostFolders } from "./host_children.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
-import { waitHandlers } from "./syscalls/wait.ts";
 
 /** Options of {@link Kernel.open}. */
 export interface KernelOptions {
@@ -274,17 +266,7 @@ export class Kernel {
         admit: (ctx, name) => this.#admitJournal(ctx.pid, name),
         charge: (ctx, bytes) => this.quotas.chargeJournal(ctx.pid, bytes),
       },
-      handlers: {
-        ...procHandlers(this),
-        ...fsHandlers(this),
-        ...objHandlers(this),
-        ...miscHandlers(this),
-        ...waitHandlers(this),
-        ...humanHandlers(this),
-        ...execHandlers(this),
-        ...netHandlers(this),
-        ...toolHandlers(this),
-      },
+      handlers: handlerTable(this),
     });
   }
 
