@@ -70,6 +70,7 @@ export function procHandlers(kernel: ProcKernel): HandlerTable {
       return {
         ops: [{ resource: "fs", right: "read", target: path }],
         effect: "none",
+        after: { cwd: path },
         run: async () => {
           const stat = await kernel.fs.stat(path);
           if (stat.kind !== "dir") {
@@ -166,11 +167,13 @@ export function procHandlers(kernel: ProcKernel): HandlerTable {
         },
       };
     },
-    // The exit is journaled and audited here; the execution ends the process
-    // right after, so the record of the call lands before the `exited` state.
+    // The exit is journaled and audited here; the run ends the process when
+    // it applies the plan's after-effect, so the record of the call lands
+    // before the `exited` state.
     "proc.exit": (_ctx, args) => ({
       ops: [],
       effect: "idempotent",
+      after: { exit: { result: args.result ?? null } },
       run: () => Promise.resolve({ result: args.result ?? null }),
     }),
   };
