@@ -15,6 +15,7 @@
 import {
   isSyscallName,
   SYSCALL_ARGS,
+  SYSCALL_RESULTS,
   type SyscallArgs,
   type SyscallName,
   type SyscallReply,
@@ -137,6 +138,12 @@ export interface BrokerOptions {
   now?: () => number;
   /** Keeps the journal each process adds within its quota (default: no quota). */
   journalMeter?: JournalMeter;
+  /**
+   * Checks every result a handler returns against its schema in
+   * `SYSCALL_RESULTS`; one that does not fit fails the call with `EINVAL`
+   * naming the field (for tests and debugging; default off).
+   */
+  checkResults?: boolean;
 }
 
 /** Keeps the journal and audit records a process adds within its quota. */
@@ -222,6 +229,7 @@ export class Broker {
   #ask: BrokerOptions["ask"];
   #now: () => number;
   #journalMeter: JournalMeter | undefined;
+  #checkResults: boolean;
 
   /** Creates a broker. */
   constructor(options: BrokerOptions) {
@@ -231,6 +239,7 @@ export class Broker {
     this.#ask = options.ask;
     this.#now = options.now ?? Date.now;
     this.#journalMeter = options.journalMeter;
+    this.#checkResults = options.checkResults ?? false;
   }
 
   /**
@@ -280,6 +289,7 @@ export class Broker {
         return PARKED;
       }
       reply = { id, ok: true, value: value === undefined ? null : value };
+      if (this.#checkResults) this.#checkResult(name as SyscallName, reply.value);
       after = plan.after;
     } catch (error) {
       const err = toSyscallError(error);
@@ -306,6 +316,18 @@ export class Broker {
       );
     }
     return parsed.data;
+  }
+
+  #checkResult(name: SyscallName, value: unknown): void {
+    const parsed = SYSCALL_RESULTS[name].safeParse(value, { error: issueMessage });
+    if (!parsed.success) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot answer ${name}: its result does not fit the declared type: ${
+          describeIssue(parsed.error.issues[0])
+        }`,
+      );
+    }
   }
 
   async #authorize(

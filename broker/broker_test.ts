@@ -562,3 +562,33 @@ Deno.test("a plan's after-effects reach the reply and the journal only when the 
     assert.equal(await journaled(2), undefined);
   });
 });
+
+Deno.test("with checkResults, a result that does not fit its declared type fails the call", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const journal = new Journal(kv, new AuditLog(kv));
+  // `fs.write` answers `{ bytes }`; this handler answers a number.
+  const handlers: HandlerTable = {
+    "fs.write": () => ({ ops: [], effect: "none", run: () => Promise.resolve(7) }),
+    "time.now": () => ({ ops: [], effect: "none", run: () => Promise.resolve(42) }),
+  };
+  const ctx = { pid: 1, image: "demo@1.0.0", workspace: "/ws", policy: [], seq: 1 };
+  try {
+    const write = { id: 1, name: "fs.write", args: { path: "a", content: "b" } };
+    const lax = new Broker({ caps: new CapabilityStore(kv), journal, handlers });
+    assert.equal(((await lax.dispatch(ctx, write)) as SyscallReply).ok, true);
+    const strict = new Broker({
+      caps: new CapabilityStore(kv),
+      journal,
+      handlers,
+      checkResults: true,
+    });
+    const refused = errorOf((await strict.dispatch({ ...ctx, seq: 2 }, write)) as SyscallReply);
+    assert.equal(refused.code, "EINVAL");
+    assert.match(refused.message, /^Cannot answer fs\.write: its result does not fit/);
+    const now = await strict.dispatch({ ...ctx, seq: 3 }, { id: 3, name: "time.now", args: {} });
+    assert.equal((now as { value: unknown }).value, 42);
+  } finally {
+    await journal.close();
+    kv.close();
+  }
+});

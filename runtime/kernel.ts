@@ -64,6 +64,11 @@ export interface KernelOptions {
   store?: Store | string;
   /** The model provider for processes that name none of their own. */
   model?: ModelProvider;
+  /**
+   * Checks every syscall result against its declared type in
+   * `SYSCALL_RESULTS` (for tests; default off).
+   */
+  checkResults?: boolean;
   /** Resolves a per-process model spec (`scripted:FILE`, `openai:NAME`). */
   resolveModel?: (spec: string) => Promise<ModelProvider>;
   /** The filesystem provider (default: the local host, with the store kept out of reach). */
@@ -267,6 +272,7 @@ export class Kernel {
         charge: (ctx, bytes) => this.quotas.chargeJournal(ctx.pid, bytes),
       },
       handlers: handlerTable(this),
+      checkResults: options.checkResults,
     });
   }
 
