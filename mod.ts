@@ -139,6 +139,7 @@ export type {
 } from "./broker/audit.ts";
 export { Journal } from "./broker/journal.ts";
 export type {
+  After,
   Effect,
   JournalOptions,
   JournalRecord,
@@ -150,7 +151,12 @@ export { Broker, PARKED } from "./broker/broker.ts";
 export type { BrokerReply, CallContext } from "./broker/broker.ts";
 export { SYSCALL_NAMES } from "./broker/abi.ts";
 export type {
+  AbiChildEnd,
+  AbiFileKind,
   AbiMessage,
+  AbiObjectMeta,
+  AbiPosted,
+  AbiProcessState,
   AbiToolCall,
   AbiToolSpec,
   Empty,
@@ -161,6 +167,8 @@ export type {
   SyscallName,
   SyscallReply,
   SyscallRequest,
+  SyscallResult,
+  SyscallResultsMap,
 } from "./broker/abi.ts";
 export { ERROR_CODES, SyscallError } from "./broker/errors.ts";
 export type { ErrorCode } from "./broker/errors.ts";

@@ -198,6 +198,189 @@ export interface SyscallArgsMap {
 /** The name of a syscall of ABI v1. */
 export type SyscallName = keyof SyscallArgsMap;
 
+/** A process state, as results name it. */
+export type AbiProcessState =
+  | "created"
+  | "runnable"
+  | "running"
+  | "blocked"
+  | "paused"
+  | "exited"
+  | "failed"
+  | "killed";
+
+/** How a child (or a JIT tool's process) ended, as `proc.wait` and `tool.call` answer. */
+export interface AbiChildEnd {
+  /** The child. */
+  pid: number;
+  /** Its state when the wait ended. */
+  state: AbiProcessState;
+  /** The result of a child that exited. */
+  result?: Json;
+  /** Why a child failed or was killed. */
+  error?: { code?: string; message: string };
+}
+
+/** An object's record without its value, as `obj.list` answers. */
+export interface AbiObjectMeta {
+  /** The namespace the object lives in. */
+  namespace: string;
+  /** The object's name within its namespace. */
+  name: string;
+  /** The type the value satisfies, when the object is typed. */
+  type?: string;
+  /** 1 for a new object, one more on every write. */
+  version: number;
+  /** The pid of the last writer. */
+  writer: number;
+  /** Time of the last write, in ms since the epoch. */
+  updatedAt: number;
+}
+
+/** An event or a message, as `event.wait` and `msg.recv` answer. */
+export interface AbiPosted {
+  /** Its position on the topic or in the mailbox, counting from 1. */
+  seq: number;
+  /** The sending pid, or null when sent from outside. */
+  from: number | null;
+  /** The payload (`null` when none was given). */
+  data: Json;
+  /** When it was sent, in ms since the epoch. */
+  at: number;
+}
+
+/** The kind of a directory entry. */
+export type AbiFileKind = "file" | "dir" | "symlink" | "other";
+
+/** The result of every syscall of ABI v1 that succeeds (`null` when it returns nothing). */
+export interface SyscallResultsMap {
+  /** The caller's identity, working directory and state. */
+  "proc.self": {
+    pid: number;
+    ppid: number | null;
+    image: string;
+    cwd: string;
+    state: AbiProcessState;
+  };
+  /** The child's pid. */
+  "proc.spawn": { pid: number };
+  /** The child's pid in the parent, 0 in the child. */
+  "proc.fork": { pid: number };
+  /** Never seen: the process runs its new image from its start. */
+  "proc.exec": null;
+  /** How the child ended. */
+  "proc.wait": AbiChildEnd;
+  /** Nothing. */
+  "proc.signal": null;
+  /** Never seen: the process has ended. */
+  "proc.exit": { result: Json };
+  /** The caller's children. */
+  "proc.children": { pid: number; image: string; state: AbiProcessState }[];
+  /** The new working directory (a real path). */
+  "proc.chdir": string;
+  /** The working directory (a real path). */
+  "proc.cwd": string;
+  /** The file's text. */
+  "fs.read": string;
+  /** The file's size after the write. */
+  "fs.write": { bytes: number };
+  /** The file's size after the write. */
+  "fs.append": { bytes: number };
+  /** The directory's entries. */
+  "fs.list": { name: string; kind: AbiFileKind; size: number }[];
+  /** What the path is. */
+  "fs.stat": { path: string; kind: AbiFileKind; size: number; mtimeMs: number | null };
+  /** Nothing. */
+  "fs.mkdir": null;
+  /** Nothing. */
+  "fs.remove": null;
+  /** Nothing. */
+  "fs.rename": null;
+  /** The object's version after the write. */
+  "obj.put": { version: number };
+  /** The object with its version and writer. */
+  "obj.get": AbiObjectMeta & { value: Json };
+  /** The namespace's objects, without their values. */
+  "obj.list": AbiObjectMeta[];
+  /** Nothing. */
+  "obj.delete": null;
+  /** Nothing. */
+  "obj.define_type": null;
+  /** The id of the capability granted to the other process. */
+  "obj.share": string;
+  /** Milliseconds since the epoch. */
+  "time.now": number;
+  /** Nothing, once the time has passed. */
+  "time.sleep": null;
+  /** The event's position on its topic. */
+  "event.emit": { seq: number };
+  /** The next event on the topic. */
+  "event.wait": AbiPosted & { topic: string };
+  /** The message's position in the addressee's mailbox. */
+  "msg.send": { seq: number };
+  /** The caller's next message. */
+  "msg.recv": AbiPosted;
+  /** The answer, typed by the question's kind. */
+  "human.ask": string | number | boolean;
+  /** The id of the capability the human granted. */
+  "human.request_permission": string;
+  /** The notice's position on the `human.notify` topic. */
+  "human.notify": { seq: number };
+  /** The assistant message and the tokens spent. */
+  "model.complete": {
+    message: { role: "assistant"; content?: string; tool_calls?: AbiToolCall[] };
+    exit?: boolean;
+    usage: { inputTokens: number; outputTokens: number };
+  };
+  /** The command's exit, output and whether it was cut or timed out. */
+  "exec.run": {
+    code: number;
+    signal: string | null;
+    stdout: string;
+    stderr: string;
+    truncated: boolean;
+    timedOut: boolean;
+  };
+  /** The response, with the redirects followed. */
+  "net.fetch": {
+    status: number;
+    statusText: string;
+    headers: Record<string, string>;
+    body: string;
+    truncated: boolean;
+    url: string;
+    redirects: string[];
+  };
+  /** The tool's name and digest. */
+  "tool.register": { name: string; digest: string };
+  /** How the tool's process ended. */
+  "tool.call": AbiChildEnd;
+  /** The caller's tool table. */
+  "tool.list": {
+    name: string;
+    description: string;
+    input?: Record<string, Json>;
+    digest?: string;
+    builtin: boolean;
+  }[];
+  /** The image's tag and digest. */
+  "image.register": { tag: string; digest: string };
+  /** The registered images. */
+  "image.list": { tag: string; digest: string }[];
+  /** The caller's capabilities. */
+  "cap.list": CapabilityView[];
+  /** The id of the capability the human granted. */
+  "cap.request": string;
+  /** The id of the capability granted to the descendant. */
+  "cap.delegate": string;
+  /** The ids revoked: the capability and everything derived from it. */
+  "cap.drop": { dropped: string[] };
+  /** The checkpoint's journal seq. */
+  "ckpt.save": { seq: number };
+  /** The caller's checkpoints. */
+  "ckpt.list": { seq: number; at: number }[];
+}
+
 /** The validated argument type of syscall `N`. */
 export type SyscallArgs<N extends SyscallName> = SyscallArgsMap[N];
 
@@ -409,13 +592,182 @@ const capabilityView: z.ZodType<CapabilityView> = z.object({
   grantedBy: z.string().describe("Who granted it: `operator`, `kernel`, `pid:N`, `human:<id>`"),
 }).strict();
 
-/**
- * Result schemas of the syscalls whose result is a record of several
- * fields, for the documentation (the other results are described in words).
- */
-export const SYSCALL_RESULTS: { readonly [N in SyscallName]?: z.ZodType } = {
-  "cap.list": z.array(capabilityView),
+const processState = z.enum([
+  "created",
+  "runnable",
+  "running",
+  "blocked",
+  "paused",
+  "exited",
+  "failed",
+  "killed",
+]);
+const none = z.null();
+const bytesWritten = z.object({
+  bytes: z.number().int().nonnegative().describe("The file's size in bytes after the write"),
+}).strict();
+const fsKind = z.enum(["file", "dir", "symlink", "other"]);
+const childEnd = z.object({
+  pid: z.number().int().describe("The child"),
+  state: processState.describe("The child's state when the wait ended"),
+  result: json.optional().describe("The result of a child that exited"),
+  error: z.object({ code: z.string().optional(), message: z.string() }).strict().optional()
+    .describe("Why a child failed or was killed"),
+}).strict();
+const objectMeta = {
+  namespace: z.string().describe("The namespace the object lives in"),
+  name: z.string().describe("The object's name within its namespace"),
+  type: z.string().optional().describe("The type the value satisfies, when typed"),
+  version: z.number().int().positive().describe("1 for a new object, one more on every write"),
+  writer: z.number().int().describe("The pid of the last writer"),
+  updatedAt: z.number().describe("Time of the last write, in ms since the epoch"),
 };
+const queued = z.object({
+  seq: z.number().int().positive().describe("Its position on the topic or in the mailbox"),
+}).strict();
+const posted = {
+  seq: z.number().int().positive().describe("Its position on the topic or in the mailbox"),
+  from: z.number().int().nullable().describe("The sending pid, or null when sent from outside"),
+  data: json.describe("The payload (`null` when none was given)"),
+  at: z.number().describe("When it was sent, in ms since the epoch"),
+};
+const tagged = z.object({
+  tag: z.string().describe("`name@version`"),
+  digest: z.string().describe("The image's content digest"),
+}).strict();
+
+/**
+ * Result schemas, one per syscall of ABI v1: the value a call that succeeds
+ * answers with (`null` when it returns nothing). A call that parks its
+ * process answers when the wait completes, with the value described here.
+ */
+export const SYSCALL_RESULTS: {
+  readonly [N in SyscallName]: z.ZodType<SyscallResultsMap[N]>;
+} = {
+  "proc.self": z.object({
+    pid: z.number().int(),
+    ppid: z.number().int().nullable().describe("The parent, or null for a root process"),
+    image: z.string().describe("The image tag the process runs"),
+    cwd: z.string().describe("The working directory (a real path)"),
+    state: processState,
+  }).strict(),
+  "proc.spawn": z.object({ pid: z.number().int().describe("The child") }).strict(),
+  "proc.fork": z.object({
+    pid: z.number().int().describe("The child in the parent, 0 in the child"),
+  }).strict(),
+  "proc.exec": z.null().describe("Never seen: the process runs its new image from its start"),
+  "proc.wait": childEnd,
+  "proc.signal": none,
+  "proc.exit": z.object({ result: json.describe("The result the process exited with") })
+    .strict().describe("Never seen: the process has ended"),
+  "proc.children": z.array(
+    z.object({ pid: z.number().int(), image: z.string(), state: processState }).strict(),
+  ),
+  "proc.chdir": z.string().describe("The new working directory (a real path)"),
+  "proc.cwd": z.string().describe("The working directory (a real path)"),
+  "fs.read": z.string().describe("The file's text"),
+  "fs.write": bytesWritten,
+  "fs.append": bytesWritten,
+  "fs.list": z.array(
+    z.object({
+      name: z.string().describe("The entry's name, without its directory"),
+      kind: fsKind,
+      size: z.number().int().nonnegative().describe("The entry's size in bytes"),
+    }).strict(),
+  ),
+  "fs.stat": z.object({
+    path: z.string().describe("The real path"),
+    kind: fsKind,
+    size: z.number().int().nonnegative().describe("Size in bytes"),
+    mtimeMs: z.number().nullable().describe("Last modification, in ms since the epoch"),
+  }).strict(),
+  "fs.mkdir": none,
+  "fs.remove": none,
+  "fs.rename": none,
+  "obj.put": z.object({
+    version: z.number().int().positive().describe("The object's version after the write"),
+  }).strict(),
+  "obj.get": z.object({ ...objectMeta, value: json.describe("The JSON value") }).strict(),
+  "obj.list": z.array(z.object(objectMeta).strict()),
+  "obj.delete": none,
+  "obj.define_type": none,
+  "obj.share": z.string().describe("The id of the capability granted to the other process"),
+  "time.now": z.number().describe("Milliseconds since the epoch"),
+  "time.sleep": none,
+  "event.emit": queued,
+  "event.wait": z.object({
+    topic: z.string().describe("The topic the event was posted on"),
+    ...posted,
+  }).strict(),
+  "msg.send": queued,
+  "msg.recv": z.object(posted).strict(),
+  "human.ask": z.union([z.string(), z.number(), z.boolean()]).describe(
+    "The answer: text or a choice, a number, or a boolean, by the question's kind",
+  ),
+  "human.request_permission": z.string().describe("The id of the capability the human granted"),
+  "human.notify": queued,
+  "model.complete": z.object({
+    message: z.object({
+      role: z.literal("assistant"),
+      content: z.string().optional(),
+      tool_calls: z.array(toolCall).optional(),
+    }).strict().describe("The assistant message"),
+    exit: z.boolean().optional().describe("True when the model means to end the process"),
+    usage: z.object({
+      inputTokens: z.number().int().nonnegative(),
+      outputTokens: z.number().int().nonnegative(),
+    }).strict().describe("Tokens the call consumed, charged to the budget"),
+  }).strict(),
+  "exec.run": z.object({
+    code: z.number().int().describe("The exit code"),
+    signal: z.string().nullable().describe("The signal that ended the command, if any"),
+    stdout: z.string(),
+    stderr: z.string(),
+    truncated: z.boolean().describe("The output was cut at the output cap"),
+    timedOut: z.boolean().describe("The command was ended by the timeout"),
+  }).strict(),
+  "net.fetch": z.object({
+    status: z.number().int(),
+    statusText: z.string(),
+    headers: z.record(z.string(), z.string()).describe(
+      "Response headers, lower-case names; repeated ones joined with `, `",
+    ),
+    body: z.string().describe("The body decoded as UTF-8, cut at the response cap"),
+    truncated: z.boolean().describe("The body was longer than the response cap"),
+    url: z.string().describe("The URL the response came from"),
+    redirects: z.array(z.string()).describe("The targets of the redirects followed, in order"),
+  }).strict(),
+  "tool.register": z.object({
+    name: z.string(),
+    digest: z.string().describe("The digest of the tool's source and manifest"),
+  }).strict(),
+  "tool.call": childEnd.describe("The end of the tool's process (the libc returns its result)"),
+  "tool.list": z.array(
+    z.object({
+      name: z.string(),
+      description: z.string(),
+      input: z.record(z.string(), json).optional().describe("A JIT tool's argument schema"),
+      digest: z.string().optional().describe("A JIT tool's digest"),
+      builtin: z.boolean(),
+    }).strict(),
+  ),
+  "image.register": tagged,
+  "image.list": z.array(tagged),
+  "cap.list": z.array(capabilityView),
+  "cap.request": z.string().describe("The id of the capability the human granted"),
+  "cap.delegate": z.string().describe("The id of the capability granted to the descendant"),
+  "cap.drop": z.object({
+    dropped: z.array(z.string()).describe("The ids revoked: the capability and its derivatives"),
+  }).strict(),
+  "ckpt.save": z.object({ seq: z.number().int().describe("The checkpoint's journal seq") })
+    .strict(),
+  "ckpt.list": z.array(
+    z.object({ seq: z.number().int(), at: z.number().describe("When it was saved") }).strict(),
+  ),
+};
+
+/** The result type of syscall `N`; {@link SYSCALL_RESULTS} checks it at run time. */
+export type SyscallResult<N extends SyscallName> = SyscallResultsMap[N];
 
 /** Every syscall name of ABI v1, in table order. */
 export const SYSCALL_NAMES: readonly SyscallName[] = Object.keys(

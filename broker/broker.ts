@@ -15,6 +15,7 @@
 import {
   isSyscallName,
   SYSCALL_ARGS,
+  SYSCALL_RESULTS,
   type SyscallArgs,
   type SyscallName,
   type SyscallReply,
@@ -27,7 +28,7 @@ import { canonicalJson, sha256Hex } from "./digest.ts";
 import { SyscallError, toSyscallError } from "./errors.ts";
 import { printable } from "./printable.ts";
 import { describeIssue, issueMessage } from "./schema_errors.ts";
-import { completion, type Effect, type Journal } from "./journal.ts";
+import { type After, completion, type Effect, type Journal } from "./journal.ts";
 import { decide, type PolicyRule } from "./policy.ts";
 
 /** Who is calling, as the broker needs to know it. */
@@ -75,10 +76,36 @@ export interface Plan {
   effect: Effect;
   /**
    * Runs the call through its provider, with the capabilities that
-   * authorized it. Returns {@link PARKED} when it parked the process.
+   * authorized it. Operations the call meets only while it runs (a
+   * redirect's target) go through `authorize`, on the broker's path.
+   * Returns {@link PARKED} when it parked the process.
    */
-  run(grant: Grant): Promise<unknown>;
+  run(grant: Grant, authorize: Authorize): Promise<unknown>;
+  /**
+   * What the call changes in its caller's run once it has succeeded (the
+   * working directory, the end of the program); the broker journals it with
+   * the outcome, so a replay applies it again.
+   */
+  after?: After;
 }
+
+/**
+ * Authorizes operations a running call meets (a redirect hop of
+ * `net.fetch`) with the caller's lasting capabilities and policy, as the
+ * broker authorizes a call's planned operations; a human's lasting grant
+ * satisfies a policy that asks, but nothing may wait for a human now, so
+ * `ask` is otherwise refused. Throws `EPERM` naming the operation and
+ * `options.context`; returns the capabilities used, one per operation.
+ */
+export type Authorize = (
+  ops: readonly Operation[],
+  options: {
+    /** Why the operation arises, shown after its target: `redirected from "…"`. */
+    context: string;
+    /** What cannot wait for a human, in the refusal: `a redirect`. */
+    step: string;
+  },
+) => Promise<Capability[]>;
 
 /** What authorization found. */
 export interface Grant {
@@ -111,6 +138,12 @@ export interface BrokerOptions {
   now?: () => number;
   /** Keeps the journal each process adds within its quota (default: no quota). */
   journalMeter?: JournalMeter;
+  /**
+   * Checks every result a handler returns against its schema in
+   * `SYSCALL_RESULTS`; one that does not fit fails the call with `EINVAL`
+   * naming the field (for tests and debugging; default off).
+   */
+  checkResults?: boolean;
 }
 
 /** Keeps the journal and audit records a process adds within its quota. */
@@ -146,8 +179,11 @@ export function callDigest(name: string, args: unknown): Promise<string> {
   return sha256Hex(canonicalJson({ name, args }));
 }
 
-/** A reply, with the journal time the program's clock advances to. */
-export type BrokerReply = SyscallReply & { at: number };
+/**
+ * A reply, with the journal time the program's clock advances to and, for
+ * a call that succeeded, the after-effects its plan declared.
+ */
+export type BrokerReply = SyscallReply & { at: number; after?: After };
 
 /** How an error message names the action of a syscall. */
 const ACTIONS: Readonly<Record<string, string>> = {
@@ -193,6 +229,7 @@ export class Broker {
   #ask: BrokerOptions["ask"];
   #now: () => number;
   #journalMeter: JournalMeter | undefined;
+  #checkResults: boolean;
 
   /** Creates a broker. */
   constructor(options: BrokerOptions) {
@@ -202,6 +239,7 @@ export class Broker {
     this.#ask = options.ask;
     this.#now = options.now ?? Date.now;
     this.#journalMeter = options.journalMeter;
+    this.#checkResults = options.checkResults ?? false;
   }
 
   /**
@@ -217,6 +255,7 @@ export class Broker {
     const call: CallContext = { ...ctx, argsDigest: await callDigest(name, args) };
     let grant: Grant = { decision: "deny", capabilities: [] };
     let effect: Effect = "none";
+    let after: After | undefined;
     let reply: SyscallReply;
     try {
       // 1. Validate: a known syscall with arguments that fit its schema.
@@ -250,6 +289,8 @@ export class Broker {
         return PARKED;
       }
       reply = { id, ok: true, value: value === undefined ? null : value };
+      if (this.#checkResults) this.#checkResult(name as SyscallName, reply.value);
+      after = plan.after;
     } catch (error) {
       const err = toSyscallError(error);
       const message = workspaceRelative(err.message, ctx.workspace);
@@ -259,8 +300,8 @@ export class Broker {
       if (err.code === "EPERM") grant = { ...grant, decision: "deny" };
     }
     // 6. Journal the outcome and audit it (buffered; durable with the next effect).
-    await this.#record(call, name, args, at, effect, grant, reply);
-    return { ...reply, at };
+    await this.#record(call, name, args, at, effect, grant, reply, after);
+    return after ? { ...reply, at, after } : { ...reply, at };
   }
 
   #validate(name: string, args: unknown): unknown {
@@ -277,6 +318,18 @@ export class Broker {
     return parsed.data;
   }
 
+  #checkResult(name: SyscallName, value: unknown): void {
+    const parsed = SYSCALL_RESULTS[name].safeParse(value, { error: issueMessage });
+    if (!parsed.success) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot answer ${name}: its result does not fit the declared type: ${
+          describeIssue(parsed.error.issues[0])
+        }`,
+      );
+    }
+  }
+
   async #authorize(
     ctx: CallContext,
     ops: readonly Operation[],
@@ -288,19 +341,7 @@ export class Broker {
     const held = await this.#caps.list(ctx.pid, now);
     const capabilities: Capability[] = [];
     for (const op of ops) {
-      const rule = decide(ctx.policy, op, { workspace: ctx.workspace });
-      let cap = pickCapability(held, op, ctx.argsDigest, now);
-      let decision = cap ? rule?.decision ?? "allow" : rule?.decision === "ask" ? "ask" : "deny";
-      if (decision === "ask") {
-        // A human already answered this question: their grant satisfies `ask`.
-        const approved = pickCapability(
-          held.filter((c) => c.grantedBy.startsWith("human:")),
-          op,
-          ctx.argsDigest,
-          now,
-        );
-        if (approved) [cap, decision] = [approved, "allow"];
-      }
+      const { cap, decision, rule } = decideOperation(ctx, held, op, now);
       if (decision === "deny") {
         const why = cap
           ? `denied by policy "${rule!.pattern}"`
@@ -321,6 +362,35 @@ export class Broker {
       capabilities.push(cap!);
     }
     return { decision: "allow", capabilities };
+  }
+
+  /** The {@link Authorize} handed to the run of call `ctx` (syscall `name`). */
+  #authorizeFollowUp(ctx: CallContext, name: string): Authorize {
+    return async (ops, { context, step }) => {
+      const now = this.#now();
+      // Only lasting grants: a one-shot grant was for the call as planned.
+      const lasting = (await this.#caps.list(ctx.pid, now)).filter((cap) =>
+        cap.uses === undefined && cap.boundTo === undefined
+      );
+      const capabilities: Capability[] = [];
+      for (const op of ops) {
+        const { cap, decision, rule } = decideOperation(ctx, lasting, op, now);
+        if (decision === "allow") {
+          capabilities.push(cap!);
+          continue;
+        }
+        const why = !cap
+          ? `no lasting capability grants ${op.resource}:${op.right} on it`
+          : decision === "deny"
+          ? `denied by policy "${rule!.pattern}"`
+          : `policy "${rule!.pattern}" asks a human, which ${step} cannot wait for`;
+        throw new SyscallError(
+          "EPERM",
+          `Cannot ${action(name)} "${op.target}" (${context}): ${why}`,
+        );
+      }
+      return capabilities;
+    };
   }
 
   async #execute(
@@ -363,7 +433,7 @@ export class Broker {
       }
     }
     ended();
-    return await plan.run(grant);
+    return await plan.run(grant, this.#authorizeFollowUp(ctx, name));
   }
 
   /**
@@ -409,6 +479,7 @@ export class Broker {
     effect: Effect,
     grant: Grant,
     reply: SyscallReply,
+    after: After | undefined,
   ): Promise<void> {
     const journal = await completion({
       pid: ctx.pid,
@@ -417,7 +488,7 @@ export class Broker {
       argsDigest: ctx.argsDigest,
       effect,
       at,
-    }, reply.ok ? { ok: true, value: reply.value } : { ok: false, error: reply.error });
+    }, reply.ok ? { ok: true, value: reply.value, after } : { ok: false, error: reply.error });
     const audit = this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply);
     const charges = await this.#journalMeter?.charge(
       ctx,
@@ -493,6 +564,33 @@ export function syscallLabel(name: unknown): string {
 export function workspaceRelative(message: string, workspace: string): string {
   if (!workspace || workspace === "/") return message;
   return message.replaceAll(`"${workspace}/`, '"./').replaceAll(`"${workspace}"`, '"."');
+}
+
+/**
+ * The decision on one operation: the capability among `held` that allows
+ * it, and what policy says; without a capability, `deny` unless policy
+ * asks. A human's grant among `held` satisfies `ask` (they already
+ * answered this question).
+ */
+function decideOperation(
+  ctx: CallContext,
+  held: readonly Capability[],
+  op: Operation,
+  now: number,
+): { cap?: Capability; decision: "allow" | "deny" | "ask"; rule?: PolicyRule } {
+  const rule = decide(ctx.policy, op, { workspace: ctx.workspace });
+  const cap = pickCapability(held, op, ctx.argsDigest, now);
+  const decision = cap ? rule?.decision ?? "allow" : rule?.decision === "ask" ? "ask" : "deny";
+  if (decision === "ask") {
+    const approved = pickCapability(
+      held.filter((c) => c.grantedBy.startsWith("human:")),
+      op,
+      ctx.argsDigest,
+      now,
+    );
+    if (approved) return { cap: approved, decision: "allow", rule };
+  }
+  return { cap, decision, rule };
 }
 
 /**

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { SyscallReply, SyscallRequest } from "./abi.ts";
 import { AuditLog, type AuditRecord } from "./audit.ts";
-import { Broker, type CallContext, type HandlerTable } from "./broker.ts";
+import { Broker, type BrokerReply, type CallContext, type HandlerTable, PARKED } from "./broker.ts";
 import type { CapabilitySpec } from "./capability.ts";
 import { CapabilityStore } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
@@ -121,6 +121,29 @@ function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
       seen.value = args.value;
       return { ops: [], effect: "none", run: () => Promise.resolve({ version: 1 }) };
     },
+    // Its run meets one more operation (a redirect to `argv[0]`) and asks the broker.
+    "exec.run": (_ctx, args) => ({
+      ops: [],
+      effect: "none",
+      run: async (_grant, authorize) => {
+        const used = await authorize([{ resource: "net", right: "fetch", target: args.argv[0] }], {
+          context: 'redirected from "https://start.test/"',
+          step: "a redirect",
+        });
+        counts.ran++;
+        return used.map((cap) => cap.id);
+      },
+    }),
+    // Declares the working directory it moves to; fails for a path named "missing".
+    "proc.chdir": (_ctx, args) => ({
+      ops: [],
+      effect: "none",
+      after: { cwd: at(args.path) },
+      run: () =>
+        args.path === "missing"
+          ? Promise.reject(new SyscallError("ENOENT", `Cannot chdir to "${args.path}"`))
+          : Promise.resolve(at(args.path)),
+    }),
     "time.now": () => {
       counts.planned++;
       return {
@@ -463,4 +486,109 @@ Deno.test("every call is journaled and audited with its decision and capability"
       assert.equal(entry?.phase, "done");
     }
   });
+});
+
+const HOP = "https://next.test/page";
+const NET_NEXT: CapabilitySpec = {
+  resource: "net",
+  rights: ["fetch"],
+  scope: "https://next.test/**",
+};
+
+Deno.test("an operation met while a call runs is authorized by the broker with lasting grants", async () => {
+  await withBroker(async (f) => {
+    // Nothing held: refused, and the run stops there.
+    const none = errorOf(await f.call("exec.run", { argv: [HOP] }));
+    assert.equal(none.code, "EPERM");
+    assert.equal(
+      none.message,
+      `Cannot run command "${HOP}" (redirected from "https://start.test/"): no lasting capability grants net:fetch on it`,
+    );
+    // A one-shot grant was for the call as planned: it covers no follow-up, and stays unspent.
+    const oneShot = await f.grant(1, { ...NET_NEXT, uses: 1 });
+    assert.match(
+      errorOf(await f.call("exec.run", { argv: [HOP] })).message,
+      /no lasting capability/,
+    );
+    assert.equal((await f.caps.list(1)).find((c) => c.id === oneShot)?.uses, 1);
+    assert.equal(f.counts.ran, 0);
+    // A lasting grant allows it, and is the capability used.
+    const lasting = await f.grant(1, NET_NEXT);
+    const ok = await f.call("exec.run", { argv: [HOP] });
+    assert.equal(ok.ok, true);
+    assert.deepEqual((ok as { value: unknown }).value, [lasting]);
+    // Policy still decides: deny refuses, ask cannot wait for a human.
+    const deny = parsePolicy({ "net:fetch:https://next.test/**": "deny" }, "operator");
+    assert.match(
+      errorOf(await f.call("exec.run", { argv: [HOP] }, { policy: deny })).message,
+      /denied by policy "net:fetch:https:\/\/next.test\/\*\*"/,
+    );
+    const ask = parsePolicy({ "net:fetch:https://next.test/**": "ask" }, "operator");
+    assert.match(
+      errorOf(await f.call("exec.run", { argv: [HOP] }, { policy: ask })).message,
+      /asks a human, which a redirect cannot wait for/,
+    );
+    // A human's lasting grant answers the question.
+    const human = (await f.caps.grant(1, NET_NEXT, { grantedBy: "human:r1" })).id;
+    const approved = await f.call("exec.run", { argv: [HOP] }, { policy: ask });
+    assert.deepEqual((approved as { value: unknown }).value, [human]);
+    assert.equal(f.counts.ran, 2);
+    const decisions = (await f.audit()).map((r) => r.decision);
+    assert.deepEqual(decisions, ["deny", "deny", "allow", "deny", "deny", "allow"]);
+  });
+});
+
+Deno.test("a plan's after-effects reach the reply and the journal only when the call succeeds", async () => {
+  await withBroker(async (f) => {
+    const ctx = { pid: 1, image: "demo@1.0.0", workspace: "/ws", policy: [], seq: 1 };
+    const moved = await f.broker.dispatch(ctx, {
+      id: 1,
+      name: "proc.chdir",
+      args: { path: "sub" },
+    });
+    assert.notEqual(moved, PARKED);
+    assert.deepEqual((moved as BrokerReply).after, { cwd: "/ws/sub" });
+    const failed = await f.broker.dispatch({ ...ctx, seq: 2 }, {
+      id: 2,
+      name: "proc.chdir",
+      args: { path: "missing" },
+    });
+    assert.equal((failed as BrokerReply).ok, false);
+    assert.equal((failed as BrokerReply).after, undefined);
+    await f.journal.flush();
+    const journaled = async (seq: number) =>
+      (await f.kv.get<JournalRecord>(["journal", 1, seq])).value?.after;
+    assert.deepEqual(await journaled(1), { cwd: "/ws/sub" });
+    assert.equal(await journaled(2), undefined);
+  });
+});
+
+Deno.test("with checkResults, a result that does not fit its declared type fails the call", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const journal = new Journal(kv, new AuditLog(kv));
+  // `fs.write` answers `{ bytes }`; this handler answers a number.
+  const handlers: HandlerTable = {
+    "fs.write": () => ({ ops: [], effect: "none", run: () => Promise.resolve(7) }),
+    "time.now": () => ({ ops: [], effect: "none", run: () => Promise.resolve(42) }),
+  };
+  const ctx = { pid: 1, image: "demo@1.0.0", workspace: "/ws", policy: [], seq: 1 };
+  try {
+    const write = { id: 1, name: "fs.write", args: { path: "a", content: "b" } };
+    const lax = new Broker({ caps: new CapabilityStore(kv), journal, handlers });
+    assert.equal(((await lax.dispatch(ctx, write)) as SyscallReply).ok, true);
+    const strict = new Broker({
+      caps: new CapabilityStore(kv),
+      journal,
+      handlers,
+      checkResults: true,
+    });
+    const refused = errorOf((await strict.dispatch({ ...ctx, seq: 2 }, write)) as SyscallReply);
+    assert.equal(refused.code, "EINVAL");
+    assert.match(refused.message, /^Cannot answer fs\.write: its result does not fit/);
+    const now = await strict.dispatch({ ...ctx, seq: 3 }, { id: 3, name: "time.now", args: {} });
+    assert.equal((now as { value: unknown }).value, 42);
+  } finally {
+    await journal.close();
+    kv.close();
+  }
 });

@@ -49,6 +49,19 @@ export interface JournalRecord {
   error?: { code: string; message: string };
   /** For a `wait` record: what the process waits for. */
   wait?: WaitSpec;
+  /** For a call that succeeded: what it changes in its caller's run (see {@link After}). */
+  after?: After;
+}
+
+/**
+ * What a successful call changes in its caller's run, declared by the
+ * call's plan and applied by the run (live, and again on replay).
+ */
+export interface After {
+  /** The caller's working directory is now this path. */
+  cwd?: string;
+  /** The program has ended, as `exited` with this result. */
+  exit?: { result: unknown };
 }
 
 /** What a parked syscall waits for. */
@@ -110,12 +123,13 @@ const MAX_BATCH_BYTES = 600_000;
 /** Makes a `done` record that keeps large values out of KV's 64 KiB limit. */
 export async function completion(
   intent: Omit<JournalRecord, "phase" | "ok" | "value" | "error">,
-  outcome: { ok: true; value: unknown } | {
+  outcome: { ok: true; value: unknown; after?: After } | {
     ok: false;
     error: { code: string; message: string };
   },
 ): Promise<JournalRecord> {
   const record: JournalRecord = { ...intent, phase: "done", ok: outcome.ok };
+  if (outcome.ok && outcome.after) record.after = outcome.after;
   if (!outcome.ok) record.error = outcome.error;
   else if (outcome.value !== undefined) {
     const text = canonicalJson(outcome.value);

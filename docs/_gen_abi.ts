@@ -1,7 +1,8 @@
 /**
  * Generates `docs/abi.md` from the syscall ABI in `broker/abi.ts`: the
  * argument tables come from the zod schemas (through `z.toJSONSchema`), the
- * error codes from `broker/errors.ts`, and which syscalls have a handler from
+ * error codes from `broker/errors.ts`, the result of every syscall from its
+ * schema in `SYSCALL_RESULTS`, and which syscalls have a handler from
  * a probe of the kernel's broker. What authority each syscall needs and
  * whether it has an external effect is written by hand in
  * {@link SYSCALL_DOCS}, read off `runtime/syscalls/*.ts`.
@@ -571,7 +572,7 @@ export async function renderAbiDoc(): Promise<string> {
     );
     if (live) push(`Effect: \`${doc.effect}\`.`, "");
     push(..._argsTable(name), "");
-    if (SYSCALL_RESULTS[name]) push(..._resultTable(name), "");
+    push(..._resultTable(name), "");
   }
   return await _format(lines.join("\n"));
 }
@@ -582,10 +583,14 @@ function _resultTable(name: SyscallName): string[] {
   const defs = _defsOf(schema);
   const list = schema.type === "array";
   const record = _resolve((list ? schema.items : schema) as Schema, defs);
-  const properties = (record.properties ?? {}) as Record<string, Schema>;
+  const about = schema.description ? ` ${String(schema.description).replace(/\.?$/, ".")}` : "";
+  if (record.type !== "object" || record.properties === undefined) {
+    return [`Result: ${_cell(`\`${_type(schema, defs)}\``)}.${_cell(about)}`];
+  }
+  const properties = record.properties as Record<string, Schema>;
   const required = new Set((record.required ?? []) as string[]);
   return [
-    list ? "Result: an array of records:" : "Result: a record:",
+    `Result: ${list ? "an array of records" : "a record"}${about ? `.${_cell(about)}` : ":"}`,
     "",
     "| field | type | always | meaning |",
     "| --- | --- | --- | --- |",
@@ -667,7 +672,7 @@ function _type(raw: Schema, defs: Record<string, Schema>): string {
       return "{}";
     }
     default:
-      return String(schema.type);
+      return Array.isArray(schema.type) ? schema.type.join(" | ") : String(schema.type);
   }
 }
 

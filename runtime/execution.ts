@@ -267,19 +267,18 @@ export class Execution {
       this.stop("The process is waiting");
       return;
     }
-    if (request.name === "proc.chdir" && reply.ok && typeof reply.value === "string") {
-      this.#ctx.cwd = reply.value; // live or replayed: the cwd the program now has
-    }
-    if (request.name === "proc.exit" && reply.ok) {
+    // What the call's plan declared it changes in this run, live or replayed.
+    const { after, ...answer } = reply;
+    if (after?.cwd !== undefined) this.#ctx.cwd = after.cwd;
+    if (after?.exit) {
       // Also on replay: an exit journaled before a crash ends the process now.
       this.markEnded();
-      await this.#kernel.finish(this.#record.pid, "exited", {
-        result: (reply.value as { result?: unknown } | null)?.result ?? null,
-      }).catch(() => {});
+      await this.#kernel.finish(this.#record.pid, "exited", { result: after.exit.result })
+        .catch(() => {});
       this.stop("The program exited");
       return;
     }
-    if (!this.#stopped) await this.cell?.send({ t: "reply", ...reply });
+    if (!this.#stopped) await this.cell?.send({ t: "reply", ...answer });
   }
 
   /**
@@ -307,7 +306,7 @@ export class Execution {
     if (recorded.phase === "done" && recorded.valueDigest === undefined) {
       const at = recorded.at;
       return recorded.ok
-        ? { id: request.id, ok: true, value: recorded.value ?? null, at }
+        ? { id: request.id, ok: true, value: recorded.value ?? null, at, after: recorded.after }
         : { id: request.id, ok: false, error: recorded.error as ErrorReply, at };
     }
     if (recorded.phase === "wait") {

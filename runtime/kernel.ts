@@ -52,19 +52,11 @@ import {
   type Usage,
 } from "./process_table.ts";
 import { openStore, type Store } from "./store.ts";
-import { fsHandlers } from "./syscalls/fs.ts";
-import { miscHandlers } from "./syscalls/misc.ts";
-import { objHandlers } from "./syscalls/obj.ts";
-import { procHandlers } from "./syscalls/proc.ts";
-import { humanHandlers } from "./syscalls/human.ts";
-import { execHandlers } from "./syscalls/exec.ts";
-import { netHandlers } from "./syscalls/net.ts";
-import { toolHandlers } from "./syscalls/tool.ts";
+import { handlerTable } from "./syscalls/mod.ts";
 import { ToolTables } from "./jit_tools.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { removeDeadHostFolders } from "./host_children.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
-import { waitHandlers } from "./syscalls/wait.ts";
 
 /** Options of {@link Kernel.open}. */
 export interface KernelOptions {
@@ -72,6 +64,11 @@ export interface KernelOptions {
   store?: Store | string;
   /** The model provider for processes that name none of their own. */
   model?: ModelProvider;
+  /**
+   * Checks every syscall result against its declared type in
+   * `SYSCALL_RESULTS` (for tests; default off).
+   */
+  checkResults?: boolean;
   /** Resolves a per-process model spec (`scripted:FILE`, `openai:NAME`). */
   resolveModel?: (spec: string) => Promise<ModelProvider>;
   /** The filesystem provider (default: the local host, with the store kept out of reach). */
@@ -269,17 +266,8 @@ export class Kernel {
         admit: (ctx, name) => this.#admitJournal(ctx.pid, name),
         charge: (ctx, bytes) => this.quotas.chargeJournal(ctx.pid, bytes),
       },
-      handlers: {
-        ...procHandlers(this),
-        ...fsHandlers(this),
-        ...objHandlers(this),
-        ...miscHandlers(this),
-        ...waitHandlers(this),
-        ...humanHandlers(this),
-        ...execHandlers(this),
-        ...netHandlers(this),
-        ...toolHandlers(this),
-      },
+      handlers: handlerTable(this),
+      checkResults: options.checkResults,
     });
   }
 

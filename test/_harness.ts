@@ -38,7 +38,8 @@ export async function withHarness(
   const outside = join(root, "outside");
   await Deno.mkdir(workspace);
   await Deno.mkdir(outside);
-  const kernel = await Kernel.open({ store: ":memory:", ...options });
+  // Every result a handler returns must fit its declared type.
+  const kernel = await Kernel.open({ store: ":memory:", checkResults: true, ...options });
   const program: Harness["program"] = async (name, source, image = {}) => {
     const registered = await kernel.images.register({
       name,

@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { CapabilityView, SyscallArgs, SyscallName } from "../../broker/abi.ts";
+import type { CapabilityView, SyscallArgs, SyscallName, SyscallResult } from "../../broker/abi.ts";
 
 /** Sends one syscall and resolves with its value or rejects with a {@link SysError}. */
 export type Transport = (name: SyscallName, args: unknown) => Promise<unknown>;
@@ -34,61 +34,46 @@ export class SysError extends Error {
 }
 
 /** An entry of a directory listing. */
-export interface DirEntry {
-  /** The entry's name, without its directory. */
-  name: string;
-  /** What the entry is. */
-  kind: "file" | "dir" | "symlink" | "other";
-  /** The entry's size in bytes. */
-  size: number;
-}
+export type DirEntry = SyscallResult<"fs.list">[number];
 
 /** What `proc.wait` returns. */
-export interface WaitResult {
-  /** The child that ended. */
-  pid: number;
-  /** The child's state when the wait ended. */
-  state: string;
-  /** The result of a child that exited. */
-  result?: unknown;
-  /** Why a child failed or was killed. */
-  error?: { code?: string; message: string };
-}
+export type WaitResult = SyscallResult<"proc.wait">;
 
-/** The `sys` object: one typed function per syscall of ABI v1. */
+/**
+ * The `sys` object: one typed function per syscall of ABI v1. Each resolves
+ * with the syscall's result as `broker/abi.ts` declares it (`SyscallResult`),
+ * but for `proc.exit` and `proc.exec`, which never return to the program, and
+ * `tool.call`, which answers the tool's own result.
+ */
 export interface Sys {
   /** Processes: `proc.*`. */
   proc: {
-    self(): Promise<
-      { pid: number; ppid: number | null; image: string; cwd: string }
-    >;
+    self(): Promise<SyscallResult<"proc.self">>;
     spawn(
       options: SyscallArgs<"proc.spawn">,
-    ): Promise<{ pid: number }>;
-    fork(options?: SyscallArgs<"proc.fork">): Promise<{ pid: number }>;
+    ): Promise<SyscallResult<"proc.spawn">>;
+    fork(options?: SyscallArgs<"proc.fork">): Promise<SyscallResult<"proc.fork">>;
     exec(options: SyscallArgs<"proc.exec">): Promise<never>;
     wait(pid: number, options?: { timeoutMs?: number }): Promise<WaitResult>;
     signal(
       pid: number,
       signal: SyscallArgs<"proc.signal">["signal"],
-    ): Promise<void>;
+    ): Promise<SyscallResult<"proc.signal">>;
     exit(result?: unknown): Promise<never>;
-    children(): Promise<{ pid: number; image: string; state: string }[]>;
-    chdir(path: string): Promise<string>;
-    cwd(): Promise<string>;
+    children(): Promise<SyscallResult<"proc.children">>;
+    chdir(path: string): Promise<SyscallResult<"proc.chdir">>;
+    cwd(): Promise<SyscallResult<"proc.cwd">>;
   };
   /** Files under the workspace: `fs.*`. */
   fs: {
-    read(path: string, options?: { maxBytes?: number }): Promise<string>;
-    write(path: string, content: string): Promise<{ bytes: number }>;
-    append(path: string, content: string): Promise<{ bytes: number }>;
-    list(path: string): Promise<DirEntry[]>;
-    stat(path: string): Promise<
-      { path: string; kind: string; size: number; mtimeMs: number | null }
-    >;
-    mkdir(path: string, options?: { recursive?: boolean }): Promise<void>;
-    remove(path: string, options?: { recursive?: boolean }): Promise<void>;
-    rename(from: string, to: string): Promise<void>;
+    read(path: string, options?: { maxBytes?: number }): Promise<SyscallResult<"fs.read">>;
+    write(path: string, content: string): Promise<SyscallResult<"fs.write">>;
+    append(path: string, content: string): Promise<SyscallResult<"fs.append">>;
+    list(path: string): Promise<SyscallResult<"fs.list">>;
+    stat(path: string): Promise<SyscallResult<"fs.stat">>;
+    mkdir(path: string, options?: { recursive?: boolean }): Promise<SyscallResult<"fs.mkdir">>;
+    remove(path: string, options?: { recursive?: boolean }): Promise<SyscallResult<"fs.remove">>;
+    rename(from: string, to: string): Promise<SyscallResult<"fs.rename">>;
   };
   /** Object memory: `obj.*`. */
   obj: {
@@ -97,119 +82,94 @@ export interface Sys {
       name: string,
       value: unknown,
       options?: { type?: string; expectedVersion?: number },
-    ): Promise<{ version: number }>;
-    get(namespace: string, name: string): Promise<
-      {
-        namespace: string;
-        name: string;
-        value: unknown;
-        type?: string;
-        version: number;
-        writer: number;
-      }
-    >;
+    ): Promise<SyscallResult<"obj.put">>;
+    get(namespace: string, name: string): Promise<SyscallResult<"obj.get">>;
     list(
       namespace: string,
       options?: { prefix?: string },
-    ): Promise<{ name: string; version: number; type?: string }[]>;
-    delete(namespace: string, name: string): Promise<void>;
+    ): Promise<SyscallResult<"obj.list">>;
+    delete(namespace: string, name: string): Promise<SyscallResult<"obj.delete">>;
     defineType(
       namespace: string,
       name: string,
       schema: Record<string, unknown>,
-    ): Promise<void>;
+    ): Promise<SyscallResult<"obj.define_type">>;
     share(
       namespace: string,
       pid: number,
       rights: ("read" | "write" | "delete")[],
-    ): Promise<void>;
+    ): Promise<SyscallResult<"obj.share">>;
   };
   /** The clock: `time.*`. */
   time: {
-    now(): Promise<number>;
-    sleep(ms: number): Promise<void>;
+    now(): Promise<SyscallResult<"time.now">>;
+    sleep(ms: number): Promise<SyscallResult<"time.sleep">>;
   };
   /** Topic events: `event.*`. */
   event: {
-    emit(topic: string, data?: unknown): Promise<void>;
+    emit(topic: string, data?: unknown): Promise<SyscallResult<"event.emit">>;
     wait(
       topic: string,
       options?: { timeoutMs?: number },
-    ): Promise<{ topic: string; data: unknown }>;
+    ): Promise<SyscallResult<"event.wait">>;
   };
   /** The mailbox: `msg.*`. */
   msg: {
-    send(pid: number, data: unknown): Promise<void>;
-    recv(options?: { timeoutMs?: number }): Promise<
-      { from: number; data: unknown }
-    >;
+    send(pid: number, data: unknown): Promise<SyscallResult<"msg.send">>;
+    recv(options?: { timeoutMs?: number }): Promise<SyscallResult<"msg.recv">>;
   };
   /** The human queue: `human.*`. */
   human: {
     ask(
       question: string,
       options?: Omit<SyscallArgs<"human.ask">, "question">,
-    ): Promise<unknown>;
-    requestPermission(capability: string, reason?: string): Promise<string>;
-    notify(message: string): Promise<void>;
+    ): Promise<SyscallResult<"human.ask">>;
+    requestPermission(
+      capability: string,
+      reason?: string,
+    ): Promise<SyscallResult<"human.request_permission">>;
+    notify(message: string): Promise<SyscallResult<"human.notify">>;
   };
   /** Model completions: `model.*`. */
   model: {
-    complete(request: SyscallArgs<"model.complete">): Promise<ModelReply>;
+    complete(request: SyscallArgs<"model.complete">): Promise<SyscallResult<"model.complete">>;
   };
   /** Commands: `exec.*`. */
   exec: {
-    run(argv: string[], options?: Omit<SyscallArgs<"exec.run">, "argv">): Promise<
-      {
-        code: number;
-        signal: string | null;
-        stdout: string;
-        stderr: string;
-        truncated: boolean;
-        timedOut: boolean;
-      }
-    >;
+    run(
+      argv: string[],
+      options?: Omit<SyscallArgs<"exec.run">, "argv">,
+    ): Promise<SyscallResult<"exec.run">>;
   };
   /** HTTP: `net.*`. */
   net: {
-    fetch(url: string, options?: Omit<SyscallArgs<"net.fetch">, "url">): Promise<
-      {
-        status: number;
-        statusText: string;
-        url: string;
-        headers: Record<string, string>;
-        body: string;
-        truncated: boolean;
-        redirects: string[];
-      }
-    >;
+    fetch(
+      url: string,
+      options?: Omit<SyscallArgs<"net.fetch">, "url">,
+    ): Promise<SyscallResult<"net.fetch">>;
   };
   /** JIT tools: `tool.*`. */
   tool: {
-    register(tool: SyscallArgs<"tool.register">): Promise<{ name: string; digest: string }>;
+    register(tool: SyscallArgs<"tool.register">): Promise<SyscallResult<"tool.register">>;
     call(name: string, args: Record<string, unknown>): Promise<unknown>;
-    list(): Promise<
-      { name: string; description: string; input?: Record<string, unknown>; builtin: boolean }[]
-    >;
+    list(): Promise<SyscallResult<"tool.list">>;
   };
   /** Images: `image.*`. */
   image: {
-    register(image: Record<string, unknown>): Promise<
-      { tag: string; digest: string }
-    >;
-    list(): Promise<{ tag: string; digest: string }[]>;
+    register(image: Record<string, unknown>): Promise<SyscallResult<"image.register">>;
+    list(): Promise<SyscallResult<"image.list">>;
   };
   /** Capabilities: `cap.*`. */
   cap: {
-    list(): Promise<CapabilityView[]>;
-    request(capability: string, reason?: string): Promise<string>;
-    delegate(pid: number, capability: string): Promise<string>;
-    drop(id: string): Promise<void>;
+    list(): Promise<SyscallResult<"cap.list">>;
+    request(capability: string, reason?: string): Promise<SyscallResult<"cap.request">>;
+    delegate(pid: number, capability: string): Promise<SyscallResult<"cap.delegate">>;
+    drop(id: string): Promise<SyscallResult<"cap.drop">>;
   };
   /** Checkpoints: `ckpt.*`. */
   ckpt: {
-    save(state: unknown): Promise<{ seq: number }>;
-    list(): Promise<{ seq: number; at: number }[]>;
+    save(state: unknown): Promise<SyscallResult<"ckpt.save">>;
+    list(): Promise<SyscallResult<"ckpt.list">>;
   };
   /** The raw transport, for syscalls by name. */
   call(name: SyscallName, args: unknown): Promise<unknown>;
@@ -219,22 +179,7 @@ export interface Sys {
 export type { CapabilityView };
 
 /** A model reply as `model.complete` returns it. */
-export interface ModelReply {
-  /** The assistant message. */
-  message: {
-    role: "assistant";
-    content?: string;
-    tool_calls?: {
-      id: string;
-      name: string;
-      arguments: Record<string, unknown>;
-    }[];
-  };
-  /** True when the model means to end the process. */
-  exit?: boolean;
-  /** Tokens the call consumed, charged to the process's budget. */
-  usage: { inputTokens: number; outputTokens: number };
-}
+export type ModelReply = SyscallResult<"model.complete">;
 
 /** Builds the `sys` object over a transport. */
 export function createSys(transport: Transport): Sys {

@@ -16,13 +16,21 @@ import type { Operation } from "../../broker/capability.ts";
 import { SyscallError } from "../../broker/errors.ts";
 import { decide } from "../../broker/policy.ts";
 import type { FsProvider } from "../fs_provider.ts";
-import type { Kernel } from "../kernel.ts";
+import type { ProcessTable } from "../process_table.ts";
 
 /** Most entries below a directory that a rename or recursive remove checks one by one. */
 export const MAX_TREE_ENTRIES = 10_000;
 
-/** Handlers of the `fs` group. */
-export function fsHandlers(kernel: Kernel): HandlerTable {
+/** What the `fs` handlers need from the kernel. */
+export interface FsKernel {
+  /** The filesystem provider. */
+  readonly fs: FsProvider;
+  /** The process table, for the caller's working directory. */
+  readonly processes: Pick<ProcessTable, "require">;
+}
+
+/** Handlers of the `fs` namespace. */
+export function fsHandlers(kernel: FsKernel): HandlerTable {
   const fs = kernel.fs;
   const at = async (ctx: CallContext, path: string) =>
     await fs.resolve(ctx.cwd ?? (await kernel.processes.require(ctx.pid)).cwd, path);

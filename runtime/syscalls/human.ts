@@ -1,31 +1,62 @@
 /**
- * The `human.*` syscalls and `cap.request`: questions and permission
- * requests that park the process in a human queue until someone answers.
+ * The `human.*` syscalls: questions and permission requests that park the
+ * process in the human queue until someone answers, and notices that do
+ * not wait. A permission request is also how `cap.request` asks
+ * (see `cap.ts`).
  *
  * @module
  */
 
-import type { CallContext, HandlerTable } from "../../broker/broker.ts";
+import type { CallContext, HandlerTable, Plan } from "../../broker/broker.ts";
+import type { CapabilitySpec } from "../../broker/capability.ts";
 import { SyscallError } from "../../broker/errors.ts";
-import type { Kernel } from "../kernel.ts";
+import type { TopicEvents } from "../events.ts";
+import type { HumanQueue } from "../human_queue.ts";
 
-/** Handlers of the `human` group and `cap.request`. */
-export function humanHandlers(kernel: Kernel): HandlerTable {
-  const permission =
-    (name: "human.request_permission" | "cap.request") =>
-    (ctx: CallContext, args: { capability: string; reason?: string }) => ({
-      ops: [],
-      effect: "none" as const,
-      run: async () => {
-        const spec = await kernel.withinCeiling(ctx.pid, args.capability);
-        return kernel.humans.permission(ctx, {
-          name,
-          args,
-          capability: spec,
-          reason: args.reason,
-        });
-      },
-    });
+/** What a permission request needs from the kernel. */
+export interface PermissionKernel {
+  /** The human queue. */
+  readonly humans: Pick<HumanQueue, "permission">;
+  /** Parses a capability for a process and checks it against its image's ceiling. */
+  withinCeiling(pid: number, text: string): Promise<CapabilitySpec>;
+}
+
+/** What the `human` handlers need from the kernel. */
+export interface HumanKernel extends PermissionKernel {
+  /** The human queue. */
+  readonly humans: Pick<HumanQueue, "permission" | "file">;
+  /** The topic events, for notices. */
+  readonly events: Pick<TopicEvents, "post">;
+}
+
+/**
+ * Plans a request to a human for a capability within the caller's ceiling
+ * (`human.request_permission`, `cap.request`): it parks the process until
+ * the human decides.
+ */
+export function permissionRequest(
+  kernel: PermissionKernel,
+  name: "human.request_permission" | "cap.request",
+  ctx: CallContext,
+  args: { capability: string; reason?: string },
+): Plan {
+  return {
+    ops: [],
+    effect: "none",
+    run: async () => {
+      const spec = await kernel.withinCeiling(ctx.pid, args.capability);
+      return kernel.humans.permission(ctx, {
+        name,
+        args,
+        capability: spec,
+        reason: args.reason,
+      });
+    },
+  };
+}
+
+/** Handlers of the `human` namespace. */
+export function humanHandlers(kernel: HumanKernel): HandlerTable {
   return {
     "human.ask": (ctx, args) => ({
       ops: [{ resource: "human", right: "ask", target: "*" }],
@@ -41,8 +72,8 @@ export function humanHandlers(kernel: Kernel): HandlerTable {
         );
       },
     }),
-    "human.request_permission": permission("human.request_permission"),
-    "cap.request": permission("cap.request"),
+    "human.request_permission": (ctx, args) =>
+      permissionRequest(kernel, "human.request_permission", ctx, args),
     "human.notify": (ctx, args) => ({
       ops: [{ resource: "human", right: "notify", target: "*" }],
       effect: "effect",

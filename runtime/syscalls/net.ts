@@ -10,10 +10,11 @@
  *   capability for the URL but none names the host, the refusal happens
  *   while planning, so the audit records it as a denial.
  * - Redirects are not followed blindly: each hop (at most
- *   {@link DEFAULT_MAX_REDIRECTS}) is checked again against the caller's
- *   capabilities and policy, and against the private-destination rule. A
- *   hop is authorized by lasting capabilities only: a one-shot grant is
- *   consumed by the request that used it and never covers a redirect.
+ *   {@link DEFAULT_MAX_REDIRECTS}) is authorized again by the broker (the
+ *   `authorize` it hands to the call's run: the caller's capabilities and
+ *   policy), and checked against the private-destination rule. A hop is
+ *   authorized by lasting capabilities only: a one-shot grant is consumed
+ *   by the request that used it and never covers a redirect.
  *   A cross-origin hop drops `authorization`, `cookie` and
  *   `proxy-authorization`; 301/302 turn a POST into a GET and 303 any
  *   method but HEAD, without a body.
@@ -33,8 +34,7 @@
  * @module
  */
 
-import type { CallContext, HandlerTable } from "../../broker/broker.ts";
-import { pickCapability } from "../../broker/broker.ts";
+import type { Authorize, CallContext, HandlerTable } from "../../broker/broker.ts";
 import { allows, type Capability, type Operation } from "../../broker/capability.ts";
 import { SyscallError, toSyscallError } from "../../broker/errors.ts";
 import { decide } from "../../broker/policy.ts";
@@ -62,7 +62,7 @@ export const DEFAULT_FETCH_TIMEOUT_MS = 30_000;
 export interface NetKernel {
   /** The network provider. */
   readonly net: NetProvider;
-  /** The capability store, to check redirect hops. */
+  /** The capability store, for the private-destination rule (which capabilities name a host). */
   readonly caps: { list(holder: number, now?: number): Promise<Capability[]> };
   /** The clock. */
   readonly now: () => number;
@@ -189,32 +189,6 @@ export function netHandlers(kernel: NetKernel, options: NetHandlerOptions = {}):
       cap.boundTo === undefined || cap.boundTo === ctx.argsDigest
     );
 
-  /** Authorizes a redirect hop with lasting capabilities and the caller's policy. */
-  const authorizeHop = async (ctx: CallContext, op: Operation, from: string): Promise<void> => {
-    const now = kernel.now();
-    const lasting = (await kernel.caps.list(ctx.pid, now)).filter((cap) =>
-      cap.uses === undefined && cap.boundTo === undefined
-    );
-    const cap = pickCapability(lasting, op, ctx.argsDigest, now);
-    const rule = decide(ctx.policy, op, { workspace: ctx.workspace });
-    const decision = cap ? rule?.decision ?? "allow" : rule?.decision === "ask" ? "ask" : "deny";
-    if (decision === "allow") return;
-    if (decision === "ask") {
-      // As in the broker: a lasting grant a human gave satisfies `ask`.
-      const human = lasting.filter((c) => c.grantedBy.startsWith("human:"));
-      if (pickCapability(human, op, ctx.argsDigest, now)) return;
-    }
-    const why = !cap
-      ? `no lasting capability grants net:fetch on it`
-      : decision === "deny"
-      ? `denied by policy "${rule!.pattern}"`
-      : `policy "${rule!.pattern}" asks a human, which a redirect cannot wait for`;
-    throw new SyscallError(
-      "EPERM",
-      `Cannot fetch "${op.target}" (redirected from "${from}"): ${why}`,
-    );
-  };
-
   return {
     "net.fetch": async (ctx, args) => {
       const url = parseFetchUrl(args.url);
@@ -275,6 +249,7 @@ export function netHandlers(kernel: NetKernel, options: NetHandlerOptions = {}):
         body?: string;
         dest: Destination;
         signal: AbortSignal;
+        authorize: Authorize;
       }): Promise<FetchResult> => {
         let { url, target, method, body, dest } = request;
         const headers = new Headers(request.headers);
@@ -314,7 +289,10 @@ export function netHandlers(kernel: NetKernel, options: NetHandlerOptions = {}):
           }
           const nextTarget = fetchTarget(next);
           const hop: Operation = { resource: "net", right: "fetch", target: nextTarget };
-          await authorizeHop(ctx, hop, target);
+          await request.authorize([hop], {
+            context: `redirected from "${target}"`,
+            step: "a redirect",
+          });
           const nextDest = await destination(next, nextTarget);
           const now = kernel.now();
           requireNamed(nextDest, hop, await heldFor(ctx, now), now);
@@ -337,7 +315,7 @@ export function netHandlers(kernel: NetKernel, options: NetHandlerOptions = {}):
       return {
         ops: [op],
         effect: SAFE_METHODS.has(method) ? "idempotent" : "effect",
-        run: async (grant) => {
+        run: async (grant, authorize) => {
           const now = kernel.now();
           // A redo was authorized before the crash, with grants that may be spent now.
           if (!ctx.redo) {
@@ -354,6 +332,7 @@ export function netHandlers(kernel: NetKernel, options: NetHandlerOptions = {}):
               body: args.body,
               dest: first,
               signal,
+              authorize,
             });
           } catch (error) {
             if (ctx.signal?.aborted) {

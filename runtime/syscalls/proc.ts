@@ -1,18 +1,54 @@
 /**
  * The `proc.*` syscalls: identity, lineage, spawning children with
- * attenuated capabilities, waiting, signals, exit and the working directory.
+ * attenuated capabilities, waiting for a child (the process parks until it
+ * ends), signals, exit and the working directory.
  *
  * @module
  */
 
-import type { HandlerTable } from "../../broker/broker.ts";
+import type { CallContext, HandlerTable, PARKED } from "../../broker/broker.ts";
 import { SyscallError } from "../../broker/errors.ts";
-import { parsePolicy } from "../../broker/policy.ts";
-import { writeChunked } from "../chunks.ts";
-import type { Kernel } from "../kernel.ts";
+import { parsePolicy, type PolicyRule } from "../../broker/policy.ts";
+import type { FsProvider } from "../fs_provider.ts";
+import { END_STATES, type ProcessRecord, type ProcessTable } from "../process_table.ts";
+import { deadlineAfter, park, type ParkKernel } from "./park.ts";
 
-/** Handlers of the `proc` group. */
-export function procHandlers(kernel: Kernel): HandlerTable {
+/** What the `proc` handlers need from the kernel. */
+export interface ProcKernel extends ParkKernel {
+  /** The process table. */
+  readonly processes: Pick<ProcessTable, "require" | "get" | "update" | "children">;
+  /** The filesystem provider, for working directories. */
+  readonly fs: Pick<FsProvider, "resolve" | "stat">;
+  /** Creates and starts a child of `ppid`. */
+  spawnChild(ppid: number, options: {
+    image: string;
+    input?: unknown;
+    capabilities?: readonly string[];
+    policy?: readonly PolicyRule[];
+    cwd?: string;
+    onParentExit?: "kill" | "orphan";
+  }): Promise<ProcessRecord>;
+  /** Creates a copy of the caller. */
+  fork(
+    ctx: CallContext,
+    options: { capabilities?: readonly string[]; input?: unknown },
+  ): Promise<ProcessRecord>;
+  /** Replaces the caller's image, keeping its pid. */
+  exec(ctx: CallContext, options: { image: string; input?: unknown }): Promise<typeof PARKED>;
+  /** Delivers a signal. */
+  signal(
+    pid: number,
+    signal: "pause" | "resume" | "interrupt" | "terminate" | "kill",
+    options?: { by?: string },
+  ): Promise<void>;
+  /** `EPERM` unless `child` is a child of `pid`. */
+  requireChild(pid: number, child: number, action: string): Promise<void>;
+  /** `EPERM` unless `target` is a descendant of `pid`. */
+  requireDescendant(pid: number, target: number, action?: string): Promise<void>;
+}
+
+/** Handlers of the `proc` namespace. */
+export function procHandlers(kernel: ProcKernel): HandlerTable {
   const table = kernel.processes;
   return {
     "proc.self": (ctx) => ({
@@ -34,6 +70,7 @@ export function procHandlers(kernel: Kernel): HandlerTable {
       return {
         ops: [{ resource: "fs", right: "read", target: path }],
         effect: "none",
+        after: { cwd: path },
         run: async () => {
           const stat = await kernel.fs.stat(path);
           if (stat.kind !== "dir") {
@@ -112,49 +149,31 @@ export function procHandlers(kernel: Kernel): HandlerTable {
       effect: "effect",
       run: () => kernel.exec(ctx, { image: args.image, input: args.input }),
     }),
-    "ckpt.save": (ctx, args) => ({
-      ops: [],
-      effect: "idempotent",
-      run: async () => {
-        // Checkpoints are kept: each one is charged to the storageBytes quota in its commit.
-        const bytes = JSON.stringify(args.state ?? null).length;
-        for (;;) {
-          const charge = await kernel.quotas.prepare(
-            [{ pid: ctx.pid, bytes }],
-            "Cannot save checkpoint",
-          );
-          const op = kernel.store.kv.atomic().set(["ckpt", ctx.pid, ctx.seq], {
-            seq: ctx.seq,
-            at: kernel.now(),
-          });
-          writeChunked(op, ["ckpt_state", ctx.pid, ctx.seq], args.state);
-          charge(op);
-          let committed: Deno.KvCommitResult | Deno.KvCommitError;
-          try {
-            committed = await op.commit();
-          } catch {
-            throw new SyscallError("EINVAL", "Cannot save checkpoint: the state is too large");
+    "proc.wait": async (ctx, args) => {
+      await kernel.requireChild(ctx.pid, args.pid, "wait for");
+      return {
+        ops: [],
+        effect: "none",
+        run: async () => {
+          const child = await table.require(args.pid);
+          if (END_STATES.has(child.state)) {
+            return { pid: child.pid, state: child.state, result: child.result, error: child.error };
           }
-          if (committed.ok) return { seq: ctx.seq };
-        }
-      },
-    }),
-    "ckpt.list": (ctx) => ({
-      ops: [],
-      effect: "none",
-      run: async () => {
-        const out = [];
-        for await (const e of kernel.store.kv.list({ prefix: ["ckpt", ctx.pid] })) {
-          out.push(e.value);
-        }
-        return out;
-      },
-    }),
-    // The exit is journaled and audited here; the execution ends the process
-    // right after, so the record of the call lands before the `exited` state.
+          return await park(kernel, ctx, "proc.wait", {
+            kind: "child",
+            pid: args.pid,
+            deadline: deadlineAfter(kernel, args.timeoutMs),
+          });
+        },
+      };
+    },
+    // The exit is journaled and audited here; the run ends the process when
+    // it applies the plan's after-effect, so the record of the call lands
+    // before the `exited` state.
     "proc.exit": (_ctx, args) => ({
       ops: [],
       effect: "idempotent",
+      after: { exit: { result: args.result ?? null } },
       run: () => Promise.resolve({ result: args.result ?? null }),
     }),
   };

@@ -1,29 +1,32 @@
 /**
- * `tool.*`, `image.register`, `cap.delegate` and `obj.share`: the
- * self-evolution syscalls. None of them hands out more authority than the
- * caller already holds.
+ * The `tool.*` syscalls: registering a JIT tool (it runs later as a child
+ * process with no more authority than its manifest and the caller allow),
+ * listing the caller's tool table, and calling a JIT tool (the caller parks
+ * until the tool's process ends).
  *
  * @module
  */
 
 import type { HandlerTable } from "../../broker/broker.ts";
-import {
-  attenuationError,
-  type Capability,
-  type CapabilityBound,
-  type CapabilitySpec,
-  parseCapability,
-  resolveScope,
-} from "../../broker/capability.ts";
 import { SyscallError } from "../../broker/errors.ts";
-import { describeIssue, issueMessage } from "../../broker/schema_errors.ts";
 import { BUILTIN_TOOL_CATALOG } from "../_tool_catalog.ts";
-import { AgentImageSchema } from "../image.ts";
-import type { Kernel } from "../kernel.ts";
-import { namespaceOf } from "./obj.ts";
+import type { RegisteredImage } from "../image.ts";
+import type { ToolTables } from "../jit_tools.ts";
+import type { ProcessRecord, ProcessTable } from "../process_table.ts";
+import { park, type ParkKernel } from "./park.ts";
 
-/** Handlers of the self-evolution group. */
-export function toolHandlers(kernel: Kernel): HandlerTable {
+/** What the `tool` handlers need from the kernel. */
+export interface ToolKernel extends ParkKernel {
+  /** The JIT tool tables. */
+  readonly tools: Pick<ToolTables, "register" | "list" | "start">;
+  /** The process table. */
+  readonly processes: Pick<ProcessTable, "require">;
+  /** The registered image a process runs, for its built-in tools. */
+  imageOf(proc: ProcessRecord): Promise<RegisteredImage>;
+}
+
+/** Handlers of the `tool` namespace. */
+export function toolHandlers(kernel: ToolKernel): HandlerTable {
   return {
     "tool.register": (ctx, args) => ({
       ops: [{ resource: "tool", right: "register", target: args.name }],
@@ -70,136 +73,8 @@ export function toolHandlers(kernel: Kernel): HandlerTable {
         }
         const caller = await kernel.processes.require(ctx.pid);
         const child = await kernel.tools.start(caller, args.name, args.args);
-        return await kernel.waits.park(
-          { pid: ctx.pid, seq: ctx.seq, name: "tool.call", argsDigest: ctx.argsDigest },
-          { kind: "child", pid: child.pid },
-        );
+        return await park(kernel, ctx, "tool.call", { kind: "child", pid: child.pid });
       },
     }),
-    "image.register": (ctx, args) => {
-      const parsed = AgentImageSchema.safeParse(args.image, { error: issueMessage });
-      if (!parsed.success) {
-        throw new SyscallError(
-          "EINVAL",
-          `Cannot register image: ${describeIssue(parsed.error.issues[0])}`,
-        );
-      }
-      const image = parsed.data;
-      const tag = `${image.name}@${image.version}`;
-      return {
-        ops: [{ resource: "image", right: "register", target: tag }],
-        effect: "idempotent",
-        run: async () => {
-          if (image.entry !== "libos:agent") {
-            throw new SyscallError(
-              "EINVAL",
-              `Cannot register image "${tag}": a process may only register libos:agent images`,
-            );
-          }
-          // An image's ceiling never exceeds its registrar's authority.
-          const proc = await kernel.processes.require(ctx.pid);
-          const held = await kernel.caps.list(ctx.pid, kernel.now());
-          for (const text of image.capabilities) {
-            const spec = resolveScope(parseCapability(text), { workspace: proc.workspace });
-            if (!held.some((cap) => !attenuationError(spec, cap, kernel.now()))) {
-              throw new SyscallError(
-                "EPERM",
-                `Cannot register image "${tag}": its ceiling "${text}" exceeds the registrar's authority`,
-              );
-            }
-          }
-          const registered = await kernel.images.register(image);
-          return { tag: registered.tag, digest: registered.digest };
-        },
-      };
-    },
-    "cap.delegate": (ctx, args) => ({
-      ops: [],
-      effect: "effect",
-      run: async () => {
-        const proc = await kernel.processes.require(ctx.pid);
-        const spec = resolveScope(parseCapability(args.capability), { workspace: proc.workspace });
-        await kernel.requireDescendant(ctx.pid, args.pid, "delegate to");
-        const now = kernel.now();
-        const held = await kernel.caps.list(ctx.pid, now);
-        const from = held.find((cap) =>
-          cap.delegable && cap.uses === undefined &&
-          !attenuationError({ ...spec, expiresAt: _expiryFrom(spec, cap, now) }, cap, now)
-        );
-        if (!from) {
-          throw new SyscallError(
-            "EPERM",
-            `Cannot delegate "${args.capability}": the caller holds no delegable capability that covers it`,
-          );
-        }
-        const expiresAt = _expiryFrom(spec, from, now);
-        await kernel.requireWithinCeilingOf(args.pid, { ...spec, expiresAt });
-        const cap = await kernel.caps.grant(args.pid, spec, {
-          grantedBy: `pid:${ctx.pid}`,
-          parent: from,
-          expiresAt,
-          now,
-        });
-        return cap.id;
-      },
-    }),
-    "obj.share": (ctx, args) => {
-      const namespace = namespaceOf(ctx.pid, args.namespace);
-      return {
-        ops: args.rights.map((right) => ({ resource: "obj" as const, right, target: namespace })),
-        effect: "effect",
-        run: async (grant) => {
-          // A process's own namespace is its to share with any process;
-          // sharing what it was given is delegation, under the same rules
-          // as cap.delegate.
-          const own = namespace === `proc/${ctx.pid}`;
-          if (own) await kernel.processes.require(args.pid);
-          else await kernel.requireDescendant(ctx.pid, args.pid, "share with");
-          // One capability per source, each a subset of the one it comes from
-          // and expiring with it; all are checked before any is granted.
-          const bySource = new Map<string, { source: Capability; rights: string[] }>();
-          grant.capabilities.forEach((source, i) => {
-            const entry = bySource.get(source.id) ?? { source, rights: [] };
-            entry.rights.push(args.rights[i]);
-            bySource.set(source.id, entry);
-          });
-          const shares = [...bySource.values()].map(({ source, rights }) => {
-            const spec: CapabilityBound = {
-              resource: "obj",
-              rights,
-              scope: namespace,
-              expiresAt: source.expiresAt,
-            };
-            return { source, spec };
-          });
-          for (const { source, spec } of own ? [] : shares) {
-            if (!source.delegable) {
-              throw new SyscallError(
-                "EPERM",
-                `Cannot share namespace "${namespace}": the caller's capability on it is not delegable`,
-              );
-            }
-            await kernel.requireWithinCeilingOf(args.pid, spec);
-          }
-          const ids: string[] = [];
-          for (const { source, spec } of shares) {
-            const { expiresAt, ...rest } = spec;
-            const cap = await kernel.caps.grant(args.pid, rest, {
-              grantedBy: `pid:${ctx.pid}`,
-              parent: source,
-              expiresAt,
-              now: kernel.now(),
-            });
-            ids.push(cap.id);
-          }
-          return ids[0];
-        },
-      };
-    },
   };
-}
-
-/** The expiry a capability derived from `source` gets: its own ttl's, or else its source's. */
-function _expiryFrom(spec: CapabilitySpec, source: Capability, now: number): number | undefined {
-  return spec.ttlMs !== undefined ? now + spec.ttlMs : source.expiresAt;
 }

@@ -1,15 +1,15 @@
 /**
- * The `time`, `model` and `cap` syscalls.
+ * The `model.*` syscall: a completion from the model a process may call,
+ * with its tokens reserved against the budget before the call and settled
+ * after it, and the exchange kept in the process's transcript.
  *
  * @module
  */
 
-import type { CapabilityView } from "../../broker/abi.ts";
 import type { HandlerTable } from "../../broker/broker.ts";
-import { formatCapability } from "../../broker/capability.ts";
-import { imageModelId } from "../image.ts";
-import type { Kernel } from "../kernel.ts";
-import { maxInputTokens, type ModelReply } from "../model.ts";
+import { imageModelId, type RegisteredImage } from "../image.ts";
+import { maxInputTokens, type Message, type ModelProvider, type ModelReply } from "../model.ts";
+import type { BudgetKey, ProcessRecord, ProcessTable, Usage } from "../process_table.ts";
 
 /**
  * Tokens reserved for a reply when the call names no `maxTokens` and a
@@ -18,15 +18,31 @@ import { maxInputTokens, type ModelReply } from "../model.ts";
  */
 export const DEFAULT_REPLY_TOKENS = 4096;
 
-/** Handlers of the `time`, `model` and `cap` groups. */
-export function miscHandlers(kernel: Kernel): HandlerTable {
+/** What the `model` handlers need from the kernel. */
+export interface ModelKernel {
+  /** The process table. */
+  readonly processes: Pick<ProcessTable, "require">;
+  /** The registered image a process runs. */
+  imageOf(proc: ProcessRecord): Promise<RegisteredImage>;
+  /** The model a process calls by default. */
+  ownModelOf(proc: ProcessRecord, image: RegisteredImage): string;
+  /** The provider a process's completions go to. */
+  modelFor(proc: ProcessRecord): Promise<ModelProvider>;
+  /** `EBUDGET` when the process or an ancestor has spent its `key` budget. */
+  checkBudget(pid: number, key: BudgetKey): Promise<void>;
+  /** Whether the process or an ancestor has a `key` budget. */
+  isBudgeted(pid: number, key: BudgetKey): Promise<boolean>;
+  /** Reserves between `least` and `most` of a budget; returns the amount reserved. */
+  reserve(pid: number, key: BudgetKey, want: { least: number; most?: number }): Promise<number>;
+  /** Charges usage (negative to give a reservation back). */
+  charge(pid: number, usage: Partial<Usage>): Promise<void>;
+  /** Appends an exchange to the process's transcript. */
+  recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void>;
+}
+
+/** Handlers of the `model` namespace. */
+export function modelHandlers(kernel: ModelKernel): HandlerTable {
   return {
-    "time.now": () => ({ ops: [], effect: "none", run: () => Promise.resolve(kernel.now()) }),
-    "time.sleep": (_ctx, args) => ({
-      ops: [{ resource: "time", right: "sleep", target: "*" }],
-      effect: "none",
-      run: () => new Promise((resolve) => setTimeout(() => resolve(null), args.ms)),
-    }),
     "model.complete": async (ctx, args) => {
       const proc = await kernel.processes.require(ctx.pid);
       const image = await kernel.imageOf(proc);
@@ -76,35 +92,5 @@ export function miscHandlers(kernel: Kernel): HandlerTable {
         },
       };
     },
-    "cap.list": (ctx) => ({
-      ops: [],
-      effect: "none",
-      run: async () =>
-        (await kernel.caps.list(ctx.pid, kernel.now())).map((c): CapabilityView => ({
-          id: c.id,
-          text: formatCapability(c),
-          resource: c.resource,
-          rights: [...c.rights],
-          scope: c.scope,
-          uses: c.uses,
-          expiresAt: c.expiresAt,
-          delegable: c.delegable,
-          parent: c.parent,
-          grantedBy: c.grantedBy,
-        })),
-    }),
-    "cap.drop": (ctx, args) => ({
-      ops: [],
-      effect: "effect",
-      run: async () => {
-        const dropped = await kernel.caps.drop(ctx.pid, args.id);
-        return { dropped };
-      },
-    }),
-    "image.list": () => ({
-      ops: [],
-      effect: "none",
-      run: async () => (await kernel.images.list()).map(({ tag, digest }) => ({ tag, digest })),
-    }),
   };
 }
