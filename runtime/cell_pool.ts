@@ -65,6 +65,11 @@ export class CellPool {
     return this.#ready.length;
   }
 
+  /** The OS pids of the cells ready now, oldest first. */
+  get readyPids(): number[] {
+    return this.#ready.map((cell) => cell.osPid);
+  }
+
   /**
    * A ready cell for a process with `options`, or undefined when none is
    * ready or the limits differ from the pool's. Starts a replacement.

@@ -5,8 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { callDigest } from "../broker/broker.ts";
+import { makeHostTempDir } from "../runtime/host_children.ts";
 import { MAX_TYPE_CHECKS } from "../runtime/jit_tools.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
@@ -393,11 +394,17 @@ Deno.test("registration refuses default exports that disagree, hide what they ho
   });
 });
 
-/** How many `deno check` subprocesses of this host run now (from `ps`). */
+/**
+ * How many `deno check` subprocesses of this host run now (from `ps`). The
+ * host is this test module: other modules in this OS process are hosts of
+ * their own, with folders of their own.
+ */
 async function typeChecksRunning(): Promise<number> {
   const { stdout } = await new Deno.Command("ps", { args: ["-eo", "args"], stdout: "piped" })
     .output();
-  const mine = `libos-host-${Deno.pid}-`;
+  const probe = await makeHostTempDir("probe-");
+  await Deno.remove(probe);
+  const mine = dirname(probe) + "/";
   return new TextDecoder().decode(stdout).split("\n")
     .filter((line) => line.includes(" check ") && line.includes(mine)).length;
 }
