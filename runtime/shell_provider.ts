@@ -47,6 +47,16 @@ export interface ShellRunOptions {
   env?: Record<string, string>;
   /** Aborting it kills the process group. */
   signal?: AbortSignal;
+  /**
+   * Runs the command inside an OS sandbox (`exec_sandbox.ts`): it turns the
+   * resolved argv, working directory and environment into the ones spawned.
+   */
+  sandbox?: {
+    wrap(
+      argv: readonly string[],
+      options: { cwd: string; env: Record<string, string> },
+    ): { argv: string[]; cwd: string; env: Record<string, string> };
+  };
 }
 
 /** How one command ended. */
@@ -133,11 +143,17 @@ export class LocalShell implements ShellProvider {
     home: string,
   ): Promise<ShellResult> {
     const program = this.#resolve(argv, options.cwd);
-    const command = new Deno.Command(this.#setsid ?? program, {
-      args: this.#setsid ? [program, ...argv.slice(1)] : argv.slice(1),
+    const plain = {
+      argv: [program, ...argv.slice(1)],
       cwd: options.cwd,
-      clearEnv: true,
       env: { PATH: this.path, LANG: "C.UTF-8", HOME: home, ...options.env },
+    };
+    const spawn = options.sandbox?.wrap(plain.argv, plain) ?? plain;
+    const command = new Deno.Command(this.#setsid ?? spawn.argv[0], {
+      args: this.#setsid ? spawn.argv : spawn.argv.slice(1),
+      cwd: spawn.cwd,
+      clearEnv: true,
+      env: spawn.env,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
