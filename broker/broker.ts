@@ -66,6 +66,8 @@ export interface Plan {
   ops: Operation[];
   /** How the call touches the world. */
   effect: Effect;
+  /** A short note every audit record of this call carries (e.g. how a command was confined). */
+  note?: string;
   /**
    * Runs the call through its provider, with the capabilities that
    * authorized it. Returns {@link PARKED} when it parked the process.
@@ -195,6 +197,7 @@ export class Broker {
     const call: CallContext = { ...ctx, argsDigest: await callDigest(name, args) };
     let grant: Grant = { decision: "deny", capabilities: [] };
     let effect: Effect = "none";
+    let note: string | undefined;
     let reply: SyscallReply;
     try {
       // 1. Validate: a known syscall with arguments that fit its schema.
@@ -208,13 +211,14 @@ export class Broker {
       }
       const plan = await handler(call, parsedArgs as never);
       effect = plan.effect;
+      note = plan.note;
       // 3. Authorize: capabilities and policy, for every operation. Policy
       //    `ask` parks the call in a human queue.
       const decided = call.redo
         ? { decision: "allow" as const, capabilities: [] }
         : await this.#authorize(call, plan.ops, name, args);
       if (decided === PARKED) {
-        await this.#audit(call, name, args, at, { decision: "ask", capabilities: [] }, "ok");
+        await this.#audit(call, name, args, at, { decision: "ask", capabilities: [] }, "ok", note);
         return PARKED;
       }
       grant = decided;
@@ -222,7 +226,7 @@ export class Broker {
       //    the same commit), 5. run it through its provider.
       const value = await this.#execute(call, name, plan, grant);
       if (value === PARKED) {
-        await this.#audit(call, name, args, at, grant, "ok");
+        await this.#audit(call, name, args, at, grant, "ok", note);
         return PARKED;
       }
       reply = { id, ok: true, value: value === undefined ? null : value };
@@ -232,7 +236,7 @@ export class Broker {
       reply = { id, ok: false, error: { code: err.code, message } };
     }
     // 6. Journal the outcome and audit it (buffered; durable with the next effect).
-    await this.#record(call, name, args, at, effect, grant, reply);
+    await this.#record(call, name, args, at, effect, grant, reply, note);
     return { ...reply, at };
   }
 
@@ -382,6 +386,7 @@ export class Broker {
     effect: Effect,
     grant: Grant,
     reply: SyscallReply,
+    note?: string,
   ): Promise<void> {
     const journal = await completion({
       pid: ctx.pid,
@@ -393,7 +398,10 @@ export class Broker {
     }, reply.ok ? { ok: true, value: reply.value } : { ok: false, error: reply.error });
     await this.#journal.write({
       journal,
-      audit: this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply),
+      audit: {
+        ...this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply),
+        note,
+      },
     }, { durable: false });
   }
 
@@ -404,9 +412,10 @@ export class Broker {
     at: number,
     grant: Grant,
     outcome: AuditOutcome,
+    note?: string,
   ): Promise<void> {
     await this.#journal.write(
-      { audit: this.#auditEntry(ctx, name, args, at, grant, outcome) },
+      { audit: { ...this.#auditEntry(ctx, name, args, at, grant, outcome), note } },
       { durable: false },
     );
   }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { ExecSandboxMode } from "../runtime/exec_sandbox.ts";
 import { Kernel, type KernelOptions } from "../runtime/kernel.ts";
 import { resolveModelSpec } from "../runtime/model_spec.ts";
 import { type Parsed, str, UsageError } from "./args.ts";
@@ -28,13 +29,24 @@ export const TERMINAL_IO: Io = {
   interactive: Deno.stderr.isTerminal(),
 };
 
-/** Opens the kernel over the store the flags name. */
+/** Opens the kernel over the store the flags name, with the `--exec-sandbox` they choose. */
 export function openKernel(parsed: Parsed, options: KernelOptions = {}): Promise<Kernel> {
   return Kernel.open({
     store: str(parsed, "kv"),
     resolveModel: resolveModelSpec,
+    execSandbox: execSandboxFlag(parsed),
     ...options,
   });
+}
+
+/** The `--exec-sandbox bwrap|none` flag of the verbs that host processes (`run`, `serve`). */
+export const SANDBOX_OPTIONS = { "exec-sandbox": { type: "string" } } as const;
+
+/** The `--exec-sandbox` choice, or undefined for the default (`bwrap`). */
+export function execSandboxFlag(parsed: Parsed): ExecSandboxMode | undefined {
+  const value = str(parsed, "exec-sandbox");
+  if (value === undefined || value === "bwrap" || value === "none") return value;
+  throw new UsageError(`Expected --exec-sandbox to be "bwrap" or "none", got "${value}"`);
 }
 
 /** A verb: takes its own arguments, returns the exit code. */

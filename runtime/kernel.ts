@@ -59,6 +59,7 @@ import { netHandlers } from "./syscalls/net.ts";
 import { toolHandlers } from "./syscalls/tool.ts";
 import { ToolTables } from "./jit_tools.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
+import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
 import { waitHandlers } from "./syscalls/wait.ts";
 
@@ -74,6 +75,12 @@ export interface KernelOptions {
   fs?: FsProvider;
   /** The shell provider for `exec.run` (default: local commands, argv only). */
   shell?: ShellProvider;
+  /**
+   * How `exec.run` confines commands (default `"bwrap"`: the OS sandbox of
+   * `exec_sandbox.ts`; `"none"` runs them unconfined, and every `exec.run`
+   * audit record says so), or a sandbox to use.
+   */
+  execSandbox?: ExecSandboxMode | ExecSandbox;
   /** The network provider for `net.fetch` (default: the host's network). */
   net?: NetProvider;
   /** The clock (default `Date.now`). */
@@ -175,6 +182,8 @@ export class Kernel {
   readonly fs: FsProvider;
   /** What `exec.run` runs commands with. */
   readonly shell: ShellProvider;
+  /** The sandbox commands run in; undefined when the operator chose `--exec-sandbox none`. */
+  readonly sandbox: ExecSandbox | undefined;
   /** What `net.fetch` makes requests with. */
   readonly net: NetProvider;
   /** The parked syscalls and what completes them. */
@@ -205,6 +214,7 @@ export class Kernel {
   #runs = new Set<Promise<void>>();
   #maxCells: number;
   #ownsStore: boolean;
+  #ownsSandbox: boolean;
   #closed = false;
 
   private constructor(store: Store, ownsStore: boolean, options: KernelOptions) {
@@ -221,6 +231,13 @@ export class Kernel {
     this.fs = options.fs ??
       new LocalFs({ reserved: store.path ? [store.path] : [] });
     this.shell = options.shell ?? new LocalShell();
+    const sandbox = options.execSandbox ?? "bwrap";
+    this.sandbox = sandbox === "none"
+      ? undefined
+      : sandbox === "bwrap"
+      ? new ExecSandbox()
+      : sandbox;
+    this.#ownsSandbox = sandbox === "bwrap";
     this.net = options.net ?? new LocalNet();
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#model = options.model;
@@ -1114,7 +1131,30 @@ export class Kernel {
       }
     }
     await this.journal.close();
+    if (this.#ownsSandbox) await this.sandbox?.close();
     if (this.#ownsStore) this.store.close();
+  }
+
+  /**
+   * How commands are confined on this host: `bwrap`, `none` (the operator's
+   * choice) or `unavailable`, with a one-line detail.
+   */
+  async execSandboxStatus(): Promise<{ mode: "bwrap" | "none" | "unavailable"; detail: string }> {
+    if (!this.sandbox) {
+      return {
+        mode: "none",
+        detail: "commands run unconfined as the host user (--exec-sandbox none)",
+      };
+    }
+    const status = await this.sandbox.status();
+    return status.ok
+      ? {
+        mode: "bwrap",
+        detail: `commands run in a bubblewrap sandbox (${status.bwrap}; process limit by ${
+          status.processLimit === "cgroup" ? "a pids cgroup" : "RLIMIT_NPROC"
+        })`,
+      }
+      : { mode: "unavailable", detail: `${sandboxUnavailable(status)}; exec.run is refused` };
   }
 
   async #requireImage(ref: string): Promise<RegisteredImage> {
