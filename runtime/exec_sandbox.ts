@@ -38,6 +38,7 @@
 import { posix } from "node:path";
 import { SyscallError } from "../broker/errors.ts";
 import type { SandboxMount, SandboxView } from "./exec_sandbox_view.ts";
+import { RELAY_SOURCE } from "./exec_proxy.ts";
 
 /** How `exec.run` confines commands: `bwrap`, or `none` (commands run as the host user, unconfined). */
 export type ExecSandboxMode = "bwrap" | "none";
@@ -441,37 +442,15 @@ function _innerCommand(
 const RELAY_START = `
 mkfifo /tmp/.libos-relay-ready || exit 125
 ( ( DENO_DIR=/tmp/.libos-deno DENO_NO_UPDATE_CHECK=1 ${RELAY_DIR}/deno run --quiet --no-prompt \\
-    --no-config --no-lock --no-remote --no-npm --allow-net=127.0.0.1:${PROXY_PORT} \\
+    --no-config --no-lock \\
+    --allow-net=127.0.0.1:${PROXY_PORT},unix:${RELAY_DIR}/proxy.sock \\
     --allow-read=${RELAY_DIR},/tmp/.libos-relay-ready --allow-write=${RELAY_DIR},/tmp/.libos-relay-ready \\
-    ${RELAY_DIR}/relay.js ${PROXY_PORT} ${RELAY_DIR}/proxy.sock /tmp/.libos-relay-ready \\
+    ${RELAY_DIR}/relay.js 127.0.0.1:${PROXY_PORT} unix:${RELAY_DIR}/proxy.sock /tmp/.libos-relay-ready \\
     </dev/null >/dev/null 2>&1; echo failed > /tmp/.libos-relay-ready ) & )
 read ready < /tmp/.libos-relay-ready
 rm -f /tmp/.libos-relay-ready
 [ "$ready" = ready ] || { echo "libos: the network relay did not start" >&2; exit 125; }
 exec "$@"
-`;
-
-/** The relay inside the sandbox: TCP on its loopback to the host proxy's Unix socket. */
-const RELAY_SOURCE = `const [port, socket, ready] = Deno.args;
-const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(port) });
-await Deno.writeTextFile(ready, "ready\\n");
-for await (const conn of listener) {
-  (async () => {
-    let upstream;
-    try {
-      upstream = await Deno.connect({ transport: "unix", path: socket });
-    } catch {
-      conn.close();
-      return;
-    }
-    await Promise.allSettled([
-      conn.readable.pipeTo(upstream.writable),
-      upstream.readable.pipeTo(conn.writable),
-    ]);
-    try { conn.close(); } catch { /* closed */ }
-    try { upstream.close(); } catch { /* closed */ }
-  })();
-}
 `;
 
 /** Enters a fresh `pids` cgroup, then runs bwrap: `$1` the cgroup, `$2` its limit. */
@@ -624,7 +603,7 @@ async function _writeRuntime(runtime: string, uid: number, gid: number): Promise
   }
   await Deno.writeTextFile(posix.join(runtime, "empty"), "");
   await Deno.writeTextFile(posix.join(runtime, "relay.js"), RELAY_SOURCE);
-  await Deno.chmod(runtime, 0o755);
+  await Deno.chmod(runtime, 0o700);
 }
 
 async function _run(

@@ -262,6 +262,57 @@ Deno.test("without net capabilities a command cannot reach a loopback service of
   }
 });
 
+Deno.test("with net:fetch on one loopback listener, a command reaches it and only it, audited", async () => {
+  const hits: string[] = [];
+  const serve = (name: string) =>
+    Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+      hits.push(`${name} ${new URL(req.url).pathname}`);
+      return new Response(`service ${name}\n`);
+    });
+  const granted = serve("granted");
+  const other = serve("other");
+  try {
+    await withHarness(async (h) => {
+      const url = (server: Deno.HttpServer<Deno.NetAddr>, path: string) =>
+        `http://127.0.0.1:${server.addr.port}${path}`;
+      const caps = ["exec:run:curl", `net:fetch:${url(granted, "/**")}`];
+      const curl = ["curl", "-sS", "--max-time", "10"];
+      const ok = await execIn(h, [...curl, url(granted, "/data")], caps);
+      assert.equal(ok.outcome.value?.stdout, "service granted\n", JSON.stringify(ok.outcome));
+      const refused = await execIn(h, [...curl, url(other, "/data")], caps);
+      assert.match(refused.outcome.value!.stdout, /no capability grants net:fetch/);
+      // Around the proxy: straight to the port, and a tunnel the http grant does not cover.
+      const direct = await execIn(h, [...curl, "--noproxy", "*", url(other, "/direct")], caps);
+      assert.notEqual(direct.outcome.value!.code, 0);
+      const tunnel = await execIn(h, [...curl, "-p", url(granted, "/tunnel")], caps);
+      assert.ok(!tunnel.outcome.value!.stdout.includes("service"), tunnel.outcome.value!.stdout);
+      assert.deepEqual(hits, ["granted /data"]);
+      await h.kernel.journal.flush();
+      const connects: string[] = [];
+      for await (const record of h.kernel.audit.list({ pid: refused.pid })) {
+        if (record.syscall === "exec.connect") connects.push(`${record.decision} ${record.args}`);
+      }
+      assert.equal(connects.length, 1);
+      assert.match(connects[0], /^deny .*"GET".*\/data/);
+      // A grant on the whole https origin opens the tunnel (CONNECT) to it.
+      const origin = `net:fetch:https://127.0.0.1:${granted.addr.port}/**`;
+      const opened = await execIn(h, [...curl, "-p", url(granted, "/tunnel")], [
+        "exec:run:curl",
+        origin,
+      ]);
+      assert.equal(
+        opened.outcome.value?.stdout,
+        "service granted\n",
+        JSON.stringify(opened.outcome),
+      );
+      assert.deepEqual(hits, ["granted /data", "granted /tunnel"]);
+    });
+  } finally {
+    await granted.shutdown();
+    await other.shutdown();
+  }
+});
+
 Deno.test("uname -s needs exec:run:uname and nothing else", async () => {
   await withHarness(async (h) => {
     const { outcome, pid } = await execIn(h, ["uname", "-s"], ["exec:run:uname"]);

@@ -38,6 +38,9 @@ import type { Capability } from "../../broker/capability.ts";
 import type { ShellProvider, ShellResult } from "../shell_provider.ts";
 import { type ExecSandbox, SANDBOX_OWN_PATHS, sandboxUnavailable } from "../exec_sandbox.ts";
 import { sandboxView } from "../exec_sandbox_view.ts";
+import { needsProxy, proxyAuditEntry, proxyAuthority, startCommandProxy } from "../exec_proxy.ts";
+import { LocalNet, type NetProvider } from "../net_provider.ts";
+import type { AuditEntry } from "../../broker/audit.ts";
 import type { FsProvider } from "../fs_provider.ts";
 import { posix } from "node:path";
 
@@ -64,6 +67,12 @@ export interface ExecKernel {
   readonly now: () => number;
   /** The command sandbox, or undefined when the operator chose `--exec-sandbox none`. */
   readonly sandbox: ExecSandbox | undefined;
+  /** Resolves host names for the command proxy. */
+  readonly net: Pick<NetProvider, "resolve">;
+  /** Records the command proxy's connections in the audit. */
+  readonly journal: {
+    write(write: { audit: AuditEntry }, options: { durable: boolean }): Promise<void>;
+  };
 }
 
 /** Limits of {@link execHandlers}. */
@@ -139,19 +148,49 @@ export function execHandlers(kernel: ExecKernel, options: ExecHandlerOptions = {
         run: async () => {
           if (!sandbox) return await kernel.shell.run(argv, options);
           const now = kernel.now();
+          const capabilities = await kernel.caps.list(ctx.pid, now);
           const view = await sandboxView({
-            capabilities: await kernel.caps.list(ctx.pid, now),
+            capabilities,
             policy: ctx.policy,
             workspace: ctx.workspace,
             fs: kernel.fs,
             now,
             own: SANDBOX_OWN_PATHS,
           });
-          const run = await sandbox.prepare(view, { cwd, timeoutMs: options.timeoutMs });
+          const resolver = kernel.net.resolve ? kernel.net : new LocalNet();
+          const proxy = needsProxy(capabilities, now)
+            ? await startCommandProxy({
+              authorize: proxyAuthority({
+                capabilities: () => kernel.caps.list(ctx.pid, kernel.now()),
+                policy: ctx.policy,
+                workspace: ctx.workspace,
+                now: kernel.now,
+                resolve: (host) => resolver.resolve!(host),
+              }),
+              audit: async (record) =>
+                await kernel.journal.write({
+                  audit: await proxyAuditEntry(record, {
+                    pid: ctx.pid,
+                    image: ctx.image,
+                    tool: ctx.tool,
+                    at: kernel.now(),
+                  }),
+                }, { durable: false }),
+            })
+            : undefined;
           try {
-            return await kernel.shell.run(argv, { ...options, sandbox: run });
+            const run = await sandbox.prepare(view, {
+              cwd,
+              timeoutMs: options.timeoutMs,
+              proxySocket: proxy?.socket,
+            });
+            try {
+              return await kernel.shell.run(argv, { ...options, sandbox: run });
+            } finally {
+              await run.close();
+            }
           } finally {
-            await run.close();
+            await proxy?.close();
           }
         },
       };
