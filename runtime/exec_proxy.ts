@@ -302,7 +302,19 @@ export async function startCommandProxy(options: CommandProxyOptions): Promise<C
   const relay = posix.join(dir, "relay.js");
   await Deno.writeTextFile(relay, RELAY_SOURCE);
   const token = crypto.randomUUID().replaceAll("-", "");
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw new SyscallError(
+      "ENOSYS",
+      `Cannot start the command proxy: the host cannot listen on 127.0.0.1 ` +
+        `(${
+          (error as Error).message.split("\n")[0]
+        }); run the host with --allow-net=127.0.0.1 or wider`,
+    );
+  }
   const port = listener.addr.port;
   const open = new Set<Deno.Conn>();
   const handlers = new Set<Promise<void>>();

@@ -5,27 +5,30 @@
  *
  * - the system's read-only runtime: `/usr`, and `/bin`, `/sbin`, `/lib*`
  *   as the host has them (symlinks into `/usr`, or read-only binds);
- * - a minimal `/etc`: a synthesized `passwd`, `group`, `hosts`, `hostname`
- *   and `nsswitch.conf`, and read-only `ld.so.*`, `alternatives`,
- *   `ssl/certs`, `ssl/openssl.cnf`, `protocols`, `services`, `localtime`
- *   and `os-release` (never `shadow`, `ssl/private` or the rest of `/etc`);
- * - a fresh `/proc` of its own PID namespace (so no host process, nor its
- *   environment, is visible) with `/proc/sys`, `/proc/sysrq-trigger` and
- *   friends read-only, a minimal `/dev`, and a private, size-limited `/tmp`
- *   holding a fresh `HOME` (`/tmp/home`);
+ * - a minimal read-only `/etc`, assembled once per host start: a
+ *   synthesized `passwd`, `group`, `hosts`, `hostname` and `nsswitch.conf`,
+ *   and copies of `ld.so.*`, `alternatives`, `ssl/certs`,
+ *   `ssl/openssl.cnf`, `protocols`, `services`, `localtime` and
+ *   `os-release` (never `shadow`, `ssl/private` or the rest of `/etc`);
+ * - a fresh, read-only `/proc` of its own PID namespace (so no host
+ *   process, nor its environment, is visible, and no sysctl can be
+ *   written), a minimal `/dev`, and a private, size-limited `/tmp` holding
+ *   a fresh `HOME` (`/tmp/home`);
  * - exactly the paths the process's `fs` capabilities name
  *   (`exec_sandbox_view.ts`), at the same paths as on the host;
  * - the working directory: inside a bound path, or else an empty read-only
  *   directory at the same path. The rest of the root is read-only.
  *
- * Limits: `prlimit` inside the sandbox sets CPU seconds, data size
- * (memory), file size and the number of processes of the sandbox's user
- * namespace. Linux does not enforce the process limit for root, so a host
- * running as root also puts each command into a `pids` cgroup of its own
- * (found at start; without one, commands are refused). The wall timeout
- * and the output cap stay with the shell provider: killing `bwrap` kills
- * its PID namespace, so the whole tree dies with it (`--die-with-parent`
- * does the same when the host dies).
+ * Limits: CPU seconds, data size (memory), file size and the number of
+ * processes. On an unprivileged host `prlimit` sets them inside the
+ * sandbox, where the process limit counts the sandbox's own user namespace.
+ * Linux does not enforce the process limit for root, so a host running as
+ * root puts each command into a `pids` cgroup instead (found at start,
+ * kept in a pool and reused; without one, commands are refused), and sets
+ * the other limits in the small shell that enters it. The wall timeout and
+ * the output cap stay with the shell provider: killing `bwrap` kills its
+ * PID namespace, so the whole tree dies with it (`--die-with-parent` does
+ * the same when the host dies).
  *
  * Network: none (`--unshare-net`), unless the process holds `net:fetch`
  * capabilities; then only through the host-side proxy of `exec_proxy.ts`,
@@ -106,6 +109,7 @@ export interface PrepareOptions {
 }
 
 const SYSTEM_DIRS = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] as const;
+/** `/etc` entries copied from the host into the sandbox's `/etc` (paths under `/etc`). */
 const ETC_FROM_HOST = [
   "ld.so.cache",
   "ld.so.conf",
@@ -118,30 +122,6 @@ const ETC_FROM_HOST = [
   "localtime",
   "os-release",
 ] as const;
-/** Parts of `/proc` that a process whose user is root on the host could write. */
-const PROC_READ_ONLY = [
-  "sys",
-  "sysrq-trigger",
-  "fs",
-  "irq",
-  "bus",
-  "pressure",
-  "mtrr",
-  "acpi",
-  "driver",
-  "tty",
-];
-/** Parts of `/proc` that tell about the host's kernel and hardware. */
-const PROC_HIDDEN_FILES = [
-  "kcore",
-  "keys",
-  "key-users",
-  "timer_list",
-  "sched_debug",
-  "latency_stats",
-  "kallsyms",
-  "kmsg",
-];
 const PROXY_PORT = 3128;
 const RELAY_DIR = "/run/libos";
 const FIX_INSTALL = "install bubblewrap (Debian and Ubuntu: apt-get install bubblewrap)";
@@ -172,6 +152,10 @@ export class ExecSandbox {
   #limits: Omit<SandboxLimits, "cpuSeconds">;
   #status: Promise<_Probe> | undefined;
   #closed = false;
+  /** Cgroups whose command is over, ready for the next one. */
+  #cgroups: string[] = [];
+  /** Every cgroup made, removed at close. */
+  #made = new Set<string>();
 
   /** Creates a sandbox; nothing runs until {@link ExecSandbox.status} or a command. */
   constructor(options: ExecSandboxOptions = {}) {
@@ -199,58 +183,43 @@ export class ExecSandbox {
       ...this.#limits,
       cpuSeconds: Math.max(1, Math.ceil(options.timeoutMs / 1000)),
     };
+    // A pids cgroup from the pool: made on first use, reused once its command is over.
     const cgroup = host.cgroupBase
-      ? posix.join(host.cgroupBase, `libos-exec-${crypto.randomUUID()}`)
+      ? this.#cgroups.pop() ?? posix.join(host.cgroupBase, `libos-exec-${crypto.randomUUID()}`)
       : undefined;
+    if (cgroup) this.#made.add(cgroup);
+    let released = false;
     return {
-      wrap: (argv, { env }) => {
-        const inner = _innerCommand(host, limits, argv, options.proxySocket !== undefined);
-        const args = [
-          ...bwrapArguments(host, view, {
-            cwd: options.cwd,
-            limits,
-            proxySocket: options.proxySocket,
-          }),
-          "--",
-          ...inner,
-        ];
-        const launch = cgroup
-          ? [
-            "/bin/sh",
-            "-c",
-            CGROUP_ENTER,
-            "sh",
-            cgroup,
-            String(limits.processes + 2),
-            host.bwrap,
-            ...args,
-          ]
-          : [host.bwrap, ...args];
-        const sandboxEnv: Record<string, string> = { ...env, HOME: SANDBOX_HOME };
-        if (options.proxySocket !== undefined) {
-          const proxy = `http://127.0.0.1:${PROXY_PORT}`;
-          Object.assign(sandboxEnv, {
-            HTTP_PROXY: proxy,
-            HTTPS_PROXY: proxy,
-            http_proxy: proxy,
-            https_proxy: proxy,
-            NO_PROXY: "",
-            no_proxy: "",
-          });
-        }
-        return { argv: launch, cwd: "/", env: sandboxEnv };
-      },
+      wrap: (argv, { env }) => ({
+        argv: launchArguments(host, view, {
+          argv,
+          cwd: options.cwd,
+          limits,
+          cgroup,
+          proxySocket: options.proxySocket,
+        }),
+        cwd: "/",
+        env: {
+          ...env,
+          HOME: SANDBOX_HOME,
+          ...(options.proxySocket === undefined ? {} : _proxyEnv()),
+        },
+      }),
+      // deno-lint-ignore require-await -- part of the async SandboxedRun contract
       close: async () => {
-        if (cgroup) await _run(["/bin/sh", "-c", CGROUP_CLEAN, "sh", cgroup]);
+        if (released || !cgroup) return;
+        released = true;
+        if (!this.#closed) this.#cgroups.push(cgroup);
       },
     };
   }
 
-  /** Removes the runtime directory. */
+  /** Removes the runtime directory and the cgroups, killing whatever is left in them. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     const probe = await this.#status?.catch(() => undefined);
+    if (this.#made.size) await _run(["/bin/sh", "-c", CGROUP_CLEAN, "sh", ...this.#made]);
     if (probe?.host) await Deno.remove(probe.host.runtime, { recursive: true }).catch(() => {});
   }
 
@@ -289,10 +258,6 @@ export interface SandboxHost {
   cgroupBase?: string;
   /** `/bin`, `/lib`…: the symlink target, or `null` for a directory. */
   system: { name: string; target: string | null }[];
-  /** `/etc` entries taken from the host: the symlink target, or `null` to bind. */
-  etc: { name: string; target: string | null }[];
-  /** Entries of {@link PROC_HIDDEN_FILES} this kernel has. */
-  procHidden: string[];
 }
 
 interface _Probe {
@@ -334,18 +299,8 @@ export function bwrapArguments(
     if (target === null) args.push("--ro-bind", `/${name}`, `/${name}`);
     else args.push("--symlink", target, `/${name}`);
   }
-  args.push("--dir", "/etc");
-  for (const name of ["passwd", "group", "hosts", "hostname", "nsswitch.conf"]) {
-    args.push("--ro-bind", posix.join(host.runtime, "etc", name), `/etc/${name}`);
-  }
-  for (const { name, target } of host.etc) {
-    if (target === null) args.push("--ro-bind-try", `/etc/${name}`, `/etc/${name}`);
-    else args.push("--symlink", target, `/etc/${name}`);
-  }
-  args.push("--proc", "/proc");
-  for (const name of PROC_READ_ONLY) args.push("--ro-bind-try", `/proc/${name}`, `/proc/${name}`);
-  const empty = posix.join(host.runtime, "empty");
-  for (const name of host.procHidden) args.push("--ro-bind", empty, `/proc/${name}`);
+  args.push("--ro-bind", posix.join(host.runtime, "etc"), "/etc");
+  args.push("--proc", "/proc", "--remount-ro", "/proc");
   args.push(
     "--dev",
     "/dev",
@@ -360,7 +315,7 @@ export function bwrapArguments(
     "--dir",
     SANDBOX_HOME,
   );
-  args.push(..._viewArguments(view.mounts, empty));
+  args.push(..._viewArguments(view.mounts, posix.join(host.runtime, "empty")));
   if (!_visible(view.mounts, options.cwd)) {
     // A directory the view does not hold: only what the view binds below it, read-only.
     args.push("--perms", "0555", "--dir", options.cwd, "--chmod", "0555", options.cwd);
@@ -414,25 +369,70 @@ function _visible(mounts: readonly SandboxMount[], path: string): boolean {
   );
 }
 
-/** The command inside the sandbox: limits, and the network relay when there is a proxy. */
-function _innerCommand(
+/**
+ * The whole argv the shell provider spawns for `options.argv`: on a root
+ * host the shell that enters the command's cgroup and sets its limits, then
+ * bwrap and its arguments, then (on an unprivileged host) `prlimit`, then
+ * (with a proxy) the shell that starts the network relay, then the command.
+ *
+ * @example
+ * ```ts ignore
+ * const argv = launchArguments(host, view, { argv: ["/usr/bin/true"], cwd: "/ws", limits });
+ * ```
+ */
+export function launchArguments(
   host: SandboxHost,
-  limits: SandboxLimits,
-  argv: readonly string[],
-  relay: boolean,
+  view: SandboxView,
+  options: {
+    argv: readonly string[];
+    cwd: string;
+    limits: SandboxLimits;
+    cgroup?: string;
+    proxySocket?: string;
+  },
 ): string[] {
-  const limited = [
-    host.prlimit,
-    `--cpu=${limits.cpuSeconds}`,
-    `--data=${limits.memoryBytes}`,
-    `--fsize=${limits.fileBytes}`,
-    `--nproc=${limits.processes}`,
-    "--core=0",
-    "--",
-    ...argv,
+  const { limits } = options;
+  let command = [...options.argv];
+  if (options.proxySocket !== undefined) command = ["/bin/sh", "-c", RELAY_START, "sh", ...command];
+  if (!options.cgroup) {
+    command = [
+      host.prlimit,
+      `--cpu=${limits.cpuSeconds}`,
+      `--data=${limits.memoryBytes}`,
+      `--fsize=${limits.fileBytes}`,
+      `--nproc=${limits.processes}`,
+      "--core=0",
+      "--",
+      ...command,
+    ];
+  }
+  const sandboxed = [host.bwrap, ...bwrapArguments(host, view, options), "--", ...command];
+  if (!options.cgroup) return sandboxed;
+  return [
+    "/bin/sh",
+    "-c",
+    CGROUP_ENTER,
+    "sh",
+    options.cgroup,
+    // bwrap and its init besides the command's own processes.
+    String(limits.processes + 2),
+    String(limits.cpuSeconds),
+    String(Math.floor(limits.memoryBytes / 1024)),
+    String(Math.floor(limits.fileBytes / 512)),
+    ...sandboxed,
   ];
-  if (!relay) return limited;
-  return ["/bin/sh", "-c", RELAY_START, "sh", ...limited];
+}
+
+function _proxyEnv(): Record<string, string> {
+  const proxy = `http://127.0.0.1:${PROXY_PORT}`;
+  return {
+    HTTP_PROXY: proxy,
+    HTTPS_PROXY: proxy,
+    http_proxy: proxy,
+    https_proxy: proxy,
+    NO_PROXY: "",
+    no_proxy: "",
+  };
 }
 
 /**
@@ -453,22 +453,30 @@ rm -f /tmp/.libos-relay-ready
 exec "$@"
 `;
 
-/** Enters a fresh `pids` cgroup, then runs bwrap: `$1` the cgroup, `$2` its limit. */
-const CGROUP_ENTER = `cg=$1; max=$2; shift 2
-mkdir "$cg" && echo "$max" > "$cg/pids.max" && echo $$ > "$cg/cgroup.procs" ||
+/**
+ * Enters the command's `pids` cgroup (`$1`, limit `$2`; made on first use)
+ * and sets CPU seconds (`$3`), data KiB (`$4`) and file size in 512-byte
+ * blocks (`$5`) with shell builtins, then runs bwrap.
+ */
+const CGROUP_ENTER = `cg=$1; max=$2; cpu=$3; data=$4; fsize=$5; shift 5
+{ [ -d "$cg" ] || mkdir "$cg"; } && echo "$max" > "$cg/pids.max" && echo $$ > "$cg/cgroup.procs" ||
   { echo "libos: cannot enter the process-limit cgroup $cg" >&2; exit 125; }
+ulimit -t "$cpu" && ulimit -d "$data" && ulimit -f "$fsize" && ulimit -c 0 ||
+  { echo "libos: cannot set the command's limits" >&2; exit 125; }
 exec "$@"`;
 
-/** Kills whatever is left in a command's cgroup and removes it. */
-const CGROUP_CLEAN = `cg=$1
-[ -d "$cg" ] || exit 0
-n=0
-while procs=$(cat "$cg/cgroup.procs" 2>/dev/null) && [ -n "$procs" ] && [ $n -lt 500 ]; do
-  kill -KILL $procs 2>/dev/null
-  n=$((n + 1))
-  sleep 0.01
+/** Kills whatever is left in the cgroups named by the arguments and removes them. */
+const CGROUP_CLEAN = `for cg in "$@"; do
+  [ -d "$cg" ] || continue
+  n=0
+  while procs=$(cat "$cg/cgroup.procs" 2>/dev/null) && [ -n "$procs" ] && [ $n -lt 500 ]; do
+    kill -KILL $procs 2>/dev/null
+    n=$((n + 1))
+    sleep 0.01
+  done
+  rmdir "$cg" 2>/dev/null
 done
-rmdir "$cg" 2>/dev/null || true`;
+exit 0`;
 
 /** Finds a directory where a `pids` cgroup can be made and limited, and prints it. */
 const CGROUP_FIND = `
@@ -526,26 +534,18 @@ async function _probe(
       runtime,
       cgroupBase,
       system: _layout("/", SYSTEM_DIRS),
-      etc: _layout("/etc/", ETC_FROM_HOST),
-      procHidden: (await _run([
-        "/bin/sh",
-        "-c",
-        'for f in "$@"; do [ -f "/proc/$f" ] && echo "$f"; done; exit 0',
-        "sh",
-        ...PROC_HIDDEN_FILES,
-      ])).stdout.split("\n").filter(Boolean),
     };
     await _writeRuntime(runtime, uid, Number(gid.stdout.trim()) || 0);
     // A real command through the whole path, cgroup included.
-    const limitsNow: SandboxLimits = { ...limits, cpuSeconds: 5 };
-    const args = bwrapArguments(host, { mounts: [] }, { cwd: "/", limits: limitsNow });
-    const inner = _innerCommand(host, limitsNow, ["/bin/sh", "-c", "echo sandboxed"], false);
     const cgroup = cgroupBase
       ? posix.join(cgroupBase, `libos-probe-${crypto.randomUUID()}`)
       : undefined;
-    const launch = cgroup
-      ? ["/bin/sh", "-c", CGROUP_ENTER, "sh", cgroup, "16", bwrap, ...args, "--", ...inner]
-      : [bwrap, ...args, "--", ...inner];
+    const launch = launchArguments(host, { mounts: [] }, {
+      argv: ["/bin/sh", "-c", "echo sandboxed"],
+      cwd: "/",
+      limits: { ...limits, cpuSeconds: 5, processes: 16 },
+      cgroup,
+    });
     const result = await _run(launch, { PATH: "/usr/bin:/bin" });
     if (cgroup) await _run(["/bin/sh", "-c", CGROUP_CLEAN, "sh", cgroup]);
     if (result.code !== 0 || result.stdout.trim() !== "sandboxed") {
@@ -600,6 +600,14 @@ async function _writeRuntime(runtime: string, uid: number, gid: number): Promise
   };
   for (const [name, text] of Object.entries(files)) {
     await Deno.writeTextFile(posix.join(etc, name), text);
+  }
+  // Copies, not binds: one read-only bind of this directory is /etc inside.
+  await Deno.mkdir(posix.join(etc, "ssl"));
+  for (const name of ETC_FROM_HOST) {
+    const from = `/etc/${name}`;
+    if (!(await Deno.lstat(from).then(() => true, () => false))) continue;
+    const copied = await _run(["cp", "-a", from, posix.join(etc, name)]);
+    if (copied.code !== 0) throw new Error(`cannot copy ${from}: ${copied.stderr.trim()}`);
   }
   await Deno.writeTextFile(posix.join(runtime, "empty"), "");
   await Deno.writeTextFile(posix.join(runtime, "relay.js"), RELAY_SOURCE);
