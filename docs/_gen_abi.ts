@@ -242,10 +242,12 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   "exec.run": {
     summary: "Runs a command from an argv array (never a shell string) with a timeout and an " +
       "output cap.",
-    needs: "`exec:run:<command>` for every command the argv would run, and `fs:read` on its " +
-      "working directory",
+    needs: "`exec:run:<command>` for every command the argv would run",
     notes: "Wrappers and interpreters (`env`, `sh -c`, `xargs`, …) are unwrapped to find the " +
-      "commands they would run.",
+      "commands they would run. The command runs in an OS sandbox that sees the system's " +
+      "read-only runtime and only the paths of the caller's `fs` capabilities, with network only " +
+      "through a proxy that enforces its `net:fetch` capabilities; `ENOSYS` when the sandbox " +
+      "cannot start on the host.",
     effect: "effect",
   },
   "net.fetch": {
