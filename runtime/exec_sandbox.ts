@@ -392,8 +392,10 @@ export function launchArguments(
   },
 ): string[] {
   const { limits } = options;
-  let command = [...options.argv];
-  if (options.proxySocket !== undefined) command = ["/bin/sh", "-c", RELAY_START, "sh", ...command];
+  const inner = _innerScript(view.identities, options.proxySocket !== undefined);
+  let command = inner === undefined
+    ? [...options.argv]
+    : ["/bin/sh", "-c", inner, "sh", ...view.identities.map((x) => x.path), ...options.argv];
   if (!options.cgroup) {
     command = [
       host.prlimit,
@@ -436,8 +438,35 @@ function _proxyEnv(): Record<string, string> {
 }
 
 /**
- * Starts the relay (detached, so the command does not see it as a child),
- * waits until it listens, then runs the command.
+ * The shell that runs first inside the sandbox, when there is something to
+ * do before the command: check that every bind is what the view was made
+ * of (its paths are the first arguments), start the network relay.
+ * Undefined when there is nothing to do.
+ */
+function _innerScript(
+  identities: SandboxView["identities"],
+  relay: boolean,
+): string | undefined {
+  if (identities.length === 0 && !relay) return undefined;
+  const lines: string[] = [];
+  if (identities.length) {
+    // Only digits, ":" and newlines are written into the script; paths are arguments.
+    const refs = identities.map((_, i) => `"\${${i + 1}}"`).join(" ");
+    const want = identities.map((x) => x.id).join("\n");
+    lines.push(
+      `got=$(stat -c %d:%i -- ${refs} 2>/dev/null)`,
+      `[ "$got" = "${want}" ] || { echo "libos: a path of the command's view changed while it started" >&2; exit 125; }`,
+      `shift ${identities.length}`,
+    );
+  }
+  if (relay) lines.push(RELAY_START);
+  lines.push('exec "$@"');
+  return lines.join("\n");
+}
+
+/**
+ * Starts the relay (detached, so the command does not see it as a child)
+ * and waits until it listens.
  */
 const RELAY_START = `
 mkfifo /tmp/.libos-relay-ready || exit 125
@@ -449,9 +478,7 @@ mkfifo /tmp/.libos-relay-ready || exit 125
     </dev/null >/dev/null 2>&1; echo failed > /tmp/.libos-relay-ready ) & )
 read ready < /tmp/.libos-relay-ready
 rm -f /tmp/.libos-relay-ready
-[ "$ready" = ready ] || { echo "libos: the network relay did not start" >&2; exit 125; }
-exec "$@"
-`;
+[ "$ready" = ready ] || { echo "libos: the network relay did not start" >&2; exit 125; }`;
 
 /**
  * Enters the command's `pids` cgroup (`$1`, limit `$2`; made on first use)
@@ -540,7 +567,7 @@ async function _probe(
     const cgroup = cgroupBase
       ? posix.join(cgroupBase, `libos-probe-${crypto.randomUUID()}`)
       : undefined;
-    const launch = launchArguments(host, { mounts: [] }, {
+    const launch = launchArguments(host, { mounts: [], identities: [] }, {
       argv: ["/bin/sh", "-c", "echo sandboxed"],
       cwd: "/",
       limits: { ...limits, cpuSeconds: 5, processes: 16 },

@@ -7,7 +7,7 @@ import {
   SANDBOX_OWN_PATHS,
   sandboxUnavailable,
 } from "./exec_sandbox.ts";
-import { sandboxView } from "./exec_sandbox_view.ts";
+import { type SandboxView, sandboxView } from "./exec_sandbox_view.ts";
 import { LocalFs } from "./fs_provider.ts";
 import { LocalShell, type ShellResult } from "./shell_provider.ts";
 
@@ -16,8 +16,11 @@ interface Fixture {
   ws: string;
   root: string;
   /** Runs `argv` in the sandbox with `fs` capabilities `scopes` (text form). */
-  run(argv: string[], scopes: string[], cwd?: string): Promise<ShellResult>;
+  run(argv: string[], scopes: string[], cwd?: string, change?: Change): Promise<ShellResult>;
 }
+
+/** Something done between making the view and starting the command; may edit the view. */
+type Change = (view: SandboxView) => Promise<SandboxView>;
 
 /** A real sandbox over a temp workspace; fails (never skips) when bwrap cannot start. */
 async function withSandbox(body: (f: Fixture) => Promise<void>): Promise<void> {
@@ -31,7 +34,7 @@ async function withSandbox(body: (f: Fixture) => Promise<void>): Promise<void> {
   await Deno.writeTextFile(join(root, "secret.txt"), "outside");
   const fs = new LocalFs();
   const shell = new LocalShell();
-  const run: Fixture["run"] = async (argv, scopes, cwd = ws) => {
+  const run: Fixture["run"] = async (argv, scopes, cwd = ws, change) => {
     const capabilities = scopes.map((text, i): Capability => {
       const [resource, rights, ...scope] = text.split(":");
       return {
@@ -45,7 +48,7 @@ async function withSandbox(body: (f: Fixture) => Promise<void>): Promise<void> {
         createdAt: 0,
       };
     });
-    const view = await sandboxView({
+    let view = await sandboxView({
       capabilities,
       policy: [],
       workspace: ws,
@@ -53,6 +56,7 @@ async function withSandbox(body: (f: Fixture) => Promise<void>): Promise<void> {
       now: Date.now(),
       own: SANDBOX_OWN_PATHS,
     });
+    if (change) view = await change(view);
     const prepared = await sandbox.prepare(view, { cwd, timeoutMs: 20_000 });
     try {
       return await shell.run(argv, {
@@ -128,5 +132,36 @@ Deno.test("a working directory outside the view holds only the view and cannot b
     assert.notEqual(result.code, 0);
     assert.equal(result.stdout, "ws\n", "secret.txt is not there");
     assert.equal(await Deno.stat(join(f.root, "made")).then(() => true, () => false), false);
+  });
+});
+
+Deno.test("a bind source swapped for a symlink after the view was made fails the command", async () => {
+  await withSandbox(async (f) => {
+    const outside = join(f.root, "outside");
+    await Deno.mkdir(outside);
+    await Deno.writeTextFile(join(outside, "a.txt"), "outside secret");
+    // What a concurrent writer could do between the view and the mount.
+    const swap: Change = async (view) => {
+      await Deno.rename(join(f.ws, "src"), join(f.ws, "src.real"));
+      await Deno.symlink(outside, join(f.ws, "src"));
+      return view;
+    };
+    const swapped = await f.run(["cat", "src/a.txt"], [`fs:read:${f.ws}/src/**`], f.ws, swap);
+    assert.equal(swapped.code, 125, swapped.stderr);
+    assert.equal(swapped.stdout, "");
+    assert.match(swapped.stderr, /a path of the command's view changed while it started/);
+    // Without the identity check, bwrap would have bound what the symlink names.
+    await Deno.remove(join(f.ws, "src"));
+    await Deno.rename(join(f.ws, "src.real"), join(f.ws, "src"));
+    const unchecked = await f.run(
+      ["cat", "src/a.txt"],
+      [`fs:read:${f.ws}/src/**`],
+      f.ws,
+      async (view) => {
+        await swap(view);
+        return { ...view, identities: [] };
+      },
+    );
+    assert.equal(unchecked.stdout, "outside secret");
   });
 });

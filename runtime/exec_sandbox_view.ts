@@ -30,6 +30,16 @@
  *   lies inside a bound tree; when the bound tree is that directory itself,
  *   the tree is bound entry by entry without the reserved files (new files
  *   cannot then be created directly in it).
+ * - A read-write tree that holds another mount (a hidden or read-only path)
+ *   deeper than its own entries is bound entry by entry down to it, each
+ *   directory on the way an empty read-only one: a command cannot rename
+ *   the way to a protected path and so move what policy or the store's
+ *   reservation protects out of their reach. (A mount point itself cannot
+ *   be renamed, nor can the tree's root.)
+ * - Each host bind carries the device and inode its source had when the
+ *   view was made; the command checks them before it starts, so a path
+ *   swapped for a symlink in between fails the command instead of binding
+ *   what the symlink names.
  *
  * @module
  */
@@ -61,6 +71,11 @@ export type SandboxMount =
 export interface SandboxView {
   /** Mounts in the order they are applied. */
   mounts: SandboxMount[];
+  /**
+   * What each bind that stays visible must be once mounted: its path and
+   * the `dev:ino` its source had when the view was made.
+   */
+  identities: { path: string; id: string }[];
 }
 
 /** What {@link sandboxView} needs. */
@@ -128,14 +143,14 @@ export async function sandboxView(input: SandboxViewInput): Promise<SandboxView>
   for (const unit of writable) readOnlyAgain.push(..._policyInside(unit, "write", input, budget));
 
   const reserved = input.fs.reservedPaths();
-  const split = new Map<string, Set<string>>();
+  const split: Split = new Map();
   const hiddenDirs = new Set<string>();
   const bound = [...readable, ...writable].filter((unit) => unit.tree).map((unit) => unit.path);
   for (const path of [...bound, ...readOnlyAgain]) {
     for (const form of reserved) {
       if (form === path || !_within(form, path)) continue;
       const dir = posix.dirname(form);
-      if (dir === path) _exclude(split, dir, posix.basename(form));
+      if (dir === path) _mark(split, dir, posix.basename(form), "skip");
       else hiddenDirs.add(dir);
     }
     for (const own of input.own) {
@@ -143,20 +158,36 @@ export async function sandboxView(input: SandboxViewInput): Promise<SandboxView>
       // Bind the tree around the sandbox's own path, entry by entry, down to it.
       let dir = own;
       while (dir !== path) {
-        _exclude(split, posix.dirname(dir), posix.basename(dir));
+        _mark(split, posix.dirname(dir), posix.basename(dir), "skip");
+        dir = posix.dirname(dir);
+      }
+    }
+  }
+
+  // Inside a read-write tree, the way down to any other mount is bound entry by entry.
+  // (A mount right below the tree's root needs nothing: neither can be renamed.)
+  const rwTrees = writable.filter((unit) => unit.tree).map((unit) => unit.path);
+  const nested = [...hides.map((h) => h.path), ...readOnlyAgain, ...hiddenDirs];
+  for (const root of rwTrees) {
+    for (const path of nested) {
+      if (!_within(path, root) || posix.dirname(path) === root || path === root) continue;
+      let dir = path;
+      while (dir !== root) {
+        _mark(split, posix.dirname(dir), posix.basename(dir), dir === path ? "skip" : "descend");
         dir = posix.dirname(dir);
       }
     }
   }
 
   const mounts: SandboxMount[] = [];
+  const ids = new Map<string, string>();
   const binds = _ordered([
     ...readable.map((unit) => ({ ...unit, writable: _covered(unit, writable) })),
     ...writable.map((unit) => ({ ...unit, writable: true })),
   ]);
-  for (const unit of binds) _bindHost(unit.path, unit.writable, unit.tree, split, mounts);
+  for (const unit of binds) _bindHost(unit.path, unit.writable, unit.tree, split, mounts, ids);
   for (const path of _dedupePaths(readOnlyAgain).sort(_byDepth)) {
-    _bindHost(path, false, _isDir(path), split, mounts);
+    _bindHost(path, false, _isDir(path), split, mounts, ids);
   }
   mounts.push(...hides.sort((a, b) => _byDepth(a.path, b.path)));
   for (const dir of [...hiddenDirs].sort(_byDepth)) {
@@ -169,7 +200,25 @@ export async function sandboxView(input: SandboxViewInput): Promise<SandboxView>
         `${MAX_VIEW_MOUNTS} (grant whole trees, dir/**, instead of globs that match many files)`,
     );
   }
-  return { mounts };
+  return { mounts, identities: _identities(mounts, ids) };
+}
+
+/**
+ * The binds still visible after every mount is applied, with the identity
+ * their source had: a later mount at or above a path covers what was there.
+ */
+function _identities(
+  mounts: readonly SandboxMount[],
+  ids: ReadonlyMap<string, string>,
+): { path: string; id: string }[] {
+  const visible = new Map<string, string>();
+  for (const mount of mounts) {
+    for (const path of [...visible.keys()]) {
+      if (_within(path, mount.path)) visible.delete(path);
+    }
+    if (mount.kind === "bind") visible.set(mount.path, ids.get(mount.path)!);
+  }
+  return [...visible].map(([path, id]) => ({ path, id }));
 }
 
 /** The paths one capability scope binds. */
@@ -324,45 +373,58 @@ function _footprints(rule: PolicyRule, workspace: string): string[] {
   return out;
 }
 
-/** Binds the host's `path`, entry by entry when some of its entries must stay out. */
+/** How a bound tree treats one of its entries: left out, or bound entry by entry in turn. */
+type Split = Map<string, Map<string, "skip" | "descend">>;
+
+/**
+ * Binds the host's `path`, entry by entry when some of its entries must stay
+ * out or be split in turn, and records each bind's source identity. A path
+ * that is no longer its own kind (a symlink now) is left out.
+ */
 function _bindHost(
   path: string,
   writable: boolean,
   tree: boolean,
-  split: Map<string, Set<string>>,
+  split: Split,
   mounts: SandboxMount[],
+  ids: Map<string, string>,
 ): void {
-  const excluded = tree ? split.get(path) : undefined;
-  if (!excluded) {
+  const info = _lstat(path);
+  if (!info || info.isSymlink || !(info.isDirectory || info.isFile)) return;
+  const entries = tree && info.isDirectory ? split.get(path) : undefined;
+  if (!entries) {
     mounts.push({ kind: "bind", path, writable });
+    ids.set(path, `${info.dev}:${info.ino}`);
     return;
   }
   if (path !== "/") mounts.push({ kind: "shell", path });
-  let entries: Deno.DirEntry[];
+  let listing: Deno.DirEntry[];
   try {
-    entries = [...Deno.readDirSync(path)].sort((a, b) => (a.name < b.name ? -1 : 1));
+    listing = [...Deno.readDirSync(path)].sort((a, b) => (a.name < b.name ? -1 : 1));
   } catch {
     return;
   }
-  for (const entry of entries) {
-    if (excluded.has(entry.name)) continue;
+  for (const entry of listing) {
+    const how = entries.get(entry.name);
+    if (how === "skip") continue;
     const child = path === "/" ? `/${entry.name}` : `${path}/${entry.name}`;
     if (entry.isSymlink) {
+      if (how === "descend") continue;
       try {
         mounts.push({ kind: "symlink", path: child, target: Deno.readLinkSync(child) });
       } catch {
         // Gone since the listing.
       }
     } else {
-      _bindHost(child, writable, entry.isDirectory, split, mounts);
+      _bindHost(child, writable, entry.isDirectory, split, mounts, ids);
     }
   }
 }
 
-function _exclude(split: Map<string, Set<string>>, dir: string, name: string): void {
-  const set = split.get(dir) ?? new Set<string>();
-  set.add(name);
-  split.set(dir, set);
+function _mark(split: Split, dir: string, name: string, how: "skip" | "descend"): void {
+  const entries = split.get(dir) ?? new Map<string, "skip" | "descend">();
+  if (entries.get(name) !== "skip") entries.set(name, how);
+  split.set(dir, entries);
 }
 
 /** What both unit lists grant: the deeper of nested trees, files inside trees, equal files. */

@@ -72,7 +72,18 @@ async function view(
   return result.mounts;
 }
 
-function rel(t: Tree, mounts: SandboxMount[]): string[] {
+async function viewWithIds(t: Tree, caps: Capability[], policy: PolicyRule[] = []) {
+  return await sandboxView({
+    capabilities: caps,
+    policy,
+    workspace: t.ws,
+    fs: new LocalFs(),
+    now: 1000,
+    own: [],
+  });
+}
+
+function rel(t: Tree, mounts: readonly SandboxMount[]): string[] {
   return mounts.map((m) => {
     const path = m.path.startsWith(t.ws) ? `.${m.path.slice(t.ws.length)}` : m.path;
     if (m.kind === "bind") return `${m.writable ? "rw" : "ro"} ${path}`;
@@ -140,8 +151,11 @@ Deno.test("the store's directory inside a bound tree is hidden", async () => {
     await Deno.mkdir(join(t.ws, ".libos"));
     const store = join(t.ws, ".libos", "libos.db");
     await Deno.writeTextFile(store, "STORE");
-    const mounts = await view(t, [cap(`fs:read,write:${t.ws}/**`)], { reserved: [store] });
-    assert.deepEqual(rel(t, mounts), ["rw .", "hide-dir ./.libos"]);
+    const read = await view(t, [cap(`fs:read:${t.ws}/**`)], { reserved: [store] });
+    assert.deepEqual(rel(t, read), ["ro .", "hide-dir ./.libos"]);
+    // Right below a read-write root, the hidden directory is a mount point: it cannot move.
+    const write = await view(t, [cap(`fs:read,write:${t.ws}/**`)], { reserved: [store] });
+    assert.deepEqual(rel(t, write), ["rw .", "hide-dir ./.libos"]);
   });
 });
 
@@ -193,5 +207,45 @@ Deno.test("a tree that holds one of the sandbox's own paths is bound around it",
     assert.ok(!mounts.some((m) => m.endsWith("./out")), mounts.join());
     // Symlinks among the entries are recreated, never followed on the host.
     assert.ok(!mounts.some((m) => m.includes("outside.txt") && m.startsWith("ro")), mounts.join());
+  });
+});
+
+Deno.test("a rename inside a read-write tree cannot reach a protected path: the way is read-only", async () => {
+  await withTree(async (t) => {
+    await Deno.mkdir(join(t.ws, "src", "lib", "keys"));
+    const policy = parsePolicy({ "fs:read:src/lib/keys/**": "deny" }, "operator");
+    const mounts = rel(t, await view(t, [cap(`fs:read,write:${t.ws}/**`)], { policy }));
+    assert.deepEqual(mounts, [
+      "shell .",
+      "rw ./docs",
+      "rw ./out",
+      "rw ./secrets",
+      "shell ./src",
+      "rw ./src/a.ts",
+      "rw ./src/b.js",
+      "shell ./src/lib",
+      "rw ./src/lib/c.ts",
+      "symlink ./src/link.ts -> " + join(t.root, "outside.txt"),
+      "hide-dir ./src/lib/keys",
+    ]);
+  });
+});
+
+Deno.test("every visible bind carries the identity its source had", async () => {
+  await withTree(async (t) => {
+    const policy = parsePolicy({ "fs:read:secrets/**": "deny" }, "operator");
+    const result = await viewWithIds(
+      t,
+      [cap(`fs:read:${t.ws}/**`), cap(`fs:read:${t.ws}/src/**`)],
+      policy,
+    );
+    const info = Deno.lstatSync(t.ws);
+    assert.deepEqual(result.identities, [{ path: t.ws, id: `${info.dev}:${info.ino}` }]);
+    // A bind covered by a later mount is not checked: it is not there to check.
+    const covered = await viewWithIds(t, [
+      cap(`fs:read:${t.ws}/secrets/token.txt`),
+      cap(`fs:read:${t.ws}/**`),
+    ], policy);
+    assert.ok(!covered.identities.some((x) => x.path.startsWith(join(t.ws, "secrets"))));
   });
 });

@@ -13,7 +13,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AuditRecord } from "../broker/audit.ts";
 import { type Harness, withHarness } from "./_harness.ts";
-import type { KernelOptions } from "../runtime/kernel.ts";
+import { Kernel, type KernelOptions } from "../runtime/kernel.ts";
 
 /** Runs `input.argv`; the result keeps the first 4 KiB of each output stream. */
 const EXEC = `export default async function main(sys, input) {
@@ -151,6 +151,47 @@ Deno.test("the KV store is out of a command's view even under a granted tree", a
         const result = end.result as { leaked: boolean; stderr: string };
         assert.equal(result.leaked, !sandboxed, result.stderr);
       }, { store, ...(sandboxed ? {} : { execSandbox: "none" as const }) });
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("a command cannot rename the store or a policy-hidden path out of its protection", async () => {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "libos-rename-" }));
+  const ws = join(root, "ws");
+  const store = join(ws, "data", ".libos", "libos.db");
+  await Deno.mkdir(dirname(store), { recursive: true });
+  await Deno.mkdir(join(ws, "keys", "private"), { recursive: true });
+  await Deno.writeTextFile(join(ws, "keys", "private", "id"), "key");
+  try {
+    const kernel = await Kernel.open({ store });
+    try {
+      const tag = (await kernel.images.register({
+        name: "mover",
+        version: "1.0.0",
+        entry: "./main.ts",
+        tools: [],
+        capabilities: ["fs:read,write:**", "exec:run:*"],
+        policy: { "fs:read:keys/private/**": "deny" },
+      }, { entrySource: EXEC })).tag;
+      const end = await kernel.run({
+        image: tag,
+        workspace: ws,
+        input: { argv: ["sh", "-c", "mv data moved; mv keys stolen; echo new > made.txt; ls"] },
+      });
+      assert.equal(end.state, "exited", JSON.stringify(end.error));
+      const outcome = end.result as Outcome;
+      assert.equal(outcome.ok, true, outcome.message);
+      // The store and the hidden keys stay where their protection names them.
+      assert.equal(await exists(store), true);
+      assert.equal(await exists(join(ws, "keys", "private", "id")), true);
+      assert.equal(await exists(join(ws, "moved")), false);
+      assert.equal(await exists(join(ws, "stolen")), false);
+      // The entries of the workspace stay writable; its top level is read-only.
+      assert.equal(await exists(join(ws, "made.txt")), false);
+    } finally {
+      await kernel.close();
     }
   } finally {
     await Deno.remove(root, { recursive: true });
