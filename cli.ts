@@ -19,7 +19,7 @@
 import { type Io, TERMINAL_IO, type Verb } from "./cli/context.ts";
 import { killVerb, signalVerb } from "./cli/control.ts";
 import { demoVerb } from "./cli/demo.ts";
-import { auditVerb, imagesVerb, logsVerb, objVerb, psVerb } from "./cli/inspect.ts";
+import { auditVerb, imagesVerb, logsVerb, objVerb, psVerb, statusVerb } from "./cli/inspect.ts";
 import { runVerb, spawnVerb } from "./cli/run.ts";
 import { approvalsVerb, approveVerb, denyVerb } from "./cli/human.ts";
 import { checkpointVerb } from "./cli/checkpoint.ts";
@@ -31,6 +31,7 @@ const VERBS: Record<string, Verb> = {
   demo: demoVerb,
   run: runVerb,
   spawn: spawnVerb,
+  status: statusVerb,
   ps: psVerb,
   images: imagesVerb,
   audit: auditVerb,
@@ -49,9 +50,11 @@ const USAGE = `Usage: libos VERB [flags]
   demo                                   run the built-in demo
   run IMAGE [--workspace DIR] [--model scripted:FILE|openai:NAME] [--input TEXT]
             [--human scripted:FILE|deny|queue|interactive]
-            [--cap CAP]... [--policy PATTERN=DECISION]... [--json]
+            [--cap CAP]... [--policy PATTERN=DECISION]... [--exec-sandbox none] [--json]
   spawn IMAGE [same flags as run]        create a process, print its pid
-  serve [--until-idle] [--human ...]     run every live process of the store
+  serve [--until-idle] [--human ...] [--exec-sandbox none]
+                                         run every live process of the store
+  status                                 how commands are confined, live processes
   ps [--tree]      images      logs PID [--follow]      kill PID      signal PID SIG
   approvals        approve ID [--always] [--ttl D] [--answer TEXT]   deny ID [--always]
   checkpoint save PID | list | restore ID | fork ID

@@ -5,7 +5,8 @@
  *
  * Routes (the right each needs is in parentheses; see `auth.ts`):
  *
- * - `GET /v1/health` (none): `{ ok: true, version }`.
+ * - `GET /v1/health` (none): `{ ok: true, version, execSandbox }`, the last
+ *   saying how commands are confined (`bwrap`, `none` or `unavailable`).
  * - `GET /v1/openapi.json` (none): the OpenAPI 3.1 document.
  * - `POST /v1/images` (write): an image document, or `{ image, entrySource }`
  *   for an image whose entry is a module; 201 `{ digest, tag }`.
@@ -112,6 +113,8 @@ export interface ControlKernel {
   postEvent?(topic: string, data?: unknown): Promise<{ seq: number }>;
   /** The messages a process exchanged with its model. */
   transcript?(pid: number): Promise<unknown[]>;
+  /** How commands are confined: `bwrap`, `none` (the operator's choice) or `unavailable`. */
+  execSandboxStatus?(): Promise<{ mode: "bwrap" | "none" | "unavailable" }>;
 }
 
 /** Options of {@link createApp}. */
@@ -231,7 +234,10 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
   const body = (c: Context<ApiEnv>, action: string) =>
     readJsonBody(c.req.raw, action, { maxBytes });
 
-  app.get("/v1/health", (c) => c.json({ ok: true, version }));
+  app.get("/v1/health", async (c) => {
+    const sandbox = await kernel.execSandboxStatus?.();
+    return c.json({ ok: true, version, ...(sandbox ? { execSandbox: sandbox.mode } : {}) });
+  });
 
   app.get("/v1/openapi.json", (c) => c.json(openapi ??= openApiDocument({ version })));
 

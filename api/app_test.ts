@@ -167,14 +167,18 @@ function concrete(path: string): string {
     .replace("{namespace}/{name}", "shared/notes/n1");
 }
 
-Deno.test("GET /v1/health needs no token and reports the version", async () => {
+Deno.test("GET /v1/health needs no token and reports the version and the exec sandbox", async () => {
   await withApi(async (t) => {
     const res = await t.json("GET", "/v1/health");
     assert.equal(res.status, 200);
-    assert.deepEqual(res.body, { ok: true, version: "0.1.0" });
+    assert.deepEqual(res.body, { ok: true, version: "0.1.0", execSandbox: "bwrap" });
   }, {});
   await withApi(async (t) => {
-    assert.deepEqual((await t.json("GET", "/v1/health")).body, { ok: true, version: "9.0.0" });
+    assert.deepEqual((await t.json("GET", "/v1/health")).body, {
+      ok: true,
+      version: "9.0.0",
+      execSandbox: "bwrap",
+    });
   }, { version: "9.0.0" });
 });
 

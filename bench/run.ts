@@ -21,6 +21,7 @@ import { benchSpawn } from "./spawn.ts";
 import { benchParked } from "./parked.ts";
 import { benchRecovery } from "./recovery.ts";
 import { benchJit } from "./jit.ts";
+import { benchExec } from "./exec.ts";
 
 /** Where a run writes its results unless `--out` says otherwise: never the committed reference. */
 export const DEFAULT_OUT = ".libos/bench-results.json";
@@ -32,6 +33,7 @@ const BENCHES: Record<string, (options: BenchOptions) => Promise<Section>> = {
   parked: benchParked,
   recovery: benchRecovery,
   jit: benchJit,
+  exec: benchExec,
 };
 
 function cell(value: unknown): string {

@@ -68,6 +68,8 @@ export interface AuditEntry {
   code?: string;
   /** The error message of a failed call. */
   reason?: string;
+  /** A note from the syscall's handler, e.g. `exec-sandbox=none` on a command run unconfined. */
+  note?: string;
 }
 
 /** A stored audit record: an entry with its place in the chain. */
@@ -126,6 +128,7 @@ const MAX_FIELD_CHARS: Readonly<Record<string, number>> = {
   approval: 200,
   code: 50,
   reason: 500,
+  note: 200,
 };
 
 const ENTRY_FIELDS = [
@@ -142,6 +145,7 @@ const ENTRY_FIELDS = [
   "outcome",
   "code",
   "reason",
+  "note",
 ] as const;
 
 /**

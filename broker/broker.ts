@@ -74,6 +74,8 @@ export interface Plan {
   ops: Operation[];
   /** How the call touches the world. */
   effect: Effect;
+  /** A short note every audit record of this call carries (e.g. how a command was confined). */
+  note?: string;
   /**
    * Runs the call through its provider, with the capabilities that
    * authorized it. Operations the call meets only while it runs (a
@@ -256,6 +258,7 @@ export class Broker {
     let grant: Grant = { decision: "deny", capabilities: [] };
     let effect: Effect = "none";
     let after: After | undefined;
+    let note: string | undefined;
     let reply: SyscallReply;
     try {
       // 1. Validate: a known syscall with arguments that fit its schema.
@@ -271,13 +274,14 @@ export class Broker {
       }
       const plan = await handler(call, parsedArgs as never);
       effect = plan.effect;
+      note = plan.note;
       // 3. Authorize: capabilities and policy, for every operation. Policy
       //    `ask` parks the call in a human queue.
       const decided = call.redo
         ? { decision: "allow" as const, capabilities: [] }
         : await this.#authorize(call, plan.ops, name, args);
       if (decided === PARKED) {
-        await this.#audit(call, name, args, at, { decision: "ask", capabilities: [] }, "ok");
+        await this.#audit(call, name, args, at, { decision: "ask", capabilities: [] }, "ok", note);
         return PARKED;
       }
       grant = decided;
@@ -285,7 +289,7 @@ export class Broker {
       //    the same commit), 5. run it through its provider.
       const value = await this.#execute(call, name, plan, grant);
       if (value === PARKED) {
-        await this.#audit(call, name, args, at, grant, "ok");
+        await this.#audit(call, name, args, at, grant, "ok", note);
         return PARKED;
       }
       reply = { id, ok: true, value: value === undefined ? null : value };
@@ -300,7 +304,7 @@ export class Broker {
       if (err.code === "EPERM") grant = { ...grant, decision: "deny" };
     }
     // 6. Journal the outcome and audit it (buffered; durable with the next effect).
-    await this.#record(call, name, args, at, effect, grant, reply, after);
+    await this.#record(call, name, args, at, effect, grant, reply, after, note);
     return after ? { ...reply, at, after } : { ...reply, at };
   }
 
@@ -480,6 +484,7 @@ export class Broker {
     grant: Grant,
     reply: SyscallReply,
     after: After | undefined,
+    note?: string,
   ): Promise<void> {
     const journal = await completion({
       pid: ctx.pid,
@@ -489,7 +494,10 @@ export class Broker {
       effect,
       at,
     }, reply.ok ? { ok: true, value: reply.value, after } : { ok: false, error: reply.error });
-    const audit = this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply);
+    const audit: AuditEntry = {
+      ...this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply),
+      note,
+    };
     const charges = await this.#journalMeter?.charge(
       ctx,
       JSON.stringify(journal).length + canonicalJson(audit).length,
@@ -504,9 +512,10 @@ export class Broker {
     at: number,
     grant: Grant,
     outcome: AuditOutcome,
+    note?: string,
   ): Promise<void> {
     await this.#journal.write(
-      { audit: this.#auditEntry(ctx, name, args, at, grant, outcome) },
+      { audit: { ...this.#auditEntry(ctx, name, args, at, grant, outcome), note } },
       { durable: false },
     );
   }

@@ -533,13 +533,35 @@ Deno.test("signal pause parks a runnable process as paused", async () => {
   });
 });
 
+Deno.test("serve and status say how commands are confined; --exec-sandbox none is printed", async () => {
+  await withFixture(async (f) => {
+    const status = await f.cli(["status"]);
+    assert.equal(status.code, 0, status.err.join("\n"));
+    assert.match(status.out[0], /^exec sandbox: bwrap \(commands run in a bubblewrap sandbox/);
+    assert.equal(status.out[1], "live processes: 0");
+    const none = await f.cli(["serve", "--until-idle", "--exec-sandbox", "none"]);
+    assert.equal(none.code, 0);
+    assert.equal(
+      none.err[0],
+      "libos serve: exec sandbox none: commands run unconfined as the host user (--exec-sandbox none)",
+    );
+    const json = await f.cli(["status", "--exec-sandbox", "none", "--json"]);
+    assert.equal(JSON.parse(json.out[0]).execSandbox, "none");
+    assertOneLineError(await f.cli(["serve", "--exec-sandbox", "off"]), /"bwrap" or "none"/);
+    const spawn = await f.cli(["spawn", ...await readerArgs(f), "--exec-sandbox", "none"]);
+    assertOneLineError(spawn, /Cannot use --exec-sandbox with spawn/);
+  });
+});
+
 Deno.test("spawn then serve --until-idle runs the process to its end", async () => {
   await withFixture(async (f) => {
     assert.deepEqual((await f.cli(["spawn", ...await readerArgs(f)])).out, ["1"]);
     const serve = await f.cli(["serve", "--until-idle"]);
     assert.equal(serve.code, 0);
     assert.deepEqual(serve.out, []);
-    assert.deepEqual(serve.err, ["libos serve: resumed 1 process(es)"]);
+    assert.equal(serve.err.length, 2, serve.err.join("\n"));
+    assert.match(serve.err[0], /^libos serve: exec sandbox bwrap: commands run in a bubblewrap/);
+    assert.equal(serve.err[1], "libos serve: resumed 1 process(es)");
     const [proc] = await processes(f);
     assert.equal(proc.state, "exited");
     const logs = await f.cli(["logs", "1", "--json"]);

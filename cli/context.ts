@@ -7,6 +7,7 @@
  */
 
 import { printable } from "../broker/printable.ts";
+import type { ExecSandboxMode } from "../runtime/exec_sandbox.ts";
 import { Kernel, type KernelOptions } from "../runtime/kernel.ts";
 import { resolveModelSpec } from "../runtime/model_spec.ts";
 import { type Parsed, str, UsageError } from "./args.ts";
@@ -39,18 +40,30 @@ export const TERMINAL_IO: Io = {
 };
 
 /**
- * Opens the kernel over the store the flags name. It runs no process
- * unless `options.runs` says so (only `run` and `serve` do): a verb that
- * answers, signals, spawns or restores changes the store, and the host
- * serving the store sees the change and runs what it made runnable.
+ * Opens the kernel over the store the flags name, with the `--exec-sandbox`
+ * they choose. It runs no process unless `options.runs` says so (only `run`
+ * and `serve` do): a verb that answers, signals, spawns or restores changes
+ * the store, and the host serving the store sees the change and runs what it
+ * made runnable.
  */
 export function openKernel(parsed: Parsed, options: KernelOptions = {}): Promise<Kernel> {
   return Kernel.open({
     store: str(parsed, "kv"),
     resolveModel: resolveModelSpec,
     runs: false,
+    execSandbox: execSandboxFlag(parsed),
     ...options,
   });
+}
+
+/** The `--exec-sandbox bwrap|none` flag of the verbs that host processes (`run`, `serve`). */
+export const SANDBOX_OPTIONS = { "exec-sandbox": { type: "string" } } as const;
+
+/** The `--exec-sandbox` choice, or undefined for the default (`bwrap`). */
+export function execSandboxFlag(parsed: Parsed): ExecSandboxMode | undefined {
+  const value = str(parsed, "exec-sandbox");
+  if (value === undefined || value === "bwrap" || value === "none") return value;
+  throw new UsageError(`Expected --exec-sandbox to be "bwrap" or "none", got "${value}"`);
 }
 
 /** A verb: takes its own arguments, returns the exit code. */

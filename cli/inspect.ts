@@ -1,11 +1,11 @@
 /**
- * Read-side verbs: `ps`, `images`, `audit`, `audit verify`, `obj`, `logs`.
+ * Read-side verbs: `status`, `ps`, `images`, `audit`, `audit verify`, `obj`, `logs`.
  *
  * @module
  */
 
 import { int, parse, str, UsageError } from "./args.ts";
-import { type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
+import { type Io, openKernel, REMOTE_OPTIONS, remoteClient, SANDBOX_OPTIONS } from "./context.ts";
 import { clip, table } from "./table.ts";
 import type { RemoteClient } from "./remote.ts";
 import type { AuditDecision, AuditRecord } from "../broker/audit.ts";
@@ -88,6 +88,38 @@ export function psVerb(args: string[], io: Io): Promise<number> {
     "ps",
     async (kernel, parsed) => show(await kernel.processes.list(), parsed),
     async (client, parsed) => show(await client.processes(), parsed),
+  );
+}
+
+/**
+ * `libos status [--json]`: how commands are confined on this host (or on the
+ * server's), and how many processes are live.
+ */
+export function statusVerb(args: string[], io: Io): Promise<number> {
+  const show = (
+    sandbox: { mode: string; detail?: string },
+    processes: ProcessRecord[],
+    parsed: _Parsed,
+  ): number => {
+    const live = processes.filter((p) => !END_STATES.has(p.state)).length;
+    if (parsed.values.json) {
+      io.out(JSON.stringify({ execSandbox: sandbox.mode, detail: sandbox.detail, live }));
+    } else {
+      io.out(`exec sandbox: ${sandbox.mode}${sandbox.detail ? ` (${sandbox.detail})` : ""}`);
+      io.out(`live processes: ${live}`);
+    }
+    return 0;
+  };
+  return withTarget(
+    args,
+    SANDBOX_OPTIONS,
+    "status",
+    async (kernel, parsed) =>
+      show(await kernel.execSandboxStatus(), await kernel.processes.list(), parsed),
+    async (client, parsed) => {
+      const health = await client.health();
+      return show({ mode: health.execSandbox ?? "unknown" }, await client.processes(), parsed);
+    },
   );
 }
 

@@ -153,7 +153,7 @@ export class RemoteClient {
   }
 
   /** `GET /v1/health`. */
-  health(): Promise<{ ok: boolean; version: string }> {
+  health(): Promise<{ ok: boolean; version: string; execSandbox?: string }> {
     return this.request("GET", "/v1/health");
   }
 

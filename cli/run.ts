@@ -12,7 +12,14 @@ import { loadImageFile, type RegisteredImage } from "../runtime/image.ts";
 import type { Kernel, SpawnOptions, TranscriptEntry } from "../runtime/kernel.ts";
 import { normalizeModelSpec, resolveModelSpec } from "../runtime/model_spec.ts";
 import { list, parse, type Parsed, str, UsageError } from "./args.ts";
-import { type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
+import {
+  execSandboxFlag,
+  type Io,
+  openKernel,
+  REMOTE_OPTIONS,
+  remoteClient,
+  SANDBOX_OPTIONS,
+} from "./context.ts";
 import { describeRequest, humanFlag } from "./human.ts";
 import type { RemoteClient } from "./remote.ts";
 import { clip } from "./table.ts";
@@ -26,6 +33,7 @@ const RUN_OPTIONS = {
   cap: { type: "string", multiple: true },
   policy: { type: "string", multiple: true },
   ...REMOTE_OPTIONS,
+  ...SANDBOX_OPTIONS,
 } as const;
 
 /** Exit code of `run` for a process that did not exit normally. */
@@ -72,10 +80,16 @@ export async function runVerb(args: string[], io: Io): Promise<number> {
     );
   }
   const client = remoteClient(parsed);
-  if (client) return await _runRemote(client, parsed, io);
+  if (client) {
+    _hostOnly(parsed, "with --server: the server's host decides how commands are confined");
+    return await _runRemote(client, parsed, io);
+  }
   const human = await humanFlag(str(parsed, "human"), io);
   const kernel = await openKernel(parsed, { human, runs: true });
   try {
+    if (!kernel.sandbox) {
+      io.err("libos run: --exec-sandbox none: commands run unconfined as the host user");
+    }
     const image = await registerImageArg(kernel, ref);
     const options = spawnOptions(parsed, image.tag);
     if (options.model) await resolveModelSpec(options.model);
@@ -183,11 +197,19 @@ async function _runRemote(client: RemoteClient, parsed: Parsed, io: Io): Promise
   return _report(end, await client.transcript(pid), parsed, io);
 }
 
+/** Refuses `--exec-sandbox` where this invocation does not host the process. */
+function _hostOnly(parsed: Parsed, why: string): void {
+  if (execSandboxFlag(parsed) !== undefined) {
+    throw new UsageError(`Cannot use --exec-sandbox ${why}`);
+  }
+}
+
 /** `libos spawn IMAGE …`: create the process and print its pid. */
 export async function spawnVerb(args: string[], io: Io): Promise<number> {
   const parsed = parse(args, RUN_OPTIONS, "spawn");
   const ref = parsed.positionals[0];
   if (!ref) throw new UsageError("Usage: libos spawn IMAGE [--workspace DIR] [--cap CAP]...");
+  _hostOnly(parsed, "with spawn: the host that runs the process decides; pass it to libos serve");
   const client = remoteClient(parsed);
   if (client) {
     const pid = await _spawnRemote(client, parsed);

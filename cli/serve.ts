@@ -10,14 +10,14 @@
 import { loadTokens } from "../api/auth.ts";
 import { serveApi } from "../api/server.ts";
 import { int, parse, str } from "./args.ts";
-import { type Io, openKernel } from "./context.ts";
+import { type Io, openKernel, SANDBOX_OPTIONS } from "./context.ts";
 import { humanFlag } from "./human.ts";
 import { clip } from "./table.ts";
 
 /** Cells a host keeps started ahead of need unless `--warm-cells` says otherwise. */
 const DEFAULT_WARM_CELLS = 2;
 
-/** `libos serve [--until-idle] [--human …] [--warm-cells N] [--kv …]` */
+/** `libos serve [--until-idle] [--human …] [--warm-cells N] [--exec-sandbox none] [--kv …]` */
 export async function serveVerb(args: string[], io: Io): Promise<number> {
   const parsed = parse(args, {
     "until-idle": { type: "boolean" },
@@ -26,6 +26,7 @@ export async function serveVerb(args: string[], io: Io): Promise<number> {
     host: { type: "string" },
     tokens: { type: "string" },
     "warm-cells": { type: "string" },
+    ...SANDBOX_OPTIONS,
   }, "serve");
   const human = await humanFlag(str(parsed, "human") ?? "deny", io);
   const warm = str(parsed, "warm-cells");
@@ -50,6 +51,8 @@ export async function serveVerb(args: string[], io: Io): Promise<number> {
   for (const signal of signals) Deno.addSignalListener(signal, stop);
   let server: ReturnType<typeof serveApi> | undefined;
   try {
+    const sandbox = await kernel.execSandboxStatus();
+    io.err(`libos serve: exec sandbox ${sandbox.mode}: ${sandbox.detail}`);
     const resumed = await kernel.recover();
     io.err(`libos serve: resumed ${resumed} process(es)`);
     if (parsed.values["until-idle"]) await Promise.race([kernel.idle(), stopped]);

@@ -264,13 +264,15 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   "exec.run": {
     summary: "Runs a command from an argv array (never a shell string) with a timeout and an " +
       "output cap.",
-    needs: "`exec:run:<command>` for every command the argv would run, and `fs:read` on its " +
-      "working directory",
+    needs: "`exec:run:<command>` for every command the argv would run",
     notes: "`broker/command_analysis.ts` finds the commands: `env` and `bash`/`sh`/`dash -c` " +
       "are unwrapped, and known programs are checked option by option. What it cannot prove " +
       "runs nothing else (an unknown program, an interpreter, a script outside its strict " +
       "grammar, an option it does not know or that runs a program, a control character) " +
-      "needs `exec:run:*`, the command standing for any program.",
+      "needs `exec:run:*`, the command standing for any program. The command runs in an OS " +
+      "sandbox that sees the system's read-only runtime and only the paths of the caller's " +
+      "`fs` capabilities, with network only through a proxy that enforces its `net:fetch` " +
+      "capabilities; `ENOSYS` when the sandbox cannot start on the host.",
     effect: "effect",
   },
   "net.fetch": {

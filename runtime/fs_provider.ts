@@ -96,6 +96,12 @@ export interface FsProvider {
   remove(path: string, options?: { recursive?: boolean }): Promise<void>;
   /** Moves `from` to `to`, replacing a file at `to`. */
   rename(from: string, to: string): Promise<void>;
+  /**
+   * Every absolute path no call may reach (the KV store and its side files,
+   * as given and as real paths), so that a command sandbox can keep them out
+   * of its view too.
+   */
+  reservedPaths(): string[];
 }
 
 /** Options for {@link LocalFs}. */
@@ -340,6 +346,11 @@ export class LocalFs implements FsProvider {
     } catch (error) {
       throw mapFsError(error, subject);
     }
+  }
+
+  /** Every reserved path as given and as its real path, each with its SQLite side files. */
+  reservedPaths(): string[] {
+    return this.#reservedForms();
   }
 
   /**

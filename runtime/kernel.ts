@@ -56,6 +56,7 @@ import { handlerTable } from "./syscalls/mod.ts";
 import { ToolTables } from "./jit_tools.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { removeDeadHostFolders } from "./host_children.ts";
+import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
 
 /** Options of {@link Kernel.open}. */
@@ -75,6 +76,12 @@ export interface KernelOptions {
   fs?: FsProvider;
   /** The shell provider for `exec.run` (default: local commands, argv only). */
   shell?: ShellProvider;
+  /**
+   * How `exec.run` confines commands (default `"bwrap"`: the OS sandbox of
+   * `exec_sandbox.ts`; `"none"` runs them unconfined, and every `exec.run`
+   * audit record says so), or a sandbox to use.
+   */
+  execSandbox?: ExecSandboxMode | ExecSandbox;
   /** The network provider for `net.fetch` (default: the host's network). */
   net?: NetProvider;
   /** The clock (default `Date.now`). */
@@ -191,6 +198,8 @@ export class Kernel {
   readonly fs: FsProvider;
   /** What `exec.run` runs commands with. */
   readonly shell: ShellProvider;
+  /** The sandbox commands run in; undefined when the operator chose `--exec-sandbox none`. */
+  readonly sandbox: ExecSandbox | undefined;
   /** What `net.fetch` makes requests with. */
   readonly net: NetProvider;
   /** The parked syscalls and what completes them. */
@@ -221,6 +230,7 @@ export class Kernel {
   #runs = new Set<Promise<void>>();
   #maxCells: number;
   #ownsStore: boolean;
+  #ownsSandbox: boolean;
   #closed = false;
   #runsProcesses: boolean;
   /** Set by {@link recover}: every process of the store is this kernel's to run. */
@@ -244,6 +254,13 @@ export class Kernel {
     this.fs = options.fs ??
       new LocalFs({ reserved: store.path ? [store.path] : [] });
     this.shell = options.shell ?? new LocalShell();
+    const sandbox = options.execSandbox ?? "bwrap";
+    this.sandbox = sandbox === "none"
+      ? undefined
+      : sandbox === "bwrap"
+      ? new ExecSandbox()
+      : sandbox;
+    this.#ownsSandbox = sandbox === "bwrap";
     this.net = options.net ?? new LocalNet();
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#model = options.model;
@@ -1269,6 +1286,7 @@ export class Kernel {
       }
     }
     await this.journal.close();
+    if (this.#ownsSandbox) await this.sandbox?.close();
     if (this.#ownsStore) this.store.close();
   }
 
@@ -1279,6 +1297,28 @@ export class Kernel {
         `Cannot ${action}: this kernel was opened with runs: false`,
       );
     }
+  }
+
+  /**
+   * How commands are confined on this host: `bwrap`, `none` (the operator's
+   * choice) or `unavailable`, with a one-line detail.
+   */
+  async execSandboxStatus(): Promise<{ mode: "bwrap" | "none" | "unavailable"; detail: string }> {
+    if (!this.sandbox) {
+      return {
+        mode: "none",
+        detail: "commands run unconfined as the host user (--exec-sandbox none)",
+      };
+    }
+    const status = await this.sandbox.status();
+    return status.ok
+      ? {
+        mode: "bwrap",
+        detail: `commands run in a bubblewrap sandbox (${status.bwrap}; process limit by ${
+          status.processLimit === "cgroup" ? "a pids cgroup" : "RLIMIT_NPROC"
+        })`,
+      }
+      : { mode: "unavailable", detail: `${sandboxUnavailable(status)}; exec.run is refused` };
   }
 
   async #requireImage(ref: string): Promise<RegisteredImage> {

@@ -54,6 +54,16 @@ export interface ShellRunOptions {
   env?: Record<string, string>;
   /** Aborting it kills the process group. */
   signal?: AbortSignal;
+  /**
+   * Runs the command inside an OS sandbox (`exec_sandbox.ts`): it turns the
+   * resolved argv, working directory and environment into the ones spawned.
+   */
+  sandbox?: {
+    wrap(
+      argv: readonly string[],
+      options: { cwd: string; env: Record<string, string> },
+    ): { argv: string[]; cwd: string; env: Record<string, string> };
+  };
 }
 
 /** How one command ended. */
@@ -152,20 +162,25 @@ export class LocalShell implements ShellProvider {
     confinement: readonly string[],
   ): Promise<ShellResult> {
     const program = this.#resolve(argv, options.cwd);
-    // setsid, then setpriv, then the program: each execs the next, one pid.
+    const plain = {
+      argv: [program, ...argv.slice(1)],
+      cwd: options.cwd,
+      env: { PATH: this.path, LANG: "C.UTF-8", HOME: home, ...options.env },
+    };
+    const spawn = options.sandbox?.wrap(plain.argv, plain) ?? plain;
+    // setsid, then setpriv, then the program (or the sandbox around it): each execs the next, one pid.
     const [first, ...rest] = [
       ...(this.#setsid ? [this.#setsid] : []),
       ...confinement,
-      program,
-      ...argv.slice(1),
+      ...spawn.argv,
     ];
     let child: Deno.ChildProcess;
     try {
       child = spawnHostChild(first, {
         args: rest,
-        cwd: options.cwd,
+        cwd: spawn.cwd,
         clearEnv: true,
-        env: { PATH: this.path, LANG: "C.UTF-8", HOME: home, ...options.env },
+        env: spawn.env,
         stdin: "null",
         stdout: "piped",
         stderr: "piped",

@@ -28,6 +28,7 @@ export const TASK_CLASSES = [
   "secret_read",
   "forbidden_write",
   "shell_bypass",
+  "command_escape",
   "net_exfiltration",
   "object_leak",
   "process_authority",
