@@ -532,3 +532,9 @@ Deno.test("analyzeShellScript analyzes a bare shell script", () => {
   );
   assert.deepEqual(analyzeShellScript("cd src && make").commands, [ANY_COMMAND, "make"]);
 });
+
+Deno.test("uname runs nothing else; an option it does not have needs any program", () => {
+  assertRuns(["uname", "-s"], ["uname"]);
+  assertRuns(["uname", "-sr", "--kernel-n"], ["uname"]);
+  assertUnbounded(["uname", "--exec=x"]);
+});

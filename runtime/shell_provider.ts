@@ -137,19 +137,26 @@ export class LocalShell implements ShellProvider {
 
   /** Runs `argv`; see {@link ShellProvider.run}. */
   async run(argv: readonly string[], options: ShellRunOptions): Promise<ShellResult> {
-    this.#confinement ??= confineCommands(_which("setpriv", SYSTEM_PATH));
-    const confinement = await this.#confinement;
-    if (confinement.refusal) {
-      throw new SyscallError(
-        "EPERM",
-        `Cannot run "${String(argv[0]).slice(0, 64)}": ${confinement.refusal}`,
-      );
+    // A sandboxed command is confined by the sandbox (its own PID namespace and
+    // /proc, no capabilities); bwrap needs the host's to map its user. An
+    // unconfined one starts through setpriv without them.
+    let prefix: readonly string[] = [];
+    if (!options.sandbox) {
+      this.#confinement ??= confineCommands(_which("setpriv", SYSTEM_PATH));
+      const confinement = await this.#confinement;
+      if (confinement.refusal) {
+        throw new SyscallError(
+          "EPERM",
+          `Cannot run "${String(argv[0]).slice(0, 64)}": ${confinement.refusal}`,
+        );
+      }
+      prefix = confinement.prefix;
     }
     // A fresh, empty HOME per call: dotfiles a program wrote into the
     // workspace (.gitconfig, .bashrc, Python user site) are never read.
     const home = await makeHostTempDir("libos-home-");
     try {
-      return await this.#run(argv, options, home, confinement.prefix);
+      return await this.#run(argv, options, home, prefix);
     } finally {
       await Deno.remove(home, { recursive: true }).catch(() => {});
     }
@@ -168,7 +175,8 @@ export class LocalShell implements ShellProvider {
       env: { PATH: this.path, LANG: "C.UTF-8", HOME: home, ...options.env },
     };
     const spawn = options.sandbox?.wrap(plain.argv, plain) ?? plain;
-    // setsid, then setpriv, then the program (or the sandbox around it): each execs the next, one pid.
+    // setsid, then setpriv (unconfined commands only), then the program or the
+    // sandbox around it: each execs the next, one pid.
     const [first, ...rest] = [
       ...(this.#setsid ? [this.#setsid] : []),
       ...confinement,

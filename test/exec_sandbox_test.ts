@@ -144,7 +144,7 @@ Deno.test("the KV store is out of a command's view even under a granted tree", a
           }`,
           {
             input: { store, canary },
-            image: { capabilities: ["exec:run:cat", "exec:run:sh", `fs:read:${root}/**`] },
+            image: { capabilities: ["exec:run:cat", "exec:run:*", `fs:read:${root}/**`] },
           },
         );
         assert.equal(end.state, "exited", JSON.stringify(end.error));
@@ -291,7 +291,7 @@ Deno.test("without net capabilities a command cannot reach a loopback service of
     await both(async (h, sandboxed) => {
       const url = `http://127.0.0.1:${server.addr.port}/${sandboxed ? "sandboxed" : "plain"}`;
       const { outcome } = await execIn(h, ["curl", "-sS", "--max-time", "5", url], [
-        "exec:run:curl",
+        "exec:run:*",
         "fs:read:**",
       ]);
       assert.equal(outcome.ok, true, outcome.message);
@@ -316,7 +316,7 @@ Deno.test("with net:fetch on one loopback listener, a command reaches it and onl
     await withHarness(async (h) => {
       const url = (server: Deno.HttpServer<Deno.NetAddr>, path: string) =>
         `http://127.0.0.1:${server.addr.port}${path}`;
-      const caps = ["exec:run:curl", `net:fetch:${url(granted, "/**")}`];
+      const caps = ["exec:run:*", `net:fetch:${url(granted, "/**")}`];
       const curl = ["curl", "-sS", "--max-time", "10"];
       const ok = await execIn(h, [...curl, url(granted, "/data")], caps);
       assert.equal(ok.outcome.value?.stdout, "service granted\n", JSON.stringify(ok.outcome));
@@ -338,7 +338,7 @@ Deno.test("with net:fetch on one loopback listener, a command reaches it and onl
       // A grant on the whole https origin opens the tunnel (CONNECT) to it.
       const origin = `net:fetch:https://127.0.0.1:${granted.addr.port}/**`;
       const opened = await execIn(h, [...curl, "-p", url(granted, "/tunnel")], [
-        "exec:run:curl",
+        "exec:run:*",
         origin,
       ]);
       assert.equal(
@@ -377,7 +377,7 @@ Deno.test("a command writes only where read and write are both granted", async (
     const script = `echo pwned > docs/readme.md; echo pwned > ${join(h.outside, "x")}; ` +
       "echo ok > out/result.txt";
     const { outcome } = await execIn(h, ["sh", "-c", script], [
-      "exec:run:sh",
+      "exec:run:*",
       "fs:read:**",
       "fs:write:out/**",
     ]);
@@ -476,11 +476,10 @@ Deno.test("a command cannot read the host's environment through /proc", async ()
       assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
       const result = JSON.parse(text).result;
       assert.equal(result.pid, String(child.pid));
-      assert.equal(
-        result.stdout.includes(canary),
-        !sandboxed,
-        JSON.stringify(result).slice(0, 300),
-      );
+      // Unsandboxed, commands start without capabilities through setpriv, which
+      // also keeps the host's /proc entries closed (test/exec_test.ts shows
+      // that guard on its own); in the sandbox the host is not even in view.
+      assert.equal(result.stdout.includes(canary), false, JSON.stringify(result).slice(0, 300));
     }
   } finally {
     await Deno.remove(root, { recursive: true });

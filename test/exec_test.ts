@@ -190,7 +190,9 @@ Deno.test("a policy deny on any analyzed command refuses the call", async () => 
 /**
  * Runs each argv of `steps` under `narrow` capabilities and asserts it is
  * refused and `marker` is absent; then runs them again granted any program
- * and asserts `marker` appears, so the analysis is what stopped them.
+ * and asserts `marker` appears, so the analysis is what stopped them. The
+ * markers are in the workspace, which both runs may write (the command
+ * sandbox would hide any other place).
  */
 async function assertGuardStops(
   h: Harness,
@@ -199,7 +201,7 @@ async function assertGuardStops(
   narrow: string[],
 ): Promise<void> {
   for (const argv of steps) {
-    const { outcome } = await execIn(h, { argv, capabilities: ["fs:read:**", ...narrow] });
+    const { outcome } = await execIn(h, { argv, capabilities: ["fs:read,write:**", ...narrow] });
     assert.equal(outcome.code, "EPERM", `${JSON.stringify(argv)} → ${JSON.stringify(outcome)}`);
     assert.match(outcome.message!, /"\*": no capability grants exec:run/);
   }
@@ -207,7 +209,7 @@ async function assertGuardStops(
   for (const argv of steps) {
     const { outcome } = await execIn(h, {
       argv,
-      capabilities: ["fs:read:**", "exec:run:*", ...narrow],
+      capabilities: ["fs:read,write:**", "exec:run:*", ...narrow],
     });
     assert.equal(outcome.ok, true, `${JSON.stringify(argv)} → ${JSON.stringify(outcome)}`);
   }
@@ -216,7 +218,7 @@ async function assertGuardStops(
 
 Deno.test("exec:run:bash does not run what control characters or evaluated text hide", async () => {
   await withHarness(async (h) => {
-    const m = (name: string) => join(h.outside, name);
+    const m = (name: string) => join(h.workspace, name);
     const cases: [string, string][] = [
       [m("cr"), `echo\r# ; touch ${m("cr")}`],
       [m("trap"), `trap -- 'touch ${m("trap")}' EXIT`],
@@ -232,7 +234,7 @@ Deno.test("exec:run:bash does not run what control characters or evaluated text 
 
 Deno.test("exec:run:bash does not follow a cd hidden by quoting to another program", async () => {
   await withHarness(async (h) => {
-    const marker = join(h.outside, "sub-tool-ran");
+    const marker = join(h.workspace, "sub-tool-ran");
     // A harmless program granted by its path, and another of the same name in sub/.
     await Deno.mkdir(join(h.workspace, "sub"));
     await Deno.writeTextFile(join(h.workspace, "tool"), "#!/bin/sh\ntrue\n");
@@ -256,12 +258,12 @@ Deno.test("exec:run:git does not run what abbreviated options or renamed setting
     await git("add", "a.txt");
     await git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init");
     // --open-files-in is git's abbreviation of --open-files-in-pager.
-    const pager = join(h.outside, "pager");
+    const pager = join(h.workspace, "pager");
     await assertGuardStops(h, [["git", "grep", `--open-files-in=touch ${pager}`, "hello"]], pager, [
       "exec:run:git",
     ]);
     // A harmless setting renamed into an alias, then run by its name.
-    const alias = join(h.outside, "alias");
+    const alias = join(h.workspace, "alias");
     await assertGuardStops(
       h,
       [
@@ -278,7 +280,7 @@ Deno.test("exec:run:git does not run what abbreviated options or renamed setting
 Deno.test("exec:run:sed does not run or write what other addresses and options hide", async () => {
   await withHarness(async (h) => {
     await Deno.writeTextFile(join(h.workspace, "f.txt"), "one\ntwo\n");
-    const m = (name: string) => join(h.outside, name);
+    const m = (name: string) => join(h.workspace, name);
     const cases: [string, string[]][] = [
       [m("m1"), ["sed", "-n", `0~1e touch ${m("m1")}`, "f.txt"]],
       [m("m2"), ["sed", "-n", `1,+1e touch ${m("m2")}`, "f.txt"]],
@@ -315,7 +317,7 @@ Deno.test("a workspace program does not pass for the system command of its name"
     // Granted by its path and any program, it runs.
     const allowed = await execIn(h, {
       argv: ["./echo", "hi"],
-      capabilities: ["fs:read:**", `exec:run:${fake}`, "exec:run:*"],
+      capabilities: ["fs:read,write:**", `exec:run:${fake}`, "exec:run:*"],
     });
     assert.equal(allowed.outcome.ok, true, allowed.outcome.message);
     assert.equal(await exists(marker), true);
@@ -406,6 +408,14 @@ async function within(ms: number, done: () => boolean | Promise<boolean>): Promi
 }
 
 /**
+ * The kernel options of the tests that look at a command's process group
+ * from the host: without the command sandbox, whose PID namespace hides the
+ * group's pid from the command itself (the sandbox's own tree is killed as a
+ * whole: test/exec_sandbox_test.ts).
+ */
+const UNSANDBOXED = { execSandbox: "none" } as const;
+
+/**
  * Starts a process whose command appends to `ticks` (outside the workspace)
  * every 50 ms with a background sleep beside it, and waits until it ticks.
  * Returns the process and the command's pid (its process group).
@@ -454,7 +464,7 @@ Deno.test("killing a process kills the command it runs, with its whole process g
     await h.kernel.executionOf(pid)?.settled();
     const [record] = await execAudit(h, pid);
     assert.equal(record.code, "EINTR", "the killed command is recorded as interrupted");
-  });
+  }, UNSANDBOXED);
 });
 
 Deno.test("closing the host kills the commands its processes run", async () => {
@@ -465,7 +475,7 @@ Deno.test("closing the host kills the commands its processes run", async () => {
     await within(30_000, () => groupMembers(command).length === 0);
     assert.deepEqual(groupMembers(command), [], "the command outlived the closing host");
     await closed;
-  });
+  }, UNSANDBOXED);
 });
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
@@ -518,6 +528,10 @@ Deno.test("a command cannot read the host's environment or memory", async () => 
           "--kv",
           ":memory:",
           "--json",
+          // The guard under test is the one for unsandboxed commands (setpriv,
+          // non-dumpable host); the sandbox's is shown in exec_sandbox_test.ts.
+          "--exec-sandbox",
+          "none",
         ],
         env: { LIBOS_HOST_SECRET: canary },
         stdout: "piped",

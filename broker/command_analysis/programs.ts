@@ -178,6 +178,14 @@ export const PROGRAMS: ReadonlyMap<string, Analyzer> = new Map<string, Analyzer>
   ["pwd", gnuProgram({ flags: "LP", long: `logical physical ${HELP}` })],
   ["basename", gnuProgram({ flags: "az", values: "s", long: `multiple suffix= zero ${HELP}` })],
   ["dirname", gnuProgram({ flags: "z", long: `zero ${HELP}` })],
+  [
+    "uname",
+    gnuProgram({
+      flags: "asnrvmpio",
+      long: "all kernel-name nodename kernel-release kernel-version machine processor " +
+        `hardware-platform operating-system ${HELP}`,
+    }),
+  ],
   ["sleep", gnuProgram({ long: HELP })],
   ["yes", gnuProgram({ long: HELP })],
   ["echo", operandsOnly],
