@@ -148,6 +148,23 @@ export function putRecord(op: Deno.AtomicOperation, record: JournalRecord): void
   } else op.set(["journal", record.pid, record.seq], record);
 }
 
+/** Adds the deletion of the journal record `(pid, seq)` to an atomic operation. */
+export function deleteRecord(op: Deno.AtomicOperation, pid: number, seq: number): void {
+  op.delete(["journal", pid, seq]);
+}
+
+/**
+ * Deletes the journal records of `pid` numbered `seqs` (those a snapshot
+ * restore drops), a bounded number per commit.
+ */
+export async function deleteRecords(kv: Deno.Kv, pid: number, seqs: number[]): Promise<void> {
+  for (let i = 0; i < seqs.length; i += 500) {
+    const op = kv.atomic();
+    for (const seq of seqs.slice(i, i + 500)) deleteRecord(op, pid, seq);
+    await op.commit();
+  }
+}
+
 /**
  * Reads the journal of `pid` from `fromSeq` on, as a map by seq, with
  * chunked values put back inline.

@@ -45,6 +45,7 @@ import { Snapshots } from "./snapshots.ts";
 import {
   type Budget,
   type BudgetKey,
+  budgetMessage,
   END_STATES,
   type ProcessRecord,
   type ProcessState,
@@ -52,6 +53,7 @@ import {
   type Usage,
 } from "./process_table.ts";
 import { openStore, type Store } from "./store.ts";
+import { copyCheckpoint } from "./syscalls/ckpt.ts";
 import { handlerTable } from "./syscalls/mod.ts";
 import { ToolTables } from "./jit_tools.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
@@ -918,17 +920,7 @@ export class Kernel {
     const kv = this.store.kv;
     const { firstSeq } = await this.#replayStart(parent);
     if (firstSeq > (parent.replayFrom ?? 1)) {
-      const seq = firstSeq - 1;
-      const op = kv.atomic().set(
-        ["ckpt", child, seq],
-        (await kv.get(["ckpt", parent.pid, seq])).value,
-      );
-      writeChunked(
-        op,
-        ["ckpt_state", child, seq],
-        await readChunked(kv, ["ckpt_state", parent.pid, seq]),
-      );
-      await op.commit();
+      await copyCheckpoint(kv, parent.pid, child, firstSeq - 1);
     }
     const records = [...(await loadJournal(kv, parent.pid, firstSeq)).values()]
       .filter((r) => r.seq < ctx.seq)
@@ -1070,7 +1062,7 @@ export class Kernel {
     for (const r of await this.#lineage(pid)) {
       const limit = r.budget[key];
       if (limit !== undefined && r.usage[key] >= limit) {
-        throw new SyscallError("EBUDGET", _budgetMessage(r, key, limit, 1));
+        throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, 1));
       }
     }
   }
@@ -1088,41 +1080,12 @@ export class Kernel {
    * charged. Concurrent reservations cannot together exceed a budget.
    * Returns the amount reserved; settle with {@link charge}.
    */
-  async reserve(
+  reserve(
     pid: number,
     key: BudgetKey,
     want: { least: number; most?: number },
   ): Promise<number> {
-    const kv = this.store.kv;
-    for (;;) {
-      const chain: Deno.KvEntry<ProcessRecord>[] = [];
-      for (let p: number | null = pid; p !== null;) {
-        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
-        if (entry.value === null) break;
-        chain.push(entry as Deno.KvEntry<ProcessRecord>);
-        p = entry.value.ppid;
-      }
-      if (chain.length === 0) await this.processes.require(pid);
-      let amount = Math.max(want.least, want.most ?? want.least);
-      for (const { value: r } of chain) {
-        const limit = r.budget[key];
-        if (limit === undefined) continue;
-        const left = Math.max(0, limit - r.usage[key]);
-        if (left < want.least) {
-          throw new SyscallError("EBUDGET", _budgetMessage(r, key, limit, want.least));
-        }
-        amount = Math.min(amount, left);
-      }
-      const op = kv.atomic();
-      for (const entry of chain) {
-        const r = entry.value;
-        op.check(entry).set(["proc", r.pid], {
-          ...r,
-          usage: { ...r.usage, [key]: r.usage[key] + amount },
-        });
-      }
-      if ((await op.commit()).ok) return amount;
-    }
+    return this.processes.reserve(pid, key, want);
   }
 
   /**
@@ -1130,24 +1093,8 @@ export class Kernel {
    * a limit: what was spent beyond a reservation, or (negative) the unused
    * part of one given back.
    */
-  async charge(pid: number, usage: Partial<Usage>): Promise<void> {
-    const kv = this.store.kv;
-    for (;;) {
-      const op = kv.atomic();
-      for (let p: number | null = pid; p !== null;) {
-        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
-        const r: ProcessRecord | null = entry.value;
-        if (!r) break;
-        const next: Usage = {
-          toolCalls: r.usage.toolCalls + (usage.toolCalls ?? 0),
-          tokens: r.usage.tokens + (usage.tokens ?? 0),
-          children: r.usage.children + (usage.children ?? 0),
-        };
-        op.check(entry).set(["proc", r.pid], { ...r, usage: next });
-        p = r.ppid;
-      }
-      if ((await op.commit()).ok) return;
-    }
+  charge(pid: number, usage: Partial<Usage>): Promise<void> {
+    return this.processes.charge(pid, usage);
   }
 
   /**
@@ -1467,12 +1414,4 @@ function _narrowBudget(a: Budget, b: Budget): Budget {
     if (limit !== undefined) out[key] = Math.min(out[key] ?? limit, limit);
   }
   return out;
-}
-
-/** Why a reservation of `needed` from `r`'s `key` budget of `limit` fails. */
-function _budgetMessage(r: ProcessRecord, key: BudgetKey, limit: number, needed: number): string {
-  const left = Math.max(0, limit - r.usage[key]);
-  return left === 0
-    ? `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`
-    : `Cannot continue: process ${r.pid} has ${left} left of its ${key} budget of ${limit}, less than the ${needed} this call needs`;
 }

@@ -420,6 +420,76 @@ export class ProcessTable {
     return this.update(pid, () => ({ ...options.patch, state }), options);
   }
 
+  /**
+   * Reserves `key` usage for `pid` and charges it to `pid` and every
+   * ancestor, in one commit checked against each of their versionstamps: as
+   * much of `want.most` (default `want.least`) as every budget on the way
+   * has left, and at least `want.least`, else `EBUDGET` and nothing is
+   * charged. Concurrent reservations cannot together exceed a budget.
+   * Returns the amount reserved; settle with {@link charge}.
+   */
+  async reserve(
+    pid: number,
+    key: BudgetKey,
+    want: { least: number; most?: number },
+  ): Promise<number> {
+    const kv = this.#kv;
+    for (;;) {
+      const chain: Deno.KvEntry<ProcessRecord>[] = [];
+      for (let p: number | null = pid; p !== null;) {
+        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
+        if (entry.value === null) break;
+        chain.push(entry as Deno.KvEntry<ProcessRecord>);
+        p = entry.value.ppid;
+      }
+      if (chain.length === 0) await this.require(pid);
+      let amount = Math.max(want.least, want.most ?? want.least);
+      for (const { value: r } of chain) {
+        const limit = r.budget[key];
+        if (limit === undefined) continue;
+        const left = Math.max(0, limit - r.usage[key]);
+        if (left < want.least) {
+          throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, want.least));
+        }
+        amount = Math.min(amount, left);
+      }
+      const op = kv.atomic();
+      for (const entry of chain) {
+        const r = entry.value;
+        op.check(entry).set(["proc", r.pid], {
+          ...r,
+          usage: { ...r.usage, [key]: r.usage[key] + amount },
+        });
+      }
+      if ((await op.commit()).ok) return amount;
+    }
+  }
+
+  /**
+   * Charges usage to `pid` and every ancestor in one atomic commit, without
+   * a limit: what was spent beyond a reservation, or (negative) the unused
+   * part of one given back.
+   */
+  async charge(pid: number, usage: Partial<Usage>): Promise<void> {
+    const kv = this.#kv;
+    for (;;) {
+      const op = kv.atomic();
+      for (let p: number | null = pid; p !== null;) {
+        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
+        const r: ProcessRecord | null = entry.value;
+        if (!r) break;
+        const next: Usage = {
+          toolCalls: r.usage.toolCalls + (usage.toolCalls ?? 0),
+          tokens: r.usage.tokens + (usage.tokens ?? 0),
+          children: r.usage.children + (usage.children ?? 0),
+        };
+        op.check(entry).set(["proc", r.pid], { ...r, usage: next });
+        p = r.ppid;
+      }
+      if ((await op.commit()).ok) return;
+    }
+  }
+
   /** All processes, in pid order. */
   async list(): Promise<ProcessRecord[]> {
     const out: ProcessRecord[] = [];
@@ -567,4 +637,17 @@ export class ProcessTable {
     if (!foreign && feed && (feed.seen < 0 || event.seq > feed.seen)) feed.own.add(event.seq);
     for (const listener of this.#listeners) listener(record, event, foreign);
   }
+}
+
+/** Why a reservation of `needed` from `r`'s `key` budget of `limit` fails. */
+export function budgetMessage(
+  r: ProcessRecord,
+  key: BudgetKey,
+  limit: number,
+  needed: number,
+): string {
+  const left = Math.max(0, limit - r.usage[key]);
+  return left === 0
+    ? `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`
+    : `Cannot continue: process ${r.pid} has ${left} left of its ${key} budget of ${limit}, less than the ${needed} this call needs`;
 }

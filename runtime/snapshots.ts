@@ -16,10 +16,11 @@
 
 import type { Capability } from "../broker/capability.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { type JournalRecord, loadJournal, putRecord } from "../broker/journal.ts";
+import { deleteRecords, type JournalRecord, loadJournal, putRecord } from "../broker/journal.ts";
 import type { Kernel } from "./kernel.ts";
 import { privateNamespace } from "./object_memory.ts";
 import { END_STATES, type ProcessRecord } from "./process_table.ts";
+import { deleteCheckpointsFrom } from "./syscalls/ckpt.ts";
 
 /** One process as a snapshot holds it. */
 export interface SnapshotEntry {
@@ -164,17 +165,8 @@ export class Snapshots {
           });
         }
       }
-      const stale: Deno.KvKey[] = later.map((r) => ["journal", pid, r.seq]);
-      const range = {
-        start: ["ckpt", pid, entry.journalSeq + 1],
-        end: ["ckpt", pid, Number.MAX_SAFE_INTEGER],
-      };
-      for await (const c of kernel.store.kv.list(range)) stale.push(c.key);
-      for (let i = 0; i < stale.length; i += 500) {
-        const op = kernel.store.kv.atomic();
-        for (const key of stale.slice(i, i + 500)) op.delete(key);
-        await op.commit();
-      }
+      await deleteRecords(kernel.store.kv, pid, later.map((r) => r.seq));
+      await deleteCheckpointsFrom(kernel.store.kv, pid, entry.journalSeq + 1);
       report.notRestored.push(...await this.#keepCapabilities(pid, entry.capabilities));
       for (const object of await kernel.objects.list(`proc/${pid}`)) {
         await kernel.objects.delete(`proc/${pid}`, object.name);

@@ -18,7 +18,7 @@
 
 import { PARKED } from "../broker/broker.ts";
 import type { ErrorCode } from "../broker/errors.ts";
-import { type JournalRecord, putRecord, type WaitSpec } from "../broker/journal.ts";
+import { deleteRecord, type JournalRecord, putRecord, type WaitSpec } from "../broker/journal.ts";
 import type { Kernel } from "./kernel.ts";
 import { END_STATES, type WaitingOn } from "./process_table.ts";
 
@@ -139,7 +139,6 @@ export class Waits {
     options: { extra?: (op: Deno.AtomicOperation) => void; check?: Deno.AtomicCheck } = {},
   ): Promise<boolean> {
     const kv = this.#kernel.store.kv;
-    const key = ["journal", pid, seq];
     let completed = false;
     const record = await this.#kernel.processes.updateIf(pid, (current) => {
       if (current.state === "blocked" && current.waitSeq === seq) return { state: "runnable" };
@@ -148,7 +147,7 @@ export class Waits {
     }, {
       reason: "ok" in outcome && !outcome.ok ? outcome.error.message : "its wait ended",
       prepare: async () => {
-        const entry = await kv.get<JournalRecord>(key);
+        const entry = await kv.get<JournalRecord>(["journal", pid, seq]);
         const wait = entry.value;
         if (!wait || wait.phase !== "wait" || !wait.wait) return null;
         if (options.check) {
@@ -160,7 +159,7 @@ export class Waits {
           op.check(entry);
           if (options.check) op.check(options.check);
           for (const index of indexKeys(pid, seq, wait.wait!)) op.delete(index);
-          if ("retry" in outcome) op.delete(key);
+          if ("retry" in outcome) deleteRecord(op, pid, seq);
           else {
             const done: JournalRecord = {
               ...wait,

@@ -9,7 +9,7 @@
 
 import type { HandlerTable } from "../../broker/broker.ts";
 import { SyscallError } from "../../broker/errors.ts";
-import { writeChunked } from "../chunks.ts";
+import { readChunked, writeChunked } from "../chunks.ts";
 import type { StorageQuotas } from "../storage_quota.ts";
 import type { Store } from "../store.ts";
 
@@ -65,4 +65,38 @@ export function ckptHandlers(kernel: CkptKernel): HandlerTable {
       },
     }),
   };
+}
+
+/**
+ * Copies the checkpoint `seq` of `from` to `to`, state included (a fork
+ * keeps the checkpoint its replay starts from).
+ */
+export async function copyCheckpoint(
+  kv: Deno.Kv,
+  from: number,
+  to: number,
+  seq: number,
+): Promise<void> {
+  const op = kv.atomic().set(["ckpt", to, seq], (await kv.get(["ckpt", from, seq])).value);
+  writeChunked(op, ["ckpt_state", to, seq], await readChunked(kv, ["ckpt_state", from, seq]));
+  await op.commit();
+}
+
+/**
+ * Deletes the checkpoints of `pid` from `fromSeq` on (a snapshot restore
+ * drops those taken after the snapshot), a bounded number per commit.
+ */
+export async function deleteCheckpointsFrom(
+  kv: Deno.Kv,
+  pid: number,
+  fromSeq: number,
+): Promise<void> {
+  const keys: Deno.KvKey[] = [];
+  const range = { start: ["ckpt", pid, fromSeq], end: ["ckpt", pid, Number.MAX_SAFE_INTEGER] };
+  for await (const entry of kv.list(range)) keys.push(entry.key);
+  for (let i = 0; i < keys.length; i += 500) {
+    const op = kv.atomic();
+    for (const key of keys.slice(i, i + 500)) op.delete(key);
+    await op.commit();
+  }
 }
