@@ -43,7 +43,8 @@ const COMPACT_AT = 4096;
  * process's start time (from `/proc/<pid>/stat`). When its input ends (the
  * host is gone), it kills every child the file still lists, and the group it
  * leads, unless the pid now belongs to a process that started at another
- * time: a pid reused by the system is never killed.
+ * time: a pid reused by the system is never killed. It echoes each pid it
+ * noted (the host discards its output).
  */
 export const _WATCHMAN = `trap '' HUP INT QUIT TERM PIPE
 proc=$2
@@ -60,6 +61,7 @@ while read -r line; do
   case $id in ''|*[!0-9]*) continue ;; esac
   start "$id"
   [ -n "$at" ] && seen="$seen$id:$at "
+  echo "$id"
 done
 live=' '
 while IFS= read -r line; do

@@ -138,24 +138,33 @@ Deno.test("the watchman never kills a pid the system gave to another process", a
   try {
     for (const reused of [false, true]) {
       const victim = new Deno.Command("/bin/sleep", { args: ["1000"] }).spawn();
-      // A fake proc file system whose stat file is a FIFO: each read by the
-      // watchman waits for the line this test writes, so no timing is assumed.
+      // A fake proc file system: the watchman reads start times from it.
       const proc = join(dir, reused ? "proc-reused" : "proc-same");
       await Deno.mkdir(join(proc, String(victim.pid)), { recursive: true });
       const stat = join(proc, String(victim.pid), "stat");
-      assert.ok((await new Deno.Command("mkfifo", { args: [stat] }).output()).success);
+      await Deno.writeTextFile(stat, statLine(victim.pid, 1111));
       const children = join(dir, "children");
       await Deno.writeTextFile(children, `+${victim.pid}\n`);
       const watchman = new Deno.Command("/bin/sh", {
         args: ["-c", _WATCHMAN, "libos-watchman", children, proc],
         stdin: "piped",
+        stdout: "piped",
       }).spawn();
       const input = watchman.stdin.getWriter();
+      const noted = watchman.stdout.pipeThrough(new TextDecoderStream()).getReader();
       await input.write(new TextEncoder().encode(`+${victim.pid}\n`));
-      await Deno.writeTextFile(stat, statLine(victim.pid, 1111)); // noted as it starts
+      // The watchman echoes the pid once it has noted its start time.
+      let echoed = "";
+      while (!echoed.includes("\n")) {
+        const { value, done } = await noted.read();
+        if (done) break;
+        echoed += value;
+      }
+      assert.equal(echoed.trim(), String(victim.pid));
+      // Then the pid comes to name a process that started later: the system reused it.
+      if (reused) await Deno.writeTextFile(stat, statLine(victim.pid, 2222));
       await input.close(); // the host is gone
-      // At the end the pid names a process that started later when the system reused it.
-      await Deno.writeTextFile(stat, statLine(victim.pid, reused ? 2222 : 1111));
+      while (!(await noted.read()).done); // the watchman ends
       await watchman.status;
       const alive = running([victim.pid]).length === 1;
       if (alive) victim.kill("SIGKILL");
