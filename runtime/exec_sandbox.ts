@@ -42,6 +42,7 @@ import { posix } from "node:path";
 import { SyscallError } from "../broker/errors.ts";
 import type { SandboxMount, SandboxView } from "./exec_sandbox_view.ts";
 import { RELAY_SOURCE } from "./exec_proxy.ts";
+import { findProgram } from "./host_children.ts";
 
 /** How `exec.run` confines commands: `bwrap`, or `none` (commands run as the host user, unconfined). */
 export type ExecSandboxMode = "bwrap" | "none";
@@ -530,9 +531,9 @@ async function _probe(
 ): Promise<_Probe> {
   const fail = (cause: string, fix: string): _Probe => ({ status: { ok: false, cause, fix } });
   const search = `/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin:${_envPath()}`;
-  const bwrap = bwrapOption ?? _which("bwrap", search);
+  const bwrap = bwrapOption ?? findProgram("bwrap", search);
   if (!bwrap) return fail("bwrap was not found", FIX_INSTALL);
-  const prlimit = _which("prlimit", "/usr/bin:/usr/sbin");
+  const prlimit = findProgram("prlimit", "/usr/bin:/usr/sbin");
   if (!prlimit) return fail("prlimit was not found under /usr", "install util-linux");
   const id = await _run(["id", "-u"]);
   const gid = await _run(["id", "-g"]);
@@ -666,18 +667,4 @@ function _envPath(): string {
   } catch {
     return "";
   }
-}
-
-function _which(name: string, path: string): string | undefined {
-  for (const dir of path.split(":")) {
-    if (!posix.isAbsolute(dir)) continue;
-    const candidate = posix.join(dir, name);
-    try {
-      const stat = Deno.statSync(candidate);
-      if (stat.isFile && stat.mode !== null && (stat.mode & 0o111) !== 0) return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }

@@ -141,7 +141,7 @@ function hostState(): HostState {
 function parentDeathPrefix(): string[] {
   if (pdeathsig) return pdeathsig;
   pdeathsig = [];
-  const setpriv = _which("setpriv");
+  const setpriv = findProgram("setpriv");
   if (setpriv) {
     const prefix = [setpriv, "--pdeathsig", "KILL", "--"];
     try {
@@ -277,8 +277,21 @@ export async function removeDeadHostFolders(): Promise<string[]> {
   return removed;
 }
 
-function _which(name: string): string | undefined {
-  for (const dir of SYSTEM_PATH.split(":")) {
+/**
+ * The absolute path of the executable file `name` in the first directory of
+ * `path` (a `PATH`-style list; relative entries are skipped) that has one.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { findProgram } from "./host_children.ts";
+ * assert.equal(findProgram("sh", "/bin"), "/bin/sh");
+ * assert.equal(findProgram("no-such-program", "/bin"), undefined);
+ * ```
+ */
+export function findProgram(name: string, path: string = SYSTEM_PATH): string | undefined {
+  for (const dir of path.split(":")) {
+    if (!dir.startsWith("/")) continue;
     const candidate = join(dir, name);
     try {
       const stat = Deno.statSync(candidate);

@@ -40,7 +40,7 @@
 import { posix } from "node:path";
 import { SyscallError } from "../broker/errors.ts";
 import { type CommandConfinement, confineCommands } from "./command_confinement.ts";
-import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
+import { findProgram, makeHostTempDir, spawnHostChild } from "./host_children.ts";
 
 /** How one command runs. */
 export interface ShellRunOptions {
@@ -126,7 +126,7 @@ export class LocalShell implements ShellProvider {
     this.path = options.path ?? _hostPath();
     this.#setsid = options.setsid === false
       ? undefined
-      : options.setsid ?? _which("setsid", SYSTEM_PATH);
+      : options.setsid ?? findProgram("setsid", SYSTEM_PATH);
     this.#drainMs = options.drainMs ?? DEFAULT_DRAIN_MS;
   }
 
@@ -142,7 +142,7 @@ export class LocalShell implements ShellProvider {
     // unconfined one starts through setpriv without them.
     let prefix: readonly string[] = [];
     if (!options.sandbox) {
-      this.#confinement ??= confineCommands(_which("setpriv", SYSTEM_PATH));
+      this.#confinement ??= confineCommands(findProgram("setpriv", SYSTEM_PATH));
       const confinement = await this.#confinement;
       if (confinement.refusal) {
         throw new SyscallError(
@@ -257,7 +257,7 @@ export class LocalShell implements ShellProvider {
       throw new SyscallError("EINVAL", `Cannot run "${name}": cwd "${cwd}" is not absolute`);
     }
     if (name.includes("/")) return posix.resolve(cwd, name);
-    const found = _which(name, this.path);
+    const found = findProgram(name, this.path);
     if (!found) throw new SyscallError("ENOENT", `Cannot run "${name}": command not found`);
     return found;
   }
@@ -272,20 +272,6 @@ function _hostPath(): string {
   }
   const dirs = (path ?? "").split(":").filter((dir) => posix.isAbsolute(dir));
   return dirs.length ? [...new Set(dirs)].join(":") : FALLBACK_PATH;
-}
-
-function _which(name: string, path: string): string | undefined {
-  for (const dir of path.split(":")) {
-    if (!posix.isAbsolute(dir)) continue;
-    const candidate = posix.join(dir, name);
-    try {
-      const stat = Deno.statSync(candidate);
-      if (stat.isFile && stat.mode !== null && (stat.mode & 0o111) !== 0) return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 /**
