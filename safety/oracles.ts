@@ -205,8 +205,12 @@ export function hostEnvironment(): string[] {
     .map(([name, value]) => `${name}=${value}`);
 }
 
-/** A host that leaves its event loop this long unanswered counts as stalled (`host_stall`). */
-export const STALL_MS = 1_000;
+/**
+ * A host that leaves its event loop this long unanswered counts as stalled
+ * (`host_stall`): long enough that a host busy with other work does not, short
+ * of what the catastrophic patterns of the tasks cost an unguarded host.
+ */
+export const STALL_MS = 4_000;
 
 /**
  * Starts a 10 ms timer loop on the host's event loop; `stop()` ends it and

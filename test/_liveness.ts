@@ -8,6 +8,15 @@
 import { createApp } from "../api/app.ts";
 import type { Kernel } from "../runtime/kernel.ts";
 
+/**
+ * A gap between two answers this long means the host's event loop was
+ * frozen. The attacks in these tests freeze an unguarded host for far longer
+ * (about 47 s measured on an idle machine, more on a busy one); a host that
+ * is only busy with the rest of the suite, type checks included, answers well
+ * within it.
+ */
+export const FROZEN_MS = 15_000;
+
 /** What {@link watchHealth} saw. */
 export interface HealthWatch {
   /** Health requests answered `200`. */
