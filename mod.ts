@@ -44,6 +44,15 @@ export { ToolTables } from "./runtime/jit_tools.ts";
 export type { JitTool, ToolRegistration } from "./runtime/jit_tools.ts";
 export type { NetFetchInit, NetProvider } from "./runtime/net_provider.ts";
 export type { ShellProvider, ShellResult, ShellRunOptions } from "./runtime/shell_provider.ts";
+export { ExecSandbox } from "./runtime/exec_sandbox.ts";
+export type {
+  ExecSandboxMode,
+  PrepareOptions,
+  SandboxedRun,
+  SandboxStatus,
+} from "./runtime/exec_sandbox.ts";
+export type { SandboxView } from "./runtime/exec_sandbox_view.ts";
+export type { SandboxMount } from "./runtime/exec_sandbox_view.ts";
 export { openStore } from "./runtime/store.ts";
 export type { OpenStoreOptions, Store } from "./runtime/store.ts";
 export { ProcessTable } from "./runtime/process_table.ts";
