@@ -9,17 +9,10 @@
 import { SyscallError } from "../broker/errors.ts";
 import type { PolicyRule } from "../broker/policy.ts";
 import type { ProcessLimits } from "./execution.ts";
+import type { AbiProcessState } from "../broker/abi.ts";
 
-/** Lifecycle states of an AgentProcess. */
-export type ProcessState =
-  | "created"
-  | "runnable"
-  | "running"
-  | "blocked"
-  | "paused"
-  | "exited"
-  | "failed"
-  | "killed";
+/** Lifecycle states of an AgentProcess (the ABI's own list). */
+export type ProcessState = AbiProcessState;
 
 /** What a blocked process waits on. */
 export type WaitingOn = "sleep" | "event" | "message" | "human" | "child";

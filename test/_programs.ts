@@ -7,6 +7,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import type { SyscallRequest } from "../broker/abi.ts";
 import type { AuditRecord } from "../broker/audit.ts";
 import type { CallContext } from "../broker/broker.ts";
@@ -26,6 +27,23 @@ const ATTEMPT = `const attempt = async (f) => {
   try { return { ok: true, value: await f() }; }
   catch (e) { return { ok: false, code: e.code, message: e.message }; }
 };`;
+
+/** Asserts that `attempt` (an {@link Attempt} a program returned) failed with `code`, and its message matches. */
+export function failed(attempt: unknown, code: string, message?: RegExp): void {
+  const a = attempt as Attempt;
+  assert.equal(a.ok, false, `expected ${code}, got ${JSON.stringify(a)}`);
+  if (!a.ok) {
+    assert.equal(a.code, code, a.message);
+    if (message) assert.match(a.message, message);
+  }
+}
+
+/** Asserts that `attempt` (an {@link Attempt} a program returned) succeeded; returns its value. */
+export function succeeded<T = unknown>(attempt: unknown): T {
+  const a = attempt as Attempt<T>;
+  assert.equal(a.ok, true, `expected success, got ${JSON.stringify(a)}`);
+  return (a as { value: T }).value;
+}
 
 /**
  * An entry module whose `main(sys, input)` runs `body`; `attempt(fn)`

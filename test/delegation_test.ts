@@ -9,24 +9,10 @@
 import assert from "node:assert/strict";
 import { formatCapability } from "../broker/capability.ts";
 import type { Harness } from "./_harness.ts";
-import { type Attempt, program, withKernel } from "./_programs.ts";
+import { type Attempt, failed, program, succeeded, withKernel } from "./_programs.ts";
 
 /** A program that waits for a message that never comes. */
 const IDLE = program(`await sys.msg.recv(); return null;`);
-
-function failed(attempt: unknown, code: string, message: RegExp): void {
-  const a = attempt as Attempt;
-  assert.equal(a.ok, false, `expected ${code}, got ${JSON.stringify(a)}`);
-  if (!a.ok) {
-    assert.equal(a.code, code, a.message);
-    assert.match(a.message, message);
-  }
-}
-
-function succeeded(attempt: unknown): void {
-  const a = attempt as Attempt;
-  assert.equal(a.ok, true, `expected success, got ${JSON.stringify(a)}`);
-}
 
 /** The text forms of `pid`'s capabilities on `resource`, sorted. */
 async function held(h: Harness, pid: number, resource: string): Promise<string[]> {

@@ -20,7 +20,7 @@ import {
   type ScriptTurn,
 } from "../runtime/model.ts";
 import type { Harness } from "./_harness.ts";
-import { type Attempt, program, withKernel } from "./_programs.ts";
+import { type Attempt, failed, program, succeeded, withKernel } from "./_programs.ts";
 
 const CANARY = "CANARY-" + crypto.randomUUID();
 
@@ -58,21 +58,6 @@ class RecordingModel implements ModelProvider {
     this.asked.push(request.model);
     return this.#inner.complete(request);
   }
-}
-
-function failed(attempt: unknown, code: string, message?: RegExp): void {
-  const a = attempt as Attempt;
-  assert.equal(a.ok, false, `expected ${code}, got ${JSON.stringify(a)}`);
-  if (!a.ok) {
-    assert.equal(a.code, code, a.message);
-    if (message) assert.match(a.message, message);
-  }
-}
-
-function succeeded<T = unknown>(attempt: unknown): T {
-  const a = attempt as Attempt<T>;
-  assert.equal(a.ok, true, `expected success, got ${JSON.stringify(a)}`);
-  return (a as { value: T }).value;
 }
 
 async function secretOf(h: Harness): Promise<string> {

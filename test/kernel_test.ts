@@ -26,11 +26,13 @@ import {
   type Attempt,
   auditOf,
   everythingAbout,
+  failed,
   holdSyscall,
   IDLE,
   journalOf,
   program,
   runRecorded,
+  succeeded,
   whenState,
   withKernel,
 } from "./_programs.ts";
@@ -52,21 +54,6 @@ async function rejectsWith(promise: Promise<unknown>, code: string, message?: Re
     if (message) assert.match(error.message, message);
     return true;
   });
-}
-
-function failed(attempt: unknown, code: string, message?: RegExp): void {
-  const a = attempt as Attempt;
-  assert.equal(a.ok, false, `expected ${code}, got ${JSON.stringify(a)}`);
-  if (!a.ok) {
-    assert.equal(a.code, code, a.message);
-    if (message) assert.match(a.message, message);
-  }
-}
-
-function succeeded<T = unknown>(attempt: unknown): T {
-  const a = attempt as Attempt<T>;
-  assert.equal(a.ok, true, `expected success, got ${JSON.stringify(a)}`);
-  return (a as { value: T }).value;
 }
 
 /** Registers a `libos:agent` image. */

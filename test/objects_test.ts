@@ -5,25 +5,17 @@
  */
 
 import assert from "node:assert/strict";
-import { type Attempt, everythingAbout, program, withKernel } from "./_programs.ts";
+import {
+  type Attempt,
+  everythingAbout,
+  failed,
+  program,
+  succeeded,
+  withKernel,
+} from "./_programs.ts";
 import { FROZEN_MS, watchHealth } from "./_liveness.ts";
 
 const CANARY = "CANARY-" + crypto.randomUUID();
-
-function failed(attempt: unknown, code: string, message?: RegExp): void {
-  const a = attempt as Attempt;
-  assert.equal(a.ok, false, `expected ${code}, got ${JSON.stringify(a)}`);
-  if (!a.ok) {
-    assert.equal(a.code, code, a.message);
-    if (message) assert.match(a.message, message);
-  }
-}
-
-function succeeded<T = unknown>(attempt: unknown): T {
-  const a = attempt as Attempt<T>;
-  assert.equal(a.ok, true, `expected success, got ${JSON.stringify(a)}`);
-  return (a as { value: T }).value;
-}
 
 interface Stored {
   namespace: string;
