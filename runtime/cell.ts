@@ -1,18 +1,24 @@
 /**
  * The host side of a cell: spawns the zero-permission `deno run`
  * subprocess (`cell_main.ts`), speaks NDJSON with it, and kills it. A cell
- * runs one process's program; the host never runs untrusted code itself.
- * A cell is ready once its Worker is up, so a cell started ahead of need
- * (a warm cell, see `cell_pool.ts`) only has to import its program.
+ * hosts up to `maxWorkers` programs, each in a Worker of its own named by a
+ * {@link Slot}; the host never runs untrusted code itself. A cell is ready
+ * once its warm Workers are up, so opening a slot only waits for a program's
+ * import.
  *
- * Memory: `memoryMb` is what the program may use beyond the idle cell. The
- * cell ends itself with the memory reason when its resident memory goes
- * over that (`cell_main.ts`), V8's old space is limited to it, and once the
- * cell is ready, before any program runs, the host caps its writable memory
- * in the kernel (`RLIMIT_DATA`, through `prlimit`) at what the idle cell
- * has mapped plus twice `memoryMb`: past that an allocation fails, whatever
- * it is (`ArrayBuffer`s, WebAssembly memory and thread stacks are outside
- * V8's heap limit). A cell whose memory cannot be capped does not start.
+ * Memory: `memoryMb` is what each program may use beyond the idle cell.
+ * V8's heap of each Worker is limited to it; the cell ends itself with the
+ * memory reason when its resident memory goes over `memoryMb` per running
+ * program (`cell_main.ts`); and once the cell is ready, before any program
+ * runs, the host caps its writable memory in the kernel (`RLIMIT_DATA`,
+ * through `prlimit`) at what the idle cell has mapped plus, per Worker it
+ * may run, twice `memoryMb` and the address space a Worker reserves:
+ * past that an allocation fails, whatever it is
+ * (`ArrayBuffer`s, WebAssembly memory and thread stacks are outside V8's
+ * heap limit). A cell whose memory cannot be capped does not start.
+ *
+ * A cell that dies ends every slot in it; each slot's {@link SlotEnd} says
+ * whether its program was the cause (`culprit`), a bystander, or unknown.
  *
  * Disk: a cell gets a private, throwaway Deno cache (`deno_dir.ts`), never
  * the host's, removed when the cell ends, and no other environment.
@@ -21,7 +27,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import type { CellHello, CellToHost, CellToWorker } from "./guest/cell_protocol.ts";
+import type { CellHello, CellToHost, CellToWorker, HostToCell } from "./guest/cell_protocol.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { spawnHostChild } from "./host_children.ts";
 
@@ -33,6 +39,31 @@ export interface CellOptions {
   maxMessageBytes?: number;
   /** Program output (stdout/stderr lines that are not protocol) kept, in bytes (default 64 KiB). */
   maxOutputBytes?: number;
+  /** Most programs the cell runs at once (default 1). */
+  maxWorkers?: number;
+  /** Workers the cell keeps loaded ahead of need (default 1). */
+  warmWorkers?: number;
+}
+
+/** A message from a slot's program. */
+export type SlotMessage = Extract<CellToHost, { slot: number; t: "syscall" | "fail" }>;
+
+/** What a program in a slot can be sent. */
+export type SlotInput = Exclude<CellToWorker, { t: "close" }>;
+
+/** How a slot ended. */
+export interface SlotEnd {
+  /** The host closed it; `clean` is false when its Worker did not stop by itself. */
+  closed?: { clean: boolean };
+  /** The cell died with the slot in it: why. */
+  reason?: string;
+  /**
+   * When the cell died: true when this slot's program caused it, false
+   * when another one did, undefined when the cell cannot tell which.
+   */
+  culprit?: boolean;
+  /** The cell died because a program ran out of memory (V8's heap limit). */
+  outOfMemory?: boolean;
 }
 
 /** How a cell ended. */
@@ -48,6 +79,14 @@ export interface CellExit {
 }
 
 const CELL_MAIN = fileURLToPath(new URL("./cell_main.ts", import.meta.url));
+
+/**
+ * Address space each Worker reserves when it starts, in MiB, which
+ * `RLIMIT_DATA` counts although little of it is ever touched (V8's code
+ * range and heap reservations: about 530 MiB per Worker measured with
+ * Deno 2.9.6).
+ */
+const WORKER_RESERVE_MB = 640;
 
 /** How long a cell may take to start before it is killed and the start fails. */
 export const READY_TIMEOUT_MS = 20_000;
@@ -98,38 +137,42 @@ exit 1`;
  *
  * @example
  * ```ts ignore
- * const cell = await Cell.spawn((message) => console.log(message), { memoryMb: 128 });
- * cell.send({ t: "start", pid: 1, entry: { kind: "module", source }, input: null });
+ * const cell = await Cell.spawn({ memoryMb: 128, maxWorkers: 8 });
+ * const slot = await cell.open((message) => console.log(message));
+ * await slot.send({ t: "start", pid: 1, entry: { kind: "module", source }, input: null, seed: 1, epoch: 0 });
  * ```
  */
 export class Cell {
   /** Resolves when the subprocess has ended. */
   readonly exited: Promise<CellExit>;
-  /** Output lines the program wrote that are not protocol messages. */
+  /** Output lines the programs wrote that are not protocol messages. */
   readonly output: string[] = [];
+  /** Most programs the cell runs at once. */
+  readonly maxWorkers: number;
   #child: Deno.ChildProcess;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #token: string;
   #outputBytes = 0;
   #maxOutputBytes: number;
   #killReason: string | undefined;
+  #culprit: number | undefined;
   #stderrTail = "";
-  #onMessage: ((message: CellToHost) => void) | undefined;
-  #unclaimed: CellToHost[] = [];
   #ready: ((pid: number) => void) | undefined;
   #denoDir: string;
+  #slots = new Map<number, Slot>();
+  #nextSlot = 1;
+  #dead = false;
 
   private constructor(
     child: Deno.ChildProcess,
     token: string,
-    onMessage: ((message: CellToHost) => void) | undefined,
     options: CellOptions,
     denoDir: string,
   ) {
     this.#child = child;
     this.#denoDir = denoDir;
     this.#token = token;
-    this.#onMessage = onMessage;
+    this.maxWorkers = options.maxWorkers ?? 1;
     this.#maxOutputBytes = options.maxOutputBytes ?? 64 * 1024;
     this.#stdin = child.stdin.getWriter();
     const maxLine = (options.maxMessageBytes ?? 1 << 20) + 200;
@@ -137,27 +180,39 @@ export class Cell {
     const stderrDone = this.#readLines(child.stderr, maxLine, false);
     this.exited = Promise.all([child.status, stdoutDone, stderrDone]).then(
       async ([status]) => {
+        this.#dead = true;
         await removePrivateDenoDir(denoDir);
         const outOfMemory = this.#killReason === undefined && this.#ranOutOfMemory();
-        return {
+        const exit: CellExit = {
           code: status.code,
           signal: status.signal,
           reason: this.#killReason ?? this.#diagnose(status),
           ...(outOfMemory ? { outOfMemory } : {}),
         };
+        for (const [n, slot] of this.#slots) {
+          slot._end({
+            reason: exit.reason ?? `The cell exited with code ${exit.code}`,
+            culprit: this.#culprit === undefined
+              ? (this.#slots.size === 1 ? true : undefined)
+              : this.#culprit === n,
+            ...(outOfMemory ? { outOfMemory } : {}),
+          });
+        }
+        this.#slots.clear();
+        return exit;
       },
     );
   }
 
-  /**
-   * Starts a cell and waits until its Worker is up. Messages go to
-   * `onMessage`; without one they are kept until {@link Cell.attach}.
-   */
-  static async spawn(
-    onMessage: ((message: CellToHost) => void) | undefined,
-    options: CellOptions = {},
-  ): Promise<Cell> {
+  /** Starts a cell and waits until its warm Workers are up. */
+  static async spawn(options: CellOptions = {}): Promise<Cell> {
     const memoryMb = options.memoryMb ?? 256;
+    const maxWorkers = options.maxWorkers ?? 1;
+    if (!Number.isSafeInteger(maxWorkers) || maxWorkers < 1) {
+      throw new RangeError(
+        `Cannot start a cell of ${maxWorkers} Workers: expected a whole number >= 1`,
+      );
+    }
     const denoDir = await makePrivateDenoDir();
     let child: Deno.ChildProcess;
     try {
@@ -184,7 +239,7 @@ export class Cell {
       throw error;
     }
     const token = randomToken();
-    const cell = new Cell(child, token, onMessage, options, denoDir);
+    const cell = new Cell(child, token, options, denoDir);
     let cellPid = 0;
     const isReady = new Promise<void>((resolve) =>
       cell.#ready = (pid) => {
@@ -198,6 +253,8 @@ export class Cell {
       token,
       maxMessageBytes: options.maxMessageBytes ?? 1 << 20,
       memoryMb,
+      maxWorkers,
+      warmWorkers: Math.min(options.warmWorkers ?? 1, maxWorkers),
     };
     await cell.#write(hello);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -219,19 +276,13 @@ export class Cell {
       );
     }
     try {
-      await capWritableMemory(cellPid, 2 * memoryMb);
+      await capWritableMemory(cellPid, maxWorkers * (WORKER_RESERVE_MB + 2 * memoryMb));
     } catch (error) {
       cell.kill("The cell's memory could not be capped");
       await cell.exited;
       throw new Error(`Cannot start a cell: ${(error as Error).message}`);
     }
     return cell;
-  }
-
-  /** Sends the cell's messages to `onMessage` from now on (and any kept so far). */
-  attach(onMessage: (message: CellToHost) => void): void {
-    this.#onMessage = onMessage;
-    for (const message of this.#unclaimed.splice(0)) onMessage(message);
   }
 
   /** The OS pid of the cell subprocess. */
@@ -244,14 +295,44 @@ export class Cell {
     return this.#denoDir;
   }
 
-  /** Sends a message to the Worker in the cell. Ignored once the cell is gone. */
-  send(message: CellToWorker): Promise<void> {
-    return this.#write(message).catch(() => {});
+  /** How many slots are open (programs starting, running or closing). */
+  get open(): number {
+    return this.#slots.size;
   }
 
-  /** Kills the cell (SIGKILL) and records why. Safe to call twice. */
-  kill(reason: string): void {
-    this.#killReason ??= reason;
+  /** True once the cell is dying or dead: it takes no more slots. */
+  get dead(): boolean {
+    return this.#dead || this.#killReason !== undefined;
+  }
+
+  /**
+   * Opens a slot: a Worker for one program, whose messages go to
+   * `onMessage`. Resolves once the Worker is up; rejects when the cell is
+   * full or dies first.
+   */
+  async openSlot(onMessage: (message: SlotMessage) => void): Promise<Slot> {
+    if (this.dead) throw new Error("Cannot open a slot: the cell has ended");
+    if (this.#slots.size >= this.maxWorkers) {
+      throw new Error(`Cannot open a slot: the cell runs ${this.maxWorkers} Workers already`);
+    }
+    const slot = new Slot(this, this.#nextSlot++, onMessage);
+    this.#slots.set(slot.id, slot);
+    await this.#write({ t: "open", slot: slot.id }).catch(() => {});
+    const opened = await Promise.race([slot._opened, slot.ended.then(() => false)]);
+    if (!opened) throw new Error("Cannot open a slot: the cell has ended");
+    return slot;
+  }
+
+  /**
+   * Kills the cell (SIGKILL) and records why; `culprit` is the slot whose
+   * program caused it, when known. Safe to call twice (the first reason
+   * stays).
+   */
+  kill(reason: string, culprit?: Slot): void {
+    if (this.#killReason === undefined) {
+      this.#killReason = reason;
+      this.#culprit = culprit?.id;
+    }
     try {
       this.#child.kill("SIGKILL");
     } catch {
@@ -259,7 +340,17 @@ export class Cell {
     }
   }
 
-  #write(message: CellHello | CellToWorker): Promise<void> {
+  /** @internal Sends `message` to the cell. */
+  _send(message: HostToCell): Promise<void> {
+    return this.#write(message).catch(() => {});
+  }
+
+  /** @internal A slot has ended: it is no longer the cell's. */
+  _forget(slot: Slot): void {
+    this.#slots.delete(slot.id);
+  }
+
+  #write(message: CellHello | HostToCell): Promise<void> {
     return this.#stdin.write(
       new TextEncoder().encode(JSON.stringify(message) + "\n"),
     );
@@ -287,7 +378,7 @@ export class Cell {
           }
         }
         if (buffer.length > maxLine) {
-          this.kill(`The program wrote a line longer than ${maxLine} bytes`);
+          this.kill(`A program wrote a line longer than ${maxLine} bytes`);
           buffer = "";
         }
       }
@@ -305,11 +396,31 @@ export class Cell {
       this.kill("The cell sent a malformed protocol line");
       return;
     }
-    if (message.t === "ready") {
-      if (Number.isSafeInteger(message.pid) && message.pid > 0) this.#ready?.(message.pid);
-      else this.kill("The cell sent a malformed ready message");
-    } else if (this.#onMessage) this.#onMessage(message);
-    else this.#unclaimed.push(message);
+    switch (message.t) {
+      case "ready":
+        if (Number.isSafeInteger(message.pid) && message.pid > 0) this.#ready?.(message.pid);
+        else this.kill("The cell sent a malformed ready message");
+        return;
+      case "crash":
+        this.kill(
+          message.message,
+          message.slot === undefined ? undefined : this.#slots.get(message.slot),
+        );
+        return;
+      case "opened":
+        return this.#slots.get(message.slot)?._open();
+      case "closed": {
+        const slot = this.#slots.get(message.slot);
+        if (!slot) return;
+        // A Worker that did not stop may be running code only the end of its cell stops.
+        if (message.clean !== true) this.kill("A program kept running after it was stopped", slot);
+        this.#slots.delete(slot.id);
+        slot._end({ closed: { clean: message.clean === true } });
+        return;
+      }
+      default:
+        this.#slots.get(message.slot)?._deliver(message);
+    }
   }
 
   #onOutput(line: string, fromStdout: boolean): void {
@@ -330,5 +441,72 @@ export class Cell {
     if (status.signal) return `The cell was killed by ${status.signal}`;
     if (status.code !== 0) return `The cell exited with code ${status.code}`;
     return undefined;
+  }
+}
+
+/**
+ * One program's Worker in a {@link Cell}. Its messages come only from that
+ * Worker: the cell stamps each with the slot of the Worker it came from.
+ */
+export class Slot {
+  /** The slot's number in its cell. */
+  readonly id: number;
+  /** The cell it is in. */
+  readonly cell: Cell;
+  /** Resolves once the slot has ended: closed by the host, or its cell died. */
+  readonly ended: Promise<SlotEnd>;
+  /** @internal Resolves true once the Worker is up. */
+  readonly _opened: Promise<boolean>;
+  #onMessage: (message: SlotMessage) => void;
+  #resolveOpened!: (opened: boolean) => void;
+  #resolveEnded!: (end: SlotEnd) => void;
+  #end: SlotEnd | undefined;
+
+  /** @internal Made by {@link Cell.openSlot}. */
+  constructor(cell: Cell, id: number, onMessage: (message: SlotMessage) => void) {
+    this.cell = cell;
+    this.id = id;
+    this.#onMessage = onMessage;
+    this._opened = new Promise((resolve) => this.#resolveOpened = resolve);
+    this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
+  }
+
+  /** True once the slot has ended. */
+  get isEnded(): boolean {
+    return this.#end !== undefined;
+  }
+
+  /** Sends a message to the slot's program. Ignored once the slot has ended. */
+  send(message: SlotInput): Promise<void> {
+    if (this.#end) return Promise.resolve();
+    return this.cell._send({ ...message, slot: this.id });
+  }
+
+  /**
+   * Ends the slot's Worker; resolves with how the slot ended. A Worker that
+   * does not stop by itself costs its cell (and its other programs a replay).
+   */
+  close(): Promise<SlotEnd> {
+    if (!this.#end) this.cell._send({ t: "close", slot: this.id });
+    return this.ended;
+  }
+
+  /** @internal The Worker is up. */
+  _open(): void {
+    this.#resolveOpened(true);
+  }
+
+  /** @internal A message of the slot's program. */
+  _deliver(message: SlotMessage): void {
+    if (!this.#end) this.#onMessage(message);
+  }
+
+  /** @internal The slot has ended. */
+  _end(end: SlotEnd): void {
+    if (this.#end) return;
+    this.#end = end;
+    this.cell._forget(this);
+    this.#resolveOpened(false);
+    this.#resolveEnded(end);
   }
 }

@@ -1,22 +1,29 @@
 /**
  * The cell: a `deno run` subprocess with no permissions at all that hosts
- * one process's Worker and relays its messages to the host broker over
- * stdin/stdout (SPEC section 8). It never holds authority; the host can kill
- * it at any time.
+ * the Workers of the programs the host gives it and relays their messages
+ * to the host broker over stdin/stdout (SPEC section 8). It never holds
+ * authority; the host can kill it at any time.
  *
- * The Worker starts as soon as the host's `hello` arrives, before any
- * process is assigned, so a warm cell only has to import the program when
- * its `start` comes. One cell runs at most one process, ever.
+ * Each Worker has a slot, a number the host picks when it opens one. Every
+ * message the cell relays carries the slot of the Worker object it came
+ * from, so a program cannot speak for another. A slot runs one program,
+ * ever. The cell keeps `warmWorkers` Workers loaded ahead of need, so an
+ * `open` is answered at once, and runs at most `maxWorkers`.
  *
- * The cell watches its own memory: once its process runs, resident memory
- * more than `memoryMb` above what the idle cell used (measured when the
- * Worker is up) ends the cell with the memory reason. It is checked every
- * {@link MEMORY_CHECK_MS} ms and before a failure of the program is
- * relayed, so a program that dies of a refused allocation while over its
- * limit fails with the memory reason. The host caps the cell's writable
- * memory in the kernel at the idle cell's plus twice `memoryMb`
- * (`RLIMIT_DATA`, see `cell.ts`), so a burst between two checks cannot go
- * further.
+ * Ending a Worker is cooperative first: the cell asks it to close, and a
+ * Worker whose event loop is free acknowledges and closes itself. One that
+ * does not acknowledge within {@link CLOSE_WAIT_MS} may be running code
+ * that `terminate()` cannot stop (a busy loop keeps its thread); the cell
+ * reports it unclean, and only the end of the cell stops it.
+ *
+ * Memory: V8 limits each Worker's heap (`--max-old-space-size`, set by the
+ * host); running out of it ends the whole cell. The cell also watches its
+ * resident memory: more than `memoryMb` per running program above what the
+ * idle cell used ends the cell with the memory reason, naming the program
+ * when only one runs. It is checked every {@link MEMORY_CHECK_MS} ms and
+ * before a failure of a program is relayed. The host caps the cell's
+ * writable memory in the kernel (`RLIMIT_DATA`, see `cell.ts`), so a burst
+ * between two checks cannot go far.
  *
  * @module
  */
@@ -25,54 +32,80 @@ import { WORKER_SOURCE } from "./_worker_bundle.ts";
 import {
   type CellHello,
   type CellToHost,
-  type CellToWorker,
+  type HostToCell,
   memoryLimitReason,
-  type WorkerLoaded,
+  type WorkerControl,
   type WorkerToCell,
 } from "./guest/cell_protocol.ts";
 
-/** How often a running cell checks its memory, in ms. */
+/** How often a cell with running programs checks its memory, in ms. */
 const MEMORY_CHECK_MS = 50;
+/** How long a Worker asked to close has to acknowledge, in ms. */
+const CLOSE_WAIT_MS = 1_000;
+
+/** One Worker of the cell. */
+interface Slot {
+  worker: Worker;
+  /** Its number, once the host opened it (0 while warm). */
+  slot: number;
+  /** The process it runs, once started (0 before). */
+  pid: number;
+  /** Its Worker said `loaded`. */
+  loaded: boolean;
+  /** Nothing more of its program is relayed (it failed, or is closing). */
+  done: boolean;
+  /** The host asked it to close. */
+  closing: boolean;
+  /** Settles the close wait when the Worker acknowledges. */
+  acknowledged?: () => void;
+}
 
 const encoder = new TextEncoder();
 const stdout = Deno.stdout.writable.getWriter();
-let token = "";
-let maxMessageBytes = 1 << 20;
-let memoryMb = 256;
-/** Resident memory of the idle cell, Worker up, in bytes. */
+let hello: CellHello | undefined;
+/** Resident memory of the idle cell, warm Workers up, in bytes. */
 let idleRss = 0;
-/** The pid of the process the cell runs, once started. */
-let pid = 0;
-let worker: Worker | undefined;
-let started = false;
-let loaded = false;
+/** Slots by number; the warm Workers wait in {@link warm}. */
+const slots = new Map<number, Slot>();
+const warm: Slot[] = [];
+/** Slots the host asked for before a warm Worker was loaded. */
+const waiting: number[] = [];
+let starting = 0;
+let ready = false;
 let writing: Promise<void> = Promise.resolve();
+let crashed = false;
+let memoryTimer: ReturnType<typeof setInterval> | undefined;
 
 function send(message: CellToHost): void {
-  const line = `${token} ${JSON.stringify(message)}\n`;
+  const line = `${hello!.token} ${JSON.stringify(message)}\n`;
   writing = writing.then(() => stdout.write(encoder.encode(line)));
 }
 
-let crashed = false;
-
 /** Reports a fatal problem to the host and ends the cell once it is written. */
-function crash(message: string): void {
+function crash(message: string, slot?: number): void {
   if (crashed) return;
   crashed = true;
-  worker?.terminate();
-  send({ t: "crash", message });
+  for (const s of [...slots.values(), ...warm]) s.worker.terminate();
+  send(slot === undefined ? { t: "crash", message } : { t: "crash", message, slot });
   writing.finally(() => Deno.exit(70));
 }
 
-/** True when the cell holds more than `memoryMb` above its idle size. */
-function overMemory(): boolean {
-  return Deno.memoryUsage().rss - idleRss > memoryMb * 1024 * 1024;
+/** The slots whose programs run (started and not closing). */
+function running(): [number, Slot][] {
+  return [...slots].filter(([, s]) => s.pid !== 0 && !s.done);
 }
 
 /** Ends the cell with the memory reason when it is over its limit; true if it did. */
 function checkMemory(): boolean {
-  if (!overMemory()) return false;
-  crash(memoryLimitReason(pid, memoryMb));
+  const programs = running();
+  const limit = hello!.memoryMb * 1024 * 1024 * Math.max(1, programs.length);
+  if (Deno.memoryUsage().rss - idleRss <= limit) return false;
+  if (programs.length === 1) {
+    const [slot, s] = programs[0];
+    crash(memoryLimitReason(s.pid, hello!.memoryMb), slot);
+  } else {
+    crash(`The cell's ${programs.length} programs exceeded their memory limit together`);
+  }
   return true;
 }
 
@@ -84,8 +117,10 @@ function problemWith(message: WorkerToCell): string | undefined {
   } catch {
     return "The program sent a message that is not JSON";
   }
-  if (size > maxMessageBytes) {
-    return `The program sent a message of ${size} bytes, over the ${maxMessageBytes}-byte limit`;
+  if (size > hello!.maxMessageBytes) {
+    return `The program sent a message of ${size} bytes, over the ${
+      hello!.maxMessageBytes
+    }-byte limit`;
   }
   if (message?.t !== "syscall" && message?.t !== "fail") {
     return "The program sent a message that is not a syscall";
@@ -93,54 +128,131 @@ function problemWith(message: WorkerToCell): string | undefined {
   return undefined;
 }
 
-function startWorker(): Worker {
+/** Starts a Worker; it joins the warm ones once loaded. */
+function startWorker(): void {
   const url = URL.createObjectURL(
     new Blob([WORKER_SOURCE], { type: "application/javascript" }),
   );
-  const w = new Worker(url, {
+  const worker = new Worker(url, {
     type: "module",
     deno: { permissions: "none" },
   } as WorkerOptions);
-  w.onmessage = (event: MessageEvent<WorkerToCell | WorkerLoaded>) => {
+  URL.revokeObjectURL(url);
+  const s: Slot = { worker, slot: 0, pid: 0, loaded: false, done: false, closing: false };
+  starting++;
+  worker.onmessage = (event: MessageEvent<WorkerToCell | WorkerControl>) => {
     if (crashed) return;
-    if (!loaded && event.data?.t === "loaded") {
-      loaded = true;
-      idleRss = Deno.memoryUsage().rss;
-      return send({ t: "ready", pid: Deno.pid });
+    const data = event.data;
+    if (!s.loaded) {
+      if (data?.t !== "loaded") return crash("A Worker spoke before it was loaded");
+      s.loaded = true;
+      starting--;
+      return loaded(s);
     }
-    const message = event.data as WorkerToCell;
-    if (message?.t === "fail" && checkMemory()) return;
-    const problem = problemWith(message);
-    if (problem) crash(problem);
-    else send(message);
+    if (s.closing && data?.t === "closing") return s.acknowledged?.();
+    if (s.done) return;
+    if (s.pid === 0) return crash("A Worker spoke before its program started", s.slot || undefined);
+    if ((data as WorkerToCell)?.t === "fail" && checkMemory()) return;
+    const problem = problemWith(data as WorkerToCell);
+    if (problem) return crash(problem, s.slot);
+    if (data.t === "fail") s.done = true;
+    send({ ...(data as WorkerToCell), slot: s.slot });
   };
-  w.onerror = (event) => {
+  worker.onerror = (event) => {
     event.preventDefault();
-    if (!loaded) return crash(`The cell's Worker failed to start: ${event.message}`);
+    if (crashed) return;
+    if (!s.loaded) return crash(`A Worker failed to start: ${event.message}`);
+    if (s.done || s.pid === 0) return;
     if (checkMemory()) return;
-    send({ t: "fail", message: `Uncaught error: ${event.message}` });
+    s.done = true;
+    send({ t: "fail", message: `Uncaught error: ${event.message}`, slot: s.slot });
   };
-  w.onmessageerror = () => crash("The program sent a message that cannot be read");
-  return w;
+  worker.onmessageerror = () =>
+    crash("A program sent a message that cannot be read", s.slot || undefined);
+}
+
+/** A Worker is up: it waits warm, or takes a waiting slot. */
+function loaded(s: Slot): void {
+  warm.push(s);
+  if (!ready && warm.length >= Math.max(1, hello!.warmWorkers)) {
+    ready = true;
+    idleRss = Deno.memoryUsage().rss;
+    send({ t: "ready", pid: Deno.pid });
+  }
+  drain();
+}
+
+/** Gives warm Workers to waiting slots and keeps the warm count up. */
+function drain(): void {
+  while (ready && waiting.length && warm.length) {
+    const s = warm.shift()!;
+    s.slot = waiting.shift()!;
+    slots.set(s.slot, s);
+    send({ t: "opened", slot: s.slot });
+  }
+  const want = hello!.warmWorkers + waiting.length;
+  while (
+    !crashed && warm.length + starting < want &&
+    slots.size + warm.length + starting < hello!.maxWorkers
+  ) startWorker();
+}
+
+function open(slot: number): void {
+  if (!Number.isSafeInteger(slot) || slot <= 0 || slots.has(slot) || waiting.includes(slot)) {
+    return crash(`The host opened slot ${slot} twice`);
+  }
+  if (slots.size + waiting.length >= hello!.maxWorkers) {
+    return crash(`The host opened more than ${hello!.maxWorkers} Workers`);
+  }
+  waiting.push(slot);
+  drain();
+}
+
+function close(slot: number): void {
+  const at = waiting.indexOf(slot);
+  if (at >= 0) {
+    waiting.splice(at, 1);
+    return send({ t: "closed", slot, clean: true });
+  }
+  const s = slots.get(slot);
+  if (!s) return send({ t: "closed", slot, clean: true });
+  if (s.closing) return;
+  s.closing = s.done = true;
+  const acknowledged = new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), CLOSE_WAIT_MS);
+    s.acknowledged = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+  });
+  s.worker.postMessage({ t: "close" });
+  acknowledged.then((clean) => {
+    s.worker.terminate();
+    slots.delete(slot);
+    if (crashed) return;
+    send({ t: "closed", slot, clean });
+    drain();
+  });
 }
 
 function handle(line: string): void {
-  if (!token) {
-    const hello = JSON.parse(line) as CellHello;
-    token = hello.token;
-    maxMessageBytes = hello.maxMessageBytes;
-    memoryMb = hello.memoryMb;
-    worker = startWorker(); // it says "loaded" when it is up; then the cell is ready
+  if (!hello) {
+    hello = JSON.parse(line) as CellHello;
+    for (let i = 0; i < Math.max(1, hello.warmWorkers); i++) startWorker();
     return;
   }
-  const message = JSON.parse(line) as CellToWorker;
+  const message = JSON.parse(line) as HostToCell;
+  if (message.t === "open") return open(message.slot);
+  if (message.t === "close") return close(message.slot);
+  const s = slots.get(message.slot);
+  if (!s || s.done || crashed) return;
   if (message.t === "start") {
-    if (started) return crash("This cell already runs a process");
-    started = true;
-    pid = message.pid;
-    setInterval(checkMemory, MEMORY_CHECK_MS);
-  }
-  if (!crashed && started) worker?.postMessage(message);
+    if (s.pid !== 0) return crash("This Worker already runs a process", message.slot);
+    s.pid = message.pid;
+    memoryTimer ??= setInterval(checkMemory, MEMORY_CHECK_MS);
+  } else if (s.pid === 0) return;
+  const { slot: _slot, ...forWorker } = message;
+  s.worker.postMessage(forWorker);
 }
 
 const decoder = new TextDecoder();

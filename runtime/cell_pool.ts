@@ -1,37 +1,93 @@
 /**
- * Warm cells: a few cells started ahead of need, each with its Worker up
- * and the libc loaded, so a process that starts (a spawn, a wake-up, a
- * recovery) only waits for its program's import. A cell still runs one
- * process, ever: a taken cell is never returned, and the pool starts
- * another in its place.
+ * The host's cells: which cell each program's Worker runs in.
  *
- * Only processes with the pool's limits (memory, message and output sizes)
- * take a warm cell; any other starts a cold one.
+ * A cell hosts the Workers of one trust group only. The group is a name the
+ * kernel gives each process (by default its process tree; see
+ * `docs/threat_model.md`): a cell opened for one group is never given to
+ * another, warm or cold, even once it is empty. A placement that asks to be
+ * `alone` gets a cell of its own, used once.
+ *
+ * Warm cells are started ahead of need with the pool's limits and belong
+ * to no group until a placement takes one; the pool then starts another.
+ * Each cell also keeps Workers loaded ahead of need, so a placement in a
+ * cell already running only waits for its program's import.
+ *
+ * An empty group cell is kept {@link IDLE_CELL_MS} ms for the next program
+ * of its group, then killed.
  *
  * @module
  */
 
-import { Cell, type CellOptions } from "./cell.ts";
+import { Cell, type CellOptions, type Slot, type SlotMessage } from "./cell.ts";
 
-/** Most cells a pool starts at once. */
+/** Most cells a pool starts at once to refill its warm cells. */
 const REFILL_AT_ONCE = 2;
 /** How long after the latest take a pool starts refilling, in ms. */
 const REFILL_DELAY_MS = 50;
+/** How long an empty cell waits for another program of its group, in ms. */
+export const IDLE_CELL_MS = 1_000;
+
+/** Where a program's Worker may run. */
+export interface Placement {
+  /** Its trust group: only programs of one group share a cell. */
+  group: string;
+  /** The limits of its cell (programs share a cell only with equal limits). */
+  limits: CellOptions;
+  /** A cell of its own, used once. */
+  alone?: boolean;
+}
+
+/** A row of the pool's cell table. */
+export interface CellRow {
+  /** The cell's OS pid. */
+  osPid: number;
+  /** The group it serves; undefined for a warm cell no group took yet. */
+  group?: string;
+  /** Slots open in it. */
+  workers: number;
+  /** Most slots it opens. */
+  maxWorkers: number;
+}
+
+/** Options of a {@link CellPool}. */
+export interface CellPoolOptions {
+  /** Warm cells kept ready (default 0). */
+  warm?: number;
+  /** Limits of the warm cells (default: the cell's defaults). */
+  limits?: CellOptions;
+  /** Most Workers per cell (default 16). */
+  maxWorkers?: number;
+  /** Workers each cell keeps loaded ahead of need (default 1). */
+  warmWorkers?: number;
+}
+
+interface Entry {
+  cell?: Cell;
+  starting?: Promise<Cell>;
+  group?: string;
+  limits: CellOptions;
+  /** Slots opened or being opened. */
+  used: number;
+  maxWorkers: number;
+  idle?: ReturnType<typeof setTimeout>;
+}
 
 /**
- * A pool of ready cells.
+ * The cells of a host.
  *
  * @example
  * ```ts ignore
- * const pool = new CellPool(4, { memoryMb: 256 });
- * const cell = pool.take({ memoryMb: 256 }) ?? await Cell.spawn(undefined, { memoryMb: 256 });
- * cell.attach((message) => console.log(message));
+ * const pool = new CellPool({ warm: 2, maxWorkers: 16 });
+ * const slot = await pool.place({ group: "tree:1", limits: {} }, (m) => console.log(m));
  * ```
  */
 export class CellPool {
   readonly #size: number;
-  readonly #options: CellOptions;
+  readonly #limits: CellOptions;
+  readonly #maxWorkers: number;
+  readonly #warmWorkers: number;
   readonly #ready: Cell[] = [];
+  readonly #entries = new Set<Entry>();
   #starting = 0;
   #started = 0;
   #taken = 0;
@@ -40,42 +96,187 @@ export class CellPool {
   #filled: Promise<void> | undefined;
   #onFilled: (() => void) | undefined;
 
-  /** Keeps `size` cells with `options` ready (none when `size` is 0). */
-  constructor(size: number, options: CellOptions) {
+  /** Keeps `options.warm` cells ready. */
+  constructor(options: CellPoolOptions = {}) {
+    const size = options.warm ?? 0;
     if (!Number.isSafeInteger(size) || size < 0) {
       throw new RangeError(`Cannot keep ${size} warm cells: expected a whole number >= 0`);
     }
+    const maxWorkers = options.maxWorkers ?? 16;
+    if (!Number.isSafeInteger(maxWorkers) || maxWorkers < 1) {
+      throw new RangeError(
+        `Cannot run ${maxWorkers} Workers per cell: expected a whole number >= 1`,
+      );
+    }
     this.#size = size;
-    this.#options = { ...options };
+    this.#limits = { ...options.limits };
+    this.#maxWorkers = maxWorkers;
+    this.#warmWorkers = options.warmWorkers ?? 1;
     this.#fill();
   }
 
-  /** How many cells the pool has started in all (each taken one is replaced). */
+  /** How many warm cells the pool has started in all (each taken one is replaced). */
   get started(): number {
     return this.#started;
   }
 
-  /** How many cells processes have taken from the pool in all. */
+  /** How many warm cells placements have taken in all. */
   get taken(): number {
     return this.#taken;
   }
 
-  /** How many cells are ready now. */
+  /** How many warm cells are ready now. */
   get ready(): number {
     return this.#ready.length;
   }
 
-  /** The OS pids of the cells ready now, oldest first. */
+  /** The OS pids of the warm cells ready now, oldest first. */
   get readyPids(): number[] {
     return this.#ready.map((cell) => cell.osPid);
   }
 
+  /** Most Workers per cell. */
+  get maxWorkers(): number {
+    return this.#maxWorkers;
+  }
+
+  /** The cells that serve a group now. */
+  table(): CellRow[] {
+    const rows: CellRow[] = [];
+    for (const e of this.#entries) {
+      if (!e.cell || e.cell.dead) continue;
+      rows.push({
+        osPid: e.cell.osPid,
+        group: e.group,
+        workers: e.cell.open,
+        maxWorkers: e.maxWorkers,
+      });
+    }
+    return rows;
+  }
+
   /**
-   * A ready cell for a process with `options`, or undefined when none is
-   * ready or the limits differ from the pool's. Starts a replacement.
+   * Opens a Worker for a program placed by `placement`, whose messages go
+   * to `onMessage`: in a cell of its group with room, else a warm cell the
+   * group takes, else a new cell.
    */
-  take(options: CellOptions): Cell | undefined {
-    if (!sameLimits(options, this.#options)) return undefined;
+  async place(placement: Placement, onMessage: (message: SlotMessage) => void): Promise<Slot> {
+    if (this.#closed) throw new Error("Cannot start a program: the host is shutting down");
+    for (let attempt = 1;; attempt++) {
+      const entry = this.#entryFor(placement);
+      try {
+        const cell = entry.cell ?? await entry.starting!;
+        return await cell.openSlot(onMessage);
+      } catch (error) {
+        entry.used--;
+        this.#release(entry);
+        // A cell that died under us (killed with its group) is not this program's failure.
+        if (attempt >= 3 || this.#closed) throw error;
+      }
+    }
+  }
+
+  /** Resolves once every warm cell of the pool is ready (for measurements and tests). */
+  full(): Promise<void> {
+    if (this.#ready.length >= this.#size || this.#closed) return Promise.resolve();
+    if (this.#refill !== undefined) {
+      clearTimeout(this.#refill);
+      this.#refill = undefined;
+      this.#fill();
+    }
+    this.#filled ??= new Promise((resolve) => this.#onFilled = resolve);
+    return this.#filled;
+  }
+
+  /** Kills every cell and starts no more. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#refill !== undefined) clearTimeout(this.#refill);
+    const cells = this.#ready.splice(0);
+    for (const e of this.#entries) {
+      if (e.idle !== undefined) clearTimeout(e.idle);
+      const cell = e.cell ?? await e.starting?.catch(() => undefined);
+      if (cell) cells.push(cell);
+    }
+    for (const cell of cells) cell.kill("The host is shutting down");
+    await Promise.all(cells.map((cell) => cell.exited));
+    this.#settle();
+  }
+
+  /** The cell entry a placement opens its slot in, counted as used. */
+  #entryFor(placement: Placement): Entry {
+    if (!placement.alone) {
+      for (const e of this.#entries) {
+        if (
+          e.group === placement.group && e.used < e.maxWorkers && !e.cell?.dead &&
+          sameLimits(e.limits, placement.limits)
+        ) {
+          e.used++;
+          if (e.idle !== undefined) clearTimeout(e.idle);
+          e.idle = undefined;
+          return e;
+        }
+      }
+    }
+    const maxWorkers = placement.alone ? 1 : this.#maxWorkers;
+    const group = placement.alone ? `${placement.group}:alone` : placement.group;
+    const entry: Entry = { group, limits: { ...placement.limits }, used: 1, maxWorkers };
+    const warm = this.#take(placement);
+    if (warm) entry.cell = warm;
+    else {
+      entry.starting = Cell.spawn({
+        ...placement.limits,
+        maxWorkers,
+        warmWorkers: this.#warmWorkers,
+      });
+      entry.starting.then((cell) => {
+        entry.cell = cell;
+        this.#watch(entry, cell);
+      }, () => this.#entries.delete(entry));
+    }
+    if (entry.cell) this.#watch(entry, entry.cell);
+    this.#entries.add(entry);
+    return entry;
+  }
+
+  /** Forgets a cell's entry when the cell ends. */
+  #watch(entry: Entry, cell: Cell): void {
+    cell.exited.then(() => {
+      if (entry.idle !== undefined) clearTimeout(entry.idle);
+      this.#entries.delete(entry);
+    });
+  }
+
+  /**
+   * Releases a slot of `entry`'s cell: an entry with nothing open is killed
+   * after {@link IDLE_CELL_MS}, or at once when it was a cell of its own.
+   */
+  #release(entry: Entry): void {
+    if (entry.used > 0 || this.#closed) return;
+    const end = () => {
+      entry.idle = undefined;
+      if (entry.used > 0) return;
+      this.#entries.delete(entry);
+      entry.cell?.kill("The cell is no longer needed");
+    };
+    if (entry.maxWorkers === 1) return end();
+    entry.idle = setTimeout(end, IDLE_CELL_MS);
+  }
+
+  /** Called by the owner of a slot once it has ended. */
+  released(slot: Slot): void {
+    for (const e of this.#entries) {
+      if (e.cell === slot.cell) {
+        e.used--;
+        this.#release(e);
+        return;
+      }
+    }
+  }
+
+  /** A warm cell for a placement, or undefined. Starts a replacement. */
+  #take(placement: Placement): Cell | undefined {
+    if (!sameLimits(placement.limits, this.#limits)) return undefined;
     const cell = this.#ready.shift();
     if (cell) this.#taken++;
     // Replacements start once takes pause, so a burst of starts is not
@@ -88,28 +289,6 @@ export class CellPool {
     return cell;
   }
 
-  /** Resolves once every cell of the pool is ready (for measurements and tests). */
-  full(): Promise<void> {
-    if (this.#ready.length >= this.#size || this.#closed) return Promise.resolve();
-    if (this.#refill !== undefined) {
-      clearTimeout(this.#refill);
-      this.#refill = undefined;
-      this.#fill();
-    }
-    this.#filled ??= new Promise((resolve) => this.#onFilled = resolve);
-    return this.#filled;
-  }
-
-  /** Kills the ready cells and starts no more. */
-  async close(): Promise<void> {
-    this.#closed = true;
-    if (this.#refill !== undefined) clearTimeout(this.#refill);
-    const cells = this.#ready.splice(0);
-    for (const cell of cells) cell.kill("The host is shutting down");
-    await Promise.all(cells.map((cell) => cell.exited));
-    this.#settle();
-  }
-
   #fill(): void {
     while (
       !this.#closed && this.#ready.length + this.#starting < this.#size &&
@@ -117,7 +296,11 @@ export class CellPool {
     ) {
       this.#starting++;
       this.#started++;
-      Cell.spawn(undefined, this.#options).then((cell) => {
+      Cell.spawn({
+        ...this.#limits,
+        maxWorkers: this.#maxWorkers,
+        warmWorkers: this.#warmWorkers,
+      }).then((cell) => {
         this.#starting--;
         if (this.#closed) return cell.kill("The host is shutting down");
         this.#ready.push(cell);
@@ -133,7 +316,7 @@ export class CellPool {
         this.#settle();
       }, () => {
         // A cell that cannot start now (a loaded machine) is not retried in
-        // a loop: processes start cold cells until the next take refills.
+        // a loop: placements start cold cells until the next take refills.
         this.#starting--;
         this.#settle();
       });

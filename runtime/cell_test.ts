@@ -1,76 +1,166 @@
 import assert from "node:assert/strict";
-import { Cell } from "./cell.ts";
-import type { CellToHost, CellToWorker } from "./guest/cell_protocol.ts";
+import { Cell, type SlotEnd, type SlotMessage } from "./cell.ts";
+import type { SlotInput } from "./cell.ts";
 
-function start(pid: number, source: string): CellToWorker {
-  return {
-    t: "start",
-    pid,
-    entry: { kind: "module", source },
-    input: null,
-    seed: 1,
-    epoch: 0,
-  };
+function start(pid: number, source: string): SlotInput {
+  return { t: "start", pid, entry: { kind: "module", source }, input: null, seed: 1, epoch: 0 };
 }
 
 const ASKS_TIME = `export default async (sys) => await sys.time.now();`;
 
-Deno.test("a cell is ready with its Worker up, and runs the program it is given", async () => {
-  const seen: CellToHost[] = [];
-  let first!: () => void;
-  const syscall = new Promise<void>((resolve) => first = resolve);
-  const cell = await Cell.spawn((message) => {
-    seen.push(message);
-    if (message.t === "syscall") first();
-  });
+/** Collects a slot's messages and resolves on its first syscall. */
+function inbox(): {
+  seen: SlotMessage[];
+  first: Promise<SlotMessage>;
+  on: (m: SlotMessage) => void;
+} {
+  const seen: SlotMessage[] = [];
+  let resolve!: (m: SlotMessage) => void;
+  const first = new Promise<SlotMessage>((r) => resolve = r);
+  return { seen, first, on: (m) => (seen.push(m), resolve(m)) };
+}
+
+Deno.test("a cell runs several programs, each in its own slot, and routes every message by slot", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 4, warmWorkers: 2 });
   try {
-    await cell.send(start(1, ASKS_TIME));
-    await syscall;
-    assert.deepEqual(seen.map((m) => m.t), ["syscall"]);
-    assert.equal((seen[0] as { name: string }).name, "time.now");
+    const a = inbox(), b = inbox();
+    const slotA = await cell.openSlot(a.on);
+    const slotB = await cell.openSlot(b.on);
+    assert.notEqual(slotA.id, slotB.id);
+    await slotA.send(start(1, ASKS_TIME));
+    await slotB.send(start(2, `export default async (sys) => await sys.proc.self();`));
+    const [firstA, firstB] = await Promise.all([a.first, b.first]);
+    assert.equal((firstA as { name: string }).name, "time.now");
+    assert.equal((firstB as { name: string }).name, "proc.self");
+    assert.equal(firstA.slot, slotA.id);
+    assert.equal(firstB.slot, slotB.id);
+    assert.equal(cell.open, 2);
   } finally {
     cell.kill("done");
     await cell.exited;
   }
 });
 
-Deno.test("a cell refuses a second process: it crashes instead of running it", async () => {
-  const seen: CellToHost[] = [];
-  let first!: () => void;
-  const syscall = new Promise<void>((resolve) => first = resolve);
-  let second!: () => void;
-  const secondSyscall = new Promise<"ran">((resolve) => second = () => resolve("ran"));
-  // No handler at first: messages are kept until attach, as for a warm cell.
-  const cell = await Cell.spawn(undefined);
-  await cell.send(start(1, ASKS_TIME));
-  cell.attach((message) => {
-    seen.push(message);
-    // Anything after the first syscall but a crash means the second start reached the Worker.
-    if (message.t === "syscall" && message.name === "time.now") first();
-    else if (message.t !== "crash") second();
-  });
-  await syscall;
-  await cell.send(start(2, `export default async (sys) => await sys.proc.self();`));
-  // Either the cell ends, or (without the guard) the Worker takes the second start.
-  const ended = await Promise.race([cell.exited, secondSyscall]);
-  cell.kill("done");
+Deno.test("a program cannot send as another slot: the cell stamps the slot of the Worker it heard", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  try {
+    const victim = inbox(), forger = inbox();
+    const victimSlot = await cell.openSlot(victim.on);
+    const forgerSlot = await cell.openSlot(forger.on);
+    await victimSlot.send(start(1, `export default () => new Promise(() => {});`));
+    // The forger's own postMessage names the victim's slot and a syscall of its choosing.
+    await forgerSlot.send(start(
+      2,
+      `export default async (sys) => {
+        globalThis.postMessage({ t: "syscall", id: 99, name: "fs.delete", args: { path: "x" }, slot: ${victimSlot.id} });
+        return await sys.time.now();
+      }`,
+    ));
+    await forger.first;
+    const last = await new Promise<SlotMessage>((resolve) => {
+      const check = () => forger.seen.length >= 2 ? resolve(forger.seen[1]) : setTimeout(check, 10);
+      check();
+    });
+    const forged = forger.seen.find((m) => m.t === "syscall" && m.name === "fs.delete");
+    assert.ok(forged, "the forged message reached the host");
+    assert.equal(forged.slot, forgerSlot.id, "stamped with the forger's own slot");
+    assert.equal(last.slot, forgerSlot.id);
+    assert.equal(victim.seen.length, 0, "nothing arrived as the victim");
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
+});
+
+Deno.test("a slot refuses a second program: the cell ends, naming that slot", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  const a = inbox();
+  const slot = await cell.openSlot(a.on);
+  await slot.send(start(1, ASKS_TIME));
+  await a.first;
+  await slot.send(start(2, `export default async (sys) => await sys.proc.self();`));
+  const end = await slot.ended;
   await cell.exited;
-  assert.notEqual(ended, "ran", "the second program ran in the same cell");
-  const crash = seen.find((m) => m.t === "crash") as { message: string } | undefined;
-  assert.match(crash?.message ?? "", /This cell already runs a process/);
-  const names = seen.filter((m) => m.t === "syscall").map((m) => (m as { name: string }).name);
+  assert.match(end.reason ?? "", /This Worker already runs a process/);
+  assert.equal(end.culprit, true);
+  const names = a.seen.filter((m) => m.t === "syscall").map((m) => (m as { name: string }).name);
   assert.deepEqual(names, ["time.now"], "the second program never ran");
 });
 
-Deno.test("a cell's private Deno cache holds no data: module and is removed when the cell ends", async () => {
-  let done!: () => void;
-  const finished = new Promise<void>((resolve) => done = resolve);
-  const cell = await Cell.spawn((message) => {
-    if (message.t === "syscall") done();
-  });
-  const denoDir = cell.denoDir;
+Deno.test("a slot closes cleanly when its program waits; its neighbour runs on", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
   try {
-    await cell.send(start(
+    const a = inbox(), b = inbox();
+    const waiting = await cell.openSlot(a.on);
+    const neighbour = await cell.openSlot(b.on);
+    await waiting.send(start(1, ASKS_TIME));
+    await neighbour.send(
+      start(
+        2,
+        `export default async (sys) => { await sys.time.now(); return await sys.proc.self(); }`,
+      ),
+    );
+    await Promise.all([a.first, b.first]);
+    const end = await waiting.close();
+    assert.deepEqual(end, { closed: { clean: true } });
+    assert.equal(cell.dead, false);
+    await neighbour.send({ t: "reply", id: 1, ok: true, value: 0 });
+    const second = await new Promise<SlotMessage>((resolve) => {
+      const check = () => b.seen.length >= 2 ? resolve(b.seen[1]) : setTimeout(check, 10);
+      check();
+    });
+    assert.equal((second as { name: string }).name, "proc.self");
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
+});
+
+Deno.test("a busy Worker that will not close costs its cell: every slot ends, the cell with it", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  const a = inbox(), b = inbox();
+  const busy = await cell.openSlot(a.on);
+  const bystander = await cell.openSlot(b.on);
+  await busy.send(start(1, `export default async (sys) => { await sys.time.now(); for (;;) {} }`));
+  await bystander.send(start(2, ASKS_TIME));
+  await Promise.all([a.first, b.first]);
+  await busy.send({ t: "reply", id: 1, ok: true, value: 0 });
+  const end = await busy.close();
+  const other: SlotEnd = await bystander.ended;
+  const exit = await cell.exited;
+  assert.deepEqual(end, { closed: { clean: false } });
+  assert.match(exit.reason ?? "", /kept running after it was stopped/);
+  assert.equal(other.culprit, false, "the other program is a bystander");
+});
+
+Deno.test("a cell killed for one slot names it the culprit and the others bystanders", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 3 });
+  const slots = await Promise.all([1, 2, 3].map(() => cell.openSlot(() => {})));
+  cell.kill("The program ran 10 ms without making a syscall (CPU limit)", slots[1]);
+  const ends = await Promise.all(slots.map((s) => s.ended));
+  await cell.exited;
+  assert.deepEqual(ends.map((e) => e.culprit), [false, true, false]);
+  assert.ok(ends.every((e) => /CPU limit/.test(e.reason ?? "")));
+});
+
+Deno.test("a cell opens at most maxWorkers slots", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 1 });
+  try {
+    await cell.openSlot(() => {});
+    await assert.rejects(cell.openSlot(() => {}), /runs 1 Workers already/);
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
+});
+
+Deno.test("a cell's private Deno cache holds no data: module and is removed when the cell ends", async () => {
+  const cell = await Cell.spawn();
+  const denoDir = cell.denoDir;
+  const a = inbox();
+  try {
+    const slot = await cell.openSlot(a.on);
+    await slot.send(start(
       1,
       `export default async (sys) => {
         for (let i = 0; i < 20; i++) {
@@ -79,7 +169,7 @@ Deno.test("a cell's private Deno cache holds no data: module and is removed when
         return await sys.time.now();
       }`,
     ));
-    await finished;
+    await a.first;
     const emitted: string[] = [];
     for await (const entry of Deno.readDir(denoDir)) emitted.push(entry.name);
     assert.ok(emitted.includes("gen"), "the cell uses its private cache");

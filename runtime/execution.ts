@@ -1,8 +1,11 @@
 /**
- * One run of a process's program: a cell, the relay of its syscalls to the
- * broker, and the limits that kill it (CPU time without progress, wall-time
- * budget, syscall rate). A process that breaks a limit fails with a clear
- * reason; nothing else in the host is touched.
+ * One run of a process's program: a Worker in a cell (a {@link Slot}), the
+ * relay of its syscalls to the broker, and the limits that end it (CPU
+ * time without progress, wall-time budget, syscall rate). A process that
+ * breaks a limit fails with a clear reason. A program that runs past its
+ * CPU limit may be busy in a loop its Worker cannot leave, so its whole
+ * cell is killed; the other programs of the cell are bystanders and resume
+ * from their journals in another cell.
  *
  * @module
  */
@@ -13,8 +16,9 @@ import type { JournalRecord } from "../broker/journal.ts";
 import { type ErrorCode, SyscallError } from "../broker/errors.ts";
 
 type ErrorReply = { code: ErrorCode; message: string };
-import { Cell, type CellOptions } from "./cell.ts";
-import { type CellToHost, memoryLimitReason, type ProgramEntry } from "./guest/cell_protocol.ts";
+import type { CellOptions, Slot, SlotEnd, SlotMessage } from "./cell.ts";
+import type { Placement } from "./cell_pool.ts";
+import { memoryLimitReason, type ProgramEntry } from "./guest/cell_protocol.ts";
 import type { Kernel } from "./kernel.ts";
 import type { ProcessRecord } from "./process_table.ts";
 
@@ -52,8 +56,8 @@ export function cellOptionsOf(limits: ProcessLimits): CellOptions {
 
 /** A running program. */
 export class Execution {
-  /** The cell, once started. */
-  cell: Cell | undefined;
+  /** The program's Worker, once started. */
+  slot: Slot | undefined;
   /** Resolves when the cell has exited. */
   readonly done: Promise<void>;
   #kernel: Kernel;
@@ -103,41 +107,39 @@ export class Execution {
   }
 
   /**
-   * Starts the program (from a checkpoint's state, when given) in a warm
-   * cell, or a cold one when none is ready.
+   * Starts the program (from a checkpoint's state, when given) in a Worker
+   * of a cell its `placement` allows.
    */
-  async start(entry: ProgramEntry, checkpoint?: unknown): Promise<void> {
-    const options = cellOptionsOf(this.#limits);
-    let cell = this.#kernel.cells.take(options);
-    cell?.attach((m) => this.#onMessage(m));
-    // A cell that fails to start (a loaded machine) is tried once more.
-    for (let attempt = 1; !cell; attempt++) {
-      try {
-        cell = await Cell.spawn((m) => this.#onMessage(m), options);
-      } catch (error) {
-        if (attempt < 2 && !this.#stopped) continue;
-        this.#resolveDone();
-        await this.#fail((error as Error).message);
-        return;
-      }
+  async start(
+    entry: ProgramEntry,
+    placement: Omit<Placement, "limits">,
+    checkpoint?: unknown,
+  ): Promise<void> {
+    let slot: Slot;
+    try {
+      slot = await this.#kernel.cells.place(
+        { ...placement, limits: cellOptionsOf(this.#limits) },
+        (m) => this.#onMessage(m),
+      );
+    } catch (error) {
+      this.#resolveDone();
+      if (!this.#stopped) await this.#fail((error as Error).message);
+      return;
     }
-    this.cell = cell;
-    if (this.#stopped) cell.kill("The process ended before its program started");
-    cell.exited.then(async (exit) => {
+    this.slot = slot;
+    if (this.#stopped) slot.close();
+    slot.ended.then(async (end) => {
       this.#stopWatchdog();
+      this.#kernel.cells.released(slot);
       if (!this.#stopped) {
         this.#stopped = true;
-        await this.#fail(
-          exit.outOfMemory
-            ? memoryLimitReason(this.#record.pid, this.#limits.memoryMb)
-            : exit.reason ?? `The cell exited with code ${exit.code}`,
-        );
+        await this.#onSlotEnded(end);
       }
       this.#resolveDone();
     });
     this.#lastProgress = performance.now();
     this.#watchdog = setInterval(() => this.#check(), 50);
-    await cell.send({
+    await slot.send({
       t: "start",
       pid: this.#record.pid,
       entry,
@@ -146,6 +148,24 @@ export class Execution {
       epoch: this.#record.startedAt ?? this.#record.createdAt,
       checkpoint,
     });
+  }
+
+  /**
+   * The program's Worker ended by itself: its cell died. The program that
+   * caused it fails; a bystander resumes from its journal in another cell,
+   * in a cell of its own when the cell could not tell which program it was.
+   */
+  async #onSlotEnded(end: SlotEnd): Promise<void> {
+    if (end.reason !== undefined && end.culprit !== true && !this.#ended) {
+      await this.#kernel.resumeElsewhere(this.#record.pid, { alone: end.culprit === undefined })
+        .catch(() => {});
+      return;
+    }
+    await this.#fail(
+      end.outOfMemory
+        ? memoryLimitReason(this.#record.pid, this.#limits.memoryMb)
+        : end.reason ?? "The program's Worker ended",
+    );
   }
 
   /** Resolves once the cell has exited and no syscall of it is still being handled. */
@@ -165,17 +185,20 @@ export class Execution {
   }
 
   /**
-   * Kills the cell; the process state is the caller's business. With
-   * `abortCalls` (the host is closing), calls still running are aborted
-   * too; otherwise (a pause, a wait) they run to their end and their
-   * outcome is journaled for the replay.
+   * Ends the program's Worker; the process state is the caller's business.
+   * With `abortCalls` (the host is closing), calls still running are
+   * aborted too; otherwise (a pause, a wait) they run to their end and
+   * their outcome is journaled for the replay. With `busy` (the program ran
+   * past its CPU limit), its whole cell is killed: a busy Worker cannot be
+   * stopped alone.
    */
-  stop(reason: string, options: { abortCalls?: boolean } = {}): void {
+  stop(reason: string, options: { abortCalls?: boolean; busy?: boolean } = {}): void {
     if (options.abortCalls) this.#abortCalls(reason);
     this.#stopped = true;
     this.#stopWatchdog();
-    this.cell?.kill(reason);
-    if (!this.cell) this.#resolveDone();
+    if (!this.slot) return this.#resolveDone();
+    if (options.busy) this.slot.cell.kill(reason, this.slot);
+    else this.slot.close();
   }
 
   #abortCalls(reason: string): void {
@@ -196,6 +219,8 @@ export class Execution {
     if (this.#inFlight === 0 && now - this.#lastProgress > this.#limits.cpuMs) {
       this.#kill(
         `The program ran ${this.#limits.cpuMs} ms without making a syscall (CPU limit)`,
+        undefined,
+        { busy: true },
       );
       return;
     }
@@ -206,9 +231,9 @@ export class Execution {
     }
   }
 
-  #kill(reason: string, code?: string): void {
+  #kill(reason: string, code?: string, options: { busy?: boolean } = {}): void {
     if (this.#stopped) return;
-    this.stop(reason);
+    this.stop(reason, options);
     this.#fail(reason, code);
   }
 
@@ -218,15 +243,14 @@ export class Execution {
     }).catch(() => {});
   }
 
-  #onMessage(message: CellToHost): void {
+  #onMessage(message: SlotMessage): void {
     if (this.#stopped) return;
     if (message.t === "syscall") {
       const call = this.#syscall(message);
       this.#calls.add(call);
       call.finally(() => this.#calls.delete(call));
-    } else if (message.t === "fail" || message.t === "crash") {
-      const code = message.t === "fail" ? message.code : undefined;
-      this.#kill(message.message, code);
+    } else if (message.t === "fail") {
+      this.#kill(message.message, message.code);
     }
   }
 
@@ -278,7 +302,7 @@ export class Execution {
       this.stop("The program exited");
       return;
     }
-    if (!this.#stopped) await this.cell?.send({ t: "reply", ...answer });
+    if (!this.#stopped) await this.slot?.send({ t: "reply", ...answer });
   }
 
   /**

@@ -101,6 +101,8 @@ export interface KernelOptions {
    * the kernel's default limits takes one instead of starting a cold cell.
    */
   warmCells?: number;
+  /** Most programs (Workers) one cell runs at once (default 16). */
+  cellWorkers?: number;
   /**
    * Whether this kernel runs processes (default true). One that does not
    * (a CLI verb that answers, signals, spawns or restores) only changes the
@@ -227,6 +229,8 @@ export class Kernel {
   #models = new Map<string, Promise<ModelProvider>>();
   #executions = new Map<number, Execution>();
   #queue: number[] = [];
+  /** Processes whose next run gets a cell of its own. */
+  #alone = new Set<number>();
   #queued = new Set<number>();
   #starting = new Set<number>();
   #runs = new Set<Promise<void>>();
@@ -269,7 +273,11 @@ export class Kernel {
     this.#resolveModel = options.resolveModel;
     this.#maxCells = options.maxCells ?? 16;
     this.#runsProcesses = options.runs ?? true;
-    this.cells = new CellPool(options.warmCells ?? 0, cellOptionsOf(this.limits));
+    this.cells = new CellPool({
+      warm: options.warmCells ?? 0,
+      limits: cellOptionsOf(this.limits),
+      maxWorkers: options.cellWorkers,
+    });
     this.waits = new Waits(this);
     this.events = new TopicEvents(this);
     this.mailbox = new Mailbox(this);
@@ -592,7 +600,38 @@ export class Kernel {
         config: { system: image.image.system, tools: image.image.tools },
       }
       : { kind: "module" as const, source: image.entrySource ?? "" };
-    await execution.start(entry, checkpoint);
+    const alone = this.#alone.delete(pid);
+    await execution.start(entry, { group: await this.#groupOf(record), alone }, checkpoint);
+  }
+
+  /**
+   * The trust group of a process: its process tree, named by its root (the
+   * oldest ancestor still on record). Only one group's programs share a cell.
+   */
+  async #groupOf(record: ProcessRecord): Promise<string> {
+    let root = record;
+    while (root.ppid !== null) {
+      const parent = await this.processes.get(root.ppid);
+      if (!parent) break;
+      root = parent;
+    }
+    return `tree:${root.pid}`;
+  }
+
+  /**
+   * Runs a `running` process again from its journal, in another cell: its
+   * cell died for another program's sake. With `alone`, in a cell of its
+   * own (the cell could not tell which of its programs it died of).
+   */
+  async resumeElsewhere(pid: number, options: { alone: boolean }): Promise<void> {
+    let requeued = false;
+    await this.processes.update(pid, (p) => {
+      requeued = p.state === "running";
+      return requeued ? { state: "runnable" } : {};
+    });
+    if (!requeued) return;
+    if (options.alone) this.#alone.add(pid);
+    this.start(pid);
   }
 
   /** Where replay of a process starts: after its latest checkpoint, or at `replayFrom`. */

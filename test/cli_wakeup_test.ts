@@ -334,7 +334,7 @@ async function serveBusy(scene: Scene): Promise<{ kernel: Kernel; pid: number }>
   await kernel.recover();
   await until(
     "the busy process to run",
-    () => Promise.resolve(kernel.executionOf(pid)?.cell ? true : undefined),
+    () => Promise.resolve(kernel.executionOf(pid)?.slot ? true : undefined),
   );
   return { kernel, pid };
 }

@@ -32,11 +32,15 @@ export interface CellHello {
   t: "hello";
   token: string;
   maxMessageBytes: number;
-  /** Memory the program may use beyond the idle cell, in MiB (the cell's own watchdog). */
+  /** Memory each program may use, in MiB (the cell's own watchdog). */
   memoryMb: number;
+  /** Most Workers the cell runs at once. */
+  maxWorkers: number;
+  /** Workers the cell keeps loaded ahead of need. */
+  warmWorkers: number;
 }
 
-/** Host → cell → Worker. */
+/** Cell → Worker: what the host sends a program. */
 export type CellToWorker =
   | {
     t: "start";
@@ -50,27 +54,60 @@ export type CellToWorker =
     /** The state of the latest checkpoint, when the program resumes from one. */
     checkpoint?: unknown;
   }
-  | ({ t: "reply"; at?: number } & SyscallReply);
+  | ({ t: "reply"; at?: number } & SyscallReply)
+  /** The Worker is ending: it acknowledges and closes itself. */
+  | { t: "close" };
 
-/** Worker → cell → host. */
+/**
+ * Host → cell, after the hello. A Worker is named by its slot, a number the
+ * host picks when it opens one; `open` starts a Worker in a new slot (or
+ * gives it a warm one), `close` ends it, and the rest goes to its program.
+ */
+export type HostToCell =
+  | { t: "open"; slot: number }
+  | { t: "close"; slot: number }
+  | ({ slot: number } & Exclude<CellToWorker, { t: "close" }>);
+
+/** Worker → cell. */
 export type WorkerToCell =
   | { t: "syscall"; id: number; name: string; args: unknown }
   | { t: "fail"; code?: string; message: string };
 
-/** Worker → cell, once, before any process is assigned: the Worker is up. */
-export interface WorkerLoaded {
-  t: "loaded";
+/**
+ * Worker → cell, outside the program's messages: `loaded` once, when the
+ * Worker is up; `closing` when it acknowledges a `close` (its event loop
+ * was free, so it ends at once).
+ */
+export interface WorkerControl {
+  t: "loaded" | "closing";
 }
 
-/** Cell → host (besides relayed Worker messages). */
+/** Cell → host. */
 export type CellToHost =
-  | WorkerToCell
   /**
-   * The cell's Worker is up: the cell can take a `start`. `pid` is the OS
-   * pid of the cell's Deno process, whose memory the host caps.
+   * A program's message. The cell sets `slot` from the Worker object the
+   * message came from: a program can neither choose nor forge it.
+   */
+  | ({ slot: number } & WorkerToCell)
+  /**
+   * The cell is up with its warm Workers loaded. `pid` is the OS pid of the
+   * cell's Deno process, whose memory the host caps.
    */
   | { t: "ready"; pid: number }
-  | { t: "crash"; message: string };
+  /** The Worker of `slot` is up: it can take a `start`. */
+  | { t: "opened"; slot: number }
+  /**
+   * The Worker of `slot` has ended. `clean` is false when it did not
+   * acknowledge the `close` in time (it may still be running code the
+   * cell cannot stop: only the end of the cell stops it).
+   */
+  | { t: "closed"; slot: number; clean: boolean }
+  /**
+   * The cell is ending. `slot` names the Worker that caused it, when the
+   * cell knows (a protocol break, or memory over the limit with one program
+   * running); without it the cause is any of its Workers.
+   */
+  | { t: "crash"; message: string; slot?: number };
 
 /** The one-line reason a process fails with when its cell goes over `memoryMb`. */
 export function memoryLimitReason(pid: number, memoryMb: number): string {

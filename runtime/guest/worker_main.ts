@@ -15,13 +15,14 @@
 
 import { createSys, SysError } from "./libc.ts";
 import { runAgent } from "./agent.ts";
-import type { CellToWorker, WorkerLoaded, WorkerToCell } from "./cell_protocol.ts";
+import type { CellToWorker, WorkerControl, WorkerToCell } from "./cell_protocol.ts";
 import { determinize, type ReplayClock } from "./determinism.ts";
 import { createChannel } from "./transport.ts";
 
 declare const self: {
-  postMessage(message: WorkerToCell | WorkerLoaded): void;
+  postMessage(message: WorkerToCell | WorkerControl): void;
   onmessage: ((event: MessageEvent<CellToWorker>) => void) | null;
+  close(): void;
 };
 
 /** Web storage globals a Worker may have; each is `undefined` in a process. */
@@ -115,6 +116,10 @@ self.onmessage = (event) => {
   } else if (message.t === "reply") {
     if (message.at !== undefined) clock?.advance(message.at);
     channel.receive(message);
+  } else if (message.t === "close") {
+    // The event loop is free (this message ran): say so, and end.
+    self.postMessage({ t: "closing" });
+    self.close();
   }
 };
 self.postMessage({ t: "loaded" });
