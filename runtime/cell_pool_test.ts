@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { CellPool } from "./cell_pool.ts";
+import { CellPool, type Placement } from "./cell_pool.ts";
 import { withHarness } from "../test/_harness.ts";
 import { cellOptionsOf, DEFAULT_LIMITS } from "./execution.ts";
 
-const OPTIONS = cellOptionsOf(DEFAULT_LIMITS);
+const LIMITS = cellOptionsOf(DEFAULT_LIMITS);
+const TREE_A: Placement = { group: "tree:1", limits: LIMITS };
+const TREE_B: Placement = { group: "tree:2", limits: LIMITS };
 
 function alive(osPid: number): boolean {
   try {
@@ -14,37 +16,6 @@ function alive(osPid: number): boolean {
   }
 }
 
-Deno.test("a pool keeps its cells ready and replaces each one taken", async () => {
-  const pool = new CellPool(2, OPTIONS);
-  try {
-    await pool.full();
-    assert.equal(pool.ready, 2);
-    const taken = pool.take(OPTIONS);
-    assert.ok(taken, "a ready cell");
-    assert.equal(pool.ready, 1);
-    await pool.full();
-    assert.equal(pool.ready, 2, "a replacement was started");
-    const other = pool.take(OPTIONS)!;
-    assert.notEqual(other.osPid, taken.osPid, "a cell is never handed out twice");
-    taken.kill("done");
-    other.kill("done");
-    await Promise.all([taken.exited, other.exited]);
-  } finally {
-    await pool.close();
-  }
-});
-
-Deno.test("a process with other limits gets no warm cell", async () => {
-  const pool = new CellPool(1, OPTIONS);
-  try {
-    await pool.full();
-    assert.equal(pool.take({ ...OPTIONS, memoryMb: OPTIONS.memoryMb! * 2 }), undefined);
-    assert.equal(pool.ready, 1);
-  } finally {
-    await pool.close();
-  }
-});
-
 /** Resolves once `check` holds (looked at every few ms), or fails after 20 s. */
 async function until(check: () => boolean, what: string): Promise<void> {
   const deadline = performance.now() + 20_000;
@@ -54,8 +25,83 @@ async function until(check: () => boolean, what: string): Promise<void> {
   }
 }
 
+Deno.test("programs of one group share a cell; another group never gets it, warm or cold", async () => {
+  const pool = new CellPool({ warm: 1, limits: LIMITS, maxWorkers: 4 });
+  try {
+    await pool.full();
+    const [warm] = pool.readyPids;
+    const a1 = await pool.place(TREE_A, () => {});
+    const a2 = await pool.place(TREE_A, () => {});
+    const b1 = await pool.place(TREE_B, () => {});
+    assert.equal(a1.cell, a2.cell, "one tree, one cell");
+    assert.equal(a1.cell.osPid, warm, "the first placement took the warm cell");
+    assert.notEqual(b1.cell, a1.cell, "another tree, another cell");
+    // Even once tree A's cell is empty, tree B is not given it.
+    await a1.close();
+    pool.released(a1);
+    await a2.close();
+    pool.released(a2);
+    const b2 = await pool.place(TREE_B, () => {});
+    assert.equal(b2.cell, b1.cell);
+    const rows = pool.table();
+    for (const row of rows) {
+      assert.ok(row.group === "tree:1" || row.group === "tree:2");
+    }
+    assert.deepEqual(
+      rows.filter((r) => r.osPid === a1.cell.osPid).map((r) => r.group),
+      a1.cell.dead ? [] : ["tree:1"],
+    );
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("without the group check, the same placements would share one cell", async () => {
+  // The same shape as above with one group name: the pool does pack programs together.
+  const pool = new CellPool({ maxWorkers: 4 });
+  try {
+    const a = await pool.place({ group: "g", limits: LIMITS }, () => {});
+    const b = await pool.place({ group: "g", limits: LIMITS }, () => {});
+    assert.equal(a.cell, b.cell);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("a placement alone gets a cell of its own; a full cell makes the group another", async () => {
+  const pool = new CellPool({ maxWorkers: 2 });
+  try {
+    const a = await pool.place(TREE_A, () => {});
+    const alone = await pool.place({ ...TREE_A, alone: true }, () => {});
+    assert.notEqual(alone.cell, a.cell);
+    assert.equal(alone.cell.maxWorkers, 1);
+    const b = await pool.place(TREE_A, () => {});
+    assert.equal(b.cell, a.cell);
+    const c = await pool.place(TREE_A, () => {});
+    assert.notEqual(c.cell, a.cell, "the first cell is full");
+    assert.notEqual(c.cell, alone.cell, "and the lone cell takes nobody else");
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("a program with other limits gets no warm cell", async () => {
+  const pool = new CellPool({ warm: 1, limits: LIMITS });
+  try {
+    await pool.full();
+    const slot = await pool.place(
+      { group: "g", limits: { ...LIMITS, memoryMb: LIMITS.memoryMb! * 2 } },
+      () => {},
+    );
+    assert.equal(pool.ready, 1);
+    assert.ok(!pool.readyPids.includes(slot.cell.osPid));
+  } finally {
+    await pool.close();
+  }
+});
+
 Deno.test("a warm cell that dies while it waits is replaced, never handed out", async () => {
-  const pool = new CellPool(1, OPTIONS);
+  const pool = new CellPool({ warm: 1, limits: LIMITS });
   try {
     await pool.full();
     // The pool's own cells: other test modules in this OS process have cells too.
@@ -64,44 +110,64 @@ Deno.test("a warm cell that dies while it waits is replaced, never handed out", 
     Deno.kill(dead, "SIGKILL");
     await until(() => pool.started === 2, "the pool starts a replacement");
     await pool.full();
-    const cell = pool.take(OPTIONS)!;
-    assert.notEqual(cell.osPid, dead);
-    assert.ok(alive(cell.osPid));
-    cell.kill("done");
-    await cell.exited;
+    const slot = await pool.place(TREE_A, () => {});
+    assert.notEqual(slot.cell.osPid, dead);
+    assert.ok(alive(slot.cell.osPid));
   } finally {
     await pool.close();
   }
 });
 
-Deno.test("close kills the ready cells and hands out nothing more", async () => {
-  const pool = new CellPool(2, OPTIONS);
+Deno.test("close kills every cell and places nothing more", async () => {
+  const pool = new CellPool({ warm: 2, limits: LIMITS });
   await pool.full();
-  const pids = pool.readyPids;
-  assert.equal(pids.length, 2);
+  const placed = await pool.place(TREE_A, () => {});
+  await pool.full();
+  const pids = [...pool.readyPids, placed.cell.osPid];
+  assert.equal(pids.length, 3);
   await pool.close();
   assert.deepEqual(pids.filter(alive), [], "no cell outlives its pool");
   assert.equal(pool.ready, 0);
-  assert.equal(pool.take(OPTIONS), undefined);
+  await assert.rejects(pool.place(TREE_A, () => {}), /shutting down/);
 });
 
-Deno.test("processes run in warm cells, one cell each, and the pool refills", async () => {
+Deno.test("processes of two trees never share a cell; a tree's children do (the kernel's cell table)", async () => {
   await withHarness(async (h) => {
-    await h.kernel.cells.full();
-    assert.equal(h.kernel.cells.ready, 2);
-    assert.equal(h.kernel.cells.started, 2);
-    const first = await h.run(`export default async (sys) => (await sys.proc.self()).pid`);
-    const second = await h.run(`export default async (sys) => (await sys.proc.self()).pid`);
-    assert.equal(first.state, "exited");
-    assert.equal(first.result, first.pid);
-    assert.equal(second.result, second.pid);
-    await h.kernel.cells.full();
-    assert.equal(h.kernel.cells.ready, 2);
-    assert.equal(h.kernel.cells.taken, 2, "each process took a warm cell");
-    assert.equal(h.kernel.cells.started, 4, "and each one taken was replaced");
-  }, { warmCells: 2 });
+    const busy = await h.program(
+      "busy",
+      `export default async (sys, input) => {
+        if (input?.spawn) await sys.proc.spawn({ image: "busy@1.0.0", input: {} });
+        // Running, a syscall now and then (under the rate limit).
+        for (;;) {
+          for (let i = 0; i < 1e6; i++);
+          await sys.time.now();
+        }
+      }`,
+      { capabilities: ["proc:spawn:*"] },
+    );
+    const roots = [];
+    for (let i = 0; i < 2; i++) {
+      const root = await h.kernel.spawn({
+        image: busy,
+        workspace: h.workspace,
+        input: { spawn: true },
+      });
+      h.kernel.start(root.pid);
+      roots.push(root);
+    }
+    const running = () => h.kernel.cells.table().reduce((n, r) => n + r.workers, 0);
+    await until(() => running() >= 4, "four programs run");
+    const table = h.kernel.cells.table().filter((r) => r.workers > 0);
+    assert.deepEqual(
+      table.map((r) => r.group).sort(),
+      roots.map((r) => `tree:${r.pid}`).sort(),
+      "one cell per tree",
+    );
+    assert.ok(table.every((r) => r.workers === 2), "each root shares its cell with its child");
+    for (const root of roots) await h.kernel.signal(root.pid, "kill");
+  }, { execSandbox: "none" });
 });
 
 Deno.test("a pool refuses a negative size", () => {
-  assert.throws(() => new CellPool(-1, OPTIONS), /Cannot keep -1 warm cells/);
+  assert.throws(() => new CellPool({ warm: -1 }), /Cannot keep -1 warm cells/);
 });
