@@ -7,8 +7,9 @@
  * Each Worker has a slot, a number the host picks when it opens one. Every
  * message the cell relays carries the slot of the Worker object it came
  * from, so a program cannot speak for another. A slot runs one program,
- * ever. The cell keeps `warmWorkers` Workers loaded ahead of need, so an
- * `open` is answered at once, and runs at most `maxWorkers`.
+ * ever. The cell starts with `warmWorkers` Workers loaded, so its first
+ * `open` is answered at once, keeps that many loaded once a second slot
+ * was opened (a process tree that spawns), and runs at most `maxWorkers`.
  *
  * Ending a Worker is cooperative first: the cell asks it to close, and a
  * Worker whose event loop is free acknowledges and closes itself. One that
@@ -71,6 +72,8 @@ const warm: Slot[] = [];
 /** Slots the host asked for before a warm Worker was loaded. */
 const waiting: number[] = [];
 let starting = 0;
+/** Slots opened in all. */
+let opened = 0;
 let ready = false;
 let writing: Promise<void> = Promise.resolve();
 let crashed = false;
@@ -187,10 +190,13 @@ function drain(): void {
   while (ready && waiting.length && warm.length) {
     const s = warm.shift()!;
     s.slot = waiting.shift()!;
+    opened++;
     slots.set(s.slot, s);
     send({ t: "opened", slot: s.slot });
   }
-  const want = hello!.warmWorkers + waiting.length;
+  // A cell keeps Workers warm once its group has opened a second program
+  // (a tree that spawns): most cells run one program and need no spare.
+  const want = (opened >= 2 ? hello!.warmWorkers : 0) + waiting.length;
   while (
     !crashed && warm.length + starting < want &&
     slots.size + warm.length + starting < hello!.maxWorkers

@@ -226,7 +226,7 @@ export async function journalOf(kernel: Kernel, pid: number): Promise<JournalRec
 export async function everythingAbout(kernel: Kernel, pid: number): Promise<string> {
   const parts: unknown[] = [await kernel.processes.get(pid)];
   parts.push(await auditOf(kernel, pid), await journalOf(kernel, pid));
-  parts.push(kernel.executionOf(pid)?.cell?.output ?? []);
+  parts.push(kernel.executionOf(pid)?.slot?.cell.output ?? []);
   return JSON.stringify(parts);
 }
 

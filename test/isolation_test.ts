@@ -32,7 +32,7 @@ async function everythingRecorded(h: Harness, pid: number): Promise<string> {
   await h.kernel.journal.flush();
   const parts: unknown[] = [await h.kernel.processes.get(pid)];
   for await (const record of h.kernel.audit.list()) parts.push(record);
-  parts.push(h.kernel.executionOf(pid)?.cell?.output ?? []);
+  parts.push(h.kernel.executionOf(pid)?.slot?.cell.output ?? []);
   return JSON.stringify(parts);
 }
 
@@ -54,7 +54,7 @@ Deno.test("a busy-looping program is killed at its CPU limit and its cell is gon
       h.kernel.start(proc.pid);
       let osPid: number | undefined;
       while (osPid === undefined) {
-        osPid = h.kernel.executionOf(proc.pid)?.cell?.osPid;
+        osPid = h.kernel.executionOf(proc.pid)?.slot?.cell.osPid;
         await new Promise((r) => setTimeout(r, 5));
       }
       assert.equal(alive(osPid), true, "the spinning cell is running before its limit");

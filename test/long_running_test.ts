@@ -49,7 +49,7 @@ Deno.test("a sleeping process holds no cell, and replay does not repeat its effe
     const blocked = await reach(h, pid, "blocked");
     assert.equal(blocked.waitingOn, "sleep");
     // The cell is gone while the process is still parked.
-    await h.kernel.executionOf(pid)?.cell?.exited;
+    await h.kernel.executionOf(pid)?.slot?.ended;
     assert.equal((await h.kernel.processes.require(pid)).state, "blocked");
     const end = await h.kernel.waitFor(pid);
     assert.equal(end.state, "exited");
