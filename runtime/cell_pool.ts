@@ -221,7 +221,9 @@ export class CellPool {
     const maxWorkers = placement.alone ? 1 : this.#maxWorkers;
     const group = placement.alone ? `${placement.group}:alone` : placement.group;
     const entry: Entry = { group, limits: { ...placement.limits }, used: 1, maxWorkers };
-    const warm = this.#take(placement);
+    // A warm cell may run many Workers, so its memory cap is wide: a lone
+    // program gets a cell started for it alone.
+    const warm = placement.alone ? undefined : this.#take(placement);
     if (warm) entry.cell = warm;
     else {
       entry.starting = Cell.spawn({

@@ -66,6 +66,11 @@ export interface AgentImage {
     /** Most bytes of journal and audit records, charged up the tree (default 256 MiB). */
     journalBytes?: number;
   };
+  /**
+   * `process`: each process of this image runs in a cell of its own rather
+   * than sharing one with its process tree (default `shared`).
+   */
+  isolation?: "shared" | "process";
   /** Limits of a process of this image. */
   limits?: {
     cpuMs?: number;
@@ -186,6 +191,7 @@ const imageObject = z.strictObject({
     storageBytes: _positiveInt(),
     journalBytes: _positiveInt(),
   }).optional(),
+  isolation: z.enum(["shared", "process"]).optional(),
   limits: z.strictObject({
     cpuMs: _positiveInt(),
     memoryMb: _positiveInt(),

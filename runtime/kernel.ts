@@ -104,6 +104,11 @@ export interface KernelOptions {
   /** Most programs (Workers) one cell runs at once (default 16). */
   cellWorkers?: number;
   /**
+   * `process`: every process runs in a cell of its own, as an image with
+   * `isolation: "process"` does (default `shared`: a process tree shares).
+   */
+  isolation?: "shared" | "process";
+  /**
    * Whether this kernel runs processes (default true). One that does not
    * (a CLI verb that answers, signals, spawns or restores) only changes the
    * store: it never starts an execution nor a timer, and what it makes
@@ -231,6 +236,7 @@ export class Kernel {
   #queue: number[] = [];
   /** Processes whose next run gets a cell of its own. */
   #alone = new Set<number>();
+  #isolation: "shared" | "process";
   #queued = new Set<number>();
   #starting = new Set<number>();
   #runs = new Set<Promise<void>>();
@@ -273,6 +279,7 @@ export class Kernel {
     this.#resolveModel = options.resolveModel;
     this.#maxCells = options.maxCells ?? 16;
     this.#runsProcesses = options.runs ?? true;
+    this.#isolation = options.isolation ?? "shared";
     this.cells = new CellPool({
       warm: options.warmCells ?? 0,
       limits: cellOptionsOf(this.limits),
@@ -587,6 +594,8 @@ export class Kernel {
     if (!claimed) return;
     const limits = this.#limitsOf(record, image);
     const { firstSeq, checkpoint } = await this.#replayStart(record);
+    // Outcomes of calls a previous run left in flight are read back, not redone.
+    await this.journal.flush();
     const journal = await loadJournal(this.store.kv, pid, firstSeq);
     const execution = new Execution(this, record, limits, { firstSeq, journal });
     this.#executions.set(pid, execution);
@@ -600,7 +609,8 @@ export class Kernel {
         config: { system: image.image.system, tools: image.image.tools },
       }
       : { kind: "module" as const, source: image.entrySource ?? "" };
-    const alone = this.#alone.delete(pid);
+    const alone = this.#alone.delete(pid) || image.image.isolation === "process" ||
+      this.#isolation === "process";
     await execution.start(entry, { group: await this.#groupOf(record), alone }, checkpoint);
   }
 

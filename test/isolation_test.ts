@@ -125,7 +125,8 @@ Deno.test("ArrayBuffers far over memoryMb fail the process with the memory reaso
 Deno.test("the kernel refuses an allocation past the cap, before any resident memory grows", async () => {
   await withHarness(async (h) => {
     // 1 GiB never touched: resident memory stays small, so only the kernel
-    // cap on writable memory (idle cell + 2 x 128 MB) can refuse it.
+    // cap on writable memory of a cell of its own (idle cell + a Worker's
+    // reservation + 2 x 128 MB) can refuse it.
     const end = await h.run(
       `export default async function main() {
         try {
@@ -135,7 +136,7 @@ Deno.test("the kernel refuses an allocation past the cap, before any resident me
           return "refused: " + error.message;
         }
       }`,
-      { image: { limits: { memoryMb: 128 } } },
+      { image: { limits: { memoryMb: 128 }, isolation: "process" } },
     );
     assert.equal(end.state, "exited", JSON.stringify(end.error));
     assert.match(String(end.result), /^refused: /);
