@@ -44,6 +44,11 @@ export interface ExecutionKernel {
   readonly closed: boolean;
   /** Runs a `running` process again from its journal in another cell (its cell died for another's sake). */
   resumeElsewhere(pid: number, options: { alone: boolean }): Promise<void>;
+  /**
+   * The program is blocked in a call: the kernel keeps its Worker for a
+   * grace period (then, or when it needs the room, it stops the run).
+   */
+  linger(execution: Execution): void;
   /** Ends the process: it exited, or it failed (a limit, a crash, a cell that would not start). */
   finish(
     pid: number,
@@ -90,6 +95,8 @@ export class Execution {
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
   #ended = false;
+  /** The call the program is blocked in while its Worker lingers. */
+  #waiting: { seq: number; id: number } | undefined;
   #abort = new AbortController();
   #resolveDone!: () => void;
 
@@ -184,6 +191,35 @@ export class Execution {
     );
   }
 
+  /** The process this run is of. */
+  get pid(): number {
+    return this.#record.pid;
+  }
+
+  /** The journal seq of the call the program is blocked in, while its Worker waits with it. */
+  get waitingSeq(): number | undefined {
+    return this.#waiting?.seq;
+  }
+
+  /**
+   * Answers the call the program is blocked in with its finished journal
+   * record, in the same Worker: no replay. False when it cannot (the run
+   * has stopped, or the record holds no reply): the process then replays.
+   */
+  async wake(recorded: JournalRecord): Promise<boolean> {
+    const waiting = this.#waiting;
+    const reply = waiting && recorded.seq === waiting.seq
+      ? recordedReply(recorded, waiting.id)
+      : undefined;
+    if (!reply || this.#stopped || !this.slot) return false;
+    this.#waiting = undefined;
+    this.#lastProgress = performance.now();
+    this.#watchdog = setInterval(() => this.#check(), 50);
+    const { after: _after, ...answer } = reply;
+    await this.slot.send({ t: "reply", ...answer });
+    return true;
+  }
+
   /** Resolves once the cell has exited and no syscall of it is still being handled. */
   async settled(): Promise<void> {
     await this.done;
@@ -261,6 +297,8 @@ export class Execution {
 
   #onMessage(message: SlotMessage): void {
     if (this.#stopped) return;
+    // A program that acts while blocked parks at once (its replay redoes it).
+    if (this.#waiting) return this.stop("The process is waiting");
     if (message.t === "syscall") {
       const call = this.#syscall(message);
       this.#calls.add(call);
@@ -303,7 +341,15 @@ export class Execution {
     }
     this.#inFlight--;
     this.#lastProgress = performance.now();
-    if (reply === PARKED || reply === undefined) {
+    if (reply === PARKED) {
+      if (this.#stopped) return;
+      // Blocked: the kernel keeps the Worker a while for a quick wake-up.
+      this.#waiting = { seq, id: request.id };
+      this.#stopWatchdog();
+      this.#kernel.linger(this);
+      return;
+    }
+    if (reply === undefined) {
       this.stop("The process is waiting");
       return;
     }
@@ -343,12 +389,8 @@ export class Execution {
       return undefined;
     }
     const ctx = { ...this.#ctx, seq };
-    if (recorded.phase === "done" && recorded.valueDigest === undefined) {
-      const at = recorded.at;
-      return recorded.ok
-        ? { id: request.id, ok: true, value: recorded.value ?? null, at, after: recorded.after }
-        : { id: request.id, ok: false, error: recorded.error as ErrorReply, at };
-    }
+    const answer = recordedReply(recorded, request.id);
+    if (answer) return answer;
     if (recorded.phase === "wait") {
       await this.#kernel.waits.repark(this.#record.pid, seq);
       return PARKED;
@@ -362,4 +404,13 @@ export class Execution {
       request,
     );
   }
+}
+
+/** The reply a finished journal record holds, or undefined when it holds none (not done, or its value was too large to keep). */
+function recordedReply(recorded: JournalRecord, id: number): BrokerReply | undefined {
+  if (recorded.phase !== "done" || recorded.valueDigest !== undefined) return undefined;
+  const at = recorded.at;
+  return recorded.ok
+    ? { id, ok: true, value: recorded.value ?? null, at, after: recorded.after }
+    : { id, ok: false, error: recorded.error as ErrorReply, at };
 }

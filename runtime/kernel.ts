@@ -109,6 +109,12 @@ export interface KernelOptions {
    */
   isolation?: "shared" | "process";
   /**
+   * How long a process blocked in a call keeps its Worker, in ms (default
+   * {@link DEFAULT_WAIT_GRACE_MS}; 0 parks at once). A wake-up within it
+   * costs no replay; the wait is journaled before the process blocks either way.
+   */
+  waitGraceMs?: number;
+  /**
    * Whether this kernel runs processes (default true). One that does not
    * (a CLI verb that answers, signals, spawns or restores) only changes the
    * store: it never starts an execution nor a timer, and what it makes
@@ -168,6 +174,9 @@ export interface ChildSpawnOptions {
 
 /** Largest process input, in JSON bytes (it lives in the process record). */
 export const MAX_INPUT_CHARS = 32 * 1024;
+
+/** How long a blocked process keeps its Worker by default, in ms. */
+export const DEFAULT_WAIT_GRACE_MS = 1_000;
 
 /** One transcript entry: a message exchanged with the model. */
 export type TranscriptEntry = Message;
@@ -237,6 +246,9 @@ export class Kernel {
   /** Processes whose next run gets a cell of its own. */
   #alone = new Set<number>();
   #isolation: "shared" | "process";
+  /** Blocked processes that keep their Worker for a while, by pid. */
+  #lingering = new Map<number, { execution: Execution; timer: ReturnType<typeof setTimeout> }>();
+  #waitGraceMs: number;
   #queued = new Set<number>();
   #starting = new Set<number>();
   #runs = new Set<Promise<void>>();
@@ -280,6 +292,7 @@ export class Kernel {
     this.#maxCells = options.maxCells ?? 16;
     this.#runsProcesses = options.runs ?? true;
     this.#isolation = options.isolation ?? "shared";
+    this.#waitGraceMs = options.waitGraceMs ?? DEFAULT_WAIT_GRACE_MS;
     this.cells = new CellPool({
       warm: options.warmCells ?? 0,
       limits: cellOptionsOf(this.limits),
@@ -548,6 +561,10 @@ export class Kernel {
    */
   start(pid: number): void {
     if (this.#closed || !this.#runsProcesses || this.#queued.has(pid)) return;
+    if (this.#lingering.has(pid)) {
+      this.#wake(pid);
+      return;
+    }
     this.#hosted.add(pid);
     this.waits.start();
     this.#queued.add(pid);
@@ -557,6 +574,13 @@ export class Kernel {
 
   #pump(): void {
     const busy = (pid: number) => this.#executions.has(pid) || this.#starting.has(pid);
+    // The host needs room: a blocked process that kept its Worker gives it up.
+    if (
+      this.#queue.length && this.#executions.size + this.#starting.size >= this.#maxCells
+    ) {
+      const [oldest] = this.#lingering.keys();
+      if (oldest !== undefined) this.#park(oldest);
+    }
     while (
       this.#queue.length && this.#executions.size + this.#starting.size < this.#maxCells &&
       !this.#closed
@@ -642,6 +666,72 @@ export class Kernel {
     if (!requeued) return;
     if (options.alone) this.#alone.add(pid);
     this.start(pid);
+  }
+
+  /**
+   * Keeps the Worker of a process blocked in a call for `waitGraceMs`: a
+   * wake-up within it answers the call in place, with no replay. Parks it
+   * at once when there is no grace or the host needs the room.
+   */
+  linger(execution: Execution): void {
+    const pid = execution.pid;
+    if (this.#waitGraceMs <= 0 || this.#closed || this.#lingering.has(pid)) {
+      execution.stop("The process is waiting");
+      return;
+    }
+    const timer = setTimeout(() => this.#park(pid), this.#waitGraceMs);
+    this.#lingering.set(pid, { execution, timer });
+    execution.done.then(() => {
+      const entry = this.#lingering.get(pid);
+      if (entry?.execution !== execution) return;
+      clearTimeout(entry.timer);
+      this.#lingering.delete(pid);
+    });
+    // Woken before it began to linger (the wait was already satisfied).
+    const queued = this.#queue.indexOf(pid);
+    if (queued >= 0) {
+      this.#queue.splice(queued, 1);
+      this.#queued.delete(pid);
+      this.#wake(pid);
+    } else this.#pump();
+  }
+
+  /** A lingering process gives its Worker up: it parks, and replays when woken. */
+  #park(pid: number): void {
+    const entry = this.#lingering.get(pid);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.#lingering.delete(pid);
+    entry.execution.stop("The process is waiting");
+  }
+
+  /** Answers a lingering process's call in its own Worker, or replays it when that cannot be done. */
+  #wake(pid: number): void {
+    const entry = this.#lingering.get(pid)!;
+    clearTimeout(entry.timer);
+    this.#lingering.delete(pid);
+    const { execution } = entry;
+    const woken = (async () => {
+      let claimed = false;
+      await this.processes.update(pid, (p) => {
+        claimed = p.state === "runnable";
+        return claimed ? { state: "running" } : {};
+      });
+      if (!claimed) return execution.stop("The process is waiting");
+      const seq = execution.waitingSeq;
+      const recorded = seq === undefined
+        ? undefined
+        : (await this.store.kv.get<JournalRecord>(["journal", pid, seq])).value;
+      if (recorded && await execution.wake(recorded)) return;
+      // It could not be answered in place: it replays in a new run.
+      execution.stop("The process is waiting");
+      await this.processes.update(pid, (p) => p.state === "running" ? { state: "runnable" } : {});
+      this.start(pid);
+    })().catch((error) =>
+      this.finish(pid, "failed", { error: { message: (error as Error).message } }).catch(() => {})
+    );
+    this.#runs.add(woken);
+    woken.finally(() => this.#runs.delete(woken));
   }
 
   /** Where replay of a process starts: after its latest checkpoint, or at `replayFrom`. */
@@ -1269,6 +1359,8 @@ export class Kernel {
     await this.waits.settled();
     // Runs that were starting when close began finish starting first.
     while (this.#runs.size) await Promise.allSettled([...this.#runs]);
+    for (const { timer } of this.#lingering.values()) clearTimeout(timer);
+    this.#lingering.clear();
     const running = [...this.#executions.entries()];
     for (const [, execution] of running) {
       execution.stop("The host is shutting down", { abortCalls: true });
