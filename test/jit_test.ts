@@ -142,9 +142,10 @@ Deno.test("a JIT tool cannot register another tool", async () => {
   });
 });
 
-Deno.test("a spinning JIT tool is killed at its CPU limit and the caller goes on", async () => {
+Deno.test("a spinning JIT tool runs in its caller's cell, is killed at its CPU limit, and the caller goes on", async () => {
   await withHarness(async (h) => {
-    const end = await h.run(
+    const tag = await h.program(
+      "spin-caller",
       caller({
         name: "spinner",
         description: "spins",
@@ -152,8 +153,19 @@ Deno.test("a spinning JIT tool is killed at its CPU limit and the caller goes on
         manifest: { capabilities: [] },
         source: "export function run() { for (;;) {} }",
       }),
-      { image: CALLER_IMAGE([]) },
+      CALLER_IMAGE([]),
     );
+    const proc = await h.kernel.spawn({ image: tag, workspace: h.workspace });
+    h.kernel.start(proc.pid);
+    // While the tool spins, it and its caller (which keeps its Worker) share one cell.
+    let cells: (number | undefined)[] = [];
+    while (cells.length === 0 || cells.includes(undefined)) {
+      const tool = (await h.kernel.processes.list()).find((p) => p.ppid === proc.pid);
+      cells = [proc.pid, tool?.pid ?? 0].map((pid) => h.kernel.executionOf(pid)?.slot?.cell.osPid);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(cells[0], cells[1], "the tool runs in a Worker of its caller's cell");
+    const end = await h.kernel.waitFor(proc.pid);
     assert.equal(end.state, "exited");
     assert.equal((end.result as { ok: boolean }).ok, false);
     assert.match((end.result as { message: string }).message, /CPU limit/);
