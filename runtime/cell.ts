@@ -149,6 +149,10 @@ export class Cell {
   readonly output: string[] = [];
   /** Most programs the cell runs at once. */
   readonly maxWorkers: number;
+  /** V8's heap limit of each Worker, in MiB: the most memory a program of the cell may have. */
+  readonly memoryMb: number;
+  /** The largest message a program of the cell may send, in bytes. */
+  readonly maxMessageBytes: number;
   #child: Deno.ChildProcess;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #token: string;
@@ -173,6 +177,8 @@ export class Cell {
     this.#denoDir = denoDir;
     this.#token = token;
     this.maxWorkers = options.maxWorkers ?? 1;
+    this.memoryMb = options.memoryMb ?? 256;
+    this.maxMessageBytes = options.maxMessageBytes ?? 1 << 20;
     this.#maxOutputBytes = options.maxOutputBytes ?? 64 * 1024;
     this.#stdin = child.stdin.getWriter();
     const maxLine = (options.maxMessageBytes ?? 1 << 20) + 200;
@@ -307,17 +313,26 @@ export class Cell {
 
   /**
    * Opens a slot: a Worker for one program, whose messages go to
-   * `onMessage`. Resolves once the Worker is up; rejects when the cell is
+   * `onMessage`, with its own memory limit and largest message (at most the
+   * cell's). Resolves once the Worker is up; rejects when the cell is
    * full or dies first.
    */
-  async openSlot(onMessage: (message: SlotMessage) => void): Promise<Slot> {
+  async openSlot(
+    onMessage: (message: SlotMessage) => void,
+    limits: { memoryMb?: number; maxMessageBytes?: number } = {},
+  ): Promise<Slot> {
+    const memoryMb = limits.memoryMb ?? this.memoryMb;
+    const maxMessageBytes = limits.maxMessageBytes ?? this.maxMessageBytes;
+    if (memoryMb > this.memoryMb || maxMessageBytes > this.maxMessageBytes) {
+      throw new RangeError("Cannot open a slot: its limits exceed the cell's");
+    }
     if (this.dead) throw new Error("Cannot open a slot: the cell has ended");
     if (this.#slots.size >= this.maxWorkers) {
       throw new Error(`Cannot open a slot: the cell runs ${this.maxWorkers} Workers already`);
     }
     const slot = new Slot(this, this.#nextSlot++, onMessage);
     this.#slots.set(slot.id, slot);
-    await this.#write({ t: "open", slot: slot.id }).catch(() => {});
+    await this.#write({ t: "open", slot: slot.id, memoryMb, maxMessageBytes }).catch(() => {});
     const opened = await Promise.race([slot._opened, slot.ended.then(() => false)]);
     if (!opened) throw new Error("Cannot open a slot: the cell has ended");
     return slot;

@@ -19,9 +19,9 @@
  *
  * Memory: V8 limits each Worker's heap (`--max-old-space-size`, set by the
  * host); running out of it ends the whole cell. The cell also watches its
- * resident memory: more than `memoryMb` per running program above what the
- * idle cell used ends the cell with the memory reason, naming the program
- * when only one runs. It is checked every {@link MEMORY_CHECK_MS} ms and
+ * resident memory: more than the memory limits of its running programs
+ * together above what the idle cell used ends the cell with the memory
+ * reason, naming the program when only one runs. It is checked every {@link MEMORY_CHECK_MS} ms and
  * before a failure of a program is relayed. The host caps the cell's
  * writable memory in the kernel (`RLIMIT_DATA`, see `cell.ts`), so a burst
  * between two checks cannot go far.
@@ -51,6 +51,9 @@ interface Slot {
   slot: number;
   /** The process it runs, once started (0 before). */
   pid: number;
+  /** Its program's memory limit, in MiB, and largest message, in bytes. */
+  memoryMb: number;
+  maxMessageBytes: number;
   /** Its Worker said `loaded`. */
   loaded: boolean;
   /** Nothing more of its program is relayed (it failed, or is closing). */
@@ -70,7 +73,7 @@ let idleRss = 0;
 const slots = new Map<number, Slot>();
 const warm: Slot[] = [];
 /** Slots the host asked for before a warm Worker was loaded. */
-const waiting: number[] = [];
+const waiting: Extract<HostToCell, { t: "open" }>[] = [];
 let starting = 0;
 /** Slots opened in all. */
 let opened = 0;
@@ -101,11 +104,11 @@ function running(): [number, Slot][] {
 /** Ends the cell with the memory reason when it is over its limit; true if it did. */
 function checkMemory(): boolean {
   const programs = running();
-  const limit = hello!.memoryMb * 1024 * 1024 * Math.max(1, programs.length);
-  if (Deno.memoryUsage().rss - idleRss <= limit) return false;
+  const limitMb = programs.reduce((sum, [, s]) => sum + s.memoryMb, 0) || hello!.memoryMb;
+  if (Deno.memoryUsage().rss - idleRss <= limitMb * 1024 * 1024) return false;
   if (programs.length === 1) {
     const [slot, s] = programs[0];
-    crash(memoryLimitReason(s.pid, hello!.memoryMb), slot);
+    crash(memoryLimitReason(s.pid, s.memoryMb), slot);
   } else {
     crash(`The cell's ${programs.length} programs exceeded their memory limit together`);
   }
@@ -113,17 +116,15 @@ function checkMemory(): boolean {
 }
 
 /** Why a Worker message may not be relayed, or undefined when it may. */
-function problemWith(message: WorkerToCell): string | undefined {
+function problemWith(message: WorkerToCell, maxMessageBytes: number): string | undefined {
   let size: number;
   try {
     size = JSON.stringify(message).length;
   } catch {
     return "The program sent a message that is not JSON";
   }
-  if (size > hello!.maxMessageBytes) {
-    return `The program sent a message of ${size} bytes, over the ${
-      hello!.maxMessageBytes
-    }-byte limit`;
+  if (size > maxMessageBytes) {
+    return `The program sent a message of ${size} bytes, over the ${maxMessageBytes}-byte limit`;
   }
   if (message?.t !== "syscall" && message?.t !== "fail") {
     return "The program sent a message that is not a syscall";
@@ -141,7 +142,16 @@ function startWorker(): void {
     deno: { permissions: "none" },
   } as WorkerOptions);
   URL.revokeObjectURL(url);
-  const s: Slot = { worker, slot: 0, pid: 0, loaded: false, done: false, closing: false };
+  const s: Slot = {
+    worker,
+    slot: 0,
+    pid: 0,
+    memoryMb: hello!.memoryMb,
+    maxMessageBytes: hello!.maxMessageBytes,
+    loaded: false,
+    done: false,
+    closing: false,
+  };
   starting++;
   worker.onmessage = (event: MessageEvent<WorkerToCell | WorkerControl>) => {
     if (crashed) return;
@@ -156,7 +166,7 @@ function startWorker(): void {
     if (s.done) return;
     if (s.pid === 0) return crash("A Worker spoke before its program started", s.slot || undefined);
     if ((data as WorkerToCell)?.t === "fail" && checkMemory()) return;
-    const problem = problemWith(data as WorkerToCell);
+    const problem = problemWith(data as WorkerToCell, s.maxMessageBytes);
     if (problem) return crash(problem, s.slot);
     if (data.t === "fail") s.done = true;
     send({ ...(data as WorkerToCell), slot: s.slot });
@@ -189,7 +199,10 @@ function loaded(s: Slot): void {
 function drain(): void {
   while (ready && waiting.length && warm.length) {
     const s = warm.shift()!;
-    s.slot = waiting.shift()!;
+    const open = waiting.shift()!;
+    s.slot = open.slot;
+    s.memoryMb = Math.min(open.memoryMb, hello!.memoryMb);
+    s.maxMessageBytes = Math.min(open.maxMessageBytes, hello!.maxMessageBytes);
     opened++;
     slots.set(s.slot, s);
     send({ t: "opened", slot: s.slot });
@@ -203,19 +216,23 @@ function drain(): void {
   ) startWorker();
 }
 
-function open(slot: number): void {
-  if (!Number.isSafeInteger(slot) || slot <= 0 || slots.has(slot) || waiting.includes(slot)) {
+function open(message: Extract<HostToCell, { t: "open" }>): void {
+  const { slot } = message;
+  if (
+    !Number.isSafeInteger(slot) || slot <= 0 || slots.has(slot) ||
+    waiting.some((w) => w.slot === slot)
+  ) {
     return crash(`The host opened slot ${slot} twice`);
   }
   if (slots.size + waiting.length >= hello!.maxWorkers) {
     return crash(`The host opened more than ${hello!.maxWorkers} Workers`);
   }
-  waiting.push(slot);
+  waiting.push(message);
   drain();
 }
 
 function close(slot: number): void {
-  const at = waiting.indexOf(slot);
+  const at = waiting.findIndex((w) => w.slot === slot);
   if (at >= 0) {
     waiting.splice(at, 1);
     return send({ t: "closed", slot, clean: true });
@@ -248,7 +265,7 @@ function handle(line: string): void {
     return;
   }
   const message = JSON.parse(line) as HostToCell;
-  if (message.t === "open") return open(message.slot);
+  if (message.t === "open") return open(message);
   if (message.t === "close") return close(message.slot);
   const s = slots.get(message.slot);
   if (!s || s.done || crashed) return;

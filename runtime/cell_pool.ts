@@ -31,7 +31,7 @@ export const IDLE_CELL_MS = 1_000;
 export interface Placement {
   /** Its trust group: only programs of one group share a cell. */
   group: string;
-  /** The limits of its cell (programs share a cell only with equal limits). */
+  /** Its limits (it shares a cell whose limits are at least these). */
   limits: CellOptions;
   /** A cell of its own, used once. */
   alone?: boolean;
@@ -166,7 +166,7 @@ export class CellPool {
       const entry = this.#entryFor(placement);
       try {
         const cell = entry.cell ?? await entry.starting!;
-        return await cell.openSlot(onMessage);
+        return await cell.openSlot(onMessage, placement.limits);
       } catch (error) {
         entry.used--;
         this.#release(entry);
@@ -209,7 +209,7 @@ export class CellPool {
       for (const e of this.#entries) {
         if (
           e.group === placement.group && e.used < e.maxWorkers && !e.cell?.dead &&
-          sameLimits(e.limits, placement.limits)
+          fits(placement.limits, e.limits)
         ) {
           e.used++;
           if (e.idle !== undefined) clearTimeout(e.idle);
@@ -278,7 +278,7 @@ export class CellPool {
 
   /** A warm cell for a placement, or undefined. Starts a replacement. */
   #take(placement: Placement): Cell | undefined {
-    if (!sameLimits(placement.limits, this.#limits)) return undefined;
+    if (!fits(placement.limits, this.#limits)) return undefined;
     const cell = this.#ready.shift();
     if (cell) this.#taken++;
     // Replacements start once takes pause, so a burst of starts is not
@@ -334,7 +334,12 @@ export class CellPool {
   }
 }
 
-function sameLimits(a: CellOptions, b: CellOptions): boolean {
-  return a.memoryMb === b.memoryMb && a.maxMessageBytes === b.maxMessageBytes &&
-    a.maxOutputBytes === b.maxOutputBytes;
+/**
+ * True when a program with `limits` may run in a cell started with `cell`:
+ * its memory limit and largest message are at most the cell's (a slot
+ * enforces its own below them). Output is kept per cell.
+ */
+function fits(limits: CellOptions, cell: CellOptions): boolean {
+  return (limits.memoryMb ?? 256) <= (cell.memoryMb ?? 256) &&
+    (limits.maxMessageBytes ?? 1 << 20) <= (cell.maxMessageBytes ?? 1 << 20);
 }

@@ -38,8 +38,15 @@ export async function withHarness(
   const outside = join(root, "outside");
   await Deno.mkdir(workspace);
   await Deno.mkdir(outside);
-  // Every result a handler returns must fit its declared type.
-  const kernel = await Kernel.open({ store: ":memory:", checkResults: true, ...options });
+  // Every result a handler returns must fit its declared type. A blocked
+  // process parks at once (these tests are about replay) unless a test
+  // asks for a grace period.
+  const kernel = await Kernel.open({
+    store: ":memory:",
+    checkResults: true,
+    waitGraceMs: 0,
+    ...options,
+  });
   const program: Harness["program"] = async (name, source, image = {}) => {
     const registered = await kernel.images.register({
       name,

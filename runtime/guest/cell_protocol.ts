@@ -64,7 +64,8 @@ export type CellToWorker =
  * gives it a warm one), `close` ends it, and the rest goes to its program.
  */
 export type HostToCell =
-  | { t: "open"; slot: number }
+  /** Its program's memory limit and largest message (at most the cell's). */
+  | { t: "open"; slot: number; memoryMb: number; maxMessageBytes: number }
   | { t: "close"; slot: number }
   | ({ slot: number } & Exclude<CellToWorker, { t: "close" }>);
 
