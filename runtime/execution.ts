@@ -203,16 +203,19 @@ export class Execution {
 
   /**
    * Answers the call the program is blocked in with its finished journal
-   * record, in the same Worker: no replay. False when it cannot (the run
+   * record, in the same Worker: no replay. `current` is the process record
+   * as woken (its policy may have changed while it waited). False when it cannot (the run
    * has stopped, or the record holds no reply): the process then replays.
    */
-  async wake(recorded: JournalRecord): Promise<boolean> {
+  async wake(recorded: JournalRecord, current: ProcessRecord): Promise<boolean> {
     const waiting = this.#waiting;
     const reply = waiting && recorded.seq === waiting.seq
       ? recordedReply(recorded, waiting.id)
       : undefined;
     if (!reply || this.#stopped || !this.slot) return false;
     this.#waiting = undefined;
+    // What may have changed while it waited (a human's deny_always adds a rule).
+    this.#ctx.policy = current.policy;
     this.#lastProgress = performance.now();
     this.#watchdog = setInterval(() => this.#check(), 50);
     const { after: _after, ...answer } = reply;

@@ -679,6 +679,22 @@ export class Kernel {
       execution.stop("The process is waiting");
       return;
     }
+    // Only a wait lingers: not a call that parks for another reason (an
+    // exec), nor one already woken (it replays, which is always right).
+    const lingering = (async () => {
+      const record = await this.processes.get(pid);
+      if (
+        record?.state === "blocked" && record.waitSeq === execution.waitingSeq &&
+        !this.#closed && !this.#lingering.has(pid)
+      ) return this.#lingerNow(execution);
+      execution.stop("The process is waiting");
+    })().catch(() => execution.stop("The process is waiting"));
+    this.#runs.add(lingering);
+    lingering.finally(() => this.#runs.delete(lingering));
+  }
+
+  #lingerNow(execution: Execution): void {
+    const pid = execution.pid;
     const timer = setTimeout(() => this.#park(pid), this.#waitGraceMs);
     this.#lingering.set(pid, { execution, timer });
     execution.done.then(() => {
@@ -713,7 +729,7 @@ export class Kernel {
     const { execution } = entry;
     const woken = (async () => {
       let claimed = false;
-      await this.processes.update(pid, (p) => {
+      const current = await this.processes.update(pid, (p) => {
         claimed = p.state === "runnable";
         return claimed ? { state: "running" } : {};
       });
@@ -722,7 +738,7 @@ export class Kernel {
       const recorded = seq === undefined
         ? undefined
         : (await this.store.kv.get<JournalRecord>(["journal", pid, seq])).value;
-      if (recorded && await execution.wake(recorded)) return;
+      if (recorded && await execution.wake(recorded, current)) return;
       // It could not be answered in place: it replays in a new run.
       execution.stop("The process is waiting");
       await this.processes.update(pid, (p) => p.state === "running" ? { state: "runnable" } : {});

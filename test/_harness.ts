@@ -40,11 +40,11 @@ export async function withHarness(
   await Deno.mkdir(outside);
   // Every result a handler returns must fit its declared type. A blocked
   // process parks at once (these tests are about replay) unless a test
-  // asks for a grace period.
+  // asks for a grace period (or LIBOS_TEST_WAIT_GRACE_MS gives one to all).
   const kernel = await Kernel.open({
     store: ":memory:",
     checkResults: true,
-    waitGraceMs: 0,
+    waitGraceMs: Number(Deno.env.get("LIBOS_TEST_WAIT_GRACE_MS") ?? 0),
     ...options,
   });
   const program: Harness["program"] = async (name, source, image = {}) => {
