@@ -17,6 +17,7 @@ import {
   parseDuration,
 } from "../broker/capability.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
+import type { PolicyRule } from "../broker/policy.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { Journal } from "../broker/journal.ts";
 import type { CallContext, PARKED } from "../broker/broker.ts";
@@ -394,12 +395,15 @@ export class HumanQueue {
         };
       }
     }
+    // A deny_always rule lands with the wake-up, so the woken call already sees it.
+    const rule = answered.answer?.decision === "deny_always" ? denyRule(request, id) : undefined;
     const woke = await kernel.waits.complete(request.pid, request.seq, outcome, {
       check: entry,
       extra: (op) => {
         op.set(["human", id], answered).delete(["human_pending", request.createdAt, id]);
         grant?.apply(op);
       },
+      change: rule ? (p) => ({ policy: [...p.policy, rule] }) : undefined,
     });
     if (!woke) {
       const now = await kv.get<HumanRequest>(["human", id]);
@@ -435,20 +439,20 @@ export class HumanQueue {
         },
       }, { durable: false });
     }
-    if (answered.answer?.decision === "deny_always") {
-      const operation = request.operation!;
-      const spec = operation.grant ?? parseCapability(operation.capability);
-      await kernel.processes.update(request.pid, (p) => ({
-        policy: [...p.policy, {
-          pattern: operation.capability,
-          resource: spec.resource,
-          rights: spec.rights,
-          scope: spec.scope,
-          decision: "deny",
-          source: `human:${id}`,
-        }],
-      }));
-    }
     return answered;
   }
+}
+
+/** The policy rule a `deny_always` answer to `request` adds to its asker. */
+function denyRule(request: HumanRequest, id: string): PolicyRule {
+  const operation = request.operation!;
+  const spec = operation.grant ?? parseCapability(operation.capability);
+  return {
+    pattern: operation.capability,
+    resource: spec.resource,
+    rights: spec.rights,
+    scope: spec.scope,
+    decision: "deny",
+    source: `human:${id}`,
+  };
 }

@@ -51,6 +51,8 @@ class HumanHost implements HumanQueueKernel {
       if (options.check) op.check(options.check);
       options.extra?.(op);
       if (!(await op.commit()).ok) return false;
+      const change = options.change;
+      if (change) await this.processes.update(pid, change);
       this.completed.push({ pid, seq, outcome });
       this.onComplete();
       return true;

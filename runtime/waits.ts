@@ -25,7 +25,12 @@ import {
   putRecord,
   type WaitSpec,
 } from "../broker/journal.ts";
-import { END_STATES, type ProcessTable, type WaitingOn } from "./process_table.ts";
+import {
+  END_STATES,
+  type ProcessRecord,
+  type ProcessTable,
+  type WaitingOn,
+} from "./process_table.ts";
 import type { Store } from "./store.ts";
 
 /**
@@ -172,13 +177,23 @@ export class Waits {
     pid: number,
     seq: number,
     outcome: WaitOutcome,
-    options: { extra?: (op: Deno.AtomicOperation) => void; check?: Deno.AtomicCheck } = {},
+    options: {
+      extra?: (op: Deno.AtomicOperation) => void;
+      check?: Deno.AtomicCheck;
+      /** A change to the process row committed with the wake-up (a rule a human added). */
+      change?: (current: ProcessRecord) => Partial<ProcessRecord>;
+    } = {},
   ): Promise<boolean> {
     const kv = this.#kernel.store.kv;
     let completed = false;
     const record = await this.#kernel.processes.updateIf(pid, (current) => {
-      if (current.state === "blocked" && current.waitSeq === seq) return { state: "runnable" };
-      if (current.state === "paused" && current.waitSeq === seq) return { pausedFrom: "runnable" };
+      const also = options.change?.(current) ?? {};
+      if (current.state === "blocked" && current.waitSeq === seq) {
+        return { ...also, state: "runnable" };
+      }
+      if (current.state === "paused" && current.waitSeq === seq) {
+        return { ...also, pausedFrom: "runnable" };
+      }
       return {};
     }, {
       reason: "ok" in outcome && !outcome.ok ? outcome.error.message : "its wait ended",
