@@ -29,9 +29,9 @@ import { type AuditDecision, syscallLabel } from "./audit.ts";
 import { allows, type Capability, type Operation } from "./capability.ts";
 import type { CapabilityStore } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
-import { SyscallError, toSyscallError } from "./errors.ts";
+import { type ErrorCode, SyscallError, toSyscallError } from "./errors.ts";
 import { describeIssue, issueMessage } from "./schema_errors.ts";
-import type { After, CallEnd, Effect, Journal } from "./journal.ts";
+import type { After, CallEnd, Effect, Journal, JournalRecord } from "./journal.ts";
 import { decide, type PolicyRule } from "./policy.ts";
 
 /** Who is calling, as the broker needs to know it. */
@@ -144,9 +144,11 @@ export interface BrokerOptions {
   /** Keeps the journal each process adds within its quota (default: no quota). */
   journalMeter?: JournalMeter;
   /**
-   * Checks every result a handler returns against its schema in
-   * `SYSCALL_RESULTS`; one that does not fit fails the call with `EINVAL`
-   * naming the field (for tests and debugging; default off).
+   * Checks every result against its schema in `SYSCALL_RESULTS`: one a
+   * handler returns, and one a call's journal record answers at replay
+   * (which is how a call that waited gets its result); one that does not
+   * fit fails the call with `EINVAL` naming the field (for tests and
+   * debugging; default off).
    */
   checkResults?: boolean;
 }
@@ -326,6 +328,34 @@ export class Broker {
       charge: meter && ((bytes) => meter.charge(call, bytes)),
     });
     return after ? { ...reply, at, after } : { ...reply, at };
+  }
+
+  /**
+   * Answers a call from its `done` journal record, when a run replays up
+   * to it: the recorded result (with its after-effects) or error, at the
+   * record's time. This is the only way a call that waited gets its result
+   * (`time.sleep`, `human.*`, `proc.wait`, `event.wait`, `msg.recv`,
+   * `tool.call`): whoever ended the wait wrote it to the journal. With
+   * `checkResults`, a result that does not fit its type in
+   * `SYSCALL_RESULTS` fails the call with `EINVAL`, as a live result does.
+   */
+  answerRecorded(request: SyscallRequest, recorded: JournalRecord): BrokerReply {
+    const { id } = request;
+    const at = recorded.at;
+    if (!recorded.ok) {
+      const error = recorded.error as { code: ErrorCode; message: string };
+      return { id, ok: false, error, at };
+    }
+    const value = recorded.value ?? null;
+    if (this.#checkResults && isSyscallName(recorded.name)) {
+      try {
+        this.#checkResult(recorded.name, value);
+      } catch (error) {
+        const { code, message } = toSyscallError(error);
+        return { id, ok: false, error: { code, message }, at };
+      }
+    }
+    return { id, ok: true, value, at, after: recorded.after };
   }
 
   #validate(name: string, args: unknown): unknown {

@@ -10,9 +10,7 @@
 import type { SyscallRequest } from "../broker/abi.ts";
 import { type BrokerReply, type CallContext, callDigest, PARKED } from "../broker/broker.ts";
 import type { JournalRecord } from "../broker/journal.ts";
-import { type ErrorCode, SyscallError } from "../broker/errors.ts";
-
-type ErrorReply = { code: ErrorCode; message: string };
+import { SyscallError } from "../broker/errors.ts";
 import { Cell, type CellOptions } from "./cell.ts";
 import { type CellToHost, memoryLimitReason, type ProgramEntry } from "./guest/cell_protocol.ts";
 import type { Kernel } from "./kernel.ts";
@@ -304,10 +302,7 @@ export class Execution {
     }
     const ctx = { ...this.#ctx, seq };
     if (recorded.phase === "done" && recorded.valueDigest === undefined) {
-      const at = recorded.at;
-      return recorded.ok
-        ? { id: request.id, ok: true, value: recorded.value ?? null, at, after: recorded.after }
-        : { id: request.id, ok: false, error: recorded.error as ErrorReply, at };
+      return this.#kernel.broker.answerRecorded(request, recorded);
     }
     if (recorded.phase === "wait") {
       await this.#kernel.waits.repark(this.#record.pid, seq);
