@@ -30,7 +30,7 @@ export interface ExecutionKernel {
   /** The warm cells, one of which the run takes when it fits. */
   readonly cells: Pick<CellPool, "take">;
   /** The broker every syscall of the program goes through. */
-  readonly broker: Pick<Broker, "dispatch" | "uncertain">;
+  readonly broker: Pick<Broker, "dispatch" | "uncertain" | "answerRecorded">;
   /** The waits, to block the process again on a wait replay finds still pending. */
   readonly waits: Pick<Waits, "repark">;
   /** The clock, for the wall-time budget. */
