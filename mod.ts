@@ -157,6 +157,9 @@ export type {
 export { Journal } from "./broker/journal.ts";
 export type {
   After,
+  CallEnd,
+  CallFacts,
+  CallOrigin,
   Effect,
   JournalOptions,
   JournalRecord,

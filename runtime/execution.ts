@@ -19,9 +19,7 @@ import {
   PARKED,
 } from "../broker/broker.ts";
 import type { JournalRecord } from "../broker/journal.ts";
-import { type ErrorCode, SyscallError } from "../broker/errors.ts";
-
-type ErrorReply = { code: ErrorCode; message: string };
+import { SyscallError } from "../broker/errors.ts";
 import type { CellOptions, Slot, SlotEnd, SlotMessage } from "./cell.ts";
 import type { CellPool, Placement } from "./cell_pool.ts";
 import { memoryLimitReason, type ProgramEntry } from "./guest/cell_protocol.ts";
@@ -35,7 +33,7 @@ export interface ExecutionKernel {
   /** The host's cells: the run's Worker is placed in one, and released when it ends. */
   readonly cells: Pick<CellPool, "place" | "released">;
   /** The broker every syscall of the program goes through. */
-  readonly broker: Pick<Broker, "dispatch" | "uncertain">;
+  readonly broker: Pick<Broker, "dispatch" | "uncertain" | "answerRecorded">;
   /** The waits, to block the process again on a wait replay finds still pending. */
   readonly waits: Pick<Waits, "repark">;
   /** The clock, for the wall-time budget. */
@@ -209,10 +207,14 @@ export class Execution {
    */
   async wake(recorded: JournalRecord, current: ProcessRecord): Promise<boolean> {
     const waiting = this.#waiting;
-    const reply = waiting && recorded.seq === waiting.seq
-      ? recordedReply(recorded, waiting.id)
-      : undefined;
-    if (!reply || this.#stopped || !this.slot) return false;
+    if (
+      !waiting || recorded.seq !== waiting.seq || !holdsReply(recorded) || this.#stopped ||
+      !this.slot
+    ) return false;
+    const reply = this.#kernel.broker.answerRecorded(
+      { id: waiting.id, name: recorded.name, args: null },
+      recorded,
+    );
     this.#waiting = undefined;
     // What may have changed while it waited (a human's deny_always adds a rule).
     this.#ctx.policy = current.policy;
@@ -392,8 +394,7 @@ export class Execution {
       return undefined;
     }
     const ctx = { ...this.#ctx, seq };
-    const answer = recordedReply(recorded, request.id);
-    if (answer) return answer;
+    if (holdsReply(recorded)) return this.#kernel.broker.answerRecorded(request, recorded);
     if (recorded.phase === "wait") {
       await this.#kernel.waits.repark(this.#record.pid, seq);
       return PARKED;
@@ -409,11 +410,7 @@ export class Execution {
   }
 }
 
-/** The reply a finished journal record holds, or undefined when it holds none (not done, or its value was too large to keep). */
-function recordedReply(recorded: JournalRecord, id: number): BrokerReply | undefined {
-  if (recorded.phase !== "done" || recorded.valueDigest !== undefined) return undefined;
-  const at = recorded.at;
-  return recorded.ok
-    ? { id, ok: true, value: recorded.value ?? null, at, after: recorded.after }
-    : { id, ok: false, error: recorded.error as ErrorReply, at };
+/** True when a journal record holds its call's reply (done, and its value was small enough to keep). */
+function holdsReply(recorded: JournalRecord): boolean {
+  return recorded.phase === "done" && recorded.valueDigest === undefined;
 }
