@@ -52,9 +52,11 @@ const USAGE = `Usage: libos VERB [flags]
             [--human scripted:FILE|deny|queue|interactive]
             [--cap CAP]... [--policy PATTERN=DECISION]... [--exec-sandbox none] [--json]
   spawn IMAGE [same flags as run]        create a process, print its pid
-  serve [--until-idle] [--human ...] [--exec-sandbox none]
+  serve [--until-idle] [--human ...] [--exec-sandbox none] [--warm-cells N]
                                          run every live process of the store
-  status                                 how commands are confined, live processes
+  status                                 how commands are confined and cells shared
+run, serve, status also take --cell-sharing tree|principal, --isolation shared|process,
+  --cell-workers N, --wait-grace-ms N    who shares a cell (see docs/cli.md)
   ps [--tree]      images      logs PID [--follow]      kill PID      signal PID SIG
   approvals        approve ID [--always] [--ttl D] [--answer TEXT]   deny ID [--always]
   checkpoint save PID | list | restore ID | fork ID

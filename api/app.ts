@@ -5,7 +5,7 @@
  *
  * Routes (the right each needs is in parentheses; see `auth.ts`):
  *
- * - `GET /v1/health` (none): `{ ok: true, version, execSandbox }`, the last
+ * - `GET /v1/health` (none): `{ ok: true, version, execSandbox, cells }`, the last
  *   saying how commands are confined (`bwrap`, `none` or `unavailable`).
  * - `GET /v1/openapi.json` (none): the OpenAPI 3.1 document.
  * - `POST /v1/images` (write): an image document, or `{ image, entrySource }`
@@ -45,7 +45,7 @@ import type { AuditLog } from "../broker/audit.ts";
 import { parsePolicy, type PolicyRule } from "../broker/policy.ts";
 import type { HumanQueue } from "../runtime/human_queue.ts";
 import { AgentImageSchema, type ImageRegistry } from "../runtime/image.ts";
-import type { SpawnOptions } from "../runtime/kernel.ts";
+import type { CellPolicy, SpawnOptions } from "../runtime/kernel.ts";
 import { normalizeModelSpec } from "../runtime/model_spec.ts";
 import type { ObjectMemory } from "../runtime/object_memory.ts";
 import { END_STATES, type ProcessRecord, type ProcessTable } from "../runtime/process_table.ts";
@@ -115,6 +115,8 @@ export interface ControlKernel {
   transcript?(pid: number): Promise<unknown[]>;
   /** How commands are confined: `bwrap`, `none` (the operator's choice) or `unavailable`. */
   execSandboxStatus?(): Promise<{ mode: "bwrap" | "none" | "unavailable" }>;
+  /** How programs are placed in cells (who may share one). */
+  readonly cellPolicy?: CellPolicy;
 }
 
 /** Options of {@link createApp}. */
@@ -236,7 +238,12 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
 
   app.get("/v1/health", async (c) => {
     const sandbox = await kernel.execSandboxStatus?.();
-    return c.json({ ok: true, version, ...(sandbox ? { execSandbox: sandbox.mode } : {}) });
+    return c.json({
+      ok: true,
+      version,
+      ...(sandbox ? { execSandbox: sandbox.mode } : {}),
+      ...(kernel.cellPolicy ? { cells: kernel.cellPolicy } : {}),
+    });
   });
 
   app.get("/v1/openapi.json", (c) => c.json(openapi ??= openApiDocument({ version })));
@@ -277,6 +284,8 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
       policy,
       model,
       cwd: request.cwd,
+      // Its process tree is this token's (a cell may be shared per principal).
+      principal: `api:${c.get("principal").name}`,
     });
     kernel.start(record.pid);
     return c.json({ pid: record.pid }, 201);

@@ -167,17 +167,20 @@ function concrete(path: string): string {
     .replace("{namespace}/{name}", "shared/notes/n1");
 }
 
-Deno.test("GET /v1/health needs no token and reports the version and the exec sandbox", async () => {
+const CELLS = { sharing: "tree", isolation: "shared", workersPerCell: 16, waitGraceMs: 1000 };
+
+Deno.test("GET /v1/health needs no token and reports the version, the exec sandbox and cell sharing", async () => {
   await withApi(async (t) => {
     const res = await t.json("GET", "/v1/health");
     assert.equal(res.status, 200);
-    assert.deepEqual(res.body, { ok: true, version: "0.1.0", execSandbox: "bwrap" });
+    assert.deepEqual(res.body, { ok: true, version: "0.1.0", execSandbox: "bwrap", cells: CELLS });
   }, {});
   await withApi(async (t) => {
     assert.deepEqual((await t.json("GET", "/v1/health")).body, {
       ok: true,
       version: "9.0.0",
       execSandbox: "bwrap",
+      cells: CELLS,
     });
   }, { version: "9.0.0" });
 });

@@ -538,7 +538,14 @@ Deno.test("serve and status say how commands are confined; --exec-sandbox none i
     const status = await f.cli(["status"]);
     assert.equal(status.code, 0, status.err.join("\n"));
     assert.match(status.out[0], /^exec sandbox: bwrap \(commands run in a bubblewrap sandbox/);
-    assert.equal(status.out[1], "live processes: 0");
+    assert.equal(
+      status.out[1],
+      "cells: shared by one process tree, at most 16 Workers each; a blocked process keeps its Worker 1000 ms",
+    );
+    assert.equal(status.out[2], "live processes: 0");
+    const principal = await f.cli(["status", "--cell-sharing", "principal", "--json"]);
+    assert.equal(JSON.parse(principal.out[0]).cells.sharing, "principal");
+    assertOneLineError(await f.cli(["status", "--cell-sharing", "all"]), /"tree" or "principal"/);
     const none = await f.cli(["serve", "--until-idle", "--exec-sandbox", "none"]);
     assert.equal(none.code, 0);
     assert.equal(

@@ -10,7 +10,7 @@ import { printable } from "../broker/printable.ts";
 import type { ExecSandboxMode } from "../runtime/exec_sandbox.ts";
 import { Kernel, type KernelOptions } from "../runtime/kernel.ts";
 import { resolveModelSpec } from "../runtime/model_spec.ts";
-import { type Parsed, str, UsageError } from "./args.ts";
+import { int, type Parsed, str, UsageError } from "./args.ts";
 import { RemoteClient, remoteTarget } from "./remote.ts";
 
 /** Output streams of a CLI invocation (swappable in tests). */
@@ -52,6 +52,7 @@ export function openKernel(parsed: Parsed, options: KernelOptions = {}): Promise
     resolveModel: resolveModelSpec,
     runs: false,
     execSandbox: execSandboxFlag(parsed),
+    ...cellFlags(parsed),
     ...options,
   });
 }
@@ -64,6 +65,44 @@ export function execSandboxFlag(parsed: Parsed): ExecSandboxMode | undefined {
   const value = str(parsed, "exec-sandbox");
   if (value === undefined || value === "bwrap" || value === "none") return value;
   throw new UsageError(`Expected --exec-sandbox to be "bwrap" or "none", got "${value}"`);
+}
+
+/**
+ * The flags of the verbs that host processes (`run`, `serve`; `status`
+ * shows them): the exec sandbox, and how programs share cells
+ * (`--cell-sharing tree|principal`, `--isolation shared|process`,
+ * `--cell-workers N`, `--wait-grace-ms N`).
+ */
+export const HOST_OPTIONS = {
+  ...SANDBOX_OPTIONS,
+  "cell-sharing": { type: "string" },
+  isolation: { type: "string" },
+  "cell-workers": { type: "string" },
+  "wait-grace-ms": { type: "string" },
+} as const;
+
+/** The kernel options the cell flags choose (none given: the kernel's defaults). */
+function cellFlags(parsed: Parsed): Partial<KernelOptions> {
+  const out: Partial<KernelOptions> = {};
+  const sharing = str(parsed, "cell-sharing");
+  if (sharing !== undefined) {
+    if (sharing !== "tree" && sharing !== "principal") {
+      throw new UsageError(`Expected --cell-sharing to be "tree" or "principal", got "${sharing}"`);
+    }
+    out.cellSharing = sharing;
+  }
+  const isolation = str(parsed, "isolation");
+  if (isolation !== undefined) {
+    if (isolation !== "shared" && isolation !== "process") {
+      throw new UsageError(`Expected --isolation to be "shared" or "process", got "${isolation}"`);
+    }
+    out.isolation = isolation;
+  }
+  const workers = str(parsed, "cell-workers");
+  if (workers !== undefined) out.cellWorkers = int(workers, "--cell-workers");
+  const grace = str(parsed, "wait-grace-ms");
+  if (grace !== undefined) out.waitGraceMs = grace === "0" ? 0 : int(grace, "--wait-grace-ms");
+  return out;
 }
 
 /** A verb: takes its own arguments, returns the exit code. */

@@ -5,12 +5,12 @@
  */
 
 import { int, parse, str, UsageError } from "./args.ts";
-import { type Io, openKernel, REMOTE_OPTIONS, remoteClient, SANDBOX_OPTIONS } from "./context.ts";
+import { HOST_OPTIONS, type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
 import { clip, table } from "./table.ts";
 import type { RemoteClient } from "./remote.ts";
 import type { AuditDecision, AuditRecord } from "../broker/audit.ts";
 import { printable } from "../broker/printable.ts";
-import type { Kernel, TranscriptEntry } from "../runtime/kernel.ts";
+import type { CellPolicy, Kernel, TranscriptEntry } from "../runtime/kernel.ts";
 import { END_STATES, type ProcessEvent, type ProcessRecord } from "../runtime/process_table.ts";
 
 type _Parsed = ReturnType<typeof parse>;
@@ -100,25 +100,46 @@ export function statusVerb(args: string[], io: Io): Promise<number> {
     sandbox: { mode: string; detail?: string },
     processes: ProcessRecord[],
     parsed: _Parsed,
+    cells?: CellPolicy,
   ): number => {
     const live = processes.filter((p) => !END_STATES.has(p.state)).length;
     if (parsed.values.json) {
-      io.out(JSON.stringify({ execSandbox: sandbox.mode, detail: sandbox.detail, live }));
+      io.out(JSON.stringify({ execSandbox: sandbox.mode, detail: sandbox.detail, live, cells }));
     } else {
       io.out(`exec sandbox: ${sandbox.mode}${sandbox.detail ? ` (${sandbox.detail})` : ""}`);
+      if (cells) {
+        const who = cells.isolation === "process"
+          ? "a cell of its own per process"
+          : cells.sharing === "principal"
+          ? "shared by the process trees of one principal"
+          : "shared by one process tree";
+        io.out(
+          `cells: ${who}, at most ${cells.workersPerCell} Workers each; a blocked process keeps its Worker ${cells.waitGraceMs} ms`,
+        );
+      }
       io.out(`live processes: ${live}`);
     }
     return 0;
   };
   return withTarget(
     args,
-    SANDBOX_OPTIONS,
+    HOST_OPTIONS,
     "status",
     async (kernel, parsed) =>
-      show(await kernel.execSandboxStatus(), await kernel.processes.list(), parsed),
+      show(
+        await kernel.execSandboxStatus(),
+        await kernel.processes.list(),
+        parsed,
+        kernel.cellPolicy,
+      ),
     async (client, parsed) => {
       const health = await client.health();
-      return show({ mode: health.execSandbox ?? "unknown" }, await client.processes(), parsed);
+      return show(
+        { mode: health.execSandbox ?? "unknown" },
+        await client.processes(),
+        parsed,
+        health.cells,
+      );
     },
   );
 }

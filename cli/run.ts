@@ -12,14 +12,7 @@ import { loadImageFile, type RegisteredImage } from "../runtime/image.ts";
 import type { Kernel, SpawnOptions, TranscriptEntry } from "../runtime/kernel.ts";
 import { normalizeModelSpec, resolveModelSpec } from "../runtime/model_spec.ts";
 import { list, parse, type Parsed, str, UsageError } from "./args.ts";
-import {
-  execSandboxFlag,
-  type Io,
-  openKernel,
-  REMOTE_OPTIONS,
-  remoteClient,
-  SANDBOX_OPTIONS,
-} from "./context.ts";
+import { HOST_OPTIONS, type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
 import { describeRequest, humanFlag } from "./human.ts";
 import type { RemoteClient } from "./remote.ts";
 import { clip } from "./table.ts";
@@ -33,7 +26,7 @@ const RUN_OPTIONS = {
   cap: { type: "string", multiple: true },
   policy: { type: "string", multiple: true },
   ...REMOTE_OPTIONS,
-  ...SANDBOX_OPTIONS,
+  ...HOST_OPTIONS,
 } as const;
 
 /** Exit code of `run` for a process that did not exit normally. */
@@ -197,10 +190,10 @@ async function _runRemote(client: RemoteClient, parsed: Parsed, io: Io): Promise
   return _report(end, await client.transcript(pid), parsed, io);
 }
 
-/** Refuses `--exec-sandbox` where this invocation does not host the process. */
+/** Refuses the host's flags (`--exec-sandbox`, the cell flags) where this invocation does not host the process. */
 function _hostOnly(parsed: Parsed, why: string): void {
-  if (execSandboxFlag(parsed) !== undefined) {
-    throw new UsageError(`Cannot use --exec-sandbox ${why}`);
+  for (const flag of Object.keys(HOST_OPTIONS)) {
+    if (parsed.values[flag] !== undefined) throw new UsageError(`Cannot use --${flag} ${why}`);
   }
 }
 

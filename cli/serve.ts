@@ -10,7 +10,7 @@
 import { loadTokens } from "../api/auth.ts";
 import { serveApi } from "../api/server.ts";
 import { int, parse, str } from "./args.ts";
-import { type Io, openKernel, SANDBOX_OPTIONS } from "./context.ts";
+import { HOST_OPTIONS, type Io, openKernel } from "./context.ts";
 import { humanFlag } from "./human.ts";
 import { clip } from "./table.ts";
 
@@ -26,7 +26,7 @@ export async function serveVerb(args: string[], io: Io): Promise<number> {
     host: { type: "string" },
     tokens: { type: "string" },
     "warm-cells": { type: "string" },
-    ...SANDBOX_OPTIONS,
+    ...HOST_OPTIONS,
   }, "serve");
   const human = await humanFlag(str(parsed, "human") ?? "deny", io);
   const warm = str(parsed, "warm-cells");

@@ -168,6 +168,39 @@ Deno.test("processes of two trees never share a cell; a tree's children do (the 
   }, { execSandbox: "none" });
 });
 
+Deno.test("with per-principal sharing, one principal's trees share a cell and another's do not", async () => {
+  await withHarness(async (h) => {
+    const busy = await h.program(
+      "busy",
+      `export default async (sys) => {
+        for (;;) {
+          for (let i = 0; i < 1e6; i++);
+          await sys.time.now();
+        }
+      }`,
+    );
+    const pids: number[] = [];
+    for (const principal of ["api:alice", "api:alice", "api:bob"]) {
+      const root = await h.kernel.spawn({ image: busy, workspace: h.workspace, principal });
+      h.kernel.start(root.pid);
+      pids.push(root.pid);
+    }
+    await until(
+      () => pids.every((pid) => h.kernel.executionOf(pid)?.slot !== undefined),
+      "three programs run",
+    );
+    const [a1, a2, b] = pids.map((pid) => h.kernel.executionOf(pid)!.slot!.cell);
+    assert.equal(a1, a2, "alice's two trees share a cell");
+    assert.notEqual(b, a1, "bob's tree never shares alice's cell");
+    assert.deepEqual(
+      h.kernel.cells.table().filter((r) => r.workers > 0).map((r) => r.group).sort(),
+      ["principal:api:alice", "principal:api:bob"],
+    );
+    assert.equal(h.kernel.cellPolicy.sharing, "principal");
+    for (const pid of pids) await h.kernel.signal(pid, "kill");
+  }, { execSandbox: "none", cellSharing: "principal" });
+});
+
 Deno.test("a pool refuses a negative size", () => {
   assert.throws(() => new CellPool({ warm: -1 }), /Cannot keep -1 warm cells/);
 });

@@ -109,6 +109,12 @@ export interface KernelOptions {
    */
   isolation?: "shared" | "process";
   /**
+   * Which processes may share a cell: `tree` (default), one process tree;
+   * `principal`, every tree one principal (an API token, or the local
+   * operator) started, for density. See `docs/threat_model.md`.
+   */
+  cellSharing?: CellSharing;
+  /**
    * How long a process blocked in a call keeps its Worker, in ms (default
    * {@link DEFAULT_WAIT_GRACE_MS}; 0 parks at once). A wake-up within it
    * costs no replay; the wait is journaled before the process blocks either way.
@@ -152,6 +158,8 @@ export interface SpawnOptions {
   cwd?: string;
   /** Resource budgets of the process. */
   budget?: Budget;
+  /** Who spawns it: an API token's name (default `local`, the operator on this machine). */
+  principal?: string;
 }
 
 /** What `proc.spawn` asks for. */
@@ -174,6 +182,21 @@ export interface ChildSpawnOptions {
 
 /** Largest process input, in JSON bytes (it lives in the process record). */
 export const MAX_INPUT_CHARS = 32 * 1024;
+
+/** Which processes may share a cell (see {@link KernelOptions.cellSharing}). */
+export type CellSharing = "tree" | "principal";
+
+/** How the kernel places programs in cells, as `libos status` shows it. */
+export interface CellPolicy {
+  /** Which processes may share a cell. */
+  sharing: CellSharing;
+  /** `process` when every process gets a cell of its own. */
+  isolation: "shared" | "process";
+  /** Most Workers per cell. */
+  workersPerCell: number;
+  /** How long a blocked process keeps its Worker, in ms. */
+  waitGraceMs: number;
+}
 
 /** How long a blocked process keeps its Worker by default, in ms. */
 export const DEFAULT_WAIT_GRACE_MS = 1_000;
@@ -246,6 +269,7 @@ export class Kernel {
   /** Processes whose next run gets a cell of its own. */
   #alone = new Set<number>();
   #isolation: "shared" | "process";
+  #cellSharing: CellSharing;
   /** Blocked processes that keep their Worker for a while, by pid. */
   #lingering = new Map<number, { execution: Execution; timer: ReturnType<typeof setTimeout> }>();
   #waitGraceMs: number;
@@ -292,6 +316,7 @@ export class Kernel {
     this.#maxCells = options.maxCells ?? 16;
     this.#runsProcesses = options.runs ?? true;
     this.#isolation = options.isolation ?? "shared";
+    this.#cellSharing = options.cellSharing ?? "tree";
     this.#waitGraceMs = options.waitGraceMs ?? DEFAULT_WAIT_GRACE_MS;
     this.cells = new CellPool({
       warm: options.warmCells ?? 0,
@@ -413,6 +438,7 @@ export class Kernel {
           ? modelIdOfSpec(options.model)
           : imageModelId(image.image) ?? DEFAULT_MODEL_ID,
         policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
+        principal: options.principal ?? "local",
         onParentExit: "kill",
         budget: { ...image.image.budget, ...options.budget },
       },
@@ -513,6 +539,7 @@ export class Kernel {
           options.policy ?? [],
         ),
         onParentExit: options.onParentExit ?? "kill",
+        principal: parent.principal,
         budget: _narrowBudget(image.image.budget ?? {}, from.budgetLeft),
         limits: from.limits,
         tool: options.tool,
@@ -546,6 +573,16 @@ export class Kernel {
       }
       this.caps.prepareGrant(pid, privateNamespace(pid), { grantedBy: "kernel", now: this.now() })
         .apply(op);
+    };
+  }
+
+  /** How this kernel places programs in cells. */
+  get cellPolicy(): CellPolicy {
+    return {
+      sharing: this.#cellSharing,
+      isolation: this.#isolation,
+      workersPerCell: this.cells.maxWorkers,
+      waitGraceMs: this.#waitGraceMs,
     };
   }
 
@@ -640,9 +677,11 @@ export class Kernel {
 
   /**
    * The trust group of a process: its process tree, named by its root (the
-   * oldest ancestor still on record). Only one group's programs share a cell.
+   * oldest ancestor still on record), or with `cellSharing: "principal"`
+   * every tree its principal started. Only one group's programs share a cell.
    */
   async #groupOf(record: ProcessRecord): Promise<string> {
+    if (this.#cellSharing === "principal") return `principal:${record.principal ?? "local"}`;
     let root = record;
     while (root.ppid !== null) {
       const parent = await this.processes.get(root.ppid);
@@ -1034,6 +1073,7 @@ export class Kernel {
     }
     const child = await this.processes.create({
       ppid: parent.pid,
+      principal: parent.principal,
       image: parent.image,
       digest: parent.digest,
       cwd: parent.cwd,

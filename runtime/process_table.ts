@@ -111,6 +111,11 @@ export interface ProcessRecord {
   ownModel?: string;
   /** The process's policy rules. */
   policy: PolicyRule[];
+  /**
+   * Who started its process tree: an API token's name, or `local` for the
+   * operator on this machine. A child inherits its parent's.
+   */
+  principal?: string;
   /** What happens to the process when its parent ends. */
   onParentExit: "kill" | "orphan";
   /** The process's resource budgets. */
