@@ -8,15 +8,7 @@
 
 import { AuditLog } from "../broker/audit.ts";
 import { type AskRequest, Broker, type CallContext, PARKED } from "../broker/broker.ts";
-import {
-  allows,
-  attenuationError,
-  type Capability,
-  type CapabilitySpec,
-  formatCapability,
-  parseCapability,
-  resolveScope,
-} from "../broker/capability.ts";
+import { type Capability, type CapabilitySpec, formatCapability } from "../broker/capability.ts";
 import { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
 import { escapeGlob } from "../broker/glob.ts";
@@ -27,11 +19,19 @@ import {
   loadJournal,
   putRecord,
 } from "../broker/journal.ts";
-import { decide, parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
+import { parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
 import { readChunked, writeChunked } from "./chunks.ts";
 import { CellPool } from "./cell_pool.ts";
 import { cellOptionsOf, DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
 import { type FsProvider, LocalFs } from "./fs_provider.ts";
+import {
+  deriveGrants,
+  type GrantImage,
+  type GrantSource,
+  imageCeiling,
+  isWithinCeiling,
+  parseGrant,
+} from "./grants.ts";
 import { imageModelId, ImageRegistry, type RegisteredImage } from "./image.ts";
 import type { Message, ModelProvider } from "./model.ts";
 import { DEFAULT_MODEL_ID, modelIdOfSpec, specOfModelId } from "./model_spec.ts";
@@ -365,13 +365,17 @@ export class Kernel {
     }
     const image = await this.#requireImage(options.image);
     const workspace = await this.#realDir(options.workspace, "workspace");
-    const ceiling = this.#ceiling(image, workspace);
-    const requested = (options.capabilities ?? image.image.capabilities).map((t) =>
-      this.#parseCap(t, workspace)
-    );
-    for (const spec of requested) this.#requireWithinCeiling(spec, ceiling, image.tag);
+    const { grants, model } = deriveGrants({
+      kind: "spawn",
+      image: _grantImage(image),
+      workspace,
+      requested: options.capabilities,
+      model: options.model
+        ? modelIdOfSpec(options.model)
+        : imageModelId(image.image) ?? DEFAULT_MODEL_ID,
+      now: this.now(),
+    });
     const cwd = options.cwd ? await this.fs.resolve(workspace, options.cwd) : workspace;
-    const grants = requested.map((spec) => ({ spec, grantedBy: "operator" }));
     return await this.processes.create(
       {
         ppid: null,
@@ -381,15 +385,16 @@ export class Kernel {
         workspace,
         input: options.input,
         model: options.model,
-        ownModel: options.model
-          ? modelIdOfSpec(options.model)
-          : imageModelId(image.image) ?? DEFAULT_MODEL_ID,
+        ownModel: model,
         policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
         onParentExit: "kill",
         budget: { ...image.image.budget, ...options.budget },
       },
       this.now(),
-      { runnable: true, setup: this.#grantsSetup(grants, []) },
+      {
+        runnable: true,
+        setup: this.#grantsSetup(grants.map((g) => ({ ...g, grantedBy: "operator" })), []),
+      },
     );
   }
 
@@ -419,39 +424,16 @@ export class Kernel {
     options: ChildSpawnOptions,
   ): Promise<ProcessRecord> {
     const parent = await this.processes.require(ppid);
-    const from = await this.#derivation(
-      parent,
-      await this.imageOf(parent),
-      `spawn "${image.tag}"`,
-      image,
-    );
-    const ceiling = this.#ceiling(image, parent.workspace);
-    const held = await this.caps.list(ppid, this.now());
-    const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
-    if (options.capabilities) {
-      for (const text of options.capabilities) {
-        const spec = this.#parseCap(text, parent.workspace);
-        this.#requireWithinCeiling(spec, ceiling, image.tag);
-        const from = held.find((cap) =>
-          cap.uses === undefined && !attenuationError(spec, cap, this.now())
-        );
-        if (!from) {
-          throw new SyscallError(
-            "EPERM",
-            `Cannot grant "${text}" to a child: the parent holds no capability that covers it`,
-          );
-        }
-        grants.push({ spec, parent: from });
-      }
-    } else {
-      // Default: every ceiling capability the parent itself covers.
-      for (const spec of ceiling) {
-        const from = held.find((cap) =>
-          cap.uses === undefined && !attenuationError(spec, cap, this.now())
-        );
-        if (from) grants.push({ spec, parent: from });
-      }
-    }
+    const parentImage = await this.imageOf(parent);
+    const from = this.#bounds(parent, parentImage);
+    const { grants, model } = deriveGrants({
+      kind: "child",
+      image: _grantImage(image),
+      workspace: parent.workspace,
+      requested: options.capabilities,
+      source: await this.#grantSource(parent, parentImage),
+      now: this.now(),
+    });
     const cwd = options.cwd ? await this.fs.resolve(parent.cwd, options.cwd) : parent.cwd;
     if (options.cwd && (await this.fs.stat(cwd)).kind !== "dir") {
       throw new SyscallError("EINVAL", `Cannot spawn in "${options.cwd}": not a directory`);
@@ -460,7 +442,7 @@ export class Kernel {
     const checks: Deno.KvEntryMaybe<unknown>[] = [];
     for (let i = 0; i < grants.length; i += 10) {
       checks.push(
-        ...await this.store.kv.getMany(grants.slice(i, i + 10).map((g) => ["cap", g.parent.id])),
+        ...await this.store.kv.getMany(grants.slice(i, i + 10).map((g) => ["cap", g.parent!.id])),
       );
     }
     if (checks.some((entry) => entry.value === null)) {
@@ -478,7 +460,7 @@ export class Kernel {
         workspace: parent.workspace,
         input: options.input,
         model: parent.model,
-        ownModel: from.ownModel,
+        ownModel: model,
         policy: stackPolicy(
           parent.policy,
           parsePolicy(image.image.policy, "image"),
@@ -508,7 +490,7 @@ export class Kernel {
 
   /** Mutations that grant `grants` and the private namespace to a process being created. */
   #grantsSetup(
-    grants: { spec: CapabilitySpec; grantedBy: string; parent?: Capability }[],
+    grants: readonly { spec: CapabilitySpec; grantedBy: string; parent?: Capability }[],
     checks: Deno.AtomicCheck[],
   ): (op: Deno.AtomicOperation, pid: number) => void {
     return (op, pid) => {
@@ -845,38 +827,15 @@ export class Kernel {
   ): Promise<ProcessRecord> {
     await this.reserve(ctx.pid, "children", { least: 1 });
     const parent = await this.processes.require(ctx.pid);
-    const from = await this.#derivation(parent, await this.imageOf(parent), "fork");
-    const held = (await this.caps.list(ctx.pid, this.now())).filter((c) =>
-      c.grantedBy !== "kernel"
-    );
-    const grants: { spec: CapabilitySpec; parent: Capability; expiresAt?: number }[] = [];
-    if (options.capabilities) {
-      for (const text of options.capabilities) {
-        const spec = this.#parseCap(text, parent.workspace);
-        const from = held.find((cap) =>
-          cap.uses === undefined && !attenuationError(spec, cap, this.now())
-        );
-        if (!from) {
-          throw new SyscallError(
-            "EPERM",
-            `Cannot fork with "${text}": the parent holds no capability that covers it`,
-          );
-        }
-        grants.push({ spec, parent: from });
-      }
-    } else {
-      for (const cap of held) {
-        if (cap.uses !== undefined) continue; // one-shot grants are not duplicated
-        // A copy keeps every attribute: it expires with the original and is
-        // delegable only if the original is.
-        const { resource, rights, scope, delegable } = cap;
-        grants.push({
-          spec: { resource, rights, scope, delegable },
-          parent: cap,
-          expiresAt: cap.expiresAt,
-        });
-      }
-    }
+    const parentImage = await this.imageOf(parent);
+    const from = this.#bounds(parent, parentImage);
+    const { grants, model } = deriveGrants({
+      kind: "fork",
+      workspace: parent.workspace,
+      requested: options.capabilities,
+      source: await this.#grantSource(parent, parentImage),
+      now: this.now(),
+    });
     const child = await this.processes.create({
       ppid: parent.pid,
       image: parent.image,
@@ -885,7 +844,7 @@ export class Kernel {
       workspace: parent.workspace,
       input: options.input ?? parent.input,
       model: parent.model,
-      ownModel: from.ownModel,
+      ownModel: model,
       policy: parent.policy,
       onParentExit: "kill",
       budget: from.budgetLeft,
@@ -954,20 +913,17 @@ export class Kernel {
   ): Promise<typeof PARKED> {
     const target = await this.#requireImage(options.image);
     const proc = await this.processes.require(ctx.pid);
+    const image = await this.imageOf(proc);
     // The process runs on under the new image with nothing its old one lacked.
-    const from = await this.#derivation(
-      proc,
-      await this.imageOf(proc),
-      `exec "${target.tag}"`,
-      target,
-    );
-    const ceiling = this.#ceiling(target, proc.workspace);
-    for (const cap of await this.caps.list(ctx.pid, this.now())) {
-      if (cap.grantedBy === "kernel") continue;
-      // Every attribute counts: a delegable capability outlives an exec only
-      // into an image whose ceiling makes it delegable.
-      if (!this.#isWithinCeiling(cap, ceiling)) await this.caps.revoke(cap.id);
-    }
+    const from = this.#bounds(proc, image);
+    const { revoke, model } = deriveGrants({
+      kind: "exec",
+      image: _grantImage(target),
+      workspace: proc.workspace,
+      source: await this.#grantSource(proc, image),
+      now: this.now(),
+    });
+    for (const cap of revoke) await this.caps.revoke(cap.id);
     const op = this.store.kv.atomic();
     putRecord(op, {
       pid: ctx.pid,
@@ -987,7 +943,7 @@ export class Kernel {
       digest: target.digest,
       input: options.input ?? p.input,
       replayFrom: ctx.seq + 1,
-      ownModel: from.ownModel,
+      ownModel: model,
       policy: stackPolicy(p.policy, parsePolicy(target.image.policy, "image")),
       budget: _narrowBudget(p.budget, target.image.budget ?? {}),
       limits: from.limits,
@@ -998,10 +954,14 @@ export class Kernel {
 
   /** Parses a capability for `pid` and checks it against its image's ceiling (for `cap.request`). */
   async withinCeiling(pid: number, text: string): Promise<CapabilitySpec> {
-    const proc = await this.processes.require(pid);
-    const image = await this.imageOf(proc);
-    const spec = this.#parseCap(text, proc.workspace);
-    this.#requireWithinCeiling(spec, this.#ceiling(image, proc.workspace), image.tag);
+    const { proc, image, ceiling } = await this.#ceilingOf(pid);
+    const spec = parseGrant(text, proc.workspace);
+    if (!isWithinCeiling(spec, ceiling, this.now())) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot grant "${formatCapability(spec)}": beyond the ceiling of image "${image.tag}"`,
+      );
+    }
     return spec;
   }
 
@@ -1014,9 +974,8 @@ export class Kernel {
       rights: [op.right],
       scope: escapeGlob(op.target),
     };
-    const proc = await this.processes.require(ctx.pid);
-    const image = await this.imageOf(proc);
-    if (!this.#isWithinCeiling(spec, this.#ceiling(image, proc.workspace))) {
+    const { image, ceiling } = await this.#ceilingOf(ctx.pid);
+    if (!isWithinCeiling(spec, ceiling, this.now())) {
       throw new SyscallError(
         "EPERM",
         `Cannot ${name} "${op.target}": policy "${rule.pattern}" asks, but no human may grant what image "${image.tag}" never allows`,
@@ -1291,35 +1250,13 @@ export class Kernel {
     }
   }
 
-  #ceiling(image: RegisteredImage, workspace: string): CapabilitySpec[] {
-    return image.image.capabilities.map((t) => this.#parseCap(t, workspace));
-  }
-
-  #parseCap(text: string, workspace: string): CapabilitySpec {
-    try {
-      return resolveScope(parseCapability(text), { workspace });
-    } catch (error) {
-      throw new SyscallError("EINVAL", (error as Error).message);
-    }
-  }
-
-  /** True when `spec` is inside one entry of `ceiling` in every attribute, `delegable` included. */
-  #isWithinCeiling(
-    spec: CapabilitySpec & { expiresAt?: number },
-    ceiling: readonly CapabilitySpec[],
-  ): boolean {
-    const now = this.now();
-    return ceiling.some((c) =>
-      !attenuationError(spec, {
-        ...c,
-        id: "ceiling",
-        holder: 0,
-        delegable: c.delegable ?? false,
-        grantedBy: "image",
-        createdAt: now,
-        expiresAt: c.ttlMs !== undefined ? now + c.ttlMs : undefined,
-      }, now)
-    );
+  /** A process, its image, and that image's ceiling for the process's workspace. */
+  async #ceilingOf(
+    pid: number,
+  ): Promise<{ proc: ProcessRecord; image: RegisteredImage; ceiling: CapabilitySpec[] }> {
+    const proc = await this.processes.require(pid);
+    const image = await this.imageOf(proc);
+    return { proc, image, ceiling: imageCeiling(image.image.capabilities, proc.workspace) };
   }
 
   /**
@@ -1330,9 +1267,8 @@ export class Kernel {
     pid: number,
     spec: CapabilitySpec & { expiresAt?: number },
   ): Promise<void> {
-    const proc = await this.processes.require(pid);
-    const image = await this.imageOf(proc);
-    if (!this.#isWithinCeiling(spec, this.#ceiling(image, proc.workspace))) {
+    const { image, ceiling } = await this.#ceilingOf(pid);
+    if (!isWithinCeiling(spec, ceiling, this.now())) {
       throw new SyscallError(
         "EPERM",
         `Cannot give "${
@@ -1342,47 +1278,15 @@ export class Kernel {
     }
   }
 
-  #requireWithinCeiling(spec: CapabilitySpec, ceiling: CapabilitySpec[], tag: string): void {
-    if (!this.#isWithinCeiling(spec, ceiling)) {
-      throw new SyscallError(
-        "EPERM",
-        `Cannot grant "${formatCapability(spec)}": beyond the ceiling of image "${tag}"`,
-      );
-    }
-  }
-
   /**
    * What a process made from `source` (spawned, forked, or `source` itself
-   * after an exec into `target`) may have at most: the limits `source`
-   * runs under, the budget it has left, and its model. A `target` image
-   * that names a model `source` may not call is refused with `EPERM`.
+   * after an exec) may have at most besides its capabilities: the limits
+   * `source` runs under and the budget it has left.
    */
-  async #derivation(
+  #bounds(
     source: ProcessRecord,
     sourceImage: RegisteredImage,
-    action: string,
-    target: RegisteredImage = sourceImage,
-  ): Promise<{ ownModel: string; budgetLeft: Budget; limits: ProcessLimits }> {
-    const own = this.ownModelOf(source, sourceImage);
-    const named = imageModelId(target.image);
-    if (named !== undefined && named !== own && named !== imageModelId(sourceImage.image)) {
-      const op = { resource: "model" as const, right: "complete", target: named };
-      const now = this.now();
-      const held = await this.caps.list(source.pid, now);
-      const covered = held.some((cap) =>
-        cap.uses === undefined && cap.boundTo === undefined && allows(cap, op, now)
-      );
-      const rule = decide(source.policy, op, { workspace: source.workspace });
-      if (!covered || (rule && rule.decision !== "allow")) {
-        const why = !covered
-          ? `it holds no model:complete capability for "${named}"`
-          : `policy "${rule!.pattern}" ${rule!.decision === "deny" ? "denies" : "asks for"} it`;
-        throw new SyscallError(
-          "EPERM",
-          `Cannot ${action}: it names model "${named}", and process ${source.pid} may only call "${own}" (${why})`,
-        );
-      }
-    }
+  ): { budgetLeft: Budget; limits: ProcessLimits } {
     const now = this.now();
     const budgetLeft: Budget = {};
     for (const key of ["toolCalls", "tokens", "children"] as const) {
@@ -1393,11 +1297,17 @@ export class Kernel {
       const ran = source.startedAt === undefined ? 0 : now - source.startedAt;
       budgetLeft.wallMs = Math.max(0, source.budget.wallMs - ran);
     }
+    return { budgetLeft, limits: this.#limitsOf(source, sourceImage) };
+  }
+
+  /** `proc` as the source of a grant derivation: its image, model, capabilities and policy. */
+  async #grantSource(proc: ProcessRecord, image: RegisteredImage): Promise<GrantSource> {
     return {
-      // The same image (fork, exec of itself) keeps the model; another one's model replaces it.
-      ownModel: target.digest === sourceImage.digest ? own : named ?? own,
-      budgetLeft,
-      limits: this.#limitsOf(source, sourceImage),
+      pid: proc.pid,
+      image: _grantImage(image),
+      model: this.ownModelOf(proc, image),
+      held: await this.caps.list(proc.pid, this.now()),
+      policy: proc.policy,
     };
   }
 
@@ -1414,4 +1324,14 @@ function _narrowBudget(a: Budget, b: Budget): Budget {
     if (limit !== undefined) out[key] = Math.min(out[key] ?? limit, limit);
   }
   return out;
+}
+
+/** A registered image as grant derivation sees it. */
+function _grantImage(image: RegisteredImage): GrantImage {
+  return {
+    tag: image.tag,
+    digest: image.digest,
+    capabilities: image.image.capabilities,
+    model: imageModelId(image.image),
+  };
 }
