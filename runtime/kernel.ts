@@ -45,8 +45,9 @@ import { Snapshots } from "./snapshots.ts";
 import {
   type Budget,
   type BudgetKey,
-  budgetMessage,
+  budgetLeft,
   END_STATES,
+  narrowBudget,
   type ProcessRecord,
   type ProcessState,
   ProcessTable,
@@ -425,7 +426,6 @@ export class Kernel {
   ): Promise<ProcessRecord> {
     const parent = await this.processes.require(ppid);
     const parentImage = await this.imageOf(parent);
-    const from = this.#bounds(parent, parentImage);
     const { grants, model } = deriveGrants({
       kind: "child",
       image: _grantImage(image),
@@ -467,8 +467,8 @@ export class Kernel {
           options.policy ?? [],
         ),
         onParentExit: options.onParentExit ?? "kill",
-        budget: _narrowBudget(image.image.budget ?? {}, from.budgetLeft),
-        limits: from.limits,
+        budget: narrowBudget(image.image.budget ?? {}, budgetLeft(parent, this.now())),
+        limits: this.#limitsOf(parent, parentImage),
         tool: options.tool,
       },
       this.now(),
@@ -828,7 +828,6 @@ export class Kernel {
     await this.reserve(ctx.pid, "children", { least: 1 });
     const parent = await this.processes.require(ctx.pid);
     const parentImage = await this.imageOf(parent);
-    const from = this.#bounds(parent, parentImage);
     const { grants, model } = deriveGrants({
       kind: "fork",
       workspace: parent.workspace,
@@ -847,8 +846,8 @@ export class Kernel {
       ownModel: model,
       policy: parent.policy,
       onParentExit: "kill",
-      budget: from.budgetLeft,
-      limits: from.limits,
+      budget: budgetLeft(parent, this.now()),
+      limits: this.#limitsOf(parent, parentImage),
       forkedFrom: parent.pid,
       replayFrom: parent.replayFrom,
       seed: parent.seed,
@@ -915,7 +914,7 @@ export class Kernel {
     const proc = await this.processes.require(ctx.pid);
     const image = await this.imageOf(proc);
     // The process runs on under the new image with nothing its old one lacked.
-    const from = this.#bounds(proc, image);
+    const limits = this.#limitsOf(proc, image);
     const { revoke, model } = deriveGrants({
       kind: "exec",
       image: _grantImage(target),
@@ -945,8 +944,8 @@ export class Kernel {
       replayFrom: ctx.seq + 1,
       ownModel: model,
       policy: stackPolicy(p.policy, parsePolicy(target.image.policy, "image")),
-      budget: _narrowBudget(p.budget, target.image.budget ?? {}),
-      limits: from.limits,
+      budget: narrowBudget(p.budget, target.image.budget ?? {}),
+      limits,
     }), { reason: `exec ${target.tag}` });
     this.start(ctx.pid);
     return PARKED;
@@ -990,45 +989,26 @@ export class Kernel {
   }
 
   /** `EPERM` unless `child` is a child of `pid`. */
-  async requireChild(pid: number, child: number, action: string): Promise<void> {
-    const record = await this.processes.require(child);
-    if (record.ppid !== pid) {
-      throw new SyscallError(
-        "EPERM",
-        `Cannot ${action} process ${child}: it is not a child of ${pid}`,
-      );
-    }
+  requireChild(pid: number, child: number, action: string): Promise<void> {
+    return this.processes.requireChild(pid, child, action);
   }
 
   /** `EPERM` unless `target` is a descendant of `pid`; `action` names the call in the message. */
-  async requireDescendant(pid: number, target: number, action = "signal"): Promise<void> {
-    let current = await this.processes.require(target);
-    while (current.ppid !== null) {
-      if (current.ppid === pid) return;
-      current = await this.processes.require(current.ppid);
-    }
-    throw new SyscallError(
-      "EPERM",
-      `Cannot ${action} process ${target}: it is not a descendant of ${pid}`,
-    );
+  requireDescendant(pid: number, target: number, action = "signal"): Promise<void> {
+    return this.processes.requireDescendant(pid, target, action);
   }
 
   /**
    * `EBUDGET` when `pid` or an ancestor has spent all of its `key` budget. A
    * quick refusal before work that {@link reserve} charges afterwards.
    */
-  async checkBudget(pid: number, key: BudgetKey): Promise<void> {
-    for (const r of await this.#lineage(pid)) {
-      const limit = r.budget[key];
-      if (limit !== undefined && r.usage[key] >= limit) {
-        throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, 1));
-      }
-    }
+  checkBudget(pid: number, key: BudgetKey): Promise<void> {
+    return this.processes.checkBudget(pid, key);
   }
 
   /** True when `pid` or an ancestor has a `key` budget (budgets never change once set). */
-  async isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
-    return (await this.#lineage(pid)).some((r) => r.budget[key] !== undefined);
+  isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
+    return this.processes.isBudgeted(pid, key);
   }
 
   /**
@@ -1090,16 +1070,6 @@ export class Kernel {
       }
       throw error;
     }
-  }
-
-  /** `pid`'s record, then its parent's, up to the root. */
-  async #lineage(pid: number): Promise<ProcessRecord[]> {
-    const out: ProcessRecord[] = [];
-    for (let p: ProcessRecord | undefined = await this.processes.require(pid); p;) {
-      out.push(p);
-      p = p.ppid === null ? undefined : await this.processes.get(p.ppid);
-    }
-    return out;
   }
 
   /**
@@ -1278,28 +1248,6 @@ export class Kernel {
     }
   }
 
-  /**
-   * What a process made from `source` (spawned, forked, or `source` itself
-   * after an exec) may have at most besides its capabilities: the limits
-   * `source` runs under and the budget it has left.
-   */
-  #bounds(
-    source: ProcessRecord,
-    sourceImage: RegisteredImage,
-  ): { budgetLeft: Budget; limits: ProcessLimits } {
-    const now = this.now();
-    const budgetLeft: Budget = {};
-    for (const key of ["toolCalls", "tokens", "children"] as const) {
-      const limit = source.budget[key];
-      if (limit !== undefined) budgetLeft[key] = Math.max(0, limit - source.usage[key]);
-    }
-    if (source.budget.wallMs !== undefined) {
-      const ran = source.startedAt === undefined ? 0 : now - source.startedAt;
-      budgetLeft.wallMs = Math.max(0, source.budget.wallMs - ran);
-    }
-    return { budgetLeft, limits: this.#limitsOf(source, sourceImage) };
-  }
-
   /** `proc` as the source of a grant derivation: its image, model, capabilities and policy. */
   async #grantSource(proc: ProcessRecord, image: RegisteredImage): Promise<GrantSource> {
     return {
@@ -1314,16 +1262,6 @@ export class Kernel {
   async #grantPrivateNamespace(pid: number): Promise<void> {
     await this.caps.grant(pid, privateNamespace(pid), { grantedBy: "kernel", now: this.now() });
   }
-}
-
-/** The tighter of two budgets, key by key (an absent key is no limit). */
-function _narrowBudget(a: Budget, b: Budget): Budget {
-  const out: Budget = { ...a };
-  for (const key of Object.keys(b) as (keyof Budget)[]) {
-    const limit = b[key];
-    if (limit !== undefined) out[key] = Math.min(out[key] ?? limit, limit);
-  }
-  return out;
 }
 
 /** A registered image as grant derivation sees it. */
