@@ -60,6 +60,7 @@ import { ToolTables } from "./jit_tools.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { removeDeadHostFolders } from "./host_children.ts";
 import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
+import { type Launch, Scheduler } from "./scheduler.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
 
 /** Options of {@link Kernel.open}. */
@@ -226,21 +227,9 @@ export class Kernel {
   #model: ModelProvider | undefined;
   #resolveModel: ((spec: string) => Promise<ModelProvider>) | undefined;
   #models = new Map<string, Promise<ModelProvider>>();
-  #executions = new Map<number, Execution>();
-  #queue: number[] = [];
-  #queued = new Set<number>();
-  #starting = new Set<number>();
-  #runs = new Set<Promise<void>>();
-  #maxCells: number;
+  #scheduler: Scheduler<Execution>;
   #ownsStore: boolean;
   #ownsSandbox: boolean;
-  #closed = false;
-  #runsProcesses: boolean;
-  /** Set by {@link recover}: every process of the store is this kernel's to run. */
-  #serving = false;
-  /** Processes this kernel started and that have not ended. */
-  #hosted = new Set<number>();
-  #reacting = new Set<Promise<void>>();
 
   private constructor(store: Store, ownsStore: boolean, options: KernelOptions) {
     this.store = store;
@@ -268,8 +257,6 @@ export class Kernel {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.#model = options.model;
     this.#resolveModel = options.resolveModel;
-    this.#maxCells = options.maxCells ?? 16;
-    this.#runsProcesses = options.runs ?? true;
     this.cells = new CellPool(options.warmCells ?? 0, cellOptionsOf(this.limits));
     this.waits = new Waits(this);
     this.events = new TopicEvents(this);
@@ -277,6 +264,13 @@ export class Kernel {
     this.humans = new HumanQueue(this, options.human);
     this.snapshots = new Snapshots(this);
     this.tools = new ToolTables(this);
+    this.#scheduler = new Scheduler({
+      processes: this.processes,
+      waits: this.waits,
+      now: this.now,
+      finish: (pid, state, outcome) => this.finish(pid, state, outcome),
+      prepare: (record) => this.#prepare(record),
+    }, { maxCells: options.maxCells ?? 16, runs: options.runs ?? true });
     this.broker = new Broker({
       caps: this.caps,
       journal: this.journal,
@@ -304,47 +298,14 @@ export class Kernel {
       : await openStore(options.store);
     const kernel = new Kernel(store, owns, options);
     // A throwaway store this kernel opened has no other writer to follow.
-    if (kernel.#runsProcesses && options.store !== ":memory:") {
-      kernel.processes.subscribe((_, event, foreign) => {
-        if (foreign) kernel.#react(event.pid);
-      });
-      await kernel.processes.follow(
+    if (kernel.#scheduler.runs && options.store !== ":memory:") {
+      await kernel.#scheduler.follow(
         store.path !== undefined
           ? { pollMs: FILE_FEED_POLL_MS }
           : { watch: true, pollMs: WATCHED_FEED_POLL_MS },
       );
     }
     return kernel;
-  }
-
-  /**
-   * Catches up with a transition another kernel committed: an execution
-   * here of a process that is no longer `running` (killed, paused, put
-   * back by a restore) stops, and a process that is now `runnable` starts
-   * when this kernel serves the store or started it before.
-   */
-  #react(pid: number): void {
-    if (this.#closed) return;
-    const execution = this.#executions.get(pid);
-    if (!execution && !this.#serving && !this.#hosted.has(pid)) return;
-    const reaction = (async () => {
-      const record = await this.processes.get(pid);
-      if (!record || this.#closed) return;
-      // The execution was there before the read: its process left `running` since.
-      if (execution && this.#executions.get(pid) === execution && record.state !== "running") {
-        if (END_STATES.has(record.state)) execution.markEnded();
-        execution.stop(`The process is ${record.state}`);
-      }
-      if (END_STATES.has(record.state)) this.#hosted.delete(pid);
-      if (record.state === "runnable" && (this.#serving || this.#hosted.has(pid))) {
-        this.start(pid);
-      }
-    })().catch((error) => {
-      if (!this.#closed) {
-        console.error(`libos: catching up with process ${pid} failed: ${(error as Error).message}`);
-      }
-    }).finally(() => this.#reacting.delete(reaction));
-    this.#reacting.add(reaction);
   }
 
   /** Registered image of a process (with its entry source). */
@@ -505,7 +466,7 @@ export class Kernel {
 
   /** True once {@link close} began. */
   get closed(): boolean {
-    return this.#closed;
+    return this.#scheduler.closed;
   }
 
   /**
@@ -514,67 +475,31 @@ export class Kernel {
    * is still stopping starts once that cell is gone.
    */
   start(pid: number): void {
-    if (this.#closed || !this.#runsProcesses || this.#queued.has(pid)) return;
-    this.#hosted.add(pid);
-    this.waits.start();
-    this.#queued.add(pid);
-    this.#queue.push(pid);
-    this.#pump();
+    this.#scheduler.start(pid);
   }
 
-  #pump(): void {
-    const busy = (pid: number) => this.#executions.has(pid) || this.#starting.has(pid);
-    while (
-      this.#queue.length && this.#executions.size + this.#starting.size < this.#maxCells &&
-      !this.#closed
-    ) {
-      const index = this.#queue.findIndex((pid) => !busy(pid));
-      if (index < 0) return;
-      const [pid] = this.#queue.splice(index, 1);
-      this.#queued.delete(pid);
-      // Claimed synchronously: no second run of the same pid can begin meanwhile.
-      this.#starting.add(pid);
-      const run = this.#run(pid)
-        .catch((error) =>
-          this.finish(pid, "failed", { error: { message: (error as Error).message } }).catch(
-            () => {},
-          )
-        )
-        .finally(() => {
-          this.#starting.delete(pid);
-          this.#runs.delete(run);
-          this.#pump();
-        });
-      this.#runs.add(run);
-    }
-  }
-
-  async #run(pid: number): Promise<void> {
-    const initial = await this.processes.get(pid);
-    if (initial?.state !== "runnable" || this.#executions.has(pid) || this.#closed) return;
-    const image = await this.imageOf(initial);
-    let claimed = false;
-    const record = await this.processes.update(pid, (p) => {
-      claimed = p.state === "runnable";
-      return claimed ? { state: "running", startedAt: p.startedAt ?? this.now() } : {};
-    });
-    if (!claimed) return;
-    const limits = this.#limitsOf(record, image);
-    const { firstSeq, checkpoint } = await this.#replayStart(record);
-    const journal = await loadJournal(this.store.kv, pid, firstSeq);
-    const execution = new Execution(this, record, limits, { firstSeq, journal });
-    this.#executions.set(pid, execution);
-    execution.settled().then(() => {
-      if (this.#executions.get(pid) === execution) this.#executions.delete(pid);
-      this.#pump();
-    });
-    const entry = image.image.entry === "libos:agent"
-      ? {
-        kind: "agent" as const,
-        config: { system: image.image.system, tools: image.image.tools },
-      }
-      : { kind: "module" as const, source: image.entrySource ?? "" };
-    await execution.start(entry, checkpoint);
+  /**
+   * Gets ready to run a runnable process: its image, before it is claimed;
+   * then, once it is `running`, its execution, replaying from its latest
+   * checkpoint.
+   */
+  async #prepare(
+    record: ProcessRecord,
+  ): Promise<(running: ProcessRecord) => Promise<Launch<Execution>>> {
+    const image = await this.imageOf(record);
+    return async (running) => {
+      const limits = this.#limitsOf(running, image);
+      const { firstSeq, checkpoint } = await this.#replayStart(running);
+      const journal = await loadJournal(this.store.kv, running.pid, firstSeq);
+      const execution = new Execution(this, running, limits, { firstSeq, journal });
+      const entry = image.image.entry === "libos:agent"
+        ? {
+          kind: "agent" as const,
+          config: { system: image.image.system, tools: image.image.tools },
+        }
+        : { kind: "module" as const, source: image.entrySource ?? "" };
+      return { execution, start: () => execution.start(entry, checkpoint) };
+    };
   }
 
   /** Where replay of a process starts: after its latest checkpoint, or at `replayFrom`. */
@@ -595,16 +520,13 @@ export class Kernel {
   }
 
   /** Stops the cell of `pid`, if it has one, and waits until it is gone. */
-  async stopExecution(pid: number): Promise<void> {
-    const execution = this.#executions.get(pid);
-    if (!execution) return;
-    execution.stop("The operator stopped the process");
-    await execution.settled();
+  stopExecution(pid: number): Promise<void> {
+    return this.#scheduler.stopExecution(pid);
   }
 
   /** The execution running `pid`, if any (for tests and diagnostics). */
   executionOf(pid: number): Execution | undefined {
-    return this.#executions.get(pid);
+    return this.#scheduler.executionOf(pid);
   }
 
   /** Spawns, starts and waits for a process: the `libos run` path. */
@@ -624,8 +546,7 @@ export class Kernel {
     state: Extract<ProcessState, "exited" | "failed" | "killed">,
     outcome: { result?: unknown; error?: { code?: string; message: string }; reason?: string } = {},
   ): Promise<void> {
-    this.#executions.get(pid)?.markEnded();
-    this.#hosted.delete(pid);
+    this.#scheduler.ending(pid);
     const current = await this.processes.get(pid);
     if (!current || END_STATES.has(current.state)) return;
     // What the process did is in the journal and audit before it is seen to end.
@@ -641,7 +562,7 @@ export class Kernel {
     } catch (error) {
       if (!(error instanceof SyscallError)) throw error;
     }
-    this.#executions.get(pid)?.stop(`The process ${state}`);
+    this.#scheduler.executionOf(pid)?.stop(`The process ${state}`);
     this.caps.invalidate(pid);
     const ended = await this.processes.require(pid);
     for await (const waiter of this.store.kv.list({ prefix: ["wait_child", pid] })) {
@@ -713,7 +634,7 @@ export class Kernel {
         state: "paused",
         pausedFrom: p.state === "blocked" ? "blocked" : "runnable",
       }), { reason: `pause signal from ${by}` });
-      this.#executions.get(pid)?.stop("The process was paused");
+      this.#scheduler.executionOf(pid)?.stop("The process was paused");
       return;
     }
     if (signal === "resume") {
@@ -760,11 +681,11 @@ export class Kernel {
    */
   async recover(): Promise<number> {
     this.#requireRuns("serve the store");
-    this.#serving = true;
+    this.#scheduler.serve();
     let started = 0;
     this.waits.start();
     for (const record of await this.processes.list()) {
-      if (record.state === "running" && !this.#executions.has(record.pid)) {
+      if (record.state === "running" && !this.#scheduler.executionOf(record.pid)) {
         await this.processes.transition(record.pid, "runnable", { reason: "the host restarted" });
         this.start(record.pid);
         started++;
@@ -787,31 +708,7 @@ export class Kernel {
 
   /** Resolves once no live (not exited, failed or killed) process remains in the store. */
   idle(): Promise<void> {
-    return new Promise((resolve) => {
-      let checking = false;
-      let again = false;
-      const check = async () => {
-        if (checking) {
-          again = true;
-          return;
-        }
-        checking = true;
-        do {
-          again = false;
-          const live = (await this.processes.list()).some((p) => !END_STATES.has(p.state));
-          if (!live) {
-            unsubscribe();
-            resolve();
-            return;
-          }
-        } while (again);
-        checking = false;
-      };
-      const unsubscribe = this.processes.subscribe((_, event) => {
-        if (END_STATES.has(event.to)) check();
-      });
-      check();
-    });
+    return this.#scheduler.idle();
   }
 
   /**
@@ -1141,33 +1038,20 @@ export class Kernel {
 
   /** Stops every running program, flushes the journal and closes the store (if the kernel opened it). */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.processes.unfollow();
-    while (this.#reacting.size) await Promise.allSettled([...this.#reacting]);
+    if (this.closed) return;
+    await this.#scheduler.close();
     this.waits.stop();
     await this.waits.settled();
-    // Runs that were starting when close began finish starting first.
-    while (this.#runs.size) await Promise.allSettled([...this.#runs]);
-    const running = [...this.#executions.entries()];
-    for (const [, execution] of running) {
-      execution.stop("The host is shutting down", { abortCalls: true });
-    }
-    await Promise.all([...running.map(([, e]) => e.settled()), this.cells.close()]);
     // Park what was running: it replays from its journal on the next start.
-    for (const [pid] of running) {
-      const record = await this.processes.get(pid);
-      if (record?.state === "running") {
-        await this.processes.transition(pid, "runnable", { reason: "the host shut down" });
-      }
-    }
+    await this.#scheduler.shutdown();
+    await this.cells.close();
     await this.journal.close();
     if (this.#ownsSandbox) await this.sandbox?.close();
     if (this.#ownsStore) this.store.close();
   }
 
   #requireRuns(action: string): void {
-    if (!this.#runsProcesses) {
+    if (!this.#scheduler.runs) {
       throw new SyscallError(
         "EINVAL",
         `Cannot ${action}: this kernel was opened with runs: false`,
