@@ -48,9 +48,11 @@ export async function replayStart(
 
 /**
  * Gives the fork `child` of `parent`, made by the `proc.fork` call `ctx`,
- * the journal it replays: the checkpoint `parent` replays from (if any),
- * a copy of `parent`'s records from there up to the fork, and the fork
- * call itself, done, answering `{ pid: 0 }`.
+ * the journal it replays: the checkpoint `parent` replays from (if any)
+ * with the record of the call that saved it, so that it counts for the
+ * child too (see {@link replayStart}), a copy of `parent`'s records from
+ * there up to the fork, and the fork call itself, done, answering
+ * `{ pid: 0 }`.
  */
 export async function copyJournalToFork(
   kv: Deno.Kv,
@@ -60,10 +62,10 @@ export async function copyJournalToFork(
   now: () => number,
 ): Promise<void> {
   const { firstSeq } = await replayStart(kv, parent);
-  if (firstSeq > (parent.replayFrom ?? 1)) {
-    await copyCheckpoint(kv, parent.pid, child, firstSeq - 1);
-  }
-  const records = [...(await loadJournal(kv, parent.pid, firstSeq)).values()]
+  const fromCheckpoint = firstSeq > (parent.replayFrom ?? 1);
+  if (fromCheckpoint) await copyCheckpoint(kv, parent.pid, child, firstSeq - 1);
+  const from = fromCheckpoint ? firstSeq - 1 : firstSeq;
+  const records = [...(await loadJournal(kv, parent.pid, from)).values()]
     .filter((r) => r.seq < ctx.seq)
     .map((r) => ({ ...r, pid: child }));
   records.push({

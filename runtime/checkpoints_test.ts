@@ -67,12 +67,16 @@ Deno.test("a fork gets its parent's checkpoint and journal up to the fork, then 
     assert.deepEqual((await kv.get(["ckpt", 9, 2])).value, { seq: 2, at: 0 });
     assert.deepEqual(await readChunked(kv, ["ckpt_state", 9, 2]), { step: 2 });
     const journal = [...(await loadJournal(kv, 9)).values()];
-    // Records before the checkpoint are not needed; the parent's records after the fork are not its.
+    // Records before the checkpoint are not needed (the call that saved it is, for the checkpoint
+    // to count); the parent's records after the fork are not the child's.
     assert.deepEqual(journal.map((r) => [r.pid, r.seq, r.name, r.value]), [
+      [9, 2, "time.now", 2],
       [9, 3, "time.now", 3],
       [9, 4, "time.now", 4],
       [9, 5, "proc.fork", { pid: 0 }],
     ]);
-    assert.deepEqual([journal[2].argsDigest, journal[2].at], ["fork", 77]);
+    assert.deepEqual([journal[3].argsDigest, journal[3].at], ["fork", 77]);
+    // So the child replays from the checkpoint, not from its first call.
+    assert.deepEqual(await replayStart(kv, { pid: 9 }), { firstSeq: 3, checkpoint: { step: 2 } });
   });
 });
