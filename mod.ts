@@ -35,13 +35,13 @@ export type {
   TranscriptEntry,
 } from "./runtime/kernel.ts";
 export { TopicEvents } from "./runtime/events.ts";
-export type { TopicEvent } from "./runtime/events.ts";
+export type { TopicEvent, TopicEventsKernel } from "./runtime/events.ts";
 export { Mailbox } from "./runtime/mailbox.ts";
-export type { MailMessage } from "./runtime/mailbox.ts";
+export type { MailboxKernel, MailMessage } from "./runtime/mailbox.ts";
 export { Waits } from "./runtime/waits.ts";
-export type { ParkedCall, WaitOutcome } from "./runtime/waits.ts";
+export type { ParkedCall, WaitOutcome, WaitsKernel } from "./runtime/waits.ts";
 export { ToolTables } from "./runtime/jit_tools.ts";
-export type { JitTool, ToolRegistration } from "./runtime/jit_tools.ts";
+export type { JitTool, JitToolKernel, ToolRegistration } from "./runtime/jit_tools.ts";
 export type { NetFetchInit, NetProvider } from "./runtime/net_provider.ts";
 export type { ShellProvider, ShellResult, ShellRunOptions } from "./runtime/shell_provider.ts";
 export { ExecSandbox } from "./runtime/exec_sandbox.ts";
@@ -68,6 +68,7 @@ export type {
   WaitingOn,
 } from "./runtime/process_table.ts";
 export { DEFAULT_LIMITS, Execution } from "./runtime/execution.ts";
+export type { ExecutionKernel } from "./runtime/execution.ts";
 export { Cell } from "./runtime/cell.ts";
 export type { CellExit, CellOptions } from "./runtime/cell.ts";
 export { CellPool } from "./runtime/cell_pool.ts";
@@ -99,6 +100,7 @@ export { DenyingHuman, HumanQueue, ScriptedHuman } from "./runtime/human_queue.t
 export type {
   HumanAnswer,
   HumanDecision,
+  HumanQueueKernel,
   HumanRequest,
   HumanResponder,
   QuestionKind,
@@ -106,7 +108,13 @@ export type {
 export { Snapshots } from "./runtime/snapshots.ts";
 export { StorageQuotas } from "./runtime/storage_quota.ts";
 export type { StorageChange, StorageUsage } from "./runtime/storage_quota.ts";
-export type { LaterEffect, RestoreReport, Snapshot, SnapshotEntry } from "./runtime/snapshots.ts";
+export type {
+  LaterEffect,
+  RestoreReport,
+  Snapshot,
+  SnapshotEntry,
+  SnapshotKernel,
+} from "./runtime/snapshots.ts";
 export type {
   Message,
   ModelProvider,
@@ -149,6 +157,9 @@ export type {
 export { Journal } from "./broker/journal.ts";
 export type {
   After,
+  CallEnd,
+  CallFacts,
+  CallOrigin,
   Effect,
   JournalOptions,
   JournalRecord,

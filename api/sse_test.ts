@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { AuditLog } from "../broker/audit.ts";
+import { Journal } from "../broker/journal.ts";
 import type { HumanRequest } from "../runtime/human_queue.ts";
 import { ProcessTable } from "../runtime/process_table.ts";
 import { SseReader } from "./_testing.ts";
@@ -27,6 +28,7 @@ async function withFixture(body: (f: Fixture) => Promise<void>): Promise<void> {
   const kv = await Deno.openKv(":memory:");
   const processes = new ProcessTable(kv);
   const audit = new AuditLog(kv);
+  const journal = new Journal(kv, audit);
   const pending: HumanRequest[] = [];
   let listeners = 0;
   const source: StreamSource = {
@@ -66,21 +68,24 @@ async function withFixture(body: (f: Fixture) => Promise<void>): Promise<void> {
       return proc.pid;
     },
     async record(pid, syscall) {
-      await audit.append([{
-        at: clock++,
-        pid,
-        image: "demo@1.0.0",
-        syscall,
-        args: "{}",
-        argsDigest: "0".repeat(64),
-        decision: "allow",
-        outcome: "ok",
-      }]);
+      await journal.write({
+        audit: {
+          at: clock++,
+          pid,
+          image: "demo@1.0.0",
+          syscall,
+          args: "{}",
+          argsDigest: "0".repeat(64),
+          decision: "allow",
+          outcome: "ok",
+        },
+      }, { durable: true });
     },
   };
   try {
     await body(fixture);
   } finally {
+    await journal.close();
     kv.close();
   }
 }

@@ -1,36 +1,45 @@
 /**
- * The audit trail (SPEC section 12): append-only, hash-chained records in KV.
+ * The audit trail (SPEC section 12): what its append-only, hash-chained
+ * records in KV hold, and their reader.
  *
  * Each record carries the hash of the record before it, and its own hash
- * covers every other field, so editing, removing or reordering a stored
- * record breaks the chain where it happened. The head entry
- * `["audit", "head"]` names the last record; records are stored under
+ * ({@link auditHash}) covers every other field, so editing, removing or
+ * reordering a stored record breaks the chain where it happened. The head
+ * entry `["audit", "head"]` names the last record; records are stored under
  * `["audit", "rec", seq]`.
  *
- * The broker's group-commit writer adds audit records to its own KV
- * transaction through {@link AuditLog.appendTo}, so an operation's journal
- * entry and its audit record commit together. Argument summaries come from
+ * One module writes records: the journal's group-commit writer
+ * (`journal.ts`) builds each from the facts of a call, links it onto the
+ * chain and commits it with the call's journal record, in this format.
+ * {@link AuditLog} reads the trail: {@link AuditLog.list} and
+ * {@link AuditLog.verify}. Argument summaries come from
  * {@link summarizeArgs}, which keeps secrets and contents out of the trail.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { AuditLog } from "./audit.ts";
+ * import { Journal } from "./journal.ts";
  * const kv = await Deno.openKv(":memory:");
  * const audit = new AuditLog(kv);
- * await audit.append([{
- *   at: Date.now(), pid: 1, image: "demo@1.0.0", syscall: "fs.read",
- *   args: '{"path":"README.md"}', argsDigest: "0".repeat(64),
- *   decision: "allow", outcome: "ok",
- * }]);
+ * const journal = new Journal(kv, audit);
+ * await journal.write({
+ *   audit: {
+ *     at: Date.now(), pid: 1, image: "demo@1.0.0", syscall: "fs.read",
+ *     args: '{"path":"README.md"}', argsDigest: "0".repeat(64),
+ *     decision: "allow", outcome: "ok",
+ *   },
+ * }, { durable: true });
  * const result = await audit.verify();
  * assert(result.ok && result.count === 1);
+ * await journal.close();
  * kv.close();
  * ```
  *
  * @module
  */
 
+import { isSyscallName } from "./abi.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { printable } from "./printable.ts";
 
@@ -40,7 +49,7 @@ export type AuditDecision = "allow" | "deny" | "ask";
 /** How a syscall ended; `uncertain` marks an effect a crash left unknown. */
 export type AuditOutcome = "ok" | "error" | "uncertain";
 
-/** What the broker hands in for one syscall. */
+/** What one record says about one call, before its place in the chain. */
 export interface AuditEntry {
   /** Time of the call, in milliseconds since the epoch. */
   at: number;
@@ -113,10 +122,6 @@ export interface AuditListOptions {
   decision?: AuditDecision;
 }
 
-const HEAD_KEY: Deno.KvKey = ["audit", "head"];
-const MAX_APPEND_ATTEMPTS = 200;
-const RECORD_PREFIX: Deno.KvKey = ["audit", "rec"];
-
 /** Longest text kept in one field of a record, so a record fits a KV value. */
 const MAX_FIELD_CHARS: Readonly<Record<string, number>> = {
   image: 200,
@@ -149,45 +154,23 @@ const ENTRY_FIELDS = [
 ] as const;
 
 /**
- * Links `entries` onto the chain that ends at `head`: seq numbers follow
- * `head.seq`, each record's `prevHash` is the hash before it, and its `hash`
- * covers all its other fields. Unknown fields are dropped, text fields are
- * made {@link printable} (a process chooses much of their text) and overlong
- * ones are cut, so a record always fits one KV value and never carries a
- * control character to a terminal.
+ * An entry as a record stores it: unknown fields are dropped, text fields
+ * are made {@link printable} (a process chooses much of their text) and
+ * overlong ones are cut, so a record always fits one KV value and never
+ * carries a control character to a terminal.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { chain, GENESIS } from "./audit.ts";
- * const { records, head } = await chain(GENESIS, [{
- *   at: 0, pid: 1, image: "demo@1.0.0", syscall: "time.now", args: "{}",
- *   argsDigest: "0".repeat(64), decision: "allow", outcome: "ok",
- * }]);
- * assert(records[0].seq === 1 && records[0].prevHash === GENESIS.hash);
- * assert(head.hash === records[0].hash);
+ * import { storedEntry } from "./audit.ts";
+ * const stored = storedEntry({
+ *   at: 0, pid: 1, image: "demo@1.0.0", tool: undefined, syscall: "x\u001b[2J",
+ *   args: "{}", argsDigest: "0".repeat(64), decision: "allow", outcome: "ok",
+ * });
+ * assert(stored.syscall === "x\\u001b[2J" && !("tool" in stored));
  * ```
  */
-export async function chain(
-  head: AuditHead,
-  entries: readonly AuditEntry[],
-): Promise<{ records: AuditRecord[]; head: AuditHead }> {
-  const records: AuditRecord[] = [];
-  let current = head;
-  for (const entry of entries) {
-    const body = {
-      ..._normalizeEntry(entry),
-      seq: current.seq + 1,
-      prevHash: current.hash,
-    };
-    const record: AuditRecord = { ...body, hash: await _hashOf(body) };
-    records.push(record);
-    current = { seq: record.seq, hash: record.hash };
-  }
-  return { records, head: current };
-}
-
-function _normalizeEntry(entry: AuditEntry): AuditEntry {
+export function storedEntry(entry: AuditEntry): AuditEntry {
   const out: Record<string, unknown> = {};
   for (const field of ENTRY_FIELDS) {
     const value = entry[field];
@@ -200,8 +183,26 @@ function _normalizeEntry(entry: AuditEntry): AuditEntry {
   return out as unknown as AuditEntry;
 }
 
-function _hashOf(record: Omit<AuditRecord, "hash">): Promise<string> {
+/** The hash a record carries: over every other field of it, in canonical JSON. */
+export function auditHash(record: Omit<AuditRecord, "hash">): Promise<string> {
   return sha256Hex(canonicalJson(record));
+}
+
+/**
+ * How the audit trail and error messages name a syscall: an ABI name as it
+ * is; any other name (a program chooses it) cut to 64 characters and made
+ * {@link printable}, so no control character reaches a record or a terminal.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { syscallLabel } from "./audit.ts";
+ * assert(syscallLabel("fs.read") === "fs.read");
+ * assert(syscallLabel("x\u001b[2J\nfs.read") === "x\\u001b[2J\\nfs.read");
+ * ```
+ */
+export function syscallLabel(name: unknown): string {
+  return isSyscallName(name) ? name : printable(String(name).slice(0, 64));
 }
 
 function _clip(text: string, max: number): string {
@@ -408,26 +409,21 @@ function _jsonBytes(value: unknown): number {
 }
 
 // ---------------------------------------------------------------------------
-// The log in KV
+// The trail in KV
 
 /**
- * The audit trail in KV. The broker writes through {@link appendTo} inside
- * its own transaction; {@link append} is a self-contained writer for small
- * users and tests; {@link list} and {@link verify} read.
+ * The audit trail in KV, read: where the chain ends ({@link head}), its
+ * records ({@link list}), and whether they are intact ({@link verify}).
+ * Records are written by the journal's group-commit writer (`journal.ts`).
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { AuditLog } from "./audit.ts";
+ * import { AuditLog, GENESIS } from "./audit.ts";
  * const kv = await Deno.openKv(":memory:");
  * const audit = new AuditLog(kv);
- * const { head, versionstamp } = await audit.head();
- * const op = kv.atomic();
- * const next = await audit.appendTo(op, head, versionstamp, [{
- *   at: Date.now(), pid: 2, image: "demo@1.0.0", syscall: "time.now",
- *   args: "{}", argsDigest: "0".repeat(64), decision: "allow", outcome: "ok",
- * }]);
- * assert((await op.commit()).ok && next.seq === 1);
+ * assert.deepEqual(await audit.head(), { head: GENESIS, versionstamp: null });
+ * assert.deepEqual(await audit.verify(), { ok: true, count: 0 });
  * kv.close();
  * ```
  */
@@ -441,57 +437,15 @@ export class AuditLog {
 
   /**
    * The current head and the versionstamp of its KV entry (null while the
-   * trail is empty), to pass to {@link appendTo}.
+   * trail is empty): a writer links its records onto this head, on the
+   * condition that it has not moved.
    */
   async head(): Promise<{ head: AuditHead; versionstamp: string | null }> {
-    const entry = await this.#kv.get<AuditHead>(HEAD_KEY);
+    const entry = await this.#kv.get<AuditHead>(["audit", "head"]);
     return {
       head: entry.value ?? GENESIS,
       versionstamp: entry.versionstamp,
     };
-  }
-
-  /**
-   * Adds the records of `entries` to the caller's atomic operation: a check
-   * that the head is still at `versionstamp`, one set per record and a set
-   * of the new head, which it returns. If another writer got there first,
-   * the caller's commit fails its check; read {@link head} again and retry.
-   */
-  async appendTo(
-    atomic: Deno.AtomicOperation,
-    head: AuditHead,
-    versionstamp: string | null,
-    entries: readonly AuditEntry[],
-  ): Promise<AuditHead> {
-    if (entries.length === 0) return head;
-    const linked = await chain(head, entries);
-    atomic.check({ key: HEAD_KEY, versionstamp });
-    for (const record of linked.records) {
-      atomic.set([...RECORD_PREFIX, record.seq], record);
-    }
-    atomic.set(HEAD_KEY, linked.head);
-    return linked.head;
-  }
-
-  /**
-   * Appends `entries` in a transaction of their own, retrying when a
-   * concurrent writer moved the head, and returns the stored records.
-   */
-  async append(entries: readonly AuditEntry[]): Promise<AuditRecord[]> {
-    if (entries.length === 0) return [];
-    for (let attempt = 0; attempt < MAX_APPEND_ATTEMPTS; attempt++) {
-      const { head, versionstamp } = await this.head();
-      const linked = await chain(head, entries);
-      const op = this.#kv.atomic().check({ key: HEAD_KEY, versionstamp });
-      for (const record of linked.records) {
-        op.set([...RECORD_PREFIX, record.seq], record);
-      }
-      op.set(HEAD_KEY, linked.head);
-      if ((await op.commit()).ok) return linked.records;
-    }
-    throw new Error(
-      `Cannot append ${entries.length} audit records: the head kept moving after ${MAX_APPEND_ATTEMPTS} attempts`,
-    );
   }
 
   /** The records in ascending seq order, optionally filtered. */
@@ -500,8 +454,8 @@ export class AuditLog {
     if (limit <= 0) return;
     let yielded = 0;
     const entries = this.#kv.list<AuditRecord>({
-      start: [...RECORD_PREFIX, Math.max(0, Math.floor(afterSeq)) + 1],
-      end: [...RECORD_PREFIX, Infinity],
+      start: ["audit", "rec", Math.max(0, Math.floor(afterSeq)) + 1],
+      end: ["audit", "rec", Infinity],
     });
     for await (const entry of entries) {
       if (pid !== undefined && entry.value.pid !== pid) continue;
@@ -525,7 +479,7 @@ export class AuditLog {
       if (result !== "beyond-head") return result;
       // Records past the head are either forged or a concurrent append that
       // committed after the head was read; the head moves in the second case.
-      const again = await this.#kv.get(HEAD_KEY);
+      const again = await this.#kv.get(["audit", "head"]);
       if (again.versionstamp === versionstamp || attempt >= 10) {
         return {
           ok: false,
@@ -549,9 +503,9 @@ export class AuditLog {
       reason,
     });
     for await (
-      const entry of this.#kv.list<AuditRecord>({ prefix: RECORD_PREFIX })
+      const entry of this.#kv.list<AuditRecord>({ prefix: ["audit", "rec"] })
     ) {
-      const key = entry.key[RECORD_PREFIX.length];
+      const key = entry.key[2];
       const expected = previous.seq + 1;
       if (typeof key !== "number" || !Number.isInteger(key)) {
         return fail(expected, `an entry with the foreign key ${String(key)}`);
@@ -580,7 +534,7 @@ export class AuditLog {
         );
       }
       const { hash, ...body } = record;
-      if (await _hashOf(body) !== hash) {
+      if (await auditHash(body) !== hash) {
         return fail(key, `record ${key} does not match its hash: it was edited`);
       }
       previous = { seq: key, hash };

@@ -6,6 +6,10 @@
  *   policy) → journal intent → run through a provider → journal + audit →
  *   reply
  *
+ * The broker hands the journal the facts of each call (who, what, the
+ * decision, how it ended); the journal's writer builds the call's record
+ * and its audit entry from them.
+ *
  * The broker owns no syscall semantics: a handler table (from the kernel)
  * says, per syscall, what authority a call needs and how to run it.
  *
@@ -21,14 +25,13 @@ import {
   type SyscallReply,
   type SyscallRequest,
 } from "./abi.ts";
-import { type AuditDecision, type AuditEntry, type AuditOutcome, summarizeArgs } from "./audit.ts";
+import { type AuditDecision, syscallLabel } from "./audit.ts";
 import { allows, type Capability, type Operation } from "./capability.ts";
 import type { CapabilityStore } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
-import { SyscallError, toSyscallError } from "./errors.ts";
-import { printable } from "./printable.ts";
+import { type ErrorCode, SyscallError, toSyscallError } from "./errors.ts";
 import { describeIssue, issueMessage } from "./schema_errors.ts";
-import { type After, completion, type Effect, type Journal } from "./journal.ts";
+import type { After, CallEnd, Effect, Journal, JournalRecord } from "./journal.ts";
 import { decide, type PolicyRule } from "./policy.ts";
 
 /** Who is calling, as the broker needs to know it. */
@@ -141,9 +144,11 @@ export interface BrokerOptions {
   /** Keeps the journal each process adds within its quota (default: no quota). */
   journalMeter?: JournalMeter;
   /**
-   * Checks every result a handler returns against its schema in
-   * `SYSCALL_RESULTS`; one that does not fit fails the call with `EINVAL`
-   * naming the field (for tests and debugging; default off).
+   * Checks every result against its schema in `SYSCALL_RESULTS`: one a
+   * handler returns, and one a call's journal record answers at replay
+   * (which is how a call that waited gets its result); one that does not
+   * fit fails the call with `EINVAL` naming the field (for tests and
+   * debugging; default off).
    */
   checkResults?: boolean;
 }
@@ -281,7 +286,11 @@ export class Broker {
         ? { decision: "allow" as const, capabilities: [] }
         : await this.#authorize(call, plan.ops, name, args);
       if (decided === PARKED) {
-        await this.#audit(call, name, args, at, { decision: "ask", capabilities: [] }, "ok", note);
+        // Audited now, as asked; the call is journaled once a human has answered.
+        await this.#journal.writeCall(
+          { ctx: call, name, args, at, decision: "ask", note },
+          { durable: false },
+        );
         return PARKED;
       }
       grant = decided;
@@ -289,7 +298,10 @@ export class Broker {
       //    the same commit), 5. run it through its provider.
       const value = await this.#execute(call, name, plan, grant);
       if (value === PARKED) {
-        await this.#audit(call, name, args, at, grant, "ok", note);
+        // Audited now; whoever ends the wait journals the result.
+        await this.#journal.writeCall({ ctx: call, name, args, at, ...grant, note }, {
+          durable: false,
+        });
         return PARKED;
       }
       reply = { id, ok: true, value: value === undefined ? null : value };
@@ -304,8 +316,46 @@ export class Broker {
       if (err.code === "EPERM") grant = { ...grant, decision: "deny" };
     }
     // 6. Journal the outcome and audit it (buffered; durable with the next effect).
-    await this.#record(call, name, args, at, effect, grant, reply, after, note);
+    const end: CallEnd = {
+      effect,
+      outcome: reply.ok
+        ? { ok: true, value: reply.value, after }
+        : { ok: false, error: reply.error },
+    };
+    const meter = this.#journalMeter;
+    await this.#journal.writeCall({ ctx: call, name, args, at, ...grant, note, end }, {
+      durable: false,
+      charge: meter && ((bytes) => meter.charge(call, bytes)),
+    });
     return after ? { ...reply, at, after } : { ...reply, at };
+  }
+
+  /**
+   * Answers a call from its `done` journal record, when a run replays up
+   * to it: the recorded result (with its after-effects) or error, at the
+   * record's time. This is the only way a call that waited gets its result
+   * (`time.sleep`, `human.*`, `proc.wait`, `event.wait`, `msg.recv`,
+   * `tool.call`): whoever ended the wait wrote it to the journal. With
+   * `checkResults`, a result that does not fit its type in
+   * `SYSCALL_RESULTS` fails the call with `EINVAL`, as a live result does.
+   */
+  answerRecorded(request: SyscallRequest, recorded: JournalRecord): BrokerReply {
+    const { id } = request;
+    const at = recorded.at;
+    if (!recorded.ok) {
+      const error = recorded.error as { code: ErrorCode; message: string };
+      return { id, ok: false, error, at };
+    }
+    const value = recorded.value ?? null;
+    if (this.#checkResults && isSyscallName(recorded.name)) {
+      try {
+        this.#checkResult(recorded.name, value);
+      } catch (error) {
+        const { code, message } = toSyscallError(error);
+        return { id, ok: false, error: { code, message }, at };
+      }
+    }
+    return { id, ok: true, value, at, after: recorded.after };
   }
 
   #validate(name: string, args: unknown): unknown {
@@ -457,112 +507,16 @@ export class Broker {
       message:
         `Cannot tell whether ${request.name} (journal seq ${ctx.seq}) took effect: the host stopped while it ran`,
     };
-    const journal = await completion(
-      { pid: ctx.pid, seq: ctx.seq, name: request.name, argsDigest, effect: "effect", at },
-      { ok: false, error },
-    );
-    await this.#journal.write({
-      journal,
-      audit: {
-        ...this.#auditEntry(call, request.name, request.args, at, {
-          decision: "allow",
-          capabilities: [],
-        }, "uncertain"),
-        code: error.code,
-        reason: error.message,
-      },
+    await this.#journal.writeCall({
+      ctx: call,
+      name: request.name,
+      args: request.args,
+      at,
+      decision: "allow",
+      end: { effect: "effect", outcome: { ok: false, error }, uncertain: true },
     }, { durable: true });
     return { id: request.id, ok: false, error, at };
   }
-
-  async #record(
-    ctx: CallContext,
-    name: string,
-    args: unknown,
-    at: number,
-    effect: Effect,
-    grant: Grant,
-    reply: SyscallReply,
-    after: After | undefined,
-    note?: string,
-  ): Promise<void> {
-    const journal = await completion({
-      pid: ctx.pid,
-      seq: ctx.seq,
-      name,
-      argsDigest: ctx.argsDigest,
-      effect,
-      at,
-    }, reply.ok ? { ok: true, value: reply.value, after } : { ok: false, error: reply.error });
-    const audit: AuditEntry = {
-      ...this.#auditEntry(ctx, name, args, at, grant, reply.ok ? "ok" : "error", reply),
-      note,
-    };
-    const charges = await this.#journalMeter?.charge(
-      ctx,
-      JSON.stringify(journal).length + canonicalJson(audit).length,
-    );
-    await this.#journal.write({ journal, audit, charges }, { durable: false });
-  }
-
-  async #audit(
-    ctx: CallContext,
-    name: string,
-    args: unknown,
-    at: number,
-    grant: Grant,
-    outcome: AuditOutcome,
-    note?: string,
-  ): Promise<void> {
-    await this.#journal.write(
-      { audit: { ...this.#auditEntry(ctx, name, args, at, grant, outcome), note } },
-      { durable: false },
-    );
-  }
-
-  #auditEntry(
-    ctx: CallContext,
-    name: string,
-    args: unknown,
-    at: number,
-    grant: Grant,
-    outcome: AuditOutcome,
-    reply?: SyscallReply,
-  ): AuditEntry {
-    const error = reply && !reply.ok ? reply.error : undefined;
-    return {
-      at,
-      pid: ctx.pid,
-      image: ctx.image,
-      tool: ctx.tool,
-      syscall: syscallLabel(name),
-      args: summarizeArgs(String(name), args),
-      argsDigest: ctx.argsDigest,
-      decision: grant.decision,
-      // Each capability once: a call over a directory tree names one operation per entry.
-      capability: [...new Set(grant.capabilities.map((c) => c.id))].join(",") || undefined,
-      outcome,
-      code: error?.code,
-      reason: error?.message,
-    };
-  }
-}
-
-/**
- * How the audit trail and error messages name a syscall: an ABI name as it
- * is; any other name (a program chooses it) cut to 64 characters and made
- * {@link printable}, so no control character reaches a record or a terminal.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { syscallLabel } from "./broker.ts";
- * assert(syscallLabel("fs.read") === "fs.read");
- * assert(syscallLabel("x\u001b[2J\nfs.read") === "x\\u001b[2J\\nfs.read");
- * ```
- */
-export function syscallLabel(name: unknown): string {
-  return isSyscallName(name) ? name : printable(String(name).slice(0, 64));
 }
 
 /**

@@ -592,3 +592,59 @@ Deno.test("with checkResults, a result that does not fit its declared type fails
     kv.close();
   }
 });
+
+Deno.test("with checkResults, a recorded result answered at replay that does not fit its type fails", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const journal = new Journal(kv, new AuditLog(kv));
+  const options = { caps: new CapabilityStore(kv), journal, handlers: {} };
+  // What a wait's end wrote for `time.sleep` (declared `null`) and `proc.wait` (a child's end).
+  const done = (name: string, value: unknown): JournalRecord => ({
+    pid: 1,
+    seq: 1,
+    name,
+    argsDigest: "d",
+    effect: "none",
+    phase: "done",
+    at: 5,
+    ok: true,
+    value,
+  });
+  const sleep = { id: 7, name: "time.sleep", args: { ms: 10 } };
+  const wait = { id: 8, name: "proc.wait", args: { pid: 2 } };
+  try {
+    const lax = new Broker(options);
+    assert.deepEqual(lax.answerRecorded(sleep, done("time.sleep", "late")), {
+      id: 7,
+      ok: true,
+      value: "late",
+      at: 5,
+      after: undefined,
+    });
+    const strict = new Broker({ ...options, checkResults: true });
+    const refused = strict.answerRecorded(sleep, done("time.sleep", "late"));
+    assert.equal(refused.at, 5);
+    assert.equal(errorOf(refused).code, "EINVAL");
+    assert.match(errorOf(refused).message, /^Cannot answer time\.sleep: its result does not fit/);
+    assert.equal(
+      errorOf(strict.answerRecorded(wait, done("proc.wait", { pid: 2 }))).code,
+      "EINVAL",
+    );
+    // A result that fits, and a recorded error, are answered as they were written.
+    const end = { pid: 2, state: "exited", result: 3 };
+    assert.deepEqual(strict.answerRecorded(wait, done("proc.wait", end)), {
+      id: 8,
+      ok: true,
+      value: end,
+      at: 5,
+      after: undefined,
+    });
+    const error = { code: "ETIMEDOUT" as const, message: "Cannot wait for process 2: timed out" };
+    assert.deepEqual(
+      strict.answerRecorded(wait, { ...done("proc.wait", undefined), ok: false, error }),
+      { id: 8, ok: false, error, at: 5 },
+    );
+  } finally {
+    await journal.close();
+    kv.close();
+  }
+});

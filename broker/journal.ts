@@ -3,6 +3,15 @@
  * name, argument digest and outcome, committed to KV together with its audit
  * record, by one group-commit writer (SPEC section 7).
  *
+ * That writer is the one place audit records are written: from the facts
+ * of a call the broker hands it ({@link Journal.writeCall}: who called, the
+ * syscall and its arguments, the decision, the capabilities used, how it
+ * ended, the plan's note) it builds the call's journal record and its audit
+ * entry, links the entry onto the hash chain and commits both in one KV
+ * transaction; it alone writes the trail's keys (`["audit", "head"]`,
+ * `["audit", "rec", seq]`). What a record holds and how it is hashed are
+ * defined in `audit.ts`, which also reads the trail back.
+ *
  * Durability costs one commit per effect, not per syscall: records of calls
  * without external effects are buffered and ride along with the next
  * durable write, or are flushed after `flushMs`. While one commit is in
@@ -11,7 +20,18 @@
  * @module
  */
 
-import type { AuditEntry, AuditHead, AuditLog } from "./audit.ts";
+import {
+  type AuditDecision,
+  type AuditEntry,
+  auditHash,
+  type AuditHead,
+  type AuditLog,
+  type AuditRecord,
+  storedEntry,
+  summarizeArgs,
+  syscallLabel,
+} from "./audit.ts";
+import type { Capability } from "./capability.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { readChunked, writeChunked } from "../runtime/chunks.ts";
 
@@ -82,7 +102,11 @@ export const CHUNK_LIMIT = 256 * 1024;
 export interface JournalWrite {
   /** The journal record to write, if any. */
   journal?: JournalRecord;
-  /** The audit entry to append, if any. */
+  /**
+   * An audit entry to append, if any: one that is not a syscall's (a human's
+   * refusal, a connection of a sandboxed command). A syscall's entry is
+   * built by {@link Journal.writeCall}.
+   */
   audit?: AuditEntry;
   /** Extra mutations that must commit atomically with this write. */
   atomic?: (op: Deno.AtomicOperation) => void;
@@ -120,13 +144,72 @@ export interface JournalOptions {
 
 const MAX_BATCH_BYTES = 600_000;
 
+/** The head of the audit trail: the seq and hash of its last record. */
+const AUDIT_HEAD_KEY: Deno.KvKey = ["audit", "head"];
+
+/** The KV key of audit record `seq`. */
+function _auditRecordKey(seq: number): Deno.KvKey {
+  return ["audit", "rec", seq];
+}
+
+/** Who made a recorded call, and where it sits in the caller's journal (a broker's `CallContext`). */
+export interface CallOrigin {
+  /** The calling process. */
+  pid: number;
+  /** The call's position in the process's journal. */
+  seq: number;
+  /** The caller's image tag. */
+  image: string;
+  /** The JIT or built-in tool making the call, when known. */
+  tool?: string;
+  /** Digest of the call's `{ name, args }`. */
+  argsDigest: string;
+}
+
+/** How a recorded call ended. */
+export interface CallEnd {
+  /** How the call touches the world. */
+  effect: Effect;
+  /** Its result (and after-effects), or its error. */
+  outcome:
+    | { ok: true; value: unknown; after?: After }
+    | { ok: false; error: { code: string; message: string } };
+  /** Whether it took effect is unknown (the host stopped while it ran): audited `uncertain`. */
+  uncertain?: boolean;
+}
+
+/**
+ * The facts of one syscall, as the broker hands them to
+ * {@link Journal.writeCall}: the journal writes the call's record and its
+ * audit entry from them.
+ */
+export interface CallFacts {
+  /** Who made the call. */
+  ctx: CallOrigin;
+  /** The syscall name, as the program sent it. */
+  name: string;
+  /** The arguments, as the program sent them (the audit keeps a summary). */
+  args: unknown;
+  /** When the call arrived, in ms since the epoch. */
+  at: number;
+  /** The decision it was taken under. */
+  decision: AuditDecision;
+  /** The capabilities it used. */
+  capabilities?: readonly Pick<Capability, "id">[];
+  /** The note of its plan, for its audit record. */
+  note?: string;
+  /**
+   * How it ended, journaled with its audit record. Absent for a call that
+   * parked its process: it is audited now, and whoever ends the wait
+   * journals its result.
+   */
+  end?: CallEnd;
+}
+
 /** Makes a `done` record that keeps large values out of KV's 64 KiB limit. */
-export async function completion(
+async function _completion(
   intent: Omit<JournalRecord, "phase" | "ok" | "value" | "error">,
-  outcome: { ok: true; value: unknown; after?: After } | {
-    ok: false;
-    error: { code: string; message: string };
-  },
+  outcome: CallEnd["outcome"],
 ): Promise<JournalRecord> {
   const record: JournalRecord = { ...intent, phase: "done", ok: outcome.ok };
   if (outcome.ok && outcome.after) record.after = outcome.after;
@@ -137,6 +220,62 @@ export async function completion(
     else record.valueDigest = await sha256Hex(text);
   }
   return record;
+}
+
+/** The audit entry of a call. */
+function _auditEntry(facts: CallFacts): AuditEntry {
+  const { ctx, end } = facts;
+  const error = end && !end.outcome.ok ? end.outcome.error : undefined;
+  return {
+    at: facts.at,
+    pid: ctx.pid,
+    image: ctx.image,
+    tool: ctx.tool,
+    syscall: syscallLabel(facts.name),
+    args: summarizeArgs(String(facts.name), facts.args),
+    argsDigest: ctx.argsDigest,
+    decision: facts.decision,
+    // Each capability once: a call over a directory tree names one operation per entry.
+    capability: [...new Set(facts.capabilities?.map((c) => c.id))].join(",") || undefined,
+    outcome: end?.uncertain ? "uncertain" : error ? "error" : "ok",
+    code: error?.code,
+    reason: error?.message,
+    note: facts.note,
+  };
+}
+
+/**
+ * Links `entries` onto the chain that ends at `head`: seq numbers follow
+ * `head.seq`, each record's `prevHash` is the hash before it, and its `hash`
+ * covers all its other fields; each entry is stored as {@link storedEntry}
+ * makes it.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { GENESIS } from "./audit.ts";
+ * import { chain } from "./journal.ts";
+ * const { records, head } = await chain(GENESIS, [{
+ *   at: 0, pid: 1, image: "demo@1.0.0", syscall: "time.now", args: "{}",
+ *   argsDigest: "0".repeat(64), decision: "allow", outcome: "ok",
+ * }]);
+ * assert(records[0].seq === 1 && records[0].prevHash === GENESIS.hash);
+ * assert(head.hash === records[0].hash);
+ * ```
+ */
+export async function chain(
+  head: AuditHead,
+  entries: readonly AuditEntry[],
+): Promise<{ records: AuditRecord[]; head: AuditHead }> {
+  const records: AuditRecord[] = [];
+  let current = head;
+  for (const entry of entries) {
+    const body = { ...storedEntry(entry), seq: current.seq + 1, prevHash: current.hash };
+    const record: AuditRecord = { ...body, hash: await auditHash(body) };
+    records.push(record);
+    current = { seq: record.seq, hash: record.hash };
+  }
+  return { records, head: current };
 }
 
 /** Adds a journal record to an atomic operation, chunking a large value. */
@@ -196,7 +335,7 @@ export async function loadJournal(
  * @example
  * ```ts ignore
  * const journal = new Journal(kv, new AuditLog(kv));
- * await journal.write({ journal: record, audit: entry }, { durable: true });
+ * await journal.writeCall({ ctx, name, args, at, decision: "allow", end }, { durable: true });
  * ```
  */
 export class Journal {
@@ -212,12 +351,42 @@ export class Journal {
   /** Counters since construction. */
   readonly stats: JournalStats = { commits: 0, writes: 0, largestBatch: 0 };
 
-  /** Creates a writer over `kv` that chains audit records through `audit`. */
+  /** Creates a writer over `kv` that links audit records onto the chain `audit` reads. */
   constructor(kv: Deno.Kv, audit: AuditLog, options: JournalOptions = {}) {
     this.#kv = kv;
     this.#audit = audit;
     this.#flushMs = options.flushMs ?? 5;
     this.#maxBatch = options.maxBatch ?? 150;
+  }
+
+  /**
+   * Journals a syscall and audits it, from the facts of the call: its `done`
+   * record (when it ended) and its audit entry go into one write. `charge`
+   * is handed the bytes the two records take and answers the mutations that
+   * charge them (see {@link JournalWrite.charges}).
+   */
+  async writeCall(
+    facts: CallFacts,
+    options: {
+      durable: boolean;
+      charge?: (bytes: number) => Promise<(op: Deno.AtomicOperation) => void>;
+    },
+  ): Promise<void> {
+    const { ctx, end } = facts;
+    const journal = end &&
+      await _completion({
+        pid: ctx.pid,
+        seq: ctx.seq,
+        name: facts.name,
+        argsDigest: ctx.argsDigest,
+        effect: end.effect,
+        at: facts.at,
+      }, end.outcome);
+    const audit = _auditEntry(facts);
+    const charges = await options.charge?.(
+      (journal ? JSON.stringify(journal).length : 0) + canonicalJson(audit).length,
+    );
+    await this.write({ journal, audit, charges }, { durable: options.durable });
   }
 
   /**
@@ -312,14 +481,15 @@ export class Journal {
         w.charges?.(op);
       }
       const entries = writes.flatMap((w) => w.audit ? [w.audit] : []);
-      const head = entries.length
-        ? await this.#audit.appendTo(
-          op,
-          this.#head.head,
-          this.#head.versionstamp,
-          entries,
-        )
-        : this.#head.head;
+      let head = this.#head.head;
+      if (entries.length) {
+        // The records go on the chain only if its head has not moved.
+        const linked = await chain(head, entries);
+        op.check({ key: AUDIT_HEAD_KEY, versionstamp: this.#head.versionstamp });
+        for (const record of linked.records) op.set(_auditRecordKey(record.seq), record);
+        op.set(AUDIT_HEAD_KEY, linked.head);
+        head = linked.head;
+      }
       const result = await op.commit();
       if (result.ok) {
         this.#head = entries.length ? { head, versionstamp: result.versionstamp } : this.#head;

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
-import { type AuditEntry, AuditLog } from "./audit.ts";
-import { Journal, type JournalOptions, type JournalRecord } from "./journal.ts";
+import { type AuditEntry, AuditLog, type AuditRecord, GENESIS } from "./audit.ts";
+import { canonicalJson, sha256Hex } from "./digest.ts";
+import { chain, Journal, type JournalOptions, type JournalRecord } from "./journal.ts";
+import { rawControls } from "../test/_terminal.ts";
 
 function record(pid: number, seq: number): JournalRecord {
   return {
@@ -214,4 +216,228 @@ Deno.test("a durable write that arrives as a drain ends is still committed", asy
   } finally {
     kv.close();
   }
+});
+
+Deno.test("chain() numbers, links and hashes records", async () => {
+  const { records, head } = await chain(GENESIS, [audit(1), audit(2)]);
+  assert.deepEqual(records.map((r) => r.seq), [1, 2]);
+  assert.equal(records[0].prevHash, GENESIS.hash);
+  assert.equal(records[1].prevHash, records[0].hash);
+  const { hash, ...body } = records[1];
+  assert.equal(hash, await sha256Hex(canonicalJson(body)));
+  assert.deepEqual(head, { seq: 2, hash: records[1].hash });
+
+  const next = await chain(head, [audit(3)]);
+  assert.equal(next.records[0].seq, 3);
+  assert.equal(next.records[0].prevHash, records[1].hash);
+});
+
+Deno.test("chain() drops undefined fields and cuts overlong text", async () => {
+  const { records } = await chain(GENESIS, [{
+    ...audit(1),
+    tool: undefined,
+    reason: "x".repeat(10_000),
+  }]);
+  assert.equal("tool" in records[0], false);
+  assert.ok(records[0].reason!.length <= 500);
+  assert.ok(records[0].reason!.endsWith("…"));
+});
+
+Deno.test("chain() stores text fields with their control characters escaped", async () => {
+  const forged = "fs.read\u001b[2K\r\n    9  1  fs.write\u202e";
+  const { records } = await chain(GENESIS, [{
+    ...audit(1),
+    syscall: forged,
+    args: '{"path":"a\u009bb"}',
+    reason: "Cannot \u001b]0;x\u0007",
+  }]);
+  const [record] = records;
+  for (const text of [record.syscall, record.args, record.reason!]) {
+    assert.deepEqual(rawControls(text), [], text);
+  }
+  assert.equal(record.syscall, "fs.read\\u001b[2K\\r\\n    9  1  fs.write\\u202e");
+  assert.deepEqual(JSON.parse(record.args), { path: "a\u009bb" });
+});
+
+Deno.test("an audit record commits in one transaction with its journal record, or not at all", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: true });
+    assert.ok(await stored(kv, 1, 1));
+    assert.deepEqual(await log.verify(), { ok: true, count: 1 });
+
+    // A write whose own check fails leaves neither record, and the chain as it was.
+    await kv.set(["guard"], 1);
+    const stale = await kv.get(["guard"]);
+    await kv.set(["guard"], 2);
+    await assert.rejects(journal.write({
+      journal: record(1, 2),
+      audit: audit(1),
+      atomic: (op) => op.check(stale),
+    }, { durable: true }));
+    assert.equal(await stored(kv, 1, 2), null);
+    assert.deepEqual(await log.verify(), { ok: true, count: 1 });
+    assert.equal((await log.head()).head.seq, 1);
+  });
+});
+
+Deno.test("concurrent writers over one store keep one valid chain, each batch in one piece", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const log = new AuditLog(kv);
+  try {
+    const writers = Array.from({ length: 12 }, () => new Journal(kv, log));
+    await Promise.all(writers.map((writer, i) => {
+      writer.write({ audit: audit(i + 1) }, { durable: false });
+      return writer.write({ audit: audit(i + 1) }, { durable: true });
+    }));
+    await Promise.all(writers.map((writer) => writer.close()));
+    assert.deepEqual(await log.verify(), { ok: true, count: 24 });
+    const records = await Array.fromAsync(log.list());
+    // Each writer's two records stay adjacent: one transaction each.
+    for (let i = 0; i < records.length; i += 2) {
+      assert.equal(records[i + 1].pid, records[i].pid, `records ${i + 1} and ${i + 2}`);
+    }
+    assert.equal(new Set(records.map((r) => r.pid)).size, 12);
+  } finally {
+    kv.close();
+  }
+});
+
+/** The origin of a call of process 7, with the digest of `{ name, args }`. */
+async function origin(seq: number, name: string, args: unknown, tool?: string) {
+  const argsDigest = await sha256Hex(canonicalJson({ name, args }));
+  return { pid: 7, seq, image: "demo@1.0.0", tool, argsDigest };
+}
+
+Deno.test("writeCall() journals a call and audits it in the trail's pinned format", async () => {
+  await withJournal({}, async (journal, kv, log) => {
+    const at = 1_700_000_000_000;
+    const write = { path: "notes.txt?token=sk-1", content: "hello" };
+    await journal.writeCall({
+      ctx: await origin(3, "fs.write", write, "t@1"),
+      name: "fs.write",
+      args: write,
+      at,
+      decision: "allow",
+      capabilities: [],
+      note: "a\u001b note",
+      end: { effect: "idempotent", outcome: { ok: true, value: { bytes: 5 } } },
+    }, { durable: false });
+    const chmod = { path: "x" };
+    await journal.writeCall({
+      ctx: await origin(4, "fs.chmod\u001b", chmod),
+      name: "fs.chmod\u001b",
+      args: chmod,
+      at,
+      decision: "deny",
+      end: {
+        effect: "none",
+        outcome: {
+          ok: false,
+          error: { code: "ENOSYS", message: 'Unknown syscall "fs.chmod\\u001b"' },
+        },
+      },
+    }, { durable: true });
+    // Records, hashes and journal entries exactly as the trail has always stored them.
+    assert.deepEqual(
+      await Array.fromAsync(log.list()),
+      [
+        {
+          at,
+          pid: 7,
+          image: "demo@1.0.0",
+          tool: "t@1",
+          syscall: "fs.write",
+          args: '{"path":"notes.txt?token=<redacted>","content":"<7 bytes>"}',
+          argsDigest: "623bc2550b18fe34bba3c7d2b81ec1be342dab7e736ec026db795bccc11b2ea7",
+          decision: "allow",
+          outcome: "ok",
+          note: "a\\u001b note",
+          seq: 1,
+          prevHash: "0".repeat(64),
+          hash: "51d379c12227bf69c933640e02264b7f423a972848d8478bf1974a6ac49e0bad",
+        },
+        {
+          at,
+          pid: 7,
+          image: "demo@1.0.0",
+          syscall: "fs.chmod\\u001b",
+          args: '{"path":"x"}',
+          argsDigest: "90bfdb85e5268498659caf63b55de74294a6ba34d1c8fc4f6d6f43a0c262b31a",
+          decision: "deny",
+          outcome: "error",
+          code: "ENOSYS",
+          reason: 'Unknown syscall "fs.chmod\\u001b"',
+          seq: 2,
+          prevHash: "51d379c12227bf69c933640e02264b7f423a972848d8478bf1974a6ac49e0bad",
+          hash: "6e4132d05c82df8dc5c61cf51b3dad9d4497bbb6c347e6729148a494f9052958",
+        },
+      ] satisfies AuditRecord[],
+    );
+    assert.deepEqual(await stored(kv, 7, 3), {
+      pid: 7,
+      seq: 3,
+      name: "fs.write",
+      argsDigest: "623bc2550b18fe34bba3c7d2b81ec1be342dab7e736ec026db795bccc11b2ea7",
+      effect: "idempotent",
+      at,
+      phase: "done",
+      ok: true,
+      value: { bytes: 5 },
+    });
+  });
+});
+
+Deno.test("writeCall() audits a parked call without journaling it, and an uncertain one as such", async () => {
+  await withJournal({}, async (journal, kv, log) => {
+    const sleep = { ms: 5 };
+    await journal.writeCall({
+      ctx: await origin(1, "time.sleep", sleep),
+      name: "time.sleep",
+      args: sleep,
+      at: 10,
+      decision: "allow",
+      capabilities: [{ id: "cap-a" }, { id: "cap-b" }, { id: "cap-a" }],
+    }, { durable: false });
+    const rename = { from: "a", to: "b" };
+    const error = { code: "EUNCERTAIN", message: "Cannot tell whether fs.rename took effect" };
+    await journal.writeCall({
+      ctx: await origin(2, "fs.rename", rename),
+      name: "fs.rename",
+      args: rename,
+      at: 11,
+      decision: "allow",
+      end: { effect: "effect", outcome: { ok: false, error }, uncertain: true },
+    }, { durable: true });
+    const [parked, uncertain] = await Array.fromAsync(log.list());
+    assert.equal(parked.outcome, "ok");
+    assert.equal(parked.capability, "cap-a,cap-b");
+    assert.equal(await stored(kv, 7, 1), null);
+    assert.equal(uncertain.outcome, "uncertain");
+    assert.equal(uncertain.code, "EUNCERTAIN");
+    assert.equal(uncertain.reason, error.message);
+    assert.deepEqual((await stored(kv, 7, 2))?.error, error);
+  });
+});
+
+Deno.test("writeCall() charges the bytes of both records in their commit", async () => {
+  await withJournal({}, async (journal, kv) => {
+    const args = { path: "a.txt" };
+    let charged = 0;
+    await journal.writeCall({
+      ctx: await origin(1, "fs.read", args),
+      name: "fs.read",
+      args,
+      at: 1,
+      decision: "allow",
+      end: { effect: "none", outcome: { ok: true, value: "x".repeat(1000) } },
+    }, {
+      durable: true,
+      charge: (bytes) => {
+        charged = bytes;
+        return Promise.resolve((op) => op.sum(["charged"], BigInt(bytes)));
+      },
+    });
+    assert.ok(charged > 1000, `${charged} bytes charged`);
+    assert.equal((await kv.get<Deno.KvU64>(["charged"])).value?.value, BigInt(charged));
+  });
 });

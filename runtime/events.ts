@@ -13,7 +13,9 @@
  */
 
 import { SyscallError } from "../broker/errors.ts";
-import type { Kernel } from "./kernel.ts";
+import type { StorageQuotas } from "./storage_quota.ts";
+import type { Store } from "./store.ts";
+import type { Waits } from "./waits.ts";
 
 /** One event on a topic. */
 export interface TopicEvent {
@@ -29,6 +31,18 @@ export interface TopicEvent {
   at: number;
 }
 
+/** What the topic events need from the kernel. */
+export interface TopicEventsKernel {
+  /** The store the events are kept in. */
+  readonly store: Pick<Store, "kv">;
+  /** The storage quotas an emitted event is charged to. */
+  readonly quotas: Pick<StorageQuotas, "prepare">;
+  /** The waits, to wake the processes waiting on a topic. */
+  readonly waits: Pick<Waits, "complete">;
+  /** The clock. */
+  readonly now: () => number;
+}
+
 const MAX_DATA_CHARS = 60_000;
 
 /**
@@ -40,10 +54,10 @@ const MAX_DATA_CHARS = 60_000;
  * ```
  */
 export class TopicEvents {
-  #kernel: Kernel;
+  #kernel: TopicEventsKernel;
 
   /** Events of `kernel`. */
-  constructor(kernel: Kernel) {
+  constructor(kernel: TopicEventsKernel) {
     this.#kernel = kernel;
   }
 

@@ -8,28 +8,41 @@
  */
 
 import type { SyscallRequest } from "../broker/abi.ts";
-import { type BrokerReply, type CallContext, callDigest, PARKED } from "../broker/broker.ts";
+import {
+  type Broker,
+  type BrokerReply,
+  type CallContext,
+  callDigest,
+  PARKED,
+} from "../broker/broker.ts";
 import type { JournalRecord } from "../broker/journal.ts";
-import { type ErrorCode, SyscallError } from "../broker/errors.ts";
-
-type ErrorReply = { code: ErrorCode; message: string };
+import { SyscallError } from "../broker/errors.ts";
 import { Cell, type CellOptions } from "./cell.ts";
+import type { CellPool } from "./cell_pool.ts";
 import { type CellToHost, memoryLimitReason, type ProgramEntry } from "./guest/cell_protocol.ts";
-import type { Kernel } from "./kernel.ts";
-import type { ProcessRecord } from "./process_table.ts";
+import type { ProcessLimits, ProcessRecord } from "./process_table.ts";
+import type { Waits } from "./waits.ts";
 
-/** Limits per process (SPEC section 8). */
-export interface ProcessLimits {
-  /** Longest time the program may run without making a syscall, in ms. */
-  cpuMs: number;
-  /** Memory the program may use beyond an idle cell, in MiB (see `cell.ts`). */
-  memoryMb: number;
-  /** Largest message the program may send, in bytes. */
-  maxMessageBytes: number;
-  /** Most syscalls per second. */
-  syscallsPerSecond: number;
-  /** Program output kept for `logs`, in bytes. */
-  outputBytes: number;
+export type { ProcessLimits } from "./process_table.ts";
+
+/** What a run of a program needs from the kernel. */
+export interface ExecutionKernel {
+  /** The warm cells, one of which the run takes when it fits. */
+  readonly cells: Pick<CellPool, "take">;
+  /** The broker every syscall of the program goes through. */
+  readonly broker: Pick<Broker, "dispatch" | "uncertain" | "answerRecorded">;
+  /** The waits, to block the process again on a wait replay finds still pending. */
+  readonly waits: Pick<Waits, "repark">;
+  /** The clock, for the wall-time budget. */
+  readonly now: () => number;
+  /** True once the kernel is closing (a call it could not journal then just stops). */
+  readonly closed: boolean;
+  /** Ends the process: it exited, or it failed (a limit, a crash, a cell that would not start). */
+  finish(
+    pid: number,
+    state: "exited" | "failed",
+    outcome: { result?: unknown; error?: { code?: string; message: string } },
+  ): Promise<void>;
 }
 
 /** Limits used when neither the kernel nor the image sets one. */
@@ -56,7 +69,7 @@ export class Execution {
   cell: Cell | undefined;
   /** Resolves when the cell has exited. */
   readonly done: Promise<void>;
-  #kernel: Kernel;
+  #kernel: ExecutionKernel;
   #record: ProcessRecord;
   #limits: ProcessLimits;
   #ctx: Omit<CallContext, "argsDigest" | "seq">;
@@ -79,7 +92,7 @@ export class Execution {
    * answered from the journal instead of running again.
    */
   constructor(
-    kernel: Kernel,
+    kernel: ExecutionKernel,
     record: ProcessRecord,
     limits: ProcessLimits,
     replay: { firstSeq: number; journal: Map<number, JournalRecord> },
@@ -247,7 +260,7 @@ export class Execution {
     const seq = this.#nextSeq++;
     const recorded = this.#replay.get(seq);
     this.#replay.delete(seq);
-    let reply: Awaited<ReturnType<Kernel["broker"]["dispatch"]>> | undefined;
+    let reply: BrokerReply | typeof PARKED | undefined;
     try {
       reply = recorded
         ? await this.#replayed(request, seq, recorded)
@@ -304,10 +317,7 @@ export class Execution {
     }
     const ctx = { ...this.#ctx, seq };
     if (recorded.phase === "done" && recorded.valueDigest === undefined) {
-      const at = recorded.at;
-      return recorded.ok
-        ? { id: request.id, ok: true, value: recorded.value ?? null, at, after: recorded.after }
-        : { id: request.id, ok: false, error: recorded.error as ErrorReply, at };
+      return this.#kernel.broker.answerRecorded(request, recorded);
     }
     if (recorded.phase === "wait") {
       await this.#kernel.waits.repark(this.#record.pid, seq);

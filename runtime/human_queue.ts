@@ -16,10 +16,29 @@ import {
   parseCapability,
   parseDuration,
 } from "../broker/capability.ts";
+import type { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import type { Kernel } from "./kernel.ts";
+import type { Journal } from "../broker/journal.ts";
 import type { CallContext, PARKED } from "../broker/broker.ts";
-import type { ParkedCall, WaitOutcome } from "./waits.ts";
+import type { ProcessTable } from "./process_table.ts";
+import type { Store } from "./store.ts";
+import type { ParkedCall, WaitOutcome, Waits } from "./waits.ts";
+
+/** What the human queue needs from the kernel. */
+export interface HumanQueueKernel {
+  /** The store the requests are kept in. */
+  readonly store: Pick<Store, "kv">;
+  /** The waits: an asker parks on its request, and an answer completes the wait. */
+  readonly waits: Pick<Waits, "park" | "complete">;
+  /** The capability store, for what an `allow_*` answer grants. */
+  readonly caps: Pick<CapabilityStore, "prepareGrant" | "invalidate">;
+  /** The journal, for the audit record of a call a human denied. */
+  readonly journal: Pick<Journal, "write">;
+  /** The process table, for the policy rule a `deny_always` answer adds. */
+  readonly processes: Pick<ProcessTable, "update">;
+  /** The clock. */
+  readonly now: () => number;
+}
 
 /** A human's decision on a permission request. */
 export type HumanDecision = "allow_once" | "allow_always" | "deny_once" | "deny_always";
@@ -181,11 +200,11 @@ export function checkAnswer(
  * ```
  */
 export class HumanQueue {
-  #kernel: Kernel;
+  #kernel: HumanQueueKernel;
   #responder: HumanResponder | undefined;
 
   /** The queue of `kernel`; `responder` (if any) answers requests as they arrive. */
-  constructor(kernel: Kernel, responder?: HumanResponder) {
+  constructor(kernel: HumanQueueKernel, responder?: HumanResponder) {
     this.#kernel = kernel;
     this.#responder = responder;
   }

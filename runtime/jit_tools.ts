@@ -26,10 +26,33 @@ import { describeIssue } from "../broker/schema_errors.ts";
 import { BUILTIN_TOOL_CATALOG } from "./_tool_catalog.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
-import type { AgentImage } from "./image.ts";
-import type { Kernel } from "./kernel.ts";
-import type { ProcessRecord } from "./process_table.ts";
+import type { CapabilityStore } from "../broker/capability_store.ts";
+import type { AgentImage, ImageRegistry } from "./image.ts";
+import type { ProcessRecord, ProcessTable } from "./process_table.ts";
+import type { Store } from "./store.ts";
 import { toolEntrySource, ToolModuleError } from "./tool_module.ts";
+
+/** What the JIT tool tables need from the kernel. */
+export interface JitToolKernel {
+  /** The store the tool tables are kept in. */
+  readonly store: Pick<Store, "kv">;
+  /** The process table: a JIT tool's own process cannot register tools. */
+  readonly processes: Pick<ProcessTable, "require">;
+  /** The image registry, where a tool's source lives as a synthetic image. */
+  readonly images: Pick<ImageRegistry, "get" | "register">;
+  /** The capability store: a call passes on what the caller holds of the manifest. */
+  readonly caps: Pick<CapabilityStore, "list">;
+  /** The clock. */
+  readonly now: () => number;
+  /** Spawns the child process that runs one call of a tool. */
+  spawnChild(ppid: number, options: {
+    image: string;
+    input: unknown;
+    capabilities: readonly string[];
+    onParentExit: "kill";
+    tool: { name: string; digest: string };
+  }): Promise<ProcessRecord>;
+}
 
 /** A registered JIT tool in a process's table. */
 export interface JitTool {
@@ -230,10 +253,10 @@ function sameRegistration(entry: JitTool, tool: ToolRegistration, digest: string
  * ```
  */
 export class ToolTables {
-  #kernel: Kernel;
+  #kernel: JitToolKernel;
 
   /** Tool tables of `kernel`. */
-  constructor(kernel: Kernel) {
+  constructor(kernel: JitToolKernel) {
     this.#kernel = kernel;
   }
 

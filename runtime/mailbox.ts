@@ -14,7 +14,9 @@
  */
 
 import { SyscallError } from "../broker/errors.ts";
-import type { Kernel } from "./kernel.ts";
+import type { StorageQuotas } from "./storage_quota.ts";
+import type { Store } from "./store.ts";
+import type { Waits } from "./waits.ts";
 
 /** A message in a mailbox. */
 export interface MailMessage {
@@ -28,6 +30,18 @@ export interface MailMessage {
   at: number;
 }
 
+/** What the mailboxes need from the kernel. */
+export interface MailboxKernel {
+  /** The store the mailboxes are kept in. */
+  readonly store: Pick<Store, "kv">;
+  /** The storage quotas a process's messages are charged to. */
+  readonly quotas: Pick<StorageQuotas, "prepare">;
+  /** The waits, to complete a receiver's `msg.recv` with its message. */
+  readonly waits: Pick<Waits, "complete">;
+  /** The clock. */
+  readonly now: () => number;
+}
+
 const MAX_DATA_CHARS = 60_000;
 
 /**
@@ -39,10 +53,10 @@ const MAX_DATA_CHARS = 60_000;
  * ```
  */
 export class Mailbox {
-  #kernel: Kernel;
+  #kernel: MailboxKernel;
 
   /** Mailboxes of `kernel`. */
-  constructor(kernel: Kernel) {
+  constructor(kernel: MailboxKernel) {
     this.#kernel = kernel;
   }
 

@@ -9,7 +9,6 @@
 
 import { SyscallError } from "../broker/errors.ts";
 import type { PolicyRule } from "../broker/policy.ts";
-import type { ProcessLimits } from "./execution.ts";
 import type { AbiProcessState } from "../broker/abi.ts";
 
 /** Lifecycle states of an AgentProcess (the ABI's own list). */
@@ -63,6 +62,23 @@ export interface Usage {
   tokens: number;
   /** Children spawned. */
   children: number;
+}
+
+/**
+ * Limits per process (SPEC section 8), enforced on each run of its program
+ * (`runtime/execution.ts`).
+ */
+export interface ProcessLimits {
+  /** Longest time the program may run without making a syscall, in ms. */
+  cpuMs: number;
+  /** Memory the program may use beyond an idle cell, in MiB (see `cell.ts`). */
+  memoryMb: number;
+  /** Largest message the program may send, in bytes. */
+  maxMessageBytes: number;
+  /** Most syscalls per second. */
+  syscallsPerSecond: number;
+  /** Program output kept for `logs`, in bytes. */
+  outputBytes: number;
 }
 
 /** One row of the process table. */

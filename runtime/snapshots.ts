@@ -15,12 +15,47 @@
  */
 
 import type { Capability } from "../broker/capability.ts";
+import type { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { deleteRecords, type JournalRecord, loadJournal, putRecord } from "../broker/journal.ts";
-import type { Kernel } from "./kernel.ts";
-import { privateNamespace } from "./object_memory.ts";
-import { END_STATES, type ProcessRecord } from "./process_table.ts";
+import {
+  deleteRecords,
+  type Journal,
+  type JournalRecord,
+  loadJournal,
+  putRecord,
+} from "../broker/journal.ts";
+import { type ObjectMemory, privateNamespace } from "./object_memory.ts";
+import { END_STATES, type ProcessRecord, type ProcessTable } from "./process_table.ts";
+import type { Store } from "./store.ts";
 import { deleteCheckpointsFrom } from "./syscalls/ckpt.ts";
+import type { Waits } from "./waits.ts";
+
+/** What the snapshots need from the kernel. */
+export interface SnapshotKernel {
+  /** The store the manifests and journals are kept in. */
+  readonly store: Pick<Store, "kv">;
+  /** The journal, flushed before a snapshot reads it. */
+  readonly journal: Pick<Journal, "flush">;
+  /** The process table: the subtree, and the rows put back or created. */
+  readonly processes: Pick<
+    ProcessTable,
+    "require" | "children" | "restore" | "create" | "transition"
+  >;
+  /** The capability store: what a snapshot holds, keeps and derives. */
+  readonly caps: Pick<CapabilityStore, "list" | "grant" | "revoke">;
+  /** Object Memory: each process's private namespace is copied in and out. */
+  readonly objects: Pick<ObjectMemory, "copyNamespace" | "list" | "delete">;
+  /** The waits, to put back the pending wait of a blocked process. */
+  readonly waits: Pick<Waits, "rearm">;
+  /** The clock. */
+  readonly now: () => number;
+  /** Runs a runnable process. */
+  start(pid: number): void;
+  /** Stops the cell of `pid`, if it has one, and waits until it is gone. */
+  stopExecution(pid: number): Promise<void>;
+  /** Kills a process created in the subtree after the snapshot. */
+  finish(pid: number, state: "killed", outcome: { reason: string }): Promise<void>;
+}
 
 /** One process as a snapshot holds it. */
 export interface SnapshotEntry {
@@ -85,10 +120,10 @@ const ns = (id: string, pid: number) => `_snapshot/${id}/${pid}`;
  * ```
  */
 export class Snapshots {
-  #kernel: Kernel;
+  #kernel: SnapshotKernel;
 
   /** Snapshots of `kernel`. */
-  constructor(kernel: Kernel) {
+  constructor(kernel: SnapshotKernel) {
     this.#kernel = kernel;
   }
 

@@ -18,9 +18,45 @@
 
 import { PARKED } from "../broker/broker.ts";
 import type { ErrorCode } from "../broker/errors.ts";
-import { deleteRecord, type JournalRecord, putRecord, type WaitSpec } from "../broker/journal.ts";
-import type { Kernel } from "./kernel.ts";
-import { END_STATES, type WaitingOn } from "./process_table.ts";
+import {
+  deleteRecord,
+  type Journal,
+  type JournalRecord,
+  putRecord,
+  type WaitSpec,
+} from "../broker/journal.ts";
+import { END_STATES, type ProcessTable, type WaitingOn } from "./process_table.ts";
+import type { Store } from "./store.ts";
+
+/**
+ * What the waits need from the kernel. The mailboxes and topic events are
+ * named by the one method each that a wait calls (they complete waits
+ * themselves, so they depend on this module, not the other way round).
+ */
+export interface WaitsKernel {
+  /** The store the wait records and their wake-up indexes are kept in. */
+  readonly store: Pick<Store, "kv">;
+  /** The journal, flushed before a wait record is written after its calls. */
+  readonly journal: Pick<Journal, "flush">;
+  /** The process table: a parked process is `blocked`, a woken one `runnable`. */
+  readonly processes: Pick<ProcessTable, "get" | "update" | "updateIf">;
+  /** The topic events, for an event that arrived while its waiter parked. */
+  readonly events: {
+    /** The first event on `topic` after `afterSeq`. */
+    firstAfter(topic: string, afterSeq: number): Promise<{ seq: number } | undefined>;
+  };
+  /** The mailboxes, for a message that arrived while its receiver parked. */
+  readonly mailbox: {
+    /** Completes the wait `(pid, seq)` with the oldest message; false when there is none. */
+    deliver(pid: number, seq: number): Promise<boolean>;
+  };
+  /** The clock. */
+  readonly now: () => number;
+  /** True once the kernel is closing (a timer pass that fails then is not reported). */
+  readonly closed: boolean;
+  /** Runs a process that a completed wait made runnable. */
+  start(pid: number): void;
+}
 
 /** How a wait ends. */
 export type WaitOutcome =
@@ -73,14 +109,14 @@ function indexKeys(pid: number, seq: number, wait: WaitSpec): Deno.KvKey[] {
  * ```
  */
 export class Waits {
-  #kernel: Kernel;
+  #kernel: WaitsKernel;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #nextWake = Infinity;
   #poll: ReturnType<typeof setInterval> | undefined;
   #firing: Promise<void> | undefined;
 
   /** Waits of `kernel`. */
-  constructor(kernel: Kernel) {
+  constructor(kernel: WaitsKernel) {
     this.#kernel = kernel;
   }
 

@@ -2,8 +2,8 @@
  * Checks the import graph of the project's own modules, as `deno info --json`
  * resolves it, and exits 1 on:
  *
- * - an **import cycle** among the project's modules through runtime imports,
- *   other than one listed in {@link ALLOWED_CYCLES};
+ * - an **import cycle** among the project's modules, through runtime and
+ *   type-only imports alike;
  * - **guest code reaching the host**: the guest is the worker bundle's entry
  *   (`runtime/guest/worker_main.ts`, what `deno task bundle` bundles) and every
  *   module it imports, through runtime and type-only imports alike. Each of
@@ -13,12 +13,15 @@
  *   syscall handlers, `api/`, `cli/`, `mod.ts`, `cli.ts`).
  *
  * What counts as a runtime import: `deno info` lists an `import type` (and
- * `export type … from`) as a type dependency, and every other import,
- * re-export and dynamic `import()` as a code dependency, even
- * `import { type X }` (which Deno erases when it runs the module): write
- * `import type` for an import of types only. A cycle through a type-only
- * import does not order module evaluation, so it is printed as a warning,
- * not an error.
+ * `export type … from`, and an `import("…")` type) as a type dependency, and
+ * every other import, re-export and dynamic `import()` as a code dependency,
+ * even `import { type X }` (which Deno erases when it runs the module). A
+ * cycle through a type-only import does not order module evaluation, but it
+ * still ties its modules together (none can be built, read or tested without
+ * the others), so it fails too: a module that needs part of another that
+ * needs it back declares the members it uses as an interface of its own
+ * (as `runtime/waits.ts` does for the mailboxes and topic events). Examples
+ * in doc comments are not imports.
  *
  * ```sh
  * deno run --allow-read --allow-run test/_import_graph.ts
@@ -49,16 +52,12 @@ export interface GraphRules {
   guest: readonly string[];
   /** Definitions guest and host share (the ABI's types, the cell protocol). */
   shared: readonly string[];
-  /** Runtime cycles that may stay for now, each as the exact set of its modules. */
-  allowedCycles: readonly (readonly string[])[];
 }
 
 /** What the check found. */
 export interface GraphReport {
-  /** What fails the check. */
+  /** What fails the check, one line each. */
   errors: string[];
-  /** What is printed but passes. */
-  warnings: string[];
 }
 
 /** Code that runs inside the Worker (the worker bundle's sources). */
@@ -73,19 +72,11 @@ export const SHARED: readonly string[] = [
   "broker/errors.ts",
 ];
 
-/**
- * Runtime cycles tolerated while they are being removed (none today). The
- * check fails on any cycle not listed here, and on a listed one growing or
- * disappearing (then drop it from this list).
- */
-export const ALLOWED_CYCLES: readonly (readonly string[])[] = [];
-
 /** The rules this project is checked against. */
 export const RULES: GraphRules = {
   guestEntry: "runtime/guest/worker_main.ts",
   guest: GUEST,
   shared: SHARED,
-  allowedCycles: ALLOWED_CYCLES,
 };
 
 const SKIPPED_FOLDERS = new Set(["node_modules"]);
@@ -215,13 +206,23 @@ function _cycles(edges: Map<string, Set<string>>): string[][] {
   return found.sort((a, b) => a[0].localeCompare(b[0]));
 }
 
-/** One concrete cycle inside `component`, as `a → b → … → a`. */
-function _cyclePath(edges: Map<string, Set<string>>, component: string[]): string {
+/**
+ * One concrete cycle inside `component`, as `a → b → … → a`: the shortest
+ * one through its first module, or, given `first`, the shortest that starts
+ * with that import.
+ */
+function _cyclePath(
+  edges: Map<string, Set<string>>,
+  component: string[],
+  first?: readonly [string, string],
+): string {
   const inside = new Set(component);
-  const start = component[0];
-  // Breadth-first from the start back to itself, staying inside the component.
+  const [start, next] = first ?? [component[0], undefined];
+  if (next === start) return `${start} → ${start}`;
+  // Breadth-first back to the start (from after the first import, when given), inside the component.
   const previous = new Map<string, string>();
-  const queue = [start];
+  if (next !== undefined) previous.set(next, start);
+  const queue = [next ?? start];
   while (queue.length) {
     const node = queue.shift()!;
     for (const target of [...(edges.get(node) ?? [])].sort()) {
@@ -241,6 +242,19 @@ function _cyclePath(edges: Map<string, Set<string>>, component: string[]): strin
   return component.join(", ");
 }
 
+/** The first type-only import (by module name) between two modules of `component`. */
+function _typeOnlyImport(graph: ImportGraph, component: string[]): [string, string] | undefined {
+  const inside = new Set(component);
+  for (const from of component) {
+    const runtime = graph.runtime.get(from) ?? new Set<string>();
+    const to = [...(graph.types.get(from) ?? [])].sort().find((t) =>
+      inside.has(t) && !runtime.has(t)
+    );
+    if (to !== undefined) return [from, to];
+  }
+  return undefined;
+}
+
 function _matches(patterns: readonly string[], module: string): boolean {
   return patterns.some((p) => p.endsWith("/") ? module.startsWith(p) : module === p);
 }
@@ -248,29 +262,6 @@ function _matches(patterns: readonly string[], module: string): boolean {
 /** Checks `graph` against `rules`. */
 export function checkImportGraph(graph: ImportGraph, rules: GraphRules): GraphReport {
   const errors: string[] = [];
-  const warnings: string[] = [];
-
-  const runtimeCycles = _cycles(graph.runtime);
-  const allowed = rules.allowedCycles.map((c) => [...c].sort().join("\n"));
-  const seen = new Set<string>();
-  for (const cycle of runtimeCycles) {
-    const key = cycle.join("\n");
-    const path = _cyclePath(graph.runtime, cycle);
-    if (allowed.includes(key)) {
-      seen.add(key);
-      warnings.push(`Known import cycle (allowed for now): ${path}`);
-    } else {
-      errors.push(`Import cycle through runtime imports: ${path}`);
-    }
-  }
-  for (const [i, key] of allowed.entries()) {
-    if (!seen.has(key)) {
-      errors.push(
-        `Allowed import cycle is gone: ${rules.allowedCycles[i].join(", ")} ` +
-          "(remove it from the allowed cycles)",
-      );
-    }
-  }
 
   const all = new Map<string, Set<string>>();
   for (const [from, targets] of graph.runtime) all.set(from, new Set(targets));
@@ -279,12 +270,16 @@ export function checkImportGraph(graph: ImportGraph, rules: GraphRules): GraphRe
     for (const t of targets) set.add(t);
     all.set(from, set);
   }
+  // Every cycle fails: those of runtime imports alone, then those a type-only import closes.
+  const runtimeCycles = _cycles(graph.runtime);
+  for (const cycle of runtimeCycles) {
+    errors.push(`Import cycle through runtime imports: ${_cyclePath(graph.runtime, cycle)}`);
+  }
   const runtimeKeys = new Set(runtimeCycles.map((c) => c.join("\n")));
   for (const cycle of _cycles(all)) {
     if (runtimeKeys.has(cycle.join("\n"))) continue;
-    warnings.push(
-      `Import cycle through type-only imports (${cycle.length} modules): ${_cyclePath(all, cycle)}`,
-    );
+    const path = _cyclePath(all, cycle, _typeOnlyImport(graph, cycle));
+    errors.push(`Import cycle through type-only imports (${cycle.length} modules): ${path}`);
   }
 
   if (!graph.runtime.has(rules.guestEntry)) {
@@ -309,18 +304,17 @@ export function checkImportGraph(graph: ImportGraph, rules: GraphRules): GraphRe
       }
     }
   }
-  return { errors, warnings };
+  return { errors };
 }
 
 if (import.meta.main) {
   const root = fileURLToPath(new URL("..", import.meta.url));
   const graph = await loadImportGraph(root, await projectModules(root));
-  const { errors, warnings } = checkImportGraph(graph, RULES);
-  for (const warning of warnings) console.error(`warning: ${warning}`);
+  const { errors } = checkImportGraph(graph, RULES);
   for (const error of errors) console.error(`error: ${error}`);
   if (errors.length) Deno.exit(1);
   console.log(
-    `Import graph of ${graph.runtime.size} modules: no new runtime cycle, ` +
+    `Import graph of ${graph.runtime.size} modules: no import cycle, ` +
       "no guest import of a host module",
   );
 }

@@ -1,22 +1,35 @@
 /**
- * The worker-side libc: the typed `sys` object a program (`entry` module) or
- * a JIT tool receives. Every function is one syscall over the transport the
- * Worker was given; nothing here carries authority. A refused call throws a
- * {@link SysError} whose `code` is the ABI error code.
+ * The worker-side libc: the guest end of every syscall. Above, the typed
+ * `sys` object a program (`entry` module) or a JIT tool receives, one
+ * function per syscall; beneath it, the channel that posts each call to the
+ * cell with a fresh id and settles its promise when the reply with that id
+ * comes back, in whatever order replies arrive. Nothing here carries
+ * authority. A refused call throws a {@link SysError} whose `code` is the ABI
+ * error code.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
- * import { createSys } from "./libc.ts";
- * // A transport that answers every call with the current time, for illustration.
- * const sys = createSys((_name, _args) => Promise.resolve(42));
+ * import { createChannel, createSys } from "./libc.ts";
+ * // A cell that answers every call at once with the current time, for illustration.
+ * const channel = createChannel((message) => {
+ *   channel.receive({ id: message.id, ok: true, value: 42 });
+ * });
+ * const sys = createSys(channel.call);
  * assert((await sys.time.now()) === 42);
  * ```
  *
  * @module
  */
 
-import type { CapabilityView, SyscallArgs, SyscallName, SyscallResult } from "../../broker/abi.ts";
+import type {
+  CapabilityView,
+  SyscallArgs,
+  SyscallName,
+  SyscallReply,
+  SyscallResult,
+} from "../../broker/abi.ts";
+import type { WorkerToCell } from "./cell_protocol.ts";
 
 /** Sends one syscall and resolves with its value or rejects with a {@link SysError}. */
 export type Transport = (name: SyscallName, args: unknown) => Promise<unknown>;
@@ -181,7 +194,7 @@ export type { CapabilityView };
 /** A model reply as `model.complete` returns it. */
 export type ModelReply = SyscallResult<"model.complete">;
 
-/** Builds the `sys` object over a transport. */
+/** Builds the `sys` object over a transport (a {@link SyscallChannel}'s `call`). */
 export function createSys(transport: Transport): Sys {
   const call = <T>(name: SyscallName, args: unknown = {}): Promise<T> =>
     transport(name, args) as Promise<T>;
@@ -268,5 +281,39 @@ export function createSys(transport: Transport): Sys {
       list: () => call("ckpt.list"),
     },
     call: (name, args) => call(name, args),
+  };
+}
+
+/** The two ends of the channel the libc calls through. */
+export interface SyscallChannel {
+  /** Posts one call and settles with its reply; what `createSys` is given. */
+  call: Transport;
+  /** Settles the call a reply answers; a reply to no pending call is ignored. */
+  receive(reply: SyscallReply): void;
+}
+
+/** A channel posting each call with `post` (to the cell, in a Worker). */
+export function createChannel(
+  post: (message: Extract<WorkerToCell, { t: "syscall" }>) => void,
+): SyscallChannel {
+  const pending = new Map<
+    number,
+    { resolve: (value: unknown) => void; reject: (error: unknown) => void }
+  >();
+  let nextId = 1;
+  return {
+    call: (name, args) =>
+      new Promise((resolve, reject) => {
+        const id = nextId++;
+        pending.set(id, { resolve, reject });
+        post({ t: "syscall", id, name, args });
+      }),
+    receive(reply: SyscallReply): void {
+      const waiter = pending.get(reply.id);
+      if (!waiter) return;
+      pending.delete(reply.id);
+      if (reply.ok) waiter.resolve(reply.value);
+      else waiter.reject(new SysError(reply.error.code, reply.error.message));
+    },
   };
 }

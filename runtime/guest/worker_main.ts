@@ -13,11 +13,10 @@
  * @module
  */
 
-import { createSys, SysError } from "./libc.ts";
+import { createChannel, createSys, SysError } from "./libc.ts";
 import { runAgent } from "./agent.ts";
 import type { CellToWorker, WorkerLoaded, WorkerToCell } from "./cell_protocol.ts";
 import { determinize, type ReplayClock } from "./determinism.ts";
-import { createChannel } from "./transport.ts";
 
 declare const self: {
   postMessage(message: WorkerToCell | WorkerLoaded): void;

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import type { WorkerToCell } from "./cell_protocol.ts";
-import { SysError } from "./libc.ts";
-import { createChannel } from "./transport.ts";
+import { createChannel, createSys, SysError } from "./libc.ts";
 
 type Posted = Extract<WorkerToCell, { t: "syscall" }>;
 
@@ -59,4 +58,37 @@ Deno.test("a reply to no pending call, or a second reply to one, changes nothing
   assert.notEqual(posted[1].id, posted[0].id);
   channel.receive({ id: posted[1].id, ok: true, value: 43 });
   assert.equal(await next, 43);
+});
+
+Deno.test("a typed call goes out as its syscall and resolves with the reply's value", async () => {
+  const posted: Posted[] = [];
+  const channel = createChannel((message) => posted.push(message));
+  const sys = createSys(channel.call);
+  const write = sys.fs.write("notes.txt", "hello");
+  assert.deepEqual(posted.map(({ name, args }) => ({ name, args })), [
+    { name: "fs.write", args: { path: "notes.txt", content: "hello" } },
+  ]);
+  channel.receive({ id: posted[0].id, ok: true, value: { bytes: 5 } });
+  assert.deepEqual(await write, { bytes: 5 });
+});
+
+Deno.test("tool.call answers the tool's result, and throws when the tool did not exit", async () => {
+  const posted: Posted[] = [];
+  const channel = createChannel((message) => posted.push(message));
+  const sys = createSys(channel.call);
+  const done = sys.tool.call("sum", { a: 1 });
+  channel.receive({ id: posted[0].id, ok: true, value: { state: "exited", result: 3 } });
+  assert.equal(await done, 3);
+  const failed = sys.tool.call("sum", { a: "x" });
+  channel.receive({
+    id: posted[1].id,
+    ok: true,
+    value: { state: "failed", error: { code: "EINVAL", message: "bad input" } },
+  });
+  await assert.rejects(failed, (error: unknown) => {
+    assert.ok(error instanceof SysError);
+    assert.equal(error.code, "EINVAL");
+    assert.equal(error.message, 'Tool "sum" failed: bad input');
+    return true;
+  });
 });
