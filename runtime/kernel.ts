@@ -34,7 +34,7 @@ import { Journal, type JournalOptions, loadJournal } from "../broker/journal.ts"
 import { askedGrant, requestedGrant, requireWithinImageCeiling } from "./ceilings.ts";
 import { CellPool } from "./cell_pool.ts";
 import { replayStart } from "./checkpoints.ts";
-import { cellOptionsOf, DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
+import { cellOptionsOf, DEFAULT_LIMITS, Execution } from "./execution.ts";
 import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { TopicEvents } from "./events.ts";
 import { type FsProvider, LocalFs } from "./fs_provider.ts";
@@ -59,6 +59,7 @@ import { ObjectMemory } from "./object_memory.ts";
 import { ProcessControl } from "./process_control.ts";
 import {
   type BudgetKey,
+  type ProcessLimits,
   type ProcessRecord,
   type ProcessState,
   ProcessTable,

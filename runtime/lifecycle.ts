@@ -15,7 +15,6 @@ import { SyscallError } from "../broker/errors.ts";
 import { putRecord } from "../broker/journal.ts";
 import { parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
 import { copyJournalToFork } from "./checkpoints.ts";
-import type { ProcessLimits } from "./execution.ts";
 import type { FsProvider } from "./fs_provider.ts";
 import { deriveGrants, type GrantImage, type GrantSource } from "./grants.ts";
 import { imageModelId, type ImageRegistry, type RegisteredImage } from "./image.ts";
@@ -25,6 +24,7 @@ import {
   type Budget,
   budgetLeft,
   narrowBudget,
+  type ProcessLimits,
   type ProcessRecord,
   type ProcessTable,
 } from "./process_table.ts";
