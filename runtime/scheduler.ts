@@ -1,0 +1,408 @@
+/**
+ * The scheduler: which runnable processes run in a cell now and which
+ * queue for one (at most `maxCells` at once), the executions running, and
+ * which processes this host looks after — those it started, or every one
+ * once it serves the store — catching up with the transitions other
+ * kernels commit to the store: an execution whose process left `running`
+ * elsewhere stops, a process made runnable elsewhere starts here.
+ *
+ * It builds no execution itself: its host prepares and launches one (see
+ * {@link SchedulerHost}), and it decides when.
+ *
+ * @module
+ */
+
+import type { JournalRecord } from "../broker/journal.ts";
+import { END_STATES, type ProcessRecord, type ProcessTable } from "./process_table.ts";
+
+/** A running program, as the scheduler drives it. */
+export interface ScheduledExecution {
+  /** The process it runs. */
+  readonly pid: number;
+  /** The journal seq of the call its program is blocked in while it lingers. */
+  readonly waitingSeq: number | undefined;
+  /** Stops the program's Worker (aborting calls in flight with `abortCalls`). */
+  stop(reason: string, options?: { abortCalls?: boolean }): void;
+  /** Resolves once the Worker is gone and no call of it is in flight. */
+  settled(): Promise<void>;
+  /** Resolves once the Worker is gone. */
+  readonly done: Promise<void>;
+  /** Tells the execution its process has ended, so it reports nothing more. */
+  markEnded(): void;
+  /** Answers the blocked call from its finished journal record in place; false when it cannot. */
+  wake(recorded: JournalRecord, current: ProcessRecord): Promise<boolean>;
+}
+
+/** An execution ready to start. */
+export interface Launch<E> {
+  /** The execution, registered as the process's before it starts. */
+  execution: E;
+  /** Starts its program. */
+  start(): Promise<void>;
+}
+
+/** What the scheduler needs from its host. */
+export interface SchedulerHost<E extends ScheduledExecution> {
+  /** The process table. */
+  readonly processes: Pick<
+    ProcessTable,
+    "get" | "update" | "list" | "subscribe" | "transition" | "follow" | "unfollow"
+  >;
+  /** The parked calls: their timer runs once a process is started. */
+  readonly waits: { start(): void };
+  /** The clock. */
+  readonly now: () => number;
+  /** Ends a process that could not run as `failed`. */
+  finish(pid: number, state: "failed", outcome: { error: { message: string } }): Promise<void>;
+  /**
+   * Gets ready to run a runnable process (not yet claimed: what fails here,
+   * such as a missing image, fails it from `runnable`), and returns what
+   * launches it once it is `running`.
+   */
+  prepare(record: ProcessRecord): Promise<(running: ProcessRecord) => Promise<Launch<E>>>;
+  /** The journal record of call `seq` of `pid`, if any (what a wake-up answers with). */
+  waitRecord(pid: number, seq: number): Promise<JournalRecord | undefined>;
+}
+
+/** Settings of a {@link Scheduler}. */
+export interface SchedulerOptions {
+  /** Most cells (running programs) at once; more runnable processes queue. */
+  maxCells: number;
+  /** Whether this host runs processes at all (a CLI verb's kernel does not). */
+  runs: boolean;
+  /** How long a blocked process keeps its Worker, in ms (0: it parks at once). */
+  waitGraceMs: number;
+}
+
+/**
+ * The scheduler of one kernel.
+ *
+ * @example
+ * ```ts ignore
+ * const scheduler = new Scheduler(host, { maxCells: 16, runs: true });
+ * scheduler.start(pid); // runs now, or once a cell frees up
+ * await scheduler.close();
+ * await scheduler.shutdown();
+ * ```
+ */
+export class Scheduler<E extends ScheduledExecution> {
+  /** Whether this host runs processes. */
+  readonly runs: boolean;
+  #host: SchedulerHost<E>;
+  #maxCells: number;
+  #executions = new Map<number, E>();
+  #queue: number[] = [];
+  #queued = new Set<number>();
+  #starting = new Set<number>();
+  #runs = new Set<Promise<void>>();
+  #closed = false;
+  /** Set by {@link serve}: every process of the store is this host's to run. */
+  #serving = false;
+  /** Processes this host started and that have not ended. */
+  #hosted = new Set<number>();
+  #reacting = new Set<Promise<void>>();
+  /** Blocked processes that keep their Worker for a while, by pid. */
+  #lingering = new Map<number, { execution: E; timer: ReturnType<typeof setTimeout> }>();
+  /** How long a blocked process keeps its Worker, in ms. */
+  readonly waitGraceMs: number;
+
+  /** A scheduler over `host`. */
+  constructor(host: SchedulerHost<E>, options: SchedulerOptions) {
+    this.#host = host;
+    this.#maxCells = options.maxCells;
+    this.runs = options.runs;
+    this.waitGraceMs = options.waitGraceMs;
+  }
+
+  /** True once {@link close} began. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Runs a runnable process in a cell, now or when a cell frees up (at most
+   * `maxCells` run at once). Returns at once. A process whose previous cell
+   * is still stopping starts once that cell is gone.
+   */
+  start(pid: number): void {
+    if (this.#closed || !this.runs || this.#queued.has(pid)) return;
+    if (this.#lingering.has(pid)) return this.#wake(pid);
+    this.#hosted.add(pid);
+    this.#host.waits.start();
+    this.#queued.add(pid);
+    this.#queue.push(pid);
+    this.#pump();
+  }
+
+  /** True while `pid` is blocked and keeps its Worker (see {@link linger}). */
+  isLingering(pid: number): boolean {
+    return this.#lingering.has(pid);
+  }
+
+  /** The execution running `pid`, if any. */
+  executionOf(pid: number): E | undefined {
+    return this.#executions.get(pid);
+  }
+
+  /** Stops the cell of `pid`, if it has one, and waits until it is gone. */
+  async stopExecution(pid: number): Promise<void> {
+    const execution = this.#executions.get(pid);
+    if (!execution) return;
+    execution.stop("The operator stopped the process");
+    await execution.settled();
+  }
+
+  /**
+   * Notes that `pid` is ending: its execution, if any, reports nothing
+   * more, and it is no longer this host's to start again.
+   */
+  ending(pid: number): void {
+    this.#executions.get(pid)?.markEnded();
+    this.#hosted.delete(pid);
+  }
+
+  /** Makes every process of the store this host's to run, from now on. */
+  serve(): void {
+    this.#serving = true;
+  }
+
+  /**
+   * Follows the transitions other kernels commit to the store (see
+   * `ProcessTable.follow`), catching up with each one.
+   */
+  async follow(feed: { watch?: boolean; pollMs?: number }): Promise<void> {
+    this.#host.processes.subscribe((_, event, foreign) => {
+      if (foreign) this.#react(event.pid);
+    });
+    await this.#host.processes.follow(feed);
+  }
+
+  /** Resolves once no live (not exited, failed or killed) process remains in the store. */
+  idle(): Promise<void> {
+    const processes = this.#host.processes;
+    return new Promise((resolve) => {
+      let checking = false;
+      let again = false;
+      const check = async () => {
+        if (checking) {
+          again = true;
+          return;
+        }
+        checking = true;
+        do {
+          again = false;
+          const live = (await processes.list()).some((p) => !END_STATES.has(p.state));
+          if (!live) {
+            unsubscribe();
+            resolve();
+            return;
+          }
+        } while (again);
+        checking = false;
+      };
+      const unsubscribe = processes.subscribe((_, event) => {
+        if (END_STATES.has(event.to)) check();
+      });
+      check();
+    });
+  }
+
+  /**
+   * Stops taking work: nothing starts from now on and other kernels'
+   * transitions are no longer followed. Resolves once no catch-up is in
+   * progress.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#host.processes.unfollow();
+    while (this.#reacting.size) await Promise.allSettled([...this.#reacting]);
+  }
+
+  /**
+   * After {@link close}: lets the runs that were starting finish starting,
+   * stops every execution (aborting its calls in flight), waits until all
+   * are gone, and puts each process that was running back as runnable: it
+   * replays from its journal on the next start.
+   */
+  async shutdown(): Promise<void> {
+    while (this.#runs.size) await Promise.allSettled([...this.#runs]);
+    for (const { timer } of this.#lingering.values()) clearTimeout(timer);
+    this.#lingering.clear();
+    const running = [...this.#executions.entries()];
+    for (const [, execution] of running) {
+      execution.stop("The host is shutting down", { abortCalls: true });
+    }
+    await Promise.all(running.map(([, e]) => e.settled()));
+    for (const [pid] of running) {
+      const record = await this.#host.processes.get(pid);
+      if (record?.state === "running") {
+        await this.#host.processes.transition(pid, "runnable", { reason: "the host shut down" });
+      }
+    }
+  }
+
+  /**
+   * Keeps the Worker of a process blocked in a call for `waitGraceMs`: a
+   * wake-up within it answers the call in place, with no replay. Parks it
+   * at once when there is no grace, when the call is not a wait (an exec
+   * parks too), or when the host needs the room.
+   */
+  linger(execution: E): void {
+    const pid = execution.pid;
+    if (this.waitGraceMs <= 0 || this.#closed || this.#lingering.has(pid)) {
+      return execution.stop("The process is waiting");
+    }
+    // Only a wait lingers: not a call that parks for another reason, nor
+    // one already woken (it replays, which is always right).
+    const lingering = (async () => {
+      const record = await this.#host.processes.get(pid);
+      if (
+        record?.state === "blocked" && record.waitSeq === execution.waitingSeq &&
+        !this.#closed && !this.#lingering.has(pid)
+      ) return this.#lingerNow(execution);
+      execution.stop("The process is waiting");
+    })().catch(() => execution.stop("The process is waiting"));
+    this.#runs.add(lingering);
+    lingering.finally(() => this.#runs.delete(lingering));
+  }
+
+  #lingerNow(execution: E): void {
+    const pid = execution.pid;
+    const timer = setTimeout(() => this.#park(pid), this.waitGraceMs);
+    this.#lingering.set(pid, { execution, timer });
+    execution.done.then(() => {
+      const entry = this.#lingering.get(pid);
+      if (entry?.execution !== execution) return;
+      clearTimeout(entry.timer);
+      this.#lingering.delete(pid);
+    });
+    // Woken before it began to linger (the wait was already satisfied).
+    const queued = this.#queue.indexOf(pid);
+    if (queued >= 0) {
+      this.#queue.splice(queued, 1);
+      this.#queued.delete(pid);
+      this.#wake(pid);
+    } else this.#pump();
+  }
+
+  /** A lingering process gives its Worker up: it parks, and replays when woken. */
+  #park(pid: number): void {
+    const entry = this.#lingering.get(pid);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.#lingering.delete(pid);
+    entry.execution.stop("The process is waiting");
+  }
+
+  /** Answers a lingering process's call in its own Worker, or replays it when that cannot be done. */
+  #wake(pid: number): void {
+    const entry = this.#lingering.get(pid)!;
+    clearTimeout(entry.timer);
+    this.#lingering.delete(pid);
+    const { execution } = entry;
+    const processes = this.#host.processes;
+    const woken = (async () => {
+      let claimed = false;
+      const current = await processes.update(pid, (p) => {
+        claimed = p.state === "runnable";
+        return claimed ? { state: "running" } : {};
+      });
+      if (!claimed) return execution.stop("The process is waiting");
+      const seq = execution.waitingSeq;
+      const recorded = seq === undefined ? undefined : await this.#host.waitRecord(pid, seq);
+      if (recorded && await execution.wake(recorded, current)) return;
+      // It could not be answered in place: it replays in a new run.
+      execution.stop("The process is waiting");
+      await processes.update(pid, (p) => p.state === "running" ? { state: "runnable" } : {});
+      this.start(pid);
+    })().catch((error) =>
+      this.#host.finish(pid, "failed", { error: { message: (error as Error).message } })
+        .catch(() => {})
+    );
+    this.#runs.add(woken);
+    woken.finally(() => this.#runs.delete(woken));
+  }
+
+  #pump(): void {
+    const busy = (pid: number) => this.#executions.has(pid) || this.#starting.has(pid);
+    // The host needs room: a blocked process that kept its Worker gives it up.
+    if (
+      this.#queue.length && this.#executions.size + this.#starting.size >= this.#maxCells
+    ) {
+      const [oldest] = this.#lingering.keys();
+      if (oldest !== undefined) this.#park(oldest);
+    }
+    while (
+      this.#queue.length && this.#executions.size + this.#starting.size < this.#maxCells &&
+      !this.#closed
+    ) {
+      const index = this.#queue.findIndex((pid) => !busy(pid));
+      if (index < 0) return;
+      const [pid] = this.#queue.splice(index, 1);
+      this.#queued.delete(pid);
+      // Claimed synchronously: no second run of the same pid can begin meanwhile.
+      this.#starting.add(pid);
+      const run = this.#run(pid)
+        .catch((error) =>
+          this.#host.finish(pid, "failed", { error: { message: (error as Error).message } })
+            .catch(() => {})
+        )
+        .finally(() => {
+          this.#starting.delete(pid);
+          this.#runs.delete(run);
+          this.#pump();
+        });
+      this.#runs.add(run);
+    }
+  }
+
+  async #run(pid: number): Promise<void> {
+    const processes = this.#host.processes;
+    const initial = await processes.get(pid);
+    if (initial?.state !== "runnable" || this.#executions.has(pid) || this.#closed) return;
+    const launch = await this.#host.prepare(initial);
+    let claimed = false;
+    const record = await processes.update(pid, (p) => {
+      claimed = p.state === "runnable";
+      return claimed ? { state: "running", startedAt: p.startedAt ?? this.#host.now() } : {};
+    });
+    if (!claimed) return;
+    const { execution, start } = await launch(record);
+    this.#executions.set(pid, execution);
+    execution.settled().then(() => {
+      if (this.#executions.get(pid) === execution) this.#executions.delete(pid);
+      this.#pump();
+    });
+    await start();
+  }
+
+  /**
+   * Catches up with a transition another kernel committed: an execution
+   * here of a process that is no longer `running` (killed, paused, put
+   * back by a restore) stops, and a process that is now `runnable` starts
+   * when this host serves the store or started it before.
+   */
+  #react(pid: number): void {
+    if (this.#closed) return;
+    const execution = this.#executions.get(pid);
+    if (!execution && !this.#serving && !this.#hosted.has(pid)) return;
+    const reaction = (async () => {
+      const record = await this.#host.processes.get(pid);
+      if (!record || this.#closed) return;
+      // The execution was there before the read: its process left `running` since.
+      if (execution && this.#executions.get(pid) === execution && record.state !== "running") {
+        if (END_STATES.has(record.state)) execution.markEnded();
+        execution.stop(`The process is ${record.state}`);
+      }
+      if (END_STATES.has(record.state)) this.#hosted.delete(pid);
+      if (record.state === "runnable" && (this.#serving || this.#hosted.has(pid))) {
+        this.start(pid);
+      }
+    })().catch((error) => {
+      if (!this.#closed) {
+        console.error(`libos: catching up with process ${pid} failed: ${(error as Error).message}`);
+      }
+    }).finally(() => this.#reacting.delete(reaction));
+    this.#reacting.add(reaction);
+  }
+}
