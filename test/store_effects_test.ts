@@ -134,6 +134,40 @@ Deno.test("a revocation committed after an obj.put was authorized refuses it wit
   });
 });
 
+Deno.test("a large obj.put refused by a revocation leaves none of the chunks it staged", async () => {
+  await withHarness(async (h) => {
+    const kv = h.kernel.store.kv;
+    const writer = await spawned(h, ["obj:write:shared/**"]);
+    const cap = (await h.kernel.caps.list(writer.pid)).find((c) => c.scope === "shared/**")!;
+    const value = "x".repeat(200_000);
+    // Its chunks are staged in commits of their own; the revocation lands before the first.
+    const revoked = beforeNextCommit(kv, async () => {
+      await h.kernel.caps.revoke(cap.id);
+    });
+    const as = caller(h, writer.pid, writer.tag);
+    const reply = await as.call("obj.put", { namespace: "shared/a", name: "big", value });
+    await revoked;
+    assert.equal((reply as Extract<BrokerReply, { ok: false }>).error?.code, "EPERM");
+    assert.equal((await kv.get(["obj", "shared/a", "big"])).value, null);
+    const chunks = await Array.fromAsync(kv.list({ prefix: ["obj_chunk", "shared/a", "big"] }));
+    assert.equal(chunks.length, 0);
+  });
+});
+
+Deno.test("a large obj.put through the broker stores its value whole", async () => {
+  await withHarness(async (h) => {
+    const writer = await spawned(h, []);
+    const value = { text: "y".repeat(200_000) };
+    const reply = await caller(h, writer.pid, writer.tag).call("obj.put", {
+      namespace: "self",
+      name: "big",
+      value,
+    });
+    assert.deepEqual((reply as BrokerReply & { ok: true }).value, { version: 1 });
+    assert.deepEqual((await h.kernel.objects.get(`proc/${writer.pid}`, "big")).value, value);
+  });
+});
+
 Deno.test("a revocation committed after an event.emit was authorized refuses it, and no event is posted", async () => {
   await withHarness(async (h) => {
     const kv = h.kernel.store.kv;
