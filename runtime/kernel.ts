@@ -1,65 +1,82 @@
 /**
- * The kernel: the process table, images, capabilities, Object Memory,
- * journal and audit over one store, the broker with the kernel's syscall
- * handlers, and the executions that run programs in cells.
+ * The kernel: a facade that builds the parts over one store and connects
+ * them; each part is a module of its own, tested without a kernel:
+ *
+ * - records: the process table with lineage and budgets
+ *   (`process_table.ts`), images, capabilities, Object Memory, storage
+ *   quotas, the journal and the audit log;
+ * - authority: grant derivation, one pure function deciding what a
+ *   spawned, forked or exec'd process holds (`grants.ts`), the ceilings of
+ *   running processes (`ceilings.ts`), and the broker every syscall goes
+ *   through, with the handler table of `syscalls/`;
+ * - running: the scheduler (`scheduler.ts`: the cell cap, the executions,
+ *   catching up with other kernels), where replay starts
+ *   (`checkpoints.ts`), and the executions (`execution.ts`), which the
+ *   kernel builds for the scheduler;
+ * - lifecycle: spawn, child spawn, fork and exec (`lifecycle.ts`); ending,
+ *   signalling, waiting for and recovering processes (`process_control.ts`);
+ * - what processes share and wait on: waits, events, mailboxes, the human
+ *   queue, snapshots, JIT tools, transcripts (`transcripts.ts`), the model
+ *   providers (`model_providers.ts`) and the fs, shell and net providers.
+ *
+ * Its public members delegate to those parts; the syscall handlers and
+ * services take the kernel as the narrow interface each declares.
  *
  * @module
  */
 
 import { AuditLog } from "../broker/audit.ts";
-import { type AskRequest, Broker, type CallContext, PARKED } from "../broker/broker.ts";
-import {
-  allows,
-  attenuationError,
-  type Capability,
-  type CapabilitySpec,
-  formatCapability,
-  parseCapability,
-  resolveScope,
-} from "../broker/capability.ts";
+import { type AskRequest, Broker, type CallContext, type PARKED } from "../broker/broker.ts";
+import type { CapabilitySpec } from "../broker/capability.ts";
 import { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { escapeGlob } from "../broker/glob.ts";
-import {
-  Journal,
-  type JournalOptions,
-  type JournalRecord,
-  loadJournal,
-  putRecord,
-} from "../broker/journal.ts";
-import { decide, parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
-import { readChunked, writeChunked } from "./chunks.ts";
+import { Journal, type JournalOptions, loadJournal } from "../broker/journal.ts";
+import { askedGrant, requestedGrant, requireWithinImageCeiling } from "./ceilings.ts";
 import { CellPool } from "./cell_pool.ts";
-import { cellOptionsOf, DEFAULT_LIMITS, Execution, type ProcessLimits } from "./execution.ts";
-import { type FsProvider, LocalFs } from "./fs_provider.ts";
-import { imageModelId, ImageRegistry, type RegisteredImage } from "./image.ts";
-import type { Message, ModelProvider } from "./model.ts";
-import { DEFAULT_MODEL_ID, modelIdOfSpec, specOfModelId } from "./model_spec.ts";
-import { ObjectMemory, privateNamespace } from "./object_memory.ts";
-import { StorageQuotas } from "./storage_quota.ts";
+import { replayStart } from "./checkpoints.ts";
+import { cellOptionsOf, DEFAULT_LIMITS, Execution } from "./execution.ts";
+import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { TopicEvents } from "./events.ts";
+import { type FsProvider, LocalFs } from "./fs_provider.ts";
+import { removeDeadHostFolders } from "./host_children.ts";
 import { HumanQueue, type HumanResponder } from "./human_queue.ts";
-import { Mailbox } from "./mailbox.ts";
-import { Waits } from "./waits.ts";
-import { Snapshots } from "./snapshots.ts";
+import { ImageRegistry, type RegisteredImage } from "./image.ts";
+import { ToolTables } from "./jit_tools.ts";
 import {
-  type Budget,
+  type ChildSpawnOptions,
+  execImage,
+  forkProcess,
+  limitsOf,
+  spawnChild,
+  type SpawnOptions,
+  spawnProcess,
+} from "./lifecycle.ts";
+import { Mailbox } from "./mailbox.ts";
+import type { Message, ModelProvider } from "./model.ts";
+import { ModelProviders, ownModelOf } from "./model_providers.ts";
+import { LocalNet, type NetProvider } from "./net_provider.ts";
+import { ObjectMemory } from "./object_memory.ts";
+import { ProcessControl } from "./process_control.ts";
+import {
   type BudgetKey,
-  budgetMessage,
-  END_STATES,
+  type ProcessLimits,
   type ProcessRecord,
   type ProcessState,
   ProcessTable,
   type Usage,
 } from "./process_table.ts";
-import { openStore, type Store } from "./store.ts";
-import { copyCheckpoint } from "./syscalls/ckpt.ts";
-import { handlerTable } from "./syscalls/mod.ts";
-import { ToolTables } from "./jit_tools.ts";
+import { type Launch, Scheduler } from "./scheduler.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
-import { removeDeadHostFolders } from "./host_children.ts";
-import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
-import { LocalNet, type NetProvider } from "./net_provider.ts";
+import { Snapshots } from "./snapshots.ts";
+import { StorageQuotas } from "./storage_quota.ts";
+import { openStore, type Store } from "./store.ts";
+import { handlerTable } from "./syscalls/mod.ts";
+import { type TranscriptEntry, Transcripts } from "./transcripts.ts";
+import { Waits } from "./waits.ts";
+
+export { MAX_INPUT_CHARS } from "./lifecycle.ts";
+export type { ChildSpawnOptions, SpawnOptions } from "./lifecycle.ts";
+export type { TranscriptEntry } from "./transcripts.ts";
 
 /** Options of {@link Kernel.open}. */
 export interface KernelOptions {
@@ -121,50 +138,6 @@ const FILE_FEED_POLL_MS = 40;
 /** The same for a KV Connect store, where `kv.watch` does the work and this is a safety net. */
 const WATCHED_FEED_POLL_MS = 1000;
 
-/** What an operator (CLI, HTTP, library) asks for when spawning. */
-export interface SpawnOptions {
-  /** `name@version` or digest of a registered image. */
-  image: string;
-  /** The workspace root: relative fs scopes resolve against it. */
-  workspace: string;
-  /** The process's input. */
-  input?: unknown;
-  /** Capabilities in text form (default: the image's ceiling). */
-  capabilities?: readonly string[];
-  /** Operator policy rules, added to the image's. */
-  policy?: readonly PolicyRule[];
-  /** Model spec, e.g. `scripted:turns.json`. */
-  model?: string;
-  /** Working directory (default: the workspace root). */
-  cwd?: string;
-  /** Resource budgets of the process. */
-  budget?: Budget;
-}
-
-/** What `proc.spawn` asks for. */
-export interface ChildSpawnOptions {
-  /** `name@version` or digest of a registered image. */
-  image: string;
-  /** The child's input. */
-  input?: unknown;
-  /** Capabilities in text form for the child. */
-  capabilities?: readonly string[];
-  /** Policy rules added to the image's. */
-  policy?: readonly PolicyRule[];
-  /** The child's working directory. */
-  cwd?: string;
-  /** What happens to the child when the caller ends. */
-  onParentExit?: "kill" | "orphan";
-  /** Set for a JIT tool call: audited under the tool (and charged to the children budget). */
-  tool?: { name: string; digest: string };
-}
-
-/** Largest process input, in JSON bytes (it lives in the process record). */
-export const MAX_INPUT_CHARS = 32 * 1024;
-
-/** One transcript entry: a message exchanged with the model. */
-export type TranscriptEntry = Message;
-
 /**
  * The kernel.
  *
@@ -222,24 +195,12 @@ export class Kernel {
   readonly cells: CellPool;
   /** The clock. */
   readonly now: () => number;
-  #model: ModelProvider | undefined;
-  #resolveModel: ((spec: string) => Promise<ModelProvider>) | undefined;
-  #models = new Map<string, Promise<ModelProvider>>();
-  #executions = new Map<number, Execution>();
-  #queue: number[] = [];
-  #queued = new Set<number>();
-  #starting = new Set<number>();
-  #runs = new Set<Promise<void>>();
-  #maxCells: number;
+  #models: ModelProviders;
+  #scheduler: Scheduler<Execution>;
+  #control: ProcessControl;
+  #transcripts: Transcripts;
   #ownsStore: boolean;
   #ownsSandbox: boolean;
-  #closed = false;
-  #runsProcesses: boolean;
-  /** Set by {@link recover}: every process of the store is this kernel's to run. */
-  #serving = false;
-  /** Processes this kernel started and that have not ended. */
-  #hosted = new Set<number>();
-  #reacting = new Set<Promise<void>>();
 
   private constructor(store: Store, ownsStore: boolean, options: KernelOptions) {
     this.store = store;
@@ -253,6 +214,7 @@ export class Kernel {
     this.objects = new ObjectMemory(kv, { meter: this.quotas });
     this.audit = new AuditLog(kv);
     this.journal = new Journal(kv, this.audit, options.journal);
+    this.#transcripts = new Transcripts(kv, this.quotas);
     this.fs = options.fs ??
       new LocalFs({ reserved: store.path ? [store.path] : [] });
     this.shell = options.shell ?? new LocalShell();
@@ -265,10 +227,7 @@ export class Kernel {
     this.#ownsSandbox = sandbox === "bwrap";
     this.net = options.net ?? new LocalNet();
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.#model = options.model;
-    this.#resolveModel = options.resolveModel;
-    this.#maxCells = options.maxCells ?? 16;
-    this.#runsProcesses = options.runs ?? true;
+    this.#models = new ModelProviders({ model: options.model, resolve: options.resolveModel });
     this.cells = new CellPool(options.warmCells ?? 0, cellOptionsOf(this.limits));
     this.waits = new Waits(this);
     this.events = new TopicEvents(this);
@@ -276,6 +235,21 @@ export class Kernel {
     this.humans = new HumanQueue(this, options.human);
     this.snapshots = new Snapshots(this);
     this.tools = new ToolTables(this);
+    this.#scheduler = new Scheduler({
+      processes: this.processes,
+      waits: this.waits,
+      now: this.now,
+      finish: (pid, state, outcome) => this.finish(pid, state, outcome),
+      prepare: (record) => this.#prepare(record),
+    }, { maxCells: options.maxCells ?? 16, runs: options.runs ?? true });
+    this.#control = new ProcessControl({
+      store,
+      processes: this.processes,
+      journal: this.journal,
+      caps: this.caps,
+      waits: this.waits,
+      scheduler: this.#scheduler,
+    });
     this.broker = new Broker({
       caps: this.caps,
       journal: this.journal,
@@ -303,11 +277,8 @@ export class Kernel {
       : await openStore(options.store);
     const kernel = new Kernel(store, owns, options);
     // A throwaway store this kernel opened has no other writer to follow.
-    if (kernel.#runsProcesses && options.store !== ":memory:") {
-      kernel.processes.subscribe((_, event, foreign) => {
-        if (foreign) kernel.#react(event.pid);
-      });
-      await kernel.processes.follow(
+    if (kernel.#scheduler.runs && options.store !== ":memory:") {
+      await kernel.#scheduler.follow(
         store.path !== undefined
           ? { pollMs: FILE_FEED_POLL_MS }
           : { watch: true, pollMs: WATCHED_FEED_POLL_MS },
@@ -316,34 +287,9 @@ export class Kernel {
     return kernel;
   }
 
-  /**
-   * Catches up with a transition another kernel committed: an execution
-   * here of a process that is no longer `running` (killed, paused, put
-   * back by a restore) stops, and a process that is now `runnable` starts
-   * when this kernel serves the store or started it before.
-   */
-  #react(pid: number): void {
-    if (this.#closed) return;
-    const execution = this.#executions.get(pid);
-    if (!execution && !this.#serving && !this.#hosted.has(pid)) return;
-    const reaction = (async () => {
-      const record = await this.processes.get(pid);
-      if (!record || this.#closed) return;
-      // The execution was there before the read: its process left `running` since.
-      if (execution && this.#executions.get(pid) === execution && record.state !== "running") {
-        if (END_STATES.has(record.state)) execution.markEnded();
-        execution.stop(`The process is ${record.state}`);
-      }
-      if (END_STATES.has(record.state)) this.#hosted.delete(pid);
-      if (record.state === "runnable" && (this.#serving || this.#hosted.has(pid))) {
-        this.start(pid);
-      }
-    })().catch((error) => {
-      if (!this.#closed) {
-        console.error(`libos: catching up with process ${pid} failed: ${(error as Error).message}`);
-      }
-    }).finally(() => this.#reacting.delete(reaction));
-    this.#reacting.add(reaction);
+  /** True once {@link close} began. */
+  get closed(): boolean {
+    return this.#scheduler.closed;
   }
 
   /** Registered image of a process (with its entry source). */
@@ -355,274 +301,45 @@ export class Kernel {
     return image;
   }
 
+  /**
+   * The model a process calls when it names none and may always call, as
+   * `provider/name` (see `model_providers.ts`).
+   */
+  ownModelOf(proc: ProcessRecord, image: RegisteredImage): string {
+    return ownModelOf(proc, image);
+  }
+
+  // Lifecycle (lifecycle.ts, process_control.ts).
+
   /** Creates a process for an operator and makes it runnable. Does not start it. */
-  async spawn(options: SpawnOptions): Promise<ProcessRecord> {
-    if (JSON.stringify(options.input ?? null).length > MAX_INPUT_CHARS) {
-      throw new SyscallError(
-        "EINVAL",
-        `Cannot spawn "${options.image}": its input is over ${MAX_INPUT_CHARS} bytes`,
-      );
-    }
-    const image = await this.#requireImage(options.image);
-    const workspace = await this.#realDir(options.workspace, "workspace");
-    const ceiling = this.#ceiling(image, workspace);
-    const requested = (options.capabilities ?? image.image.capabilities).map((t) =>
-      this.#parseCap(t, workspace)
-    );
-    for (const spec of requested) this.#requireWithinCeiling(spec, ceiling, image.tag);
-    const cwd = options.cwd ? await this.fs.resolve(workspace, options.cwd) : workspace;
-    const grants = requested.map((spec) => ({ spec, grantedBy: "operator" }));
-    return await this.processes.create(
-      {
-        ppid: null,
-        image: image.tag,
-        digest: image.digest,
-        cwd,
-        workspace,
-        input: options.input,
-        model: options.model,
-        ownModel: options.model
-          ? modelIdOfSpec(options.model)
-          : imageModelId(image.image) ?? DEFAULT_MODEL_ID,
-        policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
-        onParentExit: "kill",
-        budget: { ...image.image.budget, ...options.budget },
-      },
-      this.now(),
-      { runnable: true, setup: this.#grantsSetup(grants, []) },
-    );
+  spawn(options: SpawnOptions): Promise<ProcessRecord> {
+    return spawnProcess(this, options);
   }
 
   /** Creates a child of `ppid` with attenuated capabilities and starts it. */
-  async spawnChild(ppid: number, options: ChildSpawnOptions): Promise<ProcessRecord> {
-    if (JSON.stringify(options.input ?? null).length > MAX_INPUT_CHARS) {
-      throw new SyscallError(
-        "EINVAL",
-        `Cannot spawn "${options.image}": its input is over ${MAX_INPUT_CHARS} bytes`,
-      );
-    }
-    await this.processes.require(ppid);
-    const image = await this.#requireImage(options.image);
-    // Reserve the child (a JIT tool call too) in the budget first; give it back if creation fails.
-    await this.reserve(ppid, "children", { least: 1 });
-    try {
-      return await this.#createChild(ppid, image, options);
-    } catch (error) {
-      await this.charge(ppid, { children: -1 });
-      throw error;
-    }
-  }
-
-  async #createChild(
-    ppid: number,
-    image: RegisteredImage,
-    options: ChildSpawnOptions,
-  ): Promise<ProcessRecord> {
-    const parent = await this.processes.require(ppid);
-    const from = await this.#derivation(
-      parent,
-      await this.imageOf(parent),
-      `spawn "${image.tag}"`,
-      image,
-    );
-    const ceiling = this.#ceiling(image, parent.workspace);
-    const held = await this.caps.list(ppid, this.now());
-    const grants: { spec: CapabilitySpec; parent: Capability }[] = [];
-    if (options.capabilities) {
-      for (const text of options.capabilities) {
-        const spec = this.#parseCap(text, parent.workspace);
-        this.#requireWithinCeiling(spec, ceiling, image.tag);
-        const from = held.find((cap) =>
-          cap.uses === undefined && !attenuationError(spec, cap, this.now())
-        );
-        if (!from) {
-          throw new SyscallError(
-            "EPERM",
-            `Cannot grant "${text}" to a child: the parent holds no capability that covers it`,
-          );
-        }
-        grants.push({ spec, parent: from });
-      }
-    } else {
-      // Default: every ceiling capability the parent itself covers.
-      for (const spec of ceiling) {
-        const from = held.find((cap) =>
-          cap.uses === undefined && !attenuationError(spec, cap, this.now())
-        );
-        if (from) grants.push({ spec, parent: from });
-      }
-    }
-    const cwd = options.cwd ? await this.fs.resolve(parent.cwd, options.cwd) : parent.cwd;
-    if (options.cwd && (await this.fs.stat(cwd)).kind !== "dir") {
-      throw new SyscallError("EINVAL", `Cannot spawn in "${options.cwd}": not a directory`);
-    }
-    // The parents of derived grants must still exist when the child is made.
-    const checks: Deno.KvEntryMaybe<unknown>[] = [];
-    for (let i = 0; i < grants.length; i += 10) {
-      checks.push(
-        ...await this.store.kv.getMany(grants.slice(i, i + 10).map((g) => ["cap", g.parent.id])),
-      );
-    }
-    if (checks.some((entry) => entry.value === null)) {
-      throw new SyscallError(
-        "EPERM",
-        "Cannot spawn: a capability it would derive from was revoked",
-      );
-    }
-    const record = await this.processes.create(
-      {
-        ppid,
-        image: image.tag,
-        digest: image.digest,
-        cwd,
-        workspace: parent.workspace,
-        input: options.input,
-        model: parent.model,
-        ownModel: from.ownModel,
-        policy: stackPolicy(
-          parent.policy,
-          parsePolicy(image.image.policy, "image"),
-          options.policy ?? [],
-        ),
-        onParentExit: options.onParentExit ?? "kill",
-        budget: _narrowBudget(image.image.budget ?? {}, from.budgetLeft),
-        limits: from.limits,
-        tool: options.tool,
-      },
-      this.now(),
-      {
-        runnable: true,
-        setup: this.#grantsSetup(
-          grants.map(({ spec, parent: from }) => ({
-            spec,
-            grantedBy: `pid:${ppid}`,
-            parent: from,
-          })),
-          checks,
-        ),
-      },
-    );
-    this.start(record.pid);
-    return record;
-  }
-
-  /** Mutations that grant `grants` and the private namespace to a process being created. */
-  #grantsSetup(
-    grants: { spec: CapabilitySpec; grantedBy: string; parent?: Capability }[],
-    checks: Deno.AtomicCheck[],
-  ): (op: Deno.AtomicOperation, pid: number) => void {
-    return (op, pid) => {
-      for (const check of checks) op.check(check);
-      for (const { spec, grantedBy, parent } of grants) {
-        this.caps.prepareGrant(pid, spec, { grantedBy, parent, now: this.now() }).apply(op);
-      }
-      this.caps.prepareGrant(pid, privateNamespace(pid), { grantedBy: "kernel", now: this.now() })
-        .apply(op);
-    };
-  }
-
-  /** True once {@link close} began. */
-  get closed(): boolean {
-    return this.#closed;
+  spawnChild(ppid: number, options: ChildSpawnOptions): Promise<ProcessRecord> {
+    return spawnChild(this, ppid, options);
   }
 
   /**
-   * Runs a runnable process in a cell, now or when a cell frees up (at most
-   * `maxCells` run at once). Returns at once. A process whose previous cell
-   * is still stopping starts once that cell is gone.
+   * `proc.fork`: a child running the same image from the same point, with
+   * copies of the caller's private namespace, capabilities (or the subset
+   * asked for) and journal up to the fork, where it sees `{ pid: 0 }`.
    */
-  start(pid: number): void {
-    if (this.#closed || !this.#runsProcesses || this.#queued.has(pid)) return;
-    this.#hosted.add(pid);
-    this.waits.start();
-    this.#queued.add(pid);
-    this.#queue.push(pid);
-    this.#pump();
+  fork(
+    ctx: CallContext,
+    options: { capabilities?: readonly string[]; input?: unknown },
+  ): Promise<ProcessRecord> {
+    return forkProcess(this, ctx, options);
   }
 
-  #pump(): void {
-    const busy = (pid: number) => this.#executions.has(pid) || this.#starting.has(pid);
-    while (
-      this.#queue.length && this.#executions.size + this.#starting.size < this.#maxCells &&
-      !this.#closed
-    ) {
-      const index = this.#queue.findIndex((pid) => !busy(pid));
-      if (index < 0) return;
-      const [pid] = this.#queue.splice(index, 1);
-      this.#queued.delete(pid);
-      // Claimed synchronously: no second run of the same pid can begin meanwhile.
-      this.#starting.add(pid);
-      const run = this.#run(pid)
-        .catch((error) =>
-          this.finish(pid, "failed", { error: { message: (error as Error).message } }).catch(
-            () => {},
-          )
-        )
-        .finally(() => {
-          this.#starting.delete(pid);
-          this.#runs.delete(run);
-          this.#pump();
-        });
-      this.#runs.add(run);
-    }
-  }
-
-  async #run(pid: number): Promise<void> {
-    const initial = await this.processes.get(pid);
-    if (initial?.state !== "runnable" || this.#executions.has(pid) || this.#closed) return;
-    const image = await this.imageOf(initial);
-    let claimed = false;
-    const record = await this.processes.update(pid, (p) => {
-      claimed = p.state === "runnable";
-      return claimed ? { state: "running", startedAt: p.startedAt ?? this.now() } : {};
-    });
-    if (!claimed) return;
-    const limits = this.#limitsOf(record, image);
-    const { firstSeq, checkpoint } = await this.#replayStart(record);
-    const journal = await loadJournal(this.store.kv, pid, firstSeq);
-    const execution = new Execution(this, record, limits, { firstSeq, journal });
-    this.#executions.set(pid, execution);
-    execution.settled().then(() => {
-      if (this.#executions.get(pid) === execution) this.#executions.delete(pid);
-      this.#pump();
-    });
-    const entry = image.image.entry === "libos:agent"
-      ? {
-        kind: "agent" as const,
-        config: { system: image.image.system, tools: image.image.tools },
-      }
-      : { kind: "module" as const, source: image.entrySource ?? "" };
-    await execution.start(entry, checkpoint);
-  }
-
-  /** Where replay of a process starts: after its latest checkpoint, or at `replayFrom`. */
-  async #replayStart(record: ProcessRecord): Promise<{ firstSeq: number; checkpoint?: unknown }> {
-    const from = record.replayFrom ?? 1;
-    const latest = this.store.kv.list<{ seq: number }>(
-      { start: ["ckpt", record.pid, from], end: ["ckpt", record.pid, Number.MAX_SAFE_INTEGER] },
-      { reverse: true, limit: 1 },
-    );
-    for await (const entry of latest) {
-      const state = await readChunked(this.store.kv, ["ckpt_state", record.pid, entry.value.seq]);
-      const done =
-        (await this.store.kv.get<JournalRecord>(["journal", record.pid, entry.value.seq])).value;
-      // A checkpoint counts once its call has a journal record.
-      if (done && state !== undefined) return { firstSeq: entry.value.seq + 1, checkpoint: state };
-    }
-    return { firstSeq: from };
-  }
-
-  /** Stops the cell of `pid`, if it has one, and waits until it is gone. */
-  async stopExecution(pid: number): Promise<void> {
-    const execution = this.#executions.get(pid);
-    if (!execution) return;
-    execution.stop("The operator stopped the process");
-    await execution.settled();
-  }
-
-  /** The execution running `pid`, if any (for tests and diagnostics). */
-  executionOf(pid: number): Execution | undefined {
-    return this.#executions.get(pid);
+  /**
+   * `proc.exec`: the process keeps its pid and runs another image from its
+   * start. Capabilities beyond the new image's ceiling are revoked; replay
+   * starts after the exec call.
+   */
+  exec(ctx: CallContext, options: { image: string; input?: unknown }): Promise<typeof PARKED> {
+    return execImage(this, ctx, options);
   }
 
   /** Spawns, starts and waits for a process: the `libos run` path. */
@@ -637,72 +354,17 @@ export class Kernel {
    * Ends a process in `state` (idempotent: an ended process stays as it
    * is), stops its cell, and applies `onParentExit` to its children.
    */
-  async finish(
+  finish(
     pid: number,
     state: Extract<ProcessState, "exited" | "failed" | "killed">,
     outcome: { result?: unknown; error?: { code?: string; message: string }; reason?: string } = {},
   ): Promise<void> {
-    this.#executions.get(pid)?.markEnded();
-    this.#hosted.delete(pid);
-    const current = await this.processes.get(pid);
-    if (!current || END_STATES.has(current.state)) return;
-    // What the process did is in the journal and audit before it is seen to end.
-    await this.journal.flush();
-    const patch: Partial<ProcessRecord> = {};
-    if (outcome.result !== undefined) patch.result = outcome.result;
-    if (outcome.error) patch.error = outcome.error;
-    try {
-      await this.processes.transition(pid, state, {
-        patch,
-        reason: outcome.reason ?? outcome.error?.message,
-      });
-    } catch (error) {
-      if (!(error instanceof SyscallError)) throw error;
-    }
-    this.#executions.get(pid)?.stop(`The process ${state}`);
-    this.caps.invalidate(pid);
-    const ended = await this.processes.require(pid);
-    for await (const waiter of this.store.kv.list({ prefix: ["wait_child", pid] })) {
-      const [, , parent, seq] = waiter.key as [string, number, number, number];
-      await this.waits.complete(parent, seq, {
-        ok: true,
-        value: { pid, state: ended.state, result: ended.result, error: ended.error },
-      });
-    }
-    for (const child of await this.processes.children(pid)) {
-      const record = await this.processes.get(child);
-      if (record && !END_STATES.has(record.state) && record.onParentExit === "kill") {
-        await this.finish(child, "killed", { reason: `Its parent ${pid} ${state}` });
-      }
-    }
+    return this.#control.finish(pid, state, outcome);
   }
 
   /** Resolves with the record once `pid` is in an end state. */
   waitFor(pid: number, options: { timeoutMs?: number } = {}): Promise<ProcessRecord> {
-    return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const unsubscribe = this.processes.subscribe((record) => {
-        if (record.pid === pid && END_STATES.has(record.state)) done(record);
-      });
-      const done = (record: ProcessRecord) => {
-        unsubscribe();
-        if (timer !== undefined) clearTimeout(timer);
-        resolve(record);
-      };
-      if (options.timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          unsubscribe();
-          reject(new SyscallError("ETIMEDOUT", `Cannot wait for process ${pid}: timed out`));
-        }, options.timeoutMs);
-      }
-      this.processes.require(pid).then((record) => {
-        if (END_STATES.has(record.state)) done(record);
-      }, (error) => {
-        unsubscribe();
-        if (timer !== undefined) clearTimeout(timer);
-        reject(error);
-      });
-    });
+    return this.#control.waitFor(pid, options);
   }
 
   /**
@@ -711,60 +373,38 @@ export class Kernel {
    * (it replays on `resume`) or holds it while blocked; `interrupt` fails
    * its blocked syscall with `EINTR`.
    */
-  async signal(
+  signal(
     pid: number,
     signal: "pause" | "resume" | "interrupt" | "terminate" | "kill",
     options: { by?: string } = {},
   ): Promise<void> {
-    const record = await this.processes.require(pid);
-    const by = options.by ?? "operator";
-    if (END_STATES.has(record.state)) {
-      throw new SyscallError("EINVAL", `Cannot signal process ${pid}: it has ${record.state}`);
-    }
-    if (signal === "terminate" || signal === "kill") {
-      await this.finish(pid, "killed", { reason: `${signal} signal from ${by}` });
-      return;
-    }
-    if (signal === "pause") {
-      if (record.state === "paused") return;
-      await this.processes.update(pid, (p) => ({
-        state: "paused",
-        pausedFrom: p.state === "blocked" ? "blocked" : "runnable",
-      }), { reason: `pause signal from ${by}` });
-      this.#executions.get(pid)?.stop("The process was paused");
-      return;
-    }
-    if (signal === "resume") {
-      if (record.state !== "paused") {
-        throw new SyscallError(
-          "EINVAL",
-          `Cannot resume process ${pid}: it is ${record.state}, not paused`,
-        );
-      }
-      const next = await this.processes.update(pid, (p) => ({
-        state: p.pausedFrom === "blocked" ? "blocked" : "runnable",
-        pausedFrom: undefined,
-      }), { reason: `resume signal from ${by}` });
-      if (next.state === "runnable") this.start(pid);
-      return;
-    }
-    if (
-      record.state !== "blocked" && !(record.state === "paused" && record.pausedFrom === "blocked")
-    ) {
-      throw new SyscallError(
-        "EINVAL",
-        `Cannot interrupt process ${pid}: it is not blocked in a syscall`,
-      );
-    }
-    await this.waits.complete(pid, record.waitSeq!, {
-      ok: false,
-      error: { code: "EINTR", message: `Interrupted by a signal from ${by}` },
-    });
+    return this.#control.signal(pid, signal, options);
   }
 
-  /** Posts an event from outside (library, HTTP), waking processes waiting on its topic. */
-  postEvent(topic: string, data?: unknown): Promise<{ seq: number }> {
-    return this.events.post(topic, data, null);
+  // Running (scheduler.ts).
+
+  /**
+   * Runs a runnable process in a cell, now or when a cell frees up (at most
+   * `maxCells` run at once). Returns at once. A process whose previous cell
+   * is still stopping starts once that cell is gone.
+   */
+  start(pid: number): void {
+    this.#scheduler.start(pid);
+  }
+
+  /** Stops the cell of `pid`, if it has one, and waits until it is gone. */
+  stopExecution(pid: number): Promise<void> {
+    return this.#scheduler.stopExecution(pid);
+  }
+
+  /** The execution running `pid`, if any (for tests and diagnostics). */
+  executionOf(pid: number): Execution | undefined {
+    return this.#scheduler.executionOf(pid);
+  }
+
+  /** Resolves once no live (not exited, failed or killed) process remains in the store. */
+  idle(): Promise<void> {
+    return this.#scheduler.idle();
   }
 
   /**
@@ -778,313 +418,91 @@ export class Kernel {
    */
   async recover(): Promise<number> {
     this.#requireRuns("serve the store");
-    this.#serving = true;
-    let started = 0;
-    this.waits.start();
-    for (const record of await this.processes.list()) {
-      if (record.state === "running" && !this.#executions.has(record.pid)) {
-        await this.processes.transition(record.pid, "runnable", { reason: "the host restarted" });
-        this.start(record.pid);
-        started++;
-      } else if (record.state === "runnable") {
-        this.start(record.pid);
-        started++;
-      } else if (record.state === "created") {
-        // A fork or snapshot fork that the host died in the middle of.
-        await this.finish(record.pid, "failed", {
-          error: { message: "Its creation was interrupted by a host restart" },
-        });
-      } else if (record.state === "blocked" && record.waitSeq !== undefined) {
-        const wait =
-          (await this.store.kv.get<JournalRecord>(["journal", record.pid, record.waitSeq])).value;
-        if (wait?.wait) await this.waits.recheck(record.pid, record.waitSeq, wait.wait);
-      }
-    }
-    return started;
-  }
-
-  /** Resolves once no live (not exited, failed or killed) process remains in the store. */
-  idle(): Promise<void> {
-    return new Promise((resolve) => {
-      let checking = false;
-      let again = false;
-      const check = async () => {
-        if (checking) {
-          again = true;
-          return;
-        }
-        checking = true;
-        do {
-          again = false;
-          const live = (await this.processes.list()).some((p) => !END_STATES.has(p.state));
-          if (!live) {
-            unsubscribe();
-            resolve();
-            return;
-          }
-        } while (again);
-        checking = false;
-      };
-      const unsubscribe = this.processes.subscribe((_, event) => {
-        if (END_STATES.has(event.to)) check();
-      });
-      check();
-    });
+    return await this.#control.recover();
   }
 
   /**
-   * `proc.fork`: a child running the same image from the same point. It
-   * gets a copy of the parent's private object namespace, attenuated copies
-   * of the parent's capabilities (or the subset asked for), and a copy of
-   * the parent's journal up to the fork, so it replays to the fork and sees
-   * `{ pid: 0 }` where the parent sees the child's pid.
+   * Gets ready to run a runnable process: its image, before it is claimed;
+   * then, once it is `running`, its execution, replaying from its latest
+   * checkpoint.
    */
-  async fork(
-    ctx: CallContext,
-    options: { capabilities?: readonly string[]; input?: unknown },
-  ): Promise<ProcessRecord> {
-    await this.reserve(ctx.pid, "children", { least: 1 });
-    const parent = await this.processes.require(ctx.pid);
-    const from = await this.#derivation(parent, await this.imageOf(parent), "fork");
-    const held = (await this.caps.list(ctx.pid, this.now())).filter((c) =>
-      c.grantedBy !== "kernel"
-    );
-    const grants: { spec: CapabilitySpec; parent: Capability; expiresAt?: number }[] = [];
-    if (options.capabilities) {
-      for (const text of options.capabilities) {
-        const spec = this.#parseCap(text, parent.workspace);
-        const from = held.find((cap) =>
-          cap.uses === undefined && !attenuationError(spec, cap, this.now())
-        );
-        if (!from) {
-          throw new SyscallError(
-            "EPERM",
-            `Cannot fork with "${text}": the parent holds no capability that covers it`,
-          );
+  async #prepare(
+    record: ProcessRecord,
+  ): Promise<(running: ProcessRecord) => Promise<Launch<Execution>>> {
+    const image = await this.imageOf(record);
+    return async (running) => {
+      const limits = limitsOf(this.limits, running, image);
+      const { firstSeq, checkpoint } = await replayStart(this.store.kv, running);
+      const journal = await loadJournal(this.store.kv, running.pid, firstSeq);
+      const execution = new Execution(this, running, limits, { firstSeq, journal });
+      const entry = image.image.entry === "libos:agent"
+        ? {
+          kind: "agent" as const,
+          config: { system: image.image.system, tools: image.image.tools },
         }
-        grants.push({ spec, parent: from });
-      }
-    } else {
-      for (const cap of held) {
-        if (cap.uses !== undefined) continue; // one-shot grants are not duplicated
-        // A copy keeps every attribute: it expires with the original and is
-        // delegable only if the original is.
-        const { resource, rights, scope, delegable } = cap;
-        grants.push({
-          spec: { resource, rights, scope, delegable },
-          parent: cap,
-          expiresAt: cap.expiresAt,
-        });
-      }
-    }
-    const child = await this.processes.create({
-      ppid: parent.pid,
-      image: parent.image,
-      digest: parent.digest,
-      cwd: parent.cwd,
-      workspace: parent.workspace,
-      input: options.input ?? parent.input,
-      model: parent.model,
-      ownModel: from.ownModel,
-      policy: parent.policy,
-      onParentExit: "kill",
-      budget: from.budgetLeft,
-      limits: from.limits,
-      forkedFrom: parent.pid,
-      replayFrom: parent.replayFrom,
-      seed: parent.seed,
-      startedAt: parent.startedAt,
-    }, this.now());
-    for (const { spec, parent: from, expiresAt } of grants) {
-      await this.caps.grant(child.pid, spec, {
-        grantedBy: `pid:${parent.pid}`,
-        parent: from,
-        expiresAt,
-        now: this.now(),
-      });
-    }
-    await this.#grantPrivateNamespace(child.pid);
-    await this.objects.copyNamespace(`proc/${parent.pid}`, `proc/${child.pid}`, {
-      chargeTo: child.pid,
-    });
-    await this.tools.copy(parent.pid, child.pid);
-    await this.#copyJournal(parent, child.pid, ctx);
-    const runnable = await this.processes.transition(child.pid, "runnable", {
-      reason: `forked from ${parent.pid}`,
-    });
-    this.start(runnable.pid);
-    return runnable;
+        : { kind: "module" as const, source: image.entrySource ?? "" };
+      return { execution, start: () => execution.start(entry, checkpoint) };
+    };
   }
 
-  async #copyJournal(parent: ProcessRecord, child: number, ctx: CallContext): Promise<void> {
-    const kv = this.store.kv;
-    const { firstSeq } = await this.#replayStart(parent);
-    if (firstSeq > (parent.replayFrom ?? 1)) {
-      await copyCheckpoint(kv, parent.pid, child, firstSeq - 1);
-    }
-    const records = [...(await loadJournal(kv, parent.pid, firstSeq)).values()]
-      .filter((r) => r.seq < ctx.seq)
-      .map((r) => ({ ...r, pid: child }));
-    records.push({
-      pid: child,
-      seq: ctx.seq,
-      name: "proc.fork",
-      argsDigest: ctx.argsDigest,
-      effect: "effect",
-      phase: "done",
-      at: this.now(),
-      ok: true,
-      value: { pid: 0 },
-    });
-    for (let i = 0; i < records.length; i += 20) {
-      const op = kv.atomic();
-      for (const record of records.slice(i, i + 20)) putRecord(op, record);
-      await op.commit();
-    }
-  }
-
-  /**
-   * `proc.exec`: the process keeps its pid and runs another image from its
-   * start. Capabilities beyond the new image's ceiling are revoked; replay
-   * starts after the exec call.
-   */
-  async exec(
-    ctx: CallContext,
-    options: { image: string; input?: unknown },
-  ): Promise<typeof PARKED> {
-    const target = await this.#requireImage(options.image);
-    const proc = await this.processes.require(ctx.pid);
-    // The process runs on under the new image with nothing its old one lacked.
-    const from = await this.#derivation(
-      proc,
-      await this.imageOf(proc),
-      `exec "${target.tag}"`,
-      target,
-    );
-    const ceiling = this.#ceiling(target, proc.workspace);
-    for (const cap of await this.caps.list(ctx.pid, this.now())) {
-      if (cap.grantedBy === "kernel") continue;
-      // Every attribute counts: a delegable capability outlives an exec only
-      // into an image whose ceiling makes it delegable.
-      if (!this.#isWithinCeiling(cap, ceiling)) await this.caps.revoke(cap.id);
-    }
-    const op = this.store.kv.atomic();
-    putRecord(op, {
-      pid: ctx.pid,
-      seq: ctx.seq,
-      name: "proc.exec",
-      argsDigest: ctx.argsDigest,
-      effect: "effect",
-      phase: "done",
-      at: this.now(),
-      ok: true,
-      value: null,
-    });
-    await op.commit();
-    await this.processes.update(ctx.pid, (p) => ({
-      state: "runnable",
-      image: target.tag,
-      digest: target.digest,
-      input: options.input ?? p.input,
-      replayFrom: ctx.seq + 1,
-      ownModel: from.ownModel,
-      policy: stackPolicy(p.policy, parsePolicy(target.image.policy, "image")),
-      budget: _narrowBudget(p.budget, target.image.budget ?? {}),
-      limits: from.limits,
-    }), { reason: `exec ${target.tag}` });
-    this.start(ctx.pid);
-    return PARKED;
-  }
+  // Authority (grants.ts, process_table.ts).
 
   /** Parses a capability for `pid` and checks it against its image's ceiling (for `cap.request`). */
-  async withinCeiling(pid: number, text: string): Promise<CapabilitySpec> {
-    const proc = await this.processes.require(pid);
-    const image = await this.imageOf(proc);
-    const spec = this.#parseCap(text, proc.workspace);
-    this.#requireWithinCeiling(spec, this.#ceiling(image, proc.workspace), image.tag);
-    return spec;
+  withinCeiling(pid: number, text: string): Promise<CapabilitySpec> {
+    return requestedGrant(this, pid, text);
   }
 
+  /**
+   * `EPERM` unless `spec` lies within the ceiling of `pid`'s image, in every
+   * attribute (for a capability given to a running process).
+   */
+  requireWithinCeilingOf(
+    pid: number,
+    spec: CapabilitySpec & { expiresAt?: number },
+  ): Promise<void> {
+    return requireWithinImageCeiling(this, pid, spec);
+  }
+
+  /** Asks a human for a one-target grant for a call the caller's policy asks about. */
   async #askHuman(ctx: CallContext, request: AskRequest): Promise<typeof PARKED> {
-    const { op, rule, name, args } = request;
-    // The grant a human may mint is for this one target, literally: glob
-    // characters in its name (a file named `**`) match only themselves.
-    const spec: CapabilitySpec = {
-      resource: op.resource,
-      rights: [op.right],
-      scope: escapeGlob(op.target),
-    };
-    const proc = await this.processes.require(ctx.pid);
-    const image = await this.imageOf(proc);
-    if (!this.#isWithinCeiling(spec, this.#ceiling(image, proc.workspace))) {
-      throw new SyscallError(
-        "EPERM",
-        `Cannot ${name} "${op.target}": policy "${rule.pattern}" asks, but no human may grant what image "${image.tag}" never allows`,
-      );
-    }
     return await this.humans.permission(ctx, {
-      name,
-      args,
-      capability: spec,
-      reason: `policy "${rule.pattern}" asks`,
+      name: request.name,
+      args: request.args,
+      capability: await askedGrant(this, ctx.pid, request),
+      reason: `policy "${request.rule.pattern}" asks`,
     });
   }
 
   /** `EPERM` unless `child` is a child of `pid`. */
-  async requireChild(pid: number, child: number, action: string): Promise<void> {
-    const record = await this.processes.require(child);
-    if (record.ppid !== pid) {
-      throw new SyscallError(
-        "EPERM",
-        `Cannot ${action} process ${child}: it is not a child of ${pid}`,
-      );
-    }
+  requireChild(pid: number, child: number, action: string): Promise<void> {
+    return this.processes.requireChild(pid, child, action);
   }
 
   /** `EPERM` unless `target` is a descendant of `pid`; `action` names the call in the message. */
-  async requireDescendant(pid: number, target: number, action = "signal"): Promise<void> {
-    let current = await this.processes.require(target);
-    while (current.ppid !== null) {
-      if (current.ppid === pid) return;
-      current = await this.processes.require(current.ppid);
-    }
-    throw new SyscallError(
-      "EPERM",
-      `Cannot ${action} process ${target}: it is not a descendant of ${pid}`,
-    );
+  requireDescendant(pid: number, target: number, action = "signal"): Promise<void> {
+    return this.processes.requireDescendant(pid, target, action);
   }
 
   /**
    * `EBUDGET` when `pid` or an ancestor has spent all of its `key` budget. A
    * quick refusal before work that {@link reserve} charges afterwards.
    */
-  async checkBudget(pid: number, key: BudgetKey): Promise<void> {
-    for (const r of await this.#lineage(pid)) {
-      const limit = r.budget[key];
-      if (limit !== undefined && r.usage[key] >= limit) {
-        throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, 1));
-      }
-    }
+  checkBudget(pid: number, key: BudgetKey): Promise<void> {
+    return this.processes.checkBudget(pid, key);
   }
 
   /** True when `pid` or an ancestor has a `key` budget (budgets never change once set). */
-  async isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
-    return (await this.#lineage(pid)).some((r) => r.budget[key] !== undefined);
+  isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
+    return this.processes.isBudgeted(pid, key);
   }
 
   /**
-   * Reserves `key` usage for `pid` and charges it to `pid` and every
-   * ancestor, in one commit checked against each of their versionstamps: as
-   * much of `want.most` (default `want.least`) as every budget on the way
-   * has left, and at least `want.least`, else `EBUDGET` and nothing is
-   * charged. Concurrent reservations cannot together exceed a budget.
-   * Returns the amount reserved; settle with {@link charge}.
+   * Reserves `key` usage for `pid` and every ancestor in one commit, as
+   * much of `want.most` as every budget on the way has left and at least
+   * `want.least`, else `EBUDGET` and nothing is charged (see
+   * `ProcessTable.reserve`). Returns the amount; settle with {@link charge}.
    */
-  reserve(
-    pid: number,
-    key: BudgetKey,
-    want: { least: number; most?: number },
-  ): Promise<number> {
+  reserve(pid: number, key: BudgetKey, want: { least: number; most?: number }): Promise<number> {
     return this.processes.reserve(pid, key, want);
   }
 
@@ -1095,26 +513,6 @@ export class Kernel {
    */
   charge(pid: number, usage: Partial<Usage>): Promise<void> {
     return this.processes.charge(pid, usage);
-  }
-
-  /**
-   * The model a process calls when it names none and may always call, as
-   * `provider/name`: set when it was made (the operator's `--model`, else
-   * its image's model, else its parent's), or for a record that predates
-   * that, its image's.
-   */
-  ownModelOf(proc: ProcessRecord, image: RegisteredImage): string {
-    return proc.ownModel ?? imageModelId(image.image) ?? DEFAULT_MODEL_ID;
-  }
-
-  /** The limits a process runs under: its image's over the kernel's, never above its ceiling. */
-  #limitsOf(proc: ProcessRecord, image: RegisteredImage): ProcessLimits {
-    const limits = { ...this.limits, ...image.image.limits };
-    for (const key of Object.keys(limits) as (keyof ProcessLimits)[]) {
-      const ceiling = proc.limits?.[key];
-      if (ceiling !== undefined && ceiling < limits[key]) limits[key] = ceiling;
-    }
-    return limits;
   }
 
   /**
@@ -1133,48 +531,11 @@ export class Kernel {
     }
   }
 
-  /** `pid`'s record, then its parent's, up to the root. */
-  async #lineage(pid: number): Promise<ProcessRecord[]> {
-    const out: ProcessRecord[] = [];
-    for (let p: ProcessRecord | undefined = await this.processes.require(pid); p;) {
-      out.push(p);
-      p = p.ppid === null ? undefined : await this.processes.get(p.ppid);
-    }
-    return out;
-  }
+  // What processes share.
 
-  /**
-   * The model provider a process uses: the one its model spec names (the
-   * operator's `--model`, inherited by its descendants); else the kernel's
-   * own provider; else, with a resolver, the provider of the model it calls
-   * (an image's `{ "provider": "openai", "name": N }` is `openai:N`). Fails
-   * with one line for a provider that cannot be resolved.
-   */
-  async modelFor(proc: ProcessRecord): Promise<ModelProvider> {
-    if (proc.model) return await this.#provider(proc.model);
-    if (this.#model) return this.#model;
-    const own = this.ownModelOf(proc, await this.imageOf(proc));
-    if (!this.#resolveModel || own === DEFAULT_MODEL_ID) {
-      throw new SyscallError(
-        "ENOSYS",
-        "Cannot complete: no model provider is configured (give --model, or name a model in the image)",
-      );
-    }
-    return await this.#provider(specOfModelId(own));
-  }
-
-  #provider(spec: string): Promise<ModelProvider> {
-    if (!this.#resolveModel) {
-      return Promise.reject(
-        new SyscallError("ENOSYS", `Cannot use model "${spec}": no model resolver is configured`),
-      );
-    }
-    let provider = this.#models.get(spec);
-    if (!provider) {
-      provider = this.#resolveModel(spec);
-      this.#models.set(spec, provider);
-    }
-    return provider;
+  /** Posts an event from outside (library, HTTP), waking processes waiting on its topic. */
+  postEvent(topic: string, data?: unknown): Promise<{ seq: number }> {
+    return this.events.post(topic, data, null);
   }
 
   /**
@@ -1182,68 +543,23 @@ export class Kernel {
    * then the reply, charged to its `storageBytes` quota in the same commit
    * (`EBUDGET`, and nothing recorded, over the quota).
    */
-  async recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void> {
-    const countKey = ["transcript_len", pid];
-    for (;;) {
-      const entry = await this.store.kv.get<number>(countKey);
-      const stored = entry.value ?? 0;
-      const fresh = [...messages.slice(stored), reply];
-      const charge = await this.quotas.prepare(
-        [{ pid, bytes: JSON.stringify(fresh).length }],
-        `Cannot record the transcript of process ${pid}`,
-      );
-      const op = this.store.kv.atomic().check(entry).set(countKey, stored + fresh.length);
-      fresh.forEach((message, i) => writeChunked(op, ["transcript", pid, stored + i], message));
-      charge(op);
-      if ((await op.commit()).ok) return;
-    }
+  recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void> {
+    return this.#transcripts.record(pid, messages, reply);
   }
 
   /** The transcript of a process: the messages exchanged with the model. */
-  async transcript(pid: number): Promise<TranscriptEntry[]> {
-    const count = (await this.store.kv.get<number>(["transcript_len", pid])).value ?? 0;
-    const out: TranscriptEntry[] = [];
-    for (let i = 0; i < count; i++) {
-      const message = await readChunked(this.store.kv, ["transcript", pid, i]);
-      if (message) out.push(message as TranscriptEntry);
-    }
-    return out;
+  transcript(pid: number): Promise<TranscriptEntry[]> {
+    return this.#transcripts.read(pid);
   }
 
-  /** Stops every running program, flushes the journal and closes the store (if the kernel opened it). */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.processes.unfollow();
-    while (this.#reacting.size) await Promise.allSettled([...this.#reacting]);
-    this.waits.stop();
-    await this.waits.settled();
-    // Runs that were starting when close began finish starting first.
-    while (this.#runs.size) await Promise.allSettled([...this.#runs]);
-    const running = [...this.#executions.entries()];
-    for (const [, execution] of running) {
-      execution.stop("The host is shutting down", { abortCalls: true });
-    }
-    await Promise.all([...running.map(([, e]) => e.settled()), this.cells.close()]);
-    // Park what was running: it replays from its journal on the next start.
-    for (const [pid] of running) {
-      const record = await this.processes.get(pid);
-      if (record?.state === "running") {
-        await this.processes.transition(pid, "runnable", { reason: "the host shut down" });
-      }
-    }
-    await this.journal.close();
-    if (this.#ownsSandbox) await this.sandbox?.close();
-    if (this.#ownsStore) this.store.close();
-  }
-
-  #requireRuns(action: string): void {
-    if (!this.#runsProcesses) {
-      throw new SyscallError(
-        "EINVAL",
-        `Cannot ${action}: this kernel was opened with runs: false`,
-      );
-    }
+  /**
+   * The model provider a process uses: the one its model spec names (the
+   * operator's `--model`, inherited by its descendants); else the kernel's
+   * own provider; else, with a resolver, the provider of the model it calls.
+   * Fails with one line for a provider that cannot be resolved.
+   */
+  modelFor(proc: ProcessRecord): Promise<ModelProvider> {
+    return this.#models.forProcess(proc, (p) => this.imageOf(p));
   }
 
   /**
@@ -1268,150 +584,23 @@ export class Kernel {
       : { mode: "unavailable", detail: `${sandboxUnavailable(status)}; exec.run is refused` };
   }
 
-  async #requireImage(ref: string): Promise<RegisteredImage> {
-    const image = await this.images.get(ref);
-    if (!image) {
-      throw new SyscallError("ENOENT", `Cannot spawn "${ref}": no such image is registered`);
-    }
-    return image;
+  /** Stops every running program, flushes the journal and closes the store (if the kernel opened it). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.#scheduler.close();
+    this.waits.stop();
+    await this.waits.settled();
+    // Park what was running: it replays from its journal on the next start.
+    await this.#scheduler.shutdown();
+    await this.cells.close();
+    await this.journal.close();
+    if (this.#ownsSandbox) await this.sandbox?.close();
+    if (this.#ownsStore) this.store.close();
   }
 
-  async #realDir(path: string, what: string): Promise<string> {
-    try {
-      const real = await Deno.realPath(path);
-      if (!(await Deno.stat(real)).isDirectory) throw new Error("not a directory");
-      return real;
-    } catch (error) {
-      throw new SyscallError(
-        "ENOENT",
-        `Cannot use ${what} "${path}": ${
-          error instanceof Deno.errors.NotFound ? "it does not exist" : (error as Error).message
-        }`,
-      );
+  #requireRuns(action: string): void {
+    if (!this.#scheduler.runs) {
+      throw new SyscallError("EINVAL", `Cannot ${action}: this kernel was opened with runs: false`);
     }
   }
-
-  #ceiling(image: RegisteredImage, workspace: string): CapabilitySpec[] {
-    return image.image.capabilities.map((t) => this.#parseCap(t, workspace));
-  }
-
-  #parseCap(text: string, workspace: string): CapabilitySpec {
-    try {
-      return resolveScope(parseCapability(text), { workspace });
-    } catch (error) {
-      throw new SyscallError("EINVAL", (error as Error).message);
-    }
-  }
-
-  /** True when `spec` is inside one entry of `ceiling` in every attribute, `delegable` included. */
-  #isWithinCeiling(
-    spec: CapabilitySpec & { expiresAt?: number },
-    ceiling: readonly CapabilitySpec[],
-  ): boolean {
-    const now = this.now();
-    return ceiling.some((c) =>
-      !attenuationError(spec, {
-        ...c,
-        id: "ceiling",
-        holder: 0,
-        delegable: c.delegable ?? false,
-        grantedBy: "image",
-        createdAt: now,
-        expiresAt: c.ttlMs !== undefined ? now + c.ttlMs : undefined,
-      }, now)
-    );
-  }
-
-  /**
-   * `EPERM` unless `spec` lies within the ceiling of `pid`'s image, in every
-   * attribute (for a capability given to a running process).
-   */
-  async requireWithinCeilingOf(
-    pid: number,
-    spec: CapabilitySpec & { expiresAt?: number },
-  ): Promise<void> {
-    const proc = await this.processes.require(pid);
-    const image = await this.imageOf(proc);
-    if (!this.#isWithinCeiling(spec, this.#ceiling(image, proc.workspace))) {
-      throw new SyscallError(
-        "EPERM",
-        `Cannot give "${
-          formatCapability(spec)
-        }" to process ${pid}: beyond the ceiling of image "${image.tag}"`,
-      );
-    }
-  }
-
-  #requireWithinCeiling(spec: CapabilitySpec, ceiling: CapabilitySpec[], tag: string): void {
-    if (!this.#isWithinCeiling(spec, ceiling)) {
-      throw new SyscallError(
-        "EPERM",
-        `Cannot grant "${formatCapability(spec)}": beyond the ceiling of image "${tag}"`,
-      );
-    }
-  }
-
-  /**
-   * What a process made from `source` (spawned, forked, or `source` itself
-   * after an exec into `target`) may have at most: the limits `source`
-   * runs under, the budget it has left, and its model. A `target` image
-   * that names a model `source` may not call is refused with `EPERM`.
-   */
-  async #derivation(
-    source: ProcessRecord,
-    sourceImage: RegisteredImage,
-    action: string,
-    target: RegisteredImage = sourceImage,
-  ): Promise<{ ownModel: string; budgetLeft: Budget; limits: ProcessLimits }> {
-    const own = this.ownModelOf(source, sourceImage);
-    const named = imageModelId(target.image);
-    if (named !== undefined && named !== own && named !== imageModelId(sourceImage.image)) {
-      const op = { resource: "model" as const, right: "complete", target: named };
-      const now = this.now();
-      const held = await this.caps.list(source.pid, now);
-      const covered = held.some((cap) =>
-        cap.uses === undefined && cap.boundTo === undefined && allows(cap, op, now)
-      );
-      const rule = decide(source.policy, op, { workspace: source.workspace });
-      if (!covered || (rule && rule.decision !== "allow")) {
-        const why = !covered
-          ? `it holds no model:complete capability for "${named}"`
-          : `policy "${rule!.pattern}" ${rule!.decision === "deny" ? "denies" : "asks for"} it`;
-        throw new SyscallError(
-          "EPERM",
-          `Cannot ${action}: it names model "${named}", and process ${source.pid} may only call "${own}" (${why})`,
-        );
-      }
-    }
-    const now = this.now();
-    const budgetLeft: Budget = {};
-    for (const key of ["toolCalls", "tokens", "children"] as const) {
-      const limit = source.budget[key];
-      if (limit !== undefined) budgetLeft[key] = Math.max(0, limit - source.usage[key]);
-    }
-    if (source.budget.wallMs !== undefined) {
-      const ran = source.startedAt === undefined ? 0 : now - source.startedAt;
-      budgetLeft.wallMs = Math.max(0, source.budget.wallMs - ran);
-    }
-    return {
-      // The same image (fork, exec of itself) keeps the model; another one's model replaces it.
-      ownModel: target.digest === sourceImage.digest ? own : named ?? own,
-      budgetLeft,
-      limits: this.#limitsOf(source, sourceImage),
-    };
-  }
-
-  async #grantPrivateNamespace(pid: number): Promise<void> {
-    await this.caps.grant(pid, privateNamespace(pid), { grantedBy: "kernel", now: this.now() });
-  }
-}
-
-/** The tighter of two budgets, key by key (an absent key is no limit). */
-function _narrowBudget(a: Budget, b: Budget): Budget {
-  const out: Budget = { ...a };
-  for (const key of Object.keys(b) as (keyof Budget)[]) {
-    const limit = b[key];
-    if (limit !== undefined) out[key] = Math.min(out[key] ?? limit, limit);
-  }
-  return out;
 }

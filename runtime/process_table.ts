@@ -1,7 +1,8 @@
 /**
  * The process table in KV (SPEC section 3): pids allocated atomically and
- * never reused, parent/child lineage, lifecycle states, and one event per
- * transition in a global, ordered event log.
+ * never reused, parent/child lineage, lifecycle states, one event per
+ * transition in a global, ordered event log, and the budgets charged up
+ * the lineage.
  *
  * @module
  */
@@ -499,6 +500,58 @@ export class ProcessTable {
     }
   }
 
+  /** `pid`'s record, then its parent's, up to the root; `ENOENT` when `pid` has none. */
+  async lineage(pid: number): Promise<ProcessRecord[]> {
+    const out: ProcessRecord[] = [];
+    for (let p: ProcessRecord | undefined = await this.require(pid); p;) {
+      out.push(p);
+      p = p.ppid === null ? undefined : await this.get(p.ppid);
+    }
+    return out;
+  }
+
+  /** `EPERM` unless `child` is a child of `pid`; `action` names the call in the message. */
+  async requireChild(pid: number, child: number, action: string): Promise<void> {
+    const record = await this.require(child);
+    if (record.ppid !== pid) {
+      throw new SyscallError(
+        "EPERM",
+        `Cannot ${action} process ${child}: it is not a child of ${pid}`,
+      );
+    }
+  }
+
+  /** `EPERM` unless `target` is a descendant of `pid`; `action` names the call in the message. */
+  async requireDescendant(pid: number, target: number, action = "signal"): Promise<void> {
+    let current = await this.require(target);
+    while (current.ppid !== null) {
+      if (current.ppid === pid) return;
+      current = await this.require(current.ppid);
+    }
+    throw new SyscallError(
+      "EPERM",
+      `Cannot ${action} process ${target}: it is not a descendant of ${pid}`,
+    );
+  }
+
+  /**
+   * `EBUDGET` when `pid` or an ancestor has spent all of its `key` budget. A
+   * quick refusal before work that {@link reserve} charges afterwards.
+   */
+  async checkBudget(pid: number, key: BudgetKey): Promise<void> {
+    for (const r of await this.lineage(pid)) {
+      const limit = r.budget[key];
+      if (limit !== undefined && r.usage[key] >= limit) {
+        throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, 1));
+      }
+    }
+  }
+
+  /** True when `pid` or an ancestor has a `key` budget (budgets never change once set). */
+  async isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
+    return (await this.lineage(pid)).some((r) => r.budget[key] !== undefined);
+  }
+
   /** All processes, in pid order. */
   async list(): Promise<ProcessRecord[]> {
     const out: ProcessRecord[] = [];
@@ -659,4 +712,58 @@ export function budgetMessage(
   return left === 0
     ? `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`
     : `Cannot continue: process ${r.pid} has ${left} left of its ${key} budget of ${limit}, less than the ${needed} this call needs`;
+}
+
+/**
+ * What `r` has left of its budgets at `now`: of each charged one, the
+ * limit less the usage; of `wallMs`, the limit less the time it has run
+ * (a process made from it gets no more).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { budgetLeft, type ProcessRecord } from "./process_table.ts";
+ * const r = {
+ *   budget: { toolCalls: 10, wallMs: 5_000 },
+ *   usage: { toolCalls: 4, tokens: 0, children: 0 },
+ *   startedAt: 1_000,
+ * } as ProcessRecord;
+ * assert.deepEqual(budgetLeft(r, 3_000), { toolCalls: 6, wallMs: 3_000 });
+ * ```
+ */
+export function budgetLeft(
+  r: Pick<ProcessRecord, "budget" | "usage" | "startedAt">,
+  now: number,
+): Budget {
+  const left: Budget = {};
+  for (const key of ["toolCalls", "tokens", "children"] as const) {
+    const limit = r.budget[key];
+    if (limit !== undefined) left[key] = Math.max(0, limit - r.usage[key]);
+  }
+  if (r.budget.wallMs !== undefined) {
+    const ran = r.startedAt === undefined ? 0 : now - r.startedAt;
+    left.wallMs = Math.max(0, r.budget.wallMs - ran);
+  }
+  return left;
+}
+
+/**
+ * The tighter of two budgets, key by key (an absent key is no limit).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { narrowBudget } from "./process_table.ts";
+ * assert.deepEqual(narrowBudget({ tokens: 100, children: 2 }, { tokens: 50, wallMs: 9 }), {
+ *   tokens: 50, children: 2, wallMs: 9,
+ * });
+ * ```
+ */
+export function narrowBudget(a: Budget, b: Budget): Budget {
+  const out: Budget = { ...a };
+  for (const key of Object.keys(b) as (keyof Budget)[]) {
+    const limit = b[key];
+    if (limit !== undefined) out[key] = Math.min(out[key] ?? limit, limit);
+  }
+  return out;
 }

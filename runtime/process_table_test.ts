@@ -1,8 +1,15 @@
 import assert from "node:assert/strict";
 import type { SyscallError } from "../broker/errors.ts";
-import { type NewProcess, type ProcessEvent, ProcessTable } from "./process_table.ts";
+import {
+  budgetLeft,
+  narrowBudget,
+  type NewProcess,
+  type ProcessEvent,
+  type ProcessRecord,
+  ProcessTable,
+} from "./process_table.ts";
 
-function init(ppid: number | null = null): NewProcess {
+function init(ppid: number | null = null, extra: Partial<NewProcess> = {}): NewProcess {
   return {
     ppid,
     image: "demo@1.0.0",
@@ -12,6 +19,7 @@ function init(ppid: number | null = null): NewProcess {
     policy: [],
     onParentExit: "kill",
     budget: {},
+    ...extra,
   };
 }
 
@@ -270,4 +278,80 @@ Deno.test("restore puts a record back in any state and logs it as a transition",
       "snapshot s1 was restored",
     ]);
   });
+});
+
+Deno.test("lineage runs from a process to its root; requireChild and requireDescendant follow it", async () => {
+  await withTable(async (table) => {
+    const root = await table.create(init());
+    const child = await table.create(init(root.pid));
+    const grandchild = await table.create(init(child.pid));
+    const other = await table.create(init());
+    assert.deepEqual((await table.lineage(grandchild.pid)).map((r) => r.pid), [
+      grandchild.pid,
+      child.pid,
+      root.pid,
+    ]);
+    await assert.rejects(table.lineage(99), { code: "ENOENT" });
+    await table.requireChild(root.pid, child.pid, "wait for");
+    await assert.rejects(table.requireChild(root.pid, grandchild.pid, "wait for"), {
+      code: "EPERM",
+      message: `Cannot wait for process ${grandchild.pid}: it is not a child of ${root.pid}`,
+    });
+    await table.requireDescendant(root.pid, grandchild.pid);
+    for (
+      const [pid, target] of [[child.pid, root.pid], [other.pid, child.pid], [root.pid, root.pid]]
+    ) {
+      await assert.rejects(table.requireDescendant(pid, target, "delegate to"), {
+        code: "EPERM",
+        message: `Cannot delegate to process ${target}: it is not a descendant of ${pid}`,
+      });
+    }
+    await assert.rejects(table.requireDescendant(other.pid, child.pid), {
+      message: `Cannot signal process ${child.pid}: it is not a descendant of ${other.pid}`,
+    });
+  });
+});
+
+Deno.test("a budget an ancestor has spent stops its descendants; one it has not stops nothing", async () => {
+  await withTable(async (table) => {
+    const root = await table.create(init(null, { budget: { toolCalls: 2 } }));
+    const child = await table.create(init(root.pid, { budget: { tokens: 100 } }));
+    assert.equal(await table.isBudgeted(child.pid, "toolCalls"), true);
+    assert.equal(await table.isBudgeted(child.pid, "tokens"), true);
+    assert.equal(await table.isBudgeted(root.pid, "tokens"), false);
+    assert.equal(await table.isBudgeted(child.pid, "children"), false);
+    await table.checkBudget(child.pid, "toolCalls");
+    assert.equal(await table.reserve(child.pid, "toolCalls", { least: 1, most: 5 }), 2);
+    assert.deepEqual((await table.require(root.pid)).usage.toolCalls, 2);
+    await assert.rejects(table.checkBudget(child.pid, "toolCalls"), {
+      code: "EBUDGET",
+      message: `Cannot continue: process ${root.pid} has spent its toolCalls budget of 2`,
+    });
+    // Nothing is charged when a budget on the way is short.
+    await assert.rejects(table.reserve(child.pid, "toolCalls", { least: 1 }), { code: "EBUDGET" });
+    assert.equal((await table.require(child.pid)).usage.toolCalls, 2);
+    await table.charge(child.pid, { toolCalls: -1 });
+    await table.checkBudget(child.pid, "toolCalls");
+    assert.deepEqual(
+      [(await table.require(root.pid)).usage.toolCalls, (await table.require(child.pid)).usage],
+      [1, { toolCalls: 1, tokens: 0, children: 0 }],
+    );
+  });
+});
+
+Deno.test("budgetLeft is what a process has not spent, wall time included; narrowBudget the tighter", () => {
+  const record = {
+    budget: { toolCalls: 10, tokens: 5, wallMs: 1_000 },
+    usage: { toolCalls: 3, tokens: 9, children: 4 },
+    startedAt: 500,
+  } as ProcessRecord;
+  assert.deepEqual(budgetLeft(record, 1_200), { toolCalls: 7, tokens: 0, wallMs: 300 });
+  assert.deepEqual(budgetLeft(record, 9_000).wallMs, 0);
+  assert.deepEqual(budgetLeft({ ...record, startedAt: undefined }, 9_000).wallMs, 1_000);
+  assert.deepEqual(narrowBudget({ toolCalls: 7, tokens: 1 }, { toolCalls: 3, children: 2 }), {
+    toolCalls: 3,
+    tokens: 1,
+    children: 2,
+  });
+  assert.deepEqual(narrowBudget({ toolCalls: 3 }, { toolCalls: 7 }), { toolCalls: 3 });
 });

@@ -398,6 +398,36 @@ Deno.test("fork copies the namespace and replays to the fork point; a child sees
   });
 });
 
+Deno.test("a fork made after a checkpoint replays from it and repeats no earlier effect", async () => {
+  await withHarness(async (h) => {
+    const pid = await start(
+      h,
+      `export default async (sys, input, { checkpoint }) => {
+        if (!checkpoint) {
+          await sys.fs.append("log.txt", "before\\n");
+          await sys.ckpt.save({ saved: true });
+        }
+        await sys.fs.append("log.txt", "after\\n");
+        const { pid } = await sys.proc.fork();
+        if (pid === 0) {
+          await sys.fs.append("log.txt", "child\\n");
+          return { child: true, fromCheckpoint: checkpoint !== undefined };
+        }
+        const child = await sys.proc.wait(pid);
+        return { child: false, childResult: child.result };
+      }`,
+      { capabilities: ["fs:read,write:**", "proc:fork:self"] },
+    );
+    const end = await h.kernel.waitFor(pid);
+    assert.deepEqual(end.result, {
+      child: false,
+      childResult: { child: true, fromCheckpoint: true },
+    });
+    // The child's calls before the checkpoint are not run again: "before" is written once.
+    assert.equal(await Deno.readTextFile(join(h.workspace, "log.txt")), "before\nafter\nchild\n");
+  });
+});
+
 Deno.test("fork cannot widen authority", async () => {
   await withHarness(async (h) => {
     const end = await h.run(

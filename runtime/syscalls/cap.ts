@@ -14,11 +14,10 @@ import {
   type Capability,
   type CapabilitySpec,
   formatCapability,
-  parseCapability,
-  resolveScope,
 } from "../../broker/capability.ts";
 import type { CapabilityStore } from "../../broker/capability_store.ts";
 import { SyscallError } from "../../broker/errors.ts";
+import { parseGrant } from "../grants.ts";
 import type { ProcessTable } from "../process_table.ts";
 import { type PermissionKernel, permissionRequest } from "./human.ts";
 
@@ -62,7 +61,7 @@ export function capHandlers(kernel: CapKernel): HandlerTable {
       effect: "effect",
       run: async () => {
         const proc = await kernel.processes.require(ctx.pid);
-        const spec = resolveScope(parseCapability(args.capability), { workspace: proc.workspace });
+        const spec = parseGrant(args.capability, proc.workspace);
         await kernel.requireDescendant(ctx.pid, args.pid, "delegate to");
         const now = kernel.now();
         const held = await kernel.caps.list(ctx.pid, now);

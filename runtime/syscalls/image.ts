@@ -6,10 +6,11 @@
  */
 
 import type { HandlerTable } from "../../broker/broker.ts";
-import { attenuationError, parseCapability, resolveScope } from "../../broker/capability.ts";
+import { attenuationError } from "../../broker/capability.ts";
 import type { CapabilityStore } from "../../broker/capability_store.ts";
 import { SyscallError } from "../../broker/errors.ts";
 import { describeIssue, issueMessage } from "../../broker/schema_errors.ts";
+import { parseGrant } from "../grants.ts";
 import { AgentImageSchema, type ImageRegistry } from "../image.ts";
 import type { ProcessTable } from "../process_table.ts";
 
@@ -52,7 +53,7 @@ export function imageHandlers(kernel: ImageKernel): HandlerTable {
           const proc = await kernel.processes.require(ctx.pid);
           const held = await kernel.caps.list(ctx.pid, kernel.now());
           for (const text of image.capabilities) {
-            const spec = resolveScope(parseCapability(text), { workspace: proc.workspace });
+            const spec = parseGrant(text, proc.workspace);
             if (!held.some((cap) => !attenuationError(spec, cap, kernel.now()))) {
               throw new SyscallError(
                 "EPERM",

@@ -1,0 +1,438 @@
+/**
+ * How processes are made and remade: an operator's spawn, a child a
+ * process spawns (a JIT tool call too), a fork, and an exec into another
+ * image. Each takes its authority from {@link deriveGrants}, its budget
+ * and limits from the process it is made from (never more), and commits
+ * its grants with its record, or, for a fork, before it becomes runnable.
+ *
+ * @module
+ */
+
+import { type CallContext, PARKED } from "../broker/broker.ts";
+import type { Capability, CapabilitySpec } from "../broker/capability.ts";
+import type { CapabilityStore } from "../broker/capability_store.ts";
+import { SyscallError } from "../broker/errors.ts";
+import { putRecord } from "../broker/journal.ts";
+import { parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
+import { copyJournalToFork } from "./checkpoints.ts";
+import type { FsProvider } from "./fs_provider.ts";
+import { deriveGrants, type GrantImage, type GrantSource } from "./grants.ts";
+import { imageModelId, type ImageRegistry, type RegisteredImage } from "./image.ts";
+import { DEFAULT_MODEL_ID, modelIdOfSpec } from "./model_spec.ts";
+import { type ObjectMemory, privateNamespace } from "./object_memory.ts";
+import {
+  type Budget,
+  budgetLeft,
+  narrowBudget,
+  type ProcessLimits,
+  type ProcessRecord,
+  type ProcessTable,
+} from "./process_table.ts";
+import type { Store } from "./store.ts";
+
+/** Largest process input, in JSON bytes (it lives in the process record). */
+export const MAX_INPUT_CHARS = 32 * 1024;
+
+/** What an operator (CLI, HTTP, library) asks for when spawning. */
+export interface SpawnOptions {
+  /** `name@version` or digest of a registered image. */
+  image: string;
+  /** The workspace root: relative fs scopes resolve against it. */
+  workspace: string;
+  /** The process's input. */
+  input?: unknown;
+  /** Capabilities in text form (default: the image's ceiling). */
+  capabilities?: readonly string[];
+  /** Operator policy rules, added to the image's. */
+  policy?: readonly PolicyRule[];
+  /** Model spec, e.g. `scripted:turns.json`. */
+  model?: string;
+  /** Working directory (default: the workspace root). */
+  cwd?: string;
+  /** Resource budgets of the process. */
+  budget?: Budget;
+}
+
+/** What `proc.spawn` asks for. */
+export interface ChildSpawnOptions {
+  /** `name@version` or digest of a registered image. */
+  image: string;
+  /** The child's input. */
+  input?: unknown;
+  /** Capabilities in text form for the child. */
+  capabilities?: readonly string[];
+  /** Policy rules added to the image's. */
+  policy?: readonly PolicyRule[];
+  /** The child's working directory. */
+  cwd?: string;
+  /** What happens to the child when the caller ends. */
+  onParentExit?: "kill" | "orphan";
+  /** Set for a JIT tool call: audited under the tool (and charged to the children budget). */
+  tool?: { name: string; digest: string };
+}
+
+/** What making and remaking processes needs from the kernel. */
+export interface LifecycleKernel {
+  /** The store: a child's grants are checked against it, a fork's journal copied in it. */
+  readonly store: Pick<Store, "kv">;
+  /** The process table, where budgets are reserved too. */
+  readonly processes: Pick<
+    ProcessTable,
+    "require" | "create" | "update" | "transition" | "reserve" | "charge"
+  >;
+  /** The registered images. */
+  readonly images: Pick<ImageRegistry, "get">;
+  /** The capability store. */
+  readonly caps: Pick<CapabilityStore, "list" | "prepareGrant" | "grant" | "revoke">;
+  /** The filesystem provider, for working directories. */
+  readonly fs: Pick<FsProvider, "resolve" | "stat">;
+  /** The Object Memory: a fork gets a copy of its parent's private namespace. */
+  readonly objects: Pick<ObjectMemory, "copyNamespace">;
+  /** The JIT tool tables: a fork gets a copy of its parent's. */
+  readonly tools: { copy(from: number, to: number): Promise<void> };
+  /** Limits every process runs under, before an image's own. */
+  readonly limits: ProcessLimits;
+  /** The clock. */
+  readonly now: () => number;
+  /** The registered image of a process. */
+  imageOf(proc: ProcessRecord): Promise<RegisteredImage>;
+  /** The model a process calls when it names none (`provider/name`). */
+  ownModelOf(proc: ProcessRecord, image: RegisteredImage): string;
+  /** Runs a runnable process, now or once a cell frees up. */
+  start(pid: number): void;
+}
+
+/** Creates a process for an operator and makes it runnable. Does not start it. */
+export async function spawnProcess(
+  kernel: LifecycleKernel,
+  options: SpawnOptions,
+): Promise<ProcessRecord> {
+  _requireInputSize(options);
+  const image = await _requireImage(kernel, options.image);
+  const workspace = await _realDir(options.workspace, "workspace");
+  const { grants, model } = deriveGrants({
+    kind: "spawn",
+    image: _grantImage(image),
+    workspace,
+    requested: options.capabilities,
+    model: options.model
+      ? modelIdOfSpec(options.model)
+      : imageModelId(image.image) ?? DEFAULT_MODEL_ID,
+    now: kernel.now(),
+  });
+  const cwd = options.cwd ? await kernel.fs.resolve(workspace, options.cwd) : workspace;
+  return await kernel.processes.create(
+    {
+      ppid: null,
+      image: image.tag,
+      digest: image.digest,
+      cwd,
+      workspace,
+      input: options.input,
+      model: options.model,
+      ownModel: model,
+      policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
+      onParentExit: "kill",
+      budget: { ...image.image.budget, ...options.budget },
+    },
+    kernel.now(),
+    {
+      runnable: true,
+      setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" })), []),
+    },
+  );
+}
+
+/** Creates a child of `ppid` with attenuated capabilities and starts it. */
+export async function spawnChild(
+  kernel: LifecycleKernel,
+  ppid: number,
+  options: ChildSpawnOptions,
+): Promise<ProcessRecord> {
+  _requireInputSize(options);
+  await kernel.processes.require(ppid);
+  const image = await _requireImage(kernel, options.image);
+  // Reserve the child (a JIT tool call too) in the budget first; give it back if creation fails.
+  await kernel.processes.reserve(ppid, "children", { least: 1 });
+  try {
+    return await _createChild(kernel, ppid, image, options);
+  } catch (error) {
+    await kernel.processes.charge(ppid, { children: -1 });
+    throw error;
+  }
+}
+
+/**
+ * `proc.fork`: a child running the same image from the same point. It
+ * gets a copy of the parent's private object namespace, attenuated copies
+ * of the parent's capabilities (or the subset asked for), and a copy of
+ * the parent's journal up to the fork, so it replays to the fork and sees
+ * `{ pid: 0 }` where the parent sees the child's pid.
+ */
+export async function forkProcess(
+  kernel: LifecycleKernel,
+  ctx: CallContext,
+  options: { capabilities?: readonly string[]; input?: unknown },
+): Promise<ProcessRecord> {
+  await kernel.processes.reserve(ctx.pid, "children", { least: 1 });
+  const parent = await kernel.processes.require(ctx.pid);
+  const parentImage = await kernel.imageOf(parent);
+  const { grants, model } = deriveGrants({
+    kind: "fork",
+    workspace: parent.workspace,
+    requested: options.capabilities,
+    source: await _grantSource(kernel, parent, parentImage),
+    now: kernel.now(),
+  });
+  const child = await kernel.processes.create({
+    ppid: parent.pid,
+    image: parent.image,
+    digest: parent.digest,
+    cwd: parent.cwd,
+    workspace: parent.workspace,
+    input: options.input ?? parent.input,
+    model: parent.model,
+    ownModel: model,
+    policy: parent.policy,
+    onParentExit: "kill",
+    budget: budgetLeft(parent, kernel.now()),
+    limits: limitsOf(kernel.limits, parent, parentImage),
+    forkedFrom: parent.pid,
+    replayFrom: parent.replayFrom,
+    seed: parent.seed,
+    startedAt: parent.startedAt,
+  }, kernel.now());
+  for (const { spec, parent: from, expiresAt } of grants) {
+    await kernel.caps.grant(child.pid, spec, {
+      grantedBy: `pid:${parent.pid}`,
+      parent: from,
+      expiresAt,
+      now: kernel.now(),
+    });
+  }
+  await kernel.caps.grant(child.pid, privateNamespace(child.pid), {
+    grantedBy: "kernel",
+    now: kernel.now(),
+  });
+  await kernel.objects.copyNamespace(`proc/${parent.pid}`, `proc/${child.pid}`, {
+    chargeTo: child.pid,
+  });
+  await kernel.tools.copy(parent.pid, child.pid);
+  await copyJournalToFork(kernel.store.kv, parent, child.pid, ctx, kernel.now);
+  const runnable = await kernel.processes.transition(child.pid, "runnable", {
+    reason: `forked from ${parent.pid}`,
+  });
+  kernel.start(runnable.pid);
+  return runnable;
+}
+
+/**
+ * `proc.exec`: the process keeps its pid and runs another image from its
+ * start. Capabilities beyond the new image's ceiling are revoked; replay
+ * starts after the exec call.
+ */
+export async function execImage(
+  kernel: LifecycleKernel,
+  ctx: CallContext,
+  options: { image: string; input?: unknown },
+): Promise<typeof PARKED> {
+  const target = await _requireImage(kernel, options.image);
+  const proc = await kernel.processes.require(ctx.pid);
+  const image = await kernel.imageOf(proc);
+  // The process runs on under the new image with nothing its old one lacked.
+  const limits = limitsOf(kernel.limits, proc, image);
+  const { revoke, model } = deriveGrants({
+    kind: "exec",
+    image: _grantImage(target),
+    workspace: proc.workspace,
+    source: await _grantSource(kernel, proc, image),
+    now: kernel.now(),
+  });
+  for (const cap of revoke) await kernel.caps.revoke(cap.id);
+  const op = kernel.store.kv.atomic();
+  putRecord(op, {
+    pid: ctx.pid,
+    seq: ctx.seq,
+    name: "proc.exec",
+    argsDigest: ctx.argsDigest,
+    effect: "effect",
+    phase: "done",
+    at: kernel.now(),
+    ok: true,
+    value: null,
+  });
+  await op.commit();
+  await kernel.processes.update(ctx.pid, (p) => ({
+    state: "runnable",
+    image: target.tag,
+    digest: target.digest,
+    input: options.input ?? p.input,
+    replayFrom: ctx.seq + 1,
+    ownModel: model,
+    policy: stackPolicy(p.policy, parsePolicy(target.image.policy, "image")),
+    budget: narrowBudget(p.budget, target.image.budget ?? {}),
+    limits,
+  }), { reason: `exec ${target.tag}` });
+  kernel.start(ctx.pid);
+  return PARKED;
+}
+
+/**
+ * The limits a process runs under: its image's over `base` (the kernel's),
+ * never above the ceiling its record carries (the limits of the process it
+ * was made from).
+ */
+export function limitsOf(
+  base: ProcessLimits,
+  proc: Pick<ProcessRecord, "limits">,
+  image: RegisteredImage,
+): ProcessLimits {
+  const limits = { ...base, ...image.image.limits };
+  for (const key of Object.keys(limits) as (keyof ProcessLimits)[]) {
+    const ceiling = proc.limits?.[key];
+    if (ceiling !== undefined && ceiling < limits[key]) limits[key] = ceiling;
+  }
+  return limits;
+}
+
+async function _createChild(
+  kernel: LifecycleKernel,
+  ppid: number,
+  image: RegisteredImage,
+  options: ChildSpawnOptions,
+): Promise<ProcessRecord> {
+  const parent = await kernel.processes.require(ppid);
+  const parentImage = await kernel.imageOf(parent);
+  const { grants, model } = deriveGrants({
+    kind: "child",
+    image: _grantImage(image),
+    workspace: parent.workspace,
+    requested: options.capabilities,
+    source: await _grantSource(kernel, parent, parentImage),
+    now: kernel.now(),
+  });
+  const cwd = options.cwd ? await kernel.fs.resolve(parent.cwd, options.cwd) : parent.cwd;
+  if (options.cwd && (await kernel.fs.stat(cwd)).kind !== "dir") {
+    throw new SyscallError("EINVAL", `Cannot spawn in "${options.cwd}": not a directory`);
+  }
+  // The parents of derived grants must still exist when the child is made.
+  const checks: Deno.KvEntryMaybe<unknown>[] = [];
+  for (let i = 0; i < grants.length; i += 10) {
+    checks.push(
+      ...await kernel.store.kv.getMany(grants.slice(i, i + 10).map((g) => ["cap", g.parent!.id])),
+    );
+  }
+  if (checks.some((entry) => entry.value === null)) {
+    throw new SyscallError(
+      "EPERM",
+      "Cannot spawn: a capability it would derive from was revoked",
+    );
+  }
+  const record = await kernel.processes.create(
+    {
+      ppid,
+      image: image.tag,
+      digest: image.digest,
+      cwd,
+      workspace: parent.workspace,
+      input: options.input,
+      model: parent.model,
+      ownModel: model,
+      policy: stackPolicy(
+        parent.policy,
+        parsePolicy(image.image.policy, "image"),
+        options.policy ?? [],
+      ),
+      onParentExit: options.onParentExit ?? "kill",
+      budget: narrowBudget(image.image.budget ?? {}, budgetLeft(parent, kernel.now())),
+      limits: limitsOf(kernel.limits, parent, parentImage),
+      tool: options.tool,
+    },
+    kernel.now(),
+    {
+      runnable: true,
+      setup: _grantsSetup(
+        kernel,
+        grants.map(({ spec, parent: from }) => ({ spec, grantedBy: `pid:${ppid}`, parent: from })),
+        checks,
+      ),
+    },
+  );
+  kernel.start(record.pid);
+  return record;
+}
+
+/** Mutations that grant `grants` and the private namespace to a process being created. */
+function _grantsSetup(
+  kernel: LifecycleKernel,
+  grants: readonly { spec: CapabilitySpec; grantedBy: string; parent?: Capability }[],
+  checks: Deno.AtomicCheck[],
+): (op: Deno.AtomicOperation, pid: number) => void {
+  return (op, pid) => {
+    for (const check of checks) op.check(check);
+    for (const { spec, grantedBy, parent } of grants) {
+      kernel.caps.prepareGrant(pid, spec, { grantedBy, parent, now: kernel.now() }).apply(op);
+    }
+    kernel.caps.prepareGrant(pid, privateNamespace(pid), {
+      grantedBy: "kernel",
+      now: kernel.now(),
+    }).apply(op);
+  };
+}
+
+/** `proc` as the source of a grant derivation: its image, model, capabilities and policy. */
+async function _grantSource(
+  kernel: LifecycleKernel,
+  proc: ProcessRecord,
+  image: RegisteredImage,
+): Promise<GrantSource> {
+  return {
+    pid: proc.pid,
+    image: _grantImage(image),
+    model: kernel.ownModelOf(proc, image),
+    held: await kernel.caps.list(proc.pid, kernel.now()),
+    policy: proc.policy,
+  };
+}
+
+/** A registered image as grant derivation sees it. */
+function _grantImage(image: RegisteredImage): GrantImage {
+  return {
+    tag: image.tag,
+    digest: image.digest,
+    capabilities: image.image.capabilities,
+    model: imageModelId(image.image),
+  };
+}
+
+function _requireInputSize(options: { image: string; input?: unknown }): void {
+  if (JSON.stringify(options.input ?? null).length > MAX_INPUT_CHARS) {
+    throw new SyscallError(
+      "EINVAL",
+      `Cannot spawn "${options.image}": its input is over ${MAX_INPUT_CHARS} bytes`,
+    );
+  }
+}
+
+async function _requireImage(kernel: LifecycleKernel, ref: string): Promise<RegisteredImage> {
+  const image = await kernel.images.get(ref);
+  if (!image) {
+    throw new SyscallError("ENOENT", `Cannot spawn "${ref}": no such image is registered`);
+  }
+  return image;
+}
+
+async function _realDir(path: string, what: string): Promise<string> {
+  try {
+    const real = await Deno.realPath(path);
+    if (!(await Deno.stat(real)).isDirectory) throw new Error("not a directory");
+    return real;
+  } catch (error) {
+    throw new SyscallError(
+      "ENOENT",
+      `Cannot use ${what} "${path}": ${
+        error instanceof Deno.errors.NotFound ? "it does not exist" : (error as Error).message
+      }`,
+    );
+  }
+}

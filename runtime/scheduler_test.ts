@@ -1,0 +1,271 @@
+import assert from "node:assert/strict";
+import { SyscallError } from "../broker/errors.ts";
+import { type NewProcess, type ProcessRecord, ProcessTable } from "./process_table.ts";
+import { type ScheduledExecution, Scheduler, type SchedulerHost } from "./scheduler.ts";
+
+/** An execution whose program runs until the test ends it or the scheduler stops it. */
+class FakeExecution implements ScheduledExecution {
+  readonly pid: number;
+  readonly stops: { reason: string; abortCalls?: boolean }[] = [];
+  ended = false;
+  #gone = Promise.withResolvers<void>();
+
+  constructor(pid: number) {
+    this.pid = pid;
+  }
+
+  stop(reason: string, options: { abortCalls?: boolean } = {}): void {
+    this.stops.push({ reason, ...options });
+    this.#gone.resolve();
+  }
+
+  settled(): Promise<void> {
+    return this.#gone.promise;
+  }
+
+  markEnded(): void {
+    this.ended = true;
+  }
+
+  /** The program ends by itself. */
+  exit(): void {
+    this.#gone.resolve();
+  }
+}
+
+/** A host over a real process table, recording what the scheduler asks of it. */
+class TestHost implements SchedulerHost<FakeExecution> {
+  readonly processes: ProcessTable;
+  readonly now = () => 42;
+  readonly launched: FakeExecution[] = [];
+  readonly finished: { pid: number; message: string }[] = [];
+  waitsStarted = 0;
+  readonly waits = { start: () => void this.waitsStarted++ };
+  #listeners = new Set<() => void>();
+
+  constructor(processes: ProcessTable) {
+    this.processes = processes;
+  }
+
+  async finish(pid: number, state: "failed", outcome: { error: { message: string } }) {
+    this.finished.push({ pid, message: outcome.error.message });
+    await this.processes.transition(pid, state, { patch: { error: outcome.error } });
+    this.#notify();
+  }
+
+  prepare(record: ProcessRecord) {
+    if (record.image === "missing@1.0.0") {
+      return Promise.reject(new SyscallError("ENOENT", `Cannot find image "${record.image}"`));
+    }
+    return Promise.resolve((running: ProcessRecord) => {
+      const execution = new FakeExecution(running.pid);
+      return Promise.resolve({
+        execution,
+        start: () => {
+          this.launched.push(execution);
+          this.#notify();
+          return Promise.resolve();
+        },
+      });
+    });
+  }
+
+  /** Resolves once `predicate` holds, checked after each launch or finish. */
+  until(predicate: () => boolean | Promise<boolean>): Promise<void> {
+    return new Promise((resolve) => {
+      const check = async () => {
+        if (await predicate()) {
+          this.#listeners.delete(check);
+          resolve();
+        }
+      };
+      this.#listeners.add(check);
+      check();
+    });
+  }
+
+  #notify(): void {
+    for (const listener of [...this.#listeners]) listener();
+  }
+}
+
+function init(extra: Partial<NewProcess> = {}): NewProcess {
+  return {
+    ppid: null,
+    image: "demo@1.0.0",
+    digest: "d",
+    cwd: "/ws",
+    workspace: "/ws",
+    policy: [],
+    onParentExit: "kill",
+    budget: {},
+    ...extra,
+  };
+}
+
+async function withScheduler(
+  options: { maxCells?: number; runs?: boolean },
+  fn: (scheduler: Scheduler<FakeExecution>, host: TestHost, table: ProcessTable) => Promise<void>,
+): Promise<void> {
+  const kv = await Deno.openKv(":memory:");
+  const table = new ProcessTable(kv);
+  const host = new TestHost(table);
+  const scheduler = new Scheduler(host, {
+    maxCells: options.maxCells ?? 16,
+    runs: options.runs ?? true,
+  });
+  try {
+    await fn(scheduler, host, table);
+  } finally {
+    await scheduler.close();
+    await scheduler.shutdown();
+    kv.close();
+  }
+}
+
+Deno.test("no more than maxCells processes run at once; the next starts when a cell frees up", async () => {
+  await withScheduler({ maxCells: 2 }, async (scheduler, host, table) => {
+    const pids: number[] = [];
+    for (let i = 0; i < 3; i++) pids.push((await table.create(init(), 0, { runnable: true })).pid);
+    for (const pid of pids) scheduler.start(pid);
+    await host.until(() => host.launched.length === 2);
+    // The first two in line run (in whichever order their launches finish).
+    assert.deepEqual(host.launched.map((e) => e.pid).sort(), pids.slice(0, 2));
+    assert.equal((await table.require(pids[2])).state, "runnable");
+    for (const pid of pids.slice(0, 2)) {
+      const record = await table.require(pid);
+      assert.deepEqual([record.state, record.startedAt], ["running", 42]);
+      assert.equal(scheduler.executionOf(pid), host.launched.find((e) => e.pid === pid));
+    }
+    const first = host.launched[0];
+    first.exit();
+    await host.until(() => host.launched.length === 3);
+    assert.equal(host.launched[2].pid, pids[2]);
+    assert.equal(scheduler.executionOf(first.pid), undefined);
+    assert.ok(host.waitsStarted >= 3);
+  });
+});
+
+Deno.test("a process runs once however often it is started, and only when runnable", async () => {
+  await withScheduler({}, async (scheduler, host, table) => {
+    const created = await table.create(init());
+    const runnable = await table.create(init(), 0, { runnable: true });
+    scheduler.start(created.pid);
+    scheduler.start(runnable.pid);
+    scheduler.start(runnable.pid);
+    await host.until(() => host.launched.length === 1);
+    scheduler.start(runnable.pid); // already running: nothing happens
+    await scheduler.stopExecution(runnable.pid);
+    assert.deepEqual(host.launched.map((e) => e.pid), [runnable.pid]);
+    assert.deepEqual(host.launched[0].stops, [{ reason: "The operator stopped the process" }]);
+    assert.equal((await table.require(created.pid)).state, "created");
+  });
+});
+
+Deno.test("a process that cannot be prepared fails from runnable, without running", async () => {
+  await withScheduler({}, async (scheduler, host, table) => {
+    const proc = await table.create(init({ image: "missing@1.0.0" }), 0, { runnable: true });
+    scheduler.start(proc.pid);
+    await host.until(async () => (await table.require(proc.pid)).state === "failed");
+    assert.deepEqual(host.finished, [{
+      pid: proc.pid,
+      message: 'Cannot find image "missing@1.0.0"',
+    }]);
+    const states = [];
+    for await (const event of table.events({ pid: proc.pid })) states.push(event.to);
+    assert.deepEqual(states, ["created", "runnable", "failed"]);
+    assert.equal(host.launched.length, 0);
+  });
+});
+
+Deno.test("a kernel that does not run processes starts none", async () => {
+  await withScheduler({ runs: false }, async (scheduler, host, table) => {
+    const proc = await table.create(init(), 0, { runnable: true });
+    scheduler.start(proc.pid);
+    await scheduler.close();
+    await scheduler.shutdown();
+    assert.equal(scheduler.runs, false);
+    assert.equal(host.waitsStarted, 0);
+    assert.equal((await table.require(proc.pid)).state, "runnable");
+  });
+});
+
+Deno.test("shutdown stops every execution, aborting calls, and puts running processes back", async () => {
+  await withScheduler({}, async (scheduler, host, table) => {
+    const a = await table.create(init(), 0, { runnable: true });
+    const b = await table.create(init(), 0, { runnable: true });
+    scheduler.start(a.pid);
+    scheduler.start(b.pid);
+    await host.until(() => host.launched.length === 2);
+    await table.transition(b.pid, "blocked");
+    await scheduler.close();
+    assert.equal(scheduler.closed, true);
+    await scheduler.shutdown();
+    for (const execution of host.launched) {
+      assert.deepEqual(execution.stops, [{
+        reason: "The host is shutting down",
+        abortCalls: true,
+      }]);
+    }
+    assert.equal((await table.require(a.pid)).state, "runnable");
+    assert.equal((await table.require(b.pid)).state, "blocked");
+    const last = [];
+    for await (const event of table.events({ pid: a.pid })) last.push(event);
+    assert.equal(last.at(-1)?.reason, "the host shut down");
+    // Nothing starts once closed.
+    scheduler.start(a.pid);
+    assert.equal(host.launched.length, 2);
+  });
+});
+
+Deno.test("ending a process tells its execution and idle waits for the last live one", async () => {
+  await withScheduler({}, async (scheduler, host, table) => {
+    const proc = await table.create(init(), 0, { runnable: true });
+    scheduler.start(proc.pid);
+    await host.until(() => host.launched.length === 1);
+    let idle = false;
+    const idling = scheduler.idle().then(() => idle = true);
+    scheduler.ending(proc.pid);
+    assert.equal(host.launched[0].ended, true);
+    assert.equal(idle, false);
+    await table.transition(proc.pid, "exited");
+    await idling;
+  });
+});
+
+Deno.test("transitions another kernel commits stop executions here and start what this host runs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "libos-scheduler-" });
+  const kvHere = await Deno.openKv(`${dir}/store.db`);
+  const kvThere = await Deno.openKv(`${dir}/store.db`);
+  const here = new ProcessTable(kvHere);
+  const there = new ProcessTable(kvThere);
+  const host = new TestHost(here);
+  const scheduler = new Scheduler(host, { maxCells: 16, runs: true });
+  try {
+    await scheduler.follow({ pollMs: 10 });
+    const mine = await here.create(init(), 0, { runnable: true });
+    scheduler.start(mine.pid);
+    await host.until(() => host.launched.length === 1);
+    // A process another kernel makes runnable is not this host's (it neither
+    // started it nor serves the store); then that kernel kills the one here.
+    const theirs = await there.create(init(), 0, { runnable: true });
+    await there.transition(mine.pid, "killed");
+    // The execution here stops and reports nothing more.
+    await host.launched[0].settled();
+    assert.equal(host.launched[0].ended, true);
+    assert.deepEqual(host.launched[0].stops, [{ reason: "The process is killed" }]);
+    // Once it serves the store, what another kernel makes runnable starts here.
+    const served = await there.create(init(), 0);
+    scheduler.serve();
+    await there.transition(served.pid, "runnable");
+    await host.until(() => host.launched.length === 2);
+    assert.equal(host.launched[1].pid, served.pid);
+    assert.equal((await here.require(theirs.pid)).state, "runnable");
+  } finally {
+    await scheduler.close();
+    await scheduler.shutdown();
+    kvHere.close();
+    kvThere.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
