@@ -8,9 +8,10 @@
  * A program loops one syscall; the host timestamps each arrival at the
  * broker, and one gap between arrivals is one round trip (see `_common.ts`).
  * `time.now` is a pure call (its journal record is buffered), `fs.stat` is
- * authorized against an `fs:read` grant; `fs.write` (idempotent) and
- * `obj.put` (an effect) have their intent committed to the KV file, with
- * its audit record, before they run.
+ * authorized against an `fs:read` grant; `fs.write` (idempotent) has its
+ * intent committed to the KV file before it runs, and `obj.put` (a change of
+ * the store alone) commits the object with its journal and audit records,
+ * in one commit.
  *
  * @module
  */

@@ -1,7 +1,8 @@
 /**
  * Durable syscalls per second with many processes at once. Each process
- * loops `obj.put` (an effect: its intent and audit record are committed to
- * the KV file before it runs) for a few seconds of its own clock. The rate
+ * loops `obj.put` (a change of the store alone: the object, its journal
+ * record and its audit record are one commit to the KV file) for a few
+ * seconds of its own clock. The rate
  * is counted on the host over the window in which every process was
  * running: from the last process's first call to the first process's last
  * call. The journal's group-commit counters tell how calls were batched.

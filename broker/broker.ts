@@ -6,6 +6,14 @@
  *   policy) → journal intent → run through a provider → journal + audit →
  *   reply
  *
+ * A call whose effect is a change of the store alone (an object, a topic
+ * event, a message, a capability) does the last three in one commit: its
+ * change with its journal and audit records, so it costs one commit and is
+ * never half done. The commit of an effect (that one, or the intent of an
+ * effect that runs through a provider) holds only while the caller's
+ * capabilities are those that authorized it: a revocation committed in
+ * between makes the call authorized again, and refused.
+ *
  * The broker hands the journal the facts of each call (who, what, the
  * decision, how it ended); the journal's writer builds the call's record
  * and its audit entry from them.
@@ -31,8 +39,16 @@ import type { CapabilityStore } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { type ErrorCode, SyscallError, toSyscallError } from "./errors.ts";
 import { describeIssue, issueMessage } from "./schema_errors.ts";
-import type { After, CallEnd, Effect, Journal, JournalRecord } from "./journal.ts";
+import {
+  type After,
+  type CallEnd,
+  type Effect,
+  type Journal,
+  type JournalRecord,
+  StaleWriteError,
+} from "./journal.ts";
 import { decide, type PolicyRule } from "./policy.ts";
+import type { StoreChange } from "./store_change.ts";
 
 /** Who is calling, as the broker needs to know it. */
 export interface CallContext {
@@ -71,8 +87,8 @@ export interface CallContext {
   signal?: AbortSignal;
 }
 
-/** What a handler decides about one call before it runs. */
-export interface Plan {
+/** What every plan says about its call. */
+export interface PlanBase {
   /** The authority the call needs; empty when it acts only on the caller's own state. */
   ops: Operation[];
   /** How the call touches the world. */
@@ -80,19 +96,46 @@ export interface Plan {
   /** A short note every audit record of this call carries (e.g. how a command was confined). */
   note?: string;
   /**
-   * Runs the call through its provider, with the capabilities that
-   * authorized it. Operations the call meets only while it runs (a
-   * redirect's target) go through `authorize`, on the broker's path.
-   * Returns {@link PARKED} when it parked the process.
-   */
-  run(grant: Grant, authorize: Authorize): Promise<unknown>;
-  /**
    * What the call changes in its caller's run once it has succeeded (the
    * working directory, the end of the program); the broker journals it with
    * the outcome, so a replay applies it again.
    */
   after?: After;
 }
+
+/** A plan whose call runs through a provider. */
+export interface RunPlan extends PlanBase {
+  /**
+   * Runs the call through its provider, with the capabilities that
+   * authorized it. Operations the call meets only while it runs (a
+   * redirect's target) go through `authorize`, on the broker's path.
+   * Returns {@link PARKED} when it parked the process.
+   */
+  run(grant: Grant, authorize: Authorize): Promise<unknown>;
+  /** A plan runs its call or prepares a change, never both. */
+  prepare?: never;
+}
+
+/**
+ * A plan whose call changes the store alone (an object, a topic event, a
+ * message, a capability): the broker commits the change with the call's
+ * journal and audit records in one commit, checked against the
+ * capabilities that authorized it.
+ */
+export interface ChangePlan extends PlanBase {
+  /**
+   * Prepares the change with the capabilities that authorized it, reading
+   * what it must check; called again (after the call is authorized again)
+   * when a check of the commit failed. Throwing fails the call with nothing
+   * written.
+   */
+  prepare(grant: Grant): Promise<StoreChange>;
+  /** A plan runs its call or prepares a change, never both. */
+  run?: never;
+}
+
+/** What a handler decides about one call before it runs. */
+export type Plan = RunPlan | ChangePlan;
 
 /**
  * Authorizes operations a running call meets (a redirect hop of
@@ -118,6 +161,29 @@ export interface Grant {
   /** The capabilities used, one per operation. */
   capabilities: Capability[];
 }
+
+/** The authority a call acts under: its grant, and how to check it is still current. */
+interface _Authority {
+  grant: Grant;
+  /**
+   * Adds to a commit the check that the caller's capabilities are those the
+   * grant was decided on; absent when the call needed none.
+   */
+  unchanged?: (op: Deno.AtomicOperation) => void;
+}
+
+/** The facts of a call the journal's records need beside its context. */
+interface _Called {
+  name: string;
+  args: unknown;
+  /** When the call arrived. */
+  at: number;
+  /** The note of its plan. */
+  note?: string;
+}
+
+/** The authority of a call replayed after its intent was journaled: authorized then. */
+const _REDONE: _Authority = { grant: { decision: "allow", capabilities: [] } };
 
 /** A handler: plans one syscall. */
 export type Handler<N extends SyscallName> = (
@@ -260,7 +326,7 @@ export class Broker {
     const at = this.#now();
     const { id, name, args } = request;
     const call: CallContext = { ...ctx, argsDigest: await callDigest(name, args) };
-    let grant: Grant = { decision: "deny", capabilities: [] };
+    let authority: _Authority = { grant: { decision: "deny", capabilities: [] } };
     let effect: Effect = "none";
     let after: After | undefined;
     let note: string | undefined;
@@ -282,10 +348,10 @@ export class Broker {
       note = plan.note;
       // 3. Authorize: capabilities and policy, for every operation. Policy
       //    `ask` parks the call in a human queue.
-      const decided = call.redo
-        ? { decision: "allow" as const, capabilities: [] }
-        : await this.#authorize(call, plan.ops, name, args);
-      if (decided === PARKED) {
+      const decided = call.redo ? _REDONE : await this.#authorize(call, plan.ops, name, args);
+      if (!("grant" in decided)) {
+        // Only asked when a human can be asked: refused otherwise.
+        await this.#ask!(call, decided);
         // Audited now, as asked; the call is journaled once a human has answered.
         await this.#journal.writeCall(
           { ctx: call, name, args, at, decision: "ask", note },
@@ -293,13 +359,23 @@ export class Broker {
         );
         return PARKED;
       }
-      grant = decided;
-      // 4. Journal the intent of an effect (and consume one-shot grants in
-      //    the same commit), 5. run it through its provider.
-      const value = await this.#execute(call, name, plan, grant);
+      authority = { ...decided };
+      const called: _Called = { name, args, at, note };
+      if (plan.prepare) {
+        // 4.–6. A change of the store alone: the change, its journal record
+        //    and its audit record in one commit, checked against the
+        //    capabilities that authorized it.
+        const value = await this.#commitChange(call, called, plan, authority);
+        after = plan.after;
+        return after ? { id, ok: true, value, at, after } : { id, ok: true, value, at };
+      }
+      // 4. Journal the intent of an effect (checked against the capabilities
+      //    that authorized it, and spending one-shot grants in the same
+      //    commit), 5. run it through its provider.
+      const value = await this.#execute(call, called, plan, authority);
       if (value === PARKED) {
         // Audited now; whoever ends the wait journals the result.
-        await this.#journal.writeCall({ ctx: call, name, args, at, ...grant, note }, {
+        await this.#journal.writeCall({ ctx: call, name, args, at, ...authority.grant, note }, {
           durable: false,
         });
         return PARKED;
@@ -313,7 +389,9 @@ export class Broker {
       reply = { id, ok: false, error: { code: err.code, message } };
       // A refusal for lack of authority is a denial, whichever step refused:
       // the handler planning the call, authorization, or its run.
-      if (err.code === "EPERM") grant = { ...grant, decision: "deny" };
+      if (err.code === "EPERM") {
+        authority = { grant: { ...authority.grant, decision: "deny" } };
+      }
     }
     // 6. Journal the outcome and audit it (buffered; durable with the next effect).
     const end: CallEnd = {
@@ -322,11 +400,7 @@ export class Broker {
         ? { ok: true, value: reply.value, after }
         : { ok: false, error: reply.error },
     };
-    const meter = this.#journalMeter;
-    await this.#journal.writeCall({ ctx: call, name, args, at, ...grant, note, end }, {
-      durable: false,
-      charge: meter && ((bytes) => meter.charge(call, bytes)),
-    });
+    await this.#record(call, { name, args, at, note }, authority.grant, end, { durable: false });
     return after ? { ...reply, at, after } : { ...reply, at };
   }
 
@@ -384,15 +458,20 @@ export class Broker {
     }
   }
 
+  /**
+   * 3. Authorizes the operations of call `ctx`: the authority it acts
+   * under, or, when policy asks a human about an operation and a human can
+   * be asked, the question. Throws `EPERM` when refused.
+   */
   async #authorize(
     ctx: CallContext,
     ops: readonly Operation[],
     name: string,
     args: unknown,
-  ): Promise<Grant | typeof PARKED> {
-    if (ops.length === 0) return { decision: "allow", capabilities: [] };
+  ): Promise<_Authority | AskRequest> {
+    if (ops.length === 0) return { grant: { decision: "allow", capabilities: [] } };
     const now = this.#now();
-    const held = await this.#caps.list(ctx.pid, now);
+    const { capabilities: held, unchanged } = await this.#caps.holdings(ctx.pid, now);
     const capabilities: Capability[] = [];
     for (const op of ops) {
       const { cap, decision, rule } = decideOperation(ctx, held, op, now);
@@ -403,7 +482,7 @@ export class Broker {
         throw new SyscallError("EPERM", `Cannot ${action(name)} "${op.target}": ${why}`);
       }
       if (decision === "ask" && this.#ask) {
-        return await this.#ask(ctx, { name, args, op, rule: rule!, held: cap !== undefined });
+        return { name, args, op, rule: rule!, held: cap !== undefined };
       }
       if (decision === "ask") {
         throw new SyscallError(
@@ -415,7 +494,7 @@ export class Broker {
       }
       capabilities.push(cap!);
     }
-    return { decision: "allow", capabilities };
+    return { grant: { decision: "allow", capabilities }, unchanged };
   }
 
   /** The {@link Authorize} handed to the run of call `ctx` (syscall `name`). */
@@ -447,47 +526,164 @@ export class Broker {
     };
   }
 
+  /**
+   * 4.–5. for a call that runs through a provider: journals the intent of
+   * an effect, or of a call that spends a one-shot grant (see
+   * {@link #commitAuthorized}), then runs it.
+   */
   async #execute(
-    ctx: CallContext,
-    name: string,
-    plan: Plan,
-    grant: Grant,
+    call: CallContext,
+    called: _Called,
+    plan: RunPlan,
+    authority: _Authority,
   ): Promise<unknown> {
-    const ended = () => {
-      if (ctx.alive && !ctx.alive()) {
-        throw new SyscallError("EINTR", `Cannot ${action(name)}: the process has ended`);
-      }
-    };
-    ended();
-    const oneShots = grant.capabilities.filter((c) => c.uses !== undefined);
-    if (!ctx.redo && (plan.effect !== "none" || oneShots.length)) {
-      const consume = await Promise.all(
-        oneShots.map((c) => this.#caps.consumption(c)),
-      );
-      try {
-        await this.#journal.write({
-          journal: {
-            pid: ctx.pid,
-            seq: ctx.seq,
-            name,
-            argsDigest: ctx.argsDigest,
-            effect: plan.effect,
-            phase: "intent",
-            at: this.#now(),
-          },
-          atomic: consume.length ? (op) => consume.forEach((apply) => apply(op)) : undefined,
-        }, { durable: true });
-      } catch {
-        throw new SyscallError(
-          "EPERM",
-          `Cannot ${name}: its one-shot capability was used concurrently`,
+    this.#ensureAlive(call, called.name);
+    const spends = authority.grant.capabilities.some((c) => c.uses !== undefined);
+    if (!call.redo && (plan.effect !== "none" || spends)) {
+      await this.#commitAuthorized(call, called, plan, authority, async ({ unchanged, spend }) => {
+        const intent: JournalRecord = {
+          pid: call.pid,
+          seq: call.seq,
+          name: called.name,
+          argsDigest: call.argsDigest,
+          effect: plan.effect,
+          phase: "intent",
+          at: this.#now(),
+        };
+        // Spending a grant changes the store, so that intent commits alone;
+        // a check alone lets it batch with other records.
+        await this.#journal.write(
+          spend
+            ? { journal: intent, atomic: (op) => (unchanged?.(op), spend(op)) }
+            : { journal: intent, checks: unchanged },
+          { durable: true },
         );
+      });
+    }
+    this.#ensureAlive(call, called.name);
+    return await plan.run(authority.grant, this.#authorizeFollowUp(call, called.name));
+  }
+
+  /**
+   * 4.–6. for a call that changes the store alone: prepares the change and
+   * commits it with the call's `done` record and audit record, and with the
+   * checks of its authority (see {@link #commitAuthorized}), in one commit;
+   * then wakes whoever waits for what it stored. Returns the call's result.
+   */
+  async #commitChange(
+    call: CallContext,
+    called: _Called,
+    plan: ChangePlan,
+    authority: _Authority,
+  ): Promise<unknown> {
+    const done = await this.#commitAuthorized(
+      call,
+      called,
+      plan,
+      authority,
+      async ({ unchanged, spend }) => {
+        const change = await plan.prepare(authority.grant);
+        const value = change.result === undefined ? null : change.result;
+        let committed = false;
+        try {
+          if (this.#checkResults) this.#checkResult(called.name as SyscallName, value);
+          const end: CallEnd = {
+            effect: plan.effect,
+            outcome: { ok: true, value, after: plan.after },
+          };
+          await this.#record(call, called, authority.grant, end, {
+            durable: true,
+            atomic: (op) => {
+              unchanged?.(op);
+              spend?.(op);
+              change.apply(op);
+            },
+          });
+          committed = true;
+        } finally {
+          if (!committed) await change.discard?.();
+        }
+        return { change, value };
+      },
+    );
+    // The call is done and recorded: its reply is what was recorded, whatever waking meets.
+    await done.change.wake?.().catch((error) =>
+      console.error(`Cannot wake the processes waiting for ${called.name}:`, error)
+    );
+    return done.value;
+  }
+
+  /**
+   * Commits what an authorized call writes before its effect can start (the
+   * intent of an effect that runs through a provider; the change of one that
+   * changes the store alone, with its records) with the checks that keep its
+   * authority exact: the one-shot grants it uses are spent in that commit
+   * (`spend`), and the commit holds only while the caller's capabilities are
+   * those its grant was decided on (`unchanged`). When a check fails (a
+   * concurrent use, grant or revocation, or a check of the change), the call
+   * is authorized again, `authority` updated in place, and `commit` called
+   * again: a capability revoked meanwhile fails the call with `EPERM`, and
+   * nothing was written. A call redone from its intent is not authorized
+   * again (it was authorized before the host stopped).
+   */
+  async #commitAuthorized<T>(
+    call: CallContext,
+    called: _Called,
+    plan: Plan,
+    authority: _Authority,
+    commit: (checks: {
+      unchanged?: (op: Deno.AtomicOperation) => void;
+      spend?: (op: Deno.AtomicOperation) => void;
+    }) => Promise<T>,
+  ): Promise<T> {
+    for (let attempt = 0;; attempt++) {
+      if (attempt > 0 && !call.redo) {
+        const again = await this.#authorize(call, plan.ops, called.name, called.args);
+        if (!("grant" in again)) {
+          throw new SyscallError(
+            "EPERM",
+            `Cannot ${action(called.name)} "${again.op.target}": policy "${again.rule.pattern}" ` +
+              "asks a human, and the call's authority changed while it was committed",
+          );
+        }
+        Object.assign(authority, { unchanged: undefined }, again);
+      }
+      this.#ensureAlive(call, called.name);
+      const oneShots = authority.grant.capabilities.filter((c) => c.uses !== undefined);
+      const spends = await Promise.all(oneShots.map((c) => this.#caps.consumption(c)));
+      try {
+        return await commit({
+          unchanged: authority.unchanged,
+          spend: spends.length ? (op) => spends.forEach((apply) => apply(op)) : undefined,
+        });
+      } catch (error) {
+        if (!(error instanceof StaleWriteError)) throw error;
       } finally {
         for (const c of oneShots) this.#caps.invalidate(c.holder);
       }
     }
-    ended();
-    return await plan.run(grant, this.#authorizeFollowUp(ctx, name));
+  }
+
+  /** Journals and audits call `ctx`, charging its records to the caller's journal quota. */
+  async #record(
+    ctx: CallContext,
+    called: _Called,
+    grant: Grant,
+    end: CallEnd,
+    options: { durable: boolean; atomic?: (op: Deno.AtomicOperation) => void },
+  ): Promise<void> {
+    const meter = this.#journalMeter;
+    await this.#journal.writeCall({ ctx, ...called, ...grant, end }, {
+      ...options,
+      charge: meter && ((bytes) => meter.charge(ctx, bytes)),
+    });
+  }
+
+  /** `EINTR` once the calling process has ended: its calls in flight then have no effect. */
+  #ensureAlive(ctx: CallContext, name: string): void {
+    if (ctx.alive && !ctx.alive()) {
+      throw new SyscallError("EINTR", `Cannot ${action(name)}: the process has ended`);
+    }
   }
 
   /**

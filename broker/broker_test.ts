@@ -9,6 +9,7 @@ import { SyscallError } from "./errors.ts";
 import { Journal, type JournalRecord } from "./journal.ts";
 import { parsePolicy, type PolicyRule } from "./policy.ts";
 import { rawControls } from "../test/_terminal.ts";
+import { beforeNextCommit, watchCommits } from "../test/_kv_commits.ts";
 
 /** How often each stage of a fake handler ran. */
 interface Counts {
@@ -38,6 +39,10 @@ interface Seen {
   intent?: JournalRecord | null;
   /** The value an `obj.put` was handed. */
   value?: unknown;
+  /** How often an `event.emit` prepared its change of the store. */
+  prepared?: number;
+  /** Runs inside the run of an `fs.read`, after it was authorized. */
+  duringRead?: () => Promise<void>;
 }
 
 /**
@@ -45,8 +50,9 @@ interface Seen {
  * effect, `fs.write` needs fs:write and is idempotent, `fs.rename` needs
  * delete on the source and write on the target, `fs.stat` fails in its plan,
  * `fs.list` fails in its run, `fs.mkdir` is refused for lack of authority
- * in its run (after `fs:write` allowed it). Every stage counts its
- * invocations.
+ * in its run (after `fs:write` allowed it), `event.emit` is a change of
+ * the store alone (the next seq of a counter under `["fake_topic", topic]`).
+ * Every stage counts its invocations.
  */
 function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
   const at = (path: string) => `/ws/${path}`;
@@ -56,9 +62,10 @@ function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
       return {
         ops: [{ resource: "fs", right: "read", target: at(args.path) }],
         effect: "none",
-        run: () => {
+        run: async () => {
           counts.ran++;
-          return Promise.resolve(`content of ${args.path}`);
+          await seen.duringRead?.();
+          return `content of ${args.path}`;
         },
       };
     },
@@ -113,6 +120,22 @@ function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
         run: () => {
           counts.ran++;
           throw new SyscallError("EPERM", `Cannot create directory "${args.path}": not yours`);
+        },
+      };
+    },
+    "event.emit": (_ctx, args) => {
+      counts.planned++;
+      return {
+        ops: [{ resource: "event", right: "emit", target: args.topic }],
+        effect: "effect",
+        prepare: async () => {
+          seen.prepared = (seen.prepared ?? 0) + 1;
+          const counter = await kv.get<number>(["fake_topic", args.topic]);
+          const seq = (counter.value ?? 0) + 1;
+          return {
+            result: { seq },
+            apply: (op) => op.check(counter).set(["fake_topic", args.topic], seq),
+          };
         },
       };
     },
@@ -220,6 +243,7 @@ function errorOf(reply: SyscallReply): { code: string; message: string } {
 }
 
 const READ_WS: CapabilitySpec = { resource: "fs", rights: ["read"], scope: "/ws/**" };
+const EMIT_ANY: CapabilitySpec = { resource: "event", rights: ["emit"], scope: "**" };
 const WRITE_WS: CapabilitySpec = { resource: "fs", rights: ["write"], scope: "/ws/**" };
 
 Deno.test("an unknown syscall fails with ENOSYS before any handler, and is audited", async () => {
@@ -647,4 +671,109 @@ Deno.test("with checkResults, a recorded result answered at replay that does not
     await journal.close();
     kv.close();
   }
+});
+
+Deno.test("a change of the store commits with its done record and audit record, in one commit", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, EMIT_ANY);
+    const watch = watchCommits(f.kv);
+    const reply = await f.call("event.emit", { topic: "t", data: 1 });
+    watch.stop();
+    assert.deepEqual(reply, { id: 1, ok: true, value: { seq: 1 }, at: (reply as BrokerReply).at });
+    // The one commit holds the change, the call's record and its audit record.
+    assert.equal(watch.commits.length, 1);
+    const keys = watch.commits[0].keys.map((key) => JSON.stringify(key));
+    for (
+      const key of [["fake_topic", "t"], ["journal", 1, 1], ["audit", "rec", 1], ["audit", "head"]]
+    ) {
+      assert.ok(keys.includes(JSON.stringify(key)), `${JSON.stringify(key)} in ${keys}`);
+    }
+    // Never an intent without its outcome: the record is done once the call returns.
+    const record = (await f.kv.get<JournalRecord>(["journal", 1, 1])).value;
+    assert.equal(record?.phase, "done");
+    assert.deepEqual(record?.value, { seq: 1 });
+    assert.equal(f.journal.stats.commits, 1);
+    assert.equal((await f.audit())[0].syscall, "event.emit");
+  });
+});
+
+Deno.test("a change whose check fails is prepared again and committed once", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, EMIT_ANY);
+    // Another writer moves the counter after the call read it.
+    const raced = beforeNextCommit(f.kv, async () => {
+      await f.kv.set(["fake_topic", "t"], 5);
+    });
+    const reply = await f.call("event.emit", { topic: "t" });
+    await raced;
+    assert.deepEqual((reply as BrokerReply & { ok: true }).value, { seq: 6 });
+    assert.equal(f.seen.prepared, 2);
+    assert.equal((await f.kv.get(["fake_topic", "t"])).value, 6);
+    assert.equal((await f.audit()).length, 1);
+  });
+});
+
+Deno.test("a revocation committed after authorization refuses the change of the store, which writes nothing", async () => {
+  await withBroker(async (f) => {
+    const id = await f.grant(1, EMIT_ANY);
+    // The revocation lands after the call read its capabilities, just before its commit.
+    const revoked = beforeNextCommit(f.kv, async () => {
+      await f.caps.revoke(id);
+    });
+    const refused = errorOf(await f.call("event.emit", { topic: "t" }));
+    await revoked;
+    assert.equal(refused.code, "EPERM");
+    assert.match(refused.message, /no capability grants event:emit/);
+    assert.equal((await f.kv.get(["fake_topic", "t"])).value, null);
+    const [record] = await f.audit();
+    assert.deepEqual([record.decision, record.outcome, record.code], ["deny", "error", "EPERM"]);
+    const done = (await f.kv.get<JournalRecord>(["journal", 1, 1])).value;
+    assert.deepEqual([done?.phase, done?.ok], ["done", false]);
+  });
+});
+
+Deno.test("a grant to the caller committed after authorization does not refuse its change", async () => {
+  await withBroker(async (f) => {
+    await f.grant(1, EMIT_ANY);
+    const granted = beforeNextCommit(f.kv, async () => {
+      await f.grant(1, READ_WS);
+    });
+    const reply = await f.call("event.emit", { topic: "t" });
+    await granted;
+    assert.equal(reply.ok, true);
+    // Authorized again on the new version of its capabilities, and prepared again.
+    assert.equal(f.seen.prepared, 2);
+    assert.equal((await f.kv.get(["fake_topic", "t"])).value, 1);
+  });
+});
+
+Deno.test("a revocation committed after authorization refuses an effect before its intent, and it never runs", async () => {
+  await withBroker(async (f) => {
+    const id = await f.grant(1, WRITE_WS);
+    const revoked = beforeNextCommit(f.kv, async () => {
+      await f.caps.revoke(id);
+    });
+    const refused = errorOf(await f.call("fs.write", { path: "a.txt", content: "x" }));
+    await revoked;
+    assert.equal(refused.code, "EPERM");
+    assert.equal(f.counts.ran, 0);
+    await f.journal.flush();
+    const done = (await f.kv.get<JournalRecord>(["journal", 1, 1])).value;
+    assert.deepEqual([done?.phase, done?.ok], ["done", false]);
+  });
+});
+
+Deno.test("a read authorized before a revocation commits may still answer; every later call is refused", async () => {
+  await withBroker(async (f) => {
+    const id = await f.grant(1, READ_WS);
+    // The revocation lands while the read runs: the read was authorized before it.
+    f.seen.duringRead = async () => {
+      f.seen.duringRead = undefined;
+      await f.caps.revoke(id);
+    };
+    const read = await f.call("fs.read", { path: "a.txt" });
+    assert.equal(read.ok, true);
+    assert.equal(errorOf(await f.call("fs.read", { path: "a.txt" })).code, "EPERM");
+    assert.equal(f.counts.ran, 1);
+  });
 });

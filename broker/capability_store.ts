@@ -16,6 +16,7 @@ import {
   formatCapability,
 } from "./capability.ts";
 import { SyscallError } from "./errors.ts";
+import type { StoreChange } from "./store_change.ts";
 
 /** How a grant came about. */
 export interface GrantOptions {
@@ -32,6 +33,18 @@ export interface GrantOptions {
   expiresAt?: number;
   /** The grant time in ms since the epoch (default `Date.now()`). */
   now?: number;
+}
+
+/** The live capabilities of one holder, as read at one version of them. */
+export interface Holdings {
+  /** The unexpired capabilities that are not used up. */
+  readonly capabilities: Capability[];
+  /**
+   * Adds to an atomic operation a check that the holder's capabilities are
+   * still at this version: a grant, use or revocation of any of them
+   * committed since fails the commit.
+   */
+  unchanged(op: Deno.AtomicOperation): void;
 }
 
 /** The key whose versionstamp changes with every change to a holder's capabilities. */
@@ -69,6 +82,28 @@ export class CapabilityStore {
     spec: CapabilitySpec,
     options: GrantOptions,
   ): Promise<Capability> {
+    const change = await this.prepareCheckedGrant(holder, spec, options);
+    const op = this.#kv.atomic();
+    change.apply(op);
+    const result = await op.commit();
+    if (!result.ok) {
+      throw new SyscallError("EPERM", "Cannot grant a capability: a concurrent change won");
+    }
+    return change.result;
+  }
+
+  /**
+   * Prepares a grant as a change of the store ({@link grant} commits one
+   * alone): the parent, when there is one, is read as stored now and must
+   * still exist (`EPERM` when it was revoked), the grant must be a subset of
+   * it (`EPERM` otherwise), and the commit holds only while the parent is
+   * unchanged.
+   */
+  async prepareCheckedGrant(
+    holder: number,
+    spec: CapabilitySpec,
+    options: GrantOptions,
+  ): Promise<StoreChange<Capability>> {
     let parent: Deno.KvEntryMaybe<Capability> | undefined;
     if (options.parent) {
       // The parent must still exist: a grant derived from a revoked capability fails.
@@ -81,18 +116,17 @@ export class CapabilityStore {
       }
     }
     // Checked against the parent as stored now (its uses may have gone down).
-    const { apply } = this.prepareGrant(holder, spec, {
+    const { cap, apply } = this.prepareGrant(holder, spec, {
       ...options,
       parent: parent?.value ?? undefined,
     });
-    const op = this.#kv.atomic();
-    const cap = apply(op);
-    if (parent) op.check(parent);
-    const result = await op.commit();
-    if (!result.ok) {
-      throw new SyscallError("EPERM", "Cannot grant a capability: a concurrent change won");
-    }
-    return cap;
+    return {
+      result: cap,
+      apply: (op) => {
+        apply(op);
+        if (parent) op.check(parent);
+      },
+    };
   }
 
   /**
@@ -154,6 +188,16 @@ export class CapabilityStore {
    * host or CLI on the same store is seen at once.
    */
   async list(holder: number, now: number = Date.now()): Promise<Capability[]> {
+    return (await this.holdings(holder, now)).capabilities;
+  }
+
+  /**
+   * Like {@link list}, with the check that keeps a decision made on these
+   * capabilities exact: added to the commit of what the decision allowed,
+   * it fails that commit when any of them changed since they were read (a
+   * revocation included). Costs no read beyond {@link list}'s.
+   */
+  async holdings(holder: number, now: number = Date.now()): Promise<Holdings> {
     const version = (await this.#kv.get<string>(versionKey(holder))).versionstamp;
     let cached = this.#byHolder.get(holder);
     if (!cached || cached.version !== version) {
@@ -171,10 +215,13 @@ export class CapabilityStore {
       cached = { version, caps };
       this.#byHolder.set(holder, cached);
     }
-    return cached.caps.filter((c) =>
-      (c.expiresAt === undefined || c.expiresAt > now) &&
-      (c.uses === undefined || c.uses > 0)
-    );
+    return {
+      capabilities: cached.caps.filter((c) =>
+        (c.expiresAt === undefined || c.expiresAt > now) &&
+        (c.uses === undefined || c.uses > 0)
+      ),
+      unchanged: (op) => op.check({ key: versionKey(holder), versionstamp: version }),
+    };
   }
 
   /** One capability by id, or undefined. */

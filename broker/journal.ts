@@ -15,7 +15,10 @@
  * Durability costs one commit per effect, not per syscall: records of calls
  * without external effects are buffered and ride along with the next
  * durable write, or are flushed after `flushMs`. While one commit is in
- * flight, everything that arrives waits and goes in the next one.
+ * flight, everything that arrives waits and goes in the next one. A call
+ * whose effect is a change of the store alone commits that change with its
+ * records, in a commit of its own ({@link JournalWrite.atomic}); a write
+ * whose checks no longer hold fails with {@link StaleWriteError}.
  *
  * @module
  */
@@ -108,8 +111,19 @@ export interface JournalWrite {
    * built by {@link Journal.writeCall}.
    */
   audit?: AuditEntry;
-  /** Extra mutations that must commit atomically with this write. */
+  /**
+   * Extra checks and mutations that must commit atomically with this write
+   * (a change of the store, the one-shot grants a call spends): such a
+   * write commits alone, so a failed check fails only that write.
+   */
   atomic?: (op: Deno.AtomicOperation) => void;
+  /**
+   * Checks alone (no mutations) that must hold for this write to commit
+   * (that the caller's capabilities are unchanged since they authorized the
+   * call): the write still batches, and when a batch fails on a check, its
+   * writes are committed one by one so only the stale ones fail.
+   */
+  checks?: (op: Deno.AtomicOperation) => void;
   /**
    * Blind mutations (sums, such as the storage this write is charged) that
    * commit with it; they carry no checks, so the write still batches.
@@ -122,6 +136,18 @@ interface Queued {
   size: number;
   resolve?: () => void;
   reject?: (error: unknown) => void;
+}
+
+/**
+ * A write whose checks no longer hold (a concurrent change won): nothing of
+ * it was committed; the caller may prepare it again.
+ */
+export class StaleWriteError extends Error {
+  /** Creates the error. */
+  constructor() {
+    super("Cannot commit the journal write: a value it checks has changed");
+    this.name = "StaleWriteError";
+  }
 }
 
 /** Counters of the group-commit writer, for benchmarks. */
@@ -363,13 +389,16 @@ export class Journal {
    * Journals a syscall and audits it, from the facts of the call: its `done`
    * record (when it ended) and its audit entry go into one write. `charge`
    * is handed the bytes the two records take and answers the mutations that
-   * charge them (see {@link JournalWrite.charges}).
+   * charge them (see {@link JournalWrite.charges}). `atomic` adds what must
+   * commit with the records (see {@link JournalWrite.atomic}): the call's
+   * change of the store and the checks of its authority.
    */
   async writeCall(
     facts: CallFacts,
     options: {
       durable: boolean;
       charge?: (bytes: number) => Promise<(op: Deno.AtomicOperation) => void>;
+      atomic?: (op: Deno.AtomicOperation) => void;
     },
   ): Promise<void> {
     const { ctx, end } = facts;
@@ -386,7 +415,9 @@ export class Journal {
     const charges = await options.charge?.(
       (journal ? JSON.stringify(journal).length : 0) + canonicalJson(audit).length,
     );
-    await this.write({ journal, audit, charges }, { durable: options.durable });
+    await this.write({ journal, audit, charges, atomic: options.atomic }, {
+      durable: options.durable,
+    });
   }
 
   /**
@@ -451,8 +482,8 @@ export class Journal {
     while (this.#queue.length) {
       let bytes = 0;
       let count = 0;
-      // A write with its own checks commits alone, so a lost check fails
-      // only that write.
+      // A write with its own checks and mutations commits alone, so a lost
+      // check fails only that write.
       while (
         count < this.#queue.length && count < this.#maxBatch &&
         (count === 0 ||
@@ -460,32 +491,44 @@ export class Journal {
             !this.#queue[count].write.atomic &&
             !this.#queue[0].write.atomic))
       ) bytes += this.#queue[count++].size;
-      const batch = this.#queue.splice(0, count);
-      try {
-        await this.#commit(batch.map((q) => q.write));
-        for (const q of batch) q.resolve?.();
-      } catch (error) {
-        for (const q of batch) q.reject?.(error);
-        if (batch.some((q) => !q.reject)) console.error(error);
+      await this.#commitBatch(this.#queue.splice(0, count));
+    }
+  }
+
+  /** Commits a batch and settles its writes; after a failed check, one write at a time. */
+  async #commitBatch(batch: Queued[]): Promise<void> {
+    try {
+      await this.#commit(batch.map((q) => q.write));
+      for (const q of batch) q.resolve?.();
+    } catch (error) {
+      if (error instanceof StaleWriteError && batch.length > 1) {
+        // Which write's check failed is unknown: each goes alone, so only the stale ones fail.
+        for (const q of batch) await this.#commitBatch([q]);
+        return;
       }
+      for (const q of batch) q.reject?.(error);
+      if (batch.some((q) => !q.reject)) console.error(error);
     }
   }
 
   async #commit(writes: JournalWrite[]): Promise<void> {
+    const checked = writes.some((w) => w.atomic || w.checks);
     for (let attempt = 0;; attempt++) {
       this.#head ??= await this.#audit.head();
       const op = this.#kv.atomic();
       for (const w of writes) {
         if (w.journal) putRecord(op, w.journal);
+        w.checks?.(op);
         w.atomic?.(op);
         w.charges?.(op);
       }
       const entries = writes.flatMap((w) => w.audit ? [w.audit] : []);
       let head = this.#head.head;
+      const headVersion = this.#head.versionstamp;
       if (entries.length) {
         // The records go on the chain only if its head has not moved.
         const linked = await chain(head, entries);
-        op.check({ key: AUDIT_HEAD_KEY, versionstamp: this.#head.versionstamp });
+        op.check({ key: AUDIT_HEAD_KEY, versionstamp: headVersion });
         for (const record of linked.records) op.set(_auditRecordKey(record.seq), record);
         op.set(AUDIT_HEAD_KEY, linked.head);
         head = linked.head;
@@ -498,8 +541,12 @@ export class Journal {
         this.stats.largestBatch = Math.max(this.stats.largestBatch, writes.length);
         return;
       }
-      this.#head = undefined;
-      if (attempt >= (writes[0].atomic ? 3 : 20)) {
+      this.#head = await this.#audit.head();
+      // The head did not move, so a check of the writes' own failed: trying again cannot help.
+      if (checked && (!entries.length || this.#head.versionstamp === headVersion)) {
+        throw new StaleWriteError();
+      }
+      if (attempt >= 20) {
         throw new Error("Cannot commit the journal: a concurrent change won");
       }
     }

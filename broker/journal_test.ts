@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { type AuditEntry, AuditLog, type AuditRecord, GENESIS } from "./audit.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
-import { chain, Journal, type JournalOptions, type JournalRecord } from "./journal.ts";
+import {
+  chain,
+  Journal,
+  type JournalOptions,
+  type JournalRecord,
+  StaleWriteError,
+} from "./journal.ts";
 import { rawControls } from "../test/_terminal.ts";
 
 function record(pid: number, seq: number): JournalRecord {
@@ -128,6 +134,51 @@ Deno.test("a write whose own check fails is rejected alone", async () => {
     assert.equal(await stored(kv, 1, 2), null);
     assert.equal((await kv.get(["guarded"])).value, null);
     assert.ok(await stored(kv, 1, 3));
+  });
+});
+
+Deno.test("writes that carry checks batch, and a stale one fails alone as stale", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv) => {
+    await kv.set(["guard"], 1);
+    const stale = await kv.get(["guard"]);
+    await kv.set(["guard"], 2);
+    const fresh = await kv.get(["guard"]);
+    const write = (seq: number, check?: Deno.AtomicCheck) =>
+      journal.write({
+        journal: record(1, seq),
+        audit: audit(1),
+        checks: check && ((op) => op.check(check)),
+      }, { durable: true });
+    // While a commit is in flight, the writes after it queue into one batch.
+    await Promise.all([write(1), write(2, fresh), write(3, fresh), write(4)]);
+    assert.equal(journal.stats.largestBatch, 3);
+    const first = write(5);
+    const failing = write(6, stale);
+    const others = [write(7, fresh), write(8)];
+    await first;
+    await assert.rejects(failing, StaleWriteError);
+    await Promise.all(others);
+    assert.equal(await stored(kv, 1, 6), null);
+    for (const seq of [5, 7, 8]) assert.ok(await stored(kv, 1, seq), `seq ${seq}`);
+  });
+});
+
+Deno.test("a write with its own mutations fails as stale when its check fails, the chain's head unmoved", async () => {
+  await withJournal({}, async (journal, kv, log) => {
+    await journal.write({ audit: audit(1) }, { durable: true });
+    await kv.set(["guard"], 1);
+    const stale = await kv.get(["guard"]);
+    await kv.set(["guard"], 2);
+    await assert.rejects(
+      journal.write({
+        journal: record(1, 1),
+        audit: audit(1),
+        atomic: (op) => op.check(stale).set(["guarded"], true),
+      }, { durable: true }),
+      StaleWriteError,
+    );
+    assert.equal((await kv.get(["guarded"])).value, null);
+    assert.deepEqual(await log.verify(), { ok: true, count: 1 });
   });
 });
 

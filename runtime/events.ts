@@ -9,10 +9,15 @@
  * `storageBytes` quota (`runtime/storage_quota.ts`) in the commit that
  * stores it, and refused with `EBUDGET` over it.
  *
+ * {@link TopicEvents.preparePost} prepares a post as a change of the store
+ * for a commit of the caller's: the broker commits an `event.emit` with the
+ * call's journal and audit records.
+ *
  * @module
  */
 
 import { SyscallError } from "../broker/errors.ts";
+import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
 import type { StorageQuotas } from "./storage_quota.ts";
 import type { Store } from "./store.ts";
 import type { Waits } from "./waits.ts";
@@ -62,7 +67,21 @@ export class TopicEvents {
   }
 
   /** Appends an event and wakes the processes waiting on its topic. */
-  async post(topic: string, data: unknown, from: number | null): Promise<{ seq: number }> {
+  post(topic: string, data: unknown, from: number | null): Promise<{ seq: number }> {
+    return commitStoreChange(this.#kernel.store.kv, () => this.preparePost(topic, data, from));
+  }
+
+  /**
+   * Prepares {@link post} as a change of the store: the event takes the
+   * topic's next seq, checked against the counter as read now, and is
+   * charged to the emitting process (`EBUDGET` over its quota). Its `wake`
+   * wakes the processes waiting on the topic.
+   */
+  async preparePost(
+    topic: string,
+    data: unknown,
+    from: number | null,
+  ): Promise<StoreChange<{ seq: number }>> {
     const kv = this.#kernel.store.kv;
     if (JSON.stringify(data ?? null).length > MAX_DATA_CHARS) {
       throw new SyscallError(
@@ -70,27 +89,30 @@ export class TopicEvents {
         `Cannot emit on "${topic}": data is over ${MAX_DATA_CHARS} bytes`,
       );
     }
-    let event: TopicEvent;
-    for (;;) {
-      const counter = await kv.get<number>(["topic_seq", topic]);
-      const seq = (counter.value ?? 0) + 1;
-      event = { topic, seq, data: data ?? null, from, at: this.#kernel.now() };
-      const op = kv.atomic().check(counter).set(["topic_seq", topic], seq)
-        .set(["topic_event", topic, seq], event);
-      if (from !== null) {
-        const charge = await this.#kernel.quotas.prepare(
-          [{ pid: from, bytes: JSON.stringify(event).length }],
-          `Cannot emit on "${topic}"`,
-        );
-        charge(op);
-      }
-      if ((await op.commit()).ok) break;
-    }
-    for await (const waiter of kv.list({ prefix: ["wait_event", topic] })) {
+    const counter = await kv.get<number>(["topic_seq", topic]);
+    const seq = (counter.value ?? 0) + 1;
+    const event: TopicEvent = { topic, seq, data: data ?? null, from, at: this.#kernel.now() };
+    const charge = from === null ? undefined : await this.#kernel.quotas.prepare(
+      [{ pid: from, bytes: JSON.stringify(event).length }],
+      `Cannot emit on "${topic}"`,
+    );
+    return {
+      result: { seq },
+      apply: (op) => {
+        op.check(counter).set(["topic_seq", topic], seq).set(["topic_event", topic, seq], event);
+        charge?.(op);
+      },
+      wake: () => this.#wake(event),
+    };
+  }
+
+  /** Completes the wait of every process waiting on the topic of `event`, with it. */
+  async #wake(event: TopicEvent): Promise<void> {
+    const kv = this.#kernel.store.kv;
+    for await (const waiter of kv.list({ prefix: ["wait_event", event.topic] })) {
       const [, , pid, seq] = waiter.key as [string, string, number, number];
       await this.#kernel.waits.complete(pid, seq, { ok: true, value: event });
     }
-    return { seq: event.seq };
   }
 
   /** The seq of the newest event on a topic (0 when none). */

@@ -10,10 +10,15 @@
  * in the commit that takes it: a sender cannot fill the store with mail
  * nobody reads.
  *
+ * {@link Mailbox.prepareSend} prepares a message as a change of the store
+ * for a commit of the caller's: the broker commits a `msg.send` with the
+ * call's journal and audit records.
+ *
  * @module
  */
 
 import { SyscallError } from "../broker/errors.ts";
+import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
 import type { StorageQuotas } from "./storage_quota.ts";
 import type { Store } from "./store.ts";
 import type { Waits } from "./waits.ts";
@@ -61,7 +66,21 @@ export class Mailbox {
   }
 
   /** Appends a message to `to`'s mailbox and wakes it if it waits. */
-  async send(to: number, data: unknown, from: number | null): Promise<{ seq: number }> {
+  send(to: number, data: unknown, from: number | null): Promise<{ seq: number }> {
+    return commitStoreChange(this.#kernel.store.kv, () => this.prepareSend(to, data, from));
+  }
+
+  /**
+   * Prepares {@link send} as a change of the store: the message takes the
+   * mailbox's next seq, checked against the counter as read now, and is
+   * charged to the sender (`EBUDGET` over its quota). Its `wake` hands the
+   * oldest message to `to` when it waits for one.
+   */
+  async prepareSend(
+    to: number,
+    data: unknown,
+    from: number | null,
+  ): Promise<StoreChange<{ seq: number }>> {
     const kv = this.#kernel.store.kv;
     if (JSON.stringify(data ?? null).length > MAX_DATA_CHARS) {
       throw new SyscallError(
@@ -69,20 +88,22 @@ export class Mailbox {
         `Cannot send to process ${to}: data is over ${MAX_DATA_CHARS} bytes`,
       );
     }
-    let seq: number;
-    for (;;) {
-      const counter = await kv.get<number>(["mail_seq", to]);
-      seq = (counter.value ?? 0) + 1;
-      const message: MailMessage = { seq, from, data: data ?? null, at: this.#kernel.now() };
-      const op = kv.atomic().check(counter).set(["mail_seq", to], seq)
-        .set(["mail", to, seq], message);
-      (await this.#charge(message, 1, `Cannot send to process ${to}`))?.(op);
-      if ((await op.commit()).ok) break;
-    }
-    for await (const waiter of kv.list({ prefix: ["wait_mail", to] })) {
-      await this.deliver(to, waiter.key[2] as number);
-    }
-    return { seq };
+    const counter = await kv.get<number>(["mail_seq", to]);
+    const seq = (counter.value ?? 0) + 1;
+    const message: MailMessage = { seq, from, data: data ?? null, at: this.#kernel.now() };
+    const charge = await this.#charge(message, 1, `Cannot send to process ${to}`);
+    return {
+      result: { seq },
+      apply: (op) => {
+        op.check(counter).set(["mail_seq", to], seq).set(["mail", to, seq], message);
+        charge?.(op);
+      },
+      wake: async () => {
+        for await (const waiter of kv.list({ prefix: ["wait_mail", to] })) {
+          await this.deliver(to, waiter.key[2] as number);
+        }
+      },
+    };
   }
 
   /** Takes the oldest message, if any (for a `msg.recv` that need not wait). */

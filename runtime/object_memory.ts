@@ -21,12 +21,18 @@
  * object it replaces to whoever was charged for that one; a delete gives
  * them back too.
  *
+ * Each write is also available prepared, as a change of the store for a
+ * commit of the caller's ({@link ObjectMemory.preparePut},
+ * `prepareDelete`, `prepareDefineType`): the broker commits an `obj.*`
+ * call's write with the call's journal and audit records.
+ *
  * @module
  */
 
 import { digestOf } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { CapabilitySpec } from "../broker/capability.ts";
+import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
 import {
   type CompiledSchema,
   compileSchema,
@@ -261,12 +267,27 @@ export class ObjectMemory {
    * 1 MiB or does not match its type, `EBUDGET` when it would take the
    * `chargeTo` process over a storage quota; nothing is stored then.
    */
-  async put(
+  put(
     namespace: string,
     name: string,
     value: unknown,
     options: PutOptions,
   ): Promise<ObjectRecord> {
+    return commitStoreChange(this.#kv, () => this.preparePut(namespace, name, value, options));
+  }
+
+  /**
+   * Prepares {@link put} as a change of the store, checked against the
+   * object and the quota counters as read now; fails as `put` does, with
+   * nothing stored. A large value's chunks are written now, under keys no
+   * record refers to until the change commits (`discard` removes them).
+   */
+  async preparePut(
+    namespace: string,
+    name: string,
+    value: unknown,
+    options: PutOptions,
+  ): Promise<StoreChange<ObjectRecord>> {
     validateName("namespace", namespace);
     validateName("object", name);
     const action = `Cannot put object ${_quote(`${namespace}/${name}`)}`;
@@ -291,16 +312,7 @@ export class ObjectMemory {
     if (options.type !== undefined) {
       await this.#enforce(namespace, options.type, parsed, action);
     }
-    if (options.chargeTo !== undefined) {
-      // Refuse early, before a large value's chunks are written; the commit checks again.
-      const current = await this.#kv.get<_Stored>(["obj", namespace, name]);
-      await this.#charges(
-        { size: bytes.length, chargedTo: options.chargeTo },
-        current.value,
-        action,
-      );
-    }
-    const record = await this.#store(namespace, name, bytes, action, async (current) => {
+    const change = await this.#prepareStore(namespace, name, bytes, action, async (current) => {
       const found = current?.version ?? 0;
       if (expected !== undefined && expected !== found) {
         throw new SyscallError(
@@ -320,7 +332,7 @@ export class ObjectMemory {
         chargedTo: options.chargeTo,
       };
     });
-    return _toRecord(record, parsed);
+    return { ...change, result: _toRecord(change.result, parsed) };
   }
 
   /** Reads an object; `ENOENT` when there is none. */
@@ -359,19 +371,31 @@ export class ObjectMemory {
   }
 
   /** Deletes an object and its chunks; `ENOENT` when there is none. */
-  async delete(namespace: string, name: string): Promise<void> {
+  delete(namespace: string, name: string): Promise<void> {
+    return commitStoreChange(this.#kv, () => this.prepareDelete(namespace, name));
+  }
+
+  /**
+   * Prepares {@link delete} as a change of the store, checked against the
+   * object as read now; `ENOENT` when there is none.
+   */
+  async prepareDelete(namespace: string, name: string): Promise<StoreChange<void>> {
     validateName("namespace", namespace);
     validateName("object", name);
     const key = ["obj", namespace, name];
     const action = `Cannot delete object ${_quote(`${namespace}/${name}`)}`;
-    for (;;) {
-      const current = await this.#kv.get<_Stored>(key);
-      if (!current.value) throw new SyscallError("ENOENT", `${action}: not found`);
-      const op = this.#kv.atomic().check(current).delete(key);
-      _deleteChunks(op, current.value);
-      (await this.#charges(null, current.value, action))?.(op);
-      if ((await op.commit()).ok) return;
-    }
+    const current = await this.#kv.get<_Stored>(key);
+    const stored = current.value;
+    if (!stored) throw new SyscallError("ENOENT", `${action}: not found`);
+    const refund = await this.#charges(null, stored, action);
+    return {
+      result: undefined,
+      apply: (op) => {
+        op.check(current).delete(key);
+        _deleteChunks(op, stored);
+        refund?.(op);
+      },
+    };
   }
 
   /**
@@ -387,6 +411,22 @@ export class ObjectMemory {
     schema: Record<string, unknown>,
     options: { definer: number },
   ): Promise<ObjectType> {
+    return await commitStoreChange(
+      this.#kv,
+      () => this.prepareDefineType(namespace, name, schema, options),
+    );
+  }
+
+  /**
+   * Prepares {@link defineType} as a change of the store, checked against
+   * the type as read now; fails as `defineType` does.
+   */
+  async prepareDefineType(
+    namespace: string,
+    name: string,
+    schema: Record<string, unknown>,
+    options: { definer: number },
+  ): Promise<StoreChange<ObjectType>> {
     validateName("namespace", namespace);
     validateName("type", name);
     const action = `Cannot define type ${_quote(`${namespace}/${name}`)}`;
@@ -417,7 +457,8 @@ export class ObjectMemory {
       definedAt: this.#now(),
       digest,
     };
-    return _publicType(await this.#putType(type, action));
+    const change = await this.#prepareType(type, action);
+    return { ...change, result: _publicType(change.result) };
   }
 
   /**
@@ -458,7 +499,10 @@ export class ObjectMemory {
       types.push(entry.value);
     }
     for (const type of types) {
-      await this.#putType({ ...type, namespace: to }, action);
+      await commitStoreChange(
+        this.#kv,
+        () => this.#prepareType({ ...type, namespace: to }, action),
+      );
     }
     let count = 0;
     for await (const entry of this.#kv.list<_Stored>({ prefix: ["obj", from] })) {
@@ -466,62 +510,62 @@ export class ObjectMemory {
       if (!source) continue;
       const { type, version, writer, updatedAt } = source.stored;
       const chargedTo = options.chargeTo;
-      await this.#store(
-        to,
-        source.stored.name,
-        source.bytes,
-        action,
-        () => Promise.resolve({ type, version, writer, updatedAt, chargedTo }),
-      );
+      await commitStoreChange(this.#kv, () =>
+        this.#prepareStore(
+          to,
+          source.stored.name,
+          source.bytes,
+          action,
+          () => Promise.resolve({ type, version, writer, updatedAt, chargedTo }),
+        ));
       count++;
     }
     return count;
   }
 
   /**
-   * Stores `bytes` as the value of an object: writes its chunks when large,
-   * then replaces the current record (and its chunks) in one atomic
-   * check-and-set with the storage charges it moves, asking `decide` again
-   * after a lost race. Chunks of a write that does not commit are removed.
+   * Prepares storing `bytes` as the value of an object: the record `decide`
+   * makes from the current one replaces it (and its chunks) in one
+   * check-and-set with the storage charges it moves. A large value's chunks
+   * are written now, once the charges are known to fit, under a fresh blob
+   * id; `discard` removes them when the change is not committed.
    */
-  async #store(
+  async #prepareStore(
     namespace: string,
     name: string,
     bytes: Uint8Array,
     action: string,
     decide: (current: _Stored | null) => Promise<_Meta>,
-  ): Promise<_Stored> {
+  ): Promise<StoreChange<_Stored>> {
     const key = ["obj", namespace, name];
+    const current = await this.#kv.get<_Stored>(key);
+    const meta = await decide(current.value);
+    const charges = await this.#charges(
+      { size: bytes.length, chargedTo: meta.chargedTo },
+      current.value,
+      action,
+    );
     const chunks = bytes.length > INLINE_BYTES
       ? await this.#writeChunks(namespace, name, bytes)
       : undefined;
-    let committed = false;
-    try {
-      for (;;) {
-        const current = await this.#kv.get<_Stored>(key);
-        const meta = await decide(current.value);
-        const record: _Stored = {
-          namespace,
-          name,
-          ...meta,
-          size: bytes.length,
-          ...(chunks ? chunks : { data: bytes }),
-        };
-        if (record.type === undefined) delete record.type;
-        if (record.chargedTo === undefined) delete record.chargedTo;
-        const op = this.#kv.atomic().check(current).set(key, record);
+    const record: _Stored = {
+      namespace,
+      name,
+      ...meta,
+      size: bytes.length,
+      ...(chunks ? chunks : { data: bytes }),
+    };
+    if (record.type === undefined) delete record.type;
+    if (record.chargedTo === undefined) delete record.chargedTo;
+    return {
+      result: record,
+      apply: (op) => {
+        op.check(current).set(key, record);
         if (current.value) _deleteChunks(op, current.value);
-        (await this.#charges(record, current.value, action))?.(op);
-        if ((await op.commit()).ok) {
-          committed = true;
-          return record;
-        }
-      }
-    } finally {
-      if (chunks && !committed) {
-        await this.#dropChunks(namespace, name, chunks);
-      }
-    }
+        charges?.(op);
+      },
+      discard: chunks && (() => this.#dropChunks(namespace, name, chunks)),
+    };
   }
 
   /**
@@ -629,26 +673,25 @@ export class ObjectMemory {
   }
 
   /**
-   * Stores a type unless one of that name exists: an existing type with the
-   * same schema is returned as is, one with another schema is `EEXIST`.
+   * Prepares storing a type unless one of that name exists: an existing type
+   * with the same schema is the result as is (nothing to store), one with
+   * another schema is `EEXIST`.
    */
-  async #putType(type: _StoredType, action: string): Promise<_StoredType> {
+  async #prepareType(type: _StoredType, action: string): Promise<StoreChange<_StoredType>> {
     const key = ["obj_type", type.namespace, type.name];
-    for (;;) {
-      const existing = await this.#kv.get<_StoredType>(key);
-      if (existing.value) {
-        if (existing.value.digest === type.digest) return existing.value;
-        throw new SyscallError(
-          "EEXIST",
-          `${action}: type ${
-            _quote(`${type.namespace}/${type.name}`)
-          } is already defined with another schema`,
-        );
+    const existing = await this.#kv.get<_StoredType>(key);
+    if (existing.value) {
+      if (existing.value.digest === type.digest) {
+        return { result: existing.value, apply: () => {} };
       }
-      const result = await this.#kv.atomic().check(existing).set(key, type)
-        .commit();
-      if (result.ok) return type;
+      throw new SyscallError(
+        "EEXIST",
+        `${action}: type ${
+          _quote(`${type.namespace}/${type.name}`)
+        } is already defined with another schema`,
+      );
     }
+    return { result: type, apply: (op) => op.check(existing).set(key, type) };
   }
 
   /** Throws unless `value` satisfies the type `type` of `namespace`. */

@@ -1,6 +1,7 @@
 /**
- * The `event.*` syscalls: publishing on a topic, and waiting for the next
- * event on one (the process parks until it arrives or the timeout passes).
+ * The `event.*` syscalls: publishing on a topic (a change of the store,
+ * committed with the call's records), and waiting for the next event on one
+ * (the process parks until it arrives or the timeout passes).
  *
  * @module
  */
@@ -12,7 +13,7 @@ import { deadlineAfter, park, type ParkKernel } from "./park.ts";
 /** What the `event` handlers need from the kernel. */
 export interface EventKernel extends ParkKernel {
   /** The topic events. */
-  readonly events: Pick<TopicEvents, "post" | "latestSeq">;
+  readonly events: Pick<TopicEvents, "preparePost" | "latestSeq">;
 }
 
 /** Handlers of the `event` namespace. */
@@ -21,7 +22,7 @@ export function eventHandlers(kernel: EventKernel): HandlerTable {
     "event.emit": (ctx, args) => ({
       ops: [{ resource: "event", right: "emit", target: args.topic }],
       effect: "effect",
-      run: () => kernel.events.post(args.topic, args.data, ctx.pid),
+      prepare: () => kernel.events.preparePost(args.topic, args.data, ctx.pid),
     }),
     "event.wait": (ctx, args) => ({
       ops: [{ resource: "event", right: "wait", target: args.topic }],

@@ -26,7 +26,7 @@ export interface HumanKernel extends PermissionKernel {
   /** The human queue. */
   readonly humans: Pick<HumanQueue, "permission" | "file">;
   /** The topic events, for notices. */
-  readonly events: Pick<TopicEvents, "post">;
+  readonly events: Pick<TopicEvents, "preparePost">;
 }
 
 /**
@@ -77,8 +77,8 @@ export function humanHandlers(kernel: HumanKernel): HandlerTable {
     "human.notify": (ctx, args) => ({
       ops: [{ resource: "human", right: "notify", target: "*" }],
       effect: "effect",
-      run: () =>
-        kernel.events.post("human.notify", { pid: ctx.pid, message: args.message }, ctx.pid),
+      prepare: () =>
+        kernel.events.preparePost("human.notify", { pid: ctx.pid, message: args.message }, ctx.pid),
     }),
   };
 }

@@ -1,5 +1,6 @@
 /**
- * The `msg.*` syscalls: a process's mailbox. `msg.recv` takes the next
+ * The `msg.*` syscalls: a process's mailbox. `msg.send` is a change of the
+ * store, committed with the call's records; `msg.recv` takes the next
  * message, or parks the process until one arrives or the timeout passes.
  *
  * @module
@@ -13,7 +14,7 @@ import { deadlineAfter, park, type ParkKernel } from "./park.ts";
 /** What the `msg` handlers need from the kernel. */
 export interface MsgKernel extends ParkKernel {
   /** The mailboxes. */
-  readonly mailbox: Pick<Mailbox, "send" | "take">;
+  readonly mailbox: Pick<Mailbox, "prepareSend" | "take">;
   /** The process table, to check that the addressee exists. */
   readonly processes: Pick<ProcessTable, "require">;
 }
@@ -24,9 +25,9 @@ export function msgHandlers(kernel: MsgKernel): HandlerTable {
     "msg.send": (ctx, args) => ({
       ops: [{ resource: "proc", right: "send", target: String(args.pid) }],
       effect: "effect",
-      run: async () => {
+      prepare: async () => {
         await kernel.processes.require(args.pid);
-        return await kernel.mailbox.send(args.pid, args.data, ctx.pid);
+        return await kernel.mailbox.prepareSend(args.pid, args.data, ctx.pid);
       },
     }),
     "msg.recv": (ctx, args) => ({

@@ -5,6 +5,10 @@
  * `obj.share` lets it share with any process (sharing a namespace it was
  * given is delegation, under the rules of `cap.delegate`).
  *
+ * Every call that writes (`obj.put`, `obj.delete`, `obj.define_type`,
+ * `obj.share`) plans a change of the store, which the broker commits with
+ * the call's journal and audit records in one commit.
+ *
  * @module
  */
 
@@ -23,9 +27,12 @@ import type { ProcessTable } from "../process_table.ts";
 /** What the `obj` handlers need from the kernel. */
 export interface ObjKernel {
   /** Object memory. */
-  readonly objects: Pick<ObjectMemory, "get" | "list" | "put" | "delete" | "defineType">;
+  readonly objects: Pick<
+    ObjectMemory,
+    "get" | "list" | "preparePut" | "prepareDelete" | "prepareDefineType"
+  >;
   /** The capability store, to grant shares. */
-  readonly caps: Pick<CapabilityStore, "grant">;
+  readonly caps: Pick<CapabilityStore, "prepareCheckedGrant">;
   /** The process table. */
   readonly processes: Pick<ProcessTable, "require">;
   /** The clock. */
@@ -69,14 +76,14 @@ export function objHandlers(kernel: ObjKernel): HandlerTable {
       return {
         ops: op("write", ns),
         effect: "effect",
-        run: async () => {
-          const record = await objects.put(ns, args.name, args.value, {
+        prepare: async () => {
+          const change = await objects.preparePut(ns, args.name, args.value, {
             writer: ctx.pid,
             chargeTo: ctx.pid,
             type: args.type,
             expectedVersion: args.expectedVersion,
           });
-          return { version: record.version };
+          return { ...change, result: { version: change.result.version } };
         },
       };
     },
@@ -85,7 +92,7 @@ export function objHandlers(kernel: ObjKernel): HandlerTable {
       return {
         ops: op("delete", ns),
         effect: "idempotent",
-        run: () => objects.delete(ns, args.name),
+        prepare: () => objects.prepareDelete(ns, args.name),
       };
     },
     "obj.define_type": (ctx, args) => {
@@ -93,10 +100,11 @@ export function objHandlers(kernel: ObjKernel): HandlerTable {
       return {
         ops: op("write", ns),
         effect: "idempotent",
-        run: async () => {
-          await objects.defineType(ns, args.name, args.schema, {
+        prepare: async () => {
+          const change = await objects.prepareDefineType(ns, args.name, args.schema, {
             definer: ctx.pid,
           });
+          return { ...change, result: undefined };
         },
       };
     },
@@ -105,7 +113,7 @@ export function objHandlers(kernel: ObjKernel): HandlerTable {
       return {
         ops: args.rights.map((right) => ({ resource: "obj" as const, right, target: namespace })),
         effect: "effect",
-        run: async (grant) => {
+        prepare: async (grant) => {
           // A process's own namespace is its to share with any process;
           // sharing what it was given is delegation, under the same rules
           // as cap.delegate.
@@ -138,18 +146,20 @@ export function objHandlers(kernel: ObjKernel): HandlerTable {
             }
             await kernel.requireWithinCeilingOf(args.pid, spec);
           }
-          const ids: string[] = [];
-          for (const { source, spec } of shares) {
+          // Every share is granted in the call's one commit, or none is.
+          const grants = await Promise.all(shares.map(({ source, spec }) => {
             const { expiresAt, ...rest } = spec;
-            const cap = await kernel.caps.grant(args.pid, rest, {
+            return kernel.caps.prepareCheckedGrant(args.pid, rest, {
               grantedBy: `pid:${ctx.pid}`,
               parent: source,
               expiresAt,
               now: kernel.now(),
             });
-            ids.push(cap.id);
-          }
-          return ids[0];
+          }));
+          return {
+            result: grants[0].result.id,
+            apply: (op) => grants.forEach((grant) => grant.apply(op)),
+          };
         },
       };
     },
