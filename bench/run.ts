@@ -22,6 +22,8 @@ import { benchParked } from "./parked.ts";
 import { benchRecovery } from "./recovery.ts";
 import { benchJit } from "./jit.ts";
 import { benchExec } from "./exec.ts";
+import { benchCells } from "./cells.ts";
+import { benchAgent } from "./agent.ts";
 
 /** Where a run writes its results unless `--out` says otherwise: never the committed reference. */
 export const DEFAULT_OUT = ".libos/bench-results.json";
@@ -34,6 +36,8 @@ const BENCHES: Record<string, (options: BenchOptions) => Promise<Section>> = {
   recovery: benchRecovery,
   jit: benchJit,
   exec: benchExec,
+  cells: benchCells,
+  agent: benchAgent,
 };
 
 function cell(value: unknown): string {
