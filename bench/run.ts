@@ -24,6 +24,7 @@ import { benchJit } from "./jit.ts";
 import { benchExec } from "./exec.ts";
 import { benchCells } from "./cells.ts";
 import { benchAgent } from "./agent.ts";
+import { benchMemory } from "./memory.ts";
 
 /** Where a run writes its results unless `--out` says otherwise: never the committed reference. */
 export const DEFAULT_OUT = ".libos/bench-results.json";
@@ -38,6 +39,7 @@ const BENCHES: Record<string, (options: BenchOptions) => Promise<Section>> = {
   exec: benchExec,
   cells: benchCells,
   agent: benchAgent,
+  memory: benchMemory,
 };
 
 function cell(value: unknown): string {
