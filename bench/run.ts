@@ -25,6 +25,7 @@ import { benchExec } from "./exec.ts";
 import { benchCells } from "./cells.ts";
 import { benchAgent } from "./agent.ts";
 import { benchMemory } from "./memory.ts";
+import { benchApi } from "./api.ts";
 
 /** Where a run writes its results unless `--out` says otherwise: never the committed reference. */
 export const DEFAULT_OUT = ".libos/bench-results.json";
@@ -40,6 +41,7 @@ const BENCHES: Record<string, (options: BenchOptions) => Promise<Section>> = {
   cells: benchCells,
   agent: benchAgent,
   memory: benchMemory,
+  api: benchApi,
 };
 
 function cell(value: unknown): string {
