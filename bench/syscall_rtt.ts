@@ -2,8 +2,9 @@
  * Syscall round trip, program → cell → broker → capability check → journal
  * and audit → reply, against two floors measured in the same run: a raw
  * postMessage round trip to a Worker, and a raw NDJSON round trip to a
- * zero-permission subprocess (alone, and with a Worker inside, which is the
- * cell's shape without the runtime).
+ * zero-permission subprocess (alone, with a Worker inside, which is the
+ * cell's shape without the runtime, and with 8 Workers inside routed by
+ * slot, a multi-Worker cell; the target is at most 1.3x that one).
  *
  * A program loops one syscall; the host timestamps each arrival at the
  * broker, and one gap between arrivals is one round trip (see `_common.ts`).
