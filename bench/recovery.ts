@@ -76,6 +76,7 @@ async function recoverAll(
     pastAll = () => resolve(performance.now());
     failed = reject;
   });
+  past.catch(() => {}); // awaited below; a failure before then is not unhandled
   const unsubscribe = kernel.processes.subscribe((record, event) => {
     if (event.to === "blocked" && waiting.delete(record.pid) && waiting.size === 0) pastAll();
     else if (ENDED.has(event.to) && waiting.has(record.pid)) {
