@@ -42,6 +42,8 @@ export interface Section {
   rows: Row[];
   /** Raw details (counts, stats) kept in the JSON only. */
   details?: Record<string, unknown>;
+  /** The machine's 1-minute load average before and after the benchmark ran. */
+  load?: { before: number; after: number };
 }
 
 /** Options every benchmark takes. */
@@ -112,6 +114,20 @@ export async function machine(): Promise<Machine> {
     deno: Deno.version.deno,
     v8: Deno.version.v8,
   };
+}
+
+/**
+ * The 1-minute load average (NaN where `/proc/loadavg` cannot be read): on
+ * a shared machine it says how much else was running.
+ */
+export async function loadAverage(): Promise<number> {
+  try {
+    // Deno asks for --allow-sys for Deno.loadavg(); a child process may read it.
+    const output = await new Deno.Command("cat", { args: ["/proc/loadavg"] }).output();
+    return Number(new TextDecoder().decode(output.stdout).split(" ")[0]);
+  } catch {
+    return NaN;
+  }
 }
 
 /** A kernel over a KV file in a fresh temp directory, with a workspace. */
