@@ -42,6 +42,8 @@ export interface Section {
   rows: Row[];
   /** Raw details (counts, stats) kept in the JSON only. */
   details?: Record<string, unknown>;
+  /** The machine's 1-minute load average before and after the benchmark ran. */
+  load?: { before: number; after: number };
 }
 
 /** Options every benchmark takes. */
@@ -112,6 +114,20 @@ export async function machine(): Promise<Machine> {
     deno: Deno.version.deno,
     v8: Deno.version.v8,
   };
+}
+
+/**
+ * The 1-minute load average (NaN where `/proc/loadavg` cannot be read): on
+ * a shared machine it says how much else was running.
+ */
+export async function loadAverage(): Promise<number> {
+  try {
+    // Deno asks for --allow-sys for Deno.loadavg(); a child process may read it.
+    const output = await new Deno.Command("cat", { args: ["/proc/loadavg"] }).output();
+    return Number(new TextDecoder().decode(output.stdout).split(" ")[0]);
+  } catch {
+    return NaN;
+  }
 }
 
 /** A kernel over a KV file in a fresh temp directory, with a workspace. */
@@ -217,6 +233,48 @@ export function gaps(times: readonly number[]): number[] {
 export function collectedMemory(): Deno.MemoryUsage {
   (globalThis as { gc?: () => void }).gc?.();
   return Deno.memoryUsage();
+}
+
+/** One OS process of a tree, as `ps` sees it. */
+export interface OsProcess {
+  pid: number;
+  ppid: number;
+  /** Resident set size, in KiB. */
+  rssKiB: number;
+  command: string;
+}
+
+/**
+ * The OS process `root` and all its descendants, with their RSS, read
+ * with `ps` (Deno reads `/proc` only with `--allow-all`).
+ */
+export async function treeRss(root: number): Promise<{ totalKiB: number; processes: OsProcess[] }> {
+  const child = new Deno.Command("ps", {
+    args: ["-e", "-o", "pid=,ppid=,rss=,comm="],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const output = await child.output();
+  const all: OsProcess[] = new TextDecoder().decode(output.stdout).split("\n")
+    .map((line) => line.trim().match(/^(\d+)\s+(\d+)\s+(\d+)\s+(.*)$/))
+    .filter((m): m is RegExpMatchArray => m !== null)
+    .map((m) => ({ pid: +m[1], ppid: +m[2], rssKiB: +m[3], command: m[4] }))
+    .filter((p) => p.pid !== child.pid);
+  const inTree = new Set([root]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of all) {
+      if (!inTree.has(p.pid) && inTree.has(p.ppid)) {
+        inTree.add(p.pid);
+        grew = true;
+      }
+    }
+  }
+  const processes = all.filter((p) => inTree.has(p.pid));
+  if (!processes.some((p) => p.pid === root)) {
+    throw new Error(`Cannot read the RSS of process ${root}: ps does not list it`);
+  }
+  return { totalKiB: processes.reduce((n, p) => n + p.rssKiB, 0), processes };
 }
 
 /** Runs `deno run` on a bench script with the usual permissions; returns its last JSON line. */

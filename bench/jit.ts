@@ -6,7 +6,9 @@
  *
  * A program registers a trivial tool, then calls it N times, then reads a
  * file N times; the host times the gaps between consecutive arrivals of
- * the same call at the broker (see `_common.ts`).
+ * the same call at the broker (see `_common.ts`). Targets: warm, at most
+ * 5x `fs.read`; cold, at most 1.5x the floor of a Worker started inside a
+ * running cell (`_floors.ts`) plus one `fs.read`.
  *
  * @module
  */
@@ -22,6 +24,12 @@ import {
   type Row,
   type Section,
 } from "./_common.ts";
+import { workerCellStarts } from "./_floors.ts";
+
+/** Most a warm `tool.call` may cost, in `fs.read` round trips. */
+const WARM_READS = 5;
+/** Most a cold `tool.call` may cost, as a multiple of a Worker start plus one `fs.read`. */
+const COLD_STARTS = 1.5;
 
 const CALLER = `export default async function main(sys, input) {
   await sys.tool.register({
@@ -51,6 +59,7 @@ export async function benchJit(options: BenchOptions): Promise<Section> {
   const warm = await measure(tools, reads, 2);
   const read = median(warm.readGaps);
   const tool = { cold: median(cold.toolGaps), warm: median(warm.toolGaps) };
+  const workerStart = median(await workerCellStarts(options.quick ? 10 : 30));
   options.log(
     `  tool.call ${tool.cold.toFixed(1)} ms cold, ${tool.warm.toFixed(1)} ms with warm cells; ` +
       `fs.read ${read.toFixed(3)} ms`,
@@ -69,11 +78,28 @@ export async function benchJit(options: BenchOptions): Promise<Section> {
           note: kind === "cold"
             ? "child in a cold cell; the caller parks, restarts in a cold cell and replays"
             : "the same, both cells taken warm (2 warm cells, as `libos serve`)",
+          target: kind === "warm" ? `<= ${WARM_READS}x fs.read` : undefined,
+          met: kind === "warm" ? tool.warm <= WARM_READS * read : undefined,
         }),
         against({ name: `jit.tool_call.${kind}.p99`, value: percentile(gaps, 99), unit: "ms" }),
       ];
     }),
+    against({
+      name: "jit.tool_call.cold.p50.vs_worker_start",
+      value: tool.cold,
+      unit: "ms",
+      floor: workerStart + read,
+      floorName: "worker_cell.worker_start.p50 + builtin_fs_read",
+      target: `<= ${COLD_STARTS}x (Worker start in a running cell + fs.read)`,
+      met: tool.cold <= COLD_STARTS * (workerStart + read),
+    }),
     against({ name: "jit.tool_call_overhead.warm", value: tool.warm - read, unit: "ms" }),
+    against({
+      name: "floor.worker_cell.worker_start.p50",
+      value: workerStart,
+      unit: "ms",
+      note: "host asks a running multi-Worker cell for a Worker → its first message",
+    }),
   ];
   return {
     section: "jit",

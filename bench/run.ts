@@ -14,7 +14,7 @@
  */
 
 import { dirname } from "node:path";
-import { type BenchOptions, machine, type Row, type Section } from "./_common.ts";
+import { type BenchOptions, loadAverage, machine, type Row, type Section } from "./_common.ts";
 import { benchSyscallRtt } from "./syscall_rtt.ts";
 import { benchThroughput } from "./throughput.ts";
 import { benchSpawn } from "./spawn.ts";
@@ -22,6 +22,10 @@ import { benchParked } from "./parked.ts";
 import { benchRecovery } from "./recovery.ts";
 import { benchJit } from "./jit.ts";
 import { benchExec } from "./exec.ts";
+import { benchCells } from "./cells.ts";
+import { benchAgent } from "./agent.ts";
+import { benchMemory } from "./memory.ts";
+import { benchApi } from "./api.ts";
 
 /** Where a run writes its results unless `--out` says otherwise: never the committed reference. */
 export const DEFAULT_OUT = ".libos/bench-results.json";
@@ -34,6 +38,10 @@ const BENCHES: Record<string, (options: BenchOptions) => Promise<Section>> = {
   recovery: benchRecovery,
   jit: benchJit,
   exec: benchExec,
+  cells: benchCells,
+  agent: benchAgent,
+  memory: benchMemory,
+  api: benchApi,
 };
 
 function cell(value: unknown): string {
@@ -78,13 +86,21 @@ async function main(args: string[]): Promise<void> {
     if (only && !only.includes(name)) continue;
     log(`== ${name}`);
     const t0 = performance.now();
+    const before = await loadAverage();
+    let section: Section;
     try {
-      sections.push(await bench({ quick, log }));
+      section = await bench({ quick, log });
     } catch (error) {
       log(`  failed: ${(error as Error).stack ?? error}`);
-      sections.push({ section: name, rows: [], details: { error: String(error) } });
+      section = { section: name, rows: [], details: { error: String(error) } };
     }
-    log(`  (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+    section.load = { before, after: await loadAverage() };
+    sections.push(section);
+    log(
+      `  (${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s, load average ${before} → ${section.load.after})`,
+    );
   }
   const result = {
     date: new Date().toISOString(),

@@ -22,7 +22,13 @@ import {
   type Row,
   type Section,
 } from "./_common.ts";
-import { subprocessStart, workerStart } from "./_floors.ts";
+import { START_IN_FLIGHT, subprocessStart, workerCellStartRate, workerStart } from "./_floors.ts";
+import { prepareSyscallLoop, syscallGaps } from "./syscall_rtt.ts";
+
+/** Most a warm spawn → first syscall may take, in syscall round trips. */
+const WARM_RTTS = 10;
+/** Share of the Worker-start rate the sustained spawn rate should reach. */
+const SUSTAINED_SHARE = 0.8;
 
 const FIRST = `export default async function main(sys) {
   await sys.time.now();
@@ -88,6 +94,53 @@ async function spawnRuns(
 }
 
 /**
+ * Spawns for `ms`, `inFlight` callers each running one process to its end
+ * and then the next, on a kernel with `inFlight` warm cells; returns the
+ * processes ended per second.
+ */
+async function sustainedSpawns(
+  ms: number,
+  inFlight: number,
+): Promise<{ rate: number; processes: number; elapsedMs: number }> {
+  const bench = await openBenchKernel({ warmCells: inFlight, maxCells: inFlight });
+  try {
+    const tag = await bench.program("first", FIRST);
+    const runOne = async () => {
+      const end = await bench.kernel.run({ image: tag, workspace: bench.workspace });
+      if (end.state !== "exited") {
+        throw new Error(`Cannot measure sustained spawns: a process ${end.state}`);
+      }
+    };
+    await runOne(); // warm-up: the image and the first cells
+    const started = performance.now();
+    const until = started + ms;
+    const counts = await Promise.all(Array.from({ length: inFlight }, async () => {
+      let n = 0;
+      for (; performance.now() < until; n++) await runOne();
+      return n;
+    }));
+    const elapsedMs = performance.now() - started;
+    const processes = counts.reduce((a, b) => a + b, 0);
+    return { rate: processes / elapsedMs * 1000, processes, elapsedMs };
+  } finally {
+    await bench.close();
+  }
+}
+
+/** The median round trip (ms) of `time.now` on a fresh kernel, over `calls` calls. */
+async function timeNowRtt(calls: number): Promise<number> {
+  const bench = await openBenchKernel();
+  const probe = probeDispatch(bench.kernel);
+  try {
+    const tag = await prepareSyscallLoop(bench);
+    return median((await syscallGaps(bench, probe, tag, "time.now", calls + 50)).slice(50));
+  } finally {
+    probe.stop();
+    await bench.close();
+  }
+}
+
+/**
  * Measures spawn-to-first-syscall, cold and with warm cells.
  *
  * @example
@@ -128,6 +181,15 @@ export async function benchSpawn(options: BenchOptions): Promise<Section> {
     } ms; ${batch} at once: ${warmRate.toFixed(0)} spawns/s`,
   );
   const book = median(cold.bookkeeping);
+  const rtt = await timeNowRtt(options.quick ? 300 : 1000);
+  const sustainedMs = options.quick ? 3000 : 10_000;
+  const startRate = await workerCellStartRate(sustainedMs, START_IN_FLIGHT);
+  const sustained = await sustainedSpawns(sustainedMs, START_IN_FLIGHT);
+  options.log(
+    `  sustained: ${sustained.rate.toFixed(1)} spawns/s over ${
+      (sustained.elapsedMs / 1000).toFixed(1)
+    } s; Workers start in a running cell at ${startRate.toFixed(1)}/s`,
+  );
 
   const rows: Row[] = [
     against({
@@ -185,6 +247,27 @@ export async function benchSpawn(options: BenchOptions): Promise<Section> {
       met: warmRate >= 100,
       note: `${batch} spawned at once with ${batch} warm cells; past the pool, the cold rate`,
     }),
+    against({
+      name: "spawn.warm_to_first_syscall.vs_syscall_rtt",
+      value: median(warm.latency),
+      unit: "ms",
+      floor: rtt,
+      floorName: "syscall_rtt.time.now.p50 (same run)",
+      target: `<= ${WARM_RTTS}x syscall RTT p50`,
+      met: median(warm.latency) <= WARM_RTTS * rtt,
+    }),
+    against({
+      name: "spawn.sustained_rate",
+      value: sustained.rate,
+      unit: "spawns/s",
+      floor: startRate,
+      floorName: "worker_cell.worker_start_rate",
+      target: `>= ${SUSTAINED_SHARE * 100}% of the Worker-start rate`,
+      met: sustained.rate >= SUSTAINED_SHARE * startRate,
+      note: `${START_IN_FLIGHT} callers, each spawn → exit → next, ${START_IN_FLIGHT} warm cells, ${
+        sustainedMs / 1000
+      } s`,
+    }),
   ];
   return {
     section: "spawn",
@@ -199,6 +282,9 @@ export async function benchSpawn(options: BenchOptions): Promise<Section> {
       warm: warm.latency,
       bookkeeping: cold.bookkeeping,
       floors,
+      timeNowRtt: rtt,
+      sustained,
+      workerStartRate: startRate,
     },
   };
 }

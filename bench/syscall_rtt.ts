@@ -2,8 +2,9 @@
  * Syscall round trip, program → cell → broker → capability check → journal
  * and audit → reply, against two floors measured in the same run: a raw
  * postMessage round trip to a Worker, and a raw NDJSON round trip to a
- * zero-permission subprocess (alone, and with a Worker inside, which is the
- * cell's shape without the runtime).
+ * zero-permission subprocess (alone, with a Worker inside, which is the
+ * cell's shape without the runtime, and with 8 Workers inside routed by
+ * slot, a multi-Worker cell; the target is at most 1.3x that one).
  *
  * A program loops one syscall; the host timestamps each arrival at the
  * broker, and one gap between arrivals is one round trip (see `_common.ts`).
@@ -18,7 +19,9 @@
 
 import {
   against,
+  type BenchKernel,
   type BenchOptions,
+  type DispatchProbe,
   gaps,
   median,
   openBenchKernel,
@@ -27,8 +30,12 @@ import {
   type Row,
   type Section,
 } from "./_common.ts";
-import { ndjsonRtt, workerRtt } from "./_floors.ts";
+import { ndjsonRtt, workerCellRtt, workerRtt } from "./_floors.ts";
 
+/** Workers up in the multi-Worker cell whose echo is the floor of the round trip. */
+const CELL_WORKERS = 8;
+
+/** A program that loops the syscall `input.kind` `input.n` times. */
 const LOOP = `export default async function main(sys, input) {
   for (let i = 0; i < input.n; i++) {
     if (input.kind === "time.now") await sys.time.now();
@@ -41,6 +48,45 @@ const LOOP = `export default async function main(sys, input) {
 
 const KINDS = ["time.now", "fs.stat", "fs.write", "obj.put"] as const;
 const DURABLE = new Set<string>(["fs.write", "obj.put"]);
+
+/** A syscall the loop program can repeat. */
+export type LoopKind = typeof KINDS[number];
+
+/**
+ * Registers the loop program on `bench` (with the file and directory its
+ * calls use); returns its tag for {@link syscallGaps}.
+ */
+export async function prepareSyscallLoop(bench: BenchKernel): Promise<string> {
+  await Deno.writeTextFile(`${bench.workspace}/probe.txt`, "probe");
+  await Deno.mkdir(`${bench.workspace}/out`, { recursive: true });
+  return await bench.program("rtt", LOOP, { capabilities: ["fs:read:**", "fs:write:out/**"] });
+}
+
+/**
+ * Runs the loop program `tag` for `n` calls of `kind` and returns the
+ * gaps (ms) between consecutive arrivals of those calls at the broker:
+ * one round trip each.
+ */
+export async function syscallGaps(
+  bench: BenchKernel,
+  probe: DispatchProbe,
+  tag: string,
+  kind: LoopKind,
+  n: number,
+): Promise<number[]> {
+  const proc = await bench.kernel.run({
+    image: tag,
+    workspace: bench.workspace,
+    input: { kind, n },
+  });
+  if (proc.state !== "exited") {
+    throw new Error(`Cannot measure ${kind}: the program ${proc.state}: ${proc.error?.message}`);
+  }
+  const times = (probe.arrivals.get(proc.pid) ?? []).filter((a) => a.name === kind)
+    .map((a) => a.at);
+  probe.arrivals.delete(proc.pid);
+  return gaps(times);
+}
 
 /** p50 and p99 of one sample set. */
 function summary(samples: readonly number[]): { p50: number; p99: number } {
@@ -68,11 +114,7 @@ export async function benchSyscallRtt(options: BenchOptions): Promise<Section> {
     per[key].p99.push(s.p99);
   };
   try {
-    await Deno.writeTextFile(`${bench.workspace}/probe.txt`, "probe");
-    await Deno.mkdir(`${bench.workspace}/out`);
-    const tag = await bench.program("rtt", LOOP, {
-      capabilities: ["fs:read:**", "fs:write:out/**"],
-    });
+    const tag = await prepareSyscallLoop(bench);
     for (let round = 0; round < rounds; round++) {
       // Floors and the real thing take turns, so noise hits them alike.
       add("worker", summary((await workerRtt(calls + warm)).slice(warm)));
@@ -81,22 +123,10 @@ export async function benchSyscallRtt(options: BenchOptions): Promise<Section> {
         "ndjson+worker",
         summary((await ndjsonRtt(calls + warm, { viaWorker: true })).slice(warm)),
       );
+      add("worker_cell", summary((await workerCellRtt(CELL_WORKERS, calls + warm)).slice(warm)));
       for (const kind of KINDS) {
         const n = DURABLE.has(kind) ? Math.min(calls, 600) + warm : calls + warm;
-        const proc = await bench.kernel.run({
-          image: tag,
-          workspace: bench.workspace,
-          input: { kind, n },
-        });
-        if (proc.state !== "exited") {
-          throw new Error(
-            `Cannot measure ${kind}: the program ${proc.state}: ${proc.error?.message}`,
-          );
-        }
-        const times = (probe.arrivals.get(proc.pid) ?? []).filter((a) => a.name === kind)
-          .map((a) => a.at);
-        add(kind, summary(gaps(times).slice(warm)));
-        probe.arrivals.delete(proc.pid);
+        add(kind, summary((await syscallGaps(bench, probe, tag, kind, n)).slice(warm)));
       }
       options.log(
         `  round ${round + 1}/${rounds}: worker ${per.worker.p50.at(-1)!.toFixed(3)} ms, ` +
@@ -126,6 +156,14 @@ export async function benchSyscallRtt(options: BenchOptions): Promise<Section> {
       value: med("ndjson+worker", "p99"),
       unit: "ms",
     }),
+    against({
+      name: "floor.worker_cell.p50",
+      value: med("worker_cell", "p50"),
+      unit: "ms",
+      note:
+        `pipe to a subprocess hosting ${CELL_WORKERS} Workers, routed by slot: a multi-Worker cell with no runtime`,
+    }),
+    against({ name: "floor.worker_cell.p99", value: med("worker_cell", "p99"), unit: "ms" }),
   ];
   for (const kind of KINDS) {
     for (const p of ["p50", "p99"] as const) {
@@ -151,6 +189,16 @@ export async function benchSyscallRtt(options: BenchOptions): Promise<Section> {
         unit: "ms",
         floor: med("ndjson+worker", p),
         floorName: "ndjson_subprocess_worker",
+      }));
+      const targeted = kind === "time.now" && p === "p50";
+      rows.push(against({
+        name: `syscall_rtt.${kind}.${p}.vs_worker_cell`,
+        value: med(kind, p),
+        unit: "ms",
+        floor: med("worker_cell", p),
+        floorName: "worker_cell",
+        target: targeted ? "<= 1.3x multi-Worker cell echo" : undefined,
+        met: targeted ? med(kind, p) <= 1.3 * med("worker_cell", p) : undefined,
       }));
     }
   }
