@@ -4,6 +4,7 @@ import { type TopicEvent, TopicEvents, type TopicEventsKernel } from "./events.t
 import { type Budget, ProcessTable } from "./process_table.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import type { WaitOutcome } from "./waits.ts";
+import { newProcess, withMemoryKv } from "./_fixtures.ts";
 
 /**
  * What the topic events see of a kernel: real storage quotas over the
@@ -33,16 +34,7 @@ class EventHost implements TopicEventsKernel {
 
   /** A process with `budget`, whose events are charged to it. */
   async process(budget: Budget = {}): Promise<number> {
-    return (await this.processes.create({
-      ppid: null,
-      image: "t@1",
-      digest: "d",
-      cwd: "/ws",
-      workspace: "/ws",
-      policy: [],
-      onParentExit: "kill",
-      budget,
-    })).pid;
+    return (await this.processes.create(newProcess({ budget }))).pid;
   }
 
   /** Parks `pid`'s call `seq` in `event.wait` on `topic`, as `Waits.park` indexes it. */
@@ -54,13 +46,10 @@ class EventHost implements TopicEventsKernel {
 async function withEvents(
   body: (events: TopicEvents, host: EventHost) => Promise<void>,
 ): Promise<void> {
-  const kv = await Deno.openKv(":memory:");
-  try {
+  await withMemoryKv((kv) => {
     const host = new EventHost(kv);
-    await body(new TopicEvents(host), host);
-  } finally {
-    kv.close();
-  }
+    return body(new TopicEvents(host), host);
+  });
 }
 
 Deno.test("events on a topic are numbered in order and read after a cursor", async () => {

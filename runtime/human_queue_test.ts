@@ -8,6 +8,7 @@ import type { WaitSpec } from "../broker/journal.ts";
 import { HumanQueue, type HumanQueueKernel, ScriptedHuman } from "./human_queue.ts";
 import { ProcessTable } from "./process_table.ts";
 import type { WaitOutcome } from "./waits.ts";
+import { newProcess, withMemoryKv } from "./_fixtures.ts";
 
 /**
  * What the human queue sees of a kernel: a real process table and
@@ -67,16 +68,7 @@ class HumanHost implements HumanQueueKernel {
 
   /** A process to ask from. */
   async asker(): Promise<number> {
-    return (await this.processes.create({
-      ppid: null,
-      image: "t@1",
-      digest: "d",
-      cwd: "/ws",
-      workspace: "/ws",
-      policy: [],
-      onParentExit: "kill",
-      budget: {},
-    })).pid;
+    return (await this.processes.create(newProcess())).pid;
   }
 }
 
@@ -84,13 +76,10 @@ async function withQueue(
   body: (queue: HumanQueue, host: HumanHost) => Promise<void>,
   responder?: ScriptedHuman,
 ): Promise<void> {
-  const kv = await Deno.openKv(":memory:");
-  try {
+  await withMemoryKv((kv) => {
     const host = new HumanHost(kv);
-    await body(new HumanQueue(host, responder), host);
-  } finally {
-    kv.close();
-  }
+    return body(new HumanQueue(host, responder), host);
+  });
 }
 
 /** The call `fs.write` of `pid` at journal seq `seq`, as the broker hands it to the queue. */

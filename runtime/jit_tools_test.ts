@@ -5,6 +5,7 @@ import type { SyscallError } from "../broker/errors.ts";
 import { ImageRegistry } from "./image.ts";
 import { type JitTool, type JitToolKernel, ToolTables } from "./jit_tools.ts";
 import { type ProcessRecord, ProcessTable } from "./process_table.ts";
+import { newProcess, withMemoryKv } from "./_fixtures.ts";
 
 type SpawnOptions = Parameters<JitToolKernel["spawnChild"]>[1];
 
@@ -46,30 +47,17 @@ class ToolHost implements JitToolKernel {
 
   /** A process whose workspace is `/ws`; a JIT tool's own when `tool` is given. */
   async caller(tool?: ProcessRecord["tool"]): Promise<ProcessRecord> {
-    return await this.processes.create({
-      ppid: null,
-      image: "t@1",
-      digest: "d",
-      cwd: "/ws",
-      workspace: "/ws",
-      policy: [],
-      onParentExit: "kill",
-      budget: {},
-      tool,
-    });
+    return await this.processes.create(newProcess({ tool }));
   }
 }
 
 async function withTools(
   body: (tools: ToolTables, host: ToolHost) => Promise<void>,
 ): Promise<void> {
-  const kv = await Deno.openKv(":memory:");
-  try {
+  await withMemoryKv((kv) => {
     const host = new ToolHost(kv);
-    await body(new ToolTables(host), host);
-  } finally {
-    kv.close();
-  }
+    return body(new ToolTables(host), host);
+  });
 }
 
 /** Puts `tool` in `pid`'s table as a registration that passed its checks leaves it. */

@@ -4,6 +4,7 @@ import { Mailbox, type MailboxKernel, type MailMessage } from "./mailbox.ts";
 import { type Budget, ProcessTable } from "./process_table.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import type { WaitOutcome } from "./waits.ts";
+import { newProcess, withMemoryKv } from "./_fixtures.ts";
 
 /**
  * What the mailboxes see of a kernel: real storage quotas over the store,
@@ -40,16 +41,7 @@ class MailHost implements MailboxKernel {
 
   /** A process with `budget`: a sender whose messages are charged to it. */
   async process(budget: Budget = {}): Promise<number> {
-    return (await this.processes.create({
-      ppid: null,
-      image: "t@1",
-      digest: "d",
-      cwd: "/ws",
-      workspace: "/ws",
-      policy: [],
-      onParentExit: "kill",
-      budget,
-    })).pid;
+    return (await this.processes.create(newProcess({ budget }))).pid;
   }
 
   /** Parks `pid` in `msg.recv` at journal seq `seq`, as `Waits.park` leaves it. */
@@ -62,13 +54,10 @@ class MailHost implements MailboxKernel {
 async function withMailbox(
   body: (mailbox: Mailbox, host: MailHost) => Promise<void>,
 ): Promise<void> {
-  const kv = await Deno.openKv(":memory:");
-  try {
+  await withMemoryKv((kv) => {
     const host = new MailHost(kv);
-    await body(new Mailbox(host), host);
-  } finally {
-    kv.close();
-  }
+    return body(new Mailbox(host), host);
+  });
 }
 
 const bytesOf = (message: MailMessage): number => JSON.stringify(message).length;

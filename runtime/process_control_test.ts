@@ -4,6 +4,7 @@ import { ProcessControl, type ProcessControlHost } from "./process_control.ts";
 import { type NewProcess, type ProcessState, ProcessTable } from "./process_table.ts";
 import type { ScheduledExecution } from "./scheduler.ts";
 import type { WaitOutcome } from "./waits.ts";
+import { newProcess } from "./_fixtures.ts";
 
 /** An execution that records how it was stopped. */
 class FakeExecution implements ScheduledExecution {
@@ -71,17 +72,7 @@ class TestHost implements ProcessControlHost {
   /** A process in `state`, through legal transitions. */
   async process(state: ProcessState, extra: Partial<NewProcess> = {}): Promise<number> {
     const { pid } = await this.processes.create(
-      {
-        ppid: null,
-        image: "demo@1.0.0",
-        digest: "d",
-        cwd: "/ws",
-        workspace: "/ws",
-        policy: [],
-        onParentExit: "kill",
-        budget: {},
-        ...extra,
-      },
+      newProcess({ image: "demo@1.0.0", ...extra }),
       0,
       { runnable: state !== "created" },
     );

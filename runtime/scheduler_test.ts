@@ -3,6 +3,7 @@ import { SyscallError } from "../broker/errors.ts";
 import type { JournalRecord } from "../broker/journal.ts";
 import { type NewProcess, type ProcessRecord, ProcessTable } from "./process_table.ts";
 import { type ScheduledExecution, Scheduler, type SchedulerHost } from "./scheduler.ts";
+import { newProcess } from "./_fixtures.ts";
 
 /** An execution whose program runs until the test ends it or the scheduler stops it. */
 class FakeExecution implements ScheduledExecution {
@@ -112,17 +113,7 @@ class TestHost implements SchedulerHost<FakeExecution> {
 }
 
 function init(extra: Partial<NewProcess> = {}): NewProcess {
-  return {
-    ppid: null,
-    image: "demo@1.0.0",
-    digest: "d",
-    cwd: "/ws",
-    workspace: "/ws",
-    policy: [],
-    onParentExit: "kill",
-    budget: {},
-    ...extra,
-  };
+  return newProcess({ image: "demo@1.0.0", ...extra });
 }
 
 async function withScheduler(

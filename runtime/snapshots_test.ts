@@ -5,6 +5,7 @@ import { type JournalRecord, loadJournal, putRecord } from "../broker/journal.ts
 import { ObjectMemory } from "./object_memory.ts";
 import { type ProcessRecord, ProcessTable } from "./process_table.ts";
 import { type SnapshotKernel, Snapshots } from "./snapshots.ts";
+import { newProcess, withMemoryKv } from "./_fixtures.ts";
 
 /**
  * What the snapshots see of a kernel: a real process table, capability
@@ -56,16 +57,7 @@ class SnapshotHost implements SnapshotKernel {
   /** A running process, child of `ppid`. */
   async running(ppid: number | null): Promise<ProcessRecord> {
     const proc = await this.processes.create(
-      {
-        ppid,
-        image: "t@1",
-        digest: "d",
-        cwd: "/ws",
-        workspace: "/ws",
-        policy: [],
-        onParentExit: "kill",
-        budget: {},
-      },
+      newProcess({ ppid }),
       this.now(),
       { runnable: true },
     );
@@ -90,13 +82,10 @@ class SnapshotHost implements SnapshotKernel {
 async function withSnapshots(
   body: (snapshots: Snapshots, host: SnapshotHost) => Promise<void>,
 ): Promise<void> {
-  const kv = await Deno.openKv(":memory:");
-  try {
+  await withMemoryKv((kv) => {
     const host = new SnapshotHost(kv);
-    await body(new Snapshots(host), host);
-  } finally {
-    kv.close();
-  }
+    return body(new Snapshots(host), host);
+  });
 }
 
 /**

@@ -3,6 +3,7 @@ import type { Message } from "./model.ts";
 import { ProcessTable } from "./process_table.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import { Transcripts } from "./transcripts.ts";
+import { newProcess } from "./_fixtures.ts";
 
 async function withTranscripts(
   budget: { storageBytes?: number },
@@ -11,16 +12,7 @@ async function withTranscripts(
   const kv = await Deno.openKv(":memory:");
   try {
     const processes = new ProcessTable(kv);
-    const { pid } = await processes.create({
-      ppid: null,
-      image: "demo@1.0.0",
-      digest: "d",
-      cwd: "/ws",
-      workspace: "/ws",
-      policy: [],
-      onParentExit: "kill",
-      budget,
-    });
+    const { pid } = await processes.create(newProcess({ image: "demo@1.0.0", budget }));
     await fn(new Transcripts(kv, new StorageQuotas(kv, processes)), pid, kv);
   } finally {
     kv.close();

@@ -5,6 +5,7 @@ import { TopicEvents } from "./events.ts";
 import { type ProcessRecord, ProcessTable } from "./process_table.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import { type ParkedCall, Waits, type WaitsKernel } from "./waits.ts";
+import { newProcess, withMemoryKv } from "./_fixtures.ts";
 
 /**
  * What the waits see of a kernel: a real process table over the store; the
@@ -49,31 +50,22 @@ class WaitsHost implements WaitsKernel {
 async function withWaits(
   body: (waits: Waits, host: WaitsHost, kv: Deno.Kv) => Promise<void>,
 ): Promise<void> {
-  const kv = await Deno.openKv(":memory:");
-  const host = new WaitsHost(kv);
-  const waits = new Waits(host);
-  try {
-    await body(waits, host, kv);
-  } finally {
-    waits.stop();
-    await waits.settled();
-    kv.close();
-  }
+  await withMemoryKv(async (kv) => {
+    const host = new WaitsHost(kv);
+    const waits = new Waits(host);
+    try {
+      await body(waits, host, kv);
+    } finally {
+      waits.stop();
+      await waits.settled();
+    }
+  });
 }
 
 /** A process in state `running`, as one is while its program makes the call that parks. */
 async function running(host: WaitsHost): Promise<ProcessRecord> {
   const proc = await host.processes.create(
-    {
-      ppid: null,
-      image: "t@1",
-      digest: "d",
-      cwd: "/ws",
-      workspace: "/ws",
-      policy: [],
-      onParentExit: "kill",
-      budget: {},
-    },
+    newProcess(),
     host.at,
     { runnable: true },
   );
