@@ -45,11 +45,17 @@ const WAITER = `export default async function main(sys, input) {
   for (;;) await sys.exec.run(["sleep", "120"], { timeoutMs: 130000 });
 }`;
 
-type Shape = "tree" | "roots";
+/** One tree; independent roots (one cell each, the default); roots of one principal sharing cells. */
+type Shape = "tree" | "roots" | "principal_roots";
 
 /** The host side: runs `count` looping processes in `shape` and answers on stdout. */
 async function host(shape: Shape, count: number): Promise<void> {
-  const bench = await openBenchKernel({ maxCells: count + 8, warmCells: 0, execSandbox: "none" });
+  const bench = await openBenchKernel({
+    maxCells: count + 8,
+    warmCells: 0,
+    execSandbox: "none",
+    cellSharing: shape === "principal_roots" ? "principal" : "tree",
+  });
   const lines = readLines(Deno.stdin.readable);
   const say = (message: Record<string, unknown>) => console.log(JSON.stringify(message));
   const waiting = new Set<number>();
@@ -191,7 +197,7 @@ export async function benchMemory(options: BenchOptions): Promise<Section> {
   const count = 100;
   const runs: HostRun[] = [];
   const rows: Row[] = [];
-  for (const shape of ["tree", "roots"] as const) {
+  for (const shape of ["tree", "roots", "principal_roots"] as const) {
     const run = await measure(shape, count);
     runs.push(run);
     const perMb = run.runningKiB / 1024 / count;
@@ -210,7 +216,11 @@ export async function benchMemory(options: BenchOptions): Promise<Section> {
         target: `<= ${TARGET_MB} MB per running process`,
         met: perMb <= TARGET_MB,
         note: `(host + every OS process under it) / ${count}; ${
-          shape === "tree" ? "one root with 99 children" : "100 independent roots"
+          shape === "tree"
+            ? "one root with 99 children"
+            : shape === "roots"
+            ? "100 independent roots, a cell per tree (the default)"
+            : "100 independent roots of one principal, cellSharing: principal"
         }`,
       }),
       against({
