@@ -88,6 +88,31 @@ const CELL_MAIN = fileURLToPath(new URL("./cell_main.ts", import.meta.url));
  */
 const WORKER_RESERVE_MB = 640;
 
+/** How long after a Worker closed its OS thread must be gone, in ms. */
+export const THREAD_GONE_MS = 1_000;
+
+/**
+ * The names of the OS threads of process `pid`, or undefined when they
+ * cannot be read. Deno reads `/proc` only with `--allow-all`, so a shell
+ * reads it.
+ */
+export async function threadNames(pid: number): Promise<string[] | undefined> {
+  try {
+    const { code, stdout } = await new Deno.Command("/bin/sh", {
+      args: ["-c", 'cat /proc/"$1"/task/*/comm', "sh", String(pid)],
+      clearEnv: true,
+      env: { PATH: "/usr/bin:/bin", LANG: "C" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (code !== 0) return undefined;
+    return new TextDecoder().decode(stdout).split("\n").filter((line) => line !== "");
+  } catch {
+    return undefined;
+  }
+}
+
 /** How long a cell may take to start before it is killed and the start fails. */
 export const READY_TIMEOUT_MS = 20_000;
 
@@ -177,6 +202,7 @@ export class Cell {
   #ready: ((pid: number) => void) | undefined;
   #denoDir: string;
   #slots = new Map<number, Slot>();
+  #threadChecks = new Set<ReturnType<typeof setTimeout>>();
   #nextSlot = 1;
   #dead = false;
 
@@ -200,6 +226,8 @@ export class Cell {
     this.exited = Promise.all([child.status, stdoutDone, stderrDone]).then(
       async ([status]) => {
         this.#dead = true;
+        for (const timer of this.#threadChecks) clearTimeout(timer);
+        this.#threadChecks.clear();
         await removePrivateDenoDir(denoDir);
         const outOfMemory = this.#killReason === undefined && this.#ranOutOfMemory();
         const exit: CellExit = {
@@ -440,6 +468,10 @@ export class Cell {
       case "closed": {
         const slot = this.#slots.get(message.slot);
         if (!slot) return;
+        if (typeof message.thread === "string") slot.thread = message.thread;
+        if (message.clean === true && typeof message.thread === "string") {
+          this.#checkThreadGone(message.thread, slot);
+        }
         // A Worker that did not stop may be running code only the end of its cell stops.
         if (message.clean !== true) this.kill("A program kept running after it was stopped", slot);
         this.#slots.delete(slot.id);
@@ -449,6 +481,26 @@ export class Cell {
       default:
         this.#slots.get(message.slot)?._deliver(message);
     }
+  }
+
+  /**
+   * A Worker's acknowledgement of its close comes from its own isolate, so
+   * a program can forge it and keep a loop running after `terminate()`.
+   * Its OS thread then outlives it: once {@link THREAD_GONE_MS} have passed,
+   * a thread of that name still in the cell costs the cell (its other
+   * programs resume elsewhere). Where `/proc` cannot be read, the check is
+   * skipped.
+   */
+  #checkThreadGone(thread: string, slot: Slot): void {
+    const timer = setTimeout(async () => {
+      this.#threadChecks.delete(timer);
+      if (this.#dead) return;
+      const threads = await threadNames(this.osPid);
+      if (!this.#dead && threads?.includes(thread)) {
+        this.kill("A program kept running after it was stopped", slot);
+      }
+    }, THREAD_GONE_MS);
+    this.#threadChecks.add(timer);
   }
 
   #onOutput(line: string, fromStdout: boolean): void {
@@ -481,6 +533,8 @@ export class Slot {
   readonly id: number;
   /** The cell it is in. */
   readonly cell: Cell;
+  /** The name of its Worker's OS thread, once the cell reported it closed. */
+  thread: string | undefined;
   /** Resolves once the slot has ended: closed by the host, or its cell died. */
   readonly ended: Promise<SlotEnd>;
   /** @internal Resolves true once the Worker is up. */

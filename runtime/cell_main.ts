@@ -62,6 +62,8 @@ interface Slot {
   closing: boolean;
   /** Settles the close wait when the Worker acknowledges. */
   acknowledged?: () => void;
+  /** The name Deno gives its OS thread: `worker-N`, N counting the cell's Workers from 1. */
+  thread: string;
 }
 
 const encoder = new TextEncoder();
@@ -77,6 +79,8 @@ const waiting: Extract<HostToCell, { t: "open" }>[] = [];
 let starting = 0;
 /** Slots opened in all. */
 let opened = 0;
+/** Workers created in all (Deno numbers a process's Workers, and names their threads, from 1). */
+let created = 0;
 let ready = false;
 let writing: Promise<void> = Promise.resolve();
 let crashed = false;
@@ -151,6 +155,7 @@ function startWorker(): void {
     loaded: false,
     done: false,
     closing: false,
+    thread: `worker-${++created}`,
   };
   starting++;
   worker.onmessage = (event: MessageEvent<WorkerToCell | WorkerControl>) => {
@@ -253,7 +258,7 @@ function close(slot: number): void {
     s.worker.terminate();
     slots.delete(slot);
     if (crashed) return;
-    send({ t: "closed", slot, clean });
+    send({ t: "closed", slot, clean, thread: s.thread });
     drain();
   });
 }

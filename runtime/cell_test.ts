@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Cell, type SlotEnd, type SlotMessage } from "./cell.ts";
+import { Cell, type SlotEnd, type SlotMessage, THREAD_GONE_MS, threadNames } from "./cell.ts";
 import type { SlotInput } from "./cell.ts";
 
 function start(pid: number, source: string): SlotInput {
@@ -180,4 +180,54 @@ Deno.test("a cell's private Deno cache holds no data: module and is removed when
     await cell.exited;
   }
   await assert.rejects(Deno.lstat(denoDir), Deno.errors.NotFound);
+});
+
+/** A program that answers the cell's `close` itself, then spins in a loop `terminate()` cannot stop. */
+const FORGES_CLOSE = `export default async (sys) => {
+  self.onmessage = (event) => {
+    if (event.data?.t === "close") {
+      self.postMessage({ t: "closing" });
+      for (;;) {}
+    }
+  };
+  return await sys.time.now();
+}`;
+
+Deno.test("a program that forges its clean close and keeps spinning costs its cell; its neighbour is a bystander", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  const a = inbox(), b = inbox();
+  const forger = await cell.openSlot(a.on);
+  const bystander = await cell.openSlot(b.on);
+  await forger.send(start(1, FORGES_CLOSE));
+  await bystander.send(start(2, ASKS_TIME));
+  await Promise.all([a.first, b.first]);
+  const end = await forger.close();
+  assert.deepEqual(end, { closed: { clean: true } }, "the close looked clean");
+  // The attack worked this far: the forger's thread outlives its Worker.
+  assert.match(forger.thread ?? "", /^worker-\d+$/);
+  assert.ok(
+    (await threadNames(cell.osPid))!.includes(forger.thread!),
+    "the forger's thread still runs after its close",
+  );
+  const other = await bystander.ended;
+  const exit = await cell.exited;
+  assert.match(exit.reason ?? "", /kept running after it was stopped/);
+  assert.equal(other.culprit, false, "the neighbour is a bystander");
+  assert.ok(THREAD_GONE_MS > 0);
+});
+
+Deno.test("a Worker that closes for real leaves no thread behind and its cell runs on", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  try {
+    const a = inbox();
+    const slot = await cell.openSlot(a.on);
+    await slot.send(start(1, ASKS_TIME));
+    await a.first;
+    await slot.close();
+    await new Promise((r) => setTimeout(r, THREAD_GONE_MS + 500));
+    assert.equal(cell.dead, false, "the cell was not killed");
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
 });

@@ -102,7 +102,18 @@ export type CellToHost =
    * acknowledge the `close` in time (it may still be running code the
    * cell cannot stop: only the end of the cell stops it).
    */
-  | { t: "closed"; slot: number; clean: boolean }
+  | {
+    t: "closed";
+    slot: number;
+    clean: boolean;
+    /**
+     * The name of the OS thread its Worker ran on (`worker-N`), so the host
+     * can see that the thread is gone: a program can forge the
+     * acknowledgement and keep a loop running that only the end of the
+     * cell stops.
+     */
+    thread?: string;
+  }
   /**
    * The cell is ending. `slot` names the Worker that caused it, when the
    * cell knows (a protocol break, or memory over the limit with one program
