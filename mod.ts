@@ -29,6 +29,8 @@ export type { ApiApp, ControlKernel, CreateAppOptions, HumanQueueApi } from "./a
 export { ROLES, TokenVerifier } from "./api/auth.ts";
 export type { ApiEnv, Principal, Role, TokenConfig, TokenEntry } from "./api/auth.ts";
 export type {
+  CellPolicy,
+  CellSharing,
   ChildSpawnOptions,
   KernelOptions,
   SpawnOptions,
@@ -69,9 +71,10 @@ export type {
 } from "./runtime/process_table.ts";
 export { DEFAULT_LIMITS, Execution } from "./runtime/execution.ts";
 export type { ExecutionKernel } from "./runtime/execution.ts";
-export { Cell } from "./runtime/cell.ts";
-export type { CellExit, CellOptions } from "./runtime/cell.ts";
+export { Cell, Slot } from "./runtime/cell.ts";
+export type { CellExit, CellOptions, SlotEnd, SlotInput, SlotMessage } from "./runtime/cell.ts";
 export { CellPool } from "./runtime/cell_pool.ts";
+export type { CellPoolOptions, CellRow, Placement } from "./runtime/cell_pool.ts";
 export type {
   AgentConfig,
   CellToHost,
