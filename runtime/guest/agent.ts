@@ -20,10 +20,9 @@
  * @module
  */
 
-import type { AgentConfig } from "./cell_protocol.ts";
+import { type AgentConfig, nextConversationDigest } from "./cell_protocol.ts";
 import type { ModelReply, Sys } from "./libc.ts";
 import { BUILTIN_TOOLS, type Tool } from "../../tools/builtin.ts";
-import { nextConversationDigest } from "./cell_protocol.ts";
 
 type ChatMessage = Parameters<Sys["model"]["complete"]>[0]["messages"][number];
 
