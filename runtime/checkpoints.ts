@@ -47,6 +47,32 @@ export async function replayStart(
 }
 
 /**
+ * Where replay of `record` starts when its checkpoint `start` cannot be
+ * used: at its `replayFrom` (default 1), provided its journal holds, done,
+ * every call from there to that checkpoint (a fork's journal starts at the
+ * checkpoint it was given, for one). Otherwise replay cannot redo the run
+ * without repeating its effects, and this refuses.
+ */
+export async function replayWithoutCheckpoint(
+  kv: Deno.Kv,
+  record: Pick<ProcessRecord, "pid" | "replayFrom">,
+  start: ReplayStart,
+): Promise<ReplayStart> {
+  const from = record.replayFrom ?? 1;
+  const journal = await loadJournal(kv, record.pid, from);
+  for (let seq = from; seq < start.firstSeq; seq++) {
+    if (journal.get(seq)?.phase !== "done") {
+      throw new Error(
+        `Cannot resume process ${record.pid}: its checkpoint at call ${
+          start.firstSeq - 1
+        } cannot be used and its journal lacks call ${seq}`,
+      );
+    }
+  }
+  return { firstSeq: from };
+}
+
+/**
  * Gives the fork `child` of `parent`, made by the `proc.fork` call `ctx`,
  * the journal it replays: the checkpoint `parent` replays from (if any)
  * with the record of the call that saved it, so that it counts for the

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type JournalRecord, loadJournal, putRecord } from "../broker/journal.ts";
-import { copyJournalToFork, replayStart } from "./checkpoints.ts";
+import { copyJournalToFork, replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
 import { readChunked, writeChunked } from "./chunks.ts";
 
 function done(pid: number, seq: number, name = "time.now"): JournalRecord {
@@ -78,5 +78,22 @@ Deno.test("a fork gets its parent's checkpoint and journal up to the fork, then 
     assert.deepEqual([journal[3].argsDigest, journal[3].at], ["fork", 77]);
     // So the child replays from the checkpoint, not from its first call.
     assert.deepEqual(await replayStart(kv, { pid: 9 }), { firstSeq: 3, checkpoint: { step: 2 } });
+  });
+});
+
+Deno.test("replay without a checkpoint starts at replayFrom only over a whole journal", async () => {
+  await withKv(async (kv) => {
+    await history(kv, 1, [1, 2, 3, 4, 5], [4]);
+    const start = await replayStart(kv, { pid: 1 });
+    assert.deepEqual(await replayWithoutCheckpoint(kv, { pid: 1 }, start), { firstSeq: 1 });
+    await history(kv, 2, [3, 4, 5], [4]);
+    assert.deepEqual(await replayWithoutCheckpoint(kv, { pid: 2, replayFrom: 3 }, start), {
+      firstSeq: 3,
+    });
+    // A journal that starts at its checkpoint (as a fork's) cannot replay what came before it.
+    await assert.rejects(
+      replayWithoutCheckpoint(kv, { pid: 2 }, start),
+      /^Error: Cannot resume process 2: its checkpoint at call 4 cannot be used and its journal lacks call 1$/,
+    );
   });
 });

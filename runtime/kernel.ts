@@ -38,7 +38,7 @@ import {
 } from "../broker/journal.ts";
 import { askedGrant, requestedGrant, requireWithinImageCeiling } from "./ceilings.ts";
 import { CellPool } from "./cell_pool.ts";
-import { replayStart } from "./checkpoints.ts";
+import { replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
 import { cellOptionsOf, DEFAULT_LIMITS, Execution } from "./execution.ts";
 import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { TopicEvents } from "./events.ts";
@@ -540,9 +540,25 @@ export class Kernel {
     const image = await this.imageOf(record);
     return async (running) => {
       const limits = limitsOf(this.limits, running, image);
-      const { firstSeq, checkpoint } = await replayStart(this.store.kv, running);
+      let start = await replayStart(this.store.kv, running);
       // Outcomes of calls a previous run left in flight are read back, not redone.
       await this.journal.flush();
+      const entry = image.image.entry === "libos:agent"
+        ? {
+          kind: "agent" as const,
+          config: { system: image.image.system, tools: image.image.tools },
+        }
+        : { kind: "module" as const, source: image.entrySource ?? "" };
+      // The agent loop's checkpoint references its transcript: it resumes from
+      // the messages, or, when the transcript does not match, without it.
+      let checkpoint = start.checkpoint;
+      if (entry.kind === "agent" && checkpoint !== undefined) {
+        checkpoint = await this.#transcripts.resumeAgent(running.pid, checkpoint);
+        if (checkpoint === undefined) {
+          start = await replayWithoutCheckpoint(this.store.kv, running, start);
+        }
+      }
+      const { firstSeq } = start;
       const journal = await loadJournal(this.store.kv, running.pid, firstSeq);
       const execution = new Execution(this, running, limits, { firstSeq, journal });
       const placement = {
@@ -550,12 +566,6 @@ export class Kernel {
         alone: this.#alone.delete(running.pid) || image.image.isolation === "process" ||
           this.#isolation === "process",
       };
-      const entry = image.image.entry === "libos:agent"
-        ? {
-          kind: "agent" as const,
-          config: { system: image.image.system, tools: image.image.tools },
-        }
-        : { kind: "module" as const, source: image.entrySource ?? "" };
       return { execution, start: () => execution.start(entry, placement, checkpoint) };
     };
   }

@@ -8,6 +8,7 @@
  */
 
 import { readChunked, writeChunked } from "./chunks.ts";
+import { nextConversationDigest } from "./guest/cell_protocol.ts";
 import type { Message } from "./model.ts";
 import type { StorageQuotas } from "./storage_quota.ts";
 
@@ -56,14 +57,45 @@ export class Transcripts {
     }
   }
 
-  /** The transcript of a process: the messages exchanged with the model, in order. */
-  async read(pid: number): Promise<TranscriptEntry[]> {
-    const count = (await this.#kv.get<number>(["transcript_len", pid])).value ?? 0;
+  /**
+   * The transcript of a process: the messages exchanged with the model, in
+   * order; only its first `count` when given.
+   */
+  async read(pid: number, count?: number): Promise<TranscriptEntry[]> {
+    const stored = (await this.#kv.get<number>(["transcript_len", pid])).value ?? 0;
+    const end = Math.min(stored, count ?? stored);
     const out: TranscriptEntry[] = [];
-    for (let i = 0; i < count; i++) {
+    for (let i = 0; i < end; i++) {
       const message = await readChunked(this.#kv, ["transcript", pid, i]);
       if (message) out.push(message as TranscriptEntry);
     }
     return out;
+  }
+
+  /**
+   * The checkpoint state the built-in agent loop resumes from. The loop
+   * saves `{ step, transcript: { length, digest }, tail, jit }`: `length`
+   * counts the messages of the conversation the host recorded, `digest` is
+   * their conversation digest, `tail` the messages after them. This gives
+   * back `{ step, messages, jit }`, the recorded messages followed by the
+   * tail. A state that holds `messages` (as the loop once saved) is given
+   * back as it is. Undefined when the stored transcript does not match the
+   * reference (too few messages, or other ones, as after a call the
+   * transcript recorded but the journal did not): resuming from it would go
+   * on from another conversation than the loop's own.
+   */
+  async resumeAgent(pid: number, state: unknown): Promise<unknown> {
+    if (typeof state !== "object" || state === null || !("transcript" in state)) return state;
+    const { transcript, tail, ...rest } = state as { transcript: unknown; tail?: unknown };
+    const { length, digest } = (transcript ?? {}) as { length?: unknown; digest?: unknown };
+    if (
+      !Number.isSafeInteger(length) || (length as number) < 0 || typeof digest !== "string" ||
+      !Array.isArray(tail)
+    ) return undefined;
+    const prefix = await this.read(pid, length as number);
+    let stored = "";
+    for (const message of prefix) stored = await nextConversationDigest(stored, message);
+    if (prefix.length !== length || stored !== digest) return undefined;
+    return { ...rest, messages: [...prefix, ...tail] };
   }
 }

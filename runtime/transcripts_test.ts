@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { writeChunked } from "./chunks.ts";
 import type { Message } from "./model.ts";
 import { ProcessTable } from "./process_table.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import { Transcripts } from "./transcripts.ts";
+import { nextConversationDigest } from "./guest/cell_protocol.ts";
 import { newProcess } from "./_fixtures.ts";
 
 async function withTranscripts(
@@ -60,5 +62,50 @@ Deno.test("concurrent records of one transcript lose nothing", async () => {
     const stored = await transcripts.read(pid);
     assert.equal(stored.length, 6);
     assert.deepEqual(stored.map((m) => m.content).sort(), replies.map((m) => m.content).sort());
+  });
+});
+
+/** The conversation digest of `messages`. */
+async function digestOf(messages: readonly Message[]): Promise<string> {
+  let digest = "";
+  for (const message of messages) digest = await nextConversationDigest(digest, message);
+  return digest;
+}
+
+Deno.test("an agent checkpoint's transcript reference resumes only the conversation it names", async () => {
+  await withTranscripts({}, async (transcripts, pid, kv) => {
+    const reply: Message = {
+      role: "assistant",
+      tool_calls: [{ id: "c1", name: "noop", arguments: { a: 1, b: [2] } }],
+    };
+    const result: Message = { role: "tool", tool_call_id: "c1", name: "noop", content: "{}" };
+    await transcripts.record(pid, [system, user], reply);
+    // Key order does not change the digest: the host's parsing may reorder keys.
+    const reordered = [system, { content: user.content, role: "user" }, reply] as Message[];
+    const state = {
+      step: 1,
+      transcript: { length: 3, digest: await digestOf(reordered) },
+      tail: [result],
+      jit: [],
+    };
+    assert.deepEqual(await transcripts.resumeAgent(pid, state), {
+      step: 1,
+      jit: [],
+      messages: [system, user, reply, result],
+    });
+    // A checkpoint that holds its messages is given back as it is.
+    const old = { step: 1, messages: [system, user, reply, result] };
+    assert.equal(await transcripts.resumeAgent(pid, old), old);
+    // More messages than are stored, or other ones, or a malformed reference: not resumed.
+    const longer = { ...state, transcript: { length: 4, digest: state.transcript.digest } };
+    assert.equal(await transcripts.resumeAgent(pid, longer), undefined);
+    const other = { ...state, transcript: { length: 3, digest: await digestOf([system, user]) } };
+    assert.equal(await transcripts.resumeAgent(pid, other), undefined);
+    assert.equal(await transcripts.resumeAgent(pid, { ...state, transcript: 3 }), undefined);
+    // A transcript changed under the reference no longer matches it.
+    const op = kv.atomic();
+    writeChunked(op, ["transcript", pid, 1], { role: "user", content: "something else" });
+    await op.commit();
+    assert.equal(await transcripts.resumeAgent(pid, state), undefined);
   });
 });

@@ -7,12 +7,20 @@
  * model calls `exit`, answers without tool calls, or its script says `exit`.
  * A refused tool call becomes an error result for the model and the loop goes
  * on (SPEC section 10). The loop checkpoints after every step, so a resumed
- * agent replays only its last step.
+ * agent replays only its last step. A checkpoint references the transcript
+ * the host keeps instead of holding the conversation: `{ step, transcript:
+ * { length, digest }, tail, jit }`, where `length` counts the messages the
+ * host recorded through `model.complete` (every message sent, and each
+ * reply), `digest` is their conversation digest (`cell_protocol.ts`)
+ * and `tail` holds the tool results after them, so each step saves
+ * O(new messages). When the agent resumes, the host gives it back
+ * `{ step, messages, jit }`, the recorded messages (once their digest
+ * matches) followed by the tail.
  *
  * @module
  */
 
-import type { AgentConfig } from "./cell_protocol.ts";
+import { type AgentConfig, nextConversationDigest } from "./cell_protocol.ts";
 import type { ModelReply, Sys } from "./libc.ts";
 import { BUILTIN_TOOLS, type Tool } from "../../tools/builtin.ts";
 
@@ -92,9 +100,15 @@ export async function runAgent(
   }
 
   const maxSteps = config.maxSteps ?? 1000;
+  // How many of `messages` the host has in this process's transcript, and
+  // the digest of the first `digested` of them.
+  let recorded = 0;
+  let digested = 0;
+  let digest = "";
   for (let step = saved?.step ?? 0; step < maxSteps; step++) {
     const reply: ModelReply = await sys.model.complete({ messages, tools: specs() });
     messages.push(reply.message);
+    recorded = messages.length;
     const calls = reply.message.tool_calls ?? [];
     for (const call of calls) {
       const tool = table.get(call.name);
@@ -137,7 +151,15 @@ export async function runAgent(
     }
     if (calls.length === 0 || reply.exit) return reply.message.content ?? null;
     // Replay starts here after a restart or a wait: one step, not the whole run.
-    const state = { messages, step: step + 1, jit: [...jit.values()] };
+    for (; digested < recorded; digested++) {
+      digest = await nextConversationDigest(digest, messages[digested]);
+    }
+    const state = {
+      step: step + 1,
+      transcript: { length: recorded, digest },
+      tail: messages.slice(recorded),
+      jit: [...jit.values()],
+    };
     if (JSON.stringify(state).length < 512_000) await sys.ckpt.save(state);
   }
   throw new Error(`Agent loop stopped after ${maxSteps} steps`);

@@ -4,8 +4,9 @@
  * the cell writes starts with the per-cell token the host sent first, so
  * output a program writes to stdout can never pass for a protocol message.
  *
- * This is a contract both sides read: it holds types and one pure function,
- * and imports nothing but the ABI.
+ * This is a contract both sides read: it holds types and pure functions
+ * (the memory-limit reason, the conversation digest the agent loop's
+ * checkpoints carry), and imports nothing but the ABI.
  *
  * @module
  */
@@ -124,4 +125,50 @@ export type CellToHost =
 /** The one-line reason a process fails with when its cell goes over `memoryMb`. */
 export function memoryLimitReason(pid: number, memoryMb: number): string {
   return `Process ${pid} exceeded its memory limit of ${memoryMb} MB`;
+}
+
+/**
+ * The digest of a conversation `previous` (a digest) followed by `message`.
+ * The agent loop keeps it in its checkpoint and the host recomputes it over
+ * the transcript it stored, so a checkpoint that references the transcript
+ * resumes only from the very messages the loop exchanged. Each link is the
+ * SHA-256 (hex) of the previous link, a newline, and the message in
+ * canonical JSON (object keys sorted at every depth, `undefined` members
+ * dropped): the digest does not depend on key order, which the host's
+ * argument parsing may change. The empty conversation's digest is `""`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { nextConversationDigest } from "./cell_protocol.ts";
+ * const a = await nextConversationDigest("", { role: "user", content: "hi" });
+ * const b = await nextConversationDigest("", { content: "hi", role: "user" });
+ * assert(a === b && a.length === 64);
+ * ```
+ */
+export async function nextConversationDigest(
+  previous: string,
+  message: unknown,
+): Promise<string> {
+  const text = `${previous}\n${JSON.stringify(_sortKeys(message))}`;
+  const bytes = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function _sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(_sortKeys);
+  if (value === null || typeof value !== "object") return value;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value).sort()) {
+    const member = (value as Record<string, unknown>)[key];
+    if (member !== undefined) {
+      Object.defineProperty(out, key, {
+        value: _sortKeys(member),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+  }
+  return out;
 }
