@@ -7,40 +7,9 @@
  */
 
 import { createHash } from "node:crypto";
+import { canonicalJson } from "./canonical_json.ts";
 
-/**
- * Serializes a JSON value with object keys sorted at every depth and no
- * insignificant whitespace, so equal values always give equal text.
- * `undefined` members are dropped, as `JSON.stringify` does.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { canonicalJson } from "./digest.ts";
- * assert(canonicalJson({ b: 1, a: [true, null] }) === '{"a":[true,null],"b":1}');
- * ```
- */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortKeys(value));
-}
-
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (value === null || typeof value !== "object") return value;
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(value).sort()) {
-    const member = (value as Record<string, unknown>)[key];
-    if (member !== undefined) {
-      Object.defineProperty(out, key, {
-        value: sortKeys(member),
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    }
-  }
-  return out;
-}
+export { canonicalJson };
 
 /**
  * Hex SHA-256 of a string (UTF-8) or bytes.

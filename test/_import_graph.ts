@@ -69,6 +69,7 @@ export const GUEST: readonly string[] = [
 /** Modules the guest may import (their types or values): definitions of the ABI and protocol. */
 export const SHARED: readonly string[] = [
   "broker/abi.ts",
+  "broker/canonical_json.ts",
   "broker/errors.ts",
 ];
 

@@ -12,6 +12,7 @@
  */
 
 import type { SyscallReply } from "../../broker/abi.ts";
+import { canonicalJson } from "../../broker/canonical_json.ts";
 
 /** What the host tells the agent loop about its image. */
 export interface AgentConfig {
@@ -150,25 +151,7 @@ export async function nextConversationDigest(
   previous: string,
   message: unknown,
 ): Promise<string> {
-  const text = `${previous}\n${JSON.stringify(_sortKeys(message))}`;
+  const text = `${previous}\n${canonicalJson(message)}`;
   const bytes = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
   return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function _sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(_sortKeys);
-  if (value === null || typeof value !== "object") return value;
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(value).sort()) {
-    const member = (value as Record<string, unknown>)[key];
-    if (member !== undefined) {
-      Object.defineProperty(out, key, {
-        value: _sortKeys(member),
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    }
-  }
-  return out;
 }
