@@ -92,7 +92,8 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
   },
   "proc.exit": {
     summary: "Ends the caller as `exited` with `result`; its children are ended as their " +
-      "`onParentExit` says.",
+      "`onParentExit` says. A result over 16 KiB of JSON is `EINVAL` (store it with " +
+      "`obj.put` and return its name).",
     needs: OWN,
     effect: "idempotent",
   },

@@ -81,14 +81,31 @@ export class ProcessControl {
     await this.#host.journal.flush();
     const patch: Partial<ProcessRecord> = {};
     if (outcome.result !== undefined) patch.result = outcome.result;
-    if (outcome.error) patch.error = outcome.error;
+    // A reason is one line: a program's error message is cut to fit its row.
+    if (outcome.error) {
+      patch.error = { ...outcome.error, message: _clipReason(outcome.error.message) };
+    }
+    const reason = outcome.reason ?? outcome.error?.message;
     try {
       await processes.transition(pid, state, {
         patch,
-        reason: outcome.reason ?? outcome.error?.message,
+        reason: reason === undefined ? undefined : _clipReason(reason),
       });
     } catch (error) {
-      if (!(error instanceof SyscallError)) throw error;
+      if (error instanceof SyscallError) {
+        // Already moved on (ended elsewhere): nothing to record.
+      } else {
+        // The end could not be recorded as it is (a store error): the process
+        // still ends, failed, saying why, rather than staying "running".
+        const why = _clipReason(
+          `Cannot record how process ${pid} ended: ${(error as Error).message}`,
+        );
+        await processes.transition(pid, "failed", {
+          patch: { error: { message: why } },
+          reason: why,
+        })
+          .catch(() => {});
+      }
     }
     scheduler.executionOf(pid)?.stop(`The process ${state}`);
     this.#host.caps.invalidate(pid);
@@ -226,4 +243,11 @@ export class ProcessControl {
       });
     });
   }
+}
+
+/** The longest reason a process's row keeps, in characters. */
+const MAX_REASON_CHARS = 4096;
+
+function _clipReason(text: string): string {
+  return text.length > MAX_REASON_CHARS ? text.slice(0, MAX_REASON_CHARS - 1) + "…" : text;
 }

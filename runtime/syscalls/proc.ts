@@ -14,6 +14,13 @@ import { END_STATES, type ProcessRecord, type ProcessTable } from "../process_ta
 import { deadlineAfter, park, type ParkKernel } from "./park.ts";
 
 /** What the `proc` handlers need from the kernel. */
+
+/**
+ * The most JSON text a process's result may be: it is kept in the process's
+ * row and its exit's journal record, each one KV value (at most 64 KiB).
+ */
+export const MAX_RESULT_CHARS = 16 * 1024;
+
 export interface ProcKernel extends ParkKernel {
   /** The process table. */
   readonly processes: Pick<ProcessTable, "require" | "get" | "update" | "children">;
@@ -170,11 +177,21 @@ export function procHandlers(kernel: ProcKernel): HandlerTable {
     // The exit is journaled and audited here; the run ends the process when
     // it applies the plan's after-effect, so the record of the call lands
     // before the `exited` state.
-    "proc.exit": (_ctx, args) => ({
-      ops: [],
-      effect: "idempotent",
-      after: { exit: { result: args.result ?? null } },
-      run: () => Promise.resolve({ result: args.result ?? null }),
-    }),
+    "proc.exit": (_ctx, args) => {
+      const result = args.result ?? null;
+      const size = JSON.stringify(result).length;
+      if (size > MAX_RESULT_CHARS) {
+        throw new SyscallError(
+          "EINVAL",
+          `Cannot exit: the result is ${size} bytes of JSON, over the ${MAX_RESULT_CHARS}-byte limit (store it with obj.put and return its name)`,
+        );
+      }
+      return {
+        ops: [],
+        effect: "idempotent",
+        after: { exit: { result } },
+        run: () => Promise.resolve({ result }),
+      };
+    },
   };
 }
