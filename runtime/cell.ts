@@ -99,7 +99,13 @@ export const THREAD_GONE_MS = 1_000;
 export async function threadNames(pid: number): Promise<string[] | undefined> {
   try {
     const { code, stdout } = await new Deno.Command("/bin/sh", {
-      args: ["-c", 'cat /proc/"$1"/task/*/comm', "sh", String(pid)],
+      // A thread that ends while it is read is simply not listed.
+      args: [
+        "-c",
+        '[ -d /proc/"$1"/task ] || exit 1; cat /proc/"$1"/task/*/comm 2>/dev/null; exit 0',
+        "sh",
+        String(pid),
+      ],
       clearEnv: true,
       env: { PATH: "/usr/bin:/bin", LANG: "C" },
       stdin: "null",
@@ -202,7 +208,9 @@ export class Cell {
   #ready: ((pid: number) => void) | undefined;
   #denoDir: string;
   #slots = new Map<number, Slot>();
-  #threadChecks = new Set<ReturnType<typeof setTimeout>>();
+  /** Threads of Workers closed since the last check, with their slots. */
+  #closedThreads = new Map<string, Slot>();
+  #threadCheck: ReturnType<typeof setTimeout> | undefined;
   #nextSlot = 1;
   #dead = false;
 
@@ -226,8 +234,7 @@ export class Cell {
     this.exited = Promise.all([child.status, stdoutDone, stderrDone]).then(
       async ([status]) => {
         this.#dead = true;
-        for (const timer of this.#threadChecks) clearTimeout(timer);
-        this.#threadChecks.clear();
+        if (this.#threadCheck !== undefined) clearTimeout(this.#threadCheck);
         await removePrivateDenoDir(denoDir);
         const outOfMemory = this.#killReason === undefined && this.#ranOutOfMemory();
         const exit: CellExit = {
@@ -486,21 +493,26 @@ export class Cell {
   /**
    * A Worker's acknowledgement of its close comes from its own isolate, so
    * a program can forge it and keep a loop running after `terminate()`.
-   * Its OS thread then outlives it: once {@link THREAD_GONE_MS} have passed,
-   * a thread of that name still in the cell costs the cell (its other
-   * programs resume elsewhere). Where `/proc` cannot be read, the check is
-   * skipped.
+   * Its OS thread then outlives it. Closed threads are checked together,
+   * {@link THREAD_GONE_MS} after the first of them (one read of `/proc` per
+   * cell, however many Workers closed): a thread of such a name still in
+   * the cell costs the cell (its other programs resume elsewhere), and so
+   * does a cell whose threads cannot be read (the check fails closed).
    */
   #checkThreadGone(thread: string, slot: Slot): void {
-    const timer = setTimeout(async () => {
-      this.#threadChecks.delete(timer);
+    this.#closedThreads.set(thread, slot);
+    if (this.#threadCheck !== undefined) return;
+    this.#threadCheck = setTimeout(async () => {
+      this.#threadCheck = undefined;
+      const closed = new Map(this.#closedThreads);
+      this.#closedThreads.clear();
       if (this.#dead) return;
       const threads = await threadNames(this.osPid);
-      if (!this.#dead && threads?.includes(thread)) {
-        this.kill("A program kept running after it was stopped", slot);
-      }
+      if (this.#dead) return;
+      if (!threads) return this.kill("The cell's threads could not be checked after a close");
+      const left = [...closed].find(([name]) => threads.includes(name));
+      if (left) this.kill("A program kept running after it was stopped", left[1]);
     }, THREAD_GONE_MS);
-    this.#threadChecks.add(timer);
   }
 
   #onOutput(line: string, fromStdout: boolean): void {
