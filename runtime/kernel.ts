@@ -514,19 +514,13 @@ export class Kernel {
   }
 
   /**
-   * The trust group of a process: its process tree, named by its root (the
-   * oldest ancestor still on record), or with `cellSharing: "principal"`
+   * The trust group of a process: its process tree, named by its root, or
+   * with `cellSharing: "principal"`
    * every tree its principal started. Only one group's programs share a cell.
    */
-  async #groupOf(record: ProcessRecord): Promise<string> {
+  #groupOf(record: ProcessRecord): string {
     if (this.#cellSharing === "principal") return `principal:${record.principal ?? "local"}`;
-    let root = record;
-    while (root.ppid !== null) {
-      const parent = await this.processes.get(root.ppid);
-      if (!parent) break;
-      root = parent;
-    }
-    return `tree:${root.pid}`;
+    return `tree:${record.root ?? record.pid}`;
   }
 
   /**
@@ -562,7 +556,7 @@ export class Kernel {
       const journal = await loadJournal(this.store.kv, running.pid, firstSeq);
       const execution = new Execution(this, running, limits, { firstSeq, journal });
       const placement = {
-        group: await this.#groupOf(running),
+        group: this.#groupOf(running),
         alone: this.#alone.delete(running.pid) || image.image.isolation === "process" ||
           this.#isolation === "process",
       };

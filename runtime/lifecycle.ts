@@ -190,6 +190,7 @@ export async function forkProcess(
   const child = await kernel.processes.create({
     ppid: parent.pid,
     principal: parent.principal,
+    root: parent.root ?? parent.pid,
     image: parent.image,
     digest: parent.digest,
     cwd: parent.cwd,
@@ -349,6 +350,7 @@ async function _createChild(
       ),
       onParentExit: options.onParentExit ?? "kill",
       principal: parent.principal,
+      root: parent.root ?? parent.pid,
       budget: narrowBudget(image.image.budget ?? {}, budgetLeft(parent, kernel.now())),
       limits: limitsOf(kernel.limits, parent, parentImage),
       tool: options.tool,

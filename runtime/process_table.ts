@@ -117,6 +117,11 @@ export interface ProcessRecord {
    * operator on this machine. A child inherits its parent's.
    */
   principal?: string;
+  /**
+   * The root of its process tree, for a process that has a parent (a root
+   * has none: it is its own). Set when it is made, never changed.
+   */
+  root?: number;
   /** What happens to the process when its parent ends. */
   onParentExit: "kill" | "orphan";
   /** The process's resource budgets. */
