@@ -277,13 +277,23 @@ export async function treeRss(root: number): Promise<{ totalKiB: number; process
   return { totalKiB: processes.reduce((n, p) => n + p.rssKiB, 0), processes };
 }
 
+/** The permissions a bench subprocess runs with (`deno run` flags; the host's own minus the network). */
+export const HOST_FLAGS: readonly string[] = [
+  "--no-prompt",
+  "--allow-read",
+  "--allow-write",
+  "--allow-run",
+  "--allow-env",
+  "--allow-ffi",
+];
+
 /** Runs `deno run` on a bench script with the usual permissions; returns its last JSON line. */
 export async function runHost<T>(
   script: string,
   args: string[],
   options: { gc?: boolean } = {},
 ): Promise<T> {
-  const flags = ["--no-prompt", "--allow-read", "--allow-write", "--allow-run", "--allow-env"];
+  const flags = [...HOST_FLAGS];
   if (options.gc) flags.push("--v8-flags=--expose-gc");
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", ...flags, script, ...args],

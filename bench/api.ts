@@ -18,6 +18,7 @@ import { fileURLToPath } from "node:url";
 import {
   against,
   type BenchOptions,
+  HOST_FLAGS,
   percentile,
   round,
   type Row,
@@ -50,12 +51,7 @@ async function serve(dir: string): Promise<Server> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--no-prompt",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
-      "--allow-ffi",
+      ...HOST_FLAGS,
       "--allow-net=127.0.0.1",
       CLI,
       "serve",

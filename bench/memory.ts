@@ -23,6 +23,7 @@ import { fileURLToPath } from "node:url";
 import {
   against,
   type BenchOptions,
+  HOST_FLAGS,
   median,
   openBenchKernel,
   round,
@@ -125,12 +126,7 @@ async function measure(shape: Shape, count: number): Promise<HostRun> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--no-prompt",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
-      "--allow-ffi",
+      ...HOST_FLAGS,
       fileURLToPath(import.meta.url),
       "host",
       shape,
