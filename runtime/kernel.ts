@@ -241,8 +241,11 @@ export class Kernel {
   #scheduler: Scheduler<Execution>;
   #isolation: "shared" | "process";
   #cellSharing: CellSharing;
-  /** Processes whose next run gets a cell of its own. */
-  #alone = new Set<number>();
+  /**
+   * Processes resumed elsewhere because their cell died for another's
+   * sake, and whether their next run gets a cell of its own.
+   */
+  #resumed = new Map<number, { alone: boolean }>();
   #control: ProcessControl;
   #transcripts: Transcripts;
   #ownsStore: boolean;
@@ -499,7 +502,7 @@ export class Kernel {
       return requeued ? { state: "runnable" } : {};
     });
     if (!requeued) return;
-    if (options.alone) this.#alone.add(pid);
+    this.#resumed.set(pid, { alone: options.alone });
     this.start(pid);
   }
 
@@ -534,9 +537,12 @@ export class Kernel {
     const image = await this.imageOf(record);
     return async (running) => {
       const limits = limitsOf(this.limits, running, image);
+      const resumed = this.#resumed.get(running.pid);
+      this.#resumed.delete(running.pid);
+      // Outcomes of calls the run its cell took with it left in flight are
+      // read back, not redone (a wait already flushed before it parked).
+      if (resumed) await this.journal.flush();
       let start = await replayStart(this.store.kv, running);
-      // Outcomes of calls a previous run left in flight are read back, not redone.
-      await this.journal.flush();
       const entry = image.image.entry === "libos:agent"
         ? {
           kind: "agent" as const,
@@ -557,7 +563,7 @@ export class Kernel {
       const execution = new Execution(this, running, limits, { firstSeq, journal });
       const placement = {
         group: this.#groupOf(running),
-        alone: this.#alone.delete(running.pid) || image.image.isolation === "process" ||
+        alone: resumed?.alone === true || image.image.isolation === "process" ||
           this.#isolation === "process",
       };
       return { execution, start: () => execution.start(entry, placement, checkpoint) };
