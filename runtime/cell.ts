@@ -354,6 +354,11 @@ export class Cell {
     return this.#slots.size;
   }
 
+  /** True while the threads of Workers closed lately are still to be checked (see `Slot.close`). */
+  get checkingThreads(): boolean {
+    return this.#threadCheck !== undefined;
+  }
+
   /** True once the cell is dying or dead: it takes no more slots. */
   get dead(): boolean {
     return this.#dead || this.#killReason !== undefined;
@@ -503,15 +508,22 @@ export class Cell {
     this.#closedThreads.set(thread, slot);
     if (this.#threadCheck !== undefined) return;
     this.#threadCheck = setTimeout(async () => {
-      this.#threadCheck = undefined;
       const closed = new Map(this.#closedThreads);
       this.#closedThreads.clear();
-      if (this.#dead) return;
-      const threads = await threadNames(this.osPid);
-      if (this.#dead) return;
-      if (!threads) return this.kill("The cell's threads could not be checked after a close");
-      const left = [...closed].find(([name]) => threads.includes(name));
-      if (left) this.kill("A program kept running after it was stopped", left[1]);
+      try {
+        if (this.#dead) return;
+        const threads = await threadNames(this.osPid);
+        if (this.#dead) return;
+        if (!threads) return this.kill("The cell's threads could not be checked after a close");
+        const left = [...closed].find(([name]) => threads.includes(name));
+        if (left) this.kill("A program kept running after it was stopped", left[1]);
+      } finally {
+        this.#threadCheck = undefined;
+        // Workers closed while this check ran get one of their own.
+        const next = [...this.#closedThreads];
+        this.#closedThreads.clear();
+        if (!this.#dead) { for (const [name, slot] of next) this.#checkThreadGone(name, slot); }
+      }
     }, THREAD_GONE_MS);
   }
 
