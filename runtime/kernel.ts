@@ -57,7 +57,7 @@ import {
   spawnProcess,
 } from "./lifecycle.ts";
 import { Mailbox } from "./mailbox.ts";
-import type { Message, ModelProvider } from "./model.ts";
+import type { ModelProvider, ModelReply } from "./model.ts";
 import { ModelProviders, ownModelOf } from "./model_providers.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
 import { ObjectMemory } from "./object_memory.ts";
@@ -76,7 +76,13 @@ import { Snapshots } from "./snapshots.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import { openStore, type Store } from "./store.ts";
 import { handlerTable } from "./syscalls/mod.ts";
-import { type TranscriptEntry, Transcripts } from "./transcripts.ts";
+import {
+  type Conversation,
+  type ConversationRequest,
+  type TranscriptEntry,
+  type TranscriptRef,
+  Transcripts,
+} from "./transcripts.ts";
 import { Waits } from "./waits.ts";
 
 export { MAX_INPUT_CHARS } from "./lifecycle.ts";
@@ -420,7 +426,7 @@ export class Kernel {
     state: Extract<ProcessState, "exited" | "failed" | "killed">,
     outcome: { result?: unknown; error?: { code?: string; message: string }; reason?: string } = {},
   ): Promise<void> {
-    return this.#control.finish(pid, state, outcome);
+    return this.#control.finish(pid, state, outcome).finally(() => this.#transcripts.forget(pid));
   }
 
   /** Resolves with the record once `pid` is in an end state. */
@@ -664,12 +670,26 @@ export class Kernel {
   }
 
   /**
-   * Appends to a process's transcript the messages it sent that are new,
-   * then the reply, charged to its `storageBytes` quota in the same commit
-   * (`EBUDGET`, and nothing recorded, over the quota).
+   * The whole conversation of a `model.complete` request of `pid`: its
+   * messages, after the transcript messages it references (checked against
+   * the stored transcript, `EINVAL` when they differ).
    */
-  recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void> {
-    return this.#transcripts.record(pid, messages, reply);
+  resolveConversation(pid: number, request: ConversationRequest): Promise<Conversation> {
+    return this.#transcripts.resolve(pid, request);
+  }
+
+  /**
+   * Appends an exchange of `pid` to its transcript, charged to its
+   * `storageBytes` quota in the same commit (`EBUDGET`, and nothing
+   * recorded, over the quota); the reference to the conversation through
+   * the reply when the transcript holds exactly it.
+   */
+  recordTranscript(
+    pid: number,
+    request: ConversationRequest,
+    reply: ModelReply,
+  ): Promise<TranscriptRef | undefined> {
+    return this.#transcripts.record(pid, request, reply);
   }
 
   /** The transcript of a process: the messages exchanged with the model. */
