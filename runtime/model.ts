@@ -242,6 +242,8 @@ export class ScriptedModel implements ModelProvider {
   /** Always `scripted`. */
   readonly name = "scripted";
   #script: Script;
+  /** The text length of each message seen (messages are not changed once sent). */
+  #chars = new WeakMap<Message, number>();
 
   /** Creates a model over a validated copy of `script`. */
   constructor(script: Script) {
@@ -303,7 +305,10 @@ export class ScriptedModel implements ModelProvider {
     let inputChars = 0;
     for (const message of request.messages) {
       if (message.role === "assistant") index++;
-      inputChars += _textOf(message).length;
+      // A conversation's messages come back call after call: each is measured once.
+      let chars = this.#chars.get(message);
+      if (chars === undefined) this.#chars.set(message, chars = _textOf(message).length);
+      inputChars += chars;
     }
     const reply: ModelReply = index < turns.length ? _replyOf(turns[index], index) : {
       message: { role: "assistant", content: SCRIPT_ENDED },
