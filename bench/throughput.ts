@@ -16,9 +16,7 @@
  * that rate on this machine. A second floor is one multi-Worker cell (one
  * subprocess hosting as many Workers as there are processes, routed by
  * slot) with one caller per Worker: the ceiling of a runtime whose
- * processes share a cell. At 64 processes the loop also runs in that
- * layout (roots of one principal in one cell of 64 Workers), which is the
- * rate the multi-Worker cell floor is a ceiling of.
+ * processes share a cell.
  *
  * @module
  */
@@ -49,22 +47,12 @@ const TARGET = 10_000;
 /** Share of the multi-Worker cell's echo rate the durable rate should reach at 64 processes. */
 const CELL_SHARE = 0.6;
 
-/**
- * Runs `count` looping processes at once; returns the steady-state rate and
- * journal counters. With `shareCell`, the processes are roots of one
- * principal sharing one cell (`cellSharing: "principal"`), the layout of the
- * multi-Worker cell floor; otherwise each root has a cell of its own.
- */
+/** Runs `count` looping processes at once; returns the steady-state rate and journal counters. */
 async function runMany(
   count: number,
   ms: number,
-  shareCell = false,
 ): Promise<Record<string, number>> {
-  const bench = await openBenchKernel(
-    shareCell
-      ? { maxCells: count, cellSharing: "principal", cellWorkers: count }
-      : { maxCells: count },
-  );
+  const bench = await openBenchKernel({ maxCells: count });
   const probe = probeDispatch(bench.kernel);
   try {
     const tag = await bench.program("put", LOOP);
@@ -128,15 +116,14 @@ async function steadyRun(
   count: number,
   ms: number,
   options: BenchOptions,
-  shareCell = false,
 ): Promise<Record<string, number>> {
-  const run = await runMany(count, ms, shareCell);
+  const run = await runMany(count, ms);
   if (run.windowMs >= ms / 2) return run;
   options.log(
     `  ${count} processes were all running for ${Math.max(0, run.windowMs).toFixed(0)} ms only ` +
       `(cells took ${(run.startSpreadMs / 1000).toFixed(1)} s to start); again, longer`,
   );
-  return { ...await runMany(count, ms + 1.5 * run.startSpreadMs, shareCell), retried: 1 };
+  return { ...await runMany(count, ms + 1.5 * run.startSpreadMs), retried: 1 };
 }
 
 /**
@@ -159,15 +146,6 @@ export async function benchThroughput(options: BenchOptions): Promise<Section> {
       floor,
       cellFloor,
     };
-    if (count === 64) {
-      const shared = await steadyRun(count, ms + 2000, options, true);
-      run.sharedCell = shared.durableCallsPerSecond;
-      run.sharedCellWritesPerCommit = shared.writesPerCommit;
-      options.log(
-        `  ${count} processes sharing one cell: ${shared.durableCallsPerSecond.toFixed(0)} ` +
-          `durable calls/s, ${shared.writesPerCommit.toFixed(1)} writes/commit`,
-      );
-    }
     runs.push(run);
     options.log(
       `  ${count} bare cells echo ${floor.toFixed(0)} round trips/s, one cell with ${count} ` +
@@ -205,19 +183,6 @@ export async function benchThroughput(options: BenchOptions): Promise<Section> {
         ? run.durableCallsPerSecond >= CELL_SHARE * run.cellFloor
         : undefined,
     },
-    ...(run.sharedCell === undefined ? [] : [{
-      name: `throughput.obj_put.${run.processes}_procs.shared_cell`,
-      value: Math.round(run.sharedCell),
-      unit: "calls/s",
-      floor: Math.round(run.cellFloor),
-      floorName: `one cell with ${run.processes} Workers: echo round trips/s`,
-      ratio: round(run.sharedCell / run.cellFloor, 2),
-      target: `>= ${CELL_SHARE * 100}% of multi-Worker cell echo (same layout)`,
-      met: run.sharedCell >= CELL_SHARE * run.cellFloor,
-      note: `roots of one principal in one cell; ${
-        round(run.sharedCellWritesPerCommit, 1)
-      } writes/commit`,
-    }]),
     {
       name: `throughput.obj_put.${run.processes}_procs.writes_per_commit`,
       value: round(run.writesPerCommit, 1),
