@@ -535,8 +535,12 @@ export class Kernel {
     this.start(pid);
   }
 
-  /** How far the run queue has got, with the cells in use and the starts waiting for one. */
-  get runQueue(): RunQueue {
+  /**
+   * How far the run queue has got, with the cells in use and the starts
+   * waiting for one; undefined for a kernel that runs no processes.
+   */
+  get runQueue(): RunQueue | undefined {
+    if (!this.#scheduler.runs) return undefined;
     return {
       ...this.#scheduler.runQueue,
       cells: this.cells.table().length,
