@@ -11,7 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { SyscallRequest } from "../broker/abi.ts";
 import type { AgentImage } from "../runtime/image.ts";
-import { Kernel, type KernelOptions } from "../runtime/kernel.ts";
+import { Kernel, type KernelOptions, type RunQueue } from "../runtime/kernel.ts";
 import { END_STATES } from "../runtime/process_table.ts";
 import { QUEUE_MAX_RUNNING, QUEUED_IMAGE, QUEUED_PROGRAM } from "./_queue_host.ts";
 
@@ -45,6 +45,13 @@ async function storeWithRunnable(
   }
 }
 
+/** The run queue of a kernel that runs processes. */
+function queueOf(kernel: Kernel): RunQueue {
+  const queue = kernel.runQueue;
+  assert.ok(queue, "a kernel that runs processes reports its run queue");
+  return queue;
+}
+
 /** Every event posted on topic `done`, as the inputs they carry. */
 async function doneInputs(kernel: Kernel): Promise<number[]> {
   const inputs: number[] = [];
@@ -74,7 +81,7 @@ function holdCalls(kernel: Kernel): {
     if (request.name === "time.now") {
       const workers = kernel.cells.table().reduce((n, row) => n + row.workers, 0);
       most.workers = Math.max(most.workers, workers);
-      most.running = Math.max(most.running, kernel.runQueue.running);
+      most.running = Math.max(most.running, queueOf(kernel).running);
       const { promise, resolve } = Promise.withResolvers<void>();
       held.push({ pid: ctx.pid, release: resolve });
       onArrival?.();
@@ -139,7 +146,7 @@ Deno.test("recovering runnable processes with maxRunning k never runs more than 
       assert.deepEqual(ends, ["exited"]);
     }
     assert.deepEqual((await doneInputs(kernel)).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6]);
-    assert.equal(kernel.runQueue.queued, 0);
+    assert.equal(queueOf(kernel).queued, 0);
   });
 });
 
@@ -149,12 +156,12 @@ Deno.test("a queued process can be killed, or paused and resumed, while it waits
     await kernel.recover();
     if (!gate.held.length) await gate.arrived();
     assert.equal(gate.held[0].pid, first);
-    assert.deepEqual([kernel.runQueue.queued, kernel.runQueue.running], [2, 1]);
+    assert.deepEqual([queueOf(kernel).queued, queueOf(kernel).running], [2, 1]);
     await kernel.signal(killed, "kill");
     await kernel.signal(paused, "pause");
-    assert.equal(kernel.runQueue.queued, 0, "neither waits in the queue any more");
+    assert.equal(queueOf(kernel).queued, 0, "neither waits in the queue any more");
     await kernel.signal(paused, "resume");
-    assert.equal(kernel.runQueue.queued, 1);
+    assert.equal(queueOf(kernel).queued, 1);
     gate.held.shift()!.release();
     if (!gate.held.length) await gate.arrived();
     assert.equal(gate.held[0].pid, paused, "the killed one never ran");
