@@ -70,7 +70,7 @@ import {
   ProcessTable,
   type Usage,
 } from "./process_table.ts";
-import { type Launch, Scheduler } from "./scheduler.ts";
+import { type Launch, type RunQueueStatus, Scheduler } from "./scheduler.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { Snapshots } from "./snapshots.ts";
 import { StorageQuotas } from "./storage_quota.ts";
@@ -88,6 +88,7 @@ import { Waits } from "./waits.ts";
 export { MAX_INPUT_CHARS } from "./lifecycle.ts";
 export type { ChildSpawnOptions, SpawnOptions } from "./lifecycle.ts";
 export type { TranscriptEntry } from "./transcripts.ts";
+export { DEFAULT_MAX_STARTING } from "./scheduler.ts";
 
 /** Options of {@link Kernel.open}. */
 export interface KernelOptions {
@@ -122,8 +123,23 @@ export interface KernelOptions {
   journal?: JournalOptions;
   /** Answers human requests as they arrive (scripted, deny-all, a terminal). */
   human?: HumanResponder;
-  /** Most cells (running programs) at once; more runnable processes queue (default 16). */
+  /**
+   * Most cells at once (default 16). A program that needs another cell then
+   * waits in line for one; blocked processes that kept their Workers park
+   * to make room.
+   */
   maxCells?: number;
+  /**
+   * Most programs holding a Worker at once: starting, running, or blocked
+   * and lingering (default `maxCells` x `cellWorkers`, what the cells hold).
+   * More runnable processes wait in the run queue, oldest first.
+   */
+  maxRunning?: number;
+  /**
+   * Most starts in flight at once (default {@link DEFAULT_MAX_STARTING}):
+   * the rate the run queue admits processes at, recovery included.
+   */
+  maxStarting?: number;
   /**
    * Cells kept started ahead of need, Worker up (default 0). A process with
    * the kernel's default limits takes one instead of starting a cold cell.
@@ -171,6 +187,16 @@ export interface CellPolicy {
   workersPerCell: number;
   /** How long a blocked process keeps its Worker, in ms. */
   waitGraceMs: number;
+}
+
+/** How far a kernel's run queue has got, as `libos status` shows it. */
+export interface RunQueue extends RunQueueStatus {
+  /** Cells serving groups now. */
+  cells: number;
+  /** Most cells at once. */
+  maxCells: number;
+  /** Admitted starts waiting for room for a new cell. */
+  waitingForCell: number;
 }
 
 /** How long a blocked process keeps its Worker by default, in ms. */
@@ -287,6 +313,8 @@ export class Kernel {
       warm: options.warmCells ?? 0,
       limits: cellOptionsOf(this.limits),
       maxWorkers: options.cellWorkers,
+      maxCells: options.maxCells,
+      needRoom: () => this.#scheduler.makeRoom(),
     });
     this.#isolation = options.isolation ?? "shared";
     this.#cellSharing = options.cellSharing ?? "tree";
@@ -305,7 +333,8 @@ export class Kernel {
       waitRecord: async (pid, seq) =>
         (await this.store.kv.get<JournalRecord>(["journal", pid, seq])).value ?? undefined,
     }, {
-      maxCells: options.maxCells ?? 16,
+      maxRunning: options.maxRunning ?? this.cells.maxCells * this.cells.maxWorkers,
+      maxStarting: options.maxStarting,
       runs: options.runs ?? true,
       waitGraceMs: options.waitGraceMs ?? DEFAULT_WAIT_GRACE_MS,
     });
@@ -451,9 +480,9 @@ export class Kernel {
   // Running (scheduler.ts).
 
   /**
-   * Runs a runnable process in a cell, now or when a cell frees up (at most
-   * `maxCells` run at once). Returns at once. A process whose previous cell
-   * is still stopping starts once that cell is gone.
+   * Puts a runnable process in the run queue: it runs in a Worker once its
+   * turn comes (see `scheduler.ts`). Returns at once. A process whose
+   * previous Worker is still stopping starts once that one is gone.
    */
   start(pid: number): void {
     this.#scheduler.start(pid);
@@ -510,6 +539,20 @@ export class Kernel {
     if (!requeued) return;
     this.#resumed.set(pid, { alone: options.alone });
     this.start(pid);
+  }
+
+  /**
+   * How far the run queue has got, with the cells in use and the starts
+   * waiting for one; undefined for a kernel that runs no processes.
+   */
+  get runQueue(): RunQueue | undefined {
+    if (!this.#scheduler.runs) return undefined;
+    return {
+      ...this.#scheduler.runQueue,
+      cells: this.cells.table().length,
+      maxCells: this.cells.maxCells,
+      waitingForCell: this.cells.waiting,
+    };
   }
 
   /** How this kernel places programs in cells. */
@@ -733,6 +776,8 @@ export class Kernel {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.#scheduler.close();
+    // Starts waiting for a cell would wait for cells only the shutdown frees.
+    this.cells.refuseWaiting();
     this.waits.stop();
     await this.waits.settled();
     // Park what was running: it replays from its journal on the next start.
