@@ -3,7 +3,8 @@
  * append-only under `["transcript", pid, i]` (chunked) with their count
  * under `["transcript_len", pid]`, each reply's usage and exit flag under
  * `["transcript_reply", pid, i]`, and charged to the process's
- * `storageBytes` quota in the commit that adds them.
+ * `storageBytes` quota in the commit that adds them: the commit of the
+ * `model.complete` call's journal record ({@link Transcripts.prepareRecord}).
  *
  * A `model.complete` call may name the start of its conversation by
  * reference instead of sending it: `{ length, digest }`, the first
@@ -52,9 +53,9 @@ export interface Conversation {
   inputBound: number;
   /**
    * The reply the transcript already holds for exactly this conversation:
-   * the call was answered and recorded, but its journal record was lost
-   * (the host stopped first). The call answers with it and asks the model
-   * nothing.
+   * the call was answered and recorded, but its journal record was lost (a
+   * store written before the two shared one commit). The call answers with
+   * it and asks the model nothing.
    */
   recorded?: ModelReply & { transcript: TranscriptRef };
 }
