@@ -542,3 +542,44 @@ Deno.test("a checkpoint costs the same KV reads and writes at the 500th save as 
     );
   }, { model });
 });
+
+Deno.test("a model reply over the toolCalls budget is charged its tokens and recorded nowhere", async () => {
+  const read: ScriptTurn = {
+    tool_calls: [{ name: "read_file", arguments: { path: "note.txt" } }],
+  };
+  // The second reply asks for two tool calls when one is left of the budget.
+  const model = new RecordingModel([read, {
+    tool_calls: [...read.tool_calls!, ...read.tool_calls!],
+  }]);
+  await withHarness(async (h) => {
+    await Deno.writeTextFile(join(h.workspace, "note.txt"), "a note\n");
+    await h.kernel.images.register({
+      ...ASKER,
+      name: "tight",
+      tools: ["read_file"],
+      capabilities: ["fs:read:**"],
+      budget: { toolCalls: 2 },
+    });
+    const end = await h.kernel.run({ image: "tight@1.0.0", workspace: h.workspace });
+    assert.equal(end.state, "failed");
+    assert.equal(end.error?.code, "EBUDGET");
+    assert.equal(model.requests.length, 2);
+    const kv = h.kernel.store.kv;
+    await h.kernel.journal.flush();
+    // The first reply is recorded; the second, refused, is not: not in the
+    // transcript, and journaled as the refusal.
+    const replies = await valuesUnder<{ usage: ModelReply["usage"] }>(kv, [
+      "transcript_reply",
+      end.pid,
+    ]);
+    assert.equal(replies.length, 1);
+    const calls = (await valuesUnder<JournalRecord>(kv, ["journal", end.pid]))
+      .filter((r) => r.name === "model.complete");
+    assert.deepEqual(calls.map((r) => r.ok), [true, false]);
+    assert.equal(calls[1].error?.code, "EBUDGET");
+    // Both replies' tokens are charged: the refused one was spent all the same.
+    const recorded = replies[0].usage.inputTokens + replies[0].usage.outputTokens;
+    assert.ok(end.usage.tokens > recorded, `charged ${end.usage.tokens}, recorded ${recorded}`);
+    assert.equal(end.usage.toolCalls, 1);
+  }, { model });
+});
