@@ -2,11 +2,11 @@
  * Agent step growth: the built-in agent loop (`libos:agent`) driven by the
  * scripted model for 1,000 model turns (quick: 200). Every turn but the
  * last calls the built-in `read_file` tool on a small file, so a step is a
- * model turn (`model.complete` with the whole transcript so far), one
- * `fs.read` and the loop's checkpoint (`ckpt.save` of the transcript); the
- * last turn answers and the process exits. The transcript, and with it
- * each model request and each checkpoint, grows by one step's messages
- * every step.
+ * model turn (`model.complete` with a reference to the transcript so far
+ * and the tool result after it), one `fs.read` and the loop's checkpoint
+ * (`ckpt.save` of that reference); the last turn answers and the process
+ * exits. The transcript grows by one step's messages every step; what a
+ * step sends and writes does not.
  *
  * A step is timed on the host: the gap between two consecutive arrivals of
  * `model.complete` at the broker (see `_common.ts`), so the last turn,

@@ -247,6 +247,37 @@ export interface AskRequest {
  */
 export const PARKED: unique symbol = Symbol("parked") as never;
 
+/**
+ * What a run returns when its outcome changes the store (the exchange a
+ * `model.complete` adds to the caller's transcript, and the usage it
+ * charges): the broker commits that change with the call's `done` journal
+ * record and its audit record, in one commit, so the store holds both or
+ * neither. The call answers the change's result.
+ */
+export class OutcomeChange {
+  /**
+   * Prepares the change; called again when a check of the commit failed.
+   * Throwing fails the call with nothing of the change written.
+   */
+  readonly prepare: () => Promise<StoreChange>;
+  /**
+   * Called when the outcome could not be recorded (preparing it or
+   * committing it failed for another reason than a stale check), with the
+   * error the call then fails with: for what must be kept even so (the
+   * tokens the model spent).
+   */
+  readonly unrecorded?: (error: unknown) => Promise<void>;
+
+  /** The outcome that `prepare` makes. */
+  constructor(
+    prepare: () => Promise<StoreChange>,
+    unrecorded?: (error: unknown) => Promise<void>,
+  ) {
+    this.prepare = prepare;
+    this.unrecorded = unrecorded;
+  }
+}
+
 /** The digest that identifies one call: name and arguments. */
 export function callDigest(name: string, args: unknown): Promise<string> {
   return sha256Hex(canonicalJson({ name, args }));
@@ -373,6 +404,15 @@ export class Broker {
       //    that authorized it, and spending one-shot grants in the same
       //    commit), 5. run it through its provider.
       const value = await this.#execute(call, called, plan, authority);
+      if (value instanceof OutcomeChange) {
+        // 6. The outcome changes the store: the change with the call's
+        //    records, in one commit.
+        const result = await this.#commitOutcome(call, called, plan, authority, value);
+        after = plan.after;
+        return after
+          ? { id, ok: true, value: result, at, after }
+          : { id, ok: true, value: result, at };
+      }
       if (value === PARKED) {
         // Audited now; whoever ends the wait journals the result.
         await this.#journal.writeCall({ ctx: call, name, args, at, ...authority.grant, note }, {
@@ -611,6 +651,48 @@ export class Broker {
       console.error(`Cannot wake the processes waiting for ${called.name}:`, error)
     );
     return done.value;
+  }
+
+  /**
+   * 6. for a call whose outcome changes the store: prepares that change and
+   * commits it with the call's `done` record and audit record, durably and
+   * in one commit; when a check of the change fails, prepares it again.
+   * Returns the call's result. The call has run: its authority is not
+   * checked again.
+   */
+  async #commitOutcome(
+    call: CallContext,
+    called: _Called,
+    plan: Plan,
+    authority: _Authority,
+    outcome: OutcomeChange,
+  ): Promise<unknown> {
+    for (;;) {
+      let change: StoreChange | undefined;
+      let value: unknown;
+      try {
+        change = await outcome.prepare();
+        value = change.result === undefined ? null : change.result;
+        if (this.#checkResults) this.#checkResult(called.name as SyscallName, value);
+        const end: CallEnd = {
+          effect: plan.effect,
+          outcome: { ok: true, value, after: plan.after },
+        };
+        const apply = change.apply.bind(change);
+        await this.#record(call, called, authority.grant, end, { durable: true, atomic: apply });
+      } catch (error) {
+        await change?.discard?.();
+        if (error instanceof StaleWriteError) continue;
+        await outcome.unrecorded?.(error).catch((failed) =>
+          console.error(`Cannot keep what ${called.name} spent:`, failed)
+        );
+        throw error;
+      }
+      await change.wake?.().catch((error) =>
+        console.error(`Cannot finish recording ${called.name}:`, error)
+      );
+      return value;
+    }
   }
 
   /**

@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import type { SyscallReply, SyscallRequest } from "./abi.ts";
 import { AuditLog, type AuditRecord } from "./audit.ts";
-import { Broker, type BrokerReply, type CallContext, type HandlerTable, PARKED } from "./broker.ts";
+import {
+  Broker,
+  type BrokerReply,
+  type CallContext,
+  type HandlerTable,
+  OutcomeChange,
+  PARKED,
+} from "./broker.ts";
 import type { CapabilitySpec } from "./capability.ts";
 import { CapabilityStore } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
@@ -43,6 +50,10 @@ interface Seen {
   prepared?: number;
   /** Runs inside the run of an `fs.read`, after it was authorized. */
   duringRead?: () => Promise<void>;
+  /** How often a `model.complete` prepared the change its outcome makes. */
+  outcomes?: number;
+  /** The errors a `model.complete` outcome could not be recorded with. */
+  unrecorded?: unknown[];
 }
 
 /**
@@ -51,8 +62,10 @@ interface Seen {
  * delete on the source and write on the target, `fs.stat` fails in its plan,
  * `fs.list` fails in its run, `fs.mkdir` is refused for lack of authority
  * in its run (after `fs:write` allowed it), `event.emit` is a change of
- * the store alone (the next seq of a counter under `["fake_topic", topic]`).
- * Every stage counts its invocations.
+ * the store alone (the next seq of a counter under `["fake_topic", topic]`),
+ * `model.complete` runs, then its outcome changes the store (adds one to
+ * `["fake_spent"]`; refused with `EBUDGET` when `maxTokens` is 1). Every
+ * stage counts its invocations.
  */
 function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
   const at = (path: string) => `/ws/${path}`;
@@ -136,6 +149,34 @@ function fakeHandlers(counts: Counts, kv: Deno.Kv, seen: Seen) {
             result: { seq },
             apply: (op) => op.check(counter).set(["fake_topic", args.topic], seq),
           };
+        },
+      };
+    },
+    "model.complete": (_ctx, args) => {
+      counts.planned++;
+      return {
+        ops: [],
+        effect: "none",
+        run: () => {
+          counts.ran++;
+          return Promise.resolve(
+            new OutcomeChange(
+              async () => {
+                seen.outcomes = (seen.outcomes ?? 0) + 1;
+                if (args.maxTokens === 1) throw new SyscallError("EBUDGET", "Cannot spend: over");
+                const spent = await kv.get<number>(["fake_spent"]);
+                const total = (spent.value ?? 0) + 1;
+                return {
+                  result: { total },
+                  apply: (op) => op.check(spent).set(["fake_spent"], total),
+                };
+              },
+              (error) => {
+                (seen.unrecorded ??= []).push(error);
+                return Promise.resolve();
+              },
+            ),
+          );
         },
       };
     },
@@ -710,6 +751,62 @@ Deno.test("a change whose check fails is prepared again and committed once", asy
     assert.equal(f.seen.prepared, 2);
     assert.equal((await f.kv.get(["fake_topic", "t"])).value, 6);
     assert.equal((await f.audit()).length, 1);
+  });
+});
+
+const HELLO = { messages: [{ role: "user", content: "hello" }] };
+
+Deno.test("a run whose outcome changes the store commits the change with its done and audit records, in one durable commit", async () => {
+  await withBroker(async (f) => {
+    const watch = watchCommits(f.kv);
+    const reply = await f.call("model.complete", HELLO);
+    watch.stop();
+    assert.deepEqual((reply as BrokerReply & { ok: true }).value, { total: 1 });
+    // Committed before the reply, with nothing left for a later group commit.
+    assert.equal(watch.commits.length, 1);
+    const keys = watch.commits[0].keys.map((key) => JSON.stringify(key));
+    for (const key of [["fake_spent"], ["journal", 1, 1], ["audit", "rec", 1], ["audit", "head"]]) {
+      assert.ok(keys.includes(JSON.stringify(key)), `${JSON.stringify(key)} in ${keys}`);
+    }
+    const record = (await f.kv.get<JournalRecord>(["journal", 1, 1])).value;
+    assert.equal(record?.phase, "done");
+    assert.deepEqual(record?.value, { total: 1 });
+    assert.equal(f.counts.ran, 1);
+    assert.equal(f.seen.unrecorded, undefined);
+  });
+});
+
+Deno.test("an outcome whose check fails is prepared again and committed once; the run is not repeated", async () => {
+  await withBroker(async (f) => {
+    // Another writer moves the counter after the outcome read it.
+    const raced = beforeNextCommit(f.kv, async () => {
+      await f.kv.set(["fake_spent"], 5);
+    });
+    const reply = await f.call("model.complete", HELLO);
+    await raced;
+    assert.deepEqual((reply as BrokerReply & { ok: true }).value, { total: 6 });
+    assert.equal(f.counts.ran, 1);
+    assert.equal(f.seen.outcomes, 2);
+    assert.equal((await f.kv.get(["fake_spent"])).value, 6);
+    const records = await f.audit();
+    assert.equal(records.length, 1);
+    assert.equal(records[0].outcome, "ok");
+  });
+});
+
+Deno.test("an outcome that cannot be recorded fails the call, writes nothing of it and is handed to unrecorded", async () => {
+  await withBroker(async (f) => {
+    const reply = await f.call("model.complete", { ...HELLO, maxTokens: 1 });
+    assert.equal(errorOf(reply).code, "EBUDGET");
+    assert.equal(f.counts.ran, 1);
+    assert.equal((await f.kv.get(["fake_spent"])).value, null);
+    assert.equal(f.seen.unrecorded?.length, 1);
+    assert.equal((f.seen.unrecorded![0] as SyscallError).code, "EBUDGET");
+    // The failure is journaled and audited as any failed call.
+    await f.journal.flush();
+    const record = (await f.kv.get<JournalRecord>(["journal", 1, 1])).value;
+    assert.equal(record?.ok, false);
+    assert.equal((await f.audit())[0].code, "EBUDGET");
   });
 });
 

@@ -36,6 +36,7 @@ import {
   type JournalRecord,
   loadJournal,
 } from "../broker/journal.ts";
+import type { StoreChange } from "../broker/store_change.ts";
 import { askedGrant, requestedGrant, requireWithinImageCeiling } from "./ceilings.ts";
 import { CellPool } from "./cell_pool.ts";
 import { replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
@@ -690,6 +691,19 @@ export class Kernel {
   }
 
   /**
+   * The checked mutations that charge usage to `pid` and every ancestor,
+   * for the commit of what it paid for; usage of a key in `within` must fit
+   * every budget on the way (`EBUDGET`). See `ProcessTable.prepareCharge`.
+   */
+  prepareCharge(
+    pid: number,
+    usage: Partial<Usage>,
+    options?: { within?: readonly BudgetKey[] },
+  ): Promise<(op: Deno.AtomicOperation) => void> {
+    return this.processes.prepareCharge(pid, usage, options);
+  }
+
+  /**
    * Lets `pid` add to the journal unless its subtree or tree has used its
    * `journalBytes` quota; then the process fails with `EBUDGET` (a program
    * that kept calling would add a refusal per call).
@@ -722,17 +736,18 @@ export class Kernel {
   }
 
   /**
-   * Appends an exchange of `pid` to its transcript, charged to its
-   * `storageBytes` quota in the same commit (`EBUDGET`, and nothing
-   * recorded, over the quota); the reference to the conversation through
-   * the reply when the transcript holds exactly it.
+   * The change that appends an exchange of `pid` to its transcript, charged
+   * to its `storageBytes` quota in the same commit (`EBUDGET` over the
+   * quota), for the commit of the call's journal record; its result is the
+   * reference to the conversation through the reply when the transcript
+   * holds exactly it.
    */
-  recordTranscript(
+  prepareTranscript(
     pid: number,
     request: ConversationRequest,
     reply: ModelReply,
-  ): Promise<TranscriptRef | undefined> {
-    return this.#transcripts.record(pid, request, reply);
+  ): Promise<StoreChange<TranscriptRef | undefined>> {
+    return this.#transcripts.prepareRecord(pid, request, reply);
   }
 
   /** The transcript of a process: the messages exchanged with the model. */

@@ -491,23 +491,59 @@ export class ProcessTable {
    * part of one given back.
    */
   async charge(pid: number, usage: Partial<Usage>): Promise<void> {
-    const kv = this.#kv;
     for (;;) {
-      const op = kv.atomic();
-      for (let p: number | null = pid; p !== null;) {
-        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
-        const r: ProcessRecord | null = entry.value;
-        if (!r) break;
+      const op = this.#kv.atomic();
+      (await this.prepareCharge(pid, usage))(op);
+      if ((await op.commit()).ok) return;
+    }
+  }
+
+  /**
+   * The checked mutations that charge `usage` to `pid` and every ancestor,
+   * for one atomic commit with what the usage paid for: each record is
+   * checked against the versionstamp it was read at, so when the commit
+   * fails (a record changed meanwhile), prepare again. Usage of a key in
+   * `within` must fit every budget on the way, else `EBUDGET` and nothing
+   * is prepared (a reservation of exactly that much, as {@link reserve}
+   * makes); other usage is charged without a limit.
+   */
+  async prepareCharge(
+    pid: number,
+    usage: Partial<Usage>,
+    options: { within?: readonly BudgetKey[] } = {},
+  ): Promise<(op: Deno.AtomicOperation) => void> {
+    const chain: Deno.KvEntry<ProcessRecord>[] = [];
+    for (let p: number | null = pid; p !== null;) {
+      const entry: Deno.KvEntryMaybe<ProcessRecord> = await this.#kv.get<ProcessRecord>([
+        "proc",
+        p,
+      ]);
+      if (entry.value === null) break;
+      chain.push(entry as Deno.KvEntry<ProcessRecord>);
+      p = entry.value.ppid;
+    }
+    for (const key of options.within ?? []) {
+      const want = usage[key] ?? 0;
+      if (want <= 0) continue;
+      if (chain.length === 0) await this.require(pid);
+      for (const { value: r } of chain) {
+        const limit = r.budget[key];
+        if (limit !== undefined && limit - r.usage[key] < want) {
+          throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, want));
+        }
+      }
+    }
+    return (op) => {
+      for (const entry of chain) {
+        const r = entry.value;
         const next: Usage = {
           toolCalls: r.usage.toolCalls + (usage.toolCalls ?? 0),
           tokens: r.usage.tokens + (usage.tokens ?? 0),
           children: r.usage.children + (usage.children ?? 0),
         };
         op.check(entry).set(["proc", r.pid], { ...r, usage: next });
-        p = r.ppid;
       }
-      if ((await op.commit()).ok) return;
-    }
+    };
   }
 
   /** `pid`'s record, then its parent's, up to the root; `ENOENT` when `pid` has none. */

@@ -3,7 +3,8 @@
  * append-only under `["transcript", pid, i]` (chunked) with their count
  * under `["transcript_len", pid]`, each reply's usage and exit flag under
  * `["transcript_reply", pid, i]`, and charged to the process's
- * `storageBytes` quota in the commit that adds them.
+ * `storageBytes` quota in the commit that adds them: the commit of the
+ * `model.complete` call's journal record ({@link Transcripts.prepareRecord}).
  *
  * A `model.complete` call may name the start of its conversation by
  * reference instead of sending it: `{ length, digest }`, the first
@@ -19,6 +20,7 @@
  */
 
 import { SyscallError } from "../broker/errors.ts";
+import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
 import { writeChunked } from "./chunks.ts";
 import { nextConversationDigest } from "./guest/cell_protocol.ts";
 import { type Message, messageTokenBound, type ModelReply } from "./model.ts";
@@ -51,9 +53,9 @@ export interface Conversation {
   inputBound: number;
   /**
    * The reply the transcript already holds for exactly this conversation:
-   * the call was answered and recorded, but its journal record was lost
-   * (the host stopped first). The call answers with it and asks the model
-   * nothing.
+   * the call was answered and recorded, but its journal record was lost (a
+   * store written before the two shared one commit). The call answers with
+   * it and asks the model nothing.
    */
   recorded?: ModelReply & { transcript: TranscriptRef };
 }
@@ -163,54 +165,98 @@ export class Transcripts {
    * nothing recorded, over the quota). Returns the reference to the
    * conversation through the reply when the transcript holds exactly it.
    */
-  async record(
+  record(
     pid: number,
     request: ConversationRequest,
     reply: ModelReply,
   ): Promise<TranscriptRef | undefined> {
+    return commitStoreChange(this.#kv, () => this.prepareRecord(pid, request, reply));
+  }
+
+  /**
+   * The change of the store that {@link record} commits, for a commit that
+   * holds more: the `model.complete` call's journal record, so the store
+   * holds both the exchange and the call's outcome, or neither. It checks
+   * the transcript's length and the quota counters it moves; when a check
+   * fails, prepare it again. Its result is the reference {@link record}
+   * returns; its `wake`, once it is committed, adds the messages to the
+   * transcript held in memory.
+   */
+  async prepareRecord(
+    pid: number,
+    request: ConversationRequest,
+    reply: ModelReply,
+  ): Promise<StoreChange<TranscriptRef | undefined>> {
     const countKey = ["transcript_len", pid];
     const ref = request.transcript;
     const meta: _ReplyMeta = reply.exit === undefined
       ? { usage: reply.usage }
       : { usage: reply.usage, exit: reply.exit };
-    for (;;) {
-      const entry = await this.#kv.get<number>(countKey);
-      const stored = entry.value ?? 0;
-      if (ref && stored !== ref.length) {
-        throw new SyscallError(
-          "EINVAL",
-          `Cannot record the transcript of process ${pid}: it changed while the model answered`,
-        );
-      }
-      // What a reload from the store would give back.
-      const fresh = JSON.parse(
-        JSON.stringify([
-          ...(ref ? request.messages : request.messages.slice(stored)),
-          reply.message,
-        ]),
-      ) as Message[];
-      const text = JSON.stringify(fresh);
-      const charge = await this.#quotas.prepare(
-        [{ pid, bytes: text.length + JSON.stringify(meta).length }],
-        `Cannot record the transcript of process ${pid}`,
+    const entry = await this.#kv.get<number>(countKey);
+    const stored = entry.value ?? 0;
+    if (ref && stored !== ref.length) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot record the transcript of process ${pid}: it changed while the model answered`,
       );
-      const length = stored + fresh.length;
-      const op = this.#kv.atomic().check(entry).set(countKey, length);
-      fresh.forEach((message, i) => writeChunked(op, ["transcript", pid, stored + i], message));
-      op.set(["transcript_reply", pid, length - 1], meta);
-      charge(op);
-      if (!(await op.commit()).ok) continue;
-      // Only a transcript that is exactly this conversation can be referenced.
-      const exact = ref !== undefined || stored === 0;
-      let held = this.#held.get(pid);
-      if (!held && stored === 0) held = this.#keep(pid, _empty());
-      if (held?.messages.length === stored) {
-        await this.#append(held, fresh, text.length);
-        return exact ? { length, digest: held.digests[length] } : undefined;
-      }
-      this.#drop(pid);
-      return exact ? { length, digest: (await this.#hold(pid)).digests[length] } : undefined;
     }
+    // What a reload from the store would give back.
+    const fresh = JSON.parse(
+      JSON.stringify([
+        ...(ref ? request.messages : request.messages.slice(stored)),
+        reply.message,
+      ]),
+    ) as Message[];
+    const text = JSON.stringify(fresh);
+    const charge = await this.#quotas.prepare(
+      [{ pid, bytes: text.length + JSON.stringify(meta).length }],
+      `Cannot record the transcript of process ${pid}`,
+    );
+    const length = stored + fresh.length;
+    // Only a transcript that is exactly this conversation can be referenced.
+    const exact = ref !== undefined || stored === 0;
+    const held = this.#held.get(pid) ?? (stored === 0 ? _empty() : undefined);
+    let result: TranscriptRef | undefined;
+    if (exact && held?.messages.length === stored) {
+      let digest = held.digests[stored];
+      for (const message of fresh) digest = await nextConversationDigest(digest, message);
+      result = { length, digest };
+    } else if (exact) {
+      result = { length, digest: await this.#digestAfter(pid, stored, fresh) };
+    }
+    return {
+      result,
+      apply: (op) => {
+        op.check(entry).set(countKey, length);
+        fresh.forEach((message, i) => writeChunked(op, ["transcript", pid, stored + i], message));
+        op.set(["transcript_reply", pid, length - 1], meta);
+        charge(op);
+      },
+      wake: async () => {
+        const current = this.#held.get(pid) ??
+          (stored === 0 ? this.#keep(pid, _empty()) : undefined);
+        if (current?.messages.length === stored) await this.#append(current, fresh, text.length);
+        else this.#drop(pid);
+      },
+    };
+  }
+
+  /**
+   * The conversation digest of the first `stored` messages of the
+   * transcript of `pid` followed by `messages` (read back from the store
+   * when the transcript in memory does not hold them).
+   */
+  async #digestAfter(pid: number, stored: number, messages: readonly Message[]): Promise<string> {
+    const held = await this.#hold(pid);
+    if (held.messages.length !== stored) {
+      throw new SyscallError(
+        "EINVAL",
+        `Cannot record the transcript of process ${pid}: it changed while the model answered`,
+      );
+    }
+    let digest = held.digests[stored];
+    for (const message of messages) digest = await nextConversationDigest(digest, message);
+    return digest;
   }
 
   /**

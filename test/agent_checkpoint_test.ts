@@ -352,3 +352,234 @@ Deno.test("an agent forked from a snapshot after checkpoints goes on with its wh
     assert.equal((await h.kernel.waitFor(pid)).result, "done");
   }, { model });
 });
+
+/**
+ * Calls `check` after every commit `kv` makes, with no other commit in
+ * between: each call sees the store as a host stopped right after that
+ * commit would leave it. Returns how many commits were checked.
+ */
+function checkEveryCommit(kv: Deno.Kv, check: () => Promise<void>): () => number {
+  const atomic = kv.atomic.bind(kv);
+  let commits = 0;
+  let turn = Promise.resolve();
+  kv.atomic = () => {
+    const op = atomic();
+    const commit = op.commit.bind(op);
+    op.commit = () => {
+      const done = turn.then(async () => {
+        const result = await commit();
+        if (result.ok) {
+          commits++;
+          await check();
+        }
+        return result;
+      });
+      turn = done.then(() => {}, () => {});
+      return done;
+    };
+    return op;
+  };
+  return () => commits;
+}
+
+/** The values stored under `prefix`. */
+async function valuesUnder<T>(kv: Deno.Kv, prefix: Deno.KvKey): Promise<T[]> {
+  const out: T[] = [];
+  for await (const entry of kv.list<T>({ prefix })) out.push(entry.value);
+  return out;
+}
+
+Deno.test("every commit of an agent run leaves each model reply and checkpoint recorded with its journal record, or neither", async () => {
+  const turns: ScriptTurn[] = Array.from({ length: 6 }, () => ({
+    tool_calls: [{ name: "read_file", arguments: { path: "note.txt" } }],
+  }));
+  const model = new RecordingModel([...turns, { content: "done", exit: true }]);
+  await withHarness(async (h) => {
+    await Deno.writeTextFile(join(h.workspace, "note.txt"), "a note\n");
+    await h.kernel.images.register({
+      ...ASKER,
+      name: "reader",
+      tools: ["read_file"],
+      capabilities: ["fs:read:**"],
+    });
+    const kv = h.kernel.store.kv;
+    // The pid of the agent, once it is spawned.
+    const agent: { pid?: number } = {};
+    const problems: string[] = [];
+    const checked = checkEveryCommit(kv, async () => {
+      const pid = agent.pid;
+      if (pid === undefined) return;
+      const journal = await valuesUnder<JournalRecord>(kv, ["journal", pid]);
+      const done = new Map(journal.filter((r) => r.phase === "done").map((r) => [r.seq, r]));
+      const completes = [...done.values()].filter((r) => r.name === "model.complete");
+      const replies = await valuesUnder<{ usage: ModelReply["usage"] }>(kv, [
+        "transcript_reply",
+        pid,
+      ]);
+      const usage = (await kv.get<{ usage: { tokens: number; toolCalls: number } }>(["proc", pid]))
+        .value!.usage;
+      const spent = replies.reduce((sum, r) => sum + r.usage.inputTokens + r.usage.outputTokens, 0);
+      const toolCalls = completes.reduce(
+        (sum, r) => sum + ((r.value as ModelReply).message.tool_calls?.length ?? 0),
+        0,
+      );
+      if (replies.length !== completes.length) {
+        problems.push(`${replies.length} replies in the transcript, ${completes.length} journaled`);
+      }
+      if (usage.tokens !== spent || usage.toolCalls !== toolCalls) {
+        problems.push(
+          `charged ${usage.tokens} tokens and ${usage.toolCalls} tool calls for ` +
+            `${spent} tokens and ${toolCalls} tool calls recorded`,
+        );
+      }
+      for (const { seq } of await valuesUnder<{ seq: number }>(kv, ["ckpt", pid])) {
+        if (done.get(seq)?.name !== "ckpt.save") problems.push(`checkpoint ${seq} has no record`);
+      }
+    });
+    const pid = agent.pid =
+      (await h.kernel.spawn({ image: "reader@1.0.0", workspace: h.workspace })).pid;
+    h.kernel.start(pid);
+    const end = await h.kernel.waitFor(pid);
+    await h.kernel.journal.flush();
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    assert.equal(model.requests.length, 7);
+    assert.deepEqual(problems, []);
+    // Every step was checked, commit by commit, and all of it was recorded in the end.
+    assert.ok(checked() >= 12, `only ${checked()} commits`);
+    assert.equal((await valuesUnder(kv, ["transcript_reply", pid])).length, 7);
+    assert.equal((await valuesUnder(kv, ["ckpt", pid])).length, 6);
+  }, { model });
+});
+
+/**
+ * Notes the KV keys `kv` reads and writes while `during()` is true, each
+ * with its numbers written `#`, in order: what a call touches, whatever
+ * the pid, seq or index. The returned function hands over the keys noted
+ * since it was last called.
+ */
+function keysTouched(kv: Deno.Kv, during: () => boolean): () => string[] {
+  let current: string[] = [];
+  const shape = (key: Deno.KvKey) => JSON.stringify(key).replace(/\d+/g, "#");
+  const { get, getMany, list, atomic } = {
+    get: kv.get.bind(kv),
+    getMany: kv.getMany.bind(kv),
+    list: kv.list.bind(kv),
+    atomic: kv.atomic.bind(kv),
+  };
+  const note = (what: string) => {
+    if (during()) current.push(what);
+  };
+  kv.get = ((key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
+    note(`get ${shape(key)}`);
+    return get(key, options);
+  }) as Deno.Kv["get"];
+  kv.getMany = ((keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+    for (const key of keys) note(`get ${shape(key)}`);
+    return getMany(keys, options);
+  }) as Deno.Kv["getMany"];
+  kv.list = ((selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+    const iterator = list(selector, options);
+    const next = iterator.next.bind(iterator);
+    iterator.next = async () => {
+      const entry = await next();
+      if (!entry.done) note(`list ${shape(entry.value.key)}`);
+      return entry;
+    };
+    return iterator;
+  }) as Deno.Kv["list"];
+  kv.atomic = () => {
+    const op = atomic();
+    for (const name of ["check", "set", "delete", "sum"] as const) {
+      const method = (op[name] as (...args: unknown[]) => Deno.AtomicOperation).bind(op);
+      (op as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
+        const first = args[0] as Deno.KvKey | Deno.AtomicCheck;
+        note(`${name} ${shape(Array.isArray(first) ? first : (first as Deno.AtomicCheck).key)}`);
+        method(...args);
+        return op;
+      };
+    }
+    return op;
+  };
+  return () => {
+    const taken = current;
+    current = [];
+    return taken;
+  };
+}
+
+Deno.test("a checkpoint costs the same KV reads and writes at the 500th save as at the 10th", async () => {
+  const saves = 500;
+  const model = new RecordingModel(script(saves, []));
+  await withHarness(async (h) => {
+    await h.kernel.images.register({ ...ASKER, name: "long" });
+    // What each ckpt.save call touches, from its arrival to its reply.
+    let saving = false;
+    const touched: string[][] = [];
+    const kv = h.kernel.store.kv;
+    const take = keysTouched(kv, () => saving);
+    const broker = h.kernel.broker;
+    const dispatch = broker.dispatch.bind(broker);
+    broker.dispatch = async (ctx, request) => {
+      if (request.name !== "ckpt.save") return await dispatch(ctx, request);
+      saving = true;
+      try {
+        return await dispatch(ctx, request);
+      } finally {
+        saving = false;
+        touched.push(take());
+      }
+    };
+    const end = await h.kernel.run({ image: "long@1.0.0", workspace: h.workspace });
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    assert.equal(touched.length, saves);
+    // Admission reads the journal counter once a second, whichever call comes then.
+    const counted = touched.map((keys) => keys.filter((k) => k !== 'get ["journal_used",#]'));
+    assert.deepEqual(counted[saves - 1], counted[9]);
+    assert.ok(counted[9].length > 0);
+    assert.ok(
+      counted.every((keys) => !keys.some((k) => /^(get|list) \["ckpt/.test(k))),
+      "a save read a checkpoint",
+    );
+  }, { model });
+});
+
+Deno.test("a model reply over the toolCalls budget is charged its tokens and recorded nowhere", async () => {
+  const read: ScriptTurn = {
+    tool_calls: [{ name: "read_file", arguments: { path: "note.txt" } }],
+  };
+  // The second reply asks for two tool calls when one is left of the budget.
+  const model = new RecordingModel([read, {
+    tool_calls: [...read.tool_calls!, ...read.tool_calls!],
+  }]);
+  await withHarness(async (h) => {
+    await Deno.writeTextFile(join(h.workspace, "note.txt"), "a note\n");
+    await h.kernel.images.register({
+      ...ASKER,
+      name: "tight",
+      tools: ["read_file"],
+      capabilities: ["fs:read:**"],
+      budget: { toolCalls: 2 },
+    });
+    const end = await h.kernel.run({ image: "tight@1.0.0", workspace: h.workspace });
+    assert.equal(end.state, "failed");
+    assert.equal(end.error?.code, "EBUDGET");
+    assert.equal(model.requests.length, 2);
+    const kv = h.kernel.store.kv;
+    await h.kernel.journal.flush();
+    // The first reply is recorded; the second, refused, is not: not in the
+    // transcript, and journaled as the refusal.
+    const replies = await valuesUnder<{ usage: ModelReply["usage"] }>(kv, [
+      "transcript_reply",
+      end.pid,
+    ]);
+    assert.equal(replies.length, 1);
+    const calls = (await valuesUnder<JournalRecord>(kv, ["journal", end.pid]))
+      .filter((r) => r.name === "model.complete");
+    assert.deepEqual(calls.map((r) => r.ok), [true, false]);
+    assert.equal(calls[1].error?.code, "EBUDGET");
+    // Both replies' tokens are charged: the refused one was spent all the same.
+    const recorded = replies[0].usage.inputTokens + replies[0].usage.outputTokens;
+    assert.ok(end.usage.tokens > recorded, `charged ${end.usage.tokens}, recorded ${recorded}`);
+    assert.equal(end.usage.toolCalls, 1);
+  }, { model });
+});

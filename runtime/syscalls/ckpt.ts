@@ -2,7 +2,9 @@
  * The `ckpt.*` syscalls: program checkpoints, the states replay starts
  * from. Each is kept under `["ckpt", pid, seq]` (its state in chunks under
  * `["ckpt_state", pid, seq]`) and charged to the process's storage quota in
- * the same commit.
+ * the commit that journals its `ckpt.save` call. A save touches only its own
+ * keys and the quota counters: it reads no earlier checkpoint, so it costs
+ * the same at the thousandth as at the first.
  *
  * @module
  */
@@ -23,34 +25,52 @@ export interface CkptKernel {
   readonly now: () => number;
 }
 
+/**
+ * Most bytes a checkpoint's state may take in the store: with the call's
+ * journal and audit records, it must fit one KV commit (800 KiB).
+ */
+const MAX_STATE_BYTES = 720 * 1024;
+
+/**
+ * The bytes the store takes for `text` kept as strings: one per character
+ * when every character is Latin-1, else two.
+ */
+function _storedBytes(text: string): number {
+  // deno-lint-ignore no-control-regex
+  return /[^\u0000-\u00ff]/.test(text) ? 2 * text.length : text.length;
+}
+
 /** Handlers of the `ckpt` namespace. */
 export function ckptHandlers(kernel: CkptKernel): HandlerTable {
   return {
     "ckpt.save": (ctx, args) => ({
       ops: [],
       effect: "idempotent",
-      run: async () => {
-        // Checkpoints are kept: each one is charged to the storageBytes quota in its commit.
-        const bytes = JSON.stringify(args.state ?? null).length;
-        for (;;) {
-          const charge = await kernel.quotas.prepare(
-            [{ pid: ctx.pid, bytes }],
-            "Cannot save checkpoint",
+      // A change of the store alone: the checkpoint, its charge and the
+      // call's journal record are one commit, so a checkpoint is never
+      // stored without the record that makes it count.
+      prepare: async () => {
+        const text = JSON.stringify(args.state ?? null);
+        const bytes = _storedBytes(text);
+        if (bytes > MAX_STATE_BYTES) {
+          throw new SyscallError(
+            "EINVAL",
+            `Cannot save checkpoint: the state is too large (${bytes} bytes, over ${MAX_STATE_BYTES})`,
           );
-          const op = kernel.store.kv.atomic().set(["ckpt", ctx.pid, ctx.seq], {
-            seq: ctx.seq,
-            at: kernel.now(),
-          });
-          writeChunked(op, ["ckpt_state", ctx.pid, ctx.seq], args.state);
-          charge(op);
-          let committed: Deno.KvCommitResult | Deno.KvCommitError;
-          try {
-            committed = await op.commit();
-          } catch {
-            throw new SyscallError("EINVAL", "Cannot save checkpoint: the state is too large");
-          }
-          if (committed.ok) return { seq: ctx.seq };
         }
+        // Checkpoints are kept: each one is charged to the storageBytes quota in its commit.
+        const charge = await kernel.quotas.prepare(
+          [{ pid: ctx.pid, bytes: text.length }],
+          "Cannot save checkpoint",
+        );
+        return {
+          result: { seq: ctx.seq },
+          apply: (op) => {
+            op.set(["ckpt", ctx.pid, ctx.seq], { seq: ctx.seq, at: kernel.now() });
+            writeChunked(op, ["ckpt_state", ctx.pid, ctx.seq], args.state);
+            charge(op);
+          },
+        };
       },
     }),
     "ckpt.list": (ctx) => ({

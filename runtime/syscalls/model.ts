@@ -1,7 +1,8 @@
 /**
  * The `model.*` syscall: a completion from the model a process may call,
  * with its tokens reserved against the budget before the call and settled
- * after it, and the exchange kept in the process's transcript. A call may
+ * after it, and the exchange kept in the process's transcript: the
+ * settlement, the exchange and the call's journal record are one commit. A call may
  * send only the messages after a reference to its transcript
  * (`transcripts.ts`): the host checks it, expands it for the model, and
  * answers with the reference to the conversation through the reply.
@@ -9,7 +10,8 @@
  * @module
  */
 
-import type { HandlerTable } from "../../broker/broker.ts";
+import { type HandlerTable, OutcomeChange } from "../../broker/broker.ts";
+import type { StoreChange } from "../../broker/store_change.ts";
 import { imageModelId, type RegisteredImage } from "../image.ts";
 import { maxInputTokens, type ModelProvider, type ModelReply } from "../model.ts";
 import type { BudgetKey, ProcessRecord, ProcessTable, Usage } from "../process_table.ts";
@@ -40,14 +42,26 @@ export interface ModelKernel {
   reserve(pid: number, key: BudgetKey, want: { least: number; most?: number }): Promise<number>;
   /** Charges usage (negative to give a reservation back). */
   charge(pid: number, usage: Partial<Usage>): Promise<void>;
+  /**
+   * The checked mutations that charge usage, for the commit of what it paid
+   * for; usage of a key in `within` must fit the budgets (`EBUDGET`).
+   */
+  prepareCharge(
+    pid: number,
+    usage: Partial<Usage>,
+    options?: { within?: readonly BudgetKey[] },
+  ): Promise<(op: Deno.AtomicOperation) => void>;
   /** The whole conversation of a request, checked against the process's transcript. */
   resolveConversation(pid: number, request: ConversationRequest): Promise<Conversation>;
-  /** Appends an exchange to the process's transcript; the reference to it when it is exact. */
-  recordTranscript(
+  /**
+   * The change that appends an exchange to the process's transcript; its
+   * result is the reference to it when it is exact.
+   */
+  prepareTranscript(
     pid: number,
     request: ConversationRequest,
     reply: ModelReply,
-  ): Promise<TranscriptRef | undefined>;
+  ): Promise<StoreChange<TranscriptRef | undefined>>;
 }
 
 /** Handlers of the `model` namespace. */
@@ -95,13 +109,30 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
             if (reserved) await kernel.charge(ctx.pid, { tokens: -reserved });
             throw error;
           }
-          // Settle: what the model reports it spent replaces the reservation.
-          const spent = reply.usage.inputTokens + reply.usage.outputTokens;
-          await kernel.charge(ctx.pid, { tokens: spent - reserved });
-          const calls = reply.message.tool_calls?.length ?? 0;
-          if (calls) await kernel.reserve(ctx.pid, "toolCalls", { least: calls });
-          const transcript = await kernel.recordTranscript(ctx.pid, args, reply);
-          return transcript ? { ...reply, transcript } : reply;
+          // Settle: what the model reports it spent replaces the reservation,
+          // and the tool calls it asks for are reserved, in the commit that
+          // records the exchange in the transcript and the call's outcome in
+          // the journal: a crash leaves all of it or none.
+          const tokens = reply.usage.inputTokens + reply.usage.outputTokens - reserved;
+          const toolCalls = reply.message.tool_calls?.length ?? 0;
+          return new OutcomeChange(
+            async () => {
+              const usage = await kernel.prepareCharge(ctx.pid, { tokens, toolCalls }, {
+                within: ["toolCalls"],
+              });
+              const recorded = await kernel.prepareTranscript(ctx.pid, args, reply);
+              return {
+                result: recorded.result ? { ...reply, transcript: recorded.result } : reply,
+                apply: (op) => {
+                  usage(op);
+                  recorded.apply(op);
+                },
+                wake: recorded.wake,
+              };
+            },
+            // Unrecorded (over a budget or a quota), the tokens are spent all the same.
+            () => kernel.charge(ctx.pid, { tokens }),
+          );
         },
       };
     },
