@@ -80,7 +80,10 @@ export interface EventStreamOptions {
    * made with `pollMs` and `batch`).
    */
   feed?: StreamFeed;
-  /** How often to poll the store, in milliseconds (default 200), when the stream has its own feed or reads the store itself. */
+  /**
+   * How often to poll the store, in milliseconds (default 200): its own
+   * feed's, and its own while it is outside the feed's window.
+   */
   pollMs?: number;
   /** Idle time before a heartbeat comment, in milliseconds (default 15000). */
   heartbeatMs?: number;
