@@ -45,7 +45,7 @@ import type { AuditLog } from "../broker/audit.ts";
 import { parsePolicy, type PolicyRule } from "../broker/policy.ts";
 import type { HumanQueue } from "../runtime/human_queue.ts";
 import { AgentImageSchema, type ImageRegistry } from "../runtime/image.ts";
-import type { CellPolicy, SpawnOptions } from "../runtime/kernel.ts";
+import type { CellPolicy, RunQueue, SpawnOptions } from "../runtime/kernel.ts";
 import { normalizeModelSpec } from "../runtime/model_spec.ts";
 import type { ObjectMemory } from "../runtime/object_memory.ts";
 import { END_STATES, type ProcessRecord, type ProcessTable } from "../runtime/process_table.ts";
@@ -117,6 +117,8 @@ export interface ControlKernel {
   execSandboxStatus?(): Promise<{ mode: "bwrap" | "none" | "unavailable" }>;
   /** How programs are placed in cells (who may share one). */
   readonly cellPolicy?: CellPolicy;
+  /** How far the run queue has got: processes waiting their turn, starting and running. */
+  readonly runQueue?: RunQueue;
 }
 
 /** Options of {@link createApp}. */
@@ -245,6 +247,7 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
       version,
       ...(sandbox ? { execSandbox: sandbox.mode } : {}),
       ...(kernel.cellPolicy ? { cells: kernel.cellPolicy } : {}),
+      ...(kernel.runQueue ? { runQueue: kernel.runQueue } : {}),
     });
   });
 

@@ -168,12 +168,29 @@ function concrete(path: string): string {
 }
 
 const CELLS = { sharing: "tree", isolation: "shared", workersPerCell: 16, waitGraceMs: 1000 };
+const RUN_QUEUE = {
+  queued: 0,
+  starting: 0,
+  running: 0,
+  lingering: 0,
+  maxStarting: 16,
+  maxRunning: 256,
+  cells: 0,
+  maxCells: 16,
+  waitingForCell: 0,
+};
 
-Deno.test("GET /v1/health needs no token and reports the version, the exec sandbox and cell sharing", async () => {
+Deno.test("GET /v1/health needs no token and reports the version, the exec sandbox, cell sharing and the run queue", async () => {
   await withApi(async (t) => {
     const res = await t.json("GET", "/v1/health");
     assert.equal(res.status, 200);
-    assert.deepEqual(res.body, { ok: true, version: "0.1.0", execSandbox: "bwrap", cells: CELLS });
+    assert.deepEqual(res.body, {
+      ok: true,
+      version: "0.1.0",
+      execSandbox: "bwrap",
+      cells: CELLS,
+      runQueue: RUN_QUEUE,
+    });
   }, {});
   await withApi(async (t) => {
     assert.deepEqual((await t.json("GET", "/v1/health")).body, {
@@ -181,6 +198,7 @@ Deno.test("GET /v1/health needs no token and reports the version, the exec sandb
       version: "9.0.0",
       execSandbox: "bwrap",
       cells: CELLS,
+      runQueue: RUN_QUEUE,
     });
   }, { version: "9.0.0" });
 });

@@ -57,6 +57,19 @@ export interface AbiToolSpec {
   input: Record<string, Json>;
 }
 
+/**
+ * A reference to the first `length` messages of the caller's transcript
+ * (the messages the host recorded through its `model.complete` calls),
+ * with their conversation digest (`nextConversationDigest` in
+ * `runtime/guest/cell_protocol.ts`; `""` for none).
+ */
+export interface AbiTranscriptRef {
+  /** How many messages of the transcript the conversation starts with. */
+  length: number;
+  /** Their conversation digest. */
+  digest: string;
+}
+
 /** The argument object of a syscall that takes no arguments. */
 export type Empty = Record<string, never>;
 
@@ -150,7 +163,10 @@ export interface SyscallArgsMap {
   "human.notify": { message: string };
   /** Completes a conversation with a model. */
   "model.complete": {
+    /** The conversation, or with `transcript` only the messages after the ones it references. */
     messages: AbiMessage[];
+    /** The start of the conversation, by reference to the caller's transcript. */
+    transcript?: AbiTranscriptRef;
     tools?: AbiToolSpec[];
     model?: string;
     /** Most tokens the reply may use. */
@@ -331,6 +347,8 @@ export interface SyscallResultsMap {
     message: { role: "assistant"; content?: string; tool_calls?: AbiToolCall[] };
     exit?: boolean;
     usage: { inputTokens: number; outputTokens: number };
+    /** The conversation through this reply, when the caller's transcript holds exactly it. */
+    transcript?: AbiTranscriptRef;
   };
   /** The command's exit, output and whether it was cut or timed out. */
   "exec.run": {
@@ -418,6 +436,11 @@ const toolSpec = z.object({
   name: z.string().min(1).max(200),
   description: z.string().max(4000),
   input: z.record(z.string(), json),
+}).strict();
+
+const transcriptRef = z.object({
+  length: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  digest: z.string().regex(/^(?:[0-9a-f]{64})?$/, 'expected a SHA-256 hex digest or ""'),
 }).strict();
 
 const empty = z.object({}).strict();
@@ -508,6 +531,7 @@ export const SYSCALL_ARGS: { readonly [N in SyscallName]: z.ZodType<SyscallArgsM
   "human.notify": z.object({ message: z.string().min(1).max(4000) }).strict(),
   "model.complete": z.object({
     messages: z.array(message).min(1).max(10_000),
+    transcript: transcriptRef.optional(),
     tools: z.array(toolSpec).max(200).optional(),
     model: z.string().min(1).max(200).optional(),
     maxTokens: z.number().int().positive().max(1_000_000).optional(),
@@ -717,6 +741,10 @@ export const SYSCALL_RESULTS: {
       inputTokens: z.number().int().nonnegative(),
       outputTokens: z.number().int().nonnegative(),
     }).strict().describe("Tokens the call consumed, charged to the budget"),
+    transcript: transcriptRef.optional().describe(
+      "The conversation through this reply in the caller's transcript, when the transcript holds " +
+        "exactly it: a later call may send it in place of those messages",
+    ),
   }).strict(),
   "exec.run": z.object({
     code: z.number().int().describe("The exit code"),

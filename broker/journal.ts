@@ -12,13 +12,19 @@
  * `["audit", "rec", seq]`). What a record holds and how it is hashed are
  * defined in `audit.ts`, which also reads the trail back.
  *
- * Durability costs one commit per effect, not per syscall: records of calls
- * without external effects are buffered and ride along with the next
- * durable write, or are flushed after `flushMs`. While one commit is in
- * flight, everything that arrives waits and goes in the next one. A call
- * whose effect is a change of the store alone commits that change with its
- * records, in a commit of its own ({@link JournalWrite.atomic}); a write
- * whose checks no longer hold fails with {@link StaleWriteError}.
+ * Durability costs one commit per batch of effects, not per syscall:
+ * records of calls without external effects are buffered and ride along
+ * with the next durable write, or are flushed after `flushMs`. While one
+ * commit is in flight, everything that arrives waits and goes in the next
+ * one, up to the limits of a KV commit. A call whose effect is a change of
+ * the store alone commits that change with its records
+ * ({@link JournalWrite.atomic}); changes of several processes share a
+ * commit when none checks or writes what another writes (see
+ * `commit_footprint.ts`), so the shared commit ends as committing them one
+ * after the other would. When a shared commit fails (a check no longer
+ * holds, a limit is passed), its writes are committed one at a time, so
+ * each gets its own outcome: a write whose checks no longer hold fails with
+ * {@link StaleWriteError}, and no other write is failed or changed by it.
  *
  * @module
  */
@@ -35,6 +41,7 @@ import {
   syscallLabel,
 } from "./audit.ts";
 import type { Capability } from "./capability.ts";
+import { CommitFootprint, KV_COMMIT_LIMITS } from "./commit_footprint.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { readChunked, writeChunked } from "../runtime/chunks.ts";
 
@@ -113,8 +120,10 @@ export interface JournalWrite {
   audit?: AuditEntry;
   /**
    * Extra checks and mutations that must commit atomically with this write
-   * (a change of the store, the one-shot grants a call spends): such a
-   * write commits alone, so a failed check fails only that write.
+   * (a change of the store, the one-shot grants a call spends). The write
+   * shares a commit only with writes whose keys do not conflict with its
+   * own; when that commit fails, each write is committed alone, so a failed
+   * check fails only its own write. Called once, when the write is queued.
    */
   atomic?: (op: Deno.AtomicOperation) => void;
   /**
@@ -133,7 +142,10 @@ export interface JournalWrite {
 
 interface Queued {
   write: JournalWrite;
-  size: number;
+  /** The write's journal record, checks and mutations, as they go into a commit. */
+  footprint: CommitFootprint;
+  /** Estimated bytes of its audit record. */
+  auditBytes: number;
   resolve?: () => void;
   reject?: (error: unknown) => void;
 }
@@ -158,6 +170,8 @@ export interface JournalStats {
   writes: number;
   /** Most writes committed in one batch. */
   largestBatch: number;
+  /** Batches that failed as a whole and were committed again one write at a time. */
+  splits: number;
 }
 
 /** Options of a {@link Journal}. */
@@ -168,7 +182,14 @@ export interface JournalOptions {
   maxBatch?: number;
 }
 
-const MAX_BATCH_BYTES = 600_000;
+/**
+ * Most estimated bytes in one commit: below the KV limit, as a value's
+ * stored size may pass the JSON length it is estimated by.
+ */
+const MAX_BATCH_BYTES = Math.floor(KV_COMMIT_LIMITS.bytes * 0.75);
+
+/** Bytes an audit record takes beyond its entry's JSON (seq, hashes, key). */
+const AUDIT_RECORD_OVERHEAD = 200;
 
 /** The head of the audit trail: the seq and hash of its last record. */
 const AUDIT_HEAD_KEY: Deno.KvKey = ["audit", "head"];
@@ -375,7 +396,7 @@ export class Journal {
   #maxBatch: number;
   #closed = false;
   /** Counters since construction. */
-  readonly stats: JournalStats = { commits: 0, writes: 0, largestBatch: 0 };
+  readonly stats: JournalStats = { commits: 0, writes: 0, largestBatch: 0, splits: 0 };
 
   /** Creates a writer over `kv` that links audit records onto the chain `audit` reads. */
   constructor(kv: Deno.Kv, audit: AuditLog, options: JournalOptions = {}) {
@@ -429,15 +450,19 @@ export class Journal {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write to the journal: it is closed"));
     }
-    const size = (write.journal ? JSON.stringify(write.journal).length * 1.2 : 0) +
-      (write.audit ? canonicalJson(write.audit).length + 200 : 0) + 100;
+    const footprint = new CommitFootprint();
+    if (write.journal) putRecord(footprint, write.journal);
+    write.checks?.(footprint);
+    write.atomic?.(footprint);
+    write.charges?.(footprint);
+    const auditBytes = write.audit ? canonicalJson(write.audit).length + AUDIT_RECORD_OVERHEAD : 0;
     if (!options.durable && !write.atomic) {
-      this.#queue.push({ write, size });
+      this.#queue.push({ write, footprint, auditBytes });
       this.#schedule();
       return Promise.resolve();
     }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ write, size, resolve, reject });
+      this.#queue.push({ write, footprint, auditBytes, resolve, reject });
       this.#kick();
     });
   }
@@ -480,29 +505,42 @@ export class Journal {
 
   async #drain(): Promise<void> {
     while (this.#queue.length) {
-      let bytes = 0;
+      // The batch is the longest run from the queue's front that fits one
+      // commit and whose writes do not conflict, so the commit ends as
+      // committing them one after the other, in queue order, would.
+      const batch = new CommitFootprint();
+      let audits = 0;
+      let auditBytes = 0;
       let count = 0;
-      // A write with its own checks and mutations commits alone, so a lost
-      // check fails only that write.
-      while (
-        count < this.#queue.length && count < this.#maxBatch &&
-        (count === 0 ||
-          (bytes + this.#queue[count].size <= MAX_BATCH_BYTES &&
-            !this.#queue[count].write.atomic &&
-            !this.#queue[0].write.atomic))
-      ) bytes += this.#queue[count++].size;
+      for (; count < this.#queue.length && count < this.#maxBatch; count++) {
+        const next = this.#queue[count];
+        const withAudit = next.auditBytes ? audits + 1 : audits;
+        const fits = batch.checks + next.footprint.checks + 1 <= KV_COMMIT_LIMITS.checks &&
+          batch.mutations + next.footprint.mutations + withAudit + 1 <=
+            KV_COMMIT_LIMITS.mutations &&
+          batch.keyBytes + next.footprint.keyBytes + 40 * (withAudit + 1) <=
+            KV_COMMIT_LIMITS.keyBytes &&
+          batch.bytes + next.footprint.bytes + auditBytes + next.auditBytes <= MAX_BATCH_BYTES;
+        if (count > 0 && (!fits || batch.conflictsWith(next.footprint))) break;
+        batch.include(next.footprint);
+        audits = withAudit;
+        auditBytes += next.auditBytes;
+      }
       await this.#commitBatch(this.#queue.splice(0, count));
     }
   }
 
-  /** Commits a batch and settles its writes; after a failed check, one write at a time. */
+  /** Commits a batch and settles its writes; after it failed, one write at a time. */
   async #commitBatch(batch: Queued[]): Promise<void> {
     try {
-      await this.#commit(batch.map((q) => q.write));
+      await this.#commit(batch);
       for (const q of batch) q.resolve?.();
     } catch (error) {
-      if (error instanceof StaleWriteError && batch.length > 1) {
-        // Which write's check failed is unknown: each goes alone, so only the stale ones fail.
+      if (batch.length > 1) {
+        // Which write failed the commit (a stale check, a limit passed) is
+        // unknown, and nothing of it was written: each write goes alone, so
+        // only the failing ones fail.
+        this.stats.splits++;
         for (const q of batch) await this.#commitBatch([q]);
         return;
       }
@@ -511,17 +549,13 @@ export class Journal {
     }
   }
 
-  async #commit(writes: JournalWrite[]): Promise<void> {
+  async #commit(batch: Queued[]): Promise<void> {
+    const writes = batch.map((q) => q.write);
     const checked = writes.some((w) => w.atomic || w.checks);
     for (let attempt = 0;; attempt++) {
       this.#head ??= await this.#audit.head();
       const op = this.#kv.atomic();
-      for (const w of writes) {
-        if (w.journal) putRecord(op, w.journal);
-        w.checks?.(op);
-        w.atomic?.(op);
-        w.charges?.(op);
-      }
+      for (const q of batch) q.footprint.applyTo(op);
       const entries = writes.flatMap((w) => w.audit ? [w.audit] : []);
       let head = this.#head.head;
       const headVersion = this.#head.versionstamp;

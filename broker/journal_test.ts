@@ -492,3 +492,155 @@ Deno.test("writeCall() charges the bytes of both records in their commit", async
     assert.equal((await kv.get<Deno.KvU64>(["charged"])).value?.value, BigInt(charged));
   });
 });
+
+/**
+ * A change of process `pid` as a store-only syscall makes it: its `done`
+ * record and audit entry, a check-and-set of `key` against `read`, and a
+ * sum that counts how many times the change was applied.
+ */
+function change(pid: number, key: Deno.KvKey, read: Deno.KvEntryMaybe<unknown>, value: unknown) {
+  return {
+    journal: { ...record(pid, 1), phase: "done" as const, ok: true },
+    audit: audit(pid),
+    atomic: (op: Deno.AtomicOperation) =>
+      op.check(read).set(key, value).sum(["applied", ...key], 1n),
+  };
+}
+
+/** How many times the changes on `key` were applied. */
+async function applied(kv: Deno.Kv, key: Deno.KvKey): Promise<number> {
+  return Number((await kv.get<Deno.KvU64>(["applied", ...key])).value?.value ?? 0n);
+}
+
+Deno.test("changes of many processes queued while a commit is in flight share one commit", async () => {
+  await withJournal({}, async (journal, kv, log) => {
+    const first = journal.write({ journal: record(100, 1) }, { durable: true });
+    const reads = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => kv.get(["obj", `proc/${i + 1}`, "k"])),
+    );
+    const before = journal.stats.commits;
+    await Promise.all([
+      first,
+      ...reads.map((read, i) => journal.write(change(i + 1, read.key, read, i), { durable: true })),
+    ]);
+    assert.ok(journal.stats.commits - before < 20, `${journal.stats.commits - before} commits`);
+    assert.ok(journal.stats.largestBatch >= 2, `largest batch ${journal.stats.largestBatch}`);
+    assert.equal(journal.stats.splits, 0);
+    for (let i = 0; i < 20; i++) {
+      assert.equal((await kv.get(["obj", `proc/${i + 1}`, "k"])).value, i);
+      assert.equal(await applied(kv, ["obj", `proc/${i + 1}`, "k"]), 1);
+      assert.equal((await stored(kv, i + 1, 1))?.phase, "done");
+    }
+    assert.deepEqual(await log.verify(), { ok: true, count: 20 });
+  });
+});
+
+Deno.test("a stale change in a shared commit fails alone; every other change commits exactly once", async () => {
+  await withJournal({}, async (journal, kv, log) => {
+    const reads = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => kv.get(["obj", `proc/${i + 1}`, "k"])),
+    );
+    // Process 4's object changes after it was read: its check no longer holds.
+    await kv.set(["obj", "proc/4", "k"], "theirs");
+    const first = journal.write({ journal: record(100, 1) }, { durable: true });
+    const writes = reads.map((read, i) =>
+      journal.write(change(i + 1, read.key, read, `mine ${i + 1}`), { durable: true })
+    );
+    const [outcomes] = await Promise.all([Promise.allSettled(writes), first]);
+    assert.equal(journal.stats.splits, 1, "the shared commit failed once, then went one by one");
+    for (const [i, outcome] of outcomes.entries()) {
+      const key = ["obj", `proc/${i + 1}`, "k"];
+      if (i + 1 === 4) {
+        assert.equal(outcome.status, "rejected");
+        assert.ok((outcome as PromiseRejectedResult).reason instanceof StaleWriteError);
+        assert.equal((await kv.get(key)).value, "theirs");
+        assert.equal(await applied(kv, key), 0);
+        assert.equal(await stored(kv, 4, 1), null);
+      } else {
+        assert.equal(outcome.status, "fulfilled", `process ${i + 1}`);
+        assert.equal((await kv.get(key)).value, `mine ${i + 1}`);
+        assert.equal(await applied(kv, key), 1, `process ${i + 1}'s change applied once`);
+        assert.equal((await stored(kv, i + 1, 1))?.phase, "done");
+      }
+    }
+    // Each committed change has its one audit record, in queue order, on a valid chain.
+    assert.deepEqual(await log.verify(), { ok: true, count: 5 });
+    const pids = (await Array.fromAsync(log.list())).map((r) => r.pid);
+    assert.deepEqual(pids, [1, 2, 3, 5, 6]);
+  });
+});
+
+Deno.test("changes that check or write one key never share a commit: the later one is stale", async () => {
+  await withJournal({}, async (journal, kv) => {
+    const key = ["obj", "shared/a", "k"];
+    const read = await kv.get(key);
+    const first = journal.write({ journal: record(100, 1) }, { durable: true });
+    // Both were prepared from the same read; committed one after the other, the second is stale.
+    const a = journal.write(change(1, key, read, "a"), { durable: true });
+    const b = journal.write(change(2, key, read, "b"), { durable: true });
+    const c = journal.write(change(3, ["obj", "shared/b", "k"], read, "c"), { durable: true });
+    await Promise.all([
+      first,
+      a,
+      assert.rejects(b, StaleWriteError),
+      assert.rejects(c, StaleWriteError, "c checks a version of shared/a's key, which a moved"),
+    ]);
+    assert.equal((await kv.get(key)).value, "a");
+    assert.equal(await applied(kv, key), 1);
+    assert.equal(await stored(kv, 2, 1), null);
+  });
+});
+
+Deno.test("sums of one key share a commit, and each is counted", async () => {
+  await withJournal({}, async (journal, kv) => {
+    const first = journal.write({ journal: record(100, 1) }, { durable: true });
+    const charges = Array.from({ length: 10 }, (_, i) =>
+      journal.write({
+        journal: record(i + 1, 1),
+        charges: (op) => op.sum(["journal_used", 1], 5n),
+      }, { durable: true }));
+    await Promise.all([first, ...charges]);
+    assert.ok(journal.stats.largestBatch >= 2, `largest batch ${journal.stats.largestBatch}`);
+    assert.equal((await kv.get<Deno.KvU64>(["journal_used", 1])).value?.value, 50n);
+  });
+});
+
+Deno.test("a shared commit stays within KV's limit of checks per commit", async () => {
+  await withJournal({}, async (journal, kv) => {
+    const first = journal.write({ journal: record(100, 1) }, { durable: true });
+    // 60 changes of 3 checks each: 180 checks, more than one commit may hold.
+    const writes = Array.from({ length: 60 }, (_, i) => {
+      const keys = [0, 1, 2].map((j) => ["guard", i, j]);
+      return journal.write({
+        journal: record(i + 1, 1),
+        audit: audit(i + 1),
+        atomic: (op) => {
+          for (const key of keys) op.check({ key, versionstamp: null });
+          op.set(["done", i], true);
+        },
+      }, { durable: true });
+    });
+    await Promise.all([first, ...writes]);
+    assert.equal(journal.stats.splits, 0, "no commit was refused for its size");
+    assert.ok(journal.stats.largestBatch >= 2);
+    for (let i = 0; i < 60; i++) assert.equal((await kv.get(["done", i])).value, true);
+  });
+});
+
+Deno.test("a write that passes a KV limit alone fails alone; the writes queued with it commit", async () => {
+  await withJournal({}, async (journal, kv) => {
+    const first = journal.write({ journal: record(100, 1) }, { durable: true });
+    const before = journal.write({ journal: record(1, 1) }, { durable: true });
+    const tooMany = journal.write({
+      journal: record(2, 1),
+      checks: (op) => {
+        for (let i = 0; i < 101; i++) op.check({ key: ["guard", i], versionstamp: null });
+      },
+    }, { durable: true });
+    const after = journal.write({ journal: record(3, 1) }, { durable: true });
+    await Promise.all([first, before, after, assert.rejects(tooMany, /Too many checks/)]);
+    assert.ok(await stored(kv, 1, 1));
+    assert.equal(await stored(kv, 2, 1), null);
+    assert.ok(await stored(kv, 3, 1));
+  });
+});

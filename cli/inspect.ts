@@ -10,7 +10,7 @@ import { clip, table } from "./table.ts";
 import type { RemoteClient } from "./remote.ts";
 import type { AuditDecision, AuditRecord } from "../broker/audit.ts";
 import { printable } from "../broker/printable.ts";
-import type { CellPolicy, Kernel, TranscriptEntry } from "../runtime/kernel.ts";
+import type { CellPolicy, Kernel, RunQueue, TranscriptEntry } from "../runtime/kernel.ts";
 import { END_STATES, type ProcessEvent, type ProcessRecord } from "../runtime/process_table.ts";
 
 type _Parsed = ReturnType<typeof parse>;
@@ -101,10 +101,19 @@ export function statusVerb(args: string[], io: Io): Promise<number> {
     processes: ProcessRecord[],
     parsed: _Parsed,
     cells?: CellPolicy,
+    runQueue?: RunQueue,
   ): number => {
     const live = processes.filter((p) => !END_STATES.has(p.state)).length;
     if (parsed.values.json) {
-      io.out(JSON.stringify({ execSandbox: sandbox.mode, detail: sandbox.detail, live, cells }));
+      io.out(
+        JSON.stringify({
+          execSandbox: sandbox.mode,
+          detail: sandbox.detail,
+          live,
+          cells,
+          runQueue,
+        }),
+      );
     } else {
       io.out(`exec sandbox: ${sandbox.mode}${sandbox.detail ? ` (${sandbox.detail})` : ""}`);
       if (cells) {
@@ -118,6 +127,11 @@ export function statusVerb(args: string[], io: Io): Promise<number> {
         );
       }
       io.out(`live processes: ${live}`);
+      if (runQueue) {
+        io.out(
+          `run queue: ${runQueue.queued} queued, ${runQueue.starting} starting (at most ${runQueue.maxStarting}), ${runQueue.running} holding a Worker (at most ${runQueue.maxRunning}); ${runQueue.cells} of ${runQueue.maxCells} cells, ${runQueue.waitingForCell} starts waiting for one`,
+        );
+      }
     }
     return 0;
   };
@@ -131,6 +145,7 @@ export function statusVerb(args: string[], io: Io): Promise<number> {
         await kernel.processes.list(),
         parsed,
         kernel.cellPolicy,
+        kernel.runQueue,
       ),
     async (client, parsed) => {
       const health = await client.health();
@@ -139,6 +154,7 @@ export function statusVerb(args: string[], io: Io): Promise<number> {
         await client.processes(),
         parsed,
         health.cells,
+        health.runQueue,
       );
     },
   );

@@ -19,7 +19,7 @@
 import type { AuditDecision, AuditRecord, AuditVerifyResult } from "../broker/audit.ts";
 import type { HumanRequest } from "../runtime/human_queue.ts";
 import type { AgentImage, RegisteredImage } from "../runtime/image.ts";
-import type { CellPolicy, TranscriptEntry } from "../runtime/kernel.ts";
+import type { CellPolicy, RunQueue, TranscriptEntry } from "../runtime/kernel.ts";
 import type { ObjectRecord } from "../runtime/object_memory.ts";
 import type { ProcessEvent, ProcessRecord } from "../runtime/process_table.ts";
 
@@ -153,7 +153,9 @@ export class RemoteClient {
   }
 
   /** `GET /v1/health`. */
-  health(): Promise<{ ok: boolean; version: string; execSandbox?: string; cells?: CellPolicy }> {
+  health(): Promise<
+    { ok: boolean; version: string; execSandbox?: string; cells?: CellPolicy; runQueue?: RunQueue }
+  > {
     return this.request("GET", "/v1/health");
   }
 

@@ -259,7 +259,17 @@ export const SYSCALL_DOCS: Readonly<Record<SyscallName, SyscallDoc>> = {
       "`maxTokens` (default 4096, less when less is left) and the model is held to that many " +
       "reply tokens; `EBUDGET` when not even one reply token is left. What the model reports " +
       "then replaces the reservation. The tool calls of the reply are charged to `toolCalls` " +
-      "the same way (`EBUDGET` when they do not fit).",
+      "the same way (`EBUDGET` when they do not fit). Every exchange is appended to the " +
+      "process's transcript, and when the transcript then holds exactly the conversation " +
+      "through the reply, the result names it: `transcript: { length, digest }`. A later " +
+      "call may send that reference with only the messages after it in place of the whole " +
+      "conversation, so a step costs its new messages, not the history; the host checks the " +
+      "reference against the stored transcript (`EINVAL`, nothing sent to the model, when " +
+      "the transcript does not start with that conversation) and expands it for the model. " +
+      "When the transcript already goes on past the reference with the very messages sent " +
+      "and a reply (a call whose journal record the host lost when it stopped), the call " +
+      "answers with that reply and asks the model nothing; with other messages there it is " +
+      "refused with `EINVAL`: send the whole conversation instead.",
     effect: "none",
   },
   "exec.run": {

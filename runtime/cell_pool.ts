@@ -15,6 +15,13 @@
  * An empty group cell is kept {@link IDLE_CELL_MS} ms for the next program
  * of its group, then killed.
  *
+ * A pool runs at most `maxCells` cells serving groups. A placement that
+ * needs another cell when that many run waits, oldest first, until one
+ * ends: an empty cell then ends at once rather than idling, and the pool
+ * asks its owner to make room (`needRoom`: the kernel parks the blocked
+ * processes that kept their Workers). A placement never fails because the
+ * pool is full.
+ *
  * @module
  */
 
@@ -59,6 +66,10 @@ export interface CellPoolOptions {
   maxWorkers?: number;
   /** Workers each cell keeps loaded ahead of need (default 1). */
   warmWorkers?: number;
+  /** Most cells serving groups at once (default 16); more placements wait for room. */
+  maxCells?: number;
+  /** Called when a placement waits for room: the owner frees Workers it can spare. */
+  needRoom?: () => void;
 }
 
 interface Entry {
@@ -86,6 +97,14 @@ export class CellPool {
   readonly #limits: CellOptions;
   readonly #maxWorkers: number;
   readonly #warmWorkers: number;
+  readonly #maxCells: number;
+  readonly #needRoom: () => void;
+  /** Placements waiting for room for a new cell, oldest first. */
+  readonly #waiting: { admit: () => void; refuse: (error: Error) => void }[] = [];
+  /** Room handed to a waiting placement that has not taken it yet. */
+  #handedOver = 0;
+  /** Set once the host shuts down: a placement that would wait for room is refused. */
+  #refusing = false;
   readonly #ready: Cell[] = [];
   readonly #entries = new Set<Entry>();
   #starting = 0;
@@ -112,6 +131,12 @@ export class CellPool {
     this.#limits = { ...options.limits };
     this.#maxWorkers = maxWorkers;
     this.#warmWorkers = options.warmWorkers ?? 1;
+    const maxCells = options.maxCells ?? 16;
+    if (!Number.isSafeInteger(maxCells) || maxCells < 1) {
+      throw new RangeError(`Cannot run ${maxCells} cells at once: expected a whole number >= 1`);
+    }
+    this.#maxCells = maxCells;
+    this.#needRoom = options.needRoom ?? (() => {});
     this.#fill();
   }
 
@@ -140,6 +165,16 @@ export class CellPool {
     return this.#maxWorkers;
   }
 
+  /** Most cells serving groups at once. */
+  get maxCells(): number {
+    return this.#maxCells;
+  }
+
+  /** Placements waiting for room for a new cell. */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
   /** The cells that serve a group now. */
   table(): CellRow[] {
     const rows: CellRow[] = [];
@@ -163,7 +198,7 @@ export class CellPool {
   async place(placement: Placement, onMessage: (message: SlotMessage) => void): Promise<Slot> {
     if (this.#closed) throw new Error("Cannot start a program: the host is shutting down");
     for (let attempt = 1;; attempt++) {
-      const entry = this.#entryFor(placement);
+      const entry = await this.#entryWithRoom(placement);
       try {
         const cell = entry.cell ?? await entry.starting!;
         return await cell.openSlot(onMessage, placement.limits);
@@ -174,6 +209,52 @@ export class CellPool {
         if (attempt >= 3 || this.#closed) throw error;
       }
     }
+  }
+
+  /**
+   * The entry a placement opens its slot in, counted as used: once the pool
+   * is full, after the placements that waited before it.
+   */
+  async #entryWithRoom(placement: Placement): Promise<Entry> {
+    let handedOver = false;
+    for (;;) {
+      const entry = this.#entryFor(placement, handedOver);
+      if (handedOver) this.#handedOver--;
+      if (entry) {
+        // Room handed over but not needed (a cell of its group had a slot) goes to the next.
+        if (handedOver) this.#admitWaiting();
+        return entry;
+      }
+      if (this.#refusing) throw new Error("Cannot start a program: the host is shutting down");
+      await new Promise<void>((admit, refuse) => {
+        this.#waiting.push({ admit, refuse });
+        this.#reclaimIdle();
+        this.#needRoom();
+      });
+      handedOver = true;
+    }
+  }
+
+  /** True when a new cell fits: room for it, and no earlier placement waiting (unless `mine`). */
+  #roomForCell(mine: boolean): boolean {
+    if (!mine && this.#waiting.length + this.#handedOver > 0) return false;
+    return this.#entries.size + this.#handedOver < this.#maxCells + (mine ? 1 : 0);
+  }
+
+  /** Hands the room there is to the placements waiting longest. */
+  #admitWaiting(): void {
+    while (this.#waiting.length && this.#entries.size + this.#handedOver < this.#maxCells) {
+      this.#handedOver++;
+      this.#waiting.shift()!.admit();
+    }
+  }
+
+  /** Ends every empty cell now, rather than after its idle time: placements wait for room. */
+  #reclaimIdle(): void {
+    for (const e of [...this.#entries]) {
+      if (e.used === 0) this.#end(e);
+    }
+    this.#admitWaiting();
   }
 
   /** Resolves once every warm cell of the pool is ready (for measurements and tests). */
@@ -188,9 +269,22 @@ export class CellPool {
     return this.#filled;
   }
 
+  /**
+   * Refuses every placement waiting for room, and each that would wait from
+   * now on (the host is shutting down: its starts must not wait for cells
+   * only the shutdown frees).
+   */
+  refuseWaiting(): void {
+    this.#refusing = true;
+    for (const waiter of this.#waiting.splice(0)) {
+      waiter.refuse(new Error("Cannot start a program: the host is shutting down"));
+    }
+  }
+
   /** Kills every cell and starts no more. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.refuseWaiting();
     if (this.#refill !== undefined) clearTimeout(this.#refill);
     const cells = this.#ready.splice(0);
     for (const e of this.#entries) {
@@ -203,8 +297,12 @@ export class CellPool {
     this.#settle();
   }
 
-  /** The cell entry a placement opens its slot in, counted as used. */
-  #entryFor(placement: Placement): Entry {
+  /**
+   * The cell entry a placement opens its slot in, counted as used; undefined
+   * when it needs a new cell and there is no room for one (`handedOver`:
+   * room was handed to it).
+   */
+  #entryFor(placement: Placement, handedOver: boolean): Entry | undefined {
     if (!placement.alone) {
       for (const e of this.#entries) {
         if (
@@ -218,6 +316,7 @@ export class CellPool {
         }
       }
     }
+    if (!this.#roomForCell(handedOver)) return undefined;
     const maxWorkers = placement.alone ? 1 : this.#maxWorkers;
     const group = placement.alone ? `${placement.group}:alone` : placement.group;
     const entry: Entry = { group, limits: { ...placement.limits }, used: 1, maxWorkers };
@@ -234,7 +333,7 @@ export class CellPool {
       entry.starting.then((cell) => {
         entry.cell = cell;
         this.#watch(entry, cell);
-      }, () => this.#entries.delete(entry));
+      }, () => this.#forget(entry));
     }
     if (entry.cell) this.#watch(entry, entry.cell);
     this.#entries.add(entry);
@@ -245,8 +344,23 @@ export class CellPool {
   #watch(entry: Entry, cell: Cell): void {
     cell.exited.then(() => {
       if (entry.idle !== undefined) clearTimeout(entry.idle);
-      this.#entries.delete(entry);
+      this.#forget(entry);
     });
+  }
+
+  /** Drops an entry whose cell ended (or never started): its room goes to a waiting placement. */
+  #forget(entry: Entry): void {
+    if (this.#entries.delete(entry)) this.#admitWaiting();
+  }
+
+  /** Ends an empty entry's cell now. */
+  #end(entry: Entry): void {
+    if (entry.idle !== undefined) clearTimeout(entry.idle);
+    entry.idle = undefined;
+    this.#forget(entry);
+    entry.cell?.kill("The cell is no longer needed");
+    // A cell still starting is killed once it is up.
+    entry.starting?.then((cell) => cell.kill("The cell is no longer needed"), () => {});
   }
 
   /**
@@ -255,14 +369,12 @@ export class CellPool {
    */
   #release(entry: Entry): void {
     if (entry.used > 0 || this.#closed) return;
-    const end = () => {
+    // Placements wait for room: an empty cell gives its room up at once.
+    if (entry.maxWorkers === 1 || this.#waiting.length) return this.#end(entry);
+    entry.idle = setTimeout(() => {
       entry.idle = undefined;
-      if (entry.used > 0) return;
-      this.#entries.delete(entry);
-      entry.cell?.kill("The cell is no longer needed");
-    };
-    if (entry.maxWorkers === 1) return end();
-    entry.idle = setTimeout(end, IDLE_CELL_MS);
+      if (entry.used === 0) this.#end(entry);
+    }, IDLE_CELL_MS);
   }
 
   /** Called by the owner of a slot once it has ended. */

@@ -6,6 +6,7 @@ import { cellOptionsOf, DEFAULT_LIMITS } from "./execution.ts";
 const LIMITS = cellOptionsOf(DEFAULT_LIMITS);
 const TREE_A: Placement = { group: "tree:1", limits: LIMITS };
 const TREE_B: Placement = { group: "tree:2", limits: LIMITS };
+const TREE_C: Placement = { group: "tree:3", limits: LIMITS };
 
 function alive(osPid: number): boolean {
   try {
@@ -129,6 +130,55 @@ Deno.test("close kills every cell and places nothing more", async () => {
   assert.deepEqual(pids.filter(alive), [], "no cell outlives its pool");
   assert.equal(pool.ready, 0);
   await assert.rejects(pool.place(TREE_A, () => {}), /shutting down/);
+});
+
+Deno.test("a full pool makes a placement wait for room, oldest first, instead of failing or starting more cells", async () => {
+  let asked = 0;
+  const pool = new CellPool({ limits: LIMITS, maxCells: 1, needRoom: () => asked++ });
+  try {
+    const a = await pool.place(TREE_A, () => {});
+    const placed: string[] = [];
+    const b = pool.place(TREE_B, () => {}).then((slot) => (placed.push("b"), slot));
+    const c = pool.place(TREE_C, () => {}).then((slot) => (placed.push("c"), slot));
+    // Tree A still fits its own cell while the others wait.
+    const a2 = await pool.place(TREE_A, () => {});
+    assert.equal(a2.cell, a.cell);
+    assert.deepEqual([pool.waiting, pool.table().length, placed], [2, 1, []]);
+    assert.ok(asked >= 1, "the pool asked its owner for room");
+    // Tree A's cell empties: it ends at once (others wait), and the oldest waiter gets the room.
+    await a.close();
+    pool.released(a);
+    await a2.close();
+    pool.released(a2);
+    const slotB = await b;
+    assert.deepEqual(placed, ["b"]);
+    assert.ok(a.cell.dead || !pool.table().some((r) => r.osPid === a.cell.osPid));
+    assert.deepEqual(pool.table().map((r) => r.group), ["tree:2"]);
+    await slotB.close();
+    pool.released(slotB);
+    const slotC = await c;
+    assert.deepEqual(placed, ["b", "c"]);
+    assert.deepEqual(pool.table().map((r) => r.group), ["tree:3"]);
+    assert.equal(pool.waiting, 0);
+    await slotC.close();
+    pool.released(slotC);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("a placement still waiting for room when the host shuts down is refused, not left hanging", async () => {
+  const pool = new CellPool({ limits: LIMITS, maxCells: 1 });
+  try {
+    await pool.place(TREE_A, () => {});
+    const waiting = pool.place(TREE_B, () => {});
+    while (pool.waiting === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+    pool.refuseWaiting();
+    await assert.rejects(waiting, /Cannot start a program: the host is shutting down/);
+    await assert.rejects(pool.place(TREE_C, () => {}), /shutting down/);
+  } finally {
+    await pool.close();
+  }
 });
 
 Deno.test("processes of two trees never share a cell; a tree's children do (the kernel's cell table)", async () => {

@@ -144,7 +144,8 @@ export class Execution {
       );
     } catch (error) {
       this.#resolveDone();
-      if (!this.#stopped) await this.#fail((error as Error).message);
+      // A start the host's shutdown refused is not the program's failure: it resumes on the next start.
+      if (!this.#stopped && !this.#kernel.closed) await this.#fail((error as Error).message);
       return;
     }
     this.slot = slot;
@@ -178,6 +179,9 @@ export class Execution {
    */
   async #onSlotEnded(end: SlotEnd): Promise<void> {
     if (end.reason !== undefined && end.culprit !== true && !this.#ended) {
+      // Its calls in flight finish first: one that blocks it (a wait) must
+      // not find it already put back as runnable, and its replay reads their outcomes.
+      while (this.#calls.size) await Promise.allSettled([...this.#calls]);
       await this.#kernel.resumeElsewhere(this.#record.pid, { alone: end.culprit === undefined })
         .catch(() => {});
       return;

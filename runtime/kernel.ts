@@ -57,7 +57,7 @@ import {
   spawnProcess,
 } from "./lifecycle.ts";
 import { Mailbox } from "./mailbox.ts";
-import type { Message, ModelProvider } from "./model.ts";
+import type { ModelProvider, ModelReply } from "./model.ts";
 import { ModelProviders, ownModelOf } from "./model_providers.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
 import { ObjectMemory } from "./object_memory.ts";
@@ -70,18 +70,25 @@ import {
   ProcessTable,
   type Usage,
 } from "./process_table.ts";
-import { type Launch, Scheduler } from "./scheduler.ts";
+import { type Launch, type RunQueueStatus, Scheduler } from "./scheduler.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { Snapshots } from "./snapshots.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import { openStore, type Store } from "./store.ts";
 import { handlerTable } from "./syscalls/mod.ts";
-import { type TranscriptEntry, Transcripts } from "./transcripts.ts";
+import {
+  type Conversation,
+  type ConversationRequest,
+  type TranscriptEntry,
+  type TranscriptRef,
+  Transcripts,
+} from "./transcripts.ts";
 import { Waits } from "./waits.ts";
 
 export { MAX_INPUT_CHARS } from "./lifecycle.ts";
 export type { ChildSpawnOptions, SpawnOptions } from "./lifecycle.ts";
 export type { TranscriptEntry } from "./transcripts.ts";
+export { DEFAULT_MAX_STARTING } from "./scheduler.ts";
 
 /** Options of {@link Kernel.open}. */
 export interface KernelOptions {
@@ -116,8 +123,23 @@ export interface KernelOptions {
   journal?: JournalOptions;
   /** Answers human requests as they arrive (scripted, deny-all, a terminal). */
   human?: HumanResponder;
-  /** Most cells (running programs) at once; more runnable processes queue (default 16). */
+  /**
+   * Most cells at once (default 16). A program that needs another cell then
+   * waits in line for one; blocked processes that kept their Workers park
+   * to make room.
+   */
   maxCells?: number;
+  /**
+   * Most programs holding a Worker at once: starting, running, or blocked
+   * and lingering (default `maxCells` x `cellWorkers`, what the cells hold).
+   * More runnable processes wait in the run queue, oldest first.
+   */
+  maxRunning?: number;
+  /**
+   * Most starts in flight at once (default {@link DEFAULT_MAX_STARTING}):
+   * the rate the run queue admits processes at, recovery included.
+   */
+  maxStarting?: number;
   /**
    * Cells kept started ahead of need, Worker up (default 0). A process with
    * the kernel's default limits takes one instead of starting a cold cell.
@@ -165,6 +187,16 @@ export interface CellPolicy {
   workersPerCell: number;
   /** How long a blocked process keeps its Worker, in ms. */
   waitGraceMs: number;
+}
+
+/** How far a kernel's run queue has got, as `libos status` shows it. */
+export interface RunQueue extends RunQueueStatus {
+  /** Cells serving groups now. */
+  cells: number;
+  /** Most cells at once. */
+  maxCells: number;
+  /** Admitted starts waiting for room for a new cell. */
+  waitingForCell: number;
 }
 
 /** How long a blocked process keeps its Worker by default, in ms. */
@@ -281,6 +313,8 @@ export class Kernel {
       warm: options.warmCells ?? 0,
       limits: cellOptionsOf(this.limits),
       maxWorkers: options.cellWorkers,
+      maxCells: options.maxCells,
+      needRoom: () => this.#scheduler.makeRoom(),
     });
     this.#isolation = options.isolation ?? "shared";
     this.#cellSharing = options.cellSharing ?? "tree";
@@ -299,7 +333,8 @@ export class Kernel {
       waitRecord: async (pid, seq) =>
         (await this.store.kv.get<JournalRecord>(["journal", pid, seq])).value ?? undefined,
     }, {
-      maxCells: options.maxCells ?? 16,
+      maxRunning: options.maxRunning ?? this.cells.maxCells * this.cells.maxWorkers,
+      maxStarting: options.maxStarting,
       runs: options.runs ?? true,
       waitGraceMs: options.waitGraceMs ?? DEFAULT_WAIT_GRACE_MS,
     });
@@ -420,7 +455,7 @@ export class Kernel {
     state: Extract<ProcessState, "exited" | "failed" | "killed">,
     outcome: { result?: unknown; error?: { code?: string; message: string }; reason?: string } = {},
   ): Promise<void> {
-    return this.#control.finish(pid, state, outcome);
+    return this.#control.finish(pid, state, outcome).finally(() => this.#transcripts.forget(pid));
   }
 
   /** Resolves with the record once `pid` is in an end state. */
@@ -445,9 +480,9 @@ export class Kernel {
   // Running (scheduler.ts).
 
   /**
-   * Runs a runnable process in a cell, now or when a cell frees up (at most
-   * `maxCells` run at once). Returns at once. A process whose previous cell
-   * is still stopping starts once that cell is gone.
+   * Puts a runnable process in the run queue: it runs in a Worker once its
+   * turn comes (see `scheduler.ts`). Returns at once. A process whose
+   * previous Worker is still stopping starts once that one is gone.
    */
   start(pid: number): void {
     this.#scheduler.start(pid);
@@ -504,6 +539,20 @@ export class Kernel {
     if (!requeued) return;
     this.#resumed.set(pid, { alone: options.alone });
     this.start(pid);
+  }
+
+  /**
+   * How far the run queue has got, with the cells in use and the starts
+   * waiting for one; undefined for a kernel that runs no processes.
+   */
+  get runQueue(): RunQueue | undefined {
+    if (!this.#scheduler.runs) return undefined;
+    return {
+      ...this.#scheduler.runQueue,
+      cells: this.cells.table().length,
+      maxCells: this.cells.maxCells,
+      waitingForCell: this.cells.waiting,
+    };
   }
 
   /** How this kernel places programs in cells. */
@@ -664,12 +713,26 @@ export class Kernel {
   }
 
   /**
-   * Appends to a process's transcript the messages it sent that are new,
-   * then the reply, charged to its `storageBytes` quota in the same commit
-   * (`EBUDGET`, and nothing recorded, over the quota).
+   * The whole conversation of a `model.complete` request of `pid`: its
+   * messages, after the transcript messages it references (checked against
+   * the stored transcript, `EINVAL` when they differ).
    */
-  recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void> {
-    return this.#transcripts.record(pid, messages, reply);
+  resolveConversation(pid: number, request: ConversationRequest): Promise<Conversation> {
+    return this.#transcripts.resolve(pid, request);
+  }
+
+  /**
+   * Appends an exchange of `pid` to its transcript, charged to its
+   * `storageBytes` quota in the same commit (`EBUDGET`, and nothing
+   * recorded, over the quota); the reference to the conversation through
+   * the reply when the transcript holds exactly it.
+   */
+  recordTranscript(
+    pid: number,
+    request: ConversationRequest,
+    reply: ModelReply,
+  ): Promise<TranscriptRef | undefined> {
+    return this.#transcripts.record(pid, request, reply);
   }
 
   /** The transcript of a process: the messages exchanged with the model. */
@@ -713,6 +776,8 @@ export class Kernel {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.#scheduler.close();
+    // Starts waiting for a cell would wait for cells only the shutdown frees.
+    this.cells.refuseWaiting();
     this.waits.stop();
     await this.waits.settled();
     // Park what was running: it replays from its journal on the next start.

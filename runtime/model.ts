@@ -173,19 +173,36 @@ export function estimateTokens(text: string): number {
  * ```
  */
 export function maxInputTokens(messages: readonly Message[], tools: readonly ToolSpec[]): number {
-  const encoder = new TextEncoder();
   let bytes = REPLY_PRIMING_TOKENS;
-  for (const message of messages) {
-    bytes += MESSAGE_FRAMING_TOKENS + encoder.encode(_textOf(message)).length;
-    if (message.role === "tool") {
-      bytes += encoder.encode(message.tool_call_id + message.name).length;
-    }
-  }
+  for (const message of messages) bytes += messageTokenBound(message);
   for (const tool of tools) {
-    bytes += MESSAGE_FRAMING_TOKENS + encoder.encode(JSON.stringify(tool)).length;
+    bytes += MESSAGE_FRAMING_TOKENS + _ENCODER.encode(JSON.stringify(tool)).length;
   }
   return bytes;
 }
+
+/**
+ * The share of one message in {@link maxInputTokens}: its framing and the
+ * UTF-8 bytes of its text. A conversation's bound is the sum of its
+ * messages' shares, so it can be kept as a running total.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { maxInputTokens, messageTokenBound } from "./model.ts";
+ * const message = { role: "user" as const, content: "hello" };
+ * assert(maxInputTokens([message], []) === maxInputTokens([], []) + messageTokenBound(message));
+ * ```
+ */
+export function messageTokenBound(message: Message): number {
+  let bytes = MESSAGE_FRAMING_TOKENS + _ENCODER.encode(_textOf(message)).length;
+  if (message.role === "tool") {
+    bytes += _ENCODER.encode(message.tool_call_id + message.name).length;
+  }
+  return bytes;
+}
+
+const _ENCODER = new TextEncoder();
 
 /** Tokens a chat format spends around each message or tool beyond its text. */
 const MESSAGE_FRAMING_TOKENS = 8;
@@ -225,6 +242,8 @@ export class ScriptedModel implements ModelProvider {
   /** Always `scripted`. */
   readonly name = "scripted";
   #script: Script;
+  /** The text length of each message seen (messages are not changed once sent). */
+  #chars = new WeakMap<Message, number>();
 
   /** Creates a model over a validated copy of `script`. */
   constructor(script: Script) {
@@ -282,8 +301,15 @@ export class ScriptedModel implements ModelProvider {
     const turns = images && Object.hasOwn(images, request.image)
       ? images[request.image].turns
       : this.#script.turns;
-    const index = request.messages.filter((m) => m.role === "assistant")
-      .length;
+    let index = 0;
+    let inputChars = 0;
+    for (const message of request.messages) {
+      if (message.role === "assistant") index++;
+      // A conversation's messages come back call after call: each is measured once.
+      let chars = this.#chars.get(message);
+      if (chars === undefined) this.#chars.set(message, chars = _textOf(message).length);
+      inputChars += chars;
+    }
     const reply: ModelReply = index < turns.length ? _replyOf(turns[index], index) : {
       message: { role: "assistant", content: SCRIPT_ENDED },
       exit: true,
@@ -298,7 +324,7 @@ export class ScriptedModel implements ModelProvider {
       };
     }
     reply.usage = {
-      inputTokens: estimateTokens(request.messages.map(_textOf).join("")),
+      inputTokens: Math.ceil(inputChars / 4),
       outputTokens: estimateTokens(_textOf(reply.message)),
     };
     return Promise.resolve(reply);

@@ -54,7 +54,7 @@ export interface ProcessControlHost {
   /** The scheduler, whose executions stop when their process ends or pauses. */
   readonly scheduler: Pick<
     Scheduler<ScheduledExecution>,
-    "ending" | "executionOf" | "start" | "serve"
+    "ending" | "executionOf" | "start" | "serve" | "dequeue"
   >;
 }
 
@@ -148,6 +148,7 @@ export class ProcessControl {
         state: "paused",
         pausedFrom: p.state === "blocked" ? "blocked" : "runnable",
       }), { reason: `pause signal from ${by}` });
+      scheduler.dequeue(pid);
       scheduler.executionOf(pid)?.stop("The process was paused");
       return;
     }
@@ -184,8 +185,10 @@ export class ProcessControl {
    * process: running ones (their host died) replay from their journals,
    * runnable ones start, blocked ones are checked for conditions that came
    * true meanwhile and otherwise wait for them; one still `created` (a
-   * fork the host died making) fails. Starts the waits' timer. Returns how
-   * many processes it started.
+   * fork the host died making) fails. Starts the waits' timer. Those to
+   * run go through the scheduler's run queue in pid order (oldest first),
+   * which admits them as fast as Workers start. Returns how many
+   * processes it queued.
    */
   async recover(): Promise<number> {
     const { processes, scheduler, waits } = this.#host;

@@ -1,10 +1,19 @@
 /**
- * The scheduler: which runnable processes run in a cell now and which
- * queue for one (at most `maxCells` at once), the executions running, and
+ * The scheduler: the run queue of runnable processes and the executions
+ * running, and
  * which processes this host looks after — those it started, or every one
  * once it serves the store — catching up with the transitions other
  * kernels commit to the store: an execution whose process left `running`
  * elsewhere stops, a process made runnable elsewhere starts here.
+ *
+ * The run queue admits runnable processes oldest first, at the rate the
+ * host can run them: at most `maxStarting` starts in flight (a start ends
+ * once its program is in its Worker) and at most `maxRunning` programs
+ * holding a Worker (starting, running, or blocked and lingering). A process
+ * leaving its Worker admits the next one in line; one ended or paused while
+ * it queues leaves the queue. Recovery of many runnable processes goes
+ * through it like every other start, so a host resumes them at the rate
+ * Workers start rather than starting them all at once.
  *
  * It builds no execution itself: its host prepares and launches one (see
  * {@link SchedulerHost}), and it decides when.
@@ -66,8 +75,10 @@ export interface SchedulerHost<E extends ScheduledExecution> {
 
 /** Settings of a {@link Scheduler}. */
 export interface SchedulerOptions {
-  /** Most cells (running programs) at once; more runnable processes queue. */
-  maxCells: number;
+  /** Most programs holding a Worker at once (starting, running or lingering); more queue. */
+  maxRunning: number;
+  /** Most starts in flight at once (default {@link DEFAULT_MAX_STARTING}); more queue. */
+  maxStarting?: number;
   /** Whether this host runs processes at all (a CLI verb's kernel does not). */
   runs: boolean;
   /** How long a blocked process keeps its Worker, in ms (0: it parks at once). */
@@ -75,12 +86,35 @@ export interface SchedulerOptions {
 }
 
 /**
+ * Starts in flight at once by default: enough to keep a cell's Worker
+ * starts busy on a small host, few enough that a burst of starts does not
+ * starve the programs already started of CPU.
+ */
+export const DEFAULT_MAX_STARTING = 16;
+
+/** How far the run queue has got, as `libos status` shows it. */
+export interface RunQueueStatus {
+  /** Runnable processes waiting for their turn. */
+  queued: number;
+  /** Starts in flight. */
+  starting: number;
+  /** Programs holding a Worker (starting, running or lingering). */
+  running: number;
+  /** Blocked processes that keep their Worker for now. */
+  lingering: number;
+  /** Most starts in flight at once. */
+  maxStarting: number;
+  /** Most programs holding a Worker at once. */
+  maxRunning: number;
+}
+
+/**
  * The scheduler of one kernel.
  *
  * @example
  * ```ts ignore
- * const scheduler = new Scheduler(host, { maxCells: 16, runs: true });
- * scheduler.start(pid); // runs now, or once a cell frees up
+ * const scheduler = new Scheduler(host, { maxRunning: 256, runs: true, waitGraceMs: 1000 });
+ * scheduler.start(pid); // runs now, or once its turn in the run queue comes
  * await scheduler.close();
  * await scheduler.shutdown();
  * ```
@@ -89,7 +123,8 @@ export class Scheduler<E extends ScheduledExecution> {
   /** Whether this host runs processes. */
   readonly runs: boolean;
   #host: SchedulerHost<E>;
-  #maxCells: number;
+  #maxRunning: number;
+  #maxStarting: number;
   #executions = new Map<number, E>();
   #queue: number[] = [];
   #queued = new Set<number>();
@@ -109,7 +144,8 @@ export class Scheduler<E extends ScheduledExecution> {
   /** A scheduler over `host`. */
   constructor(host: SchedulerHost<E>, options: SchedulerOptions) {
     this.#host = host;
-    this.#maxCells = options.maxCells;
+    this.#maxRunning = positive(options.maxRunning, "programs running");
+    this.#maxStarting = positive(options.maxStarting ?? DEFAULT_MAX_STARTING, "starts in flight");
     this.runs = options.runs;
     this.waitGraceMs = options.waitGraceMs;
   }
@@ -119,10 +155,22 @@ export class Scheduler<E extends ScheduledExecution> {
     return this.#closed;
   }
 
+  /** How far the run queue has got. */
+  get runQueue(): RunQueueStatus {
+    return {
+      queued: this.#queue.length,
+      starting: this.#starting.size,
+      running: this.#running(),
+      lingering: this.#lingering.size,
+      maxStarting: this.#maxStarting,
+      maxRunning: this.#maxRunning,
+    };
+  }
+
   /**
-   * Runs a runnable process in a cell, now or when a cell frees up (at most
-   * `maxCells` run at once). Returns at once. A process whose previous cell
-   * is still stopping starts once that cell is gone.
+   * Puts a runnable process in the run queue: it runs in a Worker once its
+   * turn comes (see the module doc). Returns at once. A process whose
+   * previous Worker is still stopping starts once that one is gone.
    */
   start(pid: number): void {
     if (this.#closed || !this.runs || this.#queued.has(pid)) return;
@@ -159,6 +207,30 @@ export class Scheduler<E extends ScheduledExecution> {
   ending(pid: number): void {
     this.#executions.get(pid)?.markEnded();
     this.#hosted.delete(pid);
+    this.#dequeue(pid);
+  }
+
+  /**
+   * Takes `pid` out of the run queue, if it waits there (it was paused):
+   * it queues again, at the back, when it is started again.
+   */
+  dequeue(pid: number): void {
+    this.#dequeue(pid);
+  }
+
+  #dequeue(pid: number): void {
+    if (!this.#queued.delete(pid)) return;
+    const at = this.#queue.indexOf(pid);
+    if (at >= 0) this.#queue.splice(at, 1);
+  }
+
+  /**
+   * The host needs room (its cells are full and a start waits for one):
+   * every blocked process that kept its Worker gives it up. Each replays
+   * when woken.
+   */
+  makeRoom(): void {
+    for (const pid of [...this.#lingering.keys()]) this.#park(pid);
   }
 
   /** Makes every process of the store this host's to run, from now on. */
@@ -323,18 +395,24 @@ export class Scheduler<E extends ScheduledExecution> {
     woken.finally(() => this.#runs.delete(woken));
   }
 
+  /** Programs holding a Worker or starting (a start counts once it is an execution too). */
+  #running(): number {
+    let starting = 0;
+    for (const pid of this.#starting) if (!this.#executions.has(pid)) starting++;
+    return this.#executions.size + starting;
+  }
+
+  /** Admits the oldest queued processes the bounds leave room for. */
   #pump(): void {
     const busy = (pid: number) => this.#executions.has(pid) || this.#starting.has(pid);
     // The host needs room: a blocked process that kept its Worker gives it up.
-    if (
-      this.#queue.length && this.#executions.size + this.#starting.size >= this.#maxCells
-    ) {
+    if (this.#queue.length && this.#running() >= this.#maxRunning) {
       const [oldest] = this.#lingering.keys();
       if (oldest !== undefined) this.#park(oldest);
     }
     while (
-      this.#queue.length && this.#executions.size + this.#starting.size < this.#maxCells &&
-      !this.#closed
+      this.#queue.length && !this.#closed && this.#starting.size < this.#maxStarting &&
+      this.#running() < this.#maxRunning
     ) {
       const index = this.#queue.findIndex((pid) => !busy(pid));
       if (index < 0) return;
@@ -405,4 +483,12 @@ export class Scheduler<E extends ScheduledExecution> {
     }).finally(() => this.#reacting.delete(reaction));
     this.#reacting.add(reaction);
   }
+}
+
+/** `value` when it is a whole number >= 1, else a RangeError naming `what`. */
+function positive(value: number, what: string): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`Cannot allow ${value} ${what} at once: expected a whole number >= 1`);
+  }
+  return value;
 }

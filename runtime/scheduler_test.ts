@@ -117,14 +117,15 @@ function init(extra: Partial<NewProcess> = {}): NewProcess {
 }
 
 async function withScheduler(
-  options: { maxCells?: number; runs?: boolean; waitGraceMs?: number },
+  options: { maxRunning?: number; maxStarting?: number; runs?: boolean; waitGraceMs?: number },
   fn: (scheduler: Scheduler<FakeExecution>, host: TestHost, table: ProcessTable) => Promise<void>,
 ): Promise<void> {
   const kv = await Deno.openKv(":memory:");
   const table = new ProcessTable(kv);
   const host = new TestHost(table);
   const scheduler = new Scheduler(host, {
-    maxCells: options.maxCells ?? 16,
+    maxRunning: options.maxRunning ?? 16,
+    maxStarting: options.maxStarting,
     runs: options.runs ?? true,
     waitGraceMs: options.waitGraceMs ?? 0,
   });
@@ -137,8 +138,8 @@ async function withScheduler(
   }
 }
 
-Deno.test("no more than maxCells processes run at once; the next starts when a cell frees up", async () => {
-  await withScheduler({ maxCells: 2 }, async (scheduler, host, table) => {
+Deno.test("no more than maxRunning processes run at once; the next starts when one leaves its Worker", async () => {
+  await withScheduler({ maxRunning: 2 }, async (scheduler, host, table) => {
     const pids: number[] = [];
     for (let i = 0; i < 3; i++) pids.push((await table.create(init(), 0, { runnable: true })).pid);
     for (const pid of pids) scheduler.start(pid);
@@ -254,7 +255,7 @@ Deno.test("transitions another kernel commits stop executions here and start wha
   const here = new ProcessTable(kvHere);
   const there = new ProcessTable(kvThere);
   const host = new TestHost(here);
-  const scheduler = new Scheduler(host, { maxCells: 16, runs: true, waitGraceMs: 0 });
+  const scheduler = new Scheduler(host, { maxRunning: 16, runs: true, waitGraceMs: 0 });
   try {
     await scheduler.follow({ pollMs: 10 });
     const mine = await here.create(init(), 0, { runnable: true });

@@ -1,13 +1,14 @@
 /**
- * The agent loop's checkpoints reference the transcript the host stores
- * instead of holding the conversation: each stays the same size however
- * long the run, and an agent resumed from one (after a host restart, or
- * forked from a snapshot) goes on with its whole conversation, repeating
- * nothing.
+ * The agent loop's checkpoints and model requests reference the transcript
+ * the host stores instead of holding the conversation: each stays the same
+ * size however long the run, and an agent resumed from one (after a host
+ * restart, or forked from a snapshot) goes on with its whole conversation,
+ * repeating nothing.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import type { JournalRecord } from "../broker/journal.ts";
 import { writeChunked } from "../runtime/chunks.ts";
 import type { AgentImage } from "../runtime/image.ts";
 import { Kernel } from "../runtime/kernel.ts";
@@ -20,6 +21,7 @@ import {
   type ScriptTurn,
 } from "../runtime/model.ts";
 import { withHarness } from "./_harness.ts";
+import { failed, program, succeeded } from "./_programs.ts";
 
 /** A scripted model that keeps the messages of every request it answers. */
 class RecordingModel implements ModelProvider {
@@ -120,6 +122,116 @@ Deno.test("an agent's checkpoint stays the same size however long the run", asyn
 });
 
 /**
+ * The JSON characters of `value` with every digest and every number
+ * counted as one character: what sets two steps apart besides the length
+ * of their counts, ids and times.
+ */
+function sizeOf(value: unknown): number {
+  return JSON.stringify(value).replace(/[0-9a-f]{64}/g, "#").replace(/\d+/g, "0").length;
+}
+
+/** The {@link sizeOf} of each value stored under `prefix`, by key. */
+async function storedSizes(kv: Deno.Kv, prefix: Deno.KvKey): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  for await (const entry of kv.list({ prefix })) {
+    sizes.set(JSON.stringify(entry.key), sizeOf(entry.value));
+  }
+  return sizes;
+}
+
+Deno.test("what an agent step sends and stores for its model call stays the same as its transcript grows", async () => {
+  const steps = 200;
+  const model = new RecordingModel(script(steps, []));
+  await withHarness(async (h) => {
+    await h.kernel.images.register({ ...ASKER, name: "long" });
+    // The size of each model.complete request as the broker receives it.
+    const requests: { seq: number; size: number }[] = [];
+    const broker = h.kernel.broker;
+    const dispatch = broker.dispatch.bind(broker);
+    broker.dispatch = (ctx, request) => {
+      if (request.name === "model.complete") {
+        requests.push({ seq: ctx.seq, size: sizeOf(request.args) });
+      }
+      return dispatch(ctx, request);
+    };
+    const end = await h.kernel.run({ image: "long@1.0.0", workspace: h.workspace });
+    assert.equal(end.state, "exited");
+    assert.equal(requests.length, steps + 1);
+    // The 10th and the 200th call send the same request but for their
+    // numbers (the transcript length, the tool call id).
+    assert.equal(requests[steps - 1].size, requests[9].size);
+    // What the store keeps of each call: its journal record and the
+    // transcript messages it added (the tool result it sent and the reply),
+    // the same for the 10th call as for the 200th.
+    const kv = h.kernel.store.kv;
+    await h.kernel.journal.flush();
+    const journal = await storedSizes(kv, ["journal", end.pid]);
+    const transcript = await storedSizes(kv, ["transcript", end.pid]);
+    const written = (step: number) => {
+      const seq = requests[step].seq;
+      let bytes = journal.get(JSON.stringify(["journal", end.pid, seq]))!;
+      // Transcript messages 2 * step (the tool result sent) and 2 * step + 1 (the reply).
+      for (const [key, size] of transcript) {
+        const i = (JSON.parse(key) as number[])[2];
+        if (i === 2 * step || i === 2 * step + 1) bytes += size;
+      }
+      return bytes;
+    };
+    assert.equal(written(steps - 1), written(9));
+    // The reply names the conversation through it: the next request sends that reference.
+    const reply = (await kv.get<JournalRecord>(["journal", end.pid, requests[steps].seq])).value!;
+    assert.equal(
+      (reply.value as { transcript: { length: number } }).transcript.length,
+      2 * steps + 2,
+    );
+  }, { model });
+});
+
+Deno.test("a model call whose transcript reference does not match is refused and the model is not asked", async () => {
+  const model = new RecordingModel([{ content: "first" }, { content: "second" }]);
+  await withHarness(async (h) => {
+    const end = await h.run(program(`
+      const user = { role: "user", content: "hello" };
+      const first = await sys.model.complete({ messages: [user] });
+      const more = { role: "user", content: "and?" };
+      const ref = first.transcript;
+      const wrong = [
+        { length: ref.length, digest: "0".repeat(64) },
+        { length: ref.length + 1, digest: ref.digest },
+        { length: 0, digest: "" },
+      ];
+      const refused = [];
+      for (const transcript of wrong) {
+        refused.push(await attempt(() => sys.model.complete({ transcript, messages: [more] })));
+      }
+      const second = await attempt(() => sys.model.complete({ transcript: ref, messages: [more] }));
+      return { ref, refused, second };
+    `));
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    const { ref, refused, second } = end.result as {
+      ref: { length: number };
+      refused: unknown[];
+      second: unknown;
+    };
+    assert.equal(ref.length, 2);
+    for (const attempt of refused) failed(attempt, "EINVAL", /transcript reference/);
+    // The model saw the first call and the one whose reference matched, expanded: nothing else.
+    assert.deepEqual(model.requests, [
+      [{ role: "user", content: "hello" }],
+      [
+        { role: "user", content: "hello" },
+        { role: "assistant", content: "first" },
+        { role: "user", content: "and?" },
+      ],
+    ]);
+    const answer = succeeded<{ message: unknown; transcript: { length: number } }>(second);
+    assert.deepEqual(answer.message, { role: "assistant", content: "second" });
+    assert.equal(answer.transcript.length, 4);
+    assert.equal((await h.kernel.transcript(end.pid)).length, 4);
+  }, { model });
+});
+
+/**
  * Runs an agent to its question, stops the host, lets `meddle` change the
  * store, then answers on a new host; checks the agent went on with its
  * whole conversation and asked the model nothing twice.
@@ -192,6 +304,21 @@ Deno.test("an agent whose transcript no longer matches its checkpoint resumes fr
     writeChunked(op, ["transcript", pid, 2], { role: "assistant", content: "never said" });
     await op.commit();
   });
+});
+
+Deno.test("an agent whose model reply the transcript recorded but the journal lost goes on with that reply", async () => {
+  // The host stopped after the transcript recorded the last model call and
+  // before the journal's group commit took its record: the resumed agent
+  // gets that very reply from the transcript (the model is not asked
+  // again), and the transcript holds each message once.
+  const { request, transcript } = await stopAndResume(async (kv, pid) => {
+    let last: JournalRecord | undefined;
+    for await (const entry of kv.list<JournalRecord>({ prefix: ["journal", pid] })) {
+      if (entry.value.name === "model.complete") last = entry.value;
+    }
+    await kv.delete(["journal", pid, last!.seq]);
+  });
+  assert.deepEqual(transcript, [...request, { role: "assistant", content: "done" }]);
 });
 
 Deno.test("an agent forked from a snapshot after checkpoints goes on with its whole conversation", async () => {

@@ -232,3 +232,153 @@ Deno.test("an obj.put is answered from the journal on replay, even when the host
     await Deno.remove(root, { recursive: true });
   }
 });
+
+/**
+ * Holds the next commit on the store until `count` changes of the store
+ * (journal writes with their own checks and mutations) have been queued,
+ * so that all after the first wait for one shared commit. Calls
+ * `meanwhile` with the pids queued, in order, before releasing it.
+ */
+function holdUntilQueued(
+  h: Harness,
+  count: number,
+  meanwhile: (queued: number[]) => Promise<void> = async () => {},
+): { released: Promise<void>; queued(n: number): Promise<void>; stop(): void } {
+  const journal = h.kernel.journal;
+  const queued: number[] = [];
+  const waiting: { n: number; resolve: () => void }[] = [];
+  const queuedAt = (n: number) =>
+    new Promise<void>((resolve) => {
+      if (queued.length >= n) resolve();
+      else waiting.push({ n, resolve });
+    });
+  journal.write = (write, options) => {
+    if (write.atomic && write.journal) {
+      queued.push(write.journal.pid);
+      for (const w of waiting) if (queued.length >= w.n) w.resolve();
+    }
+    return Object.getPrototypeOf(journal).write.call(journal, write, options);
+  };
+  const released = beforeNextCommit(h.kernel.store.kv, async () => {
+    await queuedAt(count);
+    await meanwhile(queued);
+  });
+  return {
+    released,
+    queued: queuedAt,
+    stop: () => delete (journal as { write?: unknown }).write,
+  };
+}
+
+Deno.test("obj.put calls of many processes at once share commits, and each lands exactly once", async () => {
+  await withHarness(async (h) => {
+    const writers = await Promise.all(Array.from({ length: 8 }, () => spawned(h, [])));
+    await h.kernel.journal.flush();
+    const before = { ...h.kernel.journal.stats };
+    const hold = holdUntilQueued(h, writers.length);
+    const replies = await Promise.all(
+      writers.map((w, i) =>
+        caller(h, w.pid, w.tag).call("obj.put", { namespace: "self", name: "k", value: i })
+      ),
+    );
+    await hold.released;
+    hold.stop();
+    const commits = h.kernel.journal.stats.commits - before.commits;
+    assert.ok(commits < writers.length, `${commits} commits for ${writers.length} calls`);
+    assert.equal(h.kernel.journal.stats.splits, before.splits);
+    for (const [i, w] of writers.entries()) {
+      assert.deepEqual(replies[i], { ...replies[i], ok: true, value: { version: 1 } });
+      const stored = await h.kernel.objects.get(`proc/${w.pid}`, "k");
+      assert.deepEqual([stored.value, stored.version], [i, 1]);
+      const audited = (await auditOf(h, w.pid)).filter((r) => r.syscall === "obj.put");
+      assert.deepEqual(audited.map((r) => r.outcome), ["ok"]);
+    }
+    assert.deepEqual(await h.kernel.audit.verify(), {
+      ok: true,
+      count: (await Array.fromAsync(h.kernel.audit.list())).length,
+    });
+  }, { journal: NEVER_FLUSHED });
+});
+
+Deno.test("a capability revoked while its obj.put waits in a shared commit refuses that call alone", async () => {
+  await withHarness(async (h) => {
+    const kv = h.kernel.store.kv;
+    const writers = await Promise.all(
+      Array.from({ length: 6 }, () => spawned(h, ["obj:write:shared/**"])),
+    );
+    await h.kernel.journal.flush();
+    const splits = h.kernel.journal.stats.splits;
+    let revoked = 0;
+    // Every call is authorized and queued; the last one's capability is revoked before their commit.
+    const hold = holdUntilQueued(h, writers.length, async (queued) => {
+      revoked = queued.at(-1)!;
+      const cap = (await h.kernel.caps.list(revoked)).find((c) => c.scope === "shared/**")!;
+      assert.deepEqual(await h.kernel.caps.revoke(cap.id), [cap.id]);
+    });
+    const replies = await Promise.all(
+      writers.map((w) =>
+        caller(h, w.pid, w.tag).call("obj.put", {
+          namespace: `shared/p${w.pid}`,
+          name: "k",
+          value: w.pid,
+        })
+      ),
+    );
+    await hold.released;
+    hold.stop();
+    assert.ok(h.kernel.journal.stats.splits > splits, "the shared commit failed and was split");
+    for (const [i, w] of writers.entries()) {
+      const stored = (await kv.get<{ version: number }>(["obj", `shared/p${w.pid}`, "k"])).value;
+      const audited = (await auditOf(h, w.pid)).filter((r) => r.syscall === "obj.put");
+      if (w.pid === revoked) {
+        assert.equal(replies[i].ok, false);
+        assert.equal((replies[i] as Extract<BrokerReply, { ok: false }>).error.code, "EPERM");
+        assert.equal(stored, null, "no effect authorized by the revoked capability committed");
+        assert.deepEqual(audited.map((r) => r.decision), ["deny"]);
+      } else {
+        assert.deepEqual(replies[i], { ...replies[i], ok: true, value: { version: 1 } });
+        assert.equal(stored?.version, 1, `process ${w.pid}'s object was written once`);
+        assert.deepEqual(audited.map((r) => r.outcome), ["ok"]);
+      }
+    }
+  }, { journal: NEVER_FLUSHED });
+});
+
+Deno.test("obj.put calls of many processes on one object with one expected version: exactly one wins", async () => {
+  await withHarness(async (h) => {
+    const writers = await Promise.all(
+      Array.from({ length: 6 }, () => spawned(h, ["obj:write:shared/**"])),
+    );
+    const lead = await spawned(h, []);
+    await h.kernel.journal.flush();
+    // A call on another object holds the commit in flight while the six queue behind it.
+    const hold = holdUntilQueued(h, writers.length + 1);
+    const first = caller(h, lead.pid, lead.tag).call("obj.put", {
+      namespace: "self",
+      name: "k",
+      value: 0,
+    });
+    await hold.queued(1);
+    const replies = await Promise.all(
+      writers.map((w) =>
+        caller(h, w.pid, w.tag).call("obj.put", {
+          namespace: "shared/one",
+          name: "k",
+          value: w.pid,
+          expectedVersion: 0,
+        })
+      ),
+    );
+    await hold.released;
+    hold.stop();
+    assert.equal((await first).ok, true);
+    const won = replies.filter((r) => r.ok);
+    assert.equal(won.length, 1, JSON.stringify(replies));
+    for (const reply of replies.filter((r) => !r.ok)) {
+      assert.equal((reply as Extract<BrokerReply, { ok: false }>).error.code, "EEXIST");
+    }
+    const stored = await h.kernel.objects.get("shared/one", "k");
+    assert.equal(stored.version, 1);
+    assert.equal(stored.value, writers[replies.indexOf(won[0])].pid);
+  }, { journal: NEVER_FLUSHED });
+});

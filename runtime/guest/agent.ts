@@ -7,20 +7,27 @@
  * model calls `exit`, answers without tool calls, or its script says `exit`.
  * A refused tool call becomes an error result for the model and the loop goes
  * on (SPEC section 10). The loop checkpoints after every step, so a resumed
- * agent replays only its last step. A checkpoint references the transcript
- * the host keeps instead of holding the conversation: `{ step, transcript:
- * { length, digest }, tail, jit }`, where `length` counts the messages the
- * host recorded through `model.complete` (every message sent, and each
- * reply), `digest` is their conversation digest (`cell_protocol.ts`)
- * and `tail` holds the tool results after them, so each step saves
- * O(new messages). When the agent resumes, the host gives it back
- * `{ step, messages, jit }`, the recorded messages (once their digest
- * matches) followed by the tail.
+ * agent replays only its last step.
+ *
+ * Each step costs its new messages, not the history. The host keeps every
+ * message exchanged through `model.complete` in the process's transcript,
+ * and a reply names the conversation through it there (`transcript: {
+ * length, digest }`) when the transcript holds exactly that conversation;
+ * the loop's next call then sends that reference and only the tool results
+ * after it, and its checkpoint is `{ step, transcript, tail, jit }`, the
+ * reference and the messages after it. When the agent resumes, the host
+ * gives it back `{ step, messages, transcript, jit }`, the referenced
+ * messages (once their digest matches) followed by the tail. When the
+ * transcript holds another conversation (a fork's, an exec'd process's, a
+ * restored one's), the host refuses the reference with `EINVAL`: the loop
+ * sends the whole conversation then, and saves it whole in its checkpoints
+ * until a reply names it again.
  *
  * @module
  */
 
-import { type AgentConfig, nextConversationDigest } from "./cell_protocol.ts";
+import type { AbiTranscriptRef } from "../../broker/abi.ts";
+import type { AgentConfig } from "./cell_protocol.ts";
 import type { ModelReply, Sys } from "./libc.ts";
 import { BUILTIN_TOOLS, type Tool } from "../../tools/builtin.ts";
 
@@ -92,23 +99,36 @@ export async function runAgent(
     })),
     ...jit.values(),
   ];
-  const saved = checkpoint as { messages?: ChatMessage[]; step?: number } | undefined;
+  let tools = specs();
+  const saved = checkpoint as
+    | { messages?: ChatMessage[]; step?: number; transcript?: AbiTranscriptRef }
+    | undefined;
   const messages: ChatMessage[] = saved?.messages ? [...saved.messages] : [];
   if (!saved?.messages) {
     if (config.system) messages.push({ role: "system", content: config.system });
     messages.push({ role: "user", content: userText(input) });
   }
+  // The first `host.length` of `messages` are the process's transcript, when the host said so.
+  let host = saved?.messages ? saved.transcript : undefined;
 
   const maxSteps = config.maxSteps ?? 1000;
-  // How many of `messages` the host has in this process's transcript, and
-  // the digest of the first `digested` of them.
-  let recorded = 0;
-  let digested = 0;
-  let digest = "";
   for (let step = saved?.step ?? 0; step < maxSteps; step++) {
-    const reply: ModelReply = await sys.model.complete({ messages, tools: specs() });
+    let reply: ModelReply | undefined;
+    if (host) {
+      try {
+        reply = await sys.model.complete({
+          transcript: host,
+          messages: messages.slice(host.length),
+          tools,
+        });
+      } catch (error) {
+        // The transcript holds another conversation: this one goes whole.
+        if ((error as { code?: unknown })?.code !== "EINVAL") throw error;
+      }
+    }
+    reply ??= await sys.model.complete({ messages, tools });
     messages.push(reply.message);
-    recorded = messages.length;
+    host = reply.transcript?.length === messages.length ? reply.transcript : undefined;
     const calls = reply.message.tool_calls ?? [];
     for (const call of calls) {
       const tool = table.get(call.name);
@@ -140,6 +160,7 @@ export async function runAgent(
       }
       if (call.name === "register_tool" && tool && !(result as { error?: unknown })?.error) {
         await refresh();
+        tools = specs();
       }
       messages.push({
         role: "tool",
@@ -151,15 +172,14 @@ export async function runAgent(
     }
     if (calls.length === 0 || reply.exit) return reply.message.content ?? null;
     // Replay starts here after a restart or a wait: one step, not the whole run.
-    for (; digested < recorded; digested++) {
-      digest = await nextConversationDigest(digest, messages[digested]);
-    }
-    const state = {
-      step: step + 1,
-      transcript: { length: recorded, digest },
-      tail: messages.slice(recorded),
-      jit: [...jit.values()],
-    };
+    const state = host
+      ? {
+        step: step + 1,
+        transcript: host,
+        tail: messages.slice(host.length),
+        jit: [...jit.values()],
+      }
+      : { step: step + 1, messages, jit: [...jit.values()] };
     if (JSON.stringify(state).length < 512_000) await sys.ckpt.save(state);
   }
   throw new Error(`Agent loop stopped after ${maxSteps} steps`);

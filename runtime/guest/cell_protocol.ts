@@ -5,8 +5,8 @@
  * output a program writes to stdout can never pass for a protocol message.
  *
  * This is a contract both sides read: it holds types and pure functions
- * (the memory-limit reason, the conversation digest the agent loop's
- * checkpoints carry), and imports nothing but the ABI.
+ * (the memory-limit reason, the conversation digest transcript references
+ * carry), and imports nothing but the ABI.
  *
  * @module
  */
@@ -130,9 +130,10 @@ export function memoryLimitReason(pid: number, memoryMb: number): string {
 
 /**
  * The digest of a conversation `previous` (a digest) followed by `message`.
- * The agent loop keeps it in its checkpoint and the host recomputes it over
- * the transcript it stored, so a checkpoint that references the transcript
- * resumes only from the very messages the loop exchanged. Each link is the
+ * The host keeps it for every prefix of a process's transcript, and a
+ * `model.complete` request or an agent loop checkpoint that references the
+ * transcript carries it, so a reference names only the very messages the
+ * process exchanged. Each link is the
  * SHA-256 (hex) of the previous link, a newline, and the message in
  * canonical JSON (object keys sorted at every depth, `undefined` members
  * dropped): the digest does not depend on key order, which the host's

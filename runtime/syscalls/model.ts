@@ -1,15 +1,19 @@
 /**
  * The `model.*` syscall: a completion from the model a process may call,
  * with its tokens reserved against the budget before the call and settled
- * after it, and the exchange kept in the process's transcript.
+ * after it, and the exchange kept in the process's transcript. A call may
+ * send only the messages after a reference to its transcript
+ * (`transcripts.ts`): the host checks it, expands it for the model, and
+ * answers with the reference to the conversation through the reply.
  *
  * @module
  */
 
 import type { HandlerTable } from "../../broker/broker.ts";
 import { imageModelId, type RegisteredImage } from "../image.ts";
-import { maxInputTokens, type Message, type ModelProvider, type ModelReply } from "../model.ts";
+import { maxInputTokens, type ModelProvider, type ModelReply } from "../model.ts";
 import type { BudgetKey, ProcessRecord, ProcessTable, Usage } from "../process_table.ts";
+import type { Conversation, ConversationRequest, TranscriptRef } from "../transcripts.ts";
 
 /**
  * Tokens reserved for a reply when the call names no `maxTokens` and a
@@ -36,8 +40,14 @@ export interface ModelKernel {
   reserve(pid: number, key: BudgetKey, want: { least: number; most?: number }): Promise<number>;
   /** Charges usage (negative to give a reservation back). */
   charge(pid: number, usage: Partial<Usage>): Promise<void>;
-  /** Appends an exchange to the process's transcript. */
-  recordTranscript(pid: number, messages: readonly Message[], reply: Message): Promise<void>;
+  /** The whole conversation of a request, checked against the process's transcript. */
+  resolveConversation(pid: number, request: ConversationRequest): Promise<Conversation>;
+  /** Appends an exchange to the process's transcript; the reference to it when it is exact. */
+  recordTranscript(
+    pid: number,
+    request: ConversationRequest,
+    reply: ModelReply,
+  ): Promise<TranscriptRef | undefined>;
 }
 
 /** Handlers of the `model` namespace. */
@@ -56,11 +66,14 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
         run: async () => {
           await kernel.checkBudget(ctx.pid, "toolCalls");
           const tools = args.tools ?? [];
+          // Checked before anything is sent: a reference the transcript does not match is refused.
+          const conversation = await kernel.resolveConversation(ctx.pid, args);
+          if (conversation.recorded) return conversation.recorded;
           // Reserve the tokens the call may spend before making it; the model is held to them.
           let reserved = 0;
           let maxTokens = args.maxTokens;
           if (await kernel.isBudgeted(ctx.pid, "tokens")) {
-            const input = maxInputTokens(args.messages, tools);
+            const input = maxInputTokens([], tools) + conversation.inputBound;
             reserved = await kernel.reserve(ctx.pid, "tokens", {
               least: input + 1,
               most: input + (args.maxTokens ?? DEFAULT_REPLY_TOKENS),
@@ -74,7 +87,7 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
               model,
               image: proc.image,
               pid: ctx.pid,
-              messages: args.messages,
+              messages: [...conversation.messages],
               tools,
               maxTokens,
             }, { signal: ctx.signal });
@@ -87,8 +100,8 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
           await kernel.charge(ctx.pid, { tokens: spent - reserved });
           const calls = reply.message.tool_calls?.length ?? 0;
           if (calls) await kernel.reserve(ctx.pid, "toolCalls", { least: calls });
-          await kernel.recordTranscript(ctx.pid, args.messages, reply.message);
-          return reply;
+          const transcript = await kernel.recordTranscript(ctx.pid, args, reply);
+          return transcript ? { ...reply, transcript } : reply;
         },
       };
     },
