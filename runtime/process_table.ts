@@ -7,6 +7,7 @@
  * @module
  */
 
+import { CommitFootprint, KV_COMMIT_LIMITS } from "../broker/commit_footprint.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { PolicyRule } from "../broker/policy.ts";
 import type { AbiProcessState } from "../broker/abi.ts";
@@ -193,6 +194,8 @@ const EVENT_KEY = ["meta", "next_event"];
 
 /** Most changes of the table committed together (see `ProcessTable.#commit`). */
 const TURN_BATCH = 16;
+/** Most bytes of keys and values in a turn's commit: room is left for estimates that fall short. */
+const MAX_TURN_BYTES = Math.floor(KV_COMMIT_LIMITS.bytes * 0.75);
 /** Most keys one `kv.getMany` reads. */
 const KV_GET_MANY = 10;
 
@@ -227,82 +230,6 @@ interface _Waiter {
   change: _Change<unknown>;
   resolve(value: unknown): void;
   reject(error: unknown): void;
-}
-
-/**
- * The checks and mutations of one change, kept apart until it is known
- * to fit its turn: what a change adds cannot be taken back from an
- * atomic operation, and a change that throws halfway must leave the
- * others' commit as it was.
- */
-class _StagedOperation {
-  #checks: Deno.AtomicCheck[] = [];
-  #mutations: Deno.KvMutation[] = [];
-
-  check(...checks: Deno.AtomicCheck[]): this {
-    this.#checks.push(...checks);
-    return this;
-  }
-
-  mutate(...mutations: Deno.KvMutation[]): this {
-    this.#mutations.push(...mutations);
-    return this;
-  }
-
-  set(key: Deno.KvKey, value: unknown, options?: { expireIn?: number }): this {
-    return this.mutate({ type: "set", key, value, ...options });
-  }
-
-  delete(key: Deno.KvKey): this {
-    return this.mutate({ type: "delete", key });
-  }
-
-  sum(key: Deno.KvKey, n: bigint): this {
-    return this.mutate({ type: "sum", key, value: new Deno.KvU64(n) });
-  }
-
-  min(key: Deno.KvKey, n: bigint): this {
-    return this.mutate({ type: "min", key, value: new Deno.KvU64(n) });
-  }
-
-  max(key: Deno.KvKey, n: bigint): this {
-    return this.mutate({ type: "max", key, value: new Deno.KvU64(n) });
-  }
-
-  enqueue(): this {
-    throw new Error("Cannot enqueue in a change of the process table");
-  }
-
-  commit(): never {
-    throw new Error("Cannot commit a change of the process table by itself");
-  }
-
-  /** Every key it checks or writes, as text. */
-  keys(): string[] {
-    return [...this.#checks.map((c) => _keyText(c.key)), ...this.written()];
-  }
-
-  /** Every key it writes, as text. */
-  written(): string[] {
-    return this.#mutations.map((m) => _keyText(m.key));
-  }
-
-  /** Adds its checks and mutations to `op`, as the change made them. */
-  applyTo(op: Deno.AtomicOperation): void {
-    if (this.#checks.length > 0) op.check(...this.#checks);
-    for (const m of this.#mutations) {
-      if (m.type === "set") op.set(m.key, m.value, { expireIn: m.expireIn });
-      else if (m.type === "delete") op.delete(m.key);
-      else op[m.type](m.key, m.value.value);
-    }
-  }
-}
-
-/** A KV key as text, each part tagged with its type. */
-function _keyText(key: Deno.KvKey): string {
-  return JSON.stringify(
-    key.map((part) => part instanceof Uint8Array ? ["u8", [...part]] : [typeof part, String(part)]),
-  );
 }
 
 /**
@@ -599,20 +526,16 @@ export class ProcessTable {
     }
   }
 
-  /** The next changes to commit together: in order, at most one per process. */
+  /** The next changes to commit together: the longest run from the front with one per process. */
   #takeTurn(): _Waiter[] {
-    const turn: _Waiter[] = [];
-    const rest: _Waiter[] = [];
     const pids = new Set<number>();
-    for (const waiter of this.#queue) {
-      const pid = waiter.change.pid;
-      if (turn.length < TURN_BATCH && (pid === undefined || !pids.has(pid))) {
-        turn.push(waiter);
-        if (pid !== undefined) pids.add(pid);
-      } else rest.push(waiter);
+    let count = 0;
+    for (; count < this.#queue.length && count < TURN_BATCH; count++) {
+      const pid = this.#queue[count].change.pid;
+      if (pid !== undefined && pids.has(pid)) break;
+      if (pid !== undefined) pids.add(pid);
     }
-    this.#queue = rest;
-    return turn;
+    return this.#queue.splice(0, count);
   }
 
   /**
@@ -638,33 +561,37 @@ export class ProcessTable {
       let seq = eventEntry.value ?? 0;
       let pid = pidEntry.value ?? 0;
       const op = this.#kv.atomic();
-      /** Keys the changes planned so far write. */
-      const written = new Set<string>();
-      const later: _Waiter[] = [];
-      for (const waiter of turn) {
+      const footprint = new CommitFootprint();
+      for (let i = 0; i < turn.length; i++) {
+        const waiter = turn[i];
         const { change } = waiter;
         let plan: _Plan<unknown>;
-        const staged = new _StagedOperation();
+        const own = new CommitFootprint();
         try {
           const current = change.pid === undefined ? undefined : records.get(change.pid);
           plan = change.plan(current, { seq: seq + 1, pid: pid + 1 });
-          plan.apply(staged as unknown as Deno.AtomicOperation);
+          plan.apply(own);
         } catch (error) {
           waiter.reject(error);
           continue;
         }
-        // A change that reads or writes what an earlier one of the turn writes would not see it.
-        if (staged.keys().some((key) => written.has(key))) {
-          later.push(waiter);
-          continue;
+        // A change that would not see what an earlier one of the turn writes, or would not fit
+        // (with the counters' checks and sets), waits for the next turn with those after it: the
+        // turn ends as committing its changes one after the other, in order, would.
+        const fits = footprint.checks + own.checks + 2 <= KV_COMMIT_LIMITS.checks &&
+          footprint.mutations + own.mutations + 2 <= KV_COMMIT_LIMITS.mutations &&
+          footprint.keyBytes + own.keyBytes + 64 <= KV_COMMIT_LIMITS.keyBytes &&
+          footprint.bytes + own.bytes <= MAX_TURN_BYTES;
+        if (planned.length > 0 && (!fits || footprint.conflictsWith(own))) {
+          this.#queue.unshift(...turn.slice(i));
+          break;
         }
-        for (const key of staged.written()) written.add(key);
-        staged.applyTo(op);
+        footprint.include(own);
+        own.applyTo(op);
         seq += plan.seqs;
         pid += plan.pids;
         planned.push({ waiter, plan });
       }
-      this.#queue.unshift(...later);
       if (planned.length === 0) return [];
       if (seq !== (eventEntry.value ?? 0)) op.check(eventEntry).set(EVENT_KEY, seq);
       if (pid !== (pidEntry.value ?? 0)) op.check(pidEntry).set(PID_KEY, pid);
