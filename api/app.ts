@@ -74,7 +74,7 @@ import {
   StreamQuerySchema,
   validate,
 } from "./schemas.ts";
-import { eventStream, parseEventId, type StreamKind } from "./sse.ts";
+import { eventStream, parseEventId, StreamFeed, type StreamKind } from "./sse.ts";
 
 /** The human queue as the API uses it. */
 export type HumanQueueApi = Pick<HumanQueue, "pending" | "get" | "answer">;
@@ -204,6 +204,8 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
     console.error(`libos api: unexpected error: ${message.split("\n", 1)[0]}`);
   });
   let openapi: Record<string, unknown> | undefined;
+  // Every event stream of the app takes what it sends from one reader of the store.
+  const feed = new StreamFeed(kernel, { pollMs: options.stream?.pollMs });
 
   const app = new Hono<ApiEnv>();
   app.onError((error, c) => {
@@ -385,6 +387,7 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
       after: resume === undefined || resume === "" ? undefined : parseEventId(resume),
       pid: query.pid,
       kinds,
+      feed,
       pollMs: options.stream?.pollMs,
       heartbeatMs: options.stream?.heartbeatMs,
       signal: options.signal,

@@ -824,6 +824,73 @@ Deno.test("GET /v1/events/stream streams transitions and audit records; bad filt
   });
 });
 
+Deno.test("many event streams of one app read the store as one, and each gets every event", async () => {
+  await withApi(async (t) => {
+    const k = t.kernel;
+    const reads = { transitions: 0, audit: 0, humans: 0 };
+    const counted: ControlKernel = {
+      processes: {
+        list: () => k.processes.list(),
+        get: (pid) => k.processes.get(pid),
+        children: (pid) => k.processes.children(pid),
+        subscribe: (listener) => k.processes.subscribe(listener),
+        events: (options) => (reads.transitions++, k.processes.events(options)),
+      },
+      images: k.images,
+      caps: k.caps,
+      audit: {
+        list: (options) => (reads.audit++, k.audit.list(options)),
+        verify: () => k.audit.verify(),
+      },
+      objects: k.objects,
+      humans: {
+        pending: () => (reads.humans++, k.humans.pending()),
+        get: (id) => k.humans.get(id),
+        answer: (id, answer, options) => k.humans.answer(id, answer, options),
+      },
+      now: k.now,
+      spawn: (options) => k.spawn(options),
+      start: (pid) => k.start(pid),
+      signal: (pid, signal, options) => k.signal(pid, signal, options),
+    };
+    // No polling: every read of the logs below follows a transition.
+    const app = createApp(counted, { tokens: CONFIG, stream: { pollMs: 600_000 } });
+    const STREAMS = 40;
+    const readers = await Promise.all(Array.from({ length: STREAMS }, async () => {
+      const res = await request(app, "GET", "/v1/events/stream", { role: "viewer" });
+      assert.equal(res.status, 200);
+      const reader = new SseReader(res.body!);
+      assert.match((await reader.next())?.comment ?? "", /libos event stream/);
+      return reader;
+    }));
+    const pids: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      pids.push(
+        (await k.processes.create({
+          ppid: null,
+          image: "demo@1.0.0",
+          digest: "d",
+          cwd: t.workspace,
+          workspace: t.workspace,
+          policy: [],
+          onParentExit: "kill",
+          budget: {},
+        })).pid,
+      );
+      for (const reader of readers) {
+        const [event] = await reader.events(1);
+        assert.deepEqual([event.event, JSON.parse(event.data!).pid], ["transition", pids[i]]);
+        assert.equal(event.id, `${i + 1}.0.0`);
+      }
+    }
+    await Promise.all(readers.map((reader) => reader.cancel()));
+    // Each stream read every log after each transition: 240 reads of each, and more.
+    for (const [log, count] of Object.entries(reads)) {
+      assert.ok(count < STREAMS, `${count} reads of the ${log} for ${STREAMS} streams`);
+    }
+  });
+});
+
 Deno.test("a process's transcript and events are readable, and unknown pids are 404", async () => {
   await withApi(async (t) => {
     const res = await t.json("POST", "/v1/images", {

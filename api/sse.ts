@@ -14,10 +14,17 @@
  * after the id's `(createdAt, id)` position; one answered while no client
  * was connected shows up as its process's transitions and audit records.
  *
- * The stream polls the store (every `pollMs`), wakes at once on a
- * transition this host commits, sends a comment as a heartbeat when idle,
- * reads at most `batch` records of each log per poll, and stops when the
- * client goes away or `signal` aborts.
+ * The streams of one server share a {@link StreamFeed}: one reader of the
+ * store that polls it (every `pollMs`), reads at once after a transition
+ * this host commits, and keeps the newest records of each log (its window)
+ * for every stream to take from. A hundred streams cost the store what one
+ * does. A stream whose position is outside the window (a client catching up
+ * from the beginning, or reading more slowly than the logs grow) reads the
+ * store itself, at most `batch` records of each log at a time, until it is
+ * back inside: no stream is ever dropped or skipped ahead, and what a slow
+ * client has not read stays in the store, not in the server's memory. A
+ * stream sends a comment as a heartbeat when idle and stops when the client
+ * goes away or `signal` aborts.
  *
  * @module
  */
@@ -50,6 +57,16 @@ export interface StreamSource {
   humans?: Pick<HumanQueue, "pending">;
 }
 
+/** Options of {@link StreamFeed}. */
+export interface StreamFeedOptions {
+  /** How often to poll the store, in milliseconds (default 200). */
+  pollMs?: number;
+  /** Records read from each log per read (default 200). */
+  batch?: number;
+  /** Newest records of each log kept for the streams to share (default 1000). */
+  window?: number;
+}
+
 /** Options of {@link eventStream}. */
 export interface EventStreamOptions {
   /** Start after this position (default: the beginning of every log). */
@@ -58,11 +75,19 @@ export interface EventStreamOptions {
   pid?: number;
   /** Only these kinds (default: all). */
   kinds?: readonly StreamKind[];
-  /** How often to poll the store, in milliseconds (default 200). */
+  /**
+   * The feed the stream shares with others (default: a feed of its own,
+   * made with `pollMs` and `batch`).
+   */
+  feed?: StreamFeed;
+  /**
+   * How often to poll the store, in milliseconds (default 200): its own
+   * feed's, and its own while it is outside the feed's window.
+   */
   pollMs?: number;
   /** Idle time before a heartbeat comment, in milliseconds (default 15000). */
   heartbeatMs?: number;
-  /** Records read from each log per poll (default 200). */
+  /** Records read from each log at a time (default 200). */
   batch?: number;
   /** Ends the stream when aborted (e.g. at server shutdown). */
   signal?: AbortSignal;
@@ -124,6 +149,175 @@ interface _Item {
 }
 
 const ENCODER = new TextEncoder();
+const DEFAULT_POLL_MS = 200;
+const DEFAULT_BATCH = 200;
+const DEFAULT_WINDOW = 1000;
+
+/** The newest records of one log that a feed holds: those after `from`, up to `head`. */
+interface _Window<T extends { seq: number }> {
+  /** The seq the window starts after. */
+  from: number;
+  /** The seq of the last record read. */
+  head: number;
+  /** The records after `from` up to `head`, in seq order. */
+  records: T[];
+}
+
+/** What a feed holds while streams are attached to it. */
+interface _FeedRun {
+  transitions: _Window<ProcessEvent>;
+  audit: _Window<AuditRecord>;
+  /** The pending human requests as last read; undefined before the first read. */
+  pending?: HumanRequest[];
+  /** Set once a read failed (the store went away): the streams end. */
+  failed: boolean;
+  stop(): void;
+}
+
+/**
+ * One reader of the logs for every event stream of a server. While streams
+ * are attached it polls the store every `pollMs`, reads at once after a
+ * transition this host commits, keeps the newest `window` records of each
+ * log, and calls each stream's listener after a read that found something
+ * new. It reads from where the first stream attached to it stands, and
+ * stops, keeping nothing, when the last one detaches.
+ *
+ * @example
+ * ```ts ignore
+ * const feed = new StreamFeed(kernel);
+ * const a = eventStream(kernel, { feed });
+ * const b = eventStream(kernel, { feed, kinds: ["audit"] });
+ * ```
+ */
+export class StreamFeed {
+  #source: StreamSource;
+  #pollMs: number;
+  #batch: number;
+  #window: number;
+  #listeners = new Set<() => void>();
+  #run: _FeedRun | undefined;
+
+  /** A feed of `source`'s logs. */
+  constructor(source: StreamSource, options: StreamFeedOptions = {}) {
+    this.#source = source;
+    this.#pollMs = options.pollMs ?? DEFAULT_POLL_MS;
+    this.#batch = options.batch ?? DEFAULT_BATCH;
+    this.#window = options.window ?? DEFAULT_WINDOW;
+  }
+
+  /**
+   * Calls `listener` after every read that finds something new, and once
+   * a read fails. The first stream attached starts the feed at `from`.
+   * Returns the detach function.
+   */
+  attach(listener: () => void, from: StreamCursor): () => void {
+    this.#listeners.add(listener);
+    if (!this.#run) this.#start(from);
+    return () => {
+      if (!this.#listeners.delete(listener) || this.#listeners.size > 0) return;
+      this.#run?.stop();
+      this.#run = undefined;
+    };
+  }
+
+  /** True once a read failed: attached streams end. */
+  get failed(): boolean {
+    return this.#run?.failed ?? false;
+  }
+
+  /**
+   * The pending human requests as last read; undefined before the first
+   * read, which calls the listeners.
+   */
+  get pending(): HumanRequest[] | undefined {
+    return this.#run?.pending;
+  }
+
+  /**
+   * Up to `batch` transitions after `seq` from the window, or undefined
+   * when `seq` is outside it (read the store then).
+   */
+  transitionsAfter(seq: number): ProcessEvent[] | undefined {
+    return this.#run && _after(this.#run.transitions, seq, this.#batch);
+  }
+
+  /**
+   * Up to `batch` audit records after `seq` from the window, or undefined
+   * when `seq` is outside it (read the store then).
+   */
+  auditAfter(seq: number): AuditRecord[] | undefined {
+    return this.#run && _after(this.#run.audit, seq, this.#batch);
+  }
+
+  #start(from: StreamCursor): void {
+    let stopped = false;
+    let dirty = true;
+    let wake: (() => void) | undefined;
+    const rouse = () => {
+      dirty = true;
+      const resolve = wake;
+      wake = undefined;
+      resolve?.();
+    };
+    const unsubscribe = this.#source.processes.subscribe(rouse);
+    const run: _FeedRun = {
+      transitions: { from: from.transition, head: from.transition, records: [] },
+      audit: { from: from.audit, head: from.audit, records: [] },
+      failed: false,
+      stop: () => {
+        stopped = true;
+        unsubscribe();
+        rouse();
+      },
+    };
+    this.#run = run;
+    (async () => {
+      while (!stopped) {
+        dirty = false;
+        let read: { changed: boolean; more: boolean };
+        try {
+          read = await this.#read(run);
+        } catch {
+          run.failed = true;
+          read = { changed: true, more: false };
+        }
+        if (stopped) return;
+        if (read.changed) { for (const listener of [...this.#listeners]) listener(); }
+        if (run.failed) return;
+        if (read.more || dirty) continue;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          timer = setTimeout(rouse, this.#pollMs);
+        });
+        clearTimeout(timer);
+      }
+    })();
+  }
+
+  /** Reads what is new in each log into `run`'s windows. */
+  async #read(run: _FeedRun): Promise<{ changed: boolean; more: boolean }> {
+    const source = this.#source;
+    const batch = this.#batch;
+    const events: ProcessEvent[] = [];
+    for await (const event of source.processes.events({ afterSeq: run.transitions.head })) {
+      events.push(event);
+      if (events.length >= batch) break;
+    }
+    const records = await Array.fromAsync(
+      source.audit.list({ afterSeq: run.audit.head, limit: batch }),
+    );
+    let changed = events.length > 0 || records.length > 0;
+    _append(run.transitions, events, this.#window);
+    _append(run.audit, records, this.#window);
+    if (source.humans) {
+      const pending = await source.humans.pending();
+      changed ||= !run.pending || _ids(pending) !== _ids(run.pending);
+      run.pending = pending;
+    }
+    return { changed, more: events.length >= batch || records.length >= batch };
+  }
+}
 
 /**
  * A `text/event-stream` body of the events after `options.after`.
@@ -139,9 +333,10 @@ export function eventStream(
   options: EventStreamOptions = {},
 ): ReadableStream<Uint8Array> {
   const kinds = new Set<StreamKind>(options.kinds ?? ["transition", "human", "audit"]);
-  const pollMs = options.pollMs ?? 200;
+  const pollMs = options.pollMs ?? DEFAULT_POLL_MS;
   const heartbeatMs = options.heartbeatMs ?? 15_000;
-  const batch = options.batch ?? 200;
+  const batch = options.batch ?? DEFAULT_BATCH;
+  const feed = options.feed ?? new StreamFeed(source, { pollMs, batch });
   const cursor: StreamCursor = { ...STREAM_START, ...options.after };
   const resumedHuman = options.after?.human;
   /** Pending requests already sent on this connection. */
@@ -151,7 +346,7 @@ export function eventStream(
   let timer: ReturnType<typeof setTimeout> | undefined;
   let lastSent = Date.now();
 
-  /** Set by a notification; cleared when a read starts, so none is lost while reading. */
+  /** Set by the feed's call; cleared when a read starts, so none is lost while reading. */
   let dirty = false;
   const rouse = () => {
     dirty = true;
@@ -159,36 +354,45 @@ export function eventStream(
     wake = undefined;
     resolve?.();
   };
-  let unsubscribe: (() => void) | undefined;
+  let detach: (() => void) | undefined;
   const stop = () => {
     closed = true;
-    unsubscribe?.();
-    unsubscribe = undefined;
+    detach?.();
+    detach = undefined;
     if (timer !== undefined) clearTimeout(timer);
     options.signal?.removeEventListener("abort", stop);
     rouse();
   };
-  // Subscribes on the first read, so a body nobody reads (a HEAD request) holds nothing.
+  // Attaches on the first read, so a body nobody reads (a HEAD request) holds nothing.
   const begin = () => {
-    if (unsubscribe || closed) return;
-    unsubscribe = kinds.has("transition") ? source.processes.subscribe(rouse) : () => {};
+    if (detach || closed) return;
+    detach = feed.attach(rouse, cursor);
     options.signal?.addEventListener("abort", stop);
     if (options.signal?.aborted) stop();
   };
 
+  /** True when the last read went to the store: the stream polls it then. */
+  let stored = false;
   const read = async (): Promise<_Item[][]> => {
     dirty = false;
+    stored = false;
+    if (feed.failed) throw new Error("Cannot read the event logs: the store went away");
     const lists: _Item[][] = [];
     if (kinds.has("transition")) {
-      const items: _Item[] = [];
-      for await (const event of source.processes.events({ afterSeq: cursor.transition })) {
-        items.push(_transition(event));
-        if (items.length >= batch) break;
+      let events = feed.transitionsAfter(cursor.transition);
+      if (!events) {
+        stored = true;
+        events = [];
+        for await (const event of source.processes.events({ afterSeq: cursor.transition })) {
+          events.push(event);
+          if (events.length >= batch) break;
+        }
       }
-      lists.push(items);
+      lists.push(events.map(_transition));
     }
     if (kinds.has("human") && source.humans) {
-      const pending = await source.humans.pending();
+      // Before the feed's first read there are none yet: its call follows that read.
+      const pending = feed.pending ?? [];
       const ids = new Set(pending.map((r) => r.id));
       for (const id of sentHumans) if (!ids.has(id)) sentHumans.delete(id);
       const fresh = pending
@@ -200,11 +404,14 @@ export function eventStream(
       lists.push(fresh.slice(0, batch).map((r) => _human(r, sentHumans)));
     }
     if (kinds.has("audit")) {
-      const items: _Item[] = [];
-      for await (const record of source.audit.list({ afterSeq: cursor.audit, limit: batch })) {
-        items.push(_audit(record));
+      let records = feed.auditAfter(cursor.audit);
+      if (!records) {
+        stored = true;
+        records = await Array.fromAsync(
+          source.audit.list({ afterSeq: cursor.audit, limit: batch }),
+        );
       }
-      lists.push(items);
+      lists.push(records.map(_audit));
     }
     return lists;
   };
@@ -222,9 +429,7 @@ export function eventStream(
       const item = lists[pick][heads[pick]++];
       item.advance(cursor);
       if (options.pid !== undefined && item.pid !== options.pid) continue;
-      out += `id: ${formatEventId(cursor)}\nevent: ${item.kind}\ndata: ${
-        JSON.stringify(item.data)
-      }\n\n`;
+      out += `id: ${formatEventId(cursor)}\nevent: ${item.kind}\ndata: ${_json(item.data)}\n\n`;
     }
   };
 
@@ -265,7 +470,8 @@ export function eventStream(
           controller.enqueue(ENCODER.encode(": heartbeat\n\n"));
           return;
         }
-        await idle(Math.min(pollMs, heartbeatMs - quiet));
+        // Served by the feed, the stream waits for its call; else it polls the store.
+        await idle(stored ? Math.min(pollMs, heartbeatMs - quiet) : heartbeatMs - quiet);
       }
       if (options.signal?.aborted) controller.close();
     },
@@ -322,4 +528,47 @@ function _byPosition(
 
 function _isSafeId(id: string): boolean {
   return /^[A-Za-z0-9_-]{1,100}$/.test(id);
+}
+
+/** The records of `window` after `seq`, at most `batch`; undefined when `seq` is outside it. */
+function _after<T extends { seq: number }>(
+  window: _Window<T>,
+  seq: number,
+  batch: number,
+): T[] | undefined {
+  if (seq < window.from || seq > window.head) return undefined;
+  const records = window.records;
+  let low = 0;
+  let high = records.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (records[middle].seq <= seq) low = middle + 1;
+    else high = middle;
+  }
+  return records.slice(low, low + batch);
+}
+
+/** Adds `records` (the next ones in seq order) to `window`, keeping the newest `keep`. */
+function _append<T extends { seq: number }>(window: _Window<T>, records: T[], keep: number): void {
+  if (records.length === 0) return;
+  window.records.push(...records);
+  window.head = records[records.length - 1].seq;
+  const excess = window.records.length - keep;
+  if (excess > 0) {
+    window.from = window.records[excess - 1].seq;
+    window.records.splice(0, excess);
+  }
+}
+
+function _ids(requests: readonly HumanRequest[]): string {
+  return requests.map((r) => r.id).join(",");
+}
+
+/** JSON of an event's data, made once per record however many streams send it. */
+const _texts = new WeakMap<object, string>();
+function _json(data: unknown): string {
+  if (typeof data !== "object" || data === null) return JSON.stringify(data);
+  let text = _texts.get(data);
+  if (text === undefined) _texts.set(data, text = JSON.stringify(data));
+  return text;
 }

@@ -10,6 +10,7 @@ import {
   type EventStreamOptions,
   formatEventId,
   parseEventId,
+  StreamFeed,
   type StreamSource,
 } from "./sse.ts";
 
@@ -259,5 +260,32 @@ Deno.test("a failing store ends the stream instead of erroring it", async () => 
     await reader.next();
     assert.equal(await reader.next(), undefined);
     assert.equal(f.listeners(), 0);
+  });
+});
+
+Deno.test("a stream that falls behind the shared window reads the store and misses nothing", async () => {
+  await withFixture(async (f) => {
+    const feed = new StreamFeed(f.source, { pollMs: 20, window: 3, batch: 2 });
+    const fast = new SseReader(eventStream(f.source, { feed, kinds: ["transition"] }));
+    const slow = new SseReader(eventStream(f.source, { feed, kinds: ["transition"] }));
+    await fast.next();
+    await slow.next();
+    const pids: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      pids.push(await f.spawn());
+      const [event] = await fast.events(1);
+      assert.equal(JSON.parse(event.data!).pid, pids[i]);
+    }
+    // The slow client read nothing meanwhile: ten transitions, past a window of three.
+    const events = await slow.events(10);
+    assert.deepEqual(events.map((e) => JSON.parse(e.data!).pid), pids);
+    assert.deepEqual(events.map((e) => e.id), pids.map((_, i) => `${i + 1}.0.0`));
+    const pid = await f.spawn();
+    assert.equal(JSON.parse((await slow.events(1))[0].data!).pid, pid);
+    assert.equal(JSON.parse((await fast.events(1))[0].data!).pid, pid);
+    await fast.cancel();
+    assert.equal(f.listeners(), 1, "the feed reads on while a stream is attached");
+    await slow.cancel();
+    assert.equal(f.listeners(), 0, "the last stream gone, the feed stops");
   });
 });

@@ -31,3 +31,16 @@ export async function withMemoryKv<T>(body: (kv: Deno.Kv) => Promise<T>): Promis
     kv.close();
   }
 }
+
+/** Counts the commits tried on `kv` from now on, landed or not: returns the count so far. */
+export function countCommits(kv: Deno.Kv): () => number {
+  let tried = 0;
+  const atomic = kv.atomic.bind(kv);
+  kv.atomic = () => {
+    const op = atomic();
+    const commit = op.commit.bind(op);
+    op.commit = () => (tried++, commit());
+    return op;
+  };
+  return () => tried;
+}

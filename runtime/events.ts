@@ -49,6 +49,26 @@ export interface TopicEventsKernel {
 }
 
 const MAX_DATA_CHARS = 60_000;
+/** Most posts from outside committed together on one topic. */
+const POST_BATCH = 64;
+
+/** A post waiting for its turn. */
+interface _Post {
+  data: unknown;
+  from: number | null;
+  resolve(result: { seq: number }): void;
+  reject(error: unknown): void;
+}
+
+/** `EINVAL` for event data over {@link MAX_DATA_CHARS}. */
+function _requireDataSize(topic: string, data: unknown): void {
+  if (JSON.stringify(data ?? null).length > MAX_DATA_CHARS) {
+    throw new SyscallError(
+      "EINVAL",
+      `Cannot emit on "${topic}": data is over ${MAX_DATA_CHARS} bytes`,
+    );
+  }
+}
 
 /**
  * Topic events of a kernel.
@@ -60,15 +80,87 @@ const MAX_DATA_CHARS = 60_000;
  */
 export class TopicEvents {
   #kernel: TopicEventsKernel;
+  /** Per topic, the posts waiting for their turn to commit (see {@link post}). */
+  #posting = new Map<string, _Post[]>();
 
   /** Events of `kernel`. */
   constructor(kernel: TopicEventsKernel) {
     this.#kernel = kernel;
   }
 
-  /** Appends an event and wakes the processes waiting on its topic. */
+  /**
+   * Appends an event and wakes the processes waiting on its topic. Posts
+   * to one topic wait for their turn and commit together: each takes the
+   * topic's next seq, checked against its counter, so side by side all but
+   * one would fail and prepare again, round after round. Posts from
+   * outside (`from` null) share a commit, up to {@link POST_BATCH}; one
+   * from a process commits alone (it is charged to the process's quota).
+   */
   post(topic: string, data: unknown, from: number | null): Promise<{ seq: number }> {
-    return commitStoreChange(this.#kernel.store.kv, () => this.preparePost(topic, data, from));
+    return new Promise((resolve, reject) => {
+      // Refused before it waits: it must not fail the posts it would commit with.
+      _requireDataSize(topic, data);
+      const queue = this.#posting.get(topic);
+      const post = { data, from, resolve, reject };
+      if (queue) queue.push(post);
+      else {
+        this.#posting.set(topic, [post]);
+        this.#drain(topic);
+      }
+    });
+  }
+
+  /** Commits the posts waiting on `topic`, in turns, until none waits. */
+  async #drain(topic: string): Promise<void> {
+    const queue = this.#posting.get(topic)!;
+    while (queue.length > 0) {
+      const fromProcess = queue.findIndex((post) => post.from !== null);
+      const size = fromProcess === 0
+        ? 1
+        : Math.min(POST_BATCH, fromProcess < 0 ? queue.length : fromProcess);
+      const turn = queue.splice(0, size);
+      try {
+        const seqs = await commitStoreChange(
+          this.#kernel.store.kv,
+          () => this.#preparePosts(topic, turn),
+        );
+        turn.forEach((post, i) => post.resolve({ seq: seqs[i] }));
+      } catch (error) {
+        for (const post of turn) post.reject(error);
+      }
+    }
+    this.#posting.delete(topic);
+  }
+
+  /** {@link preparePost} for several posts: one read of the counter, one commit. */
+  async #preparePosts(
+    topic: string,
+    posts: readonly _Post[],
+  ): Promise<StoreChange<number[]>> {
+    if (posts.length === 1) {
+      const change = await this.preparePost(topic, posts[0].data, posts[0].from);
+      return { ...change, result: [change.result.seq] };
+    }
+    const kv = this.#kernel.store.kv;
+    const counter = await kv.get<number>(["topic_seq", topic]);
+    const first = (counter.value ?? 0) + 1;
+    const at = this.#kernel.now();
+    const events: TopicEvent[] = posts.map((post, i) => ({
+      topic,
+      seq: first + i,
+      data: post.data ?? null,
+      from: post.from,
+      at,
+    }));
+    return {
+      result: events.map((event) => event.seq),
+      apply: (op) => {
+        op.check(counter).set(["topic_seq", topic], first + events.length - 1);
+        for (const event of events) op.set(["topic_event", topic, event.seq], event);
+      },
+      // A process waiting on the topic wakes with the first event after its wait: the batch's first.
+      wake: () => this.#wake(events[0]),
+    };
   }
 
   /**
@@ -83,12 +175,7 @@ export class TopicEvents {
     from: number | null,
   ): Promise<StoreChange<{ seq: number }>> {
     const kv = this.#kernel.store.kv;
-    if (JSON.stringify(data ?? null).length > MAX_DATA_CHARS) {
-      throw new SyscallError(
-        "EINVAL",
-        `Cannot emit on "${topic}": data is over ${MAX_DATA_CHARS} bytes`,
-      );
-    }
+    _requireDataSize(topic, data);
     const counter = await kv.get<number>(["topic_seq", topic]);
     const seq = (counter.value ?? 0) + 1;
     const event: TopicEvent = { topic, seq, data: data ?? null, from, at: this.#kernel.now() };

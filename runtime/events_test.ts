@@ -4,7 +4,7 @@ import { type TopicEvent, TopicEvents, type TopicEventsKernel } from "./events.t
 import { type Budget, ProcessTable } from "./process_table.ts";
 import { StorageQuotas } from "./storage_quota.ts";
 import type { WaitOutcome } from "./waits.ts";
-import { newProcess, withMemoryKv } from "./_fixtures.ts";
+import { countCommits, newProcess, withMemoryKv } from "./_fixtures.ts";
 
 /**
  * What the topic events see of a kernel: real storage quotas over the
@@ -137,5 +137,39 @@ Deno.test("an event whose data is too large is refused before anything is stored
     );
     assert.equal(await events.latestSeq("deploy"), 0);
     assert.deepEqual(host.completed, []);
+  });
+});
+
+Deno.test("posts side by side on one topic commit in turns: each once, in order, without gaps", async () => {
+  await withEvents(async (events, host) => {
+    await host.waiting("deploy", 7, 1);
+    const emitter = await host.process();
+    const tried = countCommits(host.store.kv);
+    const posts = Array.from(
+      { length: 30 },
+      (_, i) => events.post("deploy", { i }, i === 10 ? emitter : null),
+    );
+    const tooLarge = assert.rejects(
+      events.post("deploy", "x".repeat(60_000), null),
+      (error: SyscallError) => error.code === "EINVAL",
+    );
+    const seqs = (await Promise.all(posts)).map((posted) => posted.seq);
+    await tooLarge;
+    // Side by side, every commit but one failed on the topic's counter and was tried again.
+    assert.ok(tried() <= 30, `${tried()} commits for 30 posts`);
+    assert.deepEqual(seqs, Array.from({ length: 30 }, (_, i) => i + 1));
+    for (let i = 0; i < 30; i++) {
+      const event = await events.firstAfter("deploy", i);
+      assert.deepEqual([event?.seq, event?.data, event?.from], [
+        i + 1,
+        { i },
+        i === 10 ? emitter : null,
+      ]);
+    }
+    assert.deepEqual(host.completed[0], {
+      pid: 7,
+      seq: 1,
+      outcome: { ok: true, value: await events.firstAfter("deploy", 0) },
+    });
   });
 });

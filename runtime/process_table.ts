@@ -7,6 +7,7 @@
  * @module
  */
 
+import { CommitFootprint, KV_COMMIT_LIMITS } from "../broker/commit_footprint.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { PolicyRule } from "../broker/policy.ts";
 import type { AbiProcessState } from "../broker/abi.ts";
@@ -191,6 +192,46 @@ const PID_KEY = ["meta", "next_pid"];
  */
 const EVENT_KEY = ["meta", "next_event"];
 
+/** Most changes of the table committed together (see `ProcessTable.#commit`). */
+const TURN_BATCH = 16;
+/** Most bytes of keys and values in a turn's commit: room is left for estimates that fall short. */
+const MAX_TURN_BYTES = Math.floor(KV_COMMIT_LIMITS.bytes * 0.75);
+/** Most keys one `kv.getMany` reads. */
+const KV_GET_MANY = 10;
+
+/** What a change of the table commits, worked out from the record it read. */
+interface _Plan<T> {
+  /** How many seqs of the event log it takes. */
+  seqs: number;
+  /** How many pids it takes. */
+  pids: number;
+  /** Adds its checks and mutations (the counters excepted). */
+  apply(op: Deno.AtomicOperation): void;
+  /** Called once it is committed (it notifies the listeners): the change's result. */
+  committed(): T;
+}
+
+/** A change of the table that waits for its turn to commit. */
+interface _Change<T> {
+  /** The process whose record it reads; undefined for a new process. */
+  pid?: number;
+  /**
+   * Works out the change from the record read (undefined when `pid` is)
+   * and the first seq and pid free for it. Throws, touching nothing, when
+   * the change cannot be made.
+   */
+  plan(
+    current: Deno.KvEntryMaybe<ProcessRecord> | undefined,
+    next: { seq: number; pid: number },
+  ): _Plan<T>;
+}
+
+interface _Waiter {
+  change: _Change<unknown>;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
 /**
  * Called after every transition: `foreign` is false for one this table
  * committed, true for one another kernel committed (seen by {@link
@@ -236,6 +277,9 @@ export class ProcessTable {
   #kv: Deno.Kv;
   #listeners = new Set<TransitionListener>();
   #feed: _Feed | undefined;
+  /** Changes waiting for their turn to commit (see {@link #commit}). */
+  #queue: _Waiter[] = [];
+  #committing = false;
 
   /** Wraps a KV handle. */
   constructor(kv: Deno.Kv) {
@@ -254,45 +298,48 @@ export class ProcessTable {
     options: { runnable?: boolean; setup?: (op: Deno.AtomicOperation, pid: number) => void } = {},
   ): Promise<ProcessRecord> {
     for (;;) {
-      const [pidEntry, eventEntry] = await this.#kv.getMany<[number, number]>([
-        PID_KEY,
-        EVENT_KEY,
-      ]);
-      const pid = (pidEntry.value ?? 0) + 1;
-      const seq = (eventEntry.value ?? 0) + 1;
-      const record: ProcessRecord = {
-        ...init,
-        pid,
-        seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
-        state: options.runnable ? "runnable" : "created",
-        usage: { toolCalls: 0, tokens: 0, children: 0 },
-        createdAt: now,
-      };
-      const events: ProcessEvent[] = [
-        { seq, at: now, pid, kind: "transition", from: null, to: "created" },
-      ];
-      if (options.runnable) {
-        events.push({
-          seq: seq + 1,
-          at: now,
-          pid,
-          kind: "transition",
-          from: "created",
-          to: "runnable",
-        });
-      }
-      const op = this.#kv.atomic()
-        .check(pidEntry, eventEntry)
-        .set(PID_KEY, pid)
-        .set(EVENT_KEY, seq + events.length - 1)
-        .set(["proc", pid], record);
-      for (const event of events) op.set(["event", event.seq], event);
-      if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
-      options.setup?.(op, pid);
-      if ((await op.commit()).ok) {
-        for (const event of events) this.#notify(record, event, false);
-        return record;
-      }
+      const created = await this.#commit<ProcessRecord>({
+        plan: (_current, next) => {
+          const pid = next.pid;
+          const seq = next.seq;
+          const record: ProcessRecord = {
+            ...init,
+            pid,
+            seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
+            state: options.runnable ? "runnable" : "created",
+            usage: { toolCalls: 0, tokens: 0, children: 0 },
+            createdAt: now,
+          };
+          const events: ProcessEvent[] = [
+            { seq, at: now, pid, kind: "transition", from: null, to: "created" },
+          ];
+          if (options.runnable) {
+            events.push({
+              seq: seq + 1,
+              at: now,
+              pid,
+              kind: "transition",
+              from: "created",
+              to: "runnable",
+            });
+          }
+          return {
+            seqs: events.length,
+            pids: 1,
+            apply: (op) => {
+              op.set(["proc", pid], record);
+              for (const event of events) op.set(["event", event.seq], event);
+              if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
+              options.setup?.(op, pid);
+            },
+            committed: () => {
+              for (const event of events) this.#notify(record, event, false);
+              return record;
+            },
+          };
+        },
+      });
+      if (created) return created;
     }
   }
 
@@ -351,48 +398,55 @@ export class ProcessTable {
     for (;;) {
       const extra = options.prepare ? await options.prepare() : undefined;
       if (extra === null) return undefined;
-      const [procEntry, eventEntry] = await this.#kv.getMany<
-        [ProcessRecord, number]
-      >([["proc", pid], EVENT_KEY]);
-      const current = procEntry.value;
-      if (!current) {
-        throw new SyscallError("ENOENT", `Cannot find process ${pid}`);
-      }
-      const patch = change(current);
-      const next: ProcessRecord = { ...current, ...patch };
-      const now = options.now ?? Date.now();
-      const op = this.#kv.atomic().check(procEntry);
-      let event: ProcessEvent | undefined;
-      if (patch.state !== undefined && patch.state !== current.state) {
-        if (!TRANSITIONS[current.state].includes(patch.state)) {
-          throw new SyscallError(
-            "EINVAL",
-            `Cannot move process ${pid} from ${current.state} to ${patch.state}`,
-          );
-        }
-        if (patch.state !== "blocked" && patch.state !== "paused") {
-          delete next.waitingOn;
-          delete next.waitSeq;
-        }
-        if (END_STATES.has(patch.state)) next.endedAt = now;
-        const seq = (eventEntry.value ?? 0) + 1;
-        event = {
-          seq,
-          at: now,
-          pid,
-          kind: "transition",
-          from: current.state,
-          to: patch.state,
-          reason: options.reason,
-        };
-        op.check(eventEntry).set(EVENT_KEY, seq).set(["event", seq], event);
-      }
-      op.set(["proc", pid], next);
-      extra?.(op);
-      if ((await op.commit()).ok) {
-        if (event) this.#notify(next, event, false);
-        return next;
-      }
+      const updated = await this.#commit<ProcessRecord>({
+        pid,
+        plan: (procEntry, next) => {
+          const current = procEntry?.value;
+          if (!current) {
+            throw new SyscallError("ENOENT", `Cannot find process ${pid}`);
+          }
+          const patch = change(current);
+          const record: ProcessRecord = { ...current, ...patch };
+          const now = options.now ?? Date.now();
+          let event: ProcessEvent | undefined;
+          if (patch.state !== undefined && patch.state !== current.state) {
+            if (!TRANSITIONS[current.state].includes(patch.state)) {
+              throw new SyscallError(
+                "EINVAL",
+                `Cannot move process ${pid} from ${current.state} to ${patch.state}`,
+              );
+            }
+            if (patch.state !== "blocked" && patch.state !== "paused") {
+              delete record.waitingOn;
+              delete record.waitSeq;
+            }
+            if (END_STATES.has(patch.state)) record.endedAt = now;
+            event = {
+              seq: next.seq,
+              at: now,
+              pid,
+              kind: "transition",
+              from: current.state,
+              to: patch.state,
+              reason: options.reason,
+            };
+          }
+          return {
+            seqs: event ? 1 : 0,
+            pids: 0,
+            apply: (op) => {
+              op.check(procEntry).set(["proc", pid], record);
+              if (event) op.set(["event", event.seq], event);
+              extra?.(op);
+            },
+            committed: () => {
+              if (event) this.#notify(record, event, false);
+              return record;
+            },
+          };
+        },
+      });
+      if (updated) return updated;
     }
   }
 
@@ -407,28 +461,165 @@ export class ProcessTable {
     options: { reason?: string; now?: number } = {},
   ): Promise<ProcessRecord> {
     for (;;) {
-      const [procEntry, eventEntry] = await this.#kv.getMany<[ProcessRecord, number]>([
-        ["proc", record.pid],
-        EVENT_KEY,
-      ]);
-      const seq = (eventEntry.value ?? 0) + 1;
-      const event: ProcessEvent = {
-        seq,
-        at: options.now ?? Date.now(),
+      const restored = await this.#commit<ProcessRecord>({
         pid: record.pid,
-        kind: "transition",
-        from: procEntry.value?.state ?? null,
-        to: record.state,
-        reason: options.reason,
-      };
-      const commit = await this.#kv.atomic().check(procEntry, eventEntry)
-        .set(["proc", record.pid], record).set(EVENT_KEY, seq).set(["event", seq], event)
-        .commit();
-      if (commit.ok) {
-        this.#notify(record, event, false);
-        return record;
-      }
+        plan: (procEntry, next) => {
+          const event: ProcessEvent = {
+            seq: next.seq,
+            at: options.now ?? Date.now(),
+            pid: record.pid,
+            kind: "transition",
+            from: procEntry?.value?.state ?? null,
+            to: record.state,
+            reason: options.reason,
+          };
+          return {
+            seqs: 1,
+            pids: 0,
+            apply: (op) => {
+              op.check(procEntry!).set(["proc", record.pid], record).set(
+                ["event", event.seq],
+                event,
+              );
+            },
+            committed: () => {
+              this.#notify(record, event, false);
+              return record;
+            },
+          };
+        },
+      });
+      if (restored) return restored;
     }
+  }
+
+  /**
+   * Commits `change` with the others waiting for their turn: one atomic
+   * operation for up to {@link TURN_BATCH} changes, at most one per
+   * process, taking consecutive seqs of the event log (and pids) in the
+   * order they were asked for. Each such commit checks the log's counter,
+   * so commits side by side would all but one fail, read again and fail
+   * again (a spawn under load took dozens of rounds); in turns, a change
+   * is read and committed once. Resolves with the change's result, or
+   * undefined when a commit of another OS process (or a check the change
+   * added) came first: the caller prepares it again. Rejects with what
+   * planning the change threw.
+   */
+  #commit<T>(change: _Change<T>): Promise<T | undefined> {
+    return new Promise<T | undefined>((resolve, reject) => {
+      this.#queue.push({ change, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.#committing) this.#drain();
+    });
+  }
+
+  /** Commits what waits in turns until nothing does. */
+  async #drain(): Promise<void> {
+    this.#committing = true;
+    try {
+      while (this.#queue.length > 0) {
+        const failed = await this.#commitTurn(this.#takeTurn());
+        // The failed commit does not say which change it failed for: each goes again alone.
+        for (const waiter of failed) await this.#commitTurn([waiter]);
+      }
+    } finally {
+      this.#committing = false;
+    }
+  }
+
+  /** The next changes to commit together: the longest run from the front with one per process. */
+  #takeTurn(): _Waiter[] {
+    const pids = new Set<number>();
+    let count = 0;
+    for (; count < this.#queue.length && count < TURN_BATCH; count++) {
+      const pid = this.#queue[count].change.pid;
+      if (pid !== undefined && pids.has(pid)) break;
+      if (pid !== undefined) pids.add(pid);
+    }
+    return this.#queue.splice(0, count);
+  }
+
+  /**
+   * Commits `turn` in one atomic operation and settles each waiter; when
+   * the commit fails for a turn of several, returns those to try alone.
+   */
+  async #commitTurn(turn: _Waiter[]): Promise<_Waiter[]> {
+    const planned: { waiter: _Waiter; plan: _Plan<unknown> }[] = [];
+    try {
+      const keys: Deno.KvKey[] = [PID_KEY, EVENT_KEY];
+      for (const { change } of turn) if (change.pid !== undefined) keys.push(["proc", change.pid]);
+      const entries = (await Promise.all(
+        Array.from(
+          { length: Math.ceil(keys.length / KV_GET_MANY) },
+          (_, i) => this.#kv.getMany(keys.slice(i * KV_GET_MANY, (i + 1) * KV_GET_MANY)),
+        ),
+      )).flat();
+      const [pidEntry, eventEntry] = entries as Deno.KvEntryMaybe<number>[];
+      const records = new Map<number, Deno.KvEntryMaybe<ProcessRecord>>();
+      for (const entry of entries.slice(2)) {
+        records.set(entry.key[1] as number, entry as Deno.KvEntryMaybe<ProcessRecord>);
+      }
+      let seq = eventEntry.value ?? 0;
+      let pid = pidEntry.value ?? 0;
+      const op = this.#kv.atomic();
+      const footprint = new CommitFootprint();
+      for (let i = 0; i < turn.length; i++) {
+        const waiter = turn[i];
+        const { change } = waiter;
+        let plan: _Plan<unknown>;
+        const own = new CommitFootprint();
+        try {
+          const current = change.pid === undefined ? undefined : records.get(change.pid);
+          plan = change.plan(current, { seq: seq + 1, pid: pid + 1 });
+          plan.apply(own);
+        } catch (error) {
+          waiter.reject(error);
+          continue;
+        }
+        // A change that would not see what an earlier one of the turn writes, or would not fit
+        // (with the counters' checks and sets), waits for the next turn with those after it: the
+        // turn ends as committing its changes one after the other, in order, would.
+        const fits = footprint.checks + own.checks + 2 <= KV_COMMIT_LIMITS.checks &&
+          footprint.mutations + own.mutations + 2 <= KV_COMMIT_LIMITS.mutations &&
+          footprint.keyBytes + own.keyBytes + 64 <= KV_COMMIT_LIMITS.keyBytes &&
+          footprint.bytes + own.bytes <= MAX_TURN_BYTES;
+        if (planned.length > 0 && (!fits || footprint.conflictsWith(own))) {
+          this.#queue.unshift(...turn.slice(i));
+          break;
+        }
+        footprint.include(own);
+        own.applyTo(op);
+        seq += plan.seqs;
+        pid += plan.pids;
+        planned.push({ waiter, plan });
+      }
+      if (planned.length === 0) return [];
+      if (seq !== (eventEntry.value ?? 0)) op.check(eventEntry).set(EVENT_KEY, seq);
+      if (pid !== (pidEntry.value ?? 0)) op.check(pidEntry).set(PID_KEY, pid);
+      let ok: boolean;
+      try {
+        ok = (await op.commit()).ok;
+      } catch (error) {
+        // Too large together, say: alone, each fails or commits on its own.
+        if (planned.length > 1) return planned.map((p) => p.waiter);
+        throw error;
+      }
+      if (!ok) {
+        if (planned.length > 1) return planned.map((p) => p.waiter);
+        planned[0].waiter.resolve(undefined);
+        return [];
+      }
+      for (const { waiter, plan } of planned) {
+        try {
+          waiter.resolve(plan.committed());
+        } catch (error) {
+          waiter.reject(error);
+        }
+      }
+    } catch (error) {
+      for (const { waiter } of planned) waiter.reject(error);
+      if (planned.length === 0) { for (const waiter of turn) waiter.reject(error); }
+    }
+    return [];
   }
 
   /** Moves a process to `state`, recording `reason`. */

@@ -8,6 +8,7 @@ import {
   type ProcessRecord,
   ProcessTable,
 } from "./process_table.ts";
+import { countCommits } from "./_fixtures.ts";
 
 function init(ppid: number | null = null, extra: Partial<NewProcess> = {}): NewProcess {
   return {
@@ -183,6 +184,79 @@ Deno.test("concurrent updates of one record are not lost", async () => {
       ),
     );
     assert.equal((await table.require(proc.pid)).usage.tokens, 20);
+  });
+});
+
+Deno.test("concurrent creates and transitions commit each change once, not once per lost race", async () => {
+  await withTable(async (table, kv) => {
+    const tried = countCommits(kv);
+    const records = await Promise.all(Array.from({ length: 40 }, () => table.create(init())));
+    // Side by side, every commit but one failed on the log's counter and was tried again: 820 in all.
+    assert.ok(tried() <= 40, `${tried()} commits for 40 creates`);
+    const before = tried();
+    await Promise.all(records.map((r) => table.transition(r.pid, "runnable", { reason: "go" })));
+    assert.ok(tried() - before <= 40, `${tried() - before} commits for 40 transitions`);
+    const events = await eventsOf(table);
+    assert.deepEqual(events.map((e) => e.seq), Array.from({ length: 80 }, (_, i) => i + 1));
+    for (const record of records) {
+      assert.deepEqual(
+        events.filter((e) => e.pid === record.pid).map((e) => e.to),
+        ["created", "runnable"],
+      );
+      assert.equal((await table.require(record.pid)).state, "runnable");
+    }
+  });
+});
+
+Deno.test("a change that cannot be made fails alone; those committed with it land", async () => {
+  await withTable(async (table) => {
+    const proc = await table.create(init());
+    const results = await Promise.allSettled([
+      table.create(init()),
+      table.transition(999, "runnable"),
+      table.transition(proc.pid, "exited"),
+      table.create(init(), Date.now(), {
+        setup: () => {
+          throw new Error("no grant");
+        },
+      }),
+      table.transition(proc.pid, "runnable"),
+      table.create(init()),
+    ]);
+    assert.deepEqual(results.map((r) => r.status), [
+      "fulfilled",
+      "rejected",
+      "rejected",
+      "rejected",
+      "fulfilled",
+      "fulfilled",
+    ]);
+    assert.equal(((results[1] as PromiseRejectedResult).reason as SyscallError).code, "ENOENT");
+    assert.equal(((results[2] as PromiseRejectedResult).reason as SyscallError).code, "EINVAL");
+    assert.match(((results[3] as PromiseRejectedResult).reason as Error).message, /no grant/);
+    assert.deepEqual((await table.list()).map((r) => [r.pid, r.state]), [
+      [1, "runnable"],
+      [2, "created"],
+      [3, "created"],
+    ]);
+    const events = await eventsOf(table);
+    assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4]);
+  });
+});
+
+Deno.test("changes that check and write one key are not committed blind to each other", async () => {
+  await withTable(async (table, kv) => {
+    const records = await Promise.all(Array.from({ length: 6 }, () => table.create(init())));
+    const counter = ["test", "started"];
+    await Promise.all(records.map((r) =>
+      table.update(r.pid, () => ({ state: "runnable" }), {
+        prepare: async () => {
+          const entry = await kv.get<number>(counter);
+          return (op) => op.check(entry).set(counter, (entry.value ?? 0) + 1);
+        },
+      })
+    ));
+    assert.equal((await kv.get<number>(counter)).value, 6, "no increment lost");
   });
 });
 
