@@ -38,6 +38,7 @@ class TestHost implements ProcessControlHost {
   readonly executions = new Map<number, FakeExecution>();
   readonly started: number[] = [];
   readonly ending: number[] = [];
+  readonly dequeued: number[] = [];
   serving = false;
   waitsStarted = false;
 
@@ -62,6 +63,7 @@ class TestHost implements ProcessControlHost {
     executionOf: (pid: number) => this.executions.get(pid),
     start: (pid: number) => void this.started.push(pid),
     serve: () => void (this.serving = true),
+    dequeue: (pid: number) => void this.dequeued.push(pid),
   };
 
   constructor(kv: Deno.Kv) {
@@ -150,6 +152,7 @@ Deno.test("pause and resume move a process and stop its cell; kill ends it", asy
     const paused = await host.processes.require(pid);
     assert.deepEqual([paused.state, paused.pausedFrom], ["paused", "runnable"]);
     assert.deepEqual(execution.stops, ["The process was paused"]);
+    assert.deepEqual(host.dequeued, [pid]); // a queued start is taken back
     await control.signal(pid, "pause"); // already paused: nothing happens
     await control.signal(pid, "resume");
     assert.equal((await host.processes.require(pid)).state, "runnable");

@@ -145,9 +145,10 @@ function keyOf(frame: SseFrame): string {
 Deno.test("the API serves on 127.0.0.1 with tokens and refuses a rebinding Host", async () => {
   await withServer(async (h) => {
     assert.match(h.server.url, /^http:\/\/127\.0\.0\.1:\d+$/);
-    const { cells, ...health } = await h.json("/v1/health");
+    const { cells, runQueue, ...health } = await h.json("/v1/health");
     assert.deepEqual(health, { ok: true, version: "0.1.0", execSandbox: "bwrap" });
     assert.equal(cells.sharing, "tree");
+    assert.equal(runQueue.queued, 0);
     const anonymous = await h.fetch("/v1/processes");
     assert.equal(anonymous.status, 401);
     assert.equal(anonymous.headers.get("www-authenticate"), 'Bearer realm="libos"');
