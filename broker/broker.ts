@@ -170,6 +170,11 @@ interface _Authority {
    * grant was decided on; absent when the call needed none.
    */
   unchanged?: (op: Deno.AtomicOperation) => void;
+  /**
+   * Decided from the capabilities this host last read, not from the store
+   * (see `Broker.#authorize`): only its commit's check makes it exact.
+   */
+  cached?: boolean;
 }
 
 /** The facts of a call the journal's records need beside its context. */
@@ -491,7 +496,7 @@ export class Broker {
     if (cached) {
       try {
         const decided = this.#decide(ctx, cached, ops, name, args, now);
-        if ("grant" in decided) return decided;
+        if ("grant" in decided) return { ...decided, cached: true };
       } catch (error) {
         if (!(error instanceof SyscallError)) throw error;
       }
@@ -684,11 +689,20 @@ export class Broker {
               "asks a human, and the call's authority changed while it was committed",
           );
         }
-        Object.assign(authority, { unchanged: undefined }, again);
+        Object.assign(authority, { unchanged: undefined, cached: undefined }, again);
       }
       this.#ensureAlive(call, called.name);
       const oneShots = authority.grant.capabilities.filter((c) => c.uses !== undefined);
-      const spends = await Promise.all(oneShots.map((c) => this.#caps.consumption(c)));
+      let spends: ((op: Deno.AtomicOperation) => void)[];
+      try {
+        spends = await Promise.all(oneShots.map((c) => this.#caps.consumption(c)));
+      } catch (error) {
+        // A one-shot grant this host's copy still counted may be used up:
+        // refused only once the call is authorized from the store.
+        if (!authority.cached || !(error instanceof SyscallError)) throw error;
+        this.#caps.invalidate(call.pid);
+        continue;
+      }
       try {
         return await commit({
           unchanged: authority.unchanged,

@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { SyscallRequest } from "../broker/abi.ts";
 import type { BrokerReply } from "../broker/broker.ts";
+import type { CapabilitySpec } from "../broker/capability.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { type Harness, withHarness } from "./_harness.ts";
 
@@ -181,5 +182,41 @@ Deno.test("storage a second kernel charged counts against the host's next obj.pu
     await second.objects.delete(`proc/${pid}`, "other");
     assert.equal((await put("k4", "w".repeat(2000))).ok, true);
     assert.equal((await second.objects.get(`proc/${pid}`, "k4")).version, 1);
+  });
+});
+
+Deno.test("a one-shot grant used up by a second kernel is not the host's reason to refuse: another grant made there serves", async () => {
+  await withTwoHosts(async (h, second) => {
+    const writer = await callerWith(h, ["obj:read:shared/**"]);
+    const oneShot: CapabilitySpec = {
+      resource: "obj",
+      rights: ["write"],
+      scope: "shared/**",
+      uses: 1,
+    };
+    const first = await second.caps.grant(writer.pid, oneShot, { grantedBy: "operator" });
+    // The host reads the caller's capabilities, the one-shot grant among them.
+    assert.equal(
+      errorCode(await writer.call("obj.get", { namespace: "shared/a", name: "k" })),
+      "ENOENT",
+    );
+    assert.ok(
+      h.kernel.caps.cachedHoldings(writer.pid)?.capabilities.some((c) => c.id === first.id),
+    );
+    // Elsewhere, that grant is used and another is made.
+    const use = await second.caps.consumption(first);
+    const op = second.store.kv.atomic();
+    use(op);
+    assert.equal((await op.commit()).ok, true);
+    const next = await second.caps.grant(writer.pid, oneShot, { grantedBy: "operator" });
+
+    const reply = await writer.call("obj.put", { namespace: "shared/a", name: "k", value: 1 });
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    assert.equal((await second.objects.get("shared/a", "k")).value, 1);
+    assert.equal(await second.caps.get(next.id), undefined, "the grant that served is used up");
+    // Both grants are spent: the next write is refused.
+    const again = await writer.call("obj.put", { namespace: "shared/a", name: "k", value: 2 });
+    assert.equal(errorCode(again), "EPERM");
+    assert.equal((await second.objects.get("shared/a", "k")).value, 1);
   });
 });
