@@ -125,7 +125,9 @@ export class StorageQuotas {
         deltas.set(link.pid, delta);
       }
     }
-    const pids = [...deltas.keys()];
+    // A counter the changes leave as it is (an object replaced by one of its
+    // size, charged to the same process) is neither read, checked nor set.
+    const pids = [...deltas.keys()].filter((pid) => deltas.get(pid)!.bytes !== 0);
     const keys = pids.map((pid) => ["storage_used", pid]);
     const totals = (entries: Deno.KvEntryMaybe<number>[]): number[] =>
       entries.map((entry, i) => {

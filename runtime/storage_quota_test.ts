@@ -153,3 +153,32 @@ Deno.test("a charge checks the counter this host committed last; one another wri
     assert.equal((await quotas.usage(pid)).storageBytes, 950);
   });
 });
+
+Deno.test("changes that leave a counter as it is neither check nor set it", async () => {
+  await withQuotas(async (quotas, spawn, kv) => {
+    const root = await spawn(null, { storageBytes: 1000 });
+    const child = await spawn(root);
+    await apply(kv, quotas, [{ pid: child, bytes: 400 }]);
+    // An object of 100 bytes charged to the child replaced by one of the same size.
+    const same = await quotas.prepareCharges(
+      [{ pid: child, bytes: 100 }, { pid: child, bytes: -100 }],
+      "Cannot store",
+    );
+    // Meanwhile another writer moves both counters: the change does not depend on them.
+    await kv.atomic().set(["storage_used", root], 700).set(["storage_used", child], 700).commit();
+    const op = kv.atomic();
+    same.apply(op);
+    assert.equal((await op.commit()).ok, true);
+    assert.equal((await quotas.usage(root)).storageBytes, 700);
+    assert.equal((await quotas.usage(child)).storageBytes, 700);
+    // A change of size still moves (and checks) them.
+    const grow = await quotas.prepareCharges(
+      [{ pid: child, bytes: 150 }, { pid: child, bytes: -100 }],
+      "Cannot store",
+    );
+    const grown = kv.atomic();
+    grow.apply(grown);
+    assert.equal((await grown.commit()).ok, true);
+    assert.equal((await quotas.usage(root)).storageBytes, 750);
+  });
+});
