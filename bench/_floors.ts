@@ -324,16 +324,36 @@ export function workerCellRtt(workers: number, count: number): Promise<number[]>
  * caller per Worker, each looping one message at a time for `ms`.
  */
 export function workerCellThroughput(workers: number, ms: number): Promise<number> {
-  return withWorkerCell(workers, async (cell) => {
+  return workerCellsThroughput([workers], ms);
+}
+
+/**
+ * Echo round trips per second through several multi-Worker cells at once,
+ * cell `i` with `layout[i]` Workers, one caller per Worker, each looping one
+ * message at a time for `ms`: the ceiling of a runtime whose processes are
+ * spread over cells that way.
+ */
+export async function workerCellsThroughput(
+  layout: readonly number[],
+  ms: number,
+): Promise<number> {
+  const cells = await Promise.all(layout.map((workers) => WorkerCell.open(workers)));
+  try {
     const started = performance.now();
     const end = started + ms;
-    const counts = await Promise.all(Array.from({ length: workers }, async (_, slot) => {
-      let n = 0;
-      for (; performance.now() < end; n++) await cell.echo(slot, n);
-      return n;
-    }));
+    const counts = await Promise.all(
+      cells.flatMap((cell, i) =>
+        Array.from({ length: layout[i] }, async (_, slot) => {
+          let n = 0;
+          for (; performance.now() < end; n++) await cell.echo(slot, n);
+          return n;
+        })
+      ),
+    );
     return counts.reduce((a, b) => a + b, 0) / ((performance.now() - started) / 1000);
-  });
+  } finally {
+    await Promise.all(cells.map((cell) => cell.close()));
+  }
 }
 
 /**

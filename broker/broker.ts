@@ -35,7 +35,7 @@ import {
 } from "./abi.ts";
 import { type AuditDecision, syscallLabel } from "./audit.ts";
 import { allows, type Capability, type Operation } from "./capability.ts";
-import type { CapabilityStore } from "./capability_store.ts";
+import type { CapabilityStore, Holdings } from "./capability_store.ts";
 import { canonicalJson, sha256Hex } from "./digest.ts";
 import { type ErrorCode, SyscallError, toSyscallError } from "./errors.ts";
 import { describeIssue, issueMessage } from "./schema_errors.ts";
@@ -170,6 +170,11 @@ interface _Authority {
    * grant was decided on; absent when the call needed none.
    */
   unchanged?: (op: Deno.AtomicOperation) => void;
+  /**
+   * Decided from the capabilities this host last read, not from the store
+   * (see `Broker.#authorize`): only its commit's check makes it exact.
+   */
+  cached?: boolean;
 }
 
 /** The facts of a call the journal's records need beside its context. */
@@ -379,7 +384,13 @@ export class Broker {
       note = plan.note;
       // 3. Authorize: capabilities and policy, for every operation. Policy
       //    `ask` parks the call in a human queue.
-      const decided = call.redo ? _REDONE : await this.#authorize(call, plan.ops, name, args);
+      //    A change of the store, or the intent of an effect, commits with
+      //    the check that the caller's capabilities are those it was
+      //    decided on, so it may be decided on those this host last read.
+      const checked = plan.prepare !== undefined || plan.effect !== "none";
+      const decided = call.redo
+        ? _REDONE
+        : await this.#authorize(call, plan.ops, name, args, checked);
       if (!("grant" in decided)) {
         // Only asked when a human can be asked: refused otherwise.
         await this.#ask!(call, decided);
@@ -502,16 +513,47 @@ export class Broker {
    * 3. Authorizes the operations of call `ctx`: the authority it acts
    * under, or, when policy asks a human about an operation and a human can
    * be asked, the question. Throws `EPERM` when refused.
+   *
+   * A call whose authority is `checked` (it will be committed with the
+   * `unchanged` check of the capabilities it was decided on: a change of
+   * the store, the intent of an effect) may be allowed from the caller's
+   * capabilities as this host last read them, with no read: when another
+   * host or the CLI changed them since, that commit fails and the call is
+   * decided again from the store (see {@link #commitAuthorized}). Anything
+   * else (a call without effects, a refusal, a question for a human) is
+   * decided from the capabilities read from the store now.
    */
   async #authorize(
     ctx: CallContext,
     ops: readonly Operation[],
     name: string,
     args: unknown,
+    checked: boolean,
   ): Promise<_Authority | AskRequest> {
     if (ops.length === 0) return { grant: { decision: "allow", capabilities: [] } };
     const now = this.#now();
-    const { capabilities: held, unchanged } = await this.#caps.holdings(ctx.pid, now);
+    const cached = checked ? this.#caps.cachedHoldings(ctx.pid, now) : undefined;
+    if (cached) {
+      try {
+        const decided = this.#decide(ctx, cached, ops, name, args, now);
+        if ("grant" in decided) return { ...decided, cached: true };
+      } catch (error) {
+        if (!(error instanceof SyscallError)) throw error;
+      }
+    }
+    return this.#decide(ctx, await this.#caps.holdings(ctx.pid, now), ops, name, args, now);
+  }
+
+  /** The decision on `ops` for call `ctx` from the capabilities `holdings` (see {@link #authorize}). */
+  #decide(
+    ctx: CallContext,
+    holdings: Holdings,
+    ops: readonly Operation[],
+    name: string,
+    args: unknown,
+    now: number,
+  ): _Authority | AskRequest {
+    const { capabilities: held, unchanged } = holdings;
     const capabilities: Capability[] = [];
     for (const op of ops) {
       const { cap, decision, rule } = decideOperation(ctx, held, op, now);
@@ -638,6 +680,7 @@ export class Broker {
               spend?.(op);
               change.apply(op);
             },
+            committed: (versionstamp) => change.committed?.(versionstamp),
           });
           committed = true;
         } finally {
@@ -720,7 +763,7 @@ export class Broker {
   ): Promise<T> {
     for (let attempt = 0;; attempt++) {
       if (attempt > 0 && !call.redo) {
-        const again = await this.#authorize(call, plan.ops, called.name, called.args);
+        const again = await this.#authorize(call, plan.ops, called.name, called.args, true);
         if (!("grant" in again)) {
           throw new SyscallError(
             "EPERM",
@@ -728,11 +771,20 @@ export class Broker {
               "asks a human, and the call's authority changed while it was committed",
           );
         }
-        Object.assign(authority, { unchanged: undefined }, again);
+        Object.assign(authority, { unchanged: undefined, cached: undefined }, again);
       }
       this.#ensureAlive(call, called.name);
       const oneShots = authority.grant.capabilities.filter((c) => c.uses !== undefined);
-      const spends = await Promise.all(oneShots.map((c) => this.#caps.consumption(c)));
+      let spends: ((op: Deno.AtomicOperation) => void)[];
+      try {
+        spends = await Promise.all(oneShots.map((c) => this.#caps.consumption(c)));
+      } catch (error) {
+        // A one-shot grant this host's copy still counted may be used up:
+        // refused only once the call is authorized from the store.
+        if (!authority.cached || !(error instanceof SyscallError)) throw error;
+        this.#caps.invalidate(call.pid);
+        continue;
+      }
       try {
         return await commit({
           unchanged: authority.unchanged,
@@ -740,6 +792,9 @@ export class Broker {
         });
       } catch (error) {
         if (!(error instanceof StaleWriteError)) throw error;
+        // A check failed: the capabilities this host last read may be behind
+        // the store, so the call is authorized again from the store.
+        this.#caps.invalidate(call.pid);
       } finally {
         for (const c of oneShots) this.#caps.invalidate(c.holder);
       }
@@ -752,7 +807,11 @@ export class Broker {
     called: _Called,
     grant: Grant,
     end: CallEnd,
-    options: { durable: boolean; atomic?: (op: Deno.AtomicOperation) => void },
+    options: {
+      durable: boolean;
+      atomic?: (op: Deno.AtomicOperation) => void;
+      committed?: (versionstamp: string) => void;
+    },
   ): Promise<void> {
     const meter = this.#journalMeter;
     await this.#journal.writeCall({ ctx, ...called, ...grant, end }, {

@@ -52,6 +52,22 @@ function versionKey(holder: number): Deno.KvKey {
   return ["cap_ver", holder];
 }
 
+/** Holdings of `holder` from records read at `version`: those live at `now`, and their check. */
+function _holdingsAt(
+  holder: number,
+  read: { version: string | null; caps: Capability[] },
+  now: number,
+): Holdings {
+  const { version, caps } = read;
+  return {
+    capabilities: caps.filter((c) =>
+      (c.expiresAt === undefined || c.expiresAt > now) &&
+      (c.uses === undefined || c.uses > 0)
+    ),
+    unchanged: (op) => op.check({ key: versionKey(holder), versionstamp: version }),
+  };
+}
+
 /**
  * The capability store.
  *
@@ -201,6 +217,7 @@ export class CapabilityStore {
     const version = (await this.#kv.get<string>(versionKey(holder))).versionstamp;
     let cached = this.#byHolder.get(holder);
     if (!cached || cached.version !== version) {
+      this.#byHolder.delete(holder);
       const ids: string[] = [];
       for await (
         const entry of this.#kv.list({ prefix: ["cap_holder", holder] })
@@ -215,13 +232,22 @@ export class CapabilityStore {
       cached = { version, caps };
       this.#byHolder.set(holder, cached);
     }
-    return {
-      capabilities: cached.caps.filter((c) =>
-        (c.expiresAt === undefined || c.expiresAt > now) &&
-        (c.uses === undefined || c.uses > 0)
-      ),
-      unchanged: (op) => op.check({ key: versionKey(holder), versionstamp: version }),
-    };
+    return _holdingsAt(holder, cached, now);
+  }
+
+  /**
+   * The holdings of `holder` as this host last read them, with no read of
+   * the store; undefined when it has none (then {@link holdings} reads
+   * them). They may be behind a change another host or CLI committed since
+   * (a revocation included), so they may only authorize a decision whose
+   * commit carries their `unchanged` check: that check fails the commit when
+   * any of the holder's capabilities changed since they were read, and the
+   * caller must then {@link invalidate} them and decide again from
+   * {@link holdings}. Nothing else may rest on them, a refusal included.
+   */
+  cachedHoldings(holder: number, now: number = Date.now()): Holdings | undefined {
+    const cached = this.#byHolder.get(holder);
+    return cached && _holdingsAt(holder, cached, now);
   }
 
   /** One capability by id, or undefined. */

@@ -138,6 +138,11 @@ export interface JournalWrite {
    * commit with it; they carry no checks, so the write still batches.
    */
   charges?: (op: Deno.AtomicOperation) => void;
+  /**
+   * Called with the versionstamp of the commit that stored this write, as
+   * soon as it is committed: every key the write set now has it.
+   */
+  committed?: (versionstamp: string) => void;
 }
 
 interface Queued {
@@ -412,7 +417,9 @@ export class Journal {
    * is handed the bytes the two records take and answers the mutations that
    * charge them (see {@link JournalWrite.charges}). `atomic` adds what must
    * commit with the records (see {@link JournalWrite.atomic}): the call's
-   * change of the store and the checks of its authority.
+   * change of the store and the checks of its authority; `committed` is told
+   * the versionstamp of the commit that stored it (see
+   * {@link JournalWrite.committed}).
    */
   async writeCall(
     facts: CallFacts,
@@ -420,6 +427,7 @@ export class Journal {
       durable: boolean;
       charge?: (bytes: number) => Promise<(op: Deno.AtomicOperation) => void>;
       atomic?: (op: Deno.AtomicOperation) => void;
+      committed?: (versionstamp: string) => void;
     },
   ): Promise<void> {
     const { ctx, end } = facts;
@@ -436,7 +444,8 @@ export class Journal {
     const charges = await options.charge?.(
       (journal ? JSON.stringify(journal).length : 0) + canonicalJson(audit).length,
     );
-    await this.write({ journal, audit, charges, atomic: options.atomic }, {
+    const { atomic, committed } = options;
+    await this.write({ journal, audit, charges, atomic, committed }, {
       durable: options.durable,
     });
   }
@@ -532,9 +541,9 @@ export class Journal {
 
   /** Commits a batch and settles its writes; after it failed, one write at a time. */
   async #commitBatch(batch: Queued[]): Promise<void> {
+    let versionstamp: string;
     try {
-      await this.#commit(batch);
-      for (const q of batch) q.resolve?.();
+      versionstamp = await this.#commit(batch);
     } catch (error) {
       if (batch.length > 1) {
         // Which write failed the commit (a stale check, a limit passed) is
@@ -546,10 +555,21 @@ export class Journal {
       }
       for (const q of batch) q.reject?.(error);
       if (batch.some((q) => !q.reject)) console.error(error);
+      return;
+    }
+    for (const q of batch) {
+      // Committed, whatever a write's listener meets.
+      try {
+        q.write.committed?.(versionstamp);
+      } catch (error) {
+        console.error("Cannot tell a journal write its commit's versionstamp:", error);
+      }
+      q.resolve?.();
     }
   }
 
-  async #commit(batch: Queued[]): Promise<void> {
+  /** Commits a batch's writes in one commit; returns the commit's versionstamp. */
+  async #commit(batch: Queued[]): Promise<string> {
     const writes = batch.map((q) => q.write);
     const checked = writes.some((w) => w.atomic || w.checks);
     for (let attempt = 0;; attempt++) {
@@ -573,7 +593,7 @@ export class Journal {
         this.stats.commits++;
         this.stats.writes += writes.length;
         this.stats.largestBatch = Math.max(this.stats.largestBatch, writes.length);
-        return;
+        return result.versionstamp;
       }
       this.#head = await this.#audit.head();
       // The head did not move, so a check of the writes' own failed: trying again cannot help.

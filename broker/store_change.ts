@@ -28,6 +28,13 @@ export interface StoreChange<T = unknown> {
    * when the change was not committed.
    */
   discard?(): Promise<void>;
+  /**
+   * Called with the versionstamp of the commit that stored the change, once
+   * it is committed and before its waiters wake: every key the change set
+   * now has that versionstamp, so what it wrote may be checked by the next
+   * change of those keys without reading them back.
+   */
+  committed?(versionstamp: string): void;
   /** Wakes the processes that wait for what the change stored; called once it is committed. */
   wake?(): Promise<void>;
 }
@@ -59,13 +66,14 @@ export async function commitStoreChange<T>(
     const change = await prepare();
     const op = kv.atomic();
     change.apply(op);
-    let committed = false;
+    let committed: Deno.KvCommitResult | Deno.KvCommitError | undefined;
     try {
-      committed = (await op.commit()).ok;
+      committed = await op.commit();
     } finally {
-      if (!committed) await change.discard?.();
+      if (!committed?.ok) await change.discard?.();
     }
-    if (committed) {
+    if (committed.ok) {
+      change.committed?.(committed.versionstamp);
       await change.wake?.();
       return change.result;
     }

@@ -199,6 +199,10 @@ export class Cell {
   readonly maxMessageBytes: number;
   #child: Deno.ChildProcess;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  /** Lines waiting for the write in flight to end. */
+  #outbox: string[] = [];
+  /** The write in flight, with every line queued behind it. */
+  #writing: Promise<void> | undefined;
   #token: string;
   #outputBytes = 0;
   #maxOutputBytes: number;
@@ -418,10 +422,30 @@ export class Cell {
     this.#slots.delete(slot.id);
   }
 
+  /**
+   * Sends one line. Lines sent while a write to the pipe is in flight go
+   * out together in the next write (the replies one group commit answers
+   * cost one write, not one each); resolves once its line is written.
+   */
   #write(message: CellHello | HostToCell): Promise<void> {
-    return this.#stdin.write(
-      new TextEncoder().encode(JSON.stringify(message) + "\n"),
-    );
+    this.#outbox.push(JSON.stringify(message) + "\n");
+    return this.#writing ??= this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#outbox.length) {
+        const text = this.#outbox.join("");
+        this.#outbox = [];
+        await this.#stdin.write(new TextEncoder().encode(text));
+      }
+    } catch (error) {
+      // The pipe is gone: what waits behind the failed write fails with it.
+      this.#outbox = [];
+      throw error;
+    } finally {
+      this.#writing = undefined;
+    }
   }
 
   async #readLines(

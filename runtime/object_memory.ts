@@ -33,6 +33,7 @@ import { digestOf } from "../broker/digest.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { CapabilitySpec } from "../broker/capability.ts";
 import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
+import { CommittedEntries } from "./committed_entries.ts";
 import {
   type CompiledSchema,
   compileSchema,
@@ -105,13 +106,14 @@ export interface ObjectMemoryOptions {
 export interface StorageMeter {
   /**
    * The checked mutations that charge (positive) or give back (negative)
-   * bytes to processes, for the commit of the write they pay for; throws
-   * (`EBUDGET`) when a charge goes over a quota.
+   * bytes to processes, as a change for the commit of the write they pay
+   * for (told when it is committed); throws (`EBUDGET`) when a charge goes
+   * over a quota.
    */
-  prepare(
+  prepareCharges(
     changes: readonly { pid: number; bytes: number }[],
     action: string,
-  ): Promise<(op: Deno.AtomicOperation) => void>;
+  ): Promise<StoreChange<void>>;
 }
 
 /**
@@ -250,6 +252,8 @@ export class ObjectMemory {
   #now: () => number;
   #meter: StorageMeter | undefined;
   #schemas = new Map<string, CompiledSchema>();
+  /** Records this host last committed, without their values (see {@link preparePut}). */
+  #committed = new CommittedEntries<Omit<_Stored, "data">>();
 
   /** Creates a store over `kv`. */
   constructor(kv: Deno.Kv, options: ObjectMemoryOptions = {}) {
@@ -312,26 +316,35 @@ export class ObjectMemory {
     if (options.type !== undefined) {
       await this.#enforce(namespace, options.type, parsed, action);
     }
-    const change = await this.#prepareStore(namespace, name, bytes, action, async (current) => {
-      const found = current?.version ?? 0;
-      if (expected !== undefined && expected !== found) {
-        throw new SyscallError(
-          "EEXIST",
-          `${action}: version ${expected} expected, found ${found}`,
-        );
-      }
-      const type = options.type ?? current?.type;
-      if (options.type === undefined && type !== undefined) {
-        await this.#enforce(namespace, type, parsed, action);
-      }
-      return {
-        type,
-        version: found + 1,
-        writer: options.writer,
-        updatedAt: this.#now(),
-        chargedTo: options.chargeTo,
-      };
-    });
+    const prepare = (fresh: boolean) =>
+      this.#prepareStore(namespace, name, bytes, action, { fresh }, async (current) => {
+        const found = current?.version ?? 0;
+        if (expected !== undefined && expected !== found) {
+          throw new SyscallError(
+            "EEXIST",
+            `${action}: version ${expected} expected, found ${found}`,
+          );
+        }
+        const type = options.type ?? current?.type;
+        if (options.type === undefined && type !== undefined) {
+          await this.#enforce(namespace, type, parsed, action);
+        }
+        return {
+          type,
+          version: found + 1,
+          writer: options.writer,
+          updatedAt: this.#now(),
+          chargedTo: options.chargeTo,
+        };
+      });
+    let change: StoreChange<_Stored>;
+    try {
+      change = await prepare(false);
+    } catch (error) {
+      if (!(error instanceof SyscallError)) throw error;
+      // What this host last committed may be behind another host's write: refuse only from the store.
+      change = await prepare(true);
+    }
     return { ...change, result: _toRecord(change.result, parsed) };
   }
 
@@ -384,7 +397,7 @@ export class ObjectMemory {
     validateName("object", name);
     const key = ["obj", namespace, name];
     const action = `Cannot delete object ${_quote(`${namespace}/${name}`)}`;
-    const current = await this.#kv.get<_Stored>(key);
+    const current = await this.#committed.take(this.#kv, key, { fresh: true });
     const stored = current.value;
     if (!stored) throw new SyscallError("ENOENT", `${action}: not found`);
     const refund = await this.#charges(null, stored, action);
@@ -393,8 +406,9 @@ export class ObjectMemory {
       apply: (op) => {
         op.check(current).delete(key);
         _deleteChunks(op, stored);
-        refund?.(op);
+        refund?.apply(op);
       },
+      committed: refund?.committed,
     };
   }
 
@@ -516,6 +530,7 @@ export class ObjectMemory {
           source.stored.name,
           source.bytes,
           action,
+          { fresh: true },
           () => Promise.resolve({ type, version, writer, updatedAt, chargedTo }),
         ));
       count++;
@@ -529,16 +544,22 @@ export class ObjectMemory {
    * check-and-set with the storage charges it moves. A large value's chunks
    * are written now, once the charges are known to fit, under a fresh blob
    * id; `discard` removes them when the change is not committed.
+   *
+   * The current record is the one this host last committed under that key
+   * when it knows it (see `committed_entries.ts`), unless `fresh`: the
+   * change's check of it then fails the commit when another host or path
+   * wrote the object since, and the change is prepared again from the store.
    */
   async #prepareStore(
     namespace: string,
     name: string,
     bytes: Uint8Array,
     action: string,
+    options: { fresh: boolean },
     decide: (current: _Stored | null) => Promise<_Meta>,
   ): Promise<StoreChange<_Stored>> {
     const key = ["obj", namespace, name];
-    const current = await this.#kv.get<_Stored>(key);
+    const current = await this.#committed.take(this.#kv, key, options);
     const meta = await decide(current.value);
     const charges = await this.#charges(
       { size: bytes.length, chargedTo: meta.chargedTo },
@@ -562,9 +583,15 @@ export class ObjectMemory {
       apply: (op) => {
         op.check(current).set(key, record);
         if (current.value) _deleteChunks(op, current.value);
-        charges?.(op);
+        charges?.apply(op);
       },
       discard: chunks && (() => this.#dropChunks(namespace, name, chunks)),
+      committed: (versionstamp) => {
+        // Kept without the value: a write needs only the record's metadata.
+        const { data: _, ...meta } = record;
+        this.#committed.record(key, meta, versionstamp);
+        charges?.committed?.(versionstamp);
+      },
     };
   }
 
@@ -577,7 +604,7 @@ export class ObjectMemory {
     next: Pick<_Stored, "size" | "chargedTo"> | null,
     old: Pick<_Stored, "size" | "chargedTo"> | null,
     action: string,
-  ): Promise<((op: Deno.AtomicOperation) => void) | undefined> {
+  ): Promise<StoreChange<void> | undefined> {
     const changes: { pid: number; bytes: number }[] = [];
     if (next?.chargedTo !== undefined) {
       changes.push({ pid: next.chargedTo, bytes: next.size + OBJECT_OVERHEAD_BYTES });
@@ -586,7 +613,7 @@ export class ObjectMemory {
       changes.push({ pid: old.chargedTo, bytes: -(old.size + OBJECT_OVERHEAD_BYTES) });
     }
     if (!changes.length || !this.#meter) return undefined;
-    return await this.#meter.prepare(changes, action);
+    return await this.#meter.prepareCharges(changes, action);
   }
 
   /** Writes a large value's chunks under a fresh blob id. */

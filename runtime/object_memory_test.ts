@@ -419,10 +419,13 @@ Deno.test("writes charge their payer, and overwrites and deletes give the bytes 
     const moves: { pid: number; bytes: number }[][] = [];
     const objects = new ObjectMemory(kv, {
       meter: {
-        prepare: (changes) => {
-          return Promise.resolve((op: Deno.AtomicOperation) => {
-            moves.push([...changes]);
-            op.sum(["moves"], 1n);
+        prepareCharges: (changes) => {
+          return Promise.resolve({
+            result: undefined,
+            apply: (op: Deno.AtomicOperation) => {
+              moves.push([...changes]);
+              op.sum(["moves"], 1n);
+            },
           });
         },
       },
@@ -452,7 +455,7 @@ Deno.test("a write its meter refuses stores nothing, not even a large value's ch
   try {
     const objects = new ObjectMemory(kv, {
       meter: {
-        prepare: () => Promise.reject(new SyscallError("EBUDGET", "Cannot put: over quota")),
+        prepareCharges: () => Promise.reject(new SyscallError("EBUDGET", "Cannot put: over quota")),
       },
     });
     await assertCode(

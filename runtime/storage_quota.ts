@@ -23,6 +23,8 @@
  */
 
 import { SyscallError } from "../broker/errors.ts";
+import type { StoreChange } from "../broker/store_change.ts";
+import { CommittedEntries } from "./committed_entries.ts";
 import type { ProcessTable } from "./process_table.ts";
 
 /** Default `storageBytes` quota of a process (and so of a tree): 64 MiB. */
@@ -79,6 +81,8 @@ export class StorageQuotas {
   #processes: ProcessTable;
   #lineages = new Map<number, _Link[]>();
   #journalSeen = new Map<number, { bytes: number; readAt: number }>();
+  /** `storageBytes` counters this host committed, checked by its next charge (see {@link prepareCharges}). */
+  #counters = new CommittedEntries<number>(CACHE_SIZE);
 
   /** Quotas over `kv`, with the budgets of `processes`. */
   constructor(kv: Deno.Kv, processes: ProcessTable) {
@@ -97,6 +101,21 @@ export class StorageQuotas {
     changes: readonly StorageChange[],
     action: string,
   ): Promise<(op: Deno.AtomicOperation) => void> {
+    return (await this.prepareCharges(changes, action)).apply;
+  }
+
+  /**
+   * {@link prepare} as a change of the store: once it is committed
+   * (`committed`), the counters it set are kept with the commit's
+   * versionstamp, and the next charge of this host checks them there
+   * without reading them back (see `committed_entries.ts`): when another
+   * host moved one since, the commit fails and the charge is prepared again
+   * from the store. A refusal is always decided from the store.
+   */
+  async prepareCharges(
+    changes: readonly StorageChange[],
+    action: string,
+  ): Promise<StoreChange<void>> {
     const deltas = new Map<number, { bytes: number; limit: number }>();
     for (const change of changes) {
       if (change.bytes === 0) continue;
@@ -106,23 +125,42 @@ export class StorageQuotas {
         deltas.set(link.pid, delta);
       }
     }
-    const pids = [...deltas.keys()];
-    const entries = await this.#getMany<number>(pids.map((pid) => ["storage_used", pid]));
-    const next = entries.map((entry, i) => {
-      const { bytes, limit } = deltas.get(pids[i])!;
-      const total = Math.max(0, (entry.value ?? 0) + bytes);
-      if (bytes > 0 && total > limit) {
-        throw new SyscallError(
-          "EBUDGET",
-          `${action}: process ${
-            pids[i]
-          } would store ${total} bytes, over its storageBytes quota of ${limit}`,
-        );
-      }
-      return total;
-    });
-    return (op) => {
-      entries.forEach((entry, i) => op.check(entry).set(entry.key, next[i]));
+    // A counter the changes leave as it is (an object replaced by one of its
+    // size, charged to the same process) is neither read, checked nor set.
+    const pids = [...deltas.keys()].filter((pid) => deltas.get(pid)!.bytes !== 0);
+    const keys = pids.map((pid) => ["storage_used", pid]);
+    const totals = (entries: Deno.KvEntryMaybe<number>[]): number[] =>
+      entries.map((entry, i) => {
+        const { bytes, limit } = deltas.get(pids[i])!;
+        const total = Math.max(0, (entry.value ?? 0) + bytes);
+        if (bytes > 0 && total > limit) {
+          throw new SyscallError(
+            "EBUDGET",
+            `${action}: process ${
+              pids[i]
+            } would store ${total} bytes, over its storageBytes quota of ${limit}`,
+          );
+        }
+        return total;
+      });
+    let entries = await this.#counters.takeMany(this.#kv, keys);
+    let next: number[];
+    try {
+      next = totals(entries);
+    } catch (error) {
+      if (!(error instanceof SyscallError)) throw error;
+      // Counters this host committed may be behind another host's: confirm from the store.
+      entries = await this.#counters.takeMany(this.#kv, keys, { fresh: true });
+      next = totals(entries);
+    }
+    return {
+      result: undefined,
+      apply: (op) => {
+        entries.forEach((entry, i) => op.check(entry).set(entry.key, next[i]));
+      },
+      committed: (versionstamp) => {
+        entries.forEach((entry, i) => this.#counters.record(entry.key, next[i], versionstamp));
+      },
     };
   }
 

@@ -122,3 +122,63 @@ Deno.test("journal bytes are summed up the tree and admission stops at the quota
     assert.ok(DEFAULT_JOURNAL_BYTES > 1000);
   });
 });
+
+Deno.test("a charge checks the counter this host committed last; one another writer moved since is read again", async () => {
+  await withQuotas(async (quotas, spawn, kv) => {
+    const pid = await spawn(null, { storageBytes: 1000 });
+    const commitCharge = async (bytes: number) => {
+      const change = await quotas.prepareCharges([{ pid, bytes }], "Cannot store");
+      const op = kv.atomic();
+      change.apply(op);
+      const result = await op.commit();
+      if (result.ok) change.committed?.(result.versionstamp);
+      return result.ok;
+    };
+    assert.equal(await commitCharge(900), true);
+    // Another writer gives back 800 bytes: the counter this host knows (900) is stale.
+    await kv.set(["storage_used", pid], 100);
+    // 500 more would pass the quota by the known counter, not by the stored one: no refusal.
+    assert.equal(await commitCharge(500), true);
+    assert.equal((await quotas.usage(pid)).storageBytes, 600);
+    // Another writer charges 300: a charge made from the known counter (600) fails its commit.
+    await kv.set(["storage_used", pid], 900);
+    assert.equal(await commitCharge(50), false);
+    assert.equal((await quotas.usage(pid)).storageBytes, 900);
+    // Prepared again, it reads the store, and refuses what does not fit.
+    await assert.rejects(
+      quotas.prepareCharges([{ pid, bytes: 200 }], "Cannot store"),
+      /EBUDGET|quota/,
+    );
+    assert.equal(await commitCharge(50), true);
+    assert.equal((await quotas.usage(pid)).storageBytes, 950);
+  });
+});
+
+Deno.test("changes that leave a counter as it is neither check nor set it", async () => {
+  await withQuotas(async (quotas, spawn, kv) => {
+    const root = await spawn(null, { storageBytes: 1000 });
+    const child = await spawn(root);
+    await apply(kv, quotas, [{ pid: child, bytes: 400 }]);
+    // An object of 100 bytes charged to the child replaced by one of the same size.
+    const same = await quotas.prepareCharges(
+      [{ pid: child, bytes: 100 }, { pid: child, bytes: -100 }],
+      "Cannot store",
+    );
+    // Meanwhile another writer moves both counters: the change does not depend on them.
+    await kv.atomic().set(["storage_used", root], 700).set(["storage_used", child], 700).commit();
+    const op = kv.atomic();
+    same.apply(op);
+    assert.equal((await op.commit()).ok, true);
+    assert.equal((await quotas.usage(root)).storageBytes, 700);
+    assert.equal((await quotas.usage(child)).storageBytes, 700);
+    // A change of size still moves (and checks) them.
+    const grow = await quotas.prepareCharges(
+      [{ pid: child, bytes: 150 }, { pid: child, bytes: -100 }],
+      "Cannot store",
+    );
+    const grown = kv.atomic();
+    grow.apply(grown);
+    assert.equal((await grown.commit()).ok, true);
+    assert.equal((await quotas.usage(root)).storageBytes, 750);
+  });
+});
