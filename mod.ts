@@ -33,9 +33,12 @@ export type {
   CellSharing,
   ChildSpawnOptions,
   KernelOptions,
+  RunQueue,
   SpawnOptions,
   TranscriptEntry,
 } from "./runtime/kernel.ts";
+export type { RunQueueStatus } from "./runtime/scheduler.ts";
+export type { Conversation, ConversationRequest, TranscriptRef } from "./runtime/transcripts.ts";
 export { TopicEvents } from "./runtime/events.ts";
 export type { TopicEvent, TopicEventsKernel } from "./runtime/events.ts";
 export { Mailbox } from "./runtime/mailbox.ts";
@@ -183,6 +186,7 @@ export type {
   AbiProcessState,
   AbiToolCall,
   AbiToolSpec,
+  AbiTranscriptRef,
   Empty,
   Json,
   PolicyDecision,
