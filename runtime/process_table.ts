@@ -237,9 +237,25 @@ export class ProcessTable {
   #listeners = new Set<TransitionListener>();
   #feed: _Feed | undefined;
 
+  /** The attempt that commits to the event counter now (see {@link ProcessTable.#inTurn}). */
+  #turn: Promise<unknown> = Promise.resolve();
+
   /** Wraps a KV handle. */
   constructor(kv: Deno.Kv) {
     this.#kv = kv;
+  }
+
+  /**
+   * Runs one read-and-commit attempt that moves the event counter once the
+   * attempts of this table before it are done. Every transition checks the
+   * counter, so attempts made side by side would all but one fail and read
+   * again; taking turns, each commits on its first try (a writer in another
+   * OS process can still make one retry).
+   */
+  #inTurn<T>(attempt: () => Promise<T>): Promise<T> {
+    const result = this.#turn.then(attempt);
+    this.#turn = result.catch(() => {});
+    return result;
   }
 
   /**
@@ -254,46 +270,56 @@ export class ProcessTable {
     options: { runnable?: boolean; setup?: (op: Deno.AtomicOperation, pid: number) => void } = {},
   ): Promise<ProcessRecord> {
     for (;;) {
-      const [pidEntry, eventEntry] = await this.#kv.getMany<[number, number]>([
-        PID_KEY,
-        EVENT_KEY,
-      ]);
-      const pid = (pidEntry.value ?? 0) + 1;
-      const seq = (eventEntry.value ?? 0) + 1;
-      const record: ProcessRecord = {
-        ...init,
-        pid,
-        seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
-        state: options.runnable ? "runnable" : "created",
-        usage: { toolCalls: 0, tokens: 0, children: 0 },
-        createdAt: now,
-      };
-      const events: ProcessEvent[] = [
-        { seq, at: now, pid, kind: "transition", from: null, to: "created" },
-      ];
-      if (options.runnable) {
-        events.push({
-          seq: seq + 1,
-          at: now,
-          pid,
-          kind: "transition",
-          from: "created",
-          to: "runnable",
-        });
-      }
-      const op = this.#kv.atomic()
-        .check(pidEntry, eventEntry)
-        .set(PID_KEY, pid)
-        .set(EVENT_KEY, seq + events.length - 1)
-        .set(["proc", pid], record);
-      for (const event of events) op.set(["event", event.seq], event);
-      if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
-      options.setup?.(op, pid);
-      if ((await op.commit()).ok) {
-        for (const event of events) this.#notify(record, event, false);
-        return record;
+      const made = await this.#inTurn(() => this.#tryCreate(init, now, options));
+      if (made) {
+        for (const event of made.events) this.#notify(made.record, event, false);
+        return made.record;
       }
     }
+  }
+
+  /** One attempt of {@link create}: the new record and its events, or undefined when it lost a race. */
+  async #tryCreate(
+    init: NewProcess,
+    now: number,
+    options: { runnable?: boolean; setup?: (op: Deno.AtomicOperation, pid: number) => void },
+  ): Promise<{ record: ProcessRecord; events: ProcessEvent[] } | undefined> {
+    const [pidEntry, eventEntry] = await this.#kv.getMany<[number, number]>([
+      PID_KEY,
+      EVENT_KEY,
+    ]);
+    const pid = (pidEntry.value ?? 0) + 1;
+    const seq = (eventEntry.value ?? 0) + 1;
+    const record: ProcessRecord = {
+      ...init,
+      pid,
+      seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
+      state: options.runnable ? "runnable" : "created",
+      usage: { toolCalls: 0, tokens: 0, children: 0 },
+      createdAt: now,
+    };
+    const events: ProcessEvent[] = [
+      { seq, at: now, pid, kind: "transition", from: null, to: "created" },
+    ];
+    if (options.runnable) {
+      events.push({
+        seq: seq + 1,
+        at: now,
+        pid,
+        kind: "transition",
+        from: "created",
+        to: "runnable",
+      });
+    }
+    const op = this.#kv.atomic()
+      .check(pidEntry, eventEntry)
+      .set(PID_KEY, pid)
+      .set(EVENT_KEY, seq + events.length - 1)
+      .set(["proc", pid], record);
+    for (const event of events) op.set(["event", event.seq], event);
+    if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
+    options.setup?.(op, pid);
+    return (await op.commit()).ok ? { record, events } : undefined;
   }
 
   /** The process with `pid`, or undefined. */
@@ -351,49 +377,60 @@ export class ProcessTable {
     for (;;) {
       const extra = options.prepare ? await options.prepare() : undefined;
       if (extra === null) return undefined;
-      const [procEntry, eventEntry] = await this.#kv.getMany<
-        [ProcessRecord, number]
-      >([["proc", pid], EVENT_KEY]);
-      const current = procEntry.value;
-      if (!current) {
-        throw new SyscallError("ENOENT", `Cannot find process ${pid}`);
-      }
-      const patch = change(current);
-      const next: ProcessRecord = { ...current, ...patch };
-      const now = options.now ?? Date.now();
-      const op = this.#kv.atomic().check(procEntry);
-      let event: ProcessEvent | undefined;
-      if (patch.state !== undefined && patch.state !== current.state) {
-        if (!TRANSITIONS[current.state].includes(patch.state)) {
-          throw new SyscallError(
-            "EINVAL",
-            `Cannot move process ${pid} from ${current.state} to ${patch.state}`,
-          );
-        }
-        if (patch.state !== "blocked" && patch.state !== "paused") {
-          delete next.waitingOn;
-          delete next.waitSeq;
-        }
-        if (END_STATES.has(patch.state)) next.endedAt = now;
-        const seq = (eventEntry.value ?? 0) + 1;
-        event = {
-          seq,
-          at: now,
-          pid,
-          kind: "transition",
-          from: current.state,
-          to: patch.state,
-          reason: options.reason,
-        };
-        op.check(eventEntry).set(EVENT_KEY, seq).set(["event", seq], event);
-      }
-      op.set(["proc", pid], next);
-      extra?.(op);
-      if ((await op.commit()).ok) {
-        if (event) this.#notify(next, event, false);
-        return next;
+      const done = await this.#inTurn(() => this.#tryUpdate(pid, change, options, extra));
+      if (done) {
+        if (done.event) this.#notify(done.next, done.event, false);
+        return done.next;
       }
     }
+  }
+
+  /** One attempt of {@link update}: the new record and its event, or undefined when it lost a race. */
+  async #tryUpdate(
+    pid: number,
+    change: (record: ProcessRecord) => Partial<ProcessRecord>,
+    options: { reason?: string; now?: number },
+    extra: ((op: Deno.AtomicOperation) => void) | undefined,
+  ): Promise<{ next: ProcessRecord; event?: ProcessEvent } | undefined> {
+    const [procEntry, eventEntry] = await this.#kv.getMany<
+      [ProcessRecord, number]
+    >([["proc", pid], EVENT_KEY]);
+    const current = procEntry.value;
+    if (!current) {
+      throw new SyscallError("ENOENT", `Cannot find process ${pid}`);
+    }
+    const patch = change(current);
+    const next: ProcessRecord = { ...current, ...patch };
+    const now = options.now ?? Date.now();
+    const op = this.#kv.atomic().check(procEntry);
+    let event: ProcessEvent | undefined;
+    if (patch.state !== undefined && patch.state !== current.state) {
+      if (!TRANSITIONS[current.state].includes(patch.state)) {
+        throw new SyscallError(
+          "EINVAL",
+          `Cannot move process ${pid} from ${current.state} to ${patch.state}`,
+        );
+      }
+      if (patch.state !== "blocked" && patch.state !== "paused") {
+        delete next.waitingOn;
+        delete next.waitSeq;
+      }
+      if (END_STATES.has(patch.state)) next.endedAt = now;
+      const seq = (eventEntry.value ?? 0) + 1;
+      event = {
+        seq,
+        at: now,
+        pid,
+        kind: "transition",
+        from: current.state,
+        to: patch.state,
+        reason: options.reason,
+      };
+      op.check(eventEntry).set(EVENT_KEY, seq).set(["event", seq], event);
+    }
+    op.set(["proc", pid], next);
+    extra?.(op);
+    return (await op.commit()).ok ? { next, event } : undefined;
   }
 
   /**
@@ -407,24 +444,27 @@ export class ProcessTable {
     options: { reason?: string; now?: number } = {},
   ): Promise<ProcessRecord> {
     for (;;) {
-      const [procEntry, eventEntry] = await this.#kv.getMany<[ProcessRecord, number]>([
-        ["proc", record.pid],
-        EVENT_KEY,
-      ]);
-      const seq = (eventEntry.value ?? 0) + 1;
-      const event: ProcessEvent = {
-        seq,
-        at: options.now ?? Date.now(),
-        pid: record.pid,
-        kind: "transition",
-        from: procEntry.value?.state ?? null,
-        to: record.state,
-        reason: options.reason,
-      };
-      const commit = await this.#kv.atomic().check(procEntry, eventEntry)
-        .set(["proc", record.pid], record).set(EVENT_KEY, seq).set(["event", seq], event)
-        .commit();
-      if (commit.ok) {
+      const event = await this.#inTurn(async () => {
+        const [procEntry, eventEntry] = await this.#kv.getMany<[ProcessRecord, number]>([
+          ["proc", record.pid],
+          EVENT_KEY,
+        ]);
+        const seq = (eventEntry.value ?? 0) + 1;
+        const event: ProcessEvent = {
+          seq,
+          at: options.now ?? Date.now(),
+          pid: record.pid,
+          kind: "transition",
+          from: procEntry.value?.state ?? null,
+          to: record.state,
+          reason: options.reason,
+        };
+        const commit = await this.#kv.atomic().check(procEntry, eventEntry)
+          .set(["proc", record.pid], record).set(EVENT_KEY, seq).set(["event", seq], event)
+          .commit();
+        return commit.ok ? event : undefined;
+      });
+      if (event) {
         this.#notify(record, event, false);
         return record;
       }
