@@ -51,6 +51,36 @@ Deno.test("concurrent creates get distinct pids with no gaps", async () => {
   });
 });
 
+/** Counts the commits made through `kv` from now on. */
+function countCommits(kv: Deno.Kv): { readonly commits: number } {
+  const counter = { commits: 0 };
+  const atomic = kv.atomic.bind(kv);
+  kv.atomic = () => {
+    const op = atomic();
+    const commit = op.commit.bind(op);
+    op.commit = () => {
+      counter.commits++;
+      return commit();
+    };
+    return op;
+  };
+  return counter;
+}
+
+Deno.test("side-by-side creates and transitions of one table commit once each: none loses a race", async () => {
+  await withTable(async (table, kv) => {
+    const counter = countCommits(kv);
+    const made = await Promise.all(
+      Array.from({ length: 16 }, () => table.create(init(), 1, { runnable: true })),
+    );
+    assert.equal(counter.commits, 16, "one commit per create");
+    await Promise.all(made.map((p) => table.transition(p.pid, "running")));
+    assert.equal(counter.commits, 32, "one commit per transition");
+    const events = await eventsOf(table);
+    assert.deepEqual(events.map((e) => e.seq), Array.from({ length: 48 }, (_, i) => i + 1));
+  });
+});
+
 Deno.test("pids allocated by two tables over one store never collide", async () => {
   await withTable(async (first, kv) => {
     const second = new ProcessTable(kv);
