@@ -8,10 +8,12 @@
  * message the cell relays carries the slot of the Worker object it came
  * from, so a program cannot speak for another. A slot runs one program,
  * ever. The cell starts with `warmWorkers` Workers loaded, so its first
- * `open` is answered at once, and keeps that many spare Workers loaded (a
- * Worker is spare until a slot takes it; one that ran a program is never
- * given to another slot), up to `maxWorkers` in all. An `open` may carry
- * its program's start, which the cell passes on as soon as the slot has its
+ * `open` is answered at once, and keeps that many spare Workers loaded once
+ * its group starts programs (a second slot opened, or a program's call that
+ * makes a process: a spawn, a fork, a JIT tool's registration or call), up
+ * to `maxWorkers` in all. A Worker is spare until a slot takes it; one that
+ * ran a program is never given to another slot. An `open` may carry its
+ * program's start, which the cell passes on as soon as the slot has its
  * Worker.
  *
  * Ending a Worker is cooperative first: the cell asks it to close, and a
@@ -53,6 +55,8 @@ const CLOSE_WAIT_MS = 1_000;
  * for a while, which the program's own start needs more.
  */
 const SPARE_DELAY_MS = 20;
+/** Calls that make a process: a group making one keeps spare Workers loaded. */
+const SPAWNING_CALLS = new Set(["proc.spawn", "proc.fork", "tool.register", "tool.call"]);
 
 /** One Worker of the cell. */
 interface Slot {
@@ -94,6 +98,10 @@ let ready = false;
 let started = false;
 let writing: Promise<void> = Promise.resolve();
 let crashed = false;
+/** Slots opened in all. */
+let opened = 0;
+/** The group has run a second program here, or asked for a process to be made. */
+let spawns = false;
 /** Set while spare Workers wait for the program started last (see {@link SPARE_DELAY_MS}). */
 let spareHold: ReturnType<typeof setTimeout> | undefined;
 let spareHoldSlot: Slot | undefined;
@@ -184,6 +192,10 @@ function startWorker(): void {
     if (s.done) return;
     if (s.pid === 0) return crash("A Worker spoke before its program started", s.slot || undefined);
     if (s === spareHoldSlot) releaseSpares();
+    if (!spawns && data.t === "syscall" && SPAWNING_CALLS.has(data.name)) {
+      spawns = true;
+      drain();
+    }
     if ((data as WorkerToCell)?.t === "fail" && checkMemory()) return;
     const problem = problemWith(data as WorkerToCell, s.maxMessageBytes);
     if (problem) return crash(problem, s.slot);
@@ -227,13 +239,16 @@ function drain(): void {
     s.memoryMb = Math.min(open.memoryMb, hello!.memoryMb);
     s.maxMessageBytes = Math.min(open.maxMessageBytes, hello!.maxMessageBytes);
     slots.set(s.slot, s);
+    if (++opened >= 2) spawns = true;
     send({ t: "opened", slot: s.slot });
     if (open.start) startProgram(s, open.start);
   }
-  // Spare Workers stay loaded, so the next spawn or tool call of the group
-  // does not wait for a Worker to start; a spare starts once the program
-  // started last is up, not alongside it.
-  const want = (spareHold === undefined ? hello!.warmWorkers : 0) + waiting.length;
+  // Once the group starts programs (a second slot, or a call that makes a
+  // process), spare Workers stay loaded, so its next spawn or tool call does
+  // not wait for a Worker to start. A spare starts once the program started
+  // last is up, not alongside it. A cell of a lone program loads no spare.
+  const spares = spawns && spareHold === undefined ? hello!.warmWorkers : 0;
+  const want = spares + waiting.length;
   while (
     !crashed && warm.length + starting < want &&
     slots.size + warm.length + starting < hello!.maxWorkers

@@ -269,14 +269,14 @@ async function threadAppears(cell: Cell, name: string): Promise<void> {
   }
 }
 
-Deno.test("a cell keeps a spare Worker loaded once a program runs: the next open takes it", async () => {
+Deno.test("a cell whose program makes a process keeps a spare Worker loaded: the next open takes it", async () => {
   const cell = await Cell.spawn({ maxWorkers: 4, warmWorkers: 1 });
   try {
     const a = inbox(), b = inbox();
     const first = await cell.openSlot(a.on);
-    await first.send(start(1, ASKS_TIME));
+    await first.send(start(1, `export default async (sys) => await sys.tool.call("echo", {});`));
     await a.first;
-    // The first program runs in worker-1; a spare, worker-2, starts before anything asks for it.
+    // The caller runs in worker-1; a spare, worker-2, starts before its tool is placed.
     await threadAppears(cell, "worker-2");
     const second = await cell.openSlot(b.on);
     await second.send(start(2, ASKS_TIME));
