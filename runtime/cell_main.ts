@@ -49,12 +49,6 @@ import {
 const MEMORY_CHECK_MS = 50;
 /** How long a Worker asked to close has to acknowledge, in ms. */
 const CLOSE_WAIT_MS = 1_000;
-/**
- * How long spare Workers wait to start after a program started, in ms,
- * unless its first message comes sooner: a Worker starting takes a core
- * for a while, which the program's own start needs more.
- */
-const SPARE_DELAY_MS = 20;
 /** Calls that make a process: a group making one keeps spare Workers loaded. */
 const SPAWNING_CALLS = new Set(["proc.spawn", "proc.fork", "tool.register", "tool.call"]);
 
@@ -102,9 +96,6 @@ let crashed = false;
 let opened = 0;
 /** The group has run a second program here, or asked for a process to be made. */
 let spawns = false;
-/** Set while spare Workers wait for the program started last (see {@link SPARE_DELAY_MS}). */
-let spareHold: ReturnType<typeof setTimeout> | undefined;
-let spareHoldSlot: Slot | undefined;
 
 function send(message: CellToHost): void {
   const line = `${hello!.token} ${JSON.stringify(message)}\n`;
@@ -191,7 +182,6 @@ function startWorker(): void {
     if (s.closing && data?.t === "closing") return s.acknowledged?.();
     if (s.done) return;
     if (s.pid === 0) return crash("A Worker spoke before its program started", s.slot || undefined);
-    if (s === spareHoldSlot) releaseSpares();
     if (!spawns && data.t === "syscall" && SPAWNING_CALLS.has(data.name)) {
       spawns = true;
       drain();
@@ -245,10 +235,8 @@ function drain(): void {
   }
   // Once the group starts programs (a second slot, or a call that makes a
   // process), spare Workers stay loaded, so its next spawn or tool call does
-  // not wait for a Worker to start. A spare starts once the program started
-  // last is up, not alongside it. A cell of a lone program loads no spare.
-  const spares = spawns && spareHold === undefined ? hello!.warmWorkers : 0;
-  const want = spares + waiting.length;
+  // not wait for a Worker to start. A cell of a lone program loads no spare.
+  const want = (spawns ? hello!.warmWorkers : 0) + waiting.length;
   while (
     !crashed && warm.length + starting < want &&
     slots.size + warm.length + starting < hello!.maxWorkers
@@ -321,17 +309,6 @@ function startProgram(s: Slot, start: StartProgram): void {
   s.pid = start.pid;
   started = true;
   s.worker.postMessage(start);
-  if (spareHold !== undefined) clearTimeout(spareHold);
-  spareHold = setTimeout(releaseSpares, SPARE_DELAY_MS);
-  spareHoldSlot = s;
-}
-
-/** Lets spare Workers start again (see {@link SPARE_DELAY_MS}). */
-function releaseSpares(): void {
-  if (spareHold === undefined) return;
-  clearTimeout(spareHold);
-  spareHold = spareHoldSlot = undefined;
-  drain();
 }
 
 const decoder = new TextDecoder();
