@@ -271,19 +271,16 @@ export class ProcessTable {
   ): Promise<ProcessRecord> {
     for (;;) {
       const made = await this.#inTurn(() => this.#tryCreate(init, now, options));
-      if (made) {
-        for (const event of made.events) this.#notify(made.record, event, false);
-        return made.record;
-      }
+      if (made) return made;
     }
   }
 
-  /** One attempt of {@link create}: the new record and its events, or undefined when it lost a race. */
+  /** One attempt of {@link create}: the new record, or undefined when it lost a race. */
   async #tryCreate(
     init: NewProcess,
     now: number,
     options: { runnable?: boolean; setup?: (op: Deno.AtomicOperation, pid: number) => void },
-  ): Promise<{ record: ProcessRecord; events: ProcessEvent[] } | undefined> {
+  ): Promise<ProcessRecord | undefined> {
     const [pidEntry, eventEntry] = await this.#kv.getMany<[number, number]>([
       PID_KEY,
       EVENT_KEY,
@@ -319,7 +316,10 @@ export class ProcessTable {
     for (const event of events) op.set(["event", event.seq], event);
     if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
     options.setup?.(op, pid);
-    return (await op.commit()).ok ? { record, events } : undefined;
+    if (!(await op.commit()).ok) return undefined;
+    // Handed on in the commit's own turn, before a follower can read the events back.
+    for (const event of events) this.#notify(record, event, false);
+    return record;
   }
 
   /** The process with `pid`, or undefined. */
@@ -378,20 +378,17 @@ export class ProcessTable {
       const extra = options.prepare ? await options.prepare() : undefined;
       if (extra === null) return undefined;
       const done = await this.#inTurn(() => this.#tryUpdate(pid, change, options, extra));
-      if (done) {
-        if (done.event) this.#notify(done.next, done.event, false);
-        return done.next;
-      }
+      if (done) return done;
     }
   }
 
-  /** One attempt of {@link update}: the new record and its event, or undefined when it lost a race. */
+  /** One attempt of {@link update}: the new record, or undefined when it lost a race. */
   async #tryUpdate(
     pid: number,
     change: (record: ProcessRecord) => Partial<ProcessRecord>,
     options: { reason?: string; now?: number },
     extra: ((op: Deno.AtomicOperation) => void) | undefined,
-  ): Promise<{ next: ProcessRecord; event?: ProcessEvent } | undefined> {
+  ): Promise<ProcessRecord | undefined> {
     const [procEntry, eventEntry] = await this.#kv.getMany<
       [ProcessRecord, number]
     >([["proc", pid], EVENT_KEY]);
@@ -430,7 +427,9 @@ export class ProcessTable {
     }
     op.set(["proc", pid], next);
     extra?.(op);
-    return (await op.commit()).ok ? { next, event } : undefined;
+    if (!(await op.commit()).ok) return undefined;
+    if (event) this.#notify(next, event, false);
+    return next;
   }
 
   /**
@@ -444,7 +443,7 @@ export class ProcessTable {
     options: { reason?: string; now?: number } = {},
   ): Promise<ProcessRecord> {
     for (;;) {
-      const event = await this.#inTurn(async () => {
+      const restored = await this.#inTurn(async () => {
         const [procEntry, eventEntry] = await this.#kv.getMany<[ProcessRecord, number]>([
           ["proc", record.pid],
           EVENT_KEY,
@@ -462,12 +461,11 @@ export class ProcessTable {
         const commit = await this.#kv.atomic().check(procEntry, eventEntry)
           .set(["proc", record.pid], record).set(EVENT_KEY, seq).set(["event", seq], event)
           .commit();
-        return commit.ok ? event : undefined;
-      });
-      if (event) {
+        if (!commit.ok) return undefined;
         this.#notify(record, event, false);
         return record;
-      }
+      });
+      if (restored) return restored;
     }
   }
 
