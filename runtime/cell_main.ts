@@ -182,7 +182,7 @@ function startWorker(): void {
     if (s.closing && data?.t === "closing") return s.acknowledged?.();
     if (s.done) return;
     if (s.pid === 0) return crash("A Worker spoke before its program started", s.slot || undefined);
-    if (!spawns && data.t === "syscall" && SPAWNING_CALLS.has(data.name)) {
+    if (!spawns && data?.t === "syscall" && SPAWNING_CALLS.has(data.name)) {
       spawns = true;
       drain();
     }

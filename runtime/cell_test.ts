@@ -318,3 +318,15 @@ Deno.test("a Worker that ran a program is never handed to another: the next prog
     await cell.exited;
   }
 });
+
+Deno.test("a program that posts a message that is not an object costs its cell with that reason", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  const a = inbox();
+  const slot = await cell.openSlot(a.on);
+  await slot.send(start(1, `export default async () => { globalThis.postMessage(null); }`));
+  const end = await slot.ended;
+  const exit = await cell.exited;
+  assert.match(end.reason ?? "", /not a syscall/);
+  assert.match(exit.reason ?? "", /not a syscall/, "the cell refused it, it did not crash on it");
+  assert.equal(end.culprit, true);
+});
