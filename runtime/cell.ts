@@ -27,7 +27,13 @@
  */
 
 import { fileURLToPath } from "node:url";
-import type { CellHello, CellToHost, CellToWorker, HostToCell } from "./guest/cell_protocol.ts";
+import type {
+  CellHello,
+  CellToHost,
+  CellToWorker,
+  HostToCell,
+  StartProgram,
+} from "./guest/cell_protocol.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { spawnHostChild } from "./host_children.ts";
 
@@ -371,12 +377,14 @@ export class Cell {
   /**
    * Opens a slot: a Worker for one program, whose messages go to
    * `onMessage`, with its own memory limit and largest message (at most the
-   * cell's). Resolves once the Worker is up; rejects when the cell is
-   * full or dies first.
+   * cell's). With `start`, the program starts as soon as the slot has its
+   * Worker, sent with the open (no round trip between the two). Resolves
+   * once the Worker is up; rejects when the cell is full or dies first.
    */
   async openSlot(
     onMessage: (message: SlotMessage) => void,
     limits: { memoryMb?: number; maxMessageBytes?: number } = {},
+    start?: StartProgram,
   ): Promise<Slot> {
     const memoryMb = limits.memoryMb ?? this.memoryMb;
     const maxMessageBytes = limits.maxMessageBytes ?? this.maxMessageBytes;
@@ -389,7 +397,8 @@ export class Cell {
     }
     const slot = new Slot(this, this.#nextSlot++, onMessage);
     this.#slots.set(slot.id, slot);
-    await this.#write({ t: "open", slot: slot.id, memoryMb, maxMessageBytes }).catch(() => {});
+    await this.#write({ t: "open", slot: slot.id, memoryMb, maxMessageBytes, start })
+      .catch(() => {});
     const opened = await Promise.race([slot._opened, slot.ended.then(() => false)]);
     if (!opened) throw new Error("Cannot open a slot: the cell has ended");
     return slot;

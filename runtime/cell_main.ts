@@ -8,8 +8,13 @@
  * message the cell relays carries the slot of the Worker object it came
  * from, so a program cannot speak for another. A slot runs one program,
  * ever. The cell starts with `warmWorkers` Workers loaded, so its first
- * `open` is answered at once, keeps that many loaded once a second slot
- * was opened (a process tree that spawns), and runs at most `maxWorkers`.
+ * `open` is answered at once, and keeps that many spare Workers loaded once
+ * its group starts programs (a second slot opened, or a program's call that
+ * makes a process: a spawn, a fork, a JIT tool's registration or call), up
+ * to `maxWorkers` in all. A Worker is spare until a slot takes it; one that
+ * ran a program is never given to another slot. An `open` may carry its
+ * program's start, which the cell passes on as soon as the slot has its
+ * Worker.
  *
  * Ending a Worker is cooperative first: the cell asks it to close, and a
  * Worker whose event loop is free acknowledges and closes itself. One that
@@ -35,6 +40,7 @@ import {
   type CellToHost,
   type HostToCell,
   memoryLimitReason,
+  type StartProgram,
   type WorkerControl,
   type WorkerToCell,
 } from "./guest/cell_protocol.ts";
@@ -43,6 +49,8 @@ import {
 const MEMORY_CHECK_MS = 50;
 /** How long a Worker asked to close has to acknowledge, in ms. */
 const CLOSE_WAIT_MS = 1_000;
+/** Calls that make a process: a group making one keeps spare Workers loaded. */
+const SPAWNING_CALLS = new Set(["proc.spawn", "proc.fork", "tool.register", "tool.call"]);
 
 /** One Worker of the cell. */
 interface Slot {
@@ -77,14 +85,17 @@ const warm: Slot[] = [];
 /** Slots the host asked for before a warm Worker was loaded. */
 const waiting: Extract<HostToCell, { t: "open" }>[] = [];
 let starting = 0;
-/** Slots opened in all. */
-let opened = 0;
 /** Workers created in all (Deno numbers a process's Workers, and names their threads, from 1). */
 let created = 0;
 let ready = false;
+/** A program has been started in the cell (its memory is checked from then on). */
+let started = false;
 let writing: Promise<void> = Promise.resolve();
 let crashed = false;
-let memoryTimer: ReturnType<typeof setInterval> | undefined;
+/** Slots opened in all. */
+let opened = 0;
+/** The group has run a second program here, or asked for a process to be made. */
+let spawns = false;
 
 function send(message: CellToHost): void {
   const line = `${hello!.token} ${JSON.stringify(message)}\n`;
@@ -107,6 +118,7 @@ function running(): [number, Slot][] {
 
 /** Ends the cell with the memory reason when it is over its limit; true if it did. */
 function checkMemory(): boolean {
+  if (!started) return false;
   const programs = running();
   const limitMb = programs.reduce((sum, [, s]) => sum + s.memoryMb, 0) || hello!.memoryMb;
   if (Deno.memoryUsage().rss - idleRss <= limitMb * 1024 * 1024) return false;
@@ -170,6 +182,10 @@ function startWorker(): void {
     if (s.closing && data?.t === "closing") return s.acknowledged?.();
     if (s.done) return;
     if (s.pid === 0) return crash("A Worker spoke before its program started", s.slot || undefined);
+    if (!spawns && data?.t === "syscall" && SPAWNING_CALLS.has(data.name)) {
+      spawns = true;
+      drain();
+    }
     if ((data as WorkerToCell)?.t === "fail" && checkMemory()) return;
     const problem = problemWith(data as WorkerToCell, s.maxMessageBytes);
     if (problem) return crash(problem, s.slot);
@@ -195,6 +211,10 @@ function loaded(s: Slot): void {
   if (!ready && warm.length >= Math.max(1, hello!.warmWorkers)) {
     ready = true;
     idleRss = Deno.memoryUsage().rss;
+    // Started now rather than with the first program: Deno 2.9 holds up the
+    // first message to a Worker by 10 to 20 ms when the process's first
+    // interval is created just before it.
+    setInterval(checkMemory, MEMORY_CHECK_MS);
     send({ t: "ready", pid: Deno.pid });
   }
   drain();
@@ -208,13 +228,15 @@ function drain(): void {
     s.slot = open.slot;
     s.memoryMb = Math.min(open.memoryMb, hello!.memoryMb);
     s.maxMessageBytes = Math.min(open.maxMessageBytes, hello!.maxMessageBytes);
-    opened++;
     slots.set(s.slot, s);
+    if (++opened >= 2) spawns = true;
     send({ t: "opened", slot: s.slot });
+    if (open.start) startProgram(s, open.start);
   }
-  // A cell keeps Workers warm once its group has opened a second program
-  // (a tree that spawns): most cells run one program and need no spare.
-  const want = (opened >= 2 ? hello!.warmWorkers : 0) + waiting.length;
+  // Once the group starts programs (a second slot, or a call that makes a
+  // process), spare Workers stay loaded, so its next spawn or tool call does
+  // not wait for a Worker to start. A cell of a lone program loads no spare.
+  const want = (spawns ? hello!.warmWorkers : 0) + waiting.length;
   while (
     !crashed && warm.length + starting < want &&
     slots.size + warm.length + starting < hello!.maxWorkers
@@ -274,13 +296,19 @@ function handle(line: string): void {
   if (message.t === "close") return close(message.slot);
   const s = slots.get(message.slot);
   if (!s || s.done || crashed) return;
-  if (message.t === "start") {
-    if (s.pid !== 0) return crash("This Worker already runs a process", message.slot);
-    s.pid = message.pid;
-    memoryTimer ??= setInterval(checkMemory, MEMORY_CHECK_MS);
-  } else if (s.pid === 0) return;
   const { slot: _slot, ...forWorker } = message;
+  if (forWorker.t === "start") return startProgram(s, forWorker);
+  if (s.pid === 0) return;
   s.worker.postMessage(forWorker);
+}
+
+/** Starts a program in the Worker of slot `s`: once, ever. */
+function startProgram(s: Slot, start: StartProgram): void {
+  if (s.done || crashed) return;
+  if (s.pid !== 0) return crash("This Worker already runs a process", s.slot);
+  s.pid = start.pid;
+  started = true;
+  s.worker.postMessage(start);
 }
 
 const decoder = new TextDecoder();

@@ -26,6 +26,7 @@
  */
 
 import { Cell, type CellOptions, type Slot, type SlotMessage } from "./cell.ts";
+import type { StartProgram } from "./guest/cell_protocol.ts";
 
 /** Most cells a pool starts at once to refill its warm cells. */
 const REFILL_AT_ONCE = 2;
@@ -193,15 +194,20 @@ export class CellPool {
   /**
    * Opens a Worker for a program placed by `placement`, whose messages go
    * to `onMessage`: in a cell of its group with room, else a warm cell the
-   * group takes, else a new cell.
+   * group takes, else a new cell. With `start`, the program starts as soon
+   * as it has its Worker (see `Cell.openSlot`).
    */
-  async place(placement: Placement, onMessage: (message: SlotMessage) => void): Promise<Slot> {
+  async place(
+    placement: Placement,
+    onMessage: (message: SlotMessage) => void,
+    start?: StartProgram,
+  ): Promise<Slot> {
     if (this.#closed) throw new Error("Cannot start a program: the host is shutting down");
     for (let attempt = 1;; attempt++) {
       const entry = await this.#entryWithRoom(placement);
       try {
         const cell = entry.cell ?? await entry.starting!;
-        return await cell.openSlot(onMessage, placement.limits);
+        return await cell.openSlot(onMessage, placement.limits, start);
       } catch (error) {
         entry.used--;
         this.#release(entry);

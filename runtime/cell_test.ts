@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Cell, type SlotEnd, type SlotMessage, threadNames } from "./cell.ts";
+import { Cell, READY_TIMEOUT_MS, type SlotEnd, type SlotMessage, threadNames } from "./cell.ts";
 import type { SlotInput } from "./cell.ts";
 
 function start(pid: number, source: string): SlotInput {
@@ -230,4 +230,103 @@ Deno.test("a Worker that closes for real leaves no thread behind and its cell ru
     cell.kill("done");
     await cell.exited;
   }
+});
+
+Deno.test("an open can carry its program's start: the slot runs it, and a later start is a second program", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  const a = inbox();
+  const slot = await cell.openSlot(a.on, {}, {
+    t: "start",
+    pid: 1,
+    entry: { kind: "module", source: ASKS_TIME },
+    input: null,
+    seed: 1,
+    epoch: 0,
+  });
+  // The start went with the open: the slot already runs pid 1, so this is a second program.
+  await slot.send(start(2, `export default async (sys) => await sys.proc.self();`));
+  const secondRan = new Promise<string>((resolve) => {
+    const check = () =>
+      a.seen.some((m) => m.t === "syscall" && m.name === "proc.self")
+        ? resolve("the second program ran")
+        : setTimeout(check, 10);
+    check();
+  });
+  const end = await Promise.race([slot.ended, secondRan]);
+  cell.kill("done");
+  await cell.exited;
+  assert.notEqual(end, "the second program ran");
+  assert.match((end as SlotEnd).reason ?? "", /This Worker already runs a process/);
+  assert.equal((end as SlotEnd).culprit, true);
+});
+
+/** Resolves once the cell has an OS thread named `name`; rejects if none shows up in time. */
+async function threadAppears(cell: Cell, name: string): Promise<void> {
+  const until = Date.now() + READY_TIMEOUT_MS;
+  while (!(await threadNames(cell.osPid))?.includes(name)) {
+    if (Date.now() > until) throw new Error(`Cannot find thread ${name} in the cell`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+Deno.test("a cell whose program makes a process keeps a spare Worker loaded: the next open takes it", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 4, warmWorkers: 1 });
+  try {
+    const a = inbox(), b = inbox();
+    const first = await cell.openSlot(a.on);
+    await first.send(start(1, `export default async (sys) => await sys.tool.call("echo", {});`));
+    await a.first;
+    // The caller runs in worker-1; a spare, worker-2, starts before its tool is placed.
+    await threadAppears(cell, "worker-2");
+    const second = await cell.openSlot(b.on);
+    await second.send(start(2, ASKS_TIME));
+    await b.first;
+    await Promise.all([first.close(), second.close()]);
+    assert.equal(first.thread, "worker-1");
+    assert.equal(second.thread, "worker-2", "the second program ran in the spare");
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
+});
+
+Deno.test("a Worker that ran a program is never handed to another: the next program sees none of it", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 4, warmWorkers: 2 });
+  try {
+    const a = inbox(), b = inbox();
+    const planter = await cell.openSlot(a.on);
+    await planter.send(start(
+      1,
+      `export default async (sys) => {
+        globalThis.planted = "canary";
+        return await sys.time.now();
+      }`,
+    ));
+    await a.first;
+    await planter.close();
+    const reader = await cell.openSlot(b.on);
+    await reader.send(start(
+      2,
+      `export default async (sys) => await sys.fs.read(String(globalThis.planted ?? "none"))`,
+    ));
+    const read = await b.first;
+    assert.deepEqual((read as { args: unknown }).args, { path: "none" }, "no canary in its Worker");
+    await reader.close();
+    assert.notEqual(reader.thread, planter.thread, "another Worker ran the second program");
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
+});
+
+Deno.test("a program that posts a message that is not an object costs its cell with that reason", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  const a = inbox();
+  const slot = await cell.openSlot(a.on);
+  await slot.send(start(1, `export default async () => { globalThis.postMessage(null); }`));
+  const end = await slot.ended;
+  const exit = await cell.exited;
+  assert.match(end.reason ?? "", /not a syscall/);
+  assert.match(exit.reason ?? "", /not a syscall/, "the cell refused it, it did not crash on it");
+  assert.equal(end.culprit, true);
 });

@@ -96,6 +96,8 @@ export class Execution {
   /** The call the program is blocked in while its Worker lingers. */
   #waiting: { seq: number; id: number } | undefined;
   #abort = new AbortController();
+  /** Messages of the program that arrived before its slot was known. */
+  #early: SlotMessage[] = [];
   #resolveDone!: () => void;
 
   /**
@@ -138,9 +140,19 @@ export class Execution {
   ): Promise<void> {
     let slot: Slot;
     try {
+      // The program starts as soon as its Worker is up: its start goes with the open.
       slot = await this.#kernel.cells.place(
         { ...placement, limits: cellOptionsOf(this.#limits) },
         (m) => this.#onMessage(m),
+        {
+          t: "start",
+          pid: this.#record.pid,
+          entry,
+          input: this.#record.input ?? null,
+          seed: this.#record.seed,
+          epoch: this.#record.startedAt ?? this.#record.createdAt,
+          checkpoint,
+        },
       );
     } catch (error) {
       this.#resolveDone();
@@ -160,16 +172,9 @@ export class Execution {
       this.#resolveDone();
     });
     this.#lastProgress = performance.now();
-    this.#watchdog = setInterval(() => this.#check(), 50);
-    await slot.send({
-      t: "start",
-      pid: this.#record.pid,
-      entry,
-      input: this.#record.input ?? null,
-      seed: this.#record.seed,
-      epoch: this.#record.startedAt ?? this.#record.createdAt,
-      checkpoint,
-    });
+    if (!this.#stopped) this.#watchdog = setInterval(() => this.#check(), 50);
+    // What the program said while its slot was being handed over.
+    for (const message of this.#early.splice(0)) this.#onMessage(message);
   }
 
   /**
@@ -306,6 +311,11 @@ export class Execution {
 
   #onMessage(message: SlotMessage): void {
     if (this.#stopped) return;
+    // The program starts with its open, so it may speak before `place` returns its slot.
+    if (!this.slot) {
+      this.#early.push(message);
+      return;
+    }
     // A program that acts while blocked parks at once (its replay redoes it).
     if (this.#waiting) return this.stop("The process is waiting");
     if (message.t === "syscall") {

@@ -469,6 +469,24 @@ function _describeReadError(error: unknown): string {
 // ---------------------------------------------------------------------------
 // The registry
 
+/** Most images (and tags) a registry keeps in memory. */
+const REMEMBERED_IMAGES = 128;
+
+/** Adds `key` to a bounded cache, forgetting the oldest entry past {@link REMEMBERED_IMAGES}. */
+function _remember<T>(cache: Map<string, T>, key: string, value: T): void {
+  cache.set(key, value);
+  if (cache.size > REMEMBERED_IMAGES) cache.delete(cache.keys().next().value!);
+}
+
+/** Freezes `value` and everything it holds: a remembered image is shared by every reader. */
+function _deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) _deepFreeze(inner);
+  }
+  return value;
+}
+
 /** Options for {@link ImageRegistry.register}. */
 export interface RegisterImageOptions {
   /** Source of the entry module; required for a module entry. */
@@ -501,6 +519,12 @@ const sourcePrefix = (entryDigest: string): Deno.KvKey => [
  */
 export class ImageRegistry {
   #kv: Deno.Kv;
+  /**
+   * Images read lately, by digest, and the digests of tags: what a digest
+   * or a taken tag names never changes, so a spawn reads its image once.
+   */
+  #byDigest = new Map<string, RegisteredImage>();
+  #byTag = new Map<string, string>();
 
   /** Opens the registry stored in `kv`. */
   constructor(kv: Deno.Kv) {
@@ -586,21 +610,32 @@ export class ImageRegistry {
     let digest: string;
     if (/^[0-9a-fA-F]{64}$/.test(bare)) digest = bare.toLowerCase();
     else {
-      const tag = await this.#kv.get<string>(tagKey(ref));
-      if (tag.value === null) return undefined;
-      digest = tag.value;
+      const known = this.#byTag.get(ref);
+      if (known !== undefined) digest = known;
+      else {
+        const tag = await this.#kv.get<string>(tagKey(ref));
+        if (tag.value === null) return undefined;
+        digest = tag.value;
+        _remember(this.#byTag, ref, digest);
+      }
     }
+    const cached = this.#byDigest.get(digest);
+    if (cached) return cached;
     const entry = await this.#kv.get<RegisteredImage>(digestKey(digest));
     if (entry.value === null) return undefined;
     const record = entry.value;
-    if (record.entryDigest === undefined) return record;
-    const entrySource = await this.#readSource(record.entryDigest);
-    if (entrySource === undefined) {
-      throw new ImageError(
-        `Cannot load image "${record.tag}": its entry source is missing or damaged`,
-      );
+    let image = record;
+    if (record.entryDigest !== undefined) {
+      const entrySource = await this.#readSource(record.entryDigest);
+      if (entrySource === undefined) {
+        throw new ImageError(
+          `Cannot load image "${record.tag}": its entry source is missing or damaged`,
+        );
+      }
+      image = { ...record, entrySource };
     }
-    return { ...record, entrySource };
+    _remember(this.#byDigest, digest, _deepFreeze(image));
+    return image;
   }
 
   /** All registered images, without entry sources, sorted by tag. */

@@ -362,6 +362,39 @@ Deno.test("register() stores by tag and digest; get() finds both", async () => {
   });
 });
 
+Deno.test("get() reads an image from the store once; what it remembers no reader can change", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const registry = new ImageRegistry(kv);
+    const registered = await registry.register(
+      parseImage(JSON.stringify({
+        name: "prog",
+        version: "1.0.0",
+        entry: "./main.ts",
+      })),
+      { entrySource: "export default () => 1;" },
+    );
+    let reads = 0;
+    const [get, list] = [kv.get.bind(kv), kv.list.bind(kv)];
+    kv.get = ((key: Deno.KvKey) => (reads++, get(key))) as typeof kv.get;
+    kv.list = ((selector: Deno.KvListSelector) => (reads++, list(selector))) as typeof kv.list;
+    const first = await registry.get("prog@1.0.0");
+    const readsOfFirst = reads;
+    assert.ok(readsOfFirst > 0);
+    const again = await registry.get("prog@1.0.0");
+    const byDigest = await registry.get(registered.digest);
+    assert.equal(reads, readsOfFirst, "no store read after the first");
+    assert.equal(again?.entrySource, "export default () => 1;");
+    assert.equal(byDigest, first);
+    assert.throws(() => {
+      (first!.image as { capabilities: string[] }).capabilities.push("fs:write:**");
+    }, TypeError);
+    assert.deepEqual((await registry.get("prog@1.0.0"))?.image.capabilities, []);
+  } finally {
+    kv.close();
+  }
+});
+
 Deno.test("register() is idempotent and refuses a taken tag", async () => {
   await withRegistry(async (registry, kv) => {
     const first = await registry.register(image({ system: "one" }));

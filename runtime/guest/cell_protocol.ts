@@ -44,21 +44,24 @@ export interface CellHello {
 
 /** Cell → Worker: what the host sends a program. */
 export type CellToWorker =
-  | {
-    t: "start";
-    pid: number;
-    entry: ProgramEntry;
-    input: unknown;
-    /** Seed of the program's deterministic randomness. */
-    seed: number;
-    /** The process's start time: its clock starts here. */
-    epoch: number;
-    /** The state of the latest checkpoint, when the program resumes from one. */
-    checkpoint?: unknown;
-  }
+  | StartProgram
   | ({ t: "reply"; at?: number } & SyscallReply)
   /** The Worker is ending: it acknowledges and closes itself. */
   | { t: "close" };
+
+/** Cell → Worker: run a program (once per Worker). */
+export interface StartProgram {
+  t: "start";
+  pid: number;
+  entry: ProgramEntry;
+  input: unknown;
+  /** Seed of the program's deterministic randomness. */
+  seed: number;
+  /** The process's start time: its clock starts here. */
+  epoch: number;
+  /** The state of the latest checkpoint, when the program resumes from one. */
+  checkpoint?: unknown;
+}
 
 /**
  * Host → cell, after the hello. A Worker is named by its slot, a number the
@@ -66,8 +69,18 @@ export type CellToWorker =
  * gives it a warm one), `close` ends it, and the rest goes to its program.
  */
 export type HostToCell =
-  /** Its program's memory limit and largest message (at most the cell's). */
-  | { t: "open"; slot: number; memoryMb: number; maxMessageBytes: number }
+  /**
+   * Its program's memory limit and largest message (at most the cell's),
+   * and, when given, the program to start as soon as the slot has a Worker
+   * (no round trip between the two).
+   */
+  | {
+    t: "open";
+    slot: number;
+    memoryMb: number;
+    maxMessageBytes: number;
+    start?: StartProgram;
+  }
   | { t: "close"; slot: number }
   | ({ slot: number } & Exclude<CellToWorker, { t: "close" }>);
 
