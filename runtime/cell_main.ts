@@ -26,7 +26,11 @@
  * host); running out of it ends the whole cell. The cell also watches its
  * resident memory: more than the memory limits of its running programs
  * together above what the idle cell used ends the cell with the memory
- * reason, naming the program when only one runs. It is checked every {@link MEMORY_CHECK_MS} ms and
+ * reason, naming the program when only one runs. Workers beyond the idle
+ * cell's that run no program (spares, Workers loading or closing) are
+ * allowed what a loaded Worker was measured to cost at start, at least
+ * {@link MIN_WORKER_RSS}, so a group opening many slots at once does not
+ * look like a program over its limit. It is checked every {@link MEMORY_CHECK_MS} ms and
  * before a failure of a program is relayed. The host caps the cell's
  * writable memory in the kernel (`RLIMIT_DATA`, see `cell.ts`), so a burst
  * between two checks cannot go far.
@@ -47,6 +51,8 @@ import {
 
 /** How often a cell with running programs checks its memory, in ms. */
 const MEMORY_CHECK_MS = 50;
+/** Least a loaded Worker with no program is taken to add to the cell's memory, in bytes. */
+const MIN_WORKER_RSS = 8 * 1024 * 1024;
 /** How long a Worker asked to close has to acknowledge, in ms. */
 const CLOSE_WAIT_MS = 1_000;
 /** Calls that make a process: a group making one keeps spare Workers loaded. */
@@ -77,8 +83,14 @@ interface Slot {
 const encoder = new TextEncoder();
 const stdout = Deno.stdout.writable.getWriter();
 let hello: CellHello | undefined;
+/** Resident memory of the cell before its first Worker, in bytes. */
+let baseRss = 0;
 /** Resident memory of the idle cell, warm Workers up, in bytes. */
 let idleRss = 0;
+/** Workers loaded when {@link idleRss} was measured. */
+let idleWorkers = 0;
+/** What one loaded Worker with no program adds to the cell's resident memory, in bytes. */
+let workerRss = MIN_WORKER_RSS;
 /** Slots by number; the warm Workers wait in {@link warm}. */
 const slots = new Map<number, Slot>();
 const warm: Slot[] = [];
@@ -121,7 +133,11 @@ function checkMemory(): boolean {
   if (!started) return false;
   const programs = running();
   const limitMb = programs.reduce((sum, [, s]) => sum + s.memoryMb, 0) || hello!.memoryMb;
-  if (Deno.memoryUsage().rss - idleRss <= limitMb * 1024 * 1024) return false;
+  // Workers beyond those of the idle cell (spares, Workers loading, ones
+  // closing) are allowed what a loaded Worker costs, not charged to programs.
+  const workers = slots.size + warm.length + starting;
+  const allowance = Math.max(0, workers - idleWorkers) * workerRss;
+  if (Deno.memoryUsage().rss - idleRss - allowance <= limitMb * 1024 * 1024) return false;
   if (programs.length === 1) {
     const [slot, s] = programs[0];
     crash(memoryLimitReason(s.pid, s.memoryMb), slot);
@@ -211,6 +227,8 @@ function loaded(s: Slot): void {
   if (!ready && warm.length >= Math.max(1, hello!.warmWorkers)) {
     ready = true;
     idleRss = Deno.memoryUsage().rss;
+    idleWorkers = warm.length;
+    workerRss = Math.max(MIN_WORKER_RSS, (idleRss - baseRss) / idleWorkers);
     // Started now rather than with the first program: Deno 2.9 holds up the
     // first message to a Worker by 10 to 20 ms when the process's first
     // interval is created just before it.
@@ -288,6 +306,7 @@ function close(slot: number): void {
 function handle(line: string): void {
   if (!hello) {
     hello = JSON.parse(line) as CellHello;
+    baseRss = Deno.memoryUsage().rss;
     for (let i = 0; i < Math.max(1, hello.warmWorkers); i++) startWorker();
     return;
   }

@@ -330,3 +330,27 @@ Deno.test("a program that posts a message that is not an object costs its cell w
   assert.match(exit.reason ?? "", /not a syscall/, "the cell refused it, it did not crash on it");
   assert.equal(end.culprit, true);
 });
+
+Deno.test("Workers loading beside a running program are not counted as its memory", async () => {
+  // Fifteen Workers load while one program with a 32 MiB limit runs: together
+  // they add more than 32 MiB, none of it the program's.
+  const cell = await Cell.spawn({ maxWorkers: 16, memoryMb: 32 });
+  try {
+    const slot = await cell.openSlot(() => {});
+    await slot.send(start(1, `export default () => new Promise(() => {});`));
+    await Promise.all(Array.from({ length: 14 }, () => cell.openSlot(() => {})));
+    // A failing program makes the cell check its memory before it relays the failure.
+    const failing = inbox();
+    const last = await cell.openSlot(failing.on);
+    await last.send(start(2, `export default () => { throw new Error("planned"); };`));
+    const ended = await Promise.race([
+      failing.first.then((message) => ({ message })),
+      cell.exited.then((exit) => ({ exit })),
+    ]);
+    assert.ok("message" in ended, `The cell ended: ${JSON.stringify(ended)}`);
+    assert.equal(ended.message.t, "fail");
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
+});
