@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { SyscallRequest } from "../broker/abi.ts";
+import type { SyscallArgs, SyscallRequest } from "../broker/abi.ts";
 import {
   type Broker,
   type BrokerReply,
@@ -24,6 +24,7 @@ import type { CellOptions, Slot, SlotEnd, SlotMessage } from "./cell.ts";
 import type { CellPool, Placement } from "./cell_pool.ts";
 import { memoryLimitReason, type ProgramEntry } from "./guest/cell_protocol.ts";
 import type { ProcessLimits, ProcessRecord } from "./process_table.ts";
+import type { Conversation, ConversationRequest } from "./transcripts.ts";
 import type { Waits } from "./waits.ts";
 
 export type { ProcessLimits } from "./process_table.ts";
@@ -36,6 +37,8 @@ export interface ExecutionKernel {
   readonly broker: Pick<Broker, "dispatch" | "uncertain" | "answerRecorded">;
   /** The waits, to block the process again on a wait replay finds still pending. */
   readonly waits: Pick<Waits, "repark">;
+  /** The whole conversation a `model.complete` names by transcript reference. */
+  resolveConversation(pid: number, request: ConversationRequest): Promise<Conversation>;
   /** The clock, for the wall-time budget. */
   readonly now: () => number;
   /** True once the kernel is closing (a call it could not journal then just stops). */
@@ -387,6 +390,25 @@ export class Execution {
   }
 
   /**
+   * True when `request` is a `model.complete` that names the start of its
+   * conversation by transcript reference, and the call journaled as `digest`
+   * sent that whole conversation instead (a journal written before requests
+   * could reference the transcript): both ask the model the same.
+   */
+  async #sameConversation(request: SyscallRequest, digest: string): Promise<boolean> {
+    if (request.name !== "model.complete") return false;
+    const args = request.args as SyscallArgs<"model.complete">;
+    if (!args.transcript) return false;
+    const conversation = await this.#kernel.resolveConversation(this.#record.pid, args).catch(() =>
+      undefined
+    );
+    if (!conversation) return false;
+    const { transcript: _reference, ...rest } = args;
+    const whole = { ...rest, messages: [...conversation.messages] };
+    return await callDigest(request.name, whole) === digest;
+  }
+
+  /**
    * Answers a call that is already in the journal: the recorded result, a
    * redo of an interrupted idempotent call, `EUNCERTAIN` for an interrupted
    * effect, or a non-determinism failure when the program called something
@@ -397,7 +419,11 @@ export class Execution {
     seq: number,
     recorded: JournalRecord,
   ): Promise<BrokerReply | typeof PARKED | undefined> {
-    const digest = await callDigest(request.name, request.args);
+    let digest = await callDigest(request.name, request.args);
+    if (
+      recorded.name === request.name && recorded.argsDigest !== digest &&
+      await this.#sameConversation(request, recorded.argsDigest)
+    ) digest = recorded.argsDigest;
     if (recorded.name !== request.name || recorded.argsDigest !== digest) {
       const what = recorded.name === request.name
         ? `${request.name} with other arguments`

@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { callDigest } from "../broker/broker.ts";
 import type { JournalRecord } from "../broker/journal.ts";
 import { writeChunked } from "../runtime/chunks.ts";
 import type { AgentImage } from "../runtime/image.ts";
@@ -582,4 +583,68 @@ Deno.test("a model reply over the toolCalls budget is charged its tokens and rec
     assert.ok(end.usage.tokens > recorded, `charged ${end.usage.tokens}, recorded ${recorded}`);
     assert.equal(end.usage.toolCalls, 1);
   }, { model });
+});
+
+Deno.test("an agent stopped mid-step by a version that sent whole conversations goes on from its journal", async () => {
+  // The journal of the step the agent stopped in records its model call as
+  // the whole conversation, and the reply names no transcript, as journals
+  // written before model calls could reference the transcript do. The
+  // resumed agent's call names the same conversation by reference: it is
+  // answered from the journal, and the model is asked once, for the turn
+  // after the question.
+  const root = await Deno.realPath(await Deno.makeTempDir());
+  const store = join(root, "kv.db");
+  try {
+    const sent: { seq: number; args: Record<string, unknown> }[] = [];
+    let pid: number;
+    {
+      const kernel = await Kernel.open({ store, model: new RecordingModel(script(3, [ASK])) });
+      const dispatch = kernel.broker.dispatch.bind(kernel.broker);
+      kernel.broker.dispatch = (ctx, request) => {
+        if (request.name === "model.complete") {
+          sent.push({ seq: ctx.seq, args: request.args as Record<string, unknown> });
+        }
+        return dispatch(ctx, request);
+      };
+      await kernel.images.register(ASKER);
+      pid = (await kernel.spawn({ image: "asker@1.0.0", workspace: root })).pid;
+      const asking = blocked(kernel, pid);
+      kernel.start(pid);
+      await asking;
+      // Rewrite the last model call's record as the previous version wrote it.
+      const last = sent.at(-1)!;
+      const { transcript: reference, ...rest } = last.args as {
+        transcript?: { length: number };
+        messages: Message[];
+      };
+      assert.ok(reference, "the agent's last call names its transcript");
+      const earlier = (await kernel.transcript(pid)).slice(0, reference.length);
+      const whole = { ...rest, messages: [...earlier, ...rest.messages] };
+      const key = ["journal", pid, last.seq];
+      const entry = await kernel.store.kv.get<JournalRecord>(key);
+      const reply = entry.value!.value as Record<string, unknown>;
+      const { transcript: _named, ...oldReply } = reply;
+      await kernel.store.kv.set(key, {
+        ...entry.value!,
+        argsDigest: await callDigest("model.complete", whole),
+        value: oldReply,
+      });
+      await kernel.close();
+    }
+    const after = new RecordingModel(script(3, [ASK]));
+    const kernel = await Kernel.open({ store, model: after });
+    try {
+      await kernel.recover();
+      await answer(kernel, pid, "blue");
+      const end = await kernel.waitFor(pid);
+      assert.equal(end.state, "exited", end.error?.message);
+      assert.equal(end.result, "done");
+      assert.equal(after.requests.length, 1);
+      assert.match(after.requests[0].at(-1)!.content ?? "", /blue/);
+    } finally {
+      await kernel.close();
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
