@@ -155,14 +155,8 @@ export async function spawnChild(
   _requireInputSize(options);
   await kernel.processes.require(ppid);
   const image = await _requireImage(kernel, options.image);
-  // Reserve the child (a JIT tool call too) in the budget first; give it back if creation fails.
-  await kernel.processes.reserve(ppid, "children", { least: 1 });
-  try {
-    return await _createChild(kernel, ppid, image, options);
-  } catch (error) {
-    await kernel.processes.charge(ppid, { children: -1 });
-    throw error;
-  }
+  // The child (a JIT tool call too) is charged to the children budgets in its create commit.
+  return await _createChild(kernel, ppid, image, options);
 }
 
 /**
@@ -351,13 +345,21 @@ async function _createChild(
       onParentExit: options.onParentExit ?? "kill",
       principal: parent.principal,
       root: parent.root ?? parent.pid,
-      budget: narrowBudget(image.image.budget ?? {}, budgetLeft(parent, kernel.now())),
+      // What the parent has left once this child is charged to it (in the create commit).
+      budget: narrowBudget(
+        image.image.budget ?? {},
+        budgetLeft(
+          { ...parent, usage: { ...parent.usage, children: parent.usage.children + 1 } },
+          kernel.now(),
+        ),
+      ),
       limits: limitsOf(kernel.limits, parent, parentImage),
       tool: options.tool,
     },
     kernel.now(),
     {
       runnable: true,
+      chargeParent: true,
       setup: _grantsSetup(
         kernel,
         grants.map(({ spec, parent: from }) => ({ spec, grantedBy: `pid:${ppid}`, parent: from })),
