@@ -71,7 +71,7 @@ import {
   ProcessTable,
   type Usage,
 } from "./process_table.ts";
-import { type Launch, type RunQueueStatus, Scheduler } from "./scheduler.ts";
+import { type Admission, type Launch, type RunQueueStatus, Scheduler } from "./scheduler.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { Snapshots } from "./snapshots.ts";
 import { StorageQuotas } from "./storage_quota.ts";
@@ -487,6 +487,14 @@ export class Kernel {
    */
   start(pid: number): void {
     this.#scheduler.start(pid);
+  }
+
+  /**
+   * Holds a place to run a process about to be made already `running`, or
+   * undefined when it would have to queue (see `Scheduler.admit`).
+   */
+  admit(): Admission | undefined {
+    return this.#scheduler.admit();
   }
 
   /** Stops the cell of `pid`, if it has one, and waits until it is gone. */

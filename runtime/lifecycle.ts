@@ -29,6 +29,7 @@ import {
   type ProcessTable,
 } from "./process_table.ts";
 import type { Store } from "./store.ts";
+import type { Admission } from "./scheduler.ts";
 
 /** Largest process input, in JSON bytes (it lives in the process record). */
 export const MAX_INPUT_CHARS = 32 * 1024;
@@ -102,6 +103,8 @@ export interface LifecycleKernel {
   ownModelOf(proc: ProcessRecord, image: RegisteredImage): string;
   /** Runs a runnable process, now or once a cell frees up. */
   start(pid: number): void;
+  /** A place to run a process made already `running`, when one is free now. */
+  admit(): Admission | undefined;
 }
 
 /** Creates a process for an operator and makes it runnable. Does not start it. */
@@ -327,47 +330,61 @@ async function _createChild(
       "Cannot spawn: a capability it would derive from was revoked",
     );
   }
-  const record = await kernel.processes.create(
-    {
-      ppid,
-      image: image.tag,
-      digest: image.digest,
-      cwd,
-      workspace: parent.workspace,
-      input: options.input,
-      model: parent.model,
-      ownModel: model,
-      policy: stackPolicy(
-        parent.policy,
-        parsePolicy(image.image.policy, "image"),
-        options.policy ?? [],
-      ),
-      onParentExit: options.onParentExit ?? "kill",
-      principal: parent.principal,
-      root: parent.root ?? parent.pid,
-      // What the parent has left once this child is charged to it (in the create commit).
-      budget: narrowBudget(
-        image.image.budget ?? {},
-        budgetLeft(
-          { ...parent, usage: { ...parent.usage, children: parent.usage.children + 1 } },
-          kernel.now(),
+  // With room to run it now, the child is made `running`: its create commit is its claim.
+  const admission = kernel.admit();
+  let record: ProcessRecord;
+  try {
+    record = await kernel.processes.create(
+      {
+        ppid,
+        image: image.tag,
+        digest: image.digest,
+        cwd,
+        workspace: parent.workspace,
+        input: options.input,
+        model: parent.model,
+        ownModel: model,
+        policy: stackPolicy(
+          parent.policy,
+          parsePolicy(image.image.policy, "image"),
+          options.policy ?? [],
         ),
-      ),
-      limits: limitsOf(kernel.limits, parent, parentImage),
-      tool: options.tool,
-    },
-    kernel.now(),
-    {
-      runnable: true,
-      chargeParent: true,
-      setup: _grantsSetup(
-        kernel,
-        grants.map(({ spec, parent: from }) => ({ spec, grantedBy: `pid:${ppid}`, parent: from })),
-        checks,
-      ),
-    },
-  );
-  kernel.start(record.pid);
+        onParentExit: options.onParentExit ?? "kill",
+        principal: parent.principal,
+        root: parent.root ?? parent.pid,
+        // What the parent has left once this child is charged to it (in the create commit).
+        budget: narrowBudget(
+          image.image.budget ?? {},
+          budgetLeft(
+            { ...parent, usage: { ...parent.usage, children: parent.usage.children + 1 } },
+            kernel.now(),
+          ),
+        ),
+        limits: limitsOf(kernel.limits, parent, parentImage),
+        tool: options.tool,
+      },
+      kernel.now(),
+      {
+        runnable: true,
+        running: admission !== undefined,
+        chargeParent: true,
+        setup: _grantsSetup(
+          kernel,
+          grants.map(({ spec, parent: from }) => ({
+            spec,
+            grantedBy: `pid:${ppid}`,
+            parent: from,
+          })),
+          checks,
+        ),
+      },
+    );
+  } catch (error) {
+    admission?.cancel();
+    throw error;
+  }
+  if (admission) admission.launch(record);
+  else kernel.start(record.pid);
   return record;
 }
 

@@ -15,6 +15,7 @@ import {
   spawnChild,
   spawnProcess,
 } from "./lifecycle.ts";
+import type { Admission } from "./scheduler.ts";
 import { ownModelOf } from "./model_providers.ts";
 import { type ProcessRecord, ProcessTable } from "./process_table.ts";
 
@@ -68,6 +69,19 @@ class TestKernel implements LifecycleKernel {
 
   start(pid: number): void {
     this.started.push(pid);
+  }
+
+  /** When true, a place to run is free: a child is made `running` and launched. */
+  admitting = false;
+  readonly launched: ProcessRecord[] = [];
+  cancelled = 0;
+
+  admit(): Admission | undefined {
+    if (!this.admitting) return undefined;
+    return {
+      launch: (record) => this.launched.push(record),
+      cancel: () => this.cancelled++,
+    };
   }
 
   /** What `pid` holds, in text form, with where each came from. */
@@ -199,6 +213,34 @@ Deno.test("a child that cannot be made gives its place in the children budget ba
     await assert.rejects(spawnChild(kernel, parent.pid, { image: "child@1.0.0" }), {
       code: "EBUDGET",
     });
+  });
+});
+
+Deno.test("a child with a place to run is made running in its create commit, claimed by no later commit", async () => {
+  await withKernel(async (kernel, workspace) => {
+    await kernel.images.register(image("parent", { budget: { children: 1 } }));
+    await kernel.images.register(image("child"));
+    const parent = await spawnProcess(kernel, { image: "parent@1.0.0", workspace });
+    kernel.admitting = true;
+    const child = await spawnChild(kernel, parent.pid, { image: "child@1.0.0" });
+    assert.equal(child.state, "running");
+    assert.equal(child.startedAt, NOW);
+    assert.deepEqual(kernel.launched.map((r) => r.pid), [child.pid]);
+    assert.deepEqual(kernel.started, [], "not queued to be claimed");
+    const stored = await kernel.processes.require(child.pid);
+    assert.equal(stored.state, "running");
+    const transitions: string[] = [];
+    for await (const event of kernel.processes.events({ pid: child.pid })) {
+      if (event.kind === "transition") transitions.push(`${event.from}→${event.to}`);
+    }
+    assert.deepEqual(transitions, ["null→created", "created→runnable", "runnable→running"]);
+    // A child that cannot be made gives its place back, and nothing is charged for it.
+    await assert.rejects(spawnChild(kernel, parent.pid, { image: "child@1.0.0" }), {
+      code: "EBUDGET",
+    });
+    assert.equal(kernel.cancelled, 1);
+    assert.equal(kernel.launched.length, 1);
+    assert.equal((await kernel.processes.require(parent.pid)).usage.children, 1);
   });
 });
 

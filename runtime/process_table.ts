@@ -308,7 +308,11 @@ export class ProcessTable {
 
   /**
    * Creates a process with a fresh pid, in state `created` — or `runnable`
-   * with `options.runnable`, recording both transitions. `options.setup`
+   * with `options.runnable`, recording both transitions; or, with
+   * `options.running`, already claimed by the host that makes it (`running`,
+   * started now, all three transitions recorded): no claim commit follows,
+   * and a crash after it resumes the process like any other that was
+   * running when its host died. `options.setup`
    * adds mutations (capability grants, say) that commit atomically with the
    * new record, so a crash never leaves a half-made process. With
    * `options.chargeParent`, the new process is charged to the `children`
@@ -323,6 +327,7 @@ export class ProcessTable {
     now: number = Date.now(),
     options: {
       runnable?: boolean;
+      running?: boolean;
       chargeParent?: boolean;
       setup?: (op: Deno.AtomicOperation, pid: number) => void;
     } = {},
@@ -339,23 +344,24 @@ export class ProcessTable {
             ...init,
             pid,
             seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
-            state: options.runnable ? "runnable" : "created",
+            state: options.running ? "running" : options.runnable ? "runnable" : "created",
             usage: { toolCalls: 0, tokens: 0, children: 0 },
             createdAt: now,
+            ...(options.running ? { startedAt: now } : {}),
           };
-          const events: ProcessEvent[] = [
-            { seq, at: now, pid, kind: "transition", from: null, to: "created" },
-          ];
-          if (options.runnable) {
-            events.push({
-              seq: seq + 1,
-              at: now,
-              pid,
-              kind: "transition",
-              from: "created",
-              to: "runnable",
-            });
-          }
+          const states: ProcessState[] = options.running
+            ? ["created", "runnable", "running"]
+            : options.runnable
+            ? ["created", "runnable"]
+            : ["created"];
+          const events: ProcessEvent[] = states.map((to, i) => ({
+            seq: seq + i,
+            at: now,
+            pid,
+            kind: "transition",
+            from: i === 0 ? null : states[i - 1],
+            to,
+          }));
           return {
             seqs: events.length,
             pids: 1,
