@@ -107,10 +107,15 @@ export interface LifecycleKernel {
   admit(): Admission | undefined;
 }
 
-/** Creates a process for an operator and makes it runnable. Does not start it. */
+/**
+ * Creates a process for an operator and makes it runnable; with `start`, also
+ * starts it (made `running` at once when the run queue has room, see
+ * {@link LifecycleKernel.admit}).
+ */
 export async function spawnProcess(
   kernel: LifecycleKernel,
   options: SpawnOptions,
+  how: { start?: boolean } = {},
 ): Promise<ProcessRecord> {
   _requireInputSize(options);
   const image = await _requireImage(kernel, options.image);
@@ -126,27 +131,38 @@ export async function spawnProcess(
     now: kernel.now(),
   });
   const cwd = options.cwd ? await kernel.fs.resolve(workspace, options.cwd) : workspace;
-  return await kernel.processes.create(
-    {
-      ppid: null,
-      image: image.tag,
-      digest: image.digest,
-      cwd,
-      workspace,
-      input: options.input,
-      model: options.model,
-      ownModel: model,
-      policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
-      principal: options.principal ?? "local",
-      onParentExit: "kill",
-      budget: { ...image.image.budget, ...options.budget },
-    },
-    kernel.now(),
-    {
-      runnable: true,
-      setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" })), []),
-    },
-  );
+  const admission = how.start ? kernel.admit() : undefined;
+  let record: ProcessRecord;
+  try {
+    record = await kernel.processes.create(
+      {
+        ppid: null,
+        image: image.tag,
+        digest: image.digest,
+        cwd,
+        workspace,
+        input: options.input,
+        model: options.model,
+        ownModel: model,
+        policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
+        principal: options.principal ?? "local",
+        onParentExit: "kill",
+        budget: { ...image.image.budget, ...options.budget },
+      },
+      kernel.now(),
+      {
+        runnable: true,
+        running: admission !== undefined,
+        setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" })), []),
+      },
+    );
+  } catch (error) {
+    admission?.cancel();
+    throw error;
+  }
+  if (admission) admission.launch(record);
+  else if (how.start) kernel.start(record.pid);
+  return record;
 }
 
 /** Creates a child of `ppid` with attenuated capabilities and starts it. */

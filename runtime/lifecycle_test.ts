@@ -140,6 +140,23 @@ Deno.test("an operator's spawn commits the process with its grants, runnable but
   });
 });
 
+Deno.test("an operator's spawn that starts is made running when there is room, else queued", async () => {
+  await withKernel(async (kernel, workspace) => {
+    await kernel.images.register(image("demo"));
+    const queued = await spawnProcess(kernel, { image: "demo@1.0.0", workspace }, { start: true });
+    assert.equal(queued.state, "runnable");
+    assert.deepEqual(kernel.started, [queued.pid]);
+    kernel.admitting = true;
+    const running = await spawnProcess(kernel, { image: "demo@1.0.0", workspace }, {
+      start: true,
+    });
+    assert.equal(running.state, "running");
+    assert.equal((await kernel.processes.require(running.pid)).startedAt, NOW);
+    assert.deepEqual(kernel.launched.map((r) => r.pid), [running.pid]);
+    assert.deepEqual(kernel.started, [queued.pid]);
+  });
+});
+
 Deno.test("an operator's spawn is refused for a large input, a missing image or workspace", async () => {
   await withKernel(async (kernel, workspace) => {
     await kernel.images.register(image("demo"));
