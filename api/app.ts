@@ -99,8 +99,11 @@ export interface ControlKernel {
   readonly humans?: HumanQueueApi;
   /** The clock. */
   readonly now: () => number;
-  /** Creates a runnable process. */
-  spawn(options: SpawnOptions): Promise<ProcessRecord>;
+  /**
+   * Creates a runnable process. With `how.start` it may start it too: a
+   * record returned `running` was (see `Kernel.spawn`).
+   */
+  spawn(options: SpawnOptions, how?: { start?: boolean }): Promise<ProcessRecord>;
   /** Starts a runnable process. */
   start(pid: number): void;
   /** Delivers a signal. */
@@ -291,8 +294,9 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
       cwd: request.cwd,
       // Its process tree is this token's (a cell may be shared per principal).
       principal: `api:${c.get("principal").name}`,
-    });
-    kernel.start(record.pid);
+    }, { start: true });
+    // Started unless made `running` (starting twice is harmless).
+    if (record.state !== "running") kernel.start(record.pid);
     return c.json({ pid: record.pid }, 201);
   });
 

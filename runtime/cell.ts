@@ -9,13 +9,16 @@
  * Memory: `memoryMb` is what each program may use beyond the idle cell.
  * V8's heap of each Worker is limited to it; the cell ends itself with the
  * memory reason when its resident memory goes over `memoryMb` per running
- * program (`cell_main.ts`); and once the cell is ready, before any program
- * runs, the host caps its writable memory in the kernel (`RLIMIT_DATA`,
- * through `prlimit`) at what the idle cell has mapped plus, per Worker it
- * may run, twice `memoryMb` and the address space a Worker reserves:
- * past that an allocation fails, whatever it is
+ * program (`cell_main.ts`); and the host caps its writable memory in the
+ * kernel (`RLIMIT_DATA`, through `prlimit`) at what an idle cell has mapped
+ * plus, per Worker it may run, twice `memoryMb` and the address space a
+ * Worker reserves: past that an allocation fails, whatever it is
  * (`ArrayBuffer`s, WebAssembly memory and thread stacks are outside V8's
- * heap limit). A cell whose memory cannot be capped does not start.
+ * heap limit). The idle size is measured once per host for each shape of
+ * cell, on the first one (capped once it is ready, before any program
+ * runs); every later cell of that shape starts under its cap (`prlimit`
+ * sets it, then runs Deno: one process start per cell). A cell whose memory
+ * cannot be capped does not start.
  *
  * A cell that dies ends every slot in it; each slot's {@link SlotEnd} says
  * whether its program was the cause (`culprit`), a bystander, or unknown.
@@ -35,7 +38,7 @@ import type {
   StartProgram,
 } from "./guest/cell_protocol.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
-import { spawnHostChild } from "./host_children.ts";
+import { findProgram, spawnHostChild } from "./host_children.ts";
 
 /** Limits a cell enforces or is started with. */
 export interface CellOptions {
@@ -98,19 +101,61 @@ const WORKER_RESERVE_MB = 640;
 export const THREAD_GONE_MS = 1_000;
 
 /**
+ * A line the thread list reader writes before the threads of each process.
+ * Longer than any thread name (the kernel keeps 15 bytes), so no thread can
+ * pass for it.
+ */
+const THREADS_OF = "== threads of process ";
+
+/** Thread reads asked for while a read runs, by pid: the next read answers them together. */
+let pendingThreadReads = new Map<number, ((names: string[] | undefined) => void)[]>();
+let readingThreads = false;
+
+/**
  * The names of the OS threads of process `pid`, or undefined when they
  * cannot be read. Deno reads `/proc` only with `--allow-all`, so a shell
- * reads it.
+ * reads it: one at a time for the whole host, each covering every process
+ * asked about while the one before it ran.
  */
-export async function threadNames(pid: number): Promise<string[] | undefined> {
+export function threadNames(pid: number): Promise<string[] | undefined> {
+  return new Promise((resolve) => {
+    const waiting = pendingThreadReads.get(pid);
+    if (waiting) waiting.push(resolve);
+    else pendingThreadReads.set(pid, [resolve]);
+    if (!readingThreads) readPendingThreads();
+  });
+}
+
+async function readPendingThreads(): Promise<void> {
+  readingThreads = true;
+  try {
+    while (pendingThreadReads.size) {
+      const batch = pendingThreadReads;
+      pendingThreadReads = new Map();
+      const found = await readThreadLists([...batch.keys()]);
+      for (const [pid, waiting] of batch) for (const resolve of waiting) resolve(found.get(pid));
+    }
+  } finally {
+    readingThreads = false;
+  }
+}
+
+/** The thread names of each of `pids` whose threads could be read. */
+async function readThreadLists(pids: number[]): Promise<Map<number, string[]>> {
+  const found = new Map<number, string[]>();
   try {
     const { code, stdout } = await new Deno.Command("/bin/sh", {
       // A thread that ends while it is read is simply not listed.
       args: [
         "-c",
-        '[ -d /proc/"$1"/task ] || exit 1; cat /proc/"$1"/task/*/comm 2>/dev/null; exit 0',
+        `for pid; do
+  [ -d /proc/"$pid"/task ] || continue
+  echo "${THREADS_OF}$pid"
+  cat /proc/"$pid"/task/*/comm 2>/dev/null
+done
+exit 0`,
         "sh",
-        String(pid),
+        ...pids.map(String),
       ],
       clearEnv: true,
       env: { PATH: "/usr/bin:/bin", LANG: "C" },
@@ -118,11 +163,18 @@ export async function threadNames(pid: number): Promise<string[] | undefined> {
       stdout: "piped",
       stderr: "null",
     }).output();
-    if (code !== 0) return undefined;
-    return new TextDecoder().decode(stdout).split("\n").filter((line) => line !== "");
+    if (code !== 0) return found;
+    let names: string[] | undefined;
+    for (const line of new TextDecoder().decode(stdout).split("\n")) {
+      if (line.startsWith(THREADS_OF)) {
+        names = [];
+        found.set(Number(line.slice(THREADS_OF.length)), names);
+      } else if (line !== "") names?.push(line);
+    }
   } catch {
-    return undefined;
+    // Unreadable: no process is listed.
   }
+  return found;
 }
 
 /** How long a cell may take to start before it is killed and the start fails. */
@@ -152,13 +204,44 @@ function cellEnv(denoDir: string): Record<string, string> {
 }
 
 /**
- * Sets `RLIMIT_DATA` (soft and hard) of process `pid` to its mapped
- * writable memory now (`VmData`) plus `extraMb` MiB. Deno reads `/proc`
- * only with `--allow-all`, so a shell reads it and `prlimit` sets the limit.
+ * What an idle cell maps writable (`VmData`, in KiB), measured once per
+ * host for each shape of cell (its V8 heap flag and its warm Workers): the
+ * base of every later cell's cap.
  */
-async function capWritableMemory(pid: number, extraMb: number): Promise<void> {
+const idleCellKb = new Map<string, number>();
+
+function cellShape(memoryMb: number, warmWorkers: number): string {
+  return `${memoryMb}/${warmWorkers}`;
+}
+
+/**
+ * @internal Sets the idle size a cell of this shape is capped from (tests
+ * use it to start a cell under a cap too small for it).
+ */
+export function _setIdleCellSize(memoryMb: number, warmWorkers: number, kb: number): void {
+  idleCellKb.set(cellShape(memoryMb, warmWorkers), kb);
+}
+
+/** The absolute path of util-linux's `prlimit`; a cell does not start without it. */
+function prlimitPath(): string {
+  const path = findProgram("prlimit");
+  if (!path) throw new Error("Cannot start a cell: prlimit (util-linux) is not installed");
+  return path;
+}
+
+/**
+ * Sets `RLIMIT_DATA` (soft and hard) of process `pid` to its mapped
+ * writable memory now (`VmData`) plus `extraMb` MiB; returns that
+ * `VmData` in KiB. Deno reads `/proc` only with `--allow-all`, so a shell
+ * reads it and `prlimit` sets the limit.
+ */
+async function capWritableMemory(pid: number, extraMb: number): Promise<number> {
   const script = `while read -r key value _; do
-  if [ "$key" = VmData: ]; then exec prlimit --pid "$1" --data="$(( (value + $2) * 1024 ))"; fi
+  if [ "$key" = VmData: ]; then
+    prlimit --pid "$1" --data="$(( (value + $2) * 1024 ))" || exit 1
+    echo "$value"
+    exit 0
+  fi
 done < "/proc/$1/status"
 echo "no VmData in /proc/$1/status" >&2
 exit 1`;
@@ -169,17 +252,19 @@ exit 1`;
       clearEnv: true,
       env: { PATH: "/usr/bin:/bin:/usr/sbin:/sbin", LANG: "C" },
       stdin: "null",
-      stdout: "null",
+      stdout: "piped",
       stderr: "piped",
     }).output();
   } catch (error) {
     throw new Error(`cannot cap the memory of cell ${pid}: ${(error as Error).message}`);
   }
-  if (output.code !== 0) {
+  const idleKb = Number(new TextDecoder().decode(output.stdout).trim());
+  if (output.code !== 0 || !Number.isSafeInteger(idleKb) || idleKb <= 0) {
     const why = new TextDecoder().decode(output.stderr).trim().split("\n")[0] ||
       `exit code ${output.code}`;
     throw new Error(`cannot cap the memory of cell ${pid}: ${why}`);
   }
+  return idleKb;
 }
 
 /**
@@ -277,27 +362,43 @@ export class Cell {
         `Cannot start a cell of ${maxWorkers} Workers: expected a whole number >= 1`,
       );
     }
+    const warmWorkers = Math.min(options.warmWorkers ?? 1, maxWorkers);
+    const extraMb = maxWorkers * (WORKER_RESERVE_MB + 2 * memoryMb);
+    // A cell of a shape measured before starts under its cap: `prlimit`
+    // sets it and then runs Deno, so no code of the cell runs uncapped and
+    // a cap that cannot be set ends the start. The first cell of a shape is
+    // measured once it is up and capped then, before any program runs.
+    const idleKb = idleCellKb.get(cellShape(memoryMb, warmWorkers));
+    const capped = idleKb === undefined
+      ? undefined
+      : { prlimit: prlimitPath(), bytes: (idleKb + extraMb * 1024) * 1024 };
+    const denoArgs = [
+      "run",
+      "--no-prompt",
+      "--no-remote",
+      "--no-npm",
+      "--no-config",
+      "--no-lock",
+      "--unstable-worker-options",
+      `--v8-flags=--max-old-space-size=${memoryMb}`,
+      CELL_MAIN,
+    ];
     const denoDir = await makePrivateDenoDir();
     let child: Deno.ChildProcess;
     try {
-      child = spawnHostChild(Deno.execPath(), {
-        args: [
-          "run",
-          "--no-prompt",
-          "--no-remote",
-          "--no-npm",
-          "--no-config",
-          "--no-lock",
-          "--unstable-worker-options",
-          `--v8-flags=--max-old-space-size=${memoryMb}`,
-          CELL_MAIN,
-        ],
+      const commandOptions: Deno.CommandOptions = {
         clearEnv: true,
         env: cellEnv(denoDir),
         stdin: "piped",
         stdout: "piped",
         stderr: "piped",
-      });
+      };
+      child = capped
+        ? spawnHostChild(capped.prlimit, {
+          ...commandOptions,
+          args: [`--data=${capped.bytes}:${capped.bytes}`, "--", Deno.execPath(), ...denoArgs],
+        })
+        : spawnHostChild(Deno.execPath(), { ...commandOptions, args: denoArgs });
     } catch (error) {
       await removePrivateDenoDir(denoDir);
       throw error;
@@ -318,7 +419,7 @@ export class Cell {
       maxMessageBytes: options.maxMessageBytes ?? 1 << 20,
       memoryMb,
       maxWorkers,
-      warmWorkers: Math.min(options.warmWorkers ?? 1, maxWorkers),
+      warmWorkers,
     };
     await cell.#write(hello);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -339,8 +440,10 @@ export class Cell {
         }`,
       );
     }
+    if (capped) return cell;
     try {
-      await capWritableMemory(cellPid, maxWorkers * (WORKER_RESERVE_MB + 2 * memoryMb));
+      const measured = await capWritableMemory(cellPid, extraMb);
+      idleCellKb.set(cellShape(memoryMb, warmWorkers), measured);
     } catch (error) {
       cell.kill("The cell's memory could not be capped");
       await cell.exited;

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { Cell, READY_TIMEOUT_MS, type SlotEnd, type SlotMessage, threadNames } from "./cell.ts";
+import {
+  _setIdleCellSize,
+  Cell,
+  READY_TIMEOUT_MS,
+  type SlotEnd,
+  type SlotMessage,
+  threadNames,
+} from "./cell.ts";
 import type { SlotInput } from "./cell.ts";
 
 function start(pid: number, source: string): SlotInput {
@@ -152,6 +159,65 @@ Deno.test("a cell opens at most maxWorkers slots", async () => {
     cell.kill("done");
     await cell.exited;
   }
+});
+
+/** The soft and hard `RLIMIT_DATA` of process `pid`, read from `/proc` by a shell. */
+async function dataLimit(pid: number): Promise<string[]> {
+  const { stdout } = await new Deno.Command("/bin/sh", {
+    args: [
+      "-c",
+      'while read -r line; do case $line in "Max data size"*) echo "$line";; esac; done < /proc/"$1"/limits',
+      "sh",
+      String(pid),
+    ],
+    stdout: "piped",
+  }).output();
+  return new TextDecoder().decode(stdout).trim().split(/\s+/).slice(3, 5);
+}
+
+Deno.test("every cell of a shape is capped at what the first one measured idle, from its start", async () => {
+  // A shape of its own (heap flag 40 MiB, one warm Worker): the first cell is measured.
+  const first = await Cell.spawn({ memoryMb: 40 });
+  const firstLimit = await dataLimit(first.osPid);
+  first.kill("done");
+  await first.exited;
+  const second = await Cell.spawn({ memoryMb: 40 });
+  try {
+    const limit = await dataLimit(second.osPid);
+    assert.equal(limit.length, 2);
+    assert.equal(limit[0], limit[1], "soft and hard limits are the same");
+    assert.notEqual(limit[0], "unlimited");
+    assert.deepEqual(limit, firstLimit);
+    // And it still runs programs under it.
+    const a = inbox();
+    const slot = await second.openSlot(a.on);
+    await slot.send(start(1, ASKS_TIME));
+    assert.equal((await a.first as { name: string }).name, "time.now");
+  } finally {
+    second.kill("done");
+    await second.exited;
+  }
+});
+
+Deno.test("a cell whose cap is too small to start under does not start", async () => {
+  // An idle size of 1 MiB: the cap (about 0.7 GiB) is under what the cell maps before it is
+  // ready, so it can only start if the cap is not yet in force.
+  _setIdleCellSize(44, 1, 1024);
+  await assert.rejects(Cell.spawn({ memoryMb: 44 }), /Cannot start a cell/);
+});
+
+Deno.test("thread reads asked together are answered each for its own process", async () => {
+  const cell = await Cell.spawn();
+  cell.kill("done");
+  await cell.exited; // its pid is gone now
+  const [host, gone, again] = await Promise.all([
+    threadNames(Deno.pid),
+    threadNames(cell.osPid),
+    threadNames(Deno.pid),
+  ]);
+  assert.ok(host && host.length > 1, "the host's threads are listed");
+  assert.deepEqual(again, host, "one process asked twice gets one answer");
+  assert.equal(gone, undefined, "a process that is gone cannot be read");
 });
 
 Deno.test("a cell's private Deno cache holds no data: module and is removed when the cell ends", async () => {

@@ -71,7 +71,7 @@ import {
   ProcessTable,
   type Usage,
 } from "./process_table.ts";
-import { type Launch, type RunQueueStatus, Scheduler } from "./scheduler.ts";
+import { type Admission, type Launch, type RunQueueStatus, Scheduler } from "./scheduler.ts";
 import { LocalShell, type ShellProvider } from "./shell_provider.ts";
 import { Snapshots } from "./snapshots.ts";
 import { StorageQuotas } from "./storage_quota.ts";
@@ -408,9 +408,13 @@ export class Kernel {
 
   // Lifecycle (lifecycle.ts, process_control.ts).
 
-  /** Creates a process for an operator and makes it runnable. Does not start it. */
-  spawn(options: SpawnOptions): Promise<ProcessRecord> {
-    return spawnProcess(this, options);
+  /**
+   * Creates a process for an operator and makes it runnable. Does not start
+   * it, unless `how.start`: then it starts, made `running` in its create
+   * commit when the run queue has room (no claim commit follows).
+   */
+  spawn(options: SpawnOptions, how: { start?: boolean } = {}): Promise<ProcessRecord> {
+    return spawnProcess(this, options, how);
   }
 
   /** Creates a child of `ppid` with attenuated capabilities and starts it. */
@@ -442,8 +446,7 @@ export class Kernel {
   /** Spawns, starts and waits for a process: the `libos run` path. */
   async run(options: SpawnOptions): Promise<ProcessRecord> {
     this.#requireRuns("run a process");
-    const proc = await this.spawn(options);
-    this.start(proc.pid);
+    const proc = await this.spawn(options, { start: true });
     return await this.waitFor(proc.pid);
   }
 
@@ -487,6 +490,14 @@ export class Kernel {
    */
   start(pid: number): void {
     this.#scheduler.start(pid);
+  }
+
+  /**
+   * Holds a place to run a process about to be made already `running`, or
+   * undefined when it would have to queue (see `Scheduler.admit`).
+   */
+  admit(): Admission | undefined {
+    return this.#scheduler.admit();
   }
 
   /** Stops the cell of `pid`, if it has one, and waits until it is gone. */

@@ -29,6 +29,7 @@ import {
   type ProcessTable,
 } from "./process_table.ts";
 import type { Store } from "./store.ts";
+import type { Admission } from "./scheduler.ts";
 
 /** Largest process input, in JSON bytes (it lives in the process record). */
 export const MAX_INPUT_CHARS = 32 * 1024;
@@ -102,12 +103,19 @@ export interface LifecycleKernel {
   ownModelOf(proc: ProcessRecord, image: RegisteredImage): string;
   /** Runs a runnable process, now or once a cell frees up. */
   start(pid: number): void;
+  /** A place to run a process made already `running`, when one is free now. */
+  admit(): Admission | undefined;
 }
 
-/** Creates a process for an operator and makes it runnable. Does not start it. */
+/**
+ * Creates a process for an operator and makes it runnable; with `start`, also
+ * starts it (made `running` at once when the run queue has room, see
+ * {@link LifecycleKernel.admit}).
+ */
 export async function spawnProcess(
   kernel: LifecycleKernel,
   options: SpawnOptions,
+  how: { start?: boolean } = {},
 ): Promise<ProcessRecord> {
   _requireInputSize(options);
   const image = await _requireImage(kernel, options.image);
@@ -123,27 +131,38 @@ export async function spawnProcess(
     now: kernel.now(),
   });
   const cwd = options.cwd ? await kernel.fs.resolve(workspace, options.cwd) : workspace;
-  return await kernel.processes.create(
-    {
-      ppid: null,
-      image: image.tag,
-      digest: image.digest,
-      cwd,
-      workspace,
-      input: options.input,
-      model: options.model,
-      ownModel: model,
-      policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
-      principal: options.principal ?? "local",
-      onParentExit: "kill",
-      budget: { ...image.image.budget, ...options.budget },
-    },
-    kernel.now(),
-    {
-      runnable: true,
-      setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" })), []),
-    },
-  );
+  const admission = how.start ? kernel.admit() : undefined;
+  let record: ProcessRecord;
+  try {
+    record = await kernel.processes.create(
+      {
+        ppid: null,
+        image: image.tag,
+        digest: image.digest,
+        cwd,
+        workspace,
+        input: options.input,
+        model: options.model,
+        ownModel: model,
+        policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
+        principal: options.principal ?? "local",
+        onParentExit: "kill",
+        budget: { ...image.image.budget, ...options.budget },
+      },
+      kernel.now(),
+      {
+        runnable: true,
+        running: admission !== undefined,
+        setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" })), []),
+      },
+    );
+  } catch (error) {
+    admission?.cancel();
+    throw error;
+  }
+  if (admission) admission.launch(record);
+  else if (how.start) kernel.start(record.pid);
+  return record;
 }
 
 /** Creates a child of `ppid` with attenuated capabilities and starts it. */
@@ -155,14 +174,8 @@ export async function spawnChild(
   _requireInputSize(options);
   await kernel.processes.require(ppid);
   const image = await _requireImage(kernel, options.image);
-  // Reserve the child (a JIT tool call too) in the budget first; give it back if creation fails.
-  await kernel.processes.reserve(ppid, "children", { least: 1 });
-  try {
-    return await _createChild(kernel, ppid, image, options);
-  } catch (error) {
-    await kernel.processes.charge(ppid, { children: -1 });
-    throw error;
-  }
+  // The child (a JIT tool call too) is charged to the children budgets in its create commit.
+  return await _createChild(kernel, ppid, image, options);
 }
 
 /**
@@ -333,39 +346,61 @@ async function _createChild(
       "Cannot spawn: a capability it would derive from was revoked",
     );
   }
-  const record = await kernel.processes.create(
-    {
-      ppid,
-      image: image.tag,
-      digest: image.digest,
-      cwd,
-      workspace: parent.workspace,
-      input: options.input,
-      model: parent.model,
-      ownModel: model,
-      policy: stackPolicy(
-        parent.policy,
-        parsePolicy(image.image.policy, "image"),
-        options.policy ?? [],
-      ),
-      onParentExit: options.onParentExit ?? "kill",
-      principal: parent.principal,
-      root: parent.root ?? parent.pid,
-      budget: narrowBudget(image.image.budget ?? {}, budgetLeft(parent, kernel.now())),
-      limits: limitsOf(kernel.limits, parent, parentImage),
-      tool: options.tool,
-    },
-    kernel.now(),
-    {
-      runnable: true,
-      setup: _grantsSetup(
-        kernel,
-        grants.map(({ spec, parent: from }) => ({ spec, grantedBy: `pid:${ppid}`, parent: from })),
-        checks,
-      ),
-    },
-  );
-  kernel.start(record.pid);
+  // With room to run it now, the child is made `running`: its create commit is its claim.
+  const admission = kernel.admit();
+  let record: ProcessRecord;
+  try {
+    record = await kernel.processes.create(
+      {
+        ppid,
+        image: image.tag,
+        digest: image.digest,
+        cwd,
+        workspace: parent.workspace,
+        input: options.input,
+        model: parent.model,
+        ownModel: model,
+        policy: stackPolicy(
+          parent.policy,
+          parsePolicy(image.image.policy, "image"),
+          options.policy ?? [],
+        ),
+        onParentExit: options.onParentExit ?? "kill",
+        principal: parent.principal,
+        root: parent.root ?? parent.pid,
+        // What the parent has left once this child is charged to it (in the create commit).
+        budget: narrowBudget(
+          image.image.budget ?? {},
+          budgetLeft(
+            { ...parent, usage: { ...parent.usage, children: parent.usage.children + 1 } },
+            kernel.now(),
+          ),
+        ),
+        limits: limitsOf(kernel.limits, parent, parentImage),
+        tool: options.tool,
+      },
+      kernel.now(),
+      {
+        runnable: true,
+        running: admission !== undefined,
+        chargeParent: true,
+        setup: _grantsSetup(
+          kernel,
+          grants.map(({ spec, parent: from }) => ({
+            spec,
+            grantedBy: `pid:${ppid}`,
+            parent: from,
+          })),
+          checks,
+        ),
+      },
+    );
+  } catch (error) {
+    admission?.cancel();
+    throw error;
+  }
+  if (admission) admission.launch(record);
+  else kernel.start(record.pid);
   return record;
 }
 

@@ -15,6 +15,7 @@ import {
   spawnChild,
   spawnProcess,
 } from "./lifecycle.ts";
+import type { Admission } from "./scheduler.ts";
 import { ownModelOf } from "./model_providers.ts";
 import { type ProcessRecord, ProcessTable } from "./process_table.ts";
 
@@ -70,6 +71,19 @@ class TestKernel implements LifecycleKernel {
     this.started.push(pid);
   }
 
+  /** When true, a place to run is free: a child is made `running` and launched. */
+  admitting = false;
+  readonly launched: ProcessRecord[] = [];
+  cancelled = 0;
+
+  admit(): Admission | undefined {
+    if (!this.admitting) return undefined;
+    return {
+      launch: (record) => this.launched.push(record),
+      cancel: () => this.cancelled++,
+    };
+  }
+
   /** What `pid` holds, in text form, with where each came from. */
   async held(pid: number): Promise<string[]> {
     return (await this.caps.list(pid, NOW)).map((c) => `${formatCapability(c)} by ${c.grantedBy}`)
@@ -123,6 +137,23 @@ Deno.test("an operator's spawn commits the process with its grants, runnable but
       `obj:read,write,delete:proc/${proc.pid} by kernel`,
     ]);
     assert.deepEqual(kernel.started, []);
+  });
+});
+
+Deno.test("an operator's spawn that starts is made running when there is room, else queued", async () => {
+  await withKernel(async (kernel, workspace) => {
+    await kernel.images.register(image("demo"));
+    const queued = await spawnProcess(kernel, { image: "demo@1.0.0", workspace }, { start: true });
+    assert.equal(queued.state, "runnable");
+    assert.deepEqual(kernel.started, [queued.pid]);
+    kernel.admitting = true;
+    const running = await spawnProcess(kernel, { image: "demo@1.0.0", workspace }, {
+      start: true,
+    });
+    assert.equal(running.state, "running");
+    assert.equal((await kernel.processes.require(running.pid)).startedAt, NOW);
+    assert.deepEqual(kernel.launched.map((r) => r.pid), [running.pid]);
+    assert.deepEqual(kernel.started, [queued.pid]);
   });
 });
 
@@ -199,6 +230,34 @@ Deno.test("a child that cannot be made gives its place in the children budget ba
     await assert.rejects(spawnChild(kernel, parent.pid, { image: "child@1.0.0" }), {
       code: "EBUDGET",
     });
+  });
+});
+
+Deno.test("a child with a place to run is made running in its create commit, claimed by no later commit", async () => {
+  await withKernel(async (kernel, workspace) => {
+    await kernel.images.register(image("parent", { budget: { children: 1 } }));
+    await kernel.images.register(image("child"));
+    const parent = await spawnProcess(kernel, { image: "parent@1.0.0", workspace });
+    kernel.admitting = true;
+    const child = await spawnChild(kernel, parent.pid, { image: "child@1.0.0" });
+    assert.equal(child.state, "running");
+    assert.equal(child.startedAt, NOW);
+    assert.deepEqual(kernel.launched.map((r) => r.pid), [child.pid]);
+    assert.deepEqual(kernel.started, [], "not queued to be claimed");
+    const stored = await kernel.processes.require(child.pid);
+    assert.equal(stored.state, "running");
+    const transitions: string[] = [];
+    for await (const event of kernel.processes.events({ pid: child.pid })) {
+      if (event.kind === "transition") transitions.push(`${event.from}→${event.to}`);
+    }
+    assert.deepEqual(transitions, ["null→created", "created→runnable", "runnable→running"]);
+    // A child that cannot be made gives its place back, and nothing is charged for it.
+    await assert.rejects(spawnChild(kernel, parent.pid, { image: "child@1.0.0" }), {
+      code: "EBUDGET",
+    });
+    assert.equal(kernel.cancelled, 1);
+    assert.equal(kernel.launched.length, 1);
+    assert.equal((await kernel.processes.require(parent.pid)).usage.children, 1);
   });
 });
 

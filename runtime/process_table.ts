@@ -256,6 +256,26 @@ interface _Feed {
 }
 
 /**
+ * Charges `amount` of `key` to each record of `chain`, each checked
+ * against the versionstamp it was read at: the commit fails when one
+ * changed since.
+ */
+function _chargeChain(
+  op: Deno.AtomicOperation,
+  chain: Deno.KvEntry<ProcessRecord>[],
+  key: BudgetKey,
+  amount: number,
+): void {
+  for (const entry of chain) {
+    const r = entry.value;
+    op.check(entry).set(["proc", r.pid], {
+      ...r,
+      usage: { ...r.usage, [key]: r.usage[key] + amount },
+    });
+  }
+}
+
+/**
  * The process table.
  *
  * @example
@@ -288,16 +308,34 @@ export class ProcessTable {
 
   /**
    * Creates a process with a fresh pid, in state `created` — or `runnable`
-   * with `options.runnable`, recording both transitions. `options.setup`
+   * with `options.runnable`, recording both transitions; or, with
+   * `options.running`, already claimed by the host that makes it (`running`,
+   * started now, all three transitions recorded): no claim commit follows,
+   * and a crash after it resumes the process like any other that was
+   * running when its host died. `options.setup`
    * adds mutations (capability grants, say) that commit atomically with the
-   * new record, so a crash never leaves a half-made process.
+   * new record, so a crash never leaves a half-made process. With
+   * `options.chargeParent`, the new process is charged to the `children`
+   * budget of its parent and every ancestor in that same commit, checked
+   * against each of their records as read (`EBUDGET`, and nothing made, when
+   * one has none left): no crash leaves a child uncharged or a charge
+   * without its child, and creations side by side cannot together exceed a
+   * budget.
    */
   async create(
     init: NewProcess,
     now: number = Date.now(),
-    options: { runnable?: boolean; setup?: (op: Deno.AtomicOperation, pid: number) => void } = {},
+    options: {
+      runnable?: boolean;
+      running?: boolean;
+      chargeParent?: boolean;
+      setup?: (op: Deno.AtomicOperation, pid: number) => void;
+    } = {},
   ): Promise<ProcessRecord> {
     for (;;) {
+      const charged = options.chargeParent && init.ppid !== null
+        ? await this.#reservation(init.ppid, "children", { least: 1 })
+        : undefined;
       const created = await this.#commit<ProcessRecord>({
         plan: (_current, next) => {
           const pid = next.pid;
@@ -306,27 +344,29 @@ export class ProcessTable {
             ...init,
             pid,
             seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
-            state: options.runnable ? "runnable" : "created",
+            state: options.running ? "running" : options.runnable ? "runnable" : "created",
             usage: { toolCalls: 0, tokens: 0, children: 0 },
             createdAt: now,
+            ...(options.running ? { startedAt: now } : {}),
           };
-          const events: ProcessEvent[] = [
-            { seq, at: now, pid, kind: "transition", from: null, to: "created" },
-          ];
-          if (options.runnable) {
-            events.push({
-              seq: seq + 1,
-              at: now,
-              pid,
-              kind: "transition",
-              from: "created",
-              to: "runnable",
-            });
-          }
+          const states: ProcessState[] = options.running
+            ? ["created", "runnable", "running"]
+            : options.runnable
+            ? ["created", "runnable"]
+            : ["created"];
+          const events: ProcessEvent[] = states.map((to, i) => ({
+            seq: seq + i,
+            at: now,
+            pid,
+            kind: "transition",
+            from: i === 0 ? null : states[i - 1],
+            to,
+          }));
           return {
             seqs: events.length,
             pids: 1,
             apply: (op) => {
+              if (charged) _chargeChain(op, charged.chain, "children", charged.amount);
               op.set(["proc", pid], record);
               for (const event of events) op.set(["event", event.seq], event);
               if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
@@ -644,36 +684,47 @@ export class ProcessTable {
     key: BudgetKey,
     want: { least: number; most?: number },
   ): Promise<number> {
-    const kv = this.#kv;
     for (;;) {
-      const chain: Deno.KvEntry<ProcessRecord>[] = [];
-      for (let p: number | null = pid; p !== null;) {
-        const entry: Deno.KvEntryMaybe<ProcessRecord> = await kv.get<ProcessRecord>(["proc", p]);
-        if (entry.value === null) break;
-        chain.push(entry as Deno.KvEntry<ProcessRecord>);
-        p = entry.value.ppid;
-      }
-      if (chain.length === 0) await this.require(pid);
-      let amount = Math.max(want.least, want.most ?? want.least);
-      for (const { value: r } of chain) {
-        const limit = r.budget[key];
-        if (limit === undefined) continue;
-        const left = Math.max(0, limit - r.usage[key]);
-        if (left < want.least) {
-          throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, want.least));
-        }
-        amount = Math.min(amount, left);
-      }
-      const op = kv.atomic();
-      for (const entry of chain) {
-        const r = entry.value;
-        op.check(entry).set(["proc", r.pid], {
-          ...r,
-          usage: { ...r.usage, [key]: r.usage[key] + amount },
-        });
-      }
+      const { chain, amount } = await this.#reservation(pid, key, want);
+      const op = this.#kv.atomic();
+      _chargeChain(op, chain, key, amount);
       if ((await op.commit()).ok) return amount;
     }
+  }
+
+  /**
+   * Reads `pid` and its ancestors and works out a reservation of `key`
+   * usage on them (see {@link reserve}): the records read, with their
+   * versionstamps, and the amount; `EBUDGET` when a budget on the way has
+   * less than `want.least` left.
+   */
+  async #reservation(
+    pid: number,
+    key: BudgetKey,
+    want: { least: number; most?: number },
+  ): Promise<{ chain: Deno.KvEntry<ProcessRecord>[]; amount: number }> {
+    const chain: Deno.KvEntry<ProcessRecord>[] = [];
+    for (let p: number | null = pid; p !== null;) {
+      const entry: Deno.KvEntryMaybe<ProcessRecord> = await this.#kv.get<ProcessRecord>([
+        "proc",
+        p,
+      ]);
+      if (entry.value === null) break;
+      chain.push(entry as Deno.KvEntry<ProcessRecord>);
+      p = entry.value.ppid;
+    }
+    if (chain.length === 0) await this.require(pid);
+    let amount = Math.max(want.least, want.most ?? want.least);
+    for (const { value: r } of chain) {
+      const limit = r.budget[key];
+      if (limit === undefined) continue;
+      const left = Math.max(0, limit - r.usage[key]);
+      if (left < want.least) {
+        throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, want.least));
+      }
+      amount = Math.min(amount, left);
+    }
+    return { chain, amount };
   }
 
   /**

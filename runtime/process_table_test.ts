@@ -429,3 +429,40 @@ Deno.test("budgetLeft is what a process has not spent, wall time included; narro
   });
   assert.deepEqual(narrowBudget({ toolCalls: 3 }, { toolCalls: 7 }), { toolCalls: 3 });
 });
+
+Deno.test("children made side by side are charged in their create commit and never exceed a budget", async () => {
+  await withTable(async (table) => {
+    const root = await table.create(init(null, { budget: { children: 5 } }));
+    const parent = await table.create(init(root.pid, { budget: { children: 9 } }), Date.now(), {
+      chargeParent: true,
+    });
+    const made = await Promise.allSettled(
+      Array.from(
+        { length: 10 },
+        () => table.create(init(parent.pid), Date.now(), { chargeParent: true }),
+      ),
+    );
+    const children = made.filter((r) => r.status === "fulfilled");
+    const refused = made.filter((r) => r.status === "rejected");
+    // The root's budget of 5 holds the parent (1) and 4 grandchildren.
+    assert.equal(children.length, 4);
+    for (const r of refused) {
+      assert.equal(((r as PromiseRejectedResult).reason as SyscallError).code, "EBUDGET");
+    }
+    assert.equal((await table.require(root.pid)).usage.children, 5);
+    assert.equal((await table.require(parent.pid)).usage.children, 4);
+    assert.equal((await table.children(parent.pid)).length, 4, "a charge never lacks its child");
+  });
+});
+
+Deno.test("a child of a parent with no children left is not made, and nothing is charged", async () => {
+  await withTable(async (table) => {
+    const parent = await table.create(init(null, { budget: { children: 0 } }));
+    await assert.rejects(
+      table.create(init(parent.pid), Date.now(), { chargeParent: true }),
+      { code: "EBUDGET" },
+    );
+    assert.deepEqual(await table.children(parent.pid), []);
+    assert.equal((await table.require(parent.pid)).usage.children, 0);
+  });
+});

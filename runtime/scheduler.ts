@@ -42,6 +42,14 @@ export interface ScheduledExecution {
   wake(recorded: JournalRecord, current: ProcessRecord): Promise<boolean>;
 }
 
+/** A place among the starts held for a process being made (see `Scheduler.admit`). */
+export interface Admission {
+  /** Runs the process made `running` in the place held. */
+  launch(record: ProcessRecord): void;
+  /** Gives the place back: the process was not made. */
+  cancel(): void;
+}
+
 /** An execution ready to start. */
 export interface Launch<E> {
   /** The execution, registered as the process's before it starts. */
@@ -129,6 +137,8 @@ export class Scheduler<E extends ScheduledExecution> {
   #queue: number[] = [];
   #queued = new Set<number>();
   #starting = new Set<number>();
+  /** Places held by {@link admit} for processes being made. */
+  #admitted = 0;
   #runs = new Set<Promise<void>>();
   #closed = false;
   /** Set by {@link serve}: every process of the store is this host's to run. */
@@ -180,6 +190,45 @@ export class Scheduler<E extends ScheduledExecution> {
     this.#queued.add(pid);
     this.#queue.push(pid);
     this.#pump();
+  }
+
+  /**
+   * Holds a place among the starts for a process about to be made already
+   * `running` (its create commit is its claim, see `ProcessTable.create`):
+   * undefined when it would have to queue (this host runs no processes, is
+   * closed, others wait, or the bounds are reached), and the process is then
+   * made `runnable` and started as usual. The place counts against the
+   * bounds until `launch` runs the process made or `cancel` gives it back
+   * (its creation failed).
+   */
+  admit(): Admission | undefined {
+    if (
+      this.#closed || !this.runs || this.#queue.length ||
+      this.#starting.size + this.#admitted >= this.#maxStarting ||
+      this.#running() >= this.#maxRunning
+    ) return undefined;
+    this.#admitted++;
+    let held = true;
+    const release = (): boolean => {
+      if (!held) return false;
+      held = false;
+      this.#admitted--;
+      return true;
+    };
+    return {
+      launch: (record) => {
+        if (!release()) return;
+        if (this.#closed) return;
+        const pid = record.pid;
+        this.#hosted.add(pid);
+        this.#host.waits.start();
+        this.#starting.add(pid);
+        this.#track(pid, this.#launchClaimed(record));
+      },
+      cancel: () => {
+        if (release()) this.#pump();
+      },
+    };
   }
 
   /** True while `pid` is blocked and keeps its Worker (see {@link linger}). */
@@ -399,7 +448,7 @@ export class Scheduler<E extends ScheduledExecution> {
   #running(): number {
     let starting = 0;
     for (const pid of this.#starting) if (!this.#executions.has(pid)) starting++;
-    return this.#executions.size + starting;
+    return this.#executions.size + starting + this.#admitted;
   }
 
   /** Admits the oldest queued processes the bounds leave room for. */
@@ -411,7 +460,8 @@ export class Scheduler<E extends ScheduledExecution> {
       if (oldest !== undefined) this.#park(oldest);
     }
     while (
-      this.#queue.length && !this.#closed && this.#starting.size < this.#maxStarting &&
+      this.#queue.length && !this.#closed &&
+      this.#starting.size + this.#admitted < this.#maxStarting &&
       this.#running() < this.#maxRunning
     ) {
       const index = this.#queue.findIndex((pid) => !busy(pid));
@@ -420,18 +470,23 @@ export class Scheduler<E extends ScheduledExecution> {
       this.#queued.delete(pid);
       // Claimed synchronously: no second run of the same pid can begin meanwhile.
       this.#starting.add(pid);
-      const run = this.#run(pid)
-        .catch((error) =>
-          this.#host.finish(pid, "failed", { error: { message: (error as Error).message } })
-            .catch(() => {})
-        )
-        .finally(() => {
-          this.#starting.delete(pid);
-          this.#runs.delete(run);
-          this.#pump();
-        });
-      this.#runs.add(run);
+      this.#track(pid, this.#run(pid));
     }
+  }
+
+  /** Follows a start of `pid` in flight: a failure fails the process; its end frees its place. */
+  #track(pid: number, started: Promise<void>): void {
+    const run = started
+      .catch((error) =>
+        this.#host.finish(pid, "failed", { error: { message: (error as Error).message } })
+          .catch(() => {})
+      )
+      .finally(() => {
+        this.#starting.delete(pid);
+        this.#runs.delete(run);
+        this.#pump();
+      });
+    this.#runs.add(run);
   }
 
   async #run(pid: number): Promise<void> {
@@ -445,6 +500,21 @@ export class Scheduler<E extends ScheduledExecution> {
       return claimed ? { state: "running", startedAt: p.startedAt ?? this.#host.now() } : {};
     });
     if (!claimed) return;
+    await this.#launch(pid, launch, record);
+  }
+
+  /** Runs a process its create commit made `running` on this host (see {@link admit}). */
+  async #launchClaimed(record: ProcessRecord): Promise<void> {
+    const launch = await this.#host.prepare(record);
+    if (this.#closed) return;
+    await this.#launch(record.pid, launch, record);
+  }
+
+  async #launch(
+    pid: number,
+    launch: (running: ProcessRecord) => Promise<Launch<E>>,
+    record: ProcessRecord,
+  ): Promise<void> {
     const { execution, start } = await launch(record);
     this.#executions.set(pid, execution);
     execution.settled().then(() => {

@@ -161,6 +161,38 @@ Deno.test("no more than maxRunning processes run at once; the next starts when o
   });
 });
 
+Deno.test("a place held for a process being made counts against the bounds until it is launched or given back", async () => {
+  await withScheduler({ maxRunning: 2 }, async (scheduler, host, table) => {
+    const first = scheduler.admit()!;
+    const second = scheduler.admit()!;
+    assert.ok(first && second);
+    assert.equal(scheduler.admit(), undefined, "no third place while two are held");
+    // A queued start waits for a held place too.
+    const queued = (await table.create(init(), 0, { runnable: true })).pid;
+    scheduler.start(queued);
+    assert.equal(scheduler.runQueue.queued, 1);
+    const made = await table.create(init(), 0, { running: true });
+    first.launch(made);
+    first.launch(made); // a second launch of one place does nothing
+    await host.until(() => host.launched.length === 1);
+    assert.equal(host.launched[0].pid, made.pid);
+    assert.equal(scheduler.executionOf(made.pid), host.launched[0]);
+    assert.equal((await table.require(queued)).state, "runnable", "both places are still taken");
+    second.cancel();
+    await host.until(() => host.launched.length === 2);
+    assert.equal(host.launched[1].pid, queued);
+    assert.equal(scheduler.runQueue.running, 2);
+    assert.equal(scheduler.admit(), undefined, "the bounds are reached");
+  });
+});
+
+Deno.test("a kernel that runs no processes holds no place for one being made", async () => {
+  await withScheduler({ runs: false }, (scheduler) => {
+    assert.equal(scheduler.admit(), undefined);
+    return Promise.resolve();
+  });
+});
+
 Deno.test("a process runs once however often it is started, and only when runnable", async () => {
   await withScheduler({}, async (scheduler, host, table) => {
     const created = await table.create(init());
