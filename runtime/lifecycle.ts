@@ -80,7 +80,7 @@ export interface LifecycleKernel {
   /** The process table, where budgets are reserved too. */
   readonly processes: Pick<
     ProcessTable,
-    "require" | "create" | "update" | "transition" | "reserve" | "charge"
+    "require" | "create" | "update" | "transition" | "reserve" | "prepareCharge"
   >;
   /** The registered images. */
   readonly images: Pick<ImageRegistry, "get">;
@@ -153,16 +153,9 @@ export async function spawnChild(
   options: ChildSpawnOptions,
 ): Promise<ProcessRecord> {
   _requireInputSize(options);
-  await kernel.processes.require(ppid);
+  const parent = await kernel.processes.require(ppid);
   const image = await _requireImage(kernel, options.image);
-  // Reserve the child (a JIT tool call too) in the budget first; give it back if creation fails.
-  await kernel.processes.reserve(ppid, "children", { least: 1 });
-  try {
-    return await _createChild(kernel, ppid, image, options);
-  } catch (error) {
-    await kernel.processes.charge(ppid, { children: -1 });
-    throw error;
-  }
+  return await _createChild(kernel, parent, image, options);
 }
 
 /**
@@ -302,11 +295,11 @@ export function limitsOf(
 
 async function _createChild(
   kernel: LifecycleKernel,
-  ppid: number,
+  parent: ProcessRecord,
   image: RegisteredImage,
   options: ChildSpawnOptions,
 ): Promise<ProcessRecord> {
-  const parent = await kernel.processes.require(ppid);
+  const ppid = parent.pid;
   const parentImage = await kernel.imageOf(parent);
   const { grants, model } = deriveGrants({
     kind: "child",
@@ -351,7 +344,8 @@ async function _createChild(
       onParentExit: options.onParentExit ?? "kill",
       principal: parent.principal,
       root: parent.root ?? parent.pid,
-      budget: narrowBudget(image.image.budget ?? {}, budgetLeft(parent, kernel.now())),
+      // What the parent has left once this child is charged to it.
+      budget: narrowBudget(image.image.budget ?? {}, budgetLeft(withChild(parent), kernel.now())),
       limits: limitsOf(kernel.limits, parent, parentImage),
       tool: options.tool,
     },
@@ -363,10 +357,20 @@ async function _createChild(
         grants.map(({ spec, parent: from }) => ({ spec, grantedBy: `pid:${ppid}`, parent: from })),
         checks,
       ),
+      // The child (a JIT tool call too) is charged to the budgets of its
+      // parent and every ancestor in its own commit: refused with EBUDGET
+      // when one has no child left, never charged for a child not made.
+      prepare: () =>
+        kernel.processes.prepareCharge(ppid, { children: 1 }, { within: ["children"] }),
     },
   );
   kernel.start(record.pid);
   return record;
+}
+
+/** `parent` as it reads once one more child is charged to it. */
+function withChild(parent: ProcessRecord): ProcessRecord {
+  return { ...parent, usage: { ...parent.usage, children: parent.usage.children + 1 } };
 }
 
 /** Mutations that grant `grants` and the private namespace to a process being created. */

@@ -290,14 +290,22 @@ export class ProcessTable {
    * Creates a process with a fresh pid, in state `created` — or `runnable`
    * with `options.runnable`, recording both transitions. `options.setup`
    * adds mutations (capability grants, say) that commit atomically with the
-   * new record, so a crash never leaves a half-made process.
+   * new record, so a crash never leaves a half-made process. `options.prepare`,
+   * when given, is called before every attempt: its mutations (checked
+   * against what it read, such as a budget charged to the parent) commit
+   * with the record too, and a commit that fails its checks prepares again.
    */
   async create(
     init: NewProcess,
     now: number = Date.now(),
-    options: { runnable?: boolean; setup?: (op: Deno.AtomicOperation, pid: number) => void } = {},
+    options: {
+      runnable?: boolean;
+      setup?: (op: Deno.AtomicOperation, pid: number) => void;
+      prepare?: () => Promise<(op: Deno.AtomicOperation) => void>;
+    } = {},
   ): Promise<ProcessRecord> {
     for (;;) {
+      const prepared = await options.prepare?.();
       const created = await this.#commit<ProcessRecord>({
         plan: (_current, next) => {
           const pid = next.pid;
@@ -331,6 +339,7 @@ export class ProcessTable {
               for (const event of events) op.set(["event", event.seq], event);
               if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
               options.setup?.(op, pid);
+              prepared?.(op);
             },
             committed: () => {
               for (const event of events) this.#notify(record, event, false);
