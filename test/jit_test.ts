@@ -11,6 +11,7 @@ import { makeHostTempDir } from "../runtime/host_children.ts";
 import { MAX_TYPE_CHECKS } from "../runtime/jit_tools.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
+import { watchCommits } from "./_kv_commits.ts";
 import { FROZEN_MS, watchHealth } from "./_liveness.ts";
 
 const CANARY = "JIT-SECRET-" + crypto.randomUUID();
@@ -568,5 +569,62 @@ Deno.test("a tool's manifest cannot make its caller's capability delegable, so t
     assert.ok(!out.result.caps.some((text) => text.includes("delegable")), JSON.stringify(out));
     assert.equal(out.result.delegated, "EPERM");
     assert.deepEqual((await h.kernel.caps.list(bystander.pid)).map((c) => c.id), before);
+  });
+});
+
+/** A program that registers a trivial tool and calls it `input.calls` times. */
+const ECHO_CALLS = `export default async function main(sys, input) {
+  await sys.tool.register({ name: "echo", description: "returns its input",
+    input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+    manifest: { capabilities: [] },
+    source: "export function run(args: { n: number }) { return args.n; }" });
+  for (let i = 0; i < input.calls; i++) await sys.tool.call("echo", { n: i });
+  return "done";
+}`;
+
+/**
+ * Counts the commits and the reads (timer polls aside: they run on a clock,
+ * not per call) `kv` serves while `body` runs.
+ */
+async function countKv(kv: Deno.Kv, body: () => Promise<void>): Promise<[number, number]> {
+  const watch = watchCommits(kv);
+  const own = { get: kv.get, getMany: kv.getMany, list: kv.list };
+  let reads = 0;
+  kv.get = ((...args: Parameters<Deno.Kv["get"]>) => (reads++, own.get.apply(kv, args))) as never;
+  kv.getMany = ((...args: Parameters<Deno.Kv["getMany"]>) => (
+    reads++, own.getMany.apply(kv, args)
+  )) as never;
+  kv.list = ((...args: Parameters<Deno.Kv["list"]>) => {
+    if (!JSON.stringify(args[0]).includes('"timer"')) reads++;
+    return own.list.apply(kv, args);
+  }) as never;
+  try {
+    await body();
+  } finally {
+    watch.stop();
+    Object.assign(kv, own);
+  }
+  return [watch.commits.length, reads];
+}
+
+Deno.test("a JIT tool call costs the store few commits and reads: the child's budget charge commits with the child", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
+    const cost = async (calls: number): Promise<[number, number]> => {
+      let end: { state: string } = { state: "" };
+      const counted = await countKv(h.kernel.store.kv as Deno.Kv, async () => {
+        end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls } });
+      });
+      assert.equal(end.state, "exited");
+      return counted;
+    };
+    await cost(1); // the tool's image is registered and cached
+    const [oneCommits, oneReads] = await cost(1);
+    const [threeCommits, threeReads] = await cost(3);
+    // Two more calls (the caller parks on each and replays: no grace period here).
+    const commits = threeCommits - oneCommits;
+    const reads = threeReads - oneReads;
+    assert.ok(commits <= 2 * 10, `two calls made ${commits} commits`);
+    assert.ok(reads <= 2 * 26, `two calls made ${reads} reads`);
   });
 });
