@@ -218,11 +218,10 @@ export class Scheduler<E extends ScheduledExecution> {
     return {
       launch: (record) => {
         if (!release()) return;
-        if (this.#closed) return;
         const pid = record.pid;
         this.#hosted.add(pid);
-        this.#host.waits.start();
         this.#starting.add(pid);
+        if (!this.#closed) this.#host.waits.start();
         this.#track(pid, this.#launchClaimed(record));
       },
       cancel: () => {
@@ -503,10 +502,22 @@ export class Scheduler<E extends ScheduledExecution> {
     await this.#launch(pid, launch, record);
   }
 
-  /** Runs a process its create commit made `running` on this host (see {@link admit}). */
+  /**
+   * Runs a process its create commit made `running` on this host (see
+   * {@link admit}); when the host closed meanwhile, puts it back to
+   * `runnable`, as {@link shutdown} does for the processes it stops.
+   */
   async #launchClaimed(record: ProcessRecord): Promise<void> {
-    const launch = await this.#host.prepare(record);
-    if (this.#closed) return;
+    const launch = this.#closed ? undefined : await this.#host.prepare(record);
+    if (!launch || this.#closed) {
+      const now = await this.#host.processes.get(record.pid);
+      if (now?.state === "running") {
+        await this.#host.processes.transition(record.pid, "runnable", {
+          reason: "the host shut down",
+        });
+      }
+      return;
+    }
     await this.#launch(record.pid, launch, record);
   }
 
@@ -521,6 +532,15 @@ export class Scheduler<E extends ScheduledExecution> {
       if (this.#executions.get(pid) === execution) this.#executions.delete(pid);
       this.#pump();
     });
+    // A transition committed before the execution was registered (a kill
+    // of the process or its parent while it was being prepared) found no
+    // execution to stop: read the state again now that later ones will.
+    const now = await this.#host.processes.get(pid);
+    if (now?.state !== "running") {
+      if (!now || END_STATES.has(now.state)) execution.markEnded();
+      execution.stop(`The process is ${now?.state ?? "gone"}`);
+      return;
+    }
     await start();
   }
 

@@ -60,6 +60,10 @@ class TestHost implements SchedulerHost<FakeExecution> {
   readonly waits = { start: () => void this.waitsStarted++ };
   /** Journal records a wake-up reads, by `pid:seq`. */
   readonly records = new Map<string, JournalRecord>();
+  /** Every execution made, started or not. */
+  readonly made: FakeExecution[] = [];
+  /** While set, preparing a run waits for it. */
+  gate: Promise<void> | undefined;
   #listeners = new Set<() => void>();
 
   constructor(processes: ProcessTable) {
@@ -76,12 +80,15 @@ class TestHost implements SchedulerHost<FakeExecution> {
     return Promise.resolve(this.records.get(`${pid}:${seq}`));
   }
 
-  prepare(record: ProcessRecord) {
+  async prepare(record: ProcessRecord) {
     if (record.image === "missing@1.0.0") {
-      return Promise.reject(new SyscallError("ENOENT", `Cannot find image "${record.image}"`));
+      throw new SyscallError("ENOENT", `Cannot find image "${record.image}"`);
     }
-    return Promise.resolve((running: ProcessRecord) => {
+    await this.gate;
+    return (running: ProcessRecord) => {
       const execution = new FakeExecution(running.pid);
+      this.made.push(execution);
+      this.#notify();
       return Promise.resolve({
         execution,
         start: () => {
@@ -90,7 +97,7 @@ class TestHost implements SchedulerHost<FakeExecution> {
           return Promise.resolve();
         },
       });
-    });
+    };
   }
 
   /** Resolves once `predicate` holds, checked after each launch or finish. */
@@ -183,6 +190,38 @@ Deno.test("a place held for a process being made counts against the bounds until
     assert.equal(host.launched[1].pid, queued);
     assert.equal(scheduler.runQueue.running, 2);
     assert.equal(scheduler.admit(), undefined, "the bounds are reached");
+  });
+});
+
+Deno.test("a process made running and killed while its run is prepared never starts", async () => {
+  await withScheduler({}, async (scheduler, host, table) => {
+    const opened = Promise.withResolvers<void>();
+    host.gate = opened.promise;
+    const place = scheduler.admit()!;
+    const made = await table.create(init(), 0, { running: true });
+    place.launch(made);
+    // Its parent is killed meanwhile, and the child with it: no execution to stop yet.
+    await table.transition(made.pid, "killed");
+    scheduler.ending(made.pid);
+    opened.resolve();
+    await host.until(() => host.made.length === 1);
+    const [execution] = host.made;
+    await execution.settled();
+    assert.deepEqual(host.launched, [], "the killed process's program was started");
+    assert.ok(execution.ended);
+    assert.equal((await table.require(made.pid)).state, "killed");
+  });
+});
+
+Deno.test("a process made running while the host closes is put back to runnable", async () => {
+  await withScheduler({}, async (scheduler, host, table) => {
+    const place = scheduler.admit()!;
+    const made = await table.create(init(), 0, { running: true });
+    await scheduler.close();
+    place.launch(made);
+    await scheduler.shutdown();
+    assert.deepEqual(host.launched, []);
+    assert.equal((await table.require(made.pid)).state, "runnable");
   });
 });
 
