@@ -37,7 +37,7 @@ export type {
   SpawnOptions,
   TranscriptEntry,
 } from "./runtime/kernel.ts";
-export type { RunQueueStatus } from "./runtime/scheduler.ts";
+export type { Admission, RunQueueStatus } from "./runtime/scheduler.ts";
 export type { Conversation, ConversationRequest, TranscriptRef } from "./runtime/transcripts.ts";
 export { TopicEvents } from "./runtime/events.ts";
 export type { TopicEvent, TopicEventsKernel } from "./runtime/events.ts";
@@ -83,6 +83,7 @@ export type {
   CellToHost,
   CellToWorker,
   ProgramEntry,
+  StartProgram,
   WorkerToCell,
 } from "./runtime/guest/cell_protocol.ts";
 export type { ProcessLimits } from "./runtime/execution.ts";

@@ -51,9 +51,13 @@ export type CellToWorker =
 
 /** Cell → Worker: run a program (once per Worker). */
 export interface StartProgram {
+  /** The message kind. */
   t: "start";
+  /** The process the program runs as. */
   pid: number;
+  /** The program: a built-in or a module's source. */
   entry: ProgramEntry;
+  /** The process's input, as given at spawn. */
   input: unknown;
   /** Seed of the program's deterministic randomness. */
   seed: number;
