@@ -582,49 +582,30 @@ const ECHO_CALLS = `export default async function main(sys, input) {
   return "done";
 }`;
 
-/**
- * Counts the commits and the reads (timer polls aside: they run on a clock,
- * not per call) `kv` serves while `body` runs.
- */
-async function countKv(kv: Deno.Kv, body: () => Promise<void>): Promise<[number, number]> {
-  const watch = watchCommits(kv);
-  const own = { get: kv.get, getMany: kv.getMany, list: kv.list };
-  let reads = 0;
-  kv.get = ((...args: Parameters<Deno.Kv["get"]>) => (reads++, own.get.apply(kv, args))) as never;
-  kv.getMany = ((...args: Parameters<Deno.Kv["getMany"]>) => (
-    reads++, own.getMany.apply(kv, args)
-  )) as never;
-  kv.list = ((...args: Parameters<Deno.Kv["list"]>) => {
-    if (!JSON.stringify(args[0]).includes('"timer"')) reads++;
-    return own.list.apply(kv, args);
-  }) as never;
-  try {
-    await body();
-  } finally {
-    watch.stop();
-    Object.assign(kv, own);
-  }
-  return [watch.commits.length, reads];
-}
-
-Deno.test("a JIT tool call costs the store few commits and reads: the child's budget charge commits with the child", async () => {
+Deno.test("a JIT tool call's child is charged to its caller in the commit that makes it", async () => {
   await withHarness(async (h) => {
     const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
-    const cost = async (calls: number): Promise<[number, number]> => {
-      let end: { state: string } = { state: "" };
-      const counted = await countKv(h.kernel.store.kv as Deno.Kv, async () => {
-        end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls } });
-      });
-      assert.equal(end.state, "exited");
-      return counted;
-    };
-    await cost(1); // the tool's image is registered and cached
-    const [oneCommits, oneReads] = await cost(1);
-    const [threeCommits, threeReads] = await cost(3);
-    // Two more calls (the caller parks on each and replays: no grace period here).
-    const commits = threeCommits - oneCommits;
-    const reads = threeReads - oneReads;
-    assert.ok(commits <= 2 * 10, `two calls made ${commits} commits`);
-    assert.ok(reads <= 2 * 26, `two calls made ${reads} reads`);
+    const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
+    let end;
+    try {
+      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls: 3 } });
+    } finally {
+      watch.stop();
+    }
+    assert.equal(end.state, "exited");
+    const caller = JSON.stringify(["proc", end.pid]);
+    // Each tool call makes a child: the commit that links it to its caller
+    // also writes the caller's record, its `children` usage charged.
+    const made = watch.commits.filter((commit) =>
+      commit.keys.some((key) => key[0] === "proc_child" && key[1] === end.pid)
+    );
+    assert.equal(made.length, 3);
+    for (const commit of made) {
+      assert.ok(
+        commit.keys.some((key) => JSON.stringify(key) === caller),
+        `A child was made without its charge: ${JSON.stringify(commit.keys)}`,
+      );
+    }
+    assert.equal((await h.kernel.processes.require(end.pid)).usage.children, 3);
   });
 });
