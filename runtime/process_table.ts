@@ -703,16 +703,7 @@ export class ProcessTable {
     key: BudgetKey,
     want: { least: number; most?: number },
   ): Promise<{ chain: Deno.KvEntry<ProcessRecord>[]; amount: number }> {
-    const chain: Deno.KvEntry<ProcessRecord>[] = [];
-    for (let p: number | null = pid; p !== null;) {
-      const entry: Deno.KvEntryMaybe<ProcessRecord> = await this.#kv.get<ProcessRecord>([
-        "proc",
-        p,
-      ]);
-      if (entry.value === null) break;
-      chain.push(entry as Deno.KvEntry<ProcessRecord>);
-      p = entry.value.ppid;
-    }
+    const chain = await this.#ancestry(pid);
     if (chain.length === 0) await this.require(pid);
     let amount = Math.max(want.least, want.most ?? want.least);
     for (const { value: r } of chain) {
@@ -725,6 +716,21 @@ export class ProcessTable {
       amount = Math.min(amount, left);
     }
     return { chain, amount };
+  }
+
+  /** The records of `pid` and its ancestors, nearest first, as read now (empty for none). */
+  async #ancestry(pid: number): Promise<Deno.KvEntry<ProcessRecord>[]> {
+    const chain: Deno.KvEntry<ProcessRecord>[] = [];
+    for (let p: number | null = pid; p !== null;) {
+      const entry: Deno.KvEntryMaybe<ProcessRecord> = await this.#kv.get<ProcessRecord>([
+        "proc",
+        p,
+      ]);
+      if (entry.value === null) break;
+      chain.push(entry as Deno.KvEntry<ProcessRecord>);
+      p = entry.value.ppid;
+    }
+    return chain;
   }
 
   /**
@@ -754,16 +760,7 @@ export class ProcessTable {
     usage: Partial<Usage>,
     options: { within?: readonly BudgetKey[] } = {},
   ): Promise<(op: Deno.AtomicOperation) => void> {
-    const chain: Deno.KvEntry<ProcessRecord>[] = [];
-    for (let p: number | null = pid; p !== null;) {
-      const entry: Deno.KvEntryMaybe<ProcessRecord> = await this.#kv.get<ProcessRecord>([
-        "proc",
-        p,
-      ]);
-      if (entry.value === null) break;
-      chain.push(entry as Deno.KvEntry<ProcessRecord>);
-      p = entry.value.ppid;
-    }
+    const chain = await this.#ancestry(pid);
     for (const key of options.within ?? []) {
       const want = usage[key] ?? 0;
       if (want <= 0) continue;
