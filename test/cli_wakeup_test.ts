@@ -16,16 +16,10 @@ import { Kernel } from "../runtime/kernel.ts";
 import { END_STATES, type ProcessEvent } from "../runtime/process_table.ts";
 import type { HumanRequest } from "../runtime/human_queue.ts";
 import { loadImageFile } from "../runtime/image.ts";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
-const DENO_RUN = [
-  "run",
-  "--no-prompt",
-  "--allow-read",
-  "--allow-write",
-  "--allow-run",
-  "--allow-env",
-];
+const DENO_RUN = ["run", ...HOST_PERMISSIONS];
 /** How long a condition the test waits for may take, on a loaded machine. */
 const DEADLINE_MS = 120_000;
 const POLL_MS = 50;

@@ -18,6 +18,7 @@ import { main as cli } from "../cli.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { END_STATES, type ProcessEvent, type ProcessRecord } from "../runtime/process_table.ts";
 import { CHILD_TAG, type CrashManifest, PARENT_TAG, type ParentResult } from "./_crash_host.ts";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 const COUNT = 50;
 const KILLS = 5;
@@ -49,11 +50,7 @@ function startHost(kvPath: string, workspace: string): Host {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--no-prompt",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
+      ...HOST_PERMISSIONS,
       HOST,
       kvPath,
       workspace,

@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import type { AuditRecord } from "../broker/audit.ts";
 import { type Harness, withHarness } from "./_harness.ts";
 import { Kernel, type KernelOptions } from "../runtime/kernel.ts";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 /** Runs `input.argv`; the result keeps the first 4 KiB of each output stream. */
 const EXEC = `export default async function main(sys, input) {
@@ -442,11 +443,7 @@ Deno.test("a command cannot read the host's environment through /proc", async ()
       const child = new Deno.Command(Deno.execPath(), {
         args: [
           "run",
-          "--no-prompt",
-          "--allow-read",
-          "--allow-write",
-          "--allow-run",
-          "--allow-env",
+          ...HOST_PERMISSIONS,
           "--allow-net=127.0.0.1",
           CLI,
           "run",

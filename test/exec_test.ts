@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { AuditRecord } from "../broker/audit.ts";
 import { type Harness, withHarness } from "./_harness.ts";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 /** Runs `input.argv` with `input.options`; returns the result or the error code and message. */
 const EXEC = `export default async function main(sys, input) {
@@ -514,11 +515,7 @@ Deno.test("a command cannot read the host's environment or memory", async () => 
           "sh",
           Deno.execPath(),
           "run",
-          "--no-prompt",
-          "--allow-read",
-          "--allow-write",
-          "--allow-run",
-          "--allow-env",
+          ...HOST_PERMISSIONS,
           ...ffi,
           CLI,
           "run",

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { chatCompletion, type OpenAIServer, startOpenAIServer } from "./_openai_server.ts";
 import { cli } from "./_cli.ts";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = join(ROOT, "cli.ts");
@@ -75,11 +76,7 @@ function libos(args: string[], env: Record<string, string>): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--no-prompt",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
+      ...HOST_PERMISSIONS,
       "--allow-net=127.0.0.1",
       CLI,
       ...args,

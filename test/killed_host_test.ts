@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { descendants, killAll, type Proc, processes, running, until } from "./_processes.ts";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 const HOST = fileURLToPath(new URL("./_tool_host.ts", import.meta.url));
 
@@ -17,11 +18,7 @@ function host(kvPath: string, workspace: string, tmp: string, mode?: "open"): De
   return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--no-prompt",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
+      ...HOST_PERMISSIONS,
       HOST,
       kvPath,
       workspace,

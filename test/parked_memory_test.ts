@@ -22,6 +22,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Kernel } from "../runtime/kernel.ts";
 import { END_STATES } from "../runtime/process_table.ts";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 const TOTAL = 1_000;
 const WARM_UP = 20;
@@ -170,11 +171,7 @@ Deno.test("1,000 processes parked on time.sleep hold no cell and keep almost not
     const output = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        "--no-prompt",
-        "--allow-read",
-        "--allow-write",
-        "--allow-run",
-        "--allow-env",
+        ...HOST_PERMISSIONS,
         "--v8-flags=--expose-gc",
         self,
         dir,

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -15,11 +16,7 @@ async function runIn(cwd: string, script: string, args: string[]): Promise<Deno.
   return await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--no-prompt",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
+      ...HOST_PERMISSIONS,
       "--allow-net=127.0.0.1",
       join(ROOT, script),
       ...args,

@@ -14,6 +14,7 @@ import type { AgentImage } from "../runtime/image.ts";
 import { Kernel, type KernelOptions, type RunQueue } from "../runtime/kernel.ts";
 import { END_STATES } from "../runtime/process_table.ts";
 import { QUEUE_MAX_RUNNING, QUEUED_IMAGE, QUEUED_PROGRAM } from "./_queue_host.ts";
+import { HOST_PERMISSIONS } from "./_host_permissions.ts";
 
 const HOST = fileURLToPath(new URL("./_queue_host.ts", import.meta.url));
 
@@ -181,11 +182,7 @@ Deno.test("a host killed with processes still queued: the next host resumes ever
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        "--no-prompt",
-        "--allow-read",
-        "--allow-write",
-        "--allow-run",
-        "--allow-env",
+        ...HOST_PERMISSIONS,
         HOST,
         kvPath,
         workspace,
