@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { AuditLog } from "../broker/audit.ts";
 import { Journal } from "../broker/journal.ts";
 import type { HumanRequest } from "../runtime/human_queue.ts";
+import { newProcess } from "../runtime/_fixtures.ts";
 import { ProcessTable } from "../runtime/process_table.ts";
 import { SseReader } from "./_testing.ts";
 import { ApiError } from "./errors.ts";
@@ -56,16 +57,7 @@ async function withFixture(body: (f: Fixture) => Promise<void>): Promise<void> {
     listeners: () => listeners,
     source,
     async spawn() {
-      const proc = await processes.create({
-        ppid: null,
-        image: "demo@1.0.0",
-        digest: "d",
-        cwd: "/ws",
-        workspace: "/ws",
-        policy: [],
-        onParentExit: "kill",
-        budget: {},
-      }, clock++);
+      const proc = await processes.create(newProcess({ image: "demo@1.0.0" }), clock++);
       return proc.pid;
     },
     async record(pid, syscall) {

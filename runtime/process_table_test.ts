@@ -8,20 +8,10 @@ import {
   type ProcessRecord,
   ProcessTable,
 } from "./process_table.ts";
-import { countCommits } from "./_fixtures.ts";
+import { countCommits, newProcess } from "./_fixtures.ts";
 
 function init(ppid: number | null = null, extra: Partial<NewProcess> = {}): NewProcess {
-  return {
-    ppid,
-    image: "demo@1.0.0",
-    digest: "d".repeat(64),
-    cwd: "/ws",
-    workspace: "/ws",
-    policy: [],
-    onParentExit: "kill",
-    budget: {},
-    ...extra,
-  };
+  return newProcess({ ppid, image: "demo@1.0.0", digest: "d".repeat(64), ...extra });
 }
 
 async function withTable(fn: (table: ProcessTable, kv: Deno.Kv) => Promise<void>): Promise<void> {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { newProcess } from "./_fixtures.ts";
 import { ProcessTable } from "./process_table.ts";
 import {
   DEFAULT_JOURNAL_BYTES,
@@ -19,16 +20,7 @@ async function withQuotas(
   try {
     const table = new ProcessTable(kv);
     const spawn = async (ppid: number | null, budget: Budget = {}) =>
-      (await table.create({
-        ppid,
-        image: "t@1",
-        digest: "d",
-        cwd: "/ws",
-        workspace: "/ws",
-        policy: [],
-        onParentExit: "kill",
-        budget,
-      })).pid;
+      (await table.create(newProcess({ ppid, budget }))).pid;
     await body(new StorageQuotas(kv, table), spawn, kv);
   } finally {
     kv.close();

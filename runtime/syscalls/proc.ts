@@ -8,8 +8,9 @@
 
 import type { CallContext, HandlerTable, PARKED } from "../../broker/broker.ts";
 import { SyscallError } from "../../broker/errors.ts";
-import { parsePolicy, type PolicyRule } from "../../broker/policy.ts";
+import { parsePolicy } from "../../broker/policy.ts";
 import type { FsProvider } from "../fs_provider.ts";
+import type { ChildSpawnOptions } from "../lifecycle.ts";
 import { END_STATES, type ProcessRecord, type ProcessTable } from "../process_table.ts";
 import { deadlineAfter, park, type ParkKernel } from "./park.ts";
 
@@ -27,14 +28,7 @@ export interface ProcKernel extends ParkKernel {
   /** The filesystem provider, for working directories. */
   readonly fs: Pick<FsProvider, "resolve" | "stat">;
   /** Creates and starts a child of `ppid`. */
-  spawnChild(ppid: number, options: {
-    image: string;
-    input?: unknown;
-    capabilities?: readonly string[];
-    policy?: readonly PolicyRule[];
-    cwd?: string;
-    onParentExit?: "kill" | "orphan";
-  }): Promise<ProcessRecord>;
+  spawnChild(ppid: number, options: Omit<ChildSpawnOptions, "tool">): Promise<ProcessRecord>;
   /** Creates a copy of the caller. */
   fork(
     ctx: CallContext,
