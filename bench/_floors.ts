@@ -15,7 +15,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { treeRss } from "./_common.ts";
+import { readLines, treeRss } from "./_common.ts";
 
 const ECHO = fileURLToPath(new URL("./_echo.ts", import.meta.url));
 const MESSAGE = { t: "syscall", id: 0, name: "time.now", args: {} };
@@ -72,25 +72,12 @@ class EchoProcess {
       stderr: "null",
     }).spawn();
     this.#writer = this.#child.stdin.getWriter();
-    this.#lines = EchoProcess.#read(this.#child.stdout);
+    this.#lines = readLines(this.#child.stdout);
   }
 
   /** The subprocess's OS pid. */
   get pid(): number {
     return this.#child.pid;
-  }
-
-  static async *#read(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of stream) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let newline: number;
-      while ((newline = buffer.indexOf("\n")) >= 0) {
-        yield buffer.slice(0, newline);
-        buffer = buffer.slice(newline + 1);
-      }
-    }
   }
 
   async line(): Promise<string> {

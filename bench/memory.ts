@@ -26,6 +26,7 @@ import {
   HOST_FLAGS,
   median,
   openBenchKernel,
+  readLines,
   round,
   type Row,
   type Section,
@@ -93,19 +94,6 @@ async function host(shape: Shape, count: number): Promise<void> {
   } finally {
     broker.dispatch = dispatch;
     await bench.close();
-  }
-}
-
-async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for await (const chunk of stream) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let newline: number;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      yield buffer.slice(0, newline);
-      buffer = buffer.slice(newline + 1);
-    }
   }
 }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { CommittedEntries } from "./committed_entries.ts";
+import { withMemoryKv } from "./_fixtures.ts";
 
 /** A KV handle that counts the keys it reads. */
 async function countingKv(): Promise<{ kv: Deno.Kv; reads: () => number }> {
@@ -48,9 +49,8 @@ Deno.test("a fresh take reads the store and drops what was recorded", async () =
   }
 });
 
-Deno.test("an older commit recorded late does not replace a newer one", async () => {
-  const kv = await Deno.openKv(":memory:");
-  try {
+Deno.test("an older commit recorded late does not replace a newer one", () =>
+  withMemoryKv(async (kv) => {
     const entries = new CommittedEntries<string>();
     const older = await kv.atomic().set(["k"], "a").commit();
     const newer = await kv.atomic().set(["k"], "b").commit();
@@ -58,14 +58,10 @@ Deno.test("an older commit recorded late does not replace a newer one", async ()
     entries.record(["k"], "b", newer.versionstamp);
     entries.record(["k"], "a", older.versionstamp);
     assert.deepEqual((await entries.take(kv, ["k"])).value, "b");
-  } finally {
-    kv.close();
-  }
-});
+  }));
 
-Deno.test("keys that print alike stay apart: a number and a string, bytes and a list", async () => {
-  const kv = await Deno.openKv(":memory:");
-  try {
+Deno.test("keys that print alike stay apart: a number and a string, bytes and a list", () =>
+  withMemoryKv(async (kv) => {
     const entries = new CommittedEntries<string>();
     const result = await kv.atomic().set(["k", 1], "number").set(["k", "1"], "string").commit();
     assert(result.ok);
@@ -74,10 +70,7 @@ Deno.test("keys that print alike stay apart: a number and a string, bytes and a 
     assert.equal((await entries.take(kv, ["k", "1"])).value, "string");
     assert.equal((await entries.take(kv, ["k", 1])).value, "number");
     assert.equal((await entries.take(kv, ["k", new Uint8Array([1])])).value, "bytes");
-  } finally {
-    kv.close();
-  }
-});
+  }));
 
 Deno.test("past its limit the oldest entries are dropped", async () => {
   const { kv, reads } = await countingKv();
