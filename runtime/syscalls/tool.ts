@@ -1,8 +1,8 @@
 /**
  * The `tool.*` syscalls: registering a JIT tool (it runs later as a child
  * process with no more authority than its manifest and the caller allow),
- * listing the caller's tool table, and calling a JIT tool (the caller parks
- * until the tool's process ends).
+ * listing the caller's tool table, and calling a JIT tool (the caller is
+ * blocked in the commit that makes the tool's process, until it ends).
  *
  * @module
  */
@@ -13,10 +13,9 @@ import { BUILTIN_TOOL_CATALOG } from "../_tool_catalog.ts";
 import type { RegisteredImage } from "../image.ts";
 import type { ToolTables } from "../jit_tools.ts";
 import type { ProcessRecord, ProcessTable } from "../process_table.ts";
-import type { ParkKernel } from "./park.ts";
 
 /** What the `tool` handlers need from the kernel. */
-export interface ToolKernel extends ParkKernel {
+export interface ToolKernel {
   /** The JIT tool tables. */
   readonly tools: Pick<ToolTables, "register" | "list" | "start">;
   /** The process table. */
