@@ -30,6 +30,7 @@ import {
 } from "./process_table.ts";
 import type { Store } from "./store.ts";
 import type { Admission } from "./scheduler.ts";
+import type { ParkedCall, Waits } from "./waits.ts";
 
 /** Largest process input, in JSON bytes (it lives in the process record). */
 export const MAX_INPUT_CHARS = 32 * 1024;
@@ -72,6 +73,12 @@ export interface ChildSpawnOptions {
   onParentExit?: "kill" | "orphan";
   /** Set for a JIT tool call: audited under the tool (and charged to the children budget). */
   tool?: { name: string; digest: string };
+  /**
+   * The parent's call that waits for the child to end (a JIT tool call):
+   * the parent is blocked on it in the commit that makes the child, so a
+   * crash leaves both or neither.
+   */
+  waitedBy?: ParkedCall;
 }
 
 /** What making and remaking processes needs from the kernel. */
@@ -93,6 +100,8 @@ export interface LifecycleKernel {
   readonly objects: Pick<ObjectMemory, "copyNamespace">;
   /** The JIT tool tables: a fork gets a copy of its parent's. */
   readonly tools: { copy(from: number, to: number): Promise<void> };
+  /** The waits: a parent that waits for its child blocks in the commit that makes it. */
+  readonly waits: Pick<Waits, "readyToBlock" | "blocking">;
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;
   /** The clock. */
@@ -172,7 +181,6 @@ export async function spawnChild(
   options: ChildSpawnOptions,
 ): Promise<ProcessRecord> {
   _requireInputSize(options);
-  await kernel.processes.require(ppid);
   const image = await _requireImage(kernel, options.image);
   // The child (a JIT tool call too) is charged to the children budgets in its create commit.
   return await _createChild(kernel, ppid, image, options);
@@ -346,6 +354,9 @@ async function _createChild(
       "Cannot spawn: a capability it would derive from was revoked",
     );
   }
+  const waitedBy = options.waitedBy;
+  if (waitedBy) await kernel.waits.readyToBlock();
+  const blocking = (pid: number) => kernel.waits.blocking(waitedBy!, { kind: "child", pid });
   // With room to run it now, the child is made `running`: its create commit is its claim.
   const admission = kernel.admit();
   let record: ProcessRecord;
@@ -384,15 +395,31 @@ async function _createChild(
         runnable: true,
         running: admission !== undefined,
         chargeParent: true,
-        setup: _grantsSetup(
-          kernel,
-          grants.map(({ spec, parent: from }) => ({
-            spec,
-            grantedBy: `pid:${ppid}`,
-            parent: from,
-          })),
-          checks,
-        ),
+        setup: (op, pid) => {
+          _grantsSetup(
+            kernel,
+            grants.map(({ spec, parent: from }) => ({
+              spec,
+              grantedBy: `pid:${ppid}`,
+              parent: from,
+            })),
+            checks,
+          )(op, pid);
+          if (waitedBy) blocking(pid).apply(op);
+        },
+        parent: waitedBy && {
+          change: (current, pid) => {
+            // A caller that is no longer running (killed, paused) makes no tool.
+            if (current.state !== "running") {
+              throw new SyscallError(
+                "EINTR",
+                `Cannot finish ${waitedBy.name}: process ${ppid} is ${current.state}`,
+              );
+            }
+            return blocking(pid).patch;
+          },
+          reason: `${waitedBy.name} waits on child`,
+        },
       },
     );
   } catch (error) {
