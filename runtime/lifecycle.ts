@@ -12,7 +12,7 @@ import { type CallContext, PARKED } from "../broker/broker.ts";
 import type { Capability, CapabilitySpec } from "../broker/capability.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { putRecord } from "../broker/journal.ts";
+import { putRecord, StaleWriteError } from "../broker/journal.ts";
 import { parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
 import { copyJournalToFork } from "./checkpoints.ts";
 import type { FsProvider } from "./fs_provider.ts";
@@ -162,7 +162,7 @@ export async function spawnProcess(
       {
         runnable: true,
         running: admission !== undefined,
-        setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" })), []),
+        setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" }))),
       },
     );
   } catch (error) {
@@ -321,7 +321,27 @@ export function limitsOf(
   return limits;
 }
 
+/**
+ * Makes a child of `ppid`, deciding its grants on the parent's
+ * capabilities as they are now: when one changed between that read and the
+ * create commit (revoked, say), nothing was made and it decides again.
+ */
 async function _createChild(
+  kernel: LifecycleKernel,
+  ppid: number,
+  image: RegisteredImage,
+  options: ChildSpawnOptions,
+): Promise<ProcessRecord> {
+  for (;;) {
+    try {
+      return await _createChildOnce(kernel, ppid, image, options);
+    } catch (error) {
+      if (!(error instanceof StaleWriteError)) throw error;
+    }
+  }
+}
+
+async function _createChildOnce(
   kernel: LifecycleKernel,
   ppid: number,
   image: RegisteredImage,
@@ -395,6 +415,7 @@ async function _createChild(
         runnable: true,
         running: admission !== undefined,
         chargeParent: true,
+        checks,
         setup: (op, pid) => {
           _grantsSetup(
             kernel,
@@ -403,7 +424,6 @@ async function _createChild(
               grantedBy: `pid:${ppid}`,
               parent: from,
             })),
-            checks,
           )(op, pid);
           if (waitedBy) blocking(pid).apply(op);
         },
@@ -435,10 +455,8 @@ async function _createChild(
 function _grantsSetup(
   kernel: LifecycleKernel,
   grants: readonly { spec: CapabilitySpec; grantedBy: string; parent?: Capability }[],
-  checks: Deno.AtomicCheck[],
 ): (op: Deno.AtomicOperation, pid: number) => void {
   return (op, pid) => {
-    for (const check of checks) op.check(check);
     for (const { spec, grantedBy, parent } of grants) {
       kernel.caps.prepareGrant(pid, spec, { grantedBy, parent, now: kernel.now() }).apply(op);
     }

@@ -9,6 +9,7 @@
 
 import { CommitFootprint, KV_COMMIT_LIMITS } from "../broker/commit_footprint.ts";
 import { SyscallError } from "../broker/errors.ts";
+import { StaleWriteError } from "../broker/journal.ts";
 import type { PolicyRule } from "../broker/policy.ts";
 import type { AbiProcessState } from "../broker/abi.ts";
 
@@ -397,7 +398,11 @@ export class ProcessTable {
    * against each of their records as read (`EBUDGET`, and nothing made, when
    * one has none left): no crash leaves a child uncharged or a charge
    * without its child, and creations side by side cannot together exceed a
-   * budget. With `options.parent` (and `chargeParent`), the parent's record
+   * budget. `options.checks` are entries the caller read and decided on
+   * (the capabilities a child's grants derive from): they commit as checks,
+   * and when one of them has changed since, `create` throws
+   * `StaleWriteError`, having made nothing, so the caller decides again on
+   * what is there now. With `options.parent` (and `chargeParent`), the parent's record
    * changes in that same commit too (it blocks until the child ends, say),
    * its transition recorded after the child's.
    */
@@ -409,6 +414,7 @@ export class ProcessTable {
       running?: boolean;
       chargeParent?: boolean;
       setup?: (op: Deno.AtomicOperation, pid: number) => void;
+      checks?: readonly Deno.AtomicCheck[];
       parent?: {
         change: (parent: ProcessRecord, pid: number) => Partial<ProcessRecord>;
         reason?: string;
@@ -472,6 +478,7 @@ export class ProcessTable {
                 _chargeChain(op, parent ? ancestors : charged.chain, "children", charged.amount);
               }
               if (parent?.event) op.set(["event", parent.event.seq], parent.event);
+              for (const check of options.checks ?? []) op.check(check);
               op.set(["proc", pid], record);
               for (const event of events) op.set(["event", event.seq], event);
               if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
@@ -486,7 +493,20 @@ export class ProcessTable {
         },
       });
       if (created) return created;
+      if (options.checks?.length && await this.#anyChanged(options.checks)) {
+        throw new StaleWriteError();
+      }
     }
+  }
+
+  /** True when an entry of `checks` is not as it was read. */
+  async #anyChanged(checks: readonly Deno.AtomicCheck[]): Promise<boolean> {
+    for (let i = 0; i < checks.length; i += 10) {
+      const batch = checks.slice(i, i + 10);
+      const now = await this.#kv.getMany(batch.map((c) => c.key));
+      if (now.some((entry, j) => entry.versionstamp !== batch[j].versionstamp)) return true;
+    }
+    return false;
   }
 
   /** The process with `pid`, or undefined. */
