@@ -14,7 +14,11 @@
  * and appends only the messages after it, so a step costs its new messages,
  * not the history. The host keeps the transcripts it recently used in
  * memory, with the digest of every prefix, so checking a reference and
- * expanding it read no history from the store.
+ * expanding it read no history from the store. Recording an exchange
+ * checks the transcript's length, and the quota counters it moves, at the
+ * versionstamps this host last committed them with, without reading them
+ * back (see `committed_entries.ts`); the digests of its messages are
+ * computed once, for the reply's reference and the transcript in memory.
  *
  * @module
  */
@@ -22,6 +26,7 @@
 import { SyscallError } from "../broker/errors.ts";
 import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
 import { writeChunked } from "./chunks.ts";
+import { CommittedEntries } from "./committed_entries.ts";
 import { nextConversationDigest } from "./guest/cell_protocol.ts";
 import { type Message, messageTokenBound, type ModelReply } from "./model.ts";
 import type { StorageQuotas } from "./storage_quota.ts";
@@ -97,12 +102,14 @@ const HELD_CHARS = 16 * 2 ** 20;
  */
 export class Transcripts {
   #kv: Deno.Kv;
-  #quotas: Pick<StorageQuotas, "prepare">;
+  #quotas: Pick<StorageQuotas, "prepareCharges">;
   /** Transcripts in memory, least recently used first. */
   #held = new Map<number, _Held>();
+  /** The `transcript_len` entries this host committed, checked by its next record. */
+  #lengths = new CommittedEntries<number>();
 
   /** Transcripts in `kv`, charged to `quotas`. */
-  constructor(kv: Deno.Kv, quotas: Pick<StorageQuotas, "prepare">) {
+  constructor(kv: Deno.Kv, quotas: Pick<StorageQuotas, "prepareCharges">) {
     this.#kv = kv;
     this.#quotas = quotas;
   }
@@ -192,7 +199,12 @@ export class Transcripts {
     const meta: _ReplyMeta = reply.exit === undefined
       ? { usage: reply.usage }
       : { usage: reply.usage, exit: reply.exit };
-    const entry = await this.#kv.get<number>(countKey);
+    // The length this host last committed, checked in the commit; a
+    // mismatch is confirmed from the store before it refuses.
+    let entry = await this.#lengths.take(this.#kv, countKey);
+    if (ref && (entry.value ?? 0) !== ref.length) {
+      entry = await this.#lengths.take(this.#kv, countKey, { fresh: true });
+    }
     const stored = entry.value ?? 0;
     if (ref && stored !== ref.length) {
       throw new SyscallError(
@@ -208,35 +220,43 @@ export class Transcripts {
       ]),
     ) as Message[];
     const text = JSON.stringify(fresh);
-    const charge = await this.#quotas.prepare(
+    const charge = await this.#quotas.prepareCharges(
       [{ pid, bytes: text.length + JSON.stringify(meta).length }],
       `Cannot record the transcript of process ${pid}`,
     );
     const length = stored + fresh.length;
     // Only a transcript that is exactly this conversation can be referenced.
     const exact = ref !== undefined || stored === 0;
-    const held = this.#held.get(pid) ?? (stored === 0 ? _empty() : undefined);
+    const held = this.#held.get(pid);
+    // The digests through each new message, after the stored ones (in memory, or none).
+    const base = stored === 0
+      ? ""
+      : held?.messages.length === stored
+      ? held.digests[stored]
+      : undefined;
+    const digests = base === undefined ? undefined : await _digestsAfter(base, fresh);
     let result: TranscriptRef | undefined;
-    if (exact && held?.messages.length === stored) {
-      let digest = held.digests[stored];
-      for (const message of fresh) digest = await nextConversationDigest(digest, message);
-      result = { length, digest };
-    } else if (exact) {
-      result = { length, digest: await this.#digestAfter(pid, stored, fresh) };
-    }
+    if (exact && digests) result = { length, digest: digests[digests.length - 1] };
+    else if (exact) result = { length, digest: await this.#digestAfter(pid, stored, fresh) };
     return {
       result,
       apply: (op) => {
         op.check(entry).set(countKey, length);
         fresh.forEach((message, i) => writeChunked(op, ["transcript", pid, stored + i], message));
         op.set(["transcript_reply", pid, length - 1], meta);
-        charge(op);
+        charge.apply(op);
+      },
+      committed: (versionstamp) => {
+        this.#lengths.record(countKey, length, versionstamp);
+        charge.committed?.(versionstamp);
       },
       wake: async () => {
         const current = this.#held.get(pid) ??
           (stored === 0 ? this.#keep(pid, _empty()) : undefined);
-        if (current?.messages.length === stored) await this.#append(current, fresh, text.length);
-        else this.#drop(pid);
+        if (current?.messages.length === stored) {
+          const known = current.digests[stored] === base ? digests : undefined;
+          await this.#append(current, fresh, text.length, known);
+        } else this.#drop(pid);
       },
     };
   }
@@ -254,9 +274,8 @@ export class Transcripts {
         `Cannot record the transcript of process ${pid}: it changed while the model answered`,
       );
     }
-    let digest = held.digests[stored];
-    for (const message of messages) digest = await nextConversationDigest(digest, message);
-    return digest;
+    const digests = await _digestsAfter(held.digests[stored], messages);
+    return digests[digests.length - 1];
   }
 
   /**
@@ -300,6 +319,7 @@ export class Transcripts {
   /** Lets go of the transcript of `pid` held in memory (its process has ended). */
   forget(pid: number): void {
     this.#drop(pid);
+    this.#lengths.forget(["transcript_len", pid]);
   }
 
   /** The transcript of `pid` in memory, read from the store when it is not (or no longer matches). */
@@ -334,11 +354,19 @@ export class Transcripts {
     return this.#keep(pid, loaded);
   }
 
-  /** Adds `messages` (`chars` JSON characters) to `held`, with their digests and bounds. */
-  async #append(held: _Held, messages: readonly Message[], chars: number): Promise<void> {
-    for (const message of messages) {
+  /**
+   * Adds `messages` (`chars` JSON characters) to `held`, with their digests
+   * (`digests` when they are known already) and bounds.
+   */
+  async #append(
+    held: _Held,
+    messages: readonly Message[],
+    chars: number,
+    digests?: readonly string[],
+  ): Promise<void> {
+    for (const [k, message] of messages.entries()) {
       const i = held.messages.length;
-      held.digests.push(await nextConversationDigest(held.digests[i], message));
+      held.digests.push(digests?.[k] ?? await nextConversationDigest(held.digests[i], message));
       held.bounds.push(held.bounds[i] + messageTokenBound(message));
       held.messages.push(message);
     }
@@ -368,4 +396,13 @@ export class Transcripts {
       chars -= held.chars;
     }
   }
+}
+
+/** The conversation digests after `base` through each of `messages`, in order. */
+async function _digestsAfter(base: string, messages: readonly Message[]): Promise<string[]> {
+  const digests: string[] = [];
+  for (const message of messages) {
+    digests.push(await nextConversationDigest(digests[digests.length - 1] ?? base, message));
+  }
+  return digests;
 }

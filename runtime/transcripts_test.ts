@@ -21,6 +21,11 @@ async function withTranscripts(
   }
 }
 
+/** Quotas that charge nothing, for a second host over the same store. */
+const noQuotas = {
+  prepareCharges: () => Promise.resolve({ result: undefined, apply: () => {} }),
+};
+
 /** A model reply saying `message`. */
 function said(message: Message): ModelReply {
   return { message: message as ModelReply["message"], usage: { inputTokens: 1, outputTokens: 1 } };
@@ -75,6 +80,38 @@ Deno.test("concurrent records of one transcript lose nothing", async () => {
   });
 });
 
+Deno.test("a record checks the length this host last recorded, and one another host moved is read again", async () => {
+  await withTranscripts({}, async (transcripts, pid, kv) => {
+    const first: Message = { role: "assistant", content: "one" };
+    const ref = (await transcripts.record(pid, { messages: [user] }, said(first)))!;
+    // This host's next record reads the transcript's length back only to check the reference.
+    let lengthReads = 0;
+    const get = kv.get.bind(kv);
+    kv.get = ((key: Deno.KvKey) => {
+      if (key[0] === "transcript_len") lengthReads++;
+      return get(key);
+    }) as Deno.Kv["get"];
+    const more: Message = { role: "user", content: "and?" };
+    const second: Message = { role: "assistant", content: "two" };
+    await transcripts.resolve(pid, { transcript: ref, messages: [more] });
+    const next =
+      (await transcripts.record(pid, { transcript: ref, messages: [more] }, said(second)))!;
+    assert.equal(lengthReads, 1);
+    // Another host appends: this host's reference no longer matches, confirmed from the store.
+    const otherHost = new Transcripts(kv, noQuotas);
+    const third: Message = { role: "assistant", content: "three" };
+    await otherHost.record(pid, { messages: [] }, said(third));
+    assert.equal(
+      await codeOf(transcripts.record(pid, { transcript: next, messages: [more] }, said(first))),
+      "EINVAL",
+    );
+    // Without a reference, this host's record lands after the other host's: nothing is lost.
+    const fourth: Message = { role: "assistant", content: "four" };
+    await transcripts.record(pid, { messages: [] }, said(fourth));
+    assert.deepEqual(await transcripts.read(pid), [user, first, more, second, third, fourth]);
+  });
+});
+
 /** The conversation digest of `messages`. */
 async function digestOf(messages: readonly Message[]): Promise<string> {
   let digest = "";
@@ -117,7 +154,7 @@ Deno.test("an agent checkpoint's transcript reference resumes only the conversat
     const op = kv.atomic();
     writeChunked(op, ["transcript", pid, 1], { role: "user", content: "something else" });
     await op.commit();
-    const otherHost = new Transcripts(kv, { prepare: () => Promise.resolve(() => {}) });
+    const otherHost = new Transcripts(kv, noQuotas);
     assert.equal(await otherHost.resumeAgent(pid, state), undefined);
   });
 });
@@ -149,7 +186,7 @@ Deno.test("a request that references the transcript sends only the messages afte
     assert.deepEqual(next, { length: 5, digest: await digestOf(whole) });
     assert.deepEqual(await transcripts.read(pid), whole);
     // Another host, reading the store back, resolves the same reference the same way.
-    const otherHost = new Transcripts(kv, { prepare: () => Promise.resolve(() => {}) });
+    const otherHost = new Transcripts(kv, noQuotas);
     assert.deepEqual((await otherHost.resolve(pid, request)).messages, [system, user, first, more]);
   });
 });
