@@ -27,7 +27,8 @@ import { SyscallError } from "../broker/errors.ts";
 import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
 import { writeChunked } from "./chunks.ts";
 import { CommittedEntries } from "./committed_entries.ts";
-import { nextConversationDigest } from "./guest/cell_protocol.ts";
+import { canonicalJson } from "../broker/canonical_json.ts";
+import { sha256Hex } from "../broker/digest.ts";
 import { type Message, messageTokenBound, type ModelReply } from "./model.ts";
 import type { StorageQuotas } from "./storage_quota.ts";
 
@@ -145,7 +146,7 @@ export class Transcripts {
     // The transcript goes on past the reference: the exchange of a call the
     // journal lost, which answers again as it did.
     let digest = ref.digest;
-    for (const message of sent) digest = await nextConversationDigest(digest, message);
+    for (const message of sent) digest = await _nextDigest(digest, message);
     const at = ref.length + sent.length;
     if (at < stored && held.digests[at] === digest && held.messages[at].role === "assistant") {
       const meta = (await this.#kv.get<_ReplyMeta>(["transcript_reply", pid, at])).value;
@@ -366,7 +367,7 @@ export class Transcripts {
   ): Promise<void> {
     for (const [k, message] of messages.entries()) {
       const i = held.messages.length;
-      held.digests.push(digests?.[k] ?? await nextConversationDigest(held.digests[i], message));
+      held.digests.push(digests?.[k] ?? await _nextDigest(held.digests[i], message));
       held.bounds.push(held.bounds[i] + messageTokenBound(message));
       held.messages.push(message);
     }
@@ -398,11 +399,21 @@ export class Transcripts {
   }
 }
 
+/**
+ * The conversation digest of the conversation whose digest is `previous`
+ * followed by `message`: `nextConversationDigest` of
+ * `guest/cell_protocol.ts`, hashed in place as the syscall path's digests
+ * are (`broker/digest.ts`), without an async `crypto.subtle` round trip.
+ */
+function _nextDigest(previous: string, message: Message): Promise<string> {
+  return sha256Hex(`${previous}\n${canonicalJson(message)}`);
+}
+
 /** The conversation digests after `base` through each of `messages`, in order. */
 async function _digestsAfter(base: string, messages: readonly Message[]): Promise<string[]> {
   const digests: string[] = [];
   for (const message of messages) {
-    digests.push(await nextConversationDigest(digests[digests.length - 1] ?? base, message));
+    digests.push(await _nextDigest(digests[digests.length - 1] ?? base, message));
   }
   return digests;
 }

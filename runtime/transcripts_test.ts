@@ -191,6 +191,19 @@ Deno.test("a request that references the transcript sends only the messages afte
   });
 });
 
+Deno.test("a reply's reference is the conversation digest of cell_protocol.ts, whatever the text", async () => {
+  await withTranscripts({}, async (transcripts, pid) => {
+    const asked: Message = { role: "user", content: 'naïve café, 数据, 🙂, \u0000 and "quotes"' };
+    const reply: Message = {
+      role: "assistant",
+      content: "é",
+      tool_calls: [{ id: "c1", name: "t", arguments: { z: [1, { b: "🙂", a: null }], a: "\n" } }],
+    };
+    const ref = await transcripts.record(pid, { messages: [system, asked] }, said(reply));
+    assert.deepEqual(ref, { length: 3, digest: await digestOf([system, asked, reply]) });
+  });
+});
+
 Deno.test("a transcript reference that does not match the stored transcript is refused", async () => {
   await withTranscripts({}, async (transcripts, pid) => {
     const first: Message = { role: "assistant", content: "hi" };
