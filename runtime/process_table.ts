@@ -644,21 +644,25 @@ export class ProcessTable {
       if (planned.length === 0) return [];
       if (seq !== (eventEntry.value ?? 0)) op.check(eventEntry).set(EVENT_KEY, seq);
       if (pid !== (pidEntry.value ?? 0)) op.check(pidEntry).set(PID_KEY, pid);
-      let ok: boolean;
+      let committed: Deno.KvCommitResult | Deno.KvCommitError;
       try {
-        ok = (await op.commit()).ok;
+        committed = await op.commit();
       } catch (error) {
         // Too large together, say: alone, each fails or commits on its own.
         if (planned.length > 1) return planned.map((p) => p.waiter);
         throw error;
       }
-      if (!ok) {
+      if (!committed.ok) {
         if (planned.length > 1) return planned.map((p) => p.waiter);
         planned[0].waiter.resolve(undefined);
         return [];
       }
-      for (const { waiter } of planned) {
-        if (waiter.change.pid !== undefined) this.#charged.forget(["proc", waiter.change.pid]);
+      // What this host's charges committed of these records is behind now,
+      // and so is a charge of them that answers after this commit.
+      for (const { waiter: { change } } of planned) {
+        if (change.pid !== undefined) {
+          this.#charged.forget(["proc", change.pid], committed.versionstamp);
+        }
       }
       for (const { waiter, plan } of planned) {
         try {
@@ -836,19 +840,32 @@ export class ProcessTable {
     for (const entry of chain) this.#charged.forget(entry.key);
   }
 
-  /**
-   * `pid`'s record, then its parent's, up to the root; `ENOENT` when `pid`
-   * has none. Given a process's record as just read, only its ancestors
-   * are read.
-   */
-  async lineage(of: number | ProcessRecord): Promise<ProcessRecord[]> {
+  /** `pid`'s record, then its parent's, up to the root; `ENOENT` when `pid` has none. */
+  async lineage(pid: number): Promise<ProcessRecord[]> {
     const out: ProcessRecord[] = [];
-    for (
-      let p: ProcessRecord | undefined = typeof of === "number" ? await this.require(of) : of;
-      p;
-    ) {
+    for (let p: ProcessRecord | undefined = await this.require(pid); p;) {
       out.push(p);
       p = p.ppid === null ? undefined : await this.get(p.ppid);
+    }
+    return out;
+  }
+
+  /**
+   * `pid`'s record, then its parent's, up to the root, each as this host's
+   * last charge committed it, else as read now; `ENOENT` when `pid` has
+   * none. Their lasting fields (image, models, parent, budgets) are the
+   * store's; their usage is what this host last charged, which another
+   * host may have moved since: for planning a charge, whose commit checks
+   * the records ({@link prepareCharge}), never for a refusal.
+   */
+  async chargedLineage(pid: number): Promise<ProcessRecord[]> {
+    const out: ProcessRecord[] = [];
+    for (let p: number | null = pid; p !== null;) {
+      const record: ProcessRecord | undefined = this.#charged.peek(["proc", p])?.value ??
+        (p === pid ? await this.require(p) : await this.get(p));
+      if (!record) break;
+      out.push(record);
+      p = record.ppid;
     }
     return out;
   }

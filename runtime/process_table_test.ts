@@ -426,13 +426,24 @@ Deno.test("a charge checks the records this host last charged without reading th
     await table.charge(child.pid, { toolCalls: 1 });
     const reads = countRecordReads(kv);
     const commits = countCommits(kv);
-    // The records the last charge committed are checked in the commit, not read back.
+    // The records the last charge committed are checked in the commit, not
+    // read back, and plan the next charge.
     await table.charge(child.pid, { toolCalls: 1 });
     assert.deepEqual([reads(), commits()], [0, 1]);
+    assert.deepEqual(
+      (await table.chargedLineage(child.pid)).map((r) => [r.pid, r.usage.toolCalls]),
+      [[child.pid, 2], [root.pid, 2]],
+    );
+    assert.equal(reads(), 0);
+    // A record this host changes otherwise (an exec's new image) is read again.
+    await table.update(child.pid, () => ({ image: "next@1.0.0" }));
+    const before = reads();
+    assert.equal((await table.chargedLineage(child.pid))[0].image, "next@1.0.0");
+    assert.equal(reads() - before, 1);
     // This host changed the child otherwise: its record is read again, and committed once.
     await table.transition(child.pid, "runnable");
     await table.charge(child.pid, { toolCalls: 1 });
-    assert.equal(commits(), 3);
+    assert.equal(commits(), 4);
     // Another host gives two back: this host's copies are behind, and the
     // refusal they would give (3 used of 3) is confirmed from the store,
     // where 1 is used: the charge goes through, counted once.

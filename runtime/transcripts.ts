@@ -124,13 +124,21 @@ export class Transcripts {
    * reference, only with the very messages sent and a reply recorded after
    * them, that reply is the answer (`recorded`); other messages there are
    * refused with `EINVAL`: the transcript holds another conversation.
+   *
+   * A reference to the whole of the transcript held in memory, when that
+   * is what this host's last record of it committed, is taken from memory
+   * without reading the store: the digest makes it the very conversation
+   * referenced, and the record of the call checks in its commit that the
+   * transcript has not moved since (another host's record: then the call
+   * is refused with `EINVAL` and nothing is recorded). Anything else, and
+   * every refusal, is decided from the store.
    */
   async resolve(pid: number, request: ConversationRequest): Promise<Conversation> {
     const sent = request.messages;
     const sentBound = sent.reduce((sum, m) => sum + messageTokenBound(m), 0);
     const ref = request.transcript;
     if (!ref) return { messages: sent, inputBound: sentBound };
-    const held = await this.#hold(pid);
+    const held = this.#recorded(pid, ref) ?? await this.#hold(pid);
     const stored = held.messages.length;
     if (ref.length > stored || held.digests[ref.length] !== ref.digest) {
       throw new SyscallError(
@@ -321,6 +329,21 @@ export class Transcripts {
   forget(pid: number): void {
     this.#drop(pid);
     this.#lengths.forget(["transcript_len", pid]);
+  }
+
+  /**
+   * The transcript of `pid` in memory when `ref` names all of it and its
+   * length is the one this host's last record of it committed: a guess that
+   * the record of the call checks in its commit.
+   */
+  #recorded(pid: number, ref: TranscriptRef): _Held | undefined {
+    const held = this.#held.get(pid);
+    if (
+      held === undefined || held.messages.length !== ref.length ||
+      held.digests[ref.length] !== ref.digest ||
+      this.#lengths.peek(["transcript_len", pid])?.value !== ref.length
+    ) return undefined;
+    return this.#keep(pid, held);
   }
 
   /** The transcript of `pid` in memory, read from the store when it is not (or no longer matches). */

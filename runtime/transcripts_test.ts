@@ -80,11 +80,11 @@ Deno.test("concurrent records of one transcript lose nothing", async () => {
   });
 });
 
-Deno.test("a record checks the length this host last recorded, and one another host moved is read again", async () => {
+Deno.test("a call checks the transcript length this host last recorded without reading it; one another host moved is refused from the store", async () => {
   await withTranscripts({}, async (transcripts, pid, kv) => {
     const first: Message = { role: "assistant", content: "one" };
     const ref = (await transcripts.record(pid, { messages: [user] }, said(first)))!;
-    // This host's next record reads the transcript's length back only to check the reference.
+    // This host's next call checks its reference, and records after it, without reading the length back.
     let lengthReads = 0;
     const get = kv.get.bind(kv);
     kv.get = ((key: Deno.KvKey) => {
@@ -96,15 +96,23 @@ Deno.test("a record checks the length this host last recorded, and one another h
     await transcripts.resolve(pid, { transcript: ref, messages: [more] });
     const next =
       (await transcripts.record(pid, { transcript: ref, messages: [more] }, said(second)))!;
-    assert.equal(lengthReads, 1);
-    // Another host appends: this host's reference no longer matches, confirmed from the store.
+    assert.equal(lengthReads, 0);
+    // Another host appends: this host's copy still ends at the reference,
+    // the very conversation it names, but recording after it is refused,
+    // confirmed from the store, and nothing of it is recorded.
     const otherHost = new Transcripts(kv, noQuotas);
     const third: Message = { role: "assistant", content: "three" };
     await otherHost.record(pid, { messages: [] }, said(third));
-    assert.equal(
-      await codeOf(transcripts.record(pid, { transcript: next, messages: [more] }, said(first))),
-      "EINVAL",
-    );
+    const stale = { transcript: next, messages: [more] };
+    assert.deepEqual((await transcripts.resolve(pid, stale)).messages, [
+      user,
+      first,
+      more,
+      second,
+      more,
+    ]);
+    assert.equal(await codeOf(transcripts.record(pid, stale, said(first))), "EINVAL");
+    assert.deepEqual(await transcripts.read(pid), [user, first, more, second, third]);
     // Without a reference, this host's record lands after the other host's: nothing is lost.
     const fourth: Message = { role: "assistant", content: "four" };
     await transcripts.record(pid, { messages: [] }, said(fourth));

@@ -34,7 +34,7 @@ export const DEFAULT_REPLY_TOKENS = 4096;
 /** What the `model` handlers need from the kernel. */
 export interface ModelKernel {
   /** The process table. */
-  readonly processes: Pick<ProcessTable, "require" | "lineage">;
+  readonly processes: Pick<ProcessTable, "chargedLineage" | "lineage">;
   /** The registered image a process runs. */
   imageOf(proc: ProcessRecord): Promise<RegisteredImage>;
   /** The model a process calls by default. */
@@ -71,12 +71,16 @@ export interface ModelKernel {
 export function modelHandlers(kernel: ModelKernel): HandlerTable {
   return {
     "model.complete": async (ctx, args) => {
-      // The caller's transcript is read while its record is; the run checks
-      // the request against it before anything is sent. A call refused
-      // before it runs leaves this unused.
+      // The caller's transcript is looked up while its record is; the run
+      // checks the request against it before anything is sent. A call
+      // refused before it runs leaves this unused.
       const resolving = kernel.resolveConversation(ctx.pid, args);
       resolving.catch(() => {});
-      const proc = await kernel.processes.require(ctx.pid);
+      // The caller's and its ancestors' records as this host last charged
+      // them: their image, models, parent and budgets, and the usage the
+      // charge of this call checks in its commit.
+      const lineage = await kernel.processes.chargedLineage(ctx.pid);
+      const proc = lineage[0];
       const image = await kernel.imageOf(proc);
       const own = kernel.ownModelOf(proc, image);
       const model = args.model ?? own;
@@ -87,22 +91,19 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
         effect: "none",
         run: async () => {
           const tools = args.tools ?? [];
-          // The caller's ancestors (its own record was just read) are read
-          // while its transcript is; a spent budget refuses first, then a
+          // A spent budget refuses first (confirmed from the store), then a
           // reference the transcript does not match.
-          const [lineage, resolved] = await Promise.allSettled([
-            kernel.processes.lineage(proc),
-            resolving,
-          ]);
-          if (lineage.status === "rejected") throw lineage.reason;
-          requireBudgetLeft(lineage.value, "toolCalls");
-          if (resolved.status === "rejected") throw resolved.reason;
-          const conversation = resolved.value;
+          try {
+            requireBudgetLeft(lineage, "toolCalls");
+          } catch {
+            requireBudgetLeft(await kernel.processes.lineage(ctx.pid), "toolCalls");
+          }
+          const conversation = await resolving;
           if (conversation.recorded) return conversation.recorded;
           // Reserve the tokens the call may spend before making it; the model is held to them.
           let reserved = 0;
           let maxTokens = args.maxTokens;
-          if (hasBudget(lineage.value, "tokens")) {
+          if (hasBudget(lineage, "tokens")) {
             const input = maxInputTokens([], tools) + conversation.inputBound;
             reserved = await kernel.reserve(ctx.pid, "tokens", {
               least: input + 1,
