@@ -14,7 +14,9 @@
  * and appends only the messages after it, so a step costs its new messages,
  * not the history. The host keeps the transcripts it recently used in
  * memory, with the digest of every prefix, so checking a reference and
- * expanding it read no history from the store. Recording an exchange
+ * expanding it read no history from the store (and nothing at all for the
+ * reference this host's last record of the transcript answered with, see
+ * {@link Transcripts.resolve}). Recording an exchange
  * checks the transcript's length, and the quota counters it moves, at the
  * versionstamps this host last committed them with, without reading them
  * back (see `committed_entries.ts`); the digests of its messages are

@@ -134,7 +134,7 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
           const toolCalls = reply.message.tool_calls?.length ?? 0;
           return new OutcomeChange(
             async () => {
-              // The usage counters and the transcript are read together.
+              // Prepared side by side: each reads only what this host did not commit itself.
               const [usage, recorded] = await _together(
                 kernel.prepareCharge(ctx.pid, { tokens, toolCalls }, { within: ["toolCalls"] }),
                 kernel.prepareTranscript(ctx.pid, args, reply),
@@ -161,7 +161,7 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
   };
 }
 
-/** Both results of two reads started together; fails as awaiting one, then the other, would. */
+/** Both results of two preparations started together; fails as awaiting one, then the other, would. */
 async function _together<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
   const [first, second] = await Promise.allSettled([a, b]);
   if (first.status === "rejected") throw first.reason;
