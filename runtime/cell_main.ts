@@ -4,341 +4,81 @@
  * to the host broker over stdin/stdout (SPEC section 8). It never holds
  * authority; the host can kill it at any time.
  *
- * Each Worker has a slot, a number the host picks when it opens one. Every
- * message the cell relays carries the slot of the Worker object it came
- * from, so a program cannot speak for another. A slot runs one program,
- * ever. The cell starts with `warmWorkers` Workers loaded, so its first
- * `open` is answered at once, and keeps that many spare Workers loaded once
- * its group starts programs (a second slot opened, or a program's call that
- * makes a process: a spawn, a fork, a JIT tool's registration or call), up
- * to `maxWorkers` in all. A Worker is spare until a slot takes it; one that
- * ran a program is never given to another slot. An `open` may carry its
- * program's start, which the cell passes on as soon as the slot has its
- * Worker.
+ * The cell has two kinds of thread. Its switchboard, a Worker
+ * (`cell_switchboard.ts`), speaks with the host and relays every program
+ * message. This main thread is the maker: it makes and ends Workers when
+ * the switchboard asks, and nothing else. `new Worker()` holds its caller's
+ * thread until the new isolate is up (about 15 ms), so a spare Worker being
+ * made never holds up a message: the switchboard's thread is not the one
+ * waiting.
  *
- * Ending a Worker is cooperative first: the cell asks it to close, and a
- * Worker whose event loop is free acknowledges and closes itself. One that
- * does not acknowledge within {@link CLOSE_WAIT_MS} may be running code
- * that `terminate()` cannot stop (a busy loop keeps its thread); the cell
- * reports it unclean, and only the end of the cell stops it.
- *
- * Memory: V8 limits each Worker's heap (`--max-old-space-size`, set by the
- * host); running out of it ends the whole cell. The cell also watches its
- * resident memory: more than the memory limits of its running programs
- * together above what the idle cell used ends the cell with the memory
- * reason, naming the program when only one runs. Workers beyond the idle
- * cell's that run no program (spares, Workers loading or closing) are
- * allowed what a loaded Worker was measured to cost at start, at least
- * {@link MIN_WORKER_RSS}, so a group opening many slots at once does not
- * look like a program over its limit. It is checked every {@link MEMORY_CHECK_MS} ms and
- * before a failure of a program is relayed. The host caps the cell's
- * writable memory in the kernel (`RLIMIT_DATA`, see `cell.ts`), so a burst
- * between two checks cannot go far.
+ * A program Worker's first message gives it a `MessagePort` whose other
+ * end goes to the switchboard; the program speaks only on it. Anything the
+ * program sends on its Worker object instead, or an uncaught error, the
+ * maker passes to the switchboard by the Worker's number, which the maker
+ * chose: the program has no say in it.
  *
  * @module
  */
 
-import { WORKER_SOURCE } from "./_worker_bundle.ts";
-import {
-  type CellHello,
-  type CellToHost,
-  type HostToCell,
-  memoryLimitReason,
-  type StartProgram,
-  type WorkerControl,
-  type WorkerToCell,
-} from "./guest/cell_protocol.ts";
+import { SWITCHBOARD_SOURCE, WORKER_SOURCE } from "./_worker_bundle.ts";
+import type { MakerToSwitchboard, SwitchboardToMaker, WorkerPort } from "./guest/cell_protocol.ts";
 
-/** How often a cell with running programs checks its memory, in ms. */
-const MEMORY_CHECK_MS = 50;
-/** Least a loaded Worker with no program is taken to add to the cell's memory, in bytes. */
-const MIN_WORKER_RSS = 8 * 1024 * 1024;
-/** How long a Worker asked to close has to acknowledge, in ms. */
-const CLOSE_WAIT_MS = 1_000;
-/** Calls that make a process: a group making one keeps spare Workers loaded. */
-const SPAWNING_CALLS = new Set(["proc.spawn", "proc.fork", "tool.register", "tool.call"]);
-
-/** One Worker of the cell. */
-interface Slot {
-  worker: Worker;
-  /** Its number, once the host opened it (0 while warm). */
-  slot: number;
-  /** The process it runs, once started (0 before). */
-  pid: number;
-  /** Its program's memory limit, in MiB, and largest message, in bytes. */
-  memoryMb: number;
-  maxMessageBytes: number;
-  /** Its Worker said `loaded`. */
-  loaded: boolean;
-  /** Nothing more of its program is relayed (it failed, or is closing). */
-  done: boolean;
-  /** The host asked it to close. */
-  closing: boolean;
-  /** Settles the close wait when the Worker acknowledges. */
-  acknowledged?: () => void;
-  /** The name Deno gives its OS thread: `worker-N`, N counting the cell's Workers from 1. */
-  thread: string;
-}
-
-const encoder = new TextEncoder();
-const stdout = Deno.stdout.writable.getWriter();
-let hello: CellHello | undefined;
-/** Resident memory of the cell before its first Worker, in bytes. */
-let baseRss = 0;
-/** Resident memory of the idle cell, warm Workers up, in bytes. */
-let idleRss = 0;
-/** Workers loaded when {@link idleRss} was measured. */
-let idleWorkers = 0;
-/** What one loaded Worker with no program adds to the cell's resident memory, in bytes. */
-let workerRss = MIN_WORKER_RSS;
-/** Slots by number; the warm Workers wait in {@link warm}. */
-const slots = new Map<number, Slot>();
-const warm: Slot[] = [];
-/** Slots the host asked for before a warm Worker was loaded. */
-const waiting: Extract<HostToCell, { t: "open" }>[] = [];
-let starting = 0;
-/** Workers created in all (Deno numbers a process's Workers, and names their threads, from 1). */
+/** Program Workers by number: Deno numbers a process's Workers from 1 and names their threads `worker-N`. */
+const workers = new Map<number, Worker>();
 let created = 0;
-let ready = false;
-/** A program has been started in the cell (its memory is checked from then on). */
-let started = false;
-let writing: Promise<void> = Promise.resolve();
-let crashed = false;
-/** Slots opened in all. */
-let opened = 0;
-/** The group has run a second program here, or asked for a process to be made. */
-let spawns = false;
 
-function send(message: CellToHost): void {
-  const line = `${hello!.token} ${JSON.stringify(message)}\n`;
-  writing = writing.then(() => stdout.write(encoder.encode(line)));
-}
-
-/** Reports a fatal problem to the host and ends the cell once it is written. */
-function crash(message: string, slot?: number): void {
-  if (crashed) return;
-  crashed = true;
-  for (const s of [...slots.values(), ...warm]) s.worker.terminate();
-  send(slot === undefined ? { t: "crash", message } : { t: "crash", message, slot });
-  writing.finally(() => Deno.exit(70));
-}
-
-/** The slots whose programs run (started and not closing). */
-function running(): [number, Slot][] {
-  return [...slots].filter(([, s]) => s.pid !== 0 && !s.done);
-}
-
-/** Ends the cell with the memory reason when it is over its limit; true if it did. */
-function checkMemory(): boolean {
-  if (!started) return false;
-  const programs = running();
-  const limitMb = programs.reduce((sum, [, s]) => sum + s.memoryMb, 0) || hello!.memoryMb;
-  // Workers beyond those of the idle cell (spares, Workers loading, ones
-  // closing) are allowed what a loaded Worker costs, not charged to programs.
-  const workers = slots.size + warm.length + starting;
-  const allowance = Math.max(0, workers - idleWorkers) * workerRss;
-  if (Deno.memoryUsage().rss - idleRss - allowance <= limitMb * 1024 * 1024) return false;
-  if (programs.length === 1) {
-    const [slot, s] = programs[0];
-    crash(memoryLimitReason(s.pid, s.memoryMb), slot);
-  } else {
-    crash(`The cell's ${programs.length} programs exceeded their memory limit together`);
-  }
-  return true;
-}
-
-/** Why a Worker message may not be relayed, or undefined when it may. */
-function problemWith(message: WorkerToCell, maxMessageBytes: number): string | undefined {
-  let size: number;
+/** A zero-permission Worker running `source`. */
+function workerOf(source: string): Worker {
+  const url = URL.createObjectURL(new Blob([source], { type: "application/javascript" }));
   try {
-    size = JSON.stringify(message).length;
-  } catch {
-    return "The program sent a message that is not JSON";
+    created++;
+    return new Worker(url, { type: "module", deno: { permissions: "none" } } as WorkerOptions);
+  } finally {
+    URL.revokeObjectURL(url);
   }
-  if (size > maxMessageBytes) {
-    return `The program sent a message of ${size} bytes, over the ${maxMessageBytes}-byte limit`;
-  }
-  if (message?.t !== "syscall" && message?.t !== "fail") {
-    return "The program sent a message that is not a syscall";
-  }
-  return undefined;
 }
 
-/** Starts a Worker; it joins the warm ones once loaded. */
-function startWorker(): void {
-  const url = URL.createObjectURL(
-    new Blob([WORKER_SOURCE], { type: "application/javascript" }),
-  );
-  const worker = new Worker(url, {
-    type: "module",
-    deno: { permissions: "none" },
-  } as WorkerOptions);
-  URL.revokeObjectURL(url);
-  const s: Slot = {
-    worker,
-    slot: 0,
-    pid: 0,
-    memoryMb: hello!.memoryMb,
-    maxMessageBytes: hello!.maxMessageBytes,
-    loaded: false,
-    done: false,
-    closing: false,
-    thread: `worker-${++created}`,
-  };
-  starting++;
-  worker.onmessage = (event: MessageEvent<WorkerToCell | WorkerControl>) => {
-    if (crashed) return;
-    const data = event.data;
-    if (!s.loaded) {
-      if (data?.t !== "loaded") return crash("A Worker spoke before it was loaded");
-      s.loaded = true;
-      starting--;
-      return loaded(s);
-    }
-    if (s.closing && data?.t === "closing") return s.acknowledged?.();
-    if (s.done) return;
-    if (s.pid === 0) return crash("A Worker spoke before its program started", s.slot || undefined);
-    if (!spawns && data?.t === "syscall" && SPAWNING_CALLS.has(data.name)) {
-      spawns = true;
-      drain();
-    }
-    if ((data as WorkerToCell)?.t === "fail" && checkMemory()) return;
-    const problem = problemWith(data as WorkerToCell, s.maxMessageBytes);
-    if (problem) return crash(problem, s.slot);
-    if (data.t === "fail") s.done = true;
-    send({ ...(data as WorkerToCell), slot: s.slot });
-  };
+const switchboard = workerOf(SWITCHBOARD_SOURCE);
+const tell = (message: MakerToSwitchboard, transfer: Transferable[] = []) =>
+  switchboard.postMessage(message, transfer);
+
+/** Makes a program Worker and hands its port to the switchboard. */
+function make(): void {
+  const worker = workerOf(WORKER_SOURCE);
+  const id = created;
+  workers.set(id, worker);
+  const { port1, port2 } = new MessageChannel();
+  worker.postMessage({ t: "port" } satisfies WorkerPort, [port1]);
+  tell({ t: "made", id }, [port2]);
+  worker.onmessage = () => tell({ t: "stray", id });
+  worker.onmessageerror = () => tell({ t: "stray", id });
   worker.onerror = (event) => {
     event.preventDefault();
-    if (crashed) return;
-    if (!s.loaded) return crash(`A Worker failed to start: ${event.message}`);
-    if (s.done || s.pid === 0) return;
-    if (checkMemory()) return;
-    s.done = true;
-    send({ t: "fail", message: `Uncaught error: ${event.message}`, slot: s.slot });
+    tell({ t: "error", id, message: event.message });
   };
-  worker.onmessageerror = () =>
-    crash("A program sent a message that cannot be read", s.slot || undefined);
 }
 
-/** A Worker is up: it waits warm, or takes a waiting slot. */
-function loaded(s: Slot): void {
-  warm.push(s);
-  if (!ready && warm.length >= Math.max(1, hello!.warmWorkers)) {
-    ready = true;
-    idleRss = Deno.memoryUsage().rss;
-    idleWorkers = warm.length;
-    workerRss = Math.max(MIN_WORKER_RSS, (idleRss - baseRss) / idleWorkers);
-    // Started now rather than with the first program: Deno 2.9 holds up the
-    // first message to a Worker by 10 to 20 ms when the process's first
-    // interval is created just before it.
-    setInterval(checkMemory, MEMORY_CHECK_MS);
-    send({ t: "ready", pid: Deno.pid });
-  }
-  drain();
+function halt(): void {
+  for (const worker of workers.values()) worker.terminate();
+  workers.clear();
 }
 
-/** Gives warm Workers to waiting slots and keeps the warm count up. */
-function drain(): void {
-  while (ready && waiting.length && warm.length) {
-    const s = warm.shift()!;
-    const open = waiting.shift()!;
-    s.slot = open.slot;
-    s.memoryMb = Math.min(open.memoryMb, hello!.memoryMb);
-    s.maxMessageBytes = Math.min(open.maxMessageBytes, hello!.maxMessageBytes);
-    slots.set(s.slot, s);
-    if (++opened >= 2) spawns = true;
-    send({ t: "opened", slot: s.slot });
-    if (open.start) startProgram(s, open.start);
+switchboard.onmessage = (event: MessageEvent<SwitchboardToMaker>) => {
+  const message = event.data;
+  if (message.t === "make") return make();
+  if (message.t === "end") {
+    workers.get(message.id)?.terminate();
+    workers.delete(message.id);
+  } else if (message.t === "halt") halt();
+  else if (message.t === "exit") {
+    halt();
+    Deno.exit(message.code);
   }
-  // Once the group starts programs (a second slot, or a call that makes a
-  // process), spare Workers stay loaded, so its next spawn or tool call does
-  // not wait for a Worker to start. A cell of a lone program loads no spare.
-  const want = (spawns ? hello!.warmWorkers : 0) + waiting.length;
-  while (
-    !crashed && warm.length + starting < want &&
-    slots.size + warm.length + starting < hello!.maxWorkers
-  ) startWorker();
-}
-
-function open(message: Extract<HostToCell, { t: "open" }>): void {
-  const { slot } = message;
-  if (
-    !Number.isSafeInteger(slot) || slot <= 0 || slots.has(slot) ||
-    waiting.some((w) => w.slot === slot)
-  ) {
-    return crash(`The host opened slot ${slot} twice`);
-  }
-  if (slots.size + waiting.length >= hello!.maxWorkers) {
-    return crash(`The host opened more than ${hello!.maxWorkers} Workers`);
-  }
-  waiting.push(message);
-  drain();
-}
-
-function close(slot: number): void {
-  const at = waiting.findIndex((w) => w.slot === slot);
-  if (at >= 0) {
-    waiting.splice(at, 1);
-    return send({ t: "closed", slot, clean: true });
-  }
-  const s = slots.get(slot);
-  if (!s) return send({ t: "closed", slot, clean: true });
-  if (s.closing) return;
-  s.closing = s.done = true;
-  const acknowledged = new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), CLOSE_WAIT_MS);
-    s.acknowledged = () => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-  });
-  s.worker.postMessage({ t: "close" });
-  acknowledged.then((clean) => {
-    s.worker.terminate();
-    slots.delete(slot);
-    if (crashed) return;
-    send({ t: "closed", slot, clean, thread: s.thread });
-    drain();
-  });
-}
-
-function handle(line: string): void {
-  if (!hello) {
-    hello = JSON.parse(line) as CellHello;
-    baseRss = Deno.memoryUsage().rss;
-    for (let i = 0; i < Math.max(1, hello.warmWorkers); i++) startWorker();
-    return;
-  }
-  const message = JSON.parse(line) as HostToCell;
-  if (message.t === "open") return open(message);
-  if (message.t === "close") return close(message.slot);
-  const s = slots.get(message.slot);
-  if (!s || s.done || crashed) return;
-  const { slot: _slot, ...forWorker } = message;
-  if (forWorker.t === "start") return startProgram(s, forWorker);
-  if (s.pid === 0) return;
-  s.worker.postMessage(forWorker);
-}
-
-/** Starts a program in the Worker of slot `s`: once, ever. */
-function startProgram(s: Slot, start: StartProgram): void {
-  if (s.done || crashed) return;
-  if (s.pid !== 0) return crash("This Worker already runs a process", s.slot);
-  s.pid = start.pid;
-  started = true;
-  s.worker.postMessage(start);
-}
-
-const decoder = new TextDecoder();
-let buffer = "";
-for await (const chunk of Deno.stdin.readable) {
-  buffer += decoder.decode(chunk, { stream: true });
-  let newline: number;
-  while ((newline = buffer.indexOf("\n")) >= 0) {
-    const line = buffer.slice(0, newline);
-    buffer = buffer.slice(newline + 1);
-    if (line) handle(line);
-  }
-}
-Deno.exit(0);
+};
+// A fault of the switchboard itself ends the cell: the host sees it die.
+switchboard.onerror = (event) => {
+  event.preventDefault();
+  halt();
+  Deno.exit(70);
+};

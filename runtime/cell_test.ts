@@ -48,24 +48,44 @@ Deno.test("a cell runs several programs, each in its own slot, and routes every 
   }
 });
 
-Deno.test("a program cannot send as another slot: the cell stamps the slot of the Worker it heard", async () => {
+/**
+ * Program text that takes hold of the Worker's own port to the cell: it
+ * catches the port the next time the libc posts on it. `await portOf(sys)`
+ * gives the port.
+ */
+const PORT_OF = `const portOf = async (sys) => {
+  let port;
+  const post = MessagePort.prototype.postMessage;
+  MessagePort.prototype.postMessage = function (message, transfer) {
+    port = this;
+    return post.call(this, message, transfer);
+  };
+  await sys.time.now();
+  MessagePort.prototype.postMessage = post;
+  return port;
+};
+`;
+
+Deno.test("a program cannot send as another slot: the cell stamps the slot of the port it heard", async () => {
   const cell = await Cell.spawn({ maxWorkers: 2 });
   try {
     const victim = inbox(), forger = inbox();
     const victimSlot = await cell.openSlot(victim.on);
     const forgerSlot = await cell.openSlot(forger.on);
     await victimSlot.send(start(1, `export default () => new Promise(() => {});`));
-    // The forger's own postMessage names the victim's slot and a syscall of its choosing.
+    // The forger takes its own port and names the victim's slot and a syscall of its choosing.
     await forgerSlot.send(start(
       2,
-      `export default async (sys) => {
-        globalThis.postMessage({ t: "syscall", id: 99, name: "fs.delete", args: { path: "x" }, slot: ${victimSlot.id} });
+      `${PORT_OF}export default async (sys) => {
+        const port = await portOf(sys);
+        port.postMessage({ t: "syscall", id: 99, name: "fs.delete", args: { path: "x" }, slot: ${victimSlot.id} });
         return await sys.time.now();
       }`,
     ));
     await forger.first;
+    forgerSlot.send({ t: "reply", id: 1, ok: true, value: 0 });
     const last = await new Promise<SlotMessage>((resolve) => {
-      const check = () => forger.seen.length >= 2 ? resolve(forger.seen[1]) : setTimeout(check, 10);
+      const check = () => forger.seen.length >= 3 ? resolve(forger.seen[2]) : setTimeout(check, 10);
       check();
     });
     const forged = forger.seen.find((m) => m.t === "syscall" && m.name === "fs.delete");
@@ -252,14 +272,15 @@ Deno.test("a cell's private Deno cache holds no data: module and is removed when
 });
 
 /** A program that answers the cell's `close` itself, then spins in a loop `terminate()` cannot stop. */
-const FORGES_CLOSE = `export default async (sys) => {
-  self.onmessage = (event) => {
+const FORGES_CLOSE = `${PORT_OF}export default async (sys) => {
+  const port = await portOf(sys);
+  port.onmessage = (event) => {
     if (event.data?.t === "close") {
-      self.postMessage({ t: "closing" });
+      port.postMessage({ t: "closing" });
       for (;;) {}
     }
   };
-  return await sys.time.now();
+  return 0;
 }`;
 
 Deno.test("a program that forges its clean close and keeps spinning costs its cell; its neighbour is a bystander", async () => {
@@ -270,6 +291,11 @@ Deno.test("a program that forges its clean close and keeps spinning costs its ce
   await forger.send(start(1, FORGES_CLOSE));
   await bystander.send(start(2, ASKS_TIME));
   await Promise.all([a.first, b.first]);
+  // Once its time.now is answered it takes over its port and exits.
+  await forger.send({ t: "reply", id: 1, ok: true, value: 0 });
+  while (!a.seen.some((m) => m.t === "syscall" && m.name === "proc.exit")) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
   const end = await forger.close();
   assert.deepEqual(end, { closed: { clean: true } }, "the close looked clean");
   // The attack worked this far: the forger's thread outlives its Worker.
@@ -345,14 +371,15 @@ Deno.test("a cell whose program makes a process keeps a spare Worker loaded: the
     const first = await cell.openSlot(a.on);
     await first.send(start(1, `export default async (sys) => await sys.tool.call("echo", {});`));
     await a.first;
-    // The caller runs in worker-1; a spare, worker-2, starts before its tool is placed.
-    await threadAppears(cell, "worker-2");
+    // The switchboard is worker-1 and the caller runs in worker-2; a spare,
+    // worker-3, starts before its tool is placed.
+    await threadAppears(cell, "worker-3");
     const second = await cell.openSlot(b.on);
     await second.send(start(2, ASKS_TIME));
     await b.first;
     await Promise.all([first.close(), second.close()]);
-    assert.equal(first.thread, "worker-1");
-    assert.equal(second.thread, "worker-2", "the second program ran in the spare");
+    assert.equal(first.thread, "worker-2");
+    assert.equal(second.thread, "worker-3", "the second program ran in the spare");
   } finally {
     cell.kill("done");
     await cell.exited;
@@ -392,12 +419,39 @@ Deno.test("a program that posts a message that is not an object costs its cell w
   const cell = await Cell.spawn({ maxWorkers: 2 });
   const a = inbox();
   const slot = await cell.openSlot(a.on);
-  await slot.send(start(1, `export default async () => { globalThis.postMessage(null); }`));
+  await slot.send(start(
+    1,
+    `${PORT_OF}export default async (sys) => { (await portOf(sys)).postMessage(null); }`,
+  ));
+  await a.first;
+  slot.send({ t: "reply", id: 1, ok: true, value: 0 });
   const end = await slot.ended;
   const exit = await cell.exited;
   assert.match(end.reason ?? "", /not a syscall/);
   assert.match(exit.reason ?? "", /not a syscall/, "the cell refused it, it did not crash on it");
   assert.equal(end.culprit, true);
+});
+
+Deno.test("a program that speaks on its Worker object instead of its port costs its cell; a neighbour is a bystander", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 2 });
+  const a = inbox(), b = inbox();
+  const speaker = await cell.openSlot(a.on);
+  const bystander = await cell.openSlot(b.on);
+  await bystander.send(start(2, ASKS_TIME));
+  await b.first;
+  await speaker.send(start(
+    1,
+    `export default async () => { globalThis.postMessage({ t: "syscall", id: 1, name: "time.now", args: {} }); }`,
+  ));
+  const end = await speaker.ended;
+  const other = await bystander.ended;
+  assert.match(end.reason ?? "", /outside its port/);
+  assert.equal(end.culprit, true);
+  assert.equal(other.culprit, false);
+  assert.ok(
+    !a.seen.some((m) => m.t === "syscall" && m.name === "time.now"),
+    "nothing it sent that way reached the host",
+  );
 });
 
 Deno.test("Workers loading beside a running program are not counted as its memory", async () => {

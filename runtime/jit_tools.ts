@@ -31,6 +31,7 @@ import type { AgentImage, ImageRegistry } from "./image.ts";
 import type { ProcessRecord, ProcessTable } from "./process_table.ts";
 import type { Store } from "./store.ts";
 import { toolEntrySource, ToolModuleError } from "./tool_module.ts";
+import type { ParkedCall } from "./waits.ts";
 
 /** What the JIT tool tables need from the kernel. */
 export interface JitToolKernel {
@@ -44,13 +45,17 @@ export interface JitToolKernel {
   readonly caps: Pick<CapabilityStore, "list">;
   /** The clock. */
   readonly now: () => number;
-  /** Spawns the child process that runs one call of a tool. */
+  /**
+   * Spawns the child process that runs one call of a tool; with `waitedBy`,
+   * the caller blocks on that call in the commit that makes the child.
+   */
   spawnChild(ppid: number, options: {
     image: string;
     input: unknown;
     capabilities: readonly string[];
     onParentExit: "kill";
     tool: { name: string; digest: string };
+    waitedBy?: ParkedCall;
   }): Promise<ProcessRecord>;
 }
 
@@ -367,12 +372,16 @@ export class ToolTables {
   /**
    * Starts a call of `name` for `caller`: a child process of the tool's
    * image with the manifest capabilities the caller itself holds. Returns
-   * the child; the caller waits for it like for any child.
+   * the child; the caller waits for it like for any child. With `call`
+   * (the caller's `tool.call`), the caller is blocked on that call in the
+   * commit that makes the child: one commit before the tool's first
+   * instruction, and a crash leaves both or neither.
    */
   async start(
     caller: ProcessRecord,
     name: string,
     args: Record<string, unknown>,
+    call?: ParkedCall,
   ): Promise<ProcessRecord> {
     const kernel = this.#kernel;
     const tool = await this.get(caller.pid, name);
@@ -422,6 +431,7 @@ export class ToolTables {
       capabilities: [...granted],
       onParentExit: "kill",
       tool: { name, digest: tool.digest },
+      ...(call ? { waitedBy: call } : {}),
     });
   }
 }

@@ -537,6 +537,19 @@ export class Kernel {
     this.#scheduler.linger(execution);
   }
 
+  /** True while `pid` is blocked and keeps its Worker on this host. */
+  isLingering(pid: number): boolean {
+    return this.#scheduler.isLingering(pid);
+  }
+
+  /**
+   * Answers in its Worker the call of a lingering process that the commit
+   * ending its wait also made `running` (see `Waits.childEnded`).
+   */
+  resumeClaimed(current: ProcessRecord, recorded: JournalRecord): void {
+    this.#scheduler.resumeClaimed(current, recorded);
+  }
+
   /**
    * Runs a `running` process again from its journal, in another cell: its
    * cell died for another program's sake. With `alone`, in a cell of its

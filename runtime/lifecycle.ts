@@ -12,7 +12,7 @@ import { type CallContext, PARKED } from "../broker/broker.ts";
 import type { Capability, CapabilitySpec } from "../broker/capability.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { putRecord } from "../broker/journal.ts";
+import { putRecord, StaleWriteError } from "../broker/journal.ts";
 import { parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
 import { copyJournalToFork } from "./checkpoints.ts";
 import type { FsProvider } from "./fs_provider.ts";
@@ -30,6 +30,7 @@ import {
 } from "./process_table.ts";
 import type { Store } from "./store.ts";
 import type { Admission } from "./scheduler.ts";
+import type { ParkedCall, Waits } from "./waits.ts";
 
 /** Largest process input, in JSON bytes (it lives in the process record). */
 export const MAX_INPUT_CHARS = 32 * 1024;
@@ -72,6 +73,12 @@ export interface ChildSpawnOptions {
   onParentExit?: "kill" | "orphan";
   /** Set for a JIT tool call: audited under the tool (and charged to the children budget). */
   tool?: { name: string; digest: string };
+  /**
+   * The parent's call that waits for the child to end (a JIT tool call):
+   * the parent is blocked on it in the commit that makes the child, so a
+   * crash leaves both or neither.
+   */
+  waitedBy?: ParkedCall;
 }
 
 /** What making and remaking processes needs from the kernel. */
@@ -93,6 +100,8 @@ export interface LifecycleKernel {
   readonly objects: Pick<ObjectMemory, "copyNamespace">;
   /** The JIT tool tables: a fork gets a copy of its parent's. */
   readonly tools: { copy(from: number, to: number): Promise<void> };
+  /** The waits: a parent that waits for its child blocks in the commit that makes it. */
+  readonly waits: Pick<Waits, "readyToBlock" | "blocking">;
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;
   /** The clock. */
@@ -153,7 +162,7 @@ export async function spawnProcess(
       {
         runnable: true,
         running: admission !== undefined,
-        setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" })), []),
+        setup: _grantsSetup(kernel, grants.map((g) => ({ ...g, grantedBy: "operator" }))),
       },
     );
   } catch (error) {
@@ -172,7 +181,6 @@ export async function spawnChild(
   options: ChildSpawnOptions,
 ): Promise<ProcessRecord> {
   _requireInputSize(options);
-  await kernel.processes.require(ppid);
   const image = await _requireImage(kernel, options.image);
   // The child (a JIT tool call too) is charged to the children budgets in its create commit.
   return await _createChild(kernel, ppid, image, options);
@@ -313,7 +321,27 @@ export function limitsOf(
   return limits;
 }
 
+/**
+ * Makes a child of `ppid`, deciding its grants on the parent's
+ * capabilities as they are now: when one changed between that read and the
+ * create commit (revoked, say), nothing was made and it decides again.
+ */
 async function _createChild(
+  kernel: LifecycleKernel,
+  ppid: number,
+  image: RegisteredImage,
+  options: ChildSpawnOptions,
+): Promise<ProcessRecord> {
+  for (;;) {
+    try {
+      return await _createChildOnce(kernel, ppid, image, options);
+    } catch (error) {
+      if (!(error instanceof StaleWriteError)) throw error;
+    }
+  }
+}
+
+async function _createChildOnce(
   kernel: LifecycleKernel,
   ppid: number,
   image: RegisteredImage,
@@ -346,6 +374,9 @@ async function _createChild(
       "Cannot spawn: a capability it would derive from was revoked",
     );
   }
+  const waitedBy = options.waitedBy;
+  if (waitedBy) await kernel.waits.readyToBlock();
+  const blocking = (pid: number) => kernel.waits.blocking(waitedBy!, { kind: "child", pid });
   // With room to run it now, the child is made `running`: its create commit is its claim.
   const admission = kernel.admit();
   let record: ProcessRecord;
@@ -384,15 +415,31 @@ async function _createChild(
         runnable: true,
         running: admission !== undefined,
         chargeParent: true,
-        setup: _grantsSetup(
-          kernel,
-          grants.map(({ spec, parent: from }) => ({
-            spec,
-            grantedBy: `pid:${ppid}`,
-            parent: from,
-          })),
-          checks,
-        ),
+        checks,
+        setup: (op, pid) => {
+          _grantsSetup(
+            kernel,
+            grants.map(({ spec, parent: from }) => ({
+              spec,
+              grantedBy: `pid:${ppid}`,
+              parent: from,
+            })),
+          )(op, pid);
+          if (waitedBy) blocking(pid).apply(op);
+        },
+        parent: waitedBy && {
+          change: (current, pid) => {
+            // A caller that is no longer running (killed, paused) makes no tool.
+            if (current.state !== "running") {
+              throw new SyscallError(
+                "EINTR",
+                `Cannot finish ${waitedBy.name}: process ${ppid} is ${current.state}`,
+              );
+            }
+            return blocking(pid).patch;
+          },
+          reason: `${waitedBy.name} waits on child`,
+        },
       },
     );
   } catch (error) {
@@ -408,10 +455,8 @@ async function _createChild(
 function _grantsSetup(
   kernel: LifecycleKernel,
   grants: readonly { spec: CapabilitySpec; grantedBy: string; parent?: Capability }[],
-  checks: Deno.AtomicCheck[],
 ): (op: Deno.AtomicOperation, pid: number) => void {
   return (op, pid) => {
-    for (const check of checks) op.check(check);
     for (const { spec, grantedBy, parent } of grants) {
       kernel.caps.prepareGrant(pid, spec, { grantedBy, parent, now: kernel.now() }).apply(op);
     }

@@ -31,6 +31,13 @@ class TestKernel implements LifecycleKernel {
   readonly now = () => NOW;
   readonly started: number[] = [];
   readonly copied: string[] = [];
+  /** No call here waits for its child: a child made for a waiting parent is a test failure. */
+  readonly waits: LifecycleKernel["waits"] = {
+    readyToBlock: () => Promise.reject(new Error("No parent waits for its child here")),
+    blocking: () => {
+      throw new Error("No parent waits for its child here");
+    },
+  };
   /** Runs while a working directory is resolved: the moment between deriving and committing. */
   onResolve: () => Promise<void> = () => Promise.resolve();
   readonly fs: Pick<FsProvider, "resolve" | "stat">;
@@ -275,6 +282,61 @@ Deno.test("a child is not made from a capability revoked while it is being made"
     });
     assert.deepEqual((await kernel.processes.list()).map((p) => p.pid), [parent.pid]);
     assert.equal((await kernel.processes.require(parent.pid)).usage.children, 0);
+  });
+});
+
+/**
+ * Runs `change` once, right after the kernel first reads capability
+ * entries to check them, and fails any commit past the 50th (a create that
+ * retries forever on a check it read once would never end otherwise).
+ */
+function betweenReadAndCommit(kernel: TestKernel, change: () => Promise<void>): void {
+  const kv = kernel.store.kv;
+  const getMany = kv.getMany.bind(kv);
+  let changed = false;
+  kv.getMany = (async (keys: Deno.KvKey[]) => {
+    const entries = await getMany(keys);
+    if (!changed && keys[0]?.[0] === "cap") {
+      changed = true;
+      await change();
+    }
+    return entries;
+  }) as typeof kv.getMany;
+  const atomic = kv.atomic.bind(kv);
+  let commits = 0;
+  kv.atomic = () => {
+    if (++commits > 50) throw new Error("The create kept retrying a stale check");
+    return atomic();
+  };
+}
+
+Deno.test("a child whose source capability changes between its check read and its commit is decided again", async () => {
+  await withKernel(async (kernel, workspace) => {
+    await kernel.images.register(image("demo", { capabilities: ["fs:read:**"] }));
+    const parent = await spawnProcess(kernel, { image: "demo@1.0.0", workspace });
+    const read = (await kernel.caps.list(parent.pid, NOW)).find((c) => c.resource === "fs")!;
+    // Rewritten as it is: a new versionstamp, the same capability.
+    betweenReadAndCommit(kernel, async () => {
+      const entry = await kernel.store.kv.get(["cap", read.id]);
+      await kernel.store.kv.set(["cap", read.id], entry.value);
+    });
+    const child = await spawnChild(kernel, parent.pid, { image: "demo@1.0.0" });
+    const grants = await kernel.caps.list(child.pid, NOW);
+    assert.ok(grants.some((c) => c.resource === "fs" && c.parent === read.id));
+  });
+});
+
+Deno.test("a child whose source capability is revoked between its check read and its commit gets nothing of it", async () => {
+  await withKernel(async (kernel, workspace) => {
+    await kernel.images.register(image("demo", { capabilities: ["fs:read:**"] }));
+    const parent = await spawnProcess(kernel, { image: "demo@1.0.0", workspace });
+    const read = (await kernel.caps.list(parent.pid, NOW)).find((c) => c.resource === "fs")!;
+    betweenReadAndCommit(kernel, () => kernel.caps.revoke(read.id).then(() => {}));
+    // Decided again on what the parent holds now: the image's fs ceiling finds nothing to derive from.
+    const child = await spawnChild(kernel, parent.pid, { image: "demo@1.0.0" });
+    const grants = await kernel.caps.list(child.pid, NOW);
+    assert.ok(!grants.some((c) => c.resource === "fs" || c.parent === read.id));
+    assert.equal((await kernel.processes.require(parent.pid)).usage.children, 1, "charged once");
   });
 });
 

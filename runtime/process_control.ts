@@ -50,7 +50,7 @@ export interface ProcessControlHost {
   /** The capability store, whose cache of an ended process is dropped. */
   readonly caps: Pick<CapabilityStore, "invalidate">;
   /** The parked calls: completed for a waiting parent or an interrupt, rechecked on recovery. */
-  readonly waits: Pick<Waits, "complete" | "start" | "recheck">;
+  readonly waits: Pick<Waits, "complete" | "childEnded" | "start" | "recheck">;
   /** The scheduler, whose executions stop when their process ends or pauses. */
   readonly scheduler: Pick<
     Scheduler<ScheduledExecution>,
@@ -86,10 +86,24 @@ export class ProcessControl {
       patch.error = { ...outcome.error, message: _clipReason(outcome.error.message) };
     }
     const reason = outcome.reason ?? outcome.error?.message;
+    let ended: ProcessRecord | undefined;
+    let woken: (() => void) | undefined;
     try {
-      await processes.transition(pid, state, {
-        patch,
+      ended = await processes.update(pid, () => ({ ...patch, state }), {
         reason: reason === undefined ? undefined : _clipReason(reason),
+        // A parent waiting for it (`proc.wait`, `tool.call`) is answered and
+        // made runnable in the commit that ends it.
+        prepare: async () => {
+          const end = { ...current, ...patch };
+          const waiters = await this.#host.waits.childEnded(pid, {
+            pid,
+            state,
+            result: end.result,
+            error: end.error,
+          });
+          woken = waiters.woken;
+          return { apply: waiters.apply, linked: waiters.linked };
+        },
       });
     } catch (error) {
       if (error instanceof SyscallError) {
@@ -109,13 +123,17 @@ export class ProcessControl {
     }
     scheduler.executionOf(pid)?.stop(`The process ${state}`);
     this.#host.caps.invalidate(pid);
-    const ended = await processes.require(pid);
-    for await (const waiter of this.#host.store.kv.list({ prefix: ["wait_child", pid] })) {
-      const [, , parent, seq] = waiter.key as [string, number, number, number];
-      await this.#host.waits.complete(parent, seq, {
-        ok: true,
-        value: { pid, state: ended.state, result: ended.result, error: ended.error },
-      });
+    if (ended) woken?.();
+    else {
+      // Ended otherwise: its waiters are answered from its record as stored.
+      const record = await processes.require(pid);
+      for await (const waiter of this.#host.store.kv.list({ prefix: ["wait_child", pid] })) {
+        const [, , parent, seq] = waiter.key as [string, number, number, number];
+        await this.#host.waits.complete(parent, seq, {
+          ok: true,
+          value: { pid, state: record.state, result: record.result, error: record.error },
+        });
+      }
     }
     for (const child of await processes.children(pid)) {
       const record = await processes.get(child);

@@ -49,6 +49,14 @@ class TestHost implements ProcessControlHost {
       this.completed.push({ pid, seq, outcome });
       return Promise.resolve(true);
     },
+    // Each wait on the child's end recorded as completed with its value, nothing else committed.
+    childEnded: async (child: number, value: unknown) => {
+      for await (const { key } of this.store.kv.list({ prefix: ["wait_child", child] })) {
+        const [, , pid, seq] = key as [string, number, number, number];
+        this.completed.push({ pid, seq, outcome: { ok: true, value } });
+      }
+      return { apply: () => {}, linked: [], woken: () => {} };
+    },
     start: () => void (this.waitsStarted = true),
     recheck: (pid: number, seq: number, wait: WaitSpec) => {
       this.rechecked.push({ pid, seq, wait });

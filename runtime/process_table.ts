@@ -9,6 +9,7 @@
 
 import { CommitFootprint, KV_COMMIT_LIMITS } from "../broker/commit_footprint.ts";
 import { SyscallError } from "../broker/errors.ts";
+import { StaleWriteError } from "../broker/journal.ts";
 import type { PolicyRule } from "../broker/policy.ts";
 import type { AbiProcessState } from "../broker/abi.ts";
 import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
@@ -217,14 +218,17 @@ interface _Plan<T> {
 interface _Change<T> {
   /** The process whose record it reads; undefined for a new process. */
   pid?: number;
+  /** Other processes whose records it reads and may change in the same commit. */
+  also?: readonly number[];
   /**
-   * Works out the change from the record read (undefined when `pid` is)
-   * and the first seq and pid free for it. Throws, touching nothing, when
-   * the change cannot be made.
+   * Works out the change from the record read (undefined when `pid` is),
+   * those of `also` by pid, and the first seq and pid free for it. Throws,
+   * touching nothing, when the change cannot be made.
    */
   plan(
     current: Deno.KvEntryMaybe<ProcessRecord> | undefined,
     next: { seq: number; pid: number },
+    others: ReadonlyMap<number, Deno.KvEntryMaybe<ProcessRecord>>,
   ): _Plan<T>;
 }
 
@@ -278,6 +282,80 @@ function _chargeChain(
 }
 
 /**
+ * A change of another process's record that commits with a change of one
+ * process (see {@link ProcessTable.update}): both records are read in the
+ * commit's turn and checked by it, so both are written or neither. A
+ * process with no record is left out.
+ */
+export interface LinkedChange {
+  /** The other process. */
+  pid: number;
+  /** The change of its record, from the record as read (`{}` leaves it as it is). */
+  change: (record: ProcessRecord) => Partial<ProcessRecord>;
+  /** Why its state changes, recorded with the transition. */
+  reason?: string;
+  /**
+   * A further change of the record as `change` leaves it, with a transition
+   * of its own (a process made runnable, then claimed as `running`).
+   */
+  then?: (record: ProcessRecord) => Partial<ProcessRecord>;
+  /** Called once committed, with its record as written. */
+  committed?: (record: ProcessRecord) => void;
+}
+
+/**
+ * What a `prepare` of {@link ProcessTable.update} adds to the change's
+ * commit: mutations (and checks), or those and changes of other processes.
+ */
+export type PreparedUpdate =
+  | ((op: Deno.AtomicOperation) => void)
+  | { apply?: (op: Deno.AtomicOperation) => void; linked?: readonly LinkedChange[] };
+
+/** A record as a patch leaves it, with the transition event a change of state records. */
+interface _Changed {
+  record: ProcessRecord;
+  event?: ProcessEvent;
+}
+
+/**
+ * Applies `patch` to `current`: a change of state must be a legal
+ * transition (`EINVAL` otherwise), and records event `seq` with `reason`.
+ */
+function _changed(
+  current: ProcessRecord,
+  patch: Partial<ProcessRecord>,
+  reason: string | undefined,
+  now: number,
+  seq: number,
+): _Changed {
+  const record: ProcessRecord = { ...current, ...patch };
+  if (patch.state === undefined || patch.state === current.state) return { record };
+  if (!TRANSITIONS[current.state].includes(patch.state)) {
+    throw new SyscallError(
+      "EINVAL",
+      `Cannot move process ${current.pid} from ${current.state} to ${patch.state}`,
+    );
+  }
+  if (patch.state !== "blocked" && patch.state !== "paused") {
+    delete record.waitingOn;
+    delete record.waitSeq;
+  }
+  if (END_STATES.has(patch.state)) record.endedAt = now;
+  return {
+    record,
+    event: {
+      seq,
+      at: now,
+      pid: current.pid,
+      kind: "transition",
+      from: current.state,
+      to: patch.state,
+      reason,
+    },
+  };
+}
+
+/**
  * The process table.
  *
  * @example
@@ -328,7 +406,13 @@ export class ProcessTable {
    * against each of their records as read (`EBUDGET`, and nothing made, when
    * one has none left): no crash leaves a child uncharged or a charge
    * without its child, and creations side by side cannot together exceed a
-   * budget.
+   * budget. `options.checks` are entries the caller read and decided on
+   * (the capabilities a child's grants derive from): they commit as checks,
+   * and when one of them has changed since, `create` throws
+   * `StaleWriteError`, having made nothing, so the caller decides again on
+   * what is there now. With `options.parent` (and `chargeParent`), the parent's record
+   * changes in that same commit too (it blocks until the child ends, say),
+   * its transition recorded after the child's.
    */
   async create(
     init: NewProcess,
@@ -338,8 +422,16 @@ export class ProcessTable {
       running?: boolean;
       chargeParent?: boolean;
       setup?: (op: Deno.AtomicOperation, pid: number) => void;
+      checks?: readonly Deno.AtomicCheck[];
+      parent?: {
+        change: (parent: ProcessRecord, pid: number) => Partial<ProcessRecord>;
+        reason?: string;
+      };
     } = {},
   ): Promise<ProcessRecord> {
+    if (options.parent && !(options.chargeParent && init.ppid !== null)) {
+      throw new RangeError("Cannot change the parent of a new process without charging it");
+    }
     for (;;) {
       const charged = options.chargeParent && init.ppid !== null
         ? await this.#reservation(init.ppid, "children", { least: 1 })
@@ -370,11 +462,31 @@ export class ProcessTable {
             from: i === 0 ? null : states[i - 1],
             to,
           }));
+          // The parent, charged, as the same commit leaves it.
+          let parent: _Changed | undefined;
+          if (options.parent && charged) {
+            const [{ value: read }] = charged.chain;
+            const usage = { ...read.usage, children: read.usage.children + charged.amount };
+            const before = { ...read, usage };
+            parent = _changed(
+              before,
+              options.parent.change(before, pid),
+              options.parent.reason,
+              now,
+              seq + events.length,
+            );
+          }
           return {
-            seqs: events.length,
+            seqs: events.length + (parent?.event ? 1 : 0),
             pids: 1,
             apply: (op) => {
-              if (charged) _chargeChain(op, charged.chain, "children", charged.amount);
+              if (charged) {
+                const [first, ...ancestors] = charged.chain;
+                if (parent) op.check(first).set(["proc", parent.record.pid], parent.record);
+                _chargeChain(op, parent ? ancestors : charged.chain, "children", charged.amount);
+              }
+              if (parent?.event) op.set(["event", parent.event.seq], parent.event);
+              for (const check of options.checks ?? []) op.check(check);
               op.set(["proc", pid], record);
               for (const event of events) op.set(["event", event.seq], event);
               if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
@@ -382,6 +494,7 @@ export class ProcessTable {
             },
             committed: () => {
               for (const event of events) this.#notify(record, event, false);
+              if (parent?.event) this.#notify(parent.record, parent.event, false);
               return record;
             },
           };
@@ -389,7 +502,20 @@ export class ProcessTable {
       });
       if (charged) this.#forgetCharged(charged.chain);
       if (created) return created;
+      if (options.checks?.length && await this.#anyChanged(options.checks)) {
+        throw new StaleWriteError();
+      }
     }
+  }
+
+  /** True when an entry of `checks` is not as it was read. */
+  async #anyChanged(checks: readonly Deno.AtomicCheck[]): Promise<boolean> {
+    for (let i = 0; i < checks.length; i += 10) {
+      const batch = checks.slice(i, i + 10);
+      const now = await this.#kv.getMany(batch.map((c) => c.key));
+      if (now.some((entry, j) => entry.versionstamp !== batch[j].versionstamp)) return true;
+    }
+    return false;
   }
 
   /** The process with `pid`, or undefined. */
@@ -409,7 +535,9 @@ export class ProcessTable {
    * race). A change that sets `state` must be a legal transition; it records
    * an event with `reason`. `prepare`, when given, is called on every
    * attempt and returns mutations (and checks) that must commit with the
-   * change, or `null` to give up: then `update` resolves with undefined.
+   * change, and changes of other processes' records that commit with it
+   * (see {@link LinkedChange}), or `null` to give up: then `update` resolves
+   * with undefined.
    */
   async update(
     pid: number,
@@ -417,7 +545,7 @@ export class ProcessTable {
     options: {
       reason?: string;
       now?: number;
-      prepare?: () => Promise<((op: Deno.AtomicOperation) => void) | null>;
+      prepare?: () => Promise<PreparedUpdate | null>;
     } = {},
   ): Promise<ProcessRecord> {
     return (await this.#update(pid, change, options))!;
@@ -429,7 +557,7 @@ export class ProcessTable {
     change: (record: ProcessRecord) => Partial<ProcessRecord>,
     options: {
       reason?: string;
-      prepare: () => Promise<((op: Deno.AtomicOperation) => void) | null>;
+      prepare: () => Promise<PreparedUpdate | null>;
     },
   ): Promise<ProcessRecord | undefined> {
     return this.#update(pid, change, options);
@@ -441,56 +569,70 @@ export class ProcessTable {
     options: {
       reason?: string;
       now?: number;
-      prepare?: () => Promise<((op: Deno.AtomicOperation) => void) | null>;
+      prepare?: () => Promise<PreparedUpdate | null>;
     },
   ): Promise<ProcessRecord | undefined> {
     for (;;) {
-      const extra = options.prepare ? await options.prepare() : undefined;
-      if (extra === null) return undefined;
+      const prepared = options.prepare ? await options.prepare() : undefined;
+      if (prepared === null) return undefined;
+      const extra = typeof prepared === "function" ? prepared : prepared?.apply;
+      const linked = typeof prepared === "object" ? prepared.linked ?? [] : [];
       const updated = await this.#commit<ProcessRecord>({
         pid,
-        plan: (procEntry, next) => {
+        also: linked.map((l) => l.pid),
+        plan: (procEntry, next, others) => {
           const current = procEntry?.value;
           if (!current) {
             throw new SyscallError("ENOENT", `Cannot find process ${pid}`);
           }
-          const patch = change(current);
-          const record: ProcessRecord = { ...current, ...patch };
           const now = options.now ?? Date.now();
-          let event: ProcessEvent | undefined;
-          if (patch.state !== undefined && patch.state !== current.state) {
-            if (!TRANSITIONS[current.state].includes(patch.state)) {
-              throw new SyscallError(
-                "EINVAL",
-                `Cannot move process ${pid} from ${current.state} to ${patch.state}`,
+          const own = _changed(current, change(current), options.reason, now, next.seq);
+          let seq = next.seq + (own.event ? 1 : 0);
+          const also: {
+            entry: Deno.KvEntry<ProcessRecord>;
+            record: ProcessRecord;
+            events: ProcessEvent[];
+            link: LinkedChange;
+          }[] = [];
+          for (const link of linked) {
+            const entry = others.get(link.pid);
+            if (!entry?.value) continue;
+            const first = _changed(entry.value, link.change(entry.value), link.reason, now, seq);
+            const events = first.event ? [first.event] : [];
+            let record = first.record;
+            if (link.then) {
+              const second = _changed(
+                record,
+                link.then(record),
+                link.reason,
+                now,
+                seq + events.length,
               );
+              if (second.event) events.push(second.event);
+              record = second.record;
             }
-            if (patch.state !== "blocked" && patch.state !== "paused") {
-              delete record.waitingOn;
-              delete record.waitSeq;
-            }
-            if (END_STATES.has(patch.state)) record.endedAt = now;
-            event = {
-              seq: next.seq,
-              at: now,
-              pid,
-              kind: "transition",
-              from: current.state,
-              to: patch.state,
-              reason: options.reason,
-            };
+            seq += events.length;
+            also.push({ entry: entry as Deno.KvEntry<ProcessRecord>, record, events, link });
           }
           return {
-            seqs: event ? 1 : 0,
+            seqs: seq - next.seq,
             pids: 0,
             apply: (op) => {
-              op.check(procEntry).set(["proc", pid], record);
-              if (event) op.set(["event", event.seq], event);
+              op.check(procEntry).set(["proc", pid], own.record);
+              if (own.event) op.set(["event", own.event.seq], own.event);
+              for (const { entry, record, events } of also) {
+                op.check(entry).set(["proc", record.pid], record);
+                for (const event of events) op.set(["event", event.seq], event);
+              }
               extra?.(op);
             },
             committed: () => {
-              if (event) this.#notify(record, event, false);
-              return record;
+              if (own.event) this.#notify(own.record, own.event, false);
+              for (const { record, events, link } of also) {
+                for (const event of events) this.#notify(record, event, false);
+                link.committed?.(record);
+              }
+              return own.record;
             },
           };
         },
@@ -580,9 +722,10 @@ export class ProcessTable {
     const pids = new Set<number>();
     let count = 0;
     for (; count < this.#queue.length && count < TURN_BATCH; count++) {
-      const pid = this.#queue[count].change.pid;
-      if (pid !== undefined && pids.has(pid)) break;
-      if (pid !== undefined) pids.add(pid);
+      const { change } = this.#queue[count];
+      const own = [...(change.pid === undefined ? [] : [change.pid]), ...(change.also ?? [])];
+      if (count > 0 && own.some((pid) => pids.has(pid))) break;
+      for (const pid of own) pids.add(pid);
     }
     return this.#queue.splice(0, count);
   }
@@ -595,7 +738,10 @@ export class ProcessTable {
     const planned: { waiter: _Waiter; plan: _Plan<unknown> }[] = [];
     try {
       const keys: Deno.KvKey[] = [PID_KEY, EVENT_KEY];
-      for (const { change } of turn) if (change.pid !== undefined) keys.push(["proc", change.pid]);
+      for (const { change } of turn) {
+        if (change.pid !== undefined) keys.push(["proc", change.pid]);
+        for (const pid of change.also ?? []) keys.push(["proc", pid]);
+      }
       const entries = (await Promise.all(
         Array.from(
           { length: Math.ceil(keys.length / KV_GET_MANY) },
@@ -618,7 +764,7 @@ export class ProcessTable {
         const own = new CommitFootprint();
         try {
           const current = change.pid === undefined ? undefined : records.get(change.pid);
-          plan = change.plan(current, { seq: seq + 1, pid: pid + 1 });
+          plan = change.plan(current, { seq: seq + 1, pid: pid + 1 }, records);
           plan.apply(own);
         } catch (error) {
           waiter.reject(error);

@@ -407,29 +407,76 @@ export class Scheduler<E extends ScheduledExecution> {
 
   /** A lingering process gives its Worker up: it parks, and replays when woken. */
   #park(pid: number): void {
-    const entry = this.#lingering.get(pid);
-    if (!entry) return;
-    clearTimeout(entry.timer);
-    this.#lingering.delete(pid);
-    entry.execution.stop("The process is waiting");
+    this.#unlinger(pid)?.execution.stop("The process is waiting");
   }
 
   /** Answers a lingering process's call in its own Worker, or replays it when that cannot be done. */
   #wake(pid: number): void {
-    const entry = this.#lingering.get(pid)!;
-    clearTimeout(entry.timer);
-    this.#lingering.delete(pid);
-    const { execution } = entry;
+    const { execution } = this.#unlinger(pid)!;
     const processes = this.#host.processes;
-    const woken = (async () => {
+    this.#answer(pid, execution, async () => {
       let claimed = false;
       const current = await processes.update(pid, (p) => {
         claimed = p.state === "runnable";
         return claimed ? { state: "running" } : {};
       });
-      if (!claimed) return execution.stop("The process is waiting");
+      if (!claimed) return undefined;
       const seq = execution.waitingSeq;
       const recorded = seq === undefined ? undefined : await this.#host.waitRecord(pid, seq);
+      return { current, recorded };
+    });
+  }
+
+  /**
+   * Answers in place the call of a lingering process that the commit ending
+   * its wait also made `running` (see {@link isLingering}): `current` is its
+   * record as committed, `recorded` the call's finished journal record. When
+   * it stopped lingering meanwhile (its grace ran out), it is put back as
+   * runnable and replays.
+   */
+  resumeClaimed(current: ProcessRecord, recorded: JournalRecord): void {
+    const pid = current.pid;
+    const entry = this.#lingering.get(pid);
+    const processes = this.#host.processes;
+    if (entry?.execution.waitingSeq === recorded.seq) {
+      this.#unlinger(pid);
+      return this.#answer(pid, entry.execution, () => Promise.resolve({ current, recorded }));
+    }
+    const requeued = (async () => {
+      await processes.update(pid, (p) => p.state === "running" ? { state: "runnable" } : {});
+      this.start(pid);
+    })().catch((error) =>
+      this.#host.finish(pid, "failed", { error: { message: (error as Error).message } })
+        .catch(() => {})
+    );
+    this.#runs.add(requeued);
+    requeued.finally(() => this.#runs.delete(requeued));
+  }
+
+  /** Takes `pid` off the lingering list, its timer cleared. */
+  #unlinger(pid: number): { execution: E } | undefined {
+    const entry = this.#lingering.get(pid);
+    if (!entry) return undefined;
+    clearTimeout(entry.timer);
+    this.#lingering.delete(pid);
+    return entry;
+  }
+
+  /**
+   * Answers the blocked call of `execution` in place once `claim` made its
+   * process `running` (undefined: it was not, and the Worker is given up);
+   * when the record holds no reply, the process replays in a new run.
+   */
+  #answer(
+    pid: number,
+    execution: E,
+    claim: () => Promise<{ current: ProcessRecord; recorded?: JournalRecord } | undefined>,
+  ): void {
+    const processes = this.#host.processes;
+    const woken = (async () => {
+      const claimed = await claim();
+      if (!claimed) return execution.stop("The process is waiting");
+      const { current, recorded } = claimed;
       if (recorded && await execution.wake(recorded, current)) return;
       // It could not be answered in place: it replays in a new run.
       execution.stop("The process is waiting");

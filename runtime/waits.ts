@@ -27,6 +27,7 @@ import {
 } from "../broker/journal.ts";
 import {
   END_STATES,
+  type LinkedChange,
   type ProcessRecord,
   type ProcessTable,
   type WaitingOn,
@@ -61,6 +62,13 @@ export interface WaitsKernel {
   readonly closed: boolean;
   /** Runs a process that a completed wait made runnable. */
   start(pid: number): void;
+  /** True while `pid` is blocked and keeps its Worker on this host (see `Scheduler.linger`). */
+  isLingering(pid: number): boolean;
+  /**
+   * Answers in its Worker the call of a lingering process that the commit
+   * ending its wait also made `running`, with the call's finished record.
+   */
+  resumeClaimed(current: ProcessRecord, recorded: JournalRecord): void;
 }
 
 /** How a wait ends. */
@@ -69,6 +77,18 @@ export type WaitOutcome =
   | { ok: false; error: { code: ErrorCode; message: string } }
   /** Run the call again (an approval arrived): the wait record is removed. */
   | { retry: true };
+
+/** How a process blocked on the call at `seq` wakes: runnable, or runnable once resumed. */
+function _wakePatch(current: ProcessRecord, seq: number): Partial<ProcessRecord> {
+  if (current.state === "blocked" && current.waitSeq === seq) return { state: "runnable" };
+  if (current.state === "paused" && current.waitSeq === seq) return { pausedFrom: "runnable" };
+  return {};
+}
+
+/** The reason a wake-up with `outcome` records. */
+function _wakeReason(outcome: WaitOutcome): string {
+  return "ok" in outcome && !outcome.ok ? outcome.error.message : "its wait ended";
+}
 
 /** The call being parked, as the broker knows it. */
 export interface ParkedCall {
@@ -137,6 +157,44 @@ export class Waits {
     wait: WaitSpec,
     options: { extra?: (op: Deno.AtomicOperation) => void } = {},
   ): Promise<typeof PARKED> {
+    await this.readyToBlock();
+    const block = this.blocking(call, wait);
+    await this.#kernel.processes.update(call.pid, () => block.patch, {
+      reason: block.reason,
+      prepare: () =>
+        Promise.resolve((op: Deno.AtomicOperation) => {
+          block.apply(op);
+          options.extra?.(op);
+        }),
+    });
+    const deadline = deadlineOf(wait);
+    if (deadline !== undefined) this.#schedule(deadline);
+    await this.recheck(call.pid, call.seq, wait);
+    return PARKED;
+  }
+
+  /**
+   * Gets ready to block a process in a commit: the records of its calls
+   * before the one that blocks are made durable first, so the journal a
+   * blocked process replays has no gap before its wait.
+   */
+  async readyToBlock(): Promise<void> {
+    await this.#kernel.journal.flush();
+  }
+
+  /**
+   * What blocks `call` on `wait`, for a commit (after {@link readyToBlock}):
+   * the patch of the process row (`blocked` on the call) and the mutations
+   * that write the call's `wait` record and its wake-up indexes. {@link park}
+   * commits them alone; a JIT tool call commits them with the process it
+   * starts, whose end is the only thing that wakes it (it has no deadline,
+   * so no timer to schedule).
+   */
+  blocking(call: ParkedCall, wait: WaitSpec): {
+    patch: Partial<ProcessRecord>;
+    reason: string;
+    apply: (op: Deno.AtomicOperation) => void;
+  } {
     const record: JournalRecord = {
       pid: call.pid,
       seq: call.seq,
@@ -147,24 +205,14 @@ export class Waits {
       at: this.#kernel.now(),
       wait,
     };
-    await this.#kernel.journal.flush();
-    await this.#kernel.processes.update(call.pid, () => ({
-      state: "blocked",
-      waitingOn: KIND[wait.kind],
-      waitSeq: call.seq,
-    }), {
+    return {
+      patch: { state: "blocked", waitingOn: KIND[wait.kind], waitSeq: call.seq },
       reason: `${call.name} waits on ${wait.kind}`,
-      prepare: () =>
-        Promise.resolve((op: Deno.AtomicOperation) => {
-          putRecord(op, record);
-          for (const key of indexKeys(call.pid, call.seq, wait)) op.set(key, true);
-          options.extra?.(op);
-        }),
-    });
-    const deadline = deadlineOf(wait);
-    if (deadline !== undefined) this.#schedule(deadline);
-    await this.recheck(call.pid, call.seq, wait);
-    return PARKED;
+      apply: (op) => {
+        putRecord(op, record);
+        for (const key of indexKeys(call.pid, call.seq, wait)) op.set(key, true);
+      },
+    };
   }
 
   /**
@@ -187,16 +235,10 @@ export class Waits {
     const kv = this.#kernel.store.kv;
     let completed = false;
     const record = await this.#kernel.processes.updateIf(pid, (current) => {
-      const also = options.change?.(current) ?? {};
-      if (current.state === "blocked" && current.waitSeq === seq) {
-        return { ...also, state: "runnable" };
-      }
-      if (current.state === "paused" && current.waitSeq === seq) {
-        return { ...also, pausedFrom: "runnable" };
-      }
-      return {};
+      const wake = _wakePatch(current, seq);
+      return Object.keys(wake).length ? { ...options.change?.(current), ...wake } : {};
     }, {
-      reason: "ok" in outcome && !outcome.ok ? outcome.error.message : "its wait ended",
+      reason: _wakeReason(outcome),
       prepare: async () => {
         const entry = await kv.get<JournalRecord>(["journal", pid, seq]);
         const wait = entry.value;
@@ -209,20 +251,7 @@ export class Waits {
         return (op) => {
           op.check(entry);
           if (options.check) op.check(options.check);
-          for (const index of indexKeys(pid, seq, wait.wait!)) op.delete(index);
-          if ("retry" in outcome) deleteRecord(op, pid, seq);
-          else {
-            const done: JournalRecord = {
-              ...wait,
-              phase: "done",
-              at: this.#kernel.now(),
-              ok: outcome.ok,
-            };
-            delete done.wait;
-            if (outcome.ok) done.value = outcome.value ?? null;
-            else done.error = outcome.error;
-            putRecord(op, done);
-          }
+          this.#ending(op, wait, outcome);
           options.extra?.(op);
         };
       },
@@ -230,6 +259,93 @@ export class Waits {
     if (!record || !completed) return false;
     if (record.state === "runnable") this.#kernel.start(pid);
     return true;
+  }
+
+  /**
+   * What ends every wait on the end of process `child` (a parent in
+   * `proc.wait` or `tool.call`), for the commit that ends it: the waits'
+   * results replace their records and the waiting processes become
+   * runnable, in that same commit, so the child's end and its waiters'
+   * wake-ups are stored together or not at all. A waiter that keeps its
+   * Worker on this host is made `running` in that commit too, its claim:
+   * `woken` answers it in its Worker, and starts the others made runnable.
+   */
+  async childEnded(child: number, value: unknown): Promise<{
+    apply: (op: Deno.AtomicOperation) => void;
+    linked: LinkedChange[];
+    woken: () => void;
+  }> {
+    const kv = this.#kernel.store.kv;
+    const calls: [number, number][] = [];
+    for await (const entry of kv.list({ prefix: ["wait_child", child] })) {
+      const [, , pid, seq] = entry.key as [string, number, number, number];
+      calls.push([pid, seq]);
+    }
+    const entries: Deno.KvEntryMaybe<JournalRecord>[] = [];
+    for (let i = 0; i < calls.length; i += 10) {
+      entries.push(
+        ...await kv.getMany<JournalRecord[]>(
+          calls.slice(i, i + 10).map(([pid, seq]) => ["journal", pid, seq]),
+        ),
+      );
+    }
+    const outcome: WaitOutcome = { ok: true, value };
+    const waiting = entries.filter((entry): entry is Deno.KvEntry<JournalRecord> =>
+      entry.value?.phase === "wait" && entry.value.wait !== undefined
+    );
+    const done = new Map<number, JournalRecord>();
+    const runnable: number[] = [];
+    const claimed: ProcessRecord[] = [];
+    return {
+      apply: (op) => {
+        for (const entry of waiting) {
+          op.check(entry);
+          done.set(entry.value.pid, this.#ending(op, entry.value, outcome));
+        }
+      },
+      linked: waiting.map(({ value: wait }) => ({
+        pid: wait.pid,
+        change: (current) => _wakePatch(current, wait.seq),
+        reason: _wakeReason(outcome),
+        then: this.#kernel.isLingering(wait.pid)
+          ? (record) => record.state === "runnable" ? { state: "running" } : {}
+          : undefined,
+        committed: (record) => {
+          if (record.state === "runnable") runnable.push(record.pid);
+          if (record.state === "running") claimed.push(record);
+        },
+      })),
+      woken: () => {
+        for (const record of claimed.splice(0)) {
+          const recorded = done.get(record.pid);
+          if (recorded) this.#kernel.resumeClaimed(record, recorded);
+        }
+        for (const pid of runnable.splice(0)) this.#kernel.start(pid);
+      },
+    };
+  }
+
+  /**
+   * Adds to `op` what ends the wait recorded as `wait` with `outcome`;
+   * returns the finished record (the wait's own, removed, for a retry).
+   */
+  #ending(op: Deno.AtomicOperation, wait: JournalRecord, outcome: WaitOutcome): JournalRecord {
+    for (const index of indexKeys(wait.pid, wait.seq, wait.wait!)) op.delete(index);
+    if ("retry" in outcome) {
+      deleteRecord(op, wait.pid, wait.seq);
+      return wait;
+    }
+    const done: JournalRecord = {
+      ...wait,
+      phase: "done",
+      at: this.#kernel.now(),
+      ok: outcome.ok,
+    };
+    delete done.wait;
+    if (outcome.ok) done.value = outcome.value ?? null;
+    else done.error = outcome.error;
+    putRecord(op, done);
+    return done;
   }
 
   /**

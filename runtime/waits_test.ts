@@ -45,6 +45,19 @@ class WaitsHost implements WaitsKernel {
   start(pid: number): void {
     this.started.push(pid);
   }
+
+  /** Pids that keep their Worker here. */
+  readonly lingering = new Set<number>();
+  /** Lingering processes answered in place, with their call's record. */
+  readonly resumed: { pid: number; state: string; seq: number }[] = [];
+
+  isLingering(pid: number): boolean {
+    return this.lingering.has(pid);
+  }
+
+  resumeClaimed(current: ProcessRecord, recorded: JournalRecord): void {
+    this.resumed.push({ pid: current.pid, state: current.state, seq: recorded.seq });
+  }
 }
 
 async function withWaits(

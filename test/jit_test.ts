@@ -609,3 +609,58 @@ Deno.test("a JIT tool call's child is charged to its caller in the commit that m
     assert.equal((await h.kernel.processes.require(end.pid)).usage.children, 3);
   });
 });
+
+Deno.test("a JIT tool call commits twice: its tool made with its caller blocked, then its end with its caller woken", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
+    const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
+    let end;
+    try {
+      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls: 2 } });
+    } finally {
+      watch.stop();
+    }
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    const pid = end.pid;
+    const calls: number[] = [];
+    for await (const e of h.kernel.store.kv.list<{ name: string }>({ prefix: ["journal", pid] })) {
+      if (e.value.name === "tool.call") calls.push(e.key[2] as number);
+    }
+    const tools = await h.kernel.processes.children(pid);
+    assert.equal(calls.length, 2);
+    assert.equal(tools.length, 2);
+    const id = (key: Deno.KvKey) => JSON.stringify(key);
+    const writes = (commit: { keys: Deno.KvKey[] }, key: Deno.KvKey) =>
+      commit.keys.some((k) => id(k) === id(key));
+    const touching = (key: Deno.KvKey) =>
+      watch.commits.flatMap((commit, at) => writes(commit, key) ? [at] : []);
+    const caller = ["proc", pid];
+    const spans: [number, number][] = [];
+    for (const [i, seq] of calls.entries()) {
+      const tool = tools[i];
+      const keys = {
+        call: ["journal", pid, seq],
+        index: ["wait_child", tool, pid, seq],
+        tool: ["proc", tool],
+      };
+      // The call's record is written twice (its wait, then its result): no intent goes first.
+      const [made, ended, ...more] = touching(keys.call);
+      assert.deepEqual(more, [], `tool.call ${seq} was committed more than twice`);
+      // 1. The tool's process, running, with its caller blocked on it: one commit.
+      for (const key of [keys.index, keys.tool, caller, ["proc_child", pid, tool]]) {
+        assert.ok(writes(watch.commits[made], key), `the first commit lacks ${id(key)}`);
+      }
+      // 2. Its end, with its caller's result and wake-up: one commit.
+      for (const key of [keys.index, keys.tool, caller]) {
+        assert.ok(writes(watch.commits[ended], key), `the second commit lacks ${id(key)}`);
+      }
+      // The tool's record is written by those two commits only.
+      assert.deepEqual(touching(keys.tool), [made, ended]);
+      spans.push([made, ended]);
+    }
+    // Between the first call's end and the second call's start, nothing
+    // else wrote the caller's record: it was woken (and claimed) in place.
+    const between = touching(caller).filter((at) => at > spans[0][1] && at < spans[1][0]);
+    assert.deepEqual(between, []);
+  }, { waitGraceMs: 60_000 });
+});

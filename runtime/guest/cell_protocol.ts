@@ -1,5 +1,5 @@
 /**
- * The messages between the host, a cell subprocess and the Worker in it.
+ * The messages between the host, a cell subprocess and the Workers in it.
  * Host and cell speak NDJSON over the cell's stdin and stdout; every line
  * the cell writes starts with the per-cell token the host sent first, so
  * output a program writes to stdout can never pass for a protocol message.
@@ -101,6 +101,37 @@ export type WorkerToCell =
 export interface WorkerControl {
   t: "loaded" | "closing";
 }
+
+/**
+ * Cell main thread → a program Worker, its first message: the port it
+ * speaks on from then on (transferred with the message). The other end is
+ * the switchboard's, so what arrives on it comes from that Worker alone.
+ */
+export interface WorkerPort {
+  t: "port";
+}
+
+/**
+ * Switchboard → the cell's main thread (the maker), which alone makes and
+ * ends Workers: `make` one more program Worker; `end` Worker `id`; `halt`
+ * every program Worker now (the cell is crashing); `exit` the process.
+ */
+export type SwitchboardToMaker =
+  | { t: "make" }
+  | { t: "end"; id: number }
+  | { t: "halt" }
+  | { t: "exit"; code: number };
+
+/**
+ * Maker → switchboard: Worker `id` was made, its port's other end
+ * transferred with the message (Deno names its OS thread `worker-<id>`);
+ * Worker `id` failed with an uncaught `error`; or it sent a `stray`
+ * message on its Worker object instead of its port.
+ */
+export type MakerToSwitchboard =
+  | { t: "made"; id: number }
+  | { t: "error"; id: number; message: string }
+  | { t: "stray"; id: number };
 
 /** Cell → host. */
 export type CellToHost =

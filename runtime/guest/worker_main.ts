@@ -15,12 +15,11 @@
 
 import { createChannel, createSys, SysError } from "./libc.ts";
 import { runAgent } from "./agent.ts";
-import type { CellToWorker, WorkerControl, WorkerToCell } from "./cell_protocol.ts";
+import type { CellToWorker, WorkerControl, WorkerPort, WorkerToCell } from "./cell_protocol.ts";
 import { determinize, type ReplayClock } from "./determinism.ts";
 
 declare const self: {
-  postMessage(message: WorkerToCell | WorkerControl): void;
-  onmessage: ((event: MessageEvent<CellToWorker>) => void) | null;
+  onmessage: ((event: MessageEvent<WorkerPort>) => void) | null;
   close(): void;
 };
 
@@ -79,7 +78,10 @@ function lockDown(): void {
 
 let clock: ReplayClock | undefined;
 
-const channel = createChannel((message) => self.postMessage(message));
+/** The port to the cell's switchboard: every message of this Worker goes on it. */
+let port: MessagePort | undefined;
+const post = (message: WorkerToCell | WorkerControl) => port!.postMessage(message);
+const channel = createChannel(post);
 const sys = createSys(channel.call);
 
 async function start(message: Extract<CellToWorker, { t: "start" }>) {
@@ -99,7 +101,7 @@ async function start(message: Extract<CellToWorker, { t: "start" }>) {
     }
     await sys.proc.exit(result === undefined ? null : result);
   } catch (error) {
-    self.postMessage({
+    post({
       t: "fail",
       code: error instanceof SysError ? error.code : undefined,
       message: error instanceof Error ? error.message : String(error),
@@ -107,9 +109,7 @@ async function start(message: Extract<CellToWorker, { t: "start" }>) {
   }
 }
 
-lockDown();
-self.onmessage = (event) => {
-  const message = event.data;
+function receive(message: CellToWorker): void {
   if (message.t === "start") {
     start(message);
   } else if (message.t === "reply") {
@@ -117,8 +117,17 @@ self.onmessage = (event) => {
     channel.receive(message);
   } else if (message.t === "close") {
     // The event loop is free (this message ran): say so, and end.
-    self.postMessage({ t: "closing" });
+    post({ t: "closing" });
     self.close();
   }
+}
+
+lockDown();
+// The cell's first message brings the port; the Worker object is not spoken on again.
+self.onmessage = (event) => {
+  if (port || event.data?.t !== "port" || event.ports.length !== 1) return;
+  port = event.ports[0];
+  self.onmessage = null;
+  port.onmessage = (message: MessageEvent<CellToWorker>) => receive(message.data);
+  post({ t: "loaded" });
 };
-self.postMessage({ t: "loaded" });

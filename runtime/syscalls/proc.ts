@@ -170,7 +170,9 @@ export function procHandlers(kernel: ProcKernel): HandlerTable {
     },
     // The exit is journaled and audited here; the run ends the process when
     // it applies the plan's after-effect, so the record of the call lands
-    // before the `exited` state.
+    // before the `exited` state (ending a process flushes the journal). It
+    // needs no intent of its own: an exit the host died before recording is
+    // simply made again by the replay.
     "proc.exit": (_ctx, args) => {
       const result = args.result ?? null;
       const size = JSON.stringify(result).length;
@@ -182,7 +184,7 @@ export function procHandlers(kernel: ProcKernel): HandlerTable {
       }
       return {
         ops: [],
-        effect: "idempotent",
+        effect: "none",
         after: { exit: { result } },
         run: () => Promise.resolve({ result }),
       };

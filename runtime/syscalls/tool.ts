@@ -1,22 +1,21 @@
 /**
  * The `tool.*` syscalls: registering a JIT tool (it runs later as a child
  * process with no more authority than its manifest and the caller allow),
- * listing the caller's tool table, and calling a JIT tool (the caller parks
- * until the tool's process ends).
+ * listing the caller's tool table, and calling a JIT tool (the caller is
+ * blocked in the commit that makes the tool's process, until it ends).
  *
  * @module
  */
 
-import type { HandlerTable } from "../../broker/broker.ts";
+import { type HandlerTable, PARKED } from "../../broker/broker.ts";
 import { SyscallError } from "../../broker/errors.ts";
 import { BUILTIN_TOOL_CATALOG } from "../_tool_catalog.ts";
 import type { RegisteredImage } from "../image.ts";
 import type { ToolTables } from "../jit_tools.ts";
 import type { ProcessRecord, ProcessTable } from "../process_table.ts";
-import { park, type ParkKernel } from "./park.ts";
 
 /** What the `tool` handlers need from the kernel. */
-export interface ToolKernel extends ParkKernel {
+export interface ToolKernel {
   /** The JIT tool tables. */
   readonly tools: Pick<ToolTables, "register" | "list" | "start">;
   /** The process table. */
@@ -61,9 +60,12 @@ export function toolHandlers(kernel: ToolKernel): HandlerTable {
         return [...builtin, ...jit];
       },
     }),
+    // The call's first record is its `wait`, committed with the tool's
+    // process (see `ToolTables.start`): no intent goes before it, and a
+    // crash before that commit leaves nothing to redo but the call itself.
     "tool.call": (ctx, args) => ({
       ops: [],
-      effect: "effect",
+      effect: "none",
       run: async () => {
         if (Object.hasOwn(BUILTIN_TOOL_CATALOG, args.name)) {
           throw new SyscallError(
@@ -72,8 +74,13 @@ export function toolHandlers(kernel: ToolKernel): HandlerTable {
           );
         }
         const caller = await kernel.processes.require(ctx.pid);
-        const child = await kernel.tools.start(caller, args.name, args.args);
-        return await park(kernel, ctx, "tool.call", { kind: "child", pid: child.pid });
+        await kernel.tools.start(caller, args.name, args.args, {
+          pid: ctx.pid,
+          seq: ctx.seq,
+          name: "tool.call",
+          argsDigest: ctx.argsDigest,
+        });
+        return PARKED;
       },
     }),
   };
