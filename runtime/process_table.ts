@@ -806,8 +806,9 @@ export class ProcessTable {
       // What this host's charges committed of these records is behind now,
       // and so is a charge of them that answers after this commit.
       for (const { waiter: { change } } of planned) {
-        if (change.pid !== undefined) {
-          this.#charged.forget(["proc", change.pid], committed.versionstamp);
+        const own = change.pid === undefined ? [] : [change.pid];
+        for (const pid of [...own, ...change.also ?? []]) {
+          this.#charged.forget(["proc", pid], committed.versionstamp);
         }
       }
       for (const { waiter, plan } of planned) {
