@@ -683,19 +683,6 @@ export class Kernel {
   }
 
   /**
-   * `EBUDGET` when `pid` or an ancestor has spent all of its `key` budget. A
-   * quick refusal before work that {@link reserve} charges afterwards.
-   */
-  checkBudget(pid: number, key: BudgetKey): Promise<void> {
-    return this.processes.checkBudget(pid, key);
-  }
-
-  /** True when `pid` or an ancestor has a `key` budget (budgets never change once set). */
-  isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
-    return this.processes.isBudgeted(pid, key);
-  }
-
-  /**
    * Reserves `key` usage for `pid` and every ancestor in one commit, as
    * much of `want.most` as every budget on the way has left and at least
    * `want.least`, else `EBUDGET` and nothing is charged (see
@@ -715,15 +702,15 @@ export class Kernel {
   }
 
   /**
-   * The checked mutations that charge usage to `pid` and every ancestor,
-   * for the commit of what it paid for; usage of a key in `within` must fit
-   * every budget on the way (`EBUDGET`). See `ProcessTable.prepareCharge`.
+   * The change that charges usage to `pid` and every ancestor, for the
+   * commit of what it paid for; usage of a key in `within` must fit every
+   * budget on the way (`EBUDGET`). See `ProcessTable.prepareCharge`.
    */
   prepareCharge(
     pid: number,
     usage: Partial<Usage>,
     options?: { within?: readonly BudgetKey[] },
-  ): Promise<(op: Deno.AtomicOperation) => void> {
+  ): Promise<StoreChange<void>> {
     return this.processes.prepareCharge(pid, usage, options);
   }
 

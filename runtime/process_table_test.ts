@@ -403,6 +403,85 @@ Deno.test("a budget an ancestor has spent stops its descendants; one it has not 
   });
 });
 
+/** Counts the reads of process records through `kv` from now on. */
+function countRecordReads(kv: Deno.Kv): () => number {
+  let reads = 0;
+  const isRecord = (key: Deno.KvKey) => key[0] === "proc";
+  const { get, getMany } = { get: kv.get.bind(kv), getMany: kv.getMany.bind(kv) };
+  kv.get = ((key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
+    if (isRecord(key)) reads++;
+    return get(key, options);
+  }) as Deno.Kv["get"];
+  kv.getMany = ((keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+    reads += keys.filter(isRecord).length;
+    return getMany(keys, options);
+  }) as Deno.Kv["getMany"];
+  return () => reads;
+}
+
+Deno.test("a charge checks the records this host last charged without reading them, and reads those changed since", async () => {
+  await withTable(async (table, kv) => {
+    const root = await table.create(init(null, { budget: { toolCalls: 3 } }));
+    const child = await table.create(init(root.pid));
+    await table.charge(child.pid, { toolCalls: 1 });
+    const reads = countRecordReads(kv);
+    const commits = countCommits(kv);
+    // The records the last charge committed are checked in the commit, not
+    // read back, and plan the next charge.
+    await table.charge(child.pid, { toolCalls: 1 });
+    assert.deepEqual([reads(), commits()], [0, 1]);
+    assert.deepEqual(
+      (await table.chargedLineage(child.pid)).map((r) => [r.pid, r.usage.toolCalls]),
+      [[child.pid, 2], [root.pid, 2]],
+    );
+    assert.equal(reads(), 0);
+    // A record this host changes otherwise (an exec's new image) is read again.
+    await table.update(child.pid, () => ({ image: "next@1.0.0" }));
+    const before = reads();
+    assert.equal((await table.chargedLineage(child.pid))[0].image, "next@1.0.0");
+    assert.equal(reads() - before, 1);
+    // This host changed the child otherwise: its record is read again, and committed once.
+    await table.transition(child.pid, "runnable");
+    await table.charge(child.pid, { toolCalls: 1 });
+    assert.equal(commits(), 4);
+    // Another host gives two back: this host's copies are behind, and the
+    // refusal they would give (3 used of 3) is confirmed from the store,
+    // where 1 is used: the charge goes through, counted once.
+    await new ProcessTable(kv).charge(child.pid, { toolCalls: -2 });
+    const change = await table.prepareCharge(child.pid, { toolCalls: 2 }, {
+      within: ["toolCalls"],
+    });
+    const op = kv.atomic();
+    change.apply(op);
+    const committed = await op.commit();
+    assert.ok(committed.ok);
+    change.committed?.(committed.versionstamp);
+    assert.deepEqual(
+      [
+        (await table.require(root.pid)).usage.toolCalls,
+        (await table.require(child.pid)).usage.toolCalls,
+      ],
+      [3, 3],
+    );
+    // Spent, confirmed from the store: refused.
+    await assert.rejects(
+      table.prepareCharge(child.pid, { toolCalls: 1 }, { within: ["toolCalls"] }),
+      { code: "EBUDGET" },
+    );
+    // Another host charges one without a limit: this host's next charge
+    // fails its check once, is read again, and counts every charge once.
+    await new ProcessTable(kv).charge(child.pid, { toolCalls: 1 });
+    await table.charge(child.pid, { toolCalls: -1 });
+    assert.deepEqual(
+      [
+        (await table.require(root.pid)).usage.toolCalls,
+        (await table.require(child.pid)).usage.toolCalls,
+      ],
+      [3, 3],
+    );
+  });
+});
+
 Deno.test("budgetLeft is what a process has not spent, wall time included; narrowBudget the tighter", () => {
   const record = {
     budget: { toolCalls: 10, tokens: 5, wallMs: 1_000 },
