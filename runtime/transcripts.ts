@@ -29,7 +29,7 @@ import { SyscallError } from "../broker/errors.ts";
 import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
 import { writeChunked } from "./chunks.ts";
 import { CommittedEntries } from "./committed_entries.ts";
-import { canonicalJson } from "../broker/canonical_json.ts";
+import { conversationLink } from "./guest/cell_protocol.ts";
 import { sha256Hex } from "../broker/digest.ts";
 import { type Message, messageTokenBound, type ModelReply } from "./model.ts";
 import type { StorageQuotas } from "./storage_quota.ts";
@@ -431,7 +431,7 @@ export class Transcripts {
  * are (`broker/digest.ts`), without an async `crypto.subtle` round trip.
  */
 function _nextDigest(previous: string, message: Message): Promise<string> {
-  return sha256Hex(`${previous}\n${canonicalJson(message)}`);
+  return sha256Hex(conversationLink(previous, message));
 }
 
 /** The conversation digests after `base` through each of `messages`, in order. */
