@@ -39,7 +39,7 @@ import {
 import type { StoreChange } from "../broker/store_change.ts";
 import { askedGrant, requestedGrant, requireWithinImageCeiling } from "./ceilings.ts";
 import { CellPool } from "./cell_pool.ts";
-import { replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
+import { type ReplayStart, replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
 import { cellOptionsOf, DEFAULT_LIMITS, Execution } from "./execution.ts";
 import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { TopicEvents } from "./events.ts";
@@ -330,7 +330,7 @@ export class Kernel {
       waits: this.waits,
       now: this.now,
       finish: (pid, state, outcome) => this.finish(pid, state, outcome),
-      prepare: (record) => this.#prepare(record),
+      prepare: (record, options) => this.#prepare(record, options),
       waitRecord: async (pid, seq) =>
         (await this.store.kv.get<JournalRecord>(["journal", pid, seq])).value ?? undefined,
     }, {
@@ -603,10 +603,13 @@ export class Kernel {
   /**
    * Gets ready to run a runnable process: its image, before it is claimed;
    * then, once it is `running`, its execution, replaying from its latest
-   * checkpoint.
+   * checkpoint. A `fresh` process (made running in its create commit by this
+   * host, so it has run nowhere) has neither journal nor checkpoint: none is
+   * read.
    */
   async #prepare(
     record: ProcessRecord,
+    options: { fresh?: boolean } = {},
   ): Promise<(running: ProcessRecord) => Promise<Launch<Execution>>> {
     const image = await this.imageOf(record);
     return async (running) => {
@@ -616,7 +619,9 @@ export class Kernel {
       // Outcomes of calls the run its cell took with it left in flight are
       // read back, not redone (a wait already flushed before it parked).
       if (resumed) await this.journal.flush();
-      let start = await replayStart(this.store.kv, running);
+      let start: ReplayStart = options.fresh
+        ? { firstSeq: 1 }
+        : await replayStart(this.store.kv, running);
       const entry = image.image.entry === "libos:agent"
         ? {
           kind: "agent" as const,
@@ -633,7 +638,9 @@ export class Kernel {
         }
       }
       const { firstSeq } = start;
-      const journal = await loadJournal(this.store.kv, running.pid, firstSeq);
+      const journal = options.fresh
+        ? new Map<number, JournalRecord>()
+        : await loadJournal(this.store.kv, running.pid, firstSeq);
       const execution = new Execution(this, running, limits, { firstSeq, journal });
       const placement = {
         group: this.#groupOf(running),

@@ -169,7 +169,7 @@ export async function spawnProcess(
     admission?.cancel();
     throw error;
   }
-  if (admission) admission.launch(record);
+  if (admission) admission.launch(record, { fresh: true });
   else if (how.start) kernel.start(record.pid);
   return record;
 }
@@ -446,7 +446,7 @@ async function _createChildOnce(
     admission?.cancel();
     throw error;
   }
-  if (admission) admission.launch(record);
+  if (admission) admission.launch(record, { fresh: true });
   else kernel.start(record.pid);
   return record;
 }
