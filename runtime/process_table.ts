@@ -386,6 +386,12 @@ export class ProcessTable {
   /** Changes waiting for their turn to commit (see {@link #commit}). */
   #queue: _Waiter[] = [];
   #committing = false;
+  /**
+   * The pid and event counters as this table's last commit left them, so a
+   * turn need not read them again; every commit checks them, and any failed
+   * commit drops them (another table, on another host, may have moved them).
+   */
+  #counters: [Deno.KvEntryMaybe<number>, Deno.KvEntryMaybe<number>] | undefined;
 
   /** Wraps a KV handle. */
   constructor(kv: Deno.Kv) {
@@ -737,7 +743,9 @@ export class ProcessTable {
   async #commitTurn(turn: _Waiter[]): Promise<_Waiter[]> {
     const planned: { waiter: _Waiter; plan: _Plan<unknown> }[] = [];
     try {
-      const keys: Deno.KvKey[] = [PID_KEY, EVENT_KEY];
+      const counters = this.#counters;
+      this.#counters = undefined;
+      const keys: Deno.KvKey[] = counters ? [] : [PID_KEY, EVENT_KEY];
       for (const { change } of turn) {
         if (change.pid !== undefined) keys.push(["proc", change.pid]);
         for (const pid of change.also ?? []) keys.push(["proc", pid]);
@@ -748,9 +756,9 @@ export class ProcessTable {
           (_, i) => this.#kv.getMany(keys.slice(i * KV_GET_MANY, (i + 1) * KV_GET_MANY)),
         ),
       )).flat();
-      const [pidEntry, eventEntry] = entries as Deno.KvEntryMaybe<number>[];
+      const [pidEntry, eventEntry] = counters ?? entries as Deno.KvEntryMaybe<number>[];
       const records = new Map<number, Deno.KvEntryMaybe<ProcessRecord>>();
-      for (const entry of entries.slice(2)) {
+      for (const entry of counters ? entries : entries.slice(2)) {
         records.set(entry.key[1] as number, entry as Deno.KvEntryMaybe<ProcessRecord>);
       }
       let seq = eventEntry.value ?? 0;
@@ -787,7 +795,10 @@ export class ProcessTable {
         pid += plan.pids;
         planned.push({ waiter, plan });
       }
-      if (planned.length === 0) return [];
+      if (planned.length === 0) {
+        this.#counters = counters;
+        return [];
+      }
       if (seq !== (eventEntry.value ?? 0)) op.check(eventEntry).set(EVENT_KEY, seq);
       if (pid !== (pidEntry.value ?? 0)) op.check(pidEntry).set(PID_KEY, pid);
       let committed: Deno.KvCommitResult | Deno.KvCommitError;
@@ -803,6 +814,11 @@ export class ProcessTable {
         planned[0].waiter.resolve(undefined);
         return [];
       }
+      const after = (entry: Deno.KvEntryMaybe<number>, value: number) =>
+        value === (entry.value ?? 0)
+          ? entry
+          : { key: entry.key, value, versionstamp: committed.versionstamp };
+      this.#counters = [after(pidEntry, pid), after(eventEntry, seq)];
       // What this host's charges committed of these records is behind now,
       // and so is a charge of them that answers after this commit.
       for (const { waiter: { change } } of planned) {

@@ -535,3 +535,25 @@ Deno.test("a child of a parent with no children left is not made, and nothing is
     assert.equal((await table.require(parent.pid)).usage.children, 0);
   });
 });
+
+Deno.test("a table reads its counters once, and again only after another table moved them", async () => {
+  await withTable(async (table, kv) => {
+    const getMany = kv.getMany.bind(kv);
+    let counterReads = 0;
+    kv.getMany = ((keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+      if (keys.some((key) => key[0] === "meta")) counterReads++;
+      return getMany(keys, options);
+    }) as Deno.Kv["getMany"];
+    const first = await table.create(init());
+    const second = await table.create(init());
+    await table.transition(second.pid, "runnable");
+    assert.equal(counterReads, 1, "the counters its own commits left are not read again");
+    // Another host's table on the same store makes a process: this table's copy is stale.
+    const other = await new ProcessTable(kv).create(init());
+    const third = await table.create(init());
+    assert.deepEqual([first.pid, second.pid, other.pid, third.pid], [1, 2, 3, 4]);
+    const seqs = (await eventsOf(table)).map((e) => e.seq);
+    assert.equal(new Set(seqs).size, seqs.length, "no event seq was used twice");
+    assert.equal(counterReads, 3, "the stale copy failed its check and was read again");
+  });
+});
