@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import type { SyscallError } from "../broker/errors.ts";
+import { commitStoreChange } from "../broker/store_change.ts";
 import {
   budgetLeft,
   narrowBudget,
@@ -555,5 +556,24 @@ Deno.test("a table reads its counters once, and again only after another table m
     const seqs = (await eventsOf(table)).map((e) => e.seq);
     assert.equal(new Set(seqs).size, seqs.length, "no event seq was used twice");
     assert.equal(counterReads, 3, "the stale copy failed its check and was read again");
+  });
+});
+
+Deno.test("a charge held within a budget another table set since its copy is refused from the store", async () => {
+  await withTable(async (a, kv) => {
+    const b = new ProcessTable(kv);
+    const parent = await a.create(init(), Date.now(), { runnable: true, running: true });
+    const child = await a.create(init(parent.pid), Date.now(), { runnable: true, running: true });
+    await b.charge(child.pid, { tokens: 1 }); // b now holds copies of the child and the parent
+    // Another host gives the parent a tokens budget (as an exec into a budgeted image does).
+    await a.update(parent.pid, () => ({ budget: { tokens: 100 } }));
+    await assert.rejects(
+      commitStoreChange(
+        kv,
+        () => b.prepareCharge(child.pid, { tokens: 5000 }, { within: ["tokens"] }),
+      ),
+      { code: "EBUDGET" },
+    );
+    assert.equal((await a.require(parent.pid)).usage.tokens, 1, "nothing more was charged");
   });
 });

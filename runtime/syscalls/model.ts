@@ -135,8 +135,12 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
           return new OutcomeChange(
             async () => {
               // Prepared side by side: each reads only what this host did not commit itself.
+              // Tokens spent without a reservation (the lineage as this host
+              // last charged it had no tokens budget) must fit a budget the
+              // store has: an exec elsewhere may have set one since.
+              const within: BudgetKey[] = reserved ? ["toolCalls"] : ["toolCalls", "tokens"];
               const [usage, recorded] = await _together(
-                kernel.prepareCharge(ctx.pid, { tokens, toolCalls }, { within: ["toolCalls"] }),
+                kernel.prepareCharge(ctx.pid, { tokens, toolCalls }, { within }),
                 kernel.prepareTranscript(ctx.pid, args, reply),
               );
               return {
