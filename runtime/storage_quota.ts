@@ -25,7 +25,7 @@
 import { SyscallError } from "../broker/errors.ts";
 import type { StoreChange } from "../broker/store_change.ts";
 import { CommittedEntries } from "./committed_entries.ts";
-import type { ProcessTable } from "./process_table.ts";
+import type { ProcessRecord, ProcessTable } from "./process_table.ts";
 
 /** Default `storageBytes` quota of a process (and so of a tree): 64 MiB. */
 export const DEFAULT_STORAGE_BYTES = 64 * 1024 * 1024;
@@ -56,7 +56,11 @@ interface _Link {
   journalBytes: number;
 }
 
-/** Most lineages and counters kept in memory (a lineage never changes once a process exists). */
+/**
+ * Most lineages and counters kept in memory. A lineage's processes never
+ * change, but their quotas may (an exec narrows them): a transition showing
+ * other quotas than a kept lineage has drops every kept lineage.
+ */
 const CACHE_SIZE = 4096;
 
 /**
@@ -80,6 +84,8 @@ export class StorageQuotas {
   #kv: Deno.Kv;
   #processes: ProcessTable;
   #lineages = new Map<number, _Link[]>();
+  /** The quotas of each process in a kept lineage, as kept. */
+  #kept = new Map<number, _Link>();
   #journalSeen = new Map<number, { bytes: number; readAt: number }>();
   /** `storageBytes` counters this host committed, checked by its next charge (see {@link prepareCharges}). */
   #counters = new CommittedEntries<number>(CACHE_SIZE);
@@ -88,6 +94,15 @@ export class StorageQuotas {
   constructor(kv: Deno.Kv, processes: ProcessTable) {
     this.#kv = kv;
     this.#processes = processes;
+    processes.subscribe((record) => {
+      const kept = this.#kept.get(record.pid);
+      if (!kept) return;
+      const now = _link(record);
+      if (now.storageBytes !== kept.storageBytes || now.journalBytes !== kept.journalBytes) {
+        this.#lineages.clear();
+        this.#kept.clear();
+      }
+    });
   }
 
   /**
@@ -251,15 +266,15 @@ export class StorageQuotas {
       return [{ pid, storageBytes: Infinity, journalBytes: Infinity }];
     }
     while (record) {
-      out.push({
-        pid: record.pid,
-        storageBytes: record.budget.storageBytes ?? DEFAULT_STORAGE_BYTES,
-        journalBytes: record.budget.journalBytes ?? DEFAULT_JOURNAL_BYTES,
-      });
+      out.push(_link(record));
       record = record.ppid === null ? undefined : await this.#processes.get(record.ppid);
     }
-    if (this.#lineages.size >= CACHE_SIZE) this.#lineages.clear();
+    if (this.#lineages.size >= CACHE_SIZE) {
+      this.#lineages.clear();
+      this.#kept.clear();
+    }
     this.#lineages.set(pid, out);
+    for (const link of out) this.#kept.set(link.pid, link);
     return out;
   }
 
@@ -270,4 +285,13 @@ export class StorageQuotas {
     }
     return out;
   }
+}
+
+/** A process's storage and journal quotas. */
+function _link(record: ProcessRecord): _Link {
+  return {
+    pid: record.pid,
+    storageBytes: record.budget.storageBytes ?? DEFAULT_STORAGE_BYTES,
+    journalBytes: record.budget.journalBytes ?? DEFAULT_JOURNAL_BYTES,
+  };
 }
