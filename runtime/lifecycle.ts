@@ -174,6 +174,20 @@ export async function spawnProcess(
   return record;
 }
 
+/**
+ * A call that makes a child for its caller to wait on met its caller
+ * stopped (paused, or put back to runnable) before the child was made:
+ * nothing was made, and the call has no outcome: the caller's next run
+ * replays up to it and makes it again.
+ */
+export class CallerStopped extends Error {
+  /** Creates the error for `pid`, now in `state`. */
+  constructor(pid: number, state: string) {
+    super(`Process ${pid} stopped (${state}) before its call made a child`);
+    this.name = "CallerStopped";
+  }
+}
+
 /** Creates a child of `ppid` with attenuated capabilities and starts it. */
 export async function spawnChild(
   kernel: LifecycleKernel,
@@ -429,7 +443,12 @@ async function _createChildOnce(
         },
         parent: waitedBy && {
           change: (current, pid) => {
-            // A caller that is no longer running (killed, paused) makes no tool.
+            // A caller that is no longer running makes no tool. One that will
+            // run again (paused, or put back to runnable) makes the call again
+            // then, so this run of it leaves no outcome behind.
+            if (current.state === "paused" || current.state === "runnable") {
+              throw new CallerStopped(ppid, current.state);
+            }
             if (current.state !== "running") {
               throw new SyscallError(
                 "EINTR",

@@ -11,6 +11,7 @@ import { makeHostTempDir } from "../runtime/host_children.ts";
 import { MAX_TYPE_CHECKS } from "../runtime/jit_tools.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
+import { whenState } from "./_programs.ts";
 import { watchCommits } from "./_kv_commits.ts";
 import { FROZEN_MS, watchHealth } from "./_liveness.ts";
 
@@ -581,6 +582,32 @@ const ECHO_CALLS = `export default async function main(sys, input) {
   for (let i = 0; i < input.calls; i++) await sys.tool.call("echo", { n: i });
   return "done";
 }`;
+
+Deno.test("a tool call that finds its caller paused is made again once it resumes, not answered EINTR", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
+    // The operator pauses the caller while its call is making the tool's process.
+    const table = h.kernel.processes;
+    const create = table.create.bind(table);
+    let paused = false;
+    table.create = async (init, now, options) => {
+      if (!paused && init.tool) {
+        paused = true;
+        await h.kernel.signal(init.ppid!, "pause");
+        await whenState(h.kernel, init.ppid!, "paused");
+      }
+      return await create(init, now, options);
+    };
+    const proc = await h.kernel.spawn({ image: tag, workspace: h.workspace, input: { calls: 1 } }, {
+      start: true,
+    });
+    await whenState(h.kernel, proc.pid, "paused");
+    await h.kernel.signal(proc.pid, "resume");
+    const end = await h.kernel.waitFor(proc.pid);
+    assert.equal(end.state, "exited", end.error?.message);
+    assert.equal(end.result, "done");
+  });
+});
 
 Deno.test("a JIT tool call's child is charged to its caller in the commit that makes it", async () => {
   await withHarness(async (h) => {

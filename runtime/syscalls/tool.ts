@@ -12,6 +12,7 @@ import { SyscallError } from "../../broker/errors.ts";
 import { BUILTIN_TOOL_CATALOG } from "../_tool_catalog.ts";
 import type { RegisteredImage } from "../image.ts";
 import type { ToolTables } from "../jit_tools.ts";
+import { CallerStopped } from "../lifecycle.ts";
 import type { ProcessRecord, ProcessTable } from "../process_table.ts";
 
 /** What the `tool` handlers need from the kernel. */
@@ -74,12 +75,18 @@ export function toolHandlers(kernel: ToolKernel): HandlerTable {
           );
         }
         const caller = await kernel.processes.require(ctx.pid);
-        await kernel.tools.start(caller, args.name, args.args, {
-          pid: ctx.pid,
-          seq: ctx.seq,
-          name: "tool.call",
-          argsDigest: ctx.argsDigest,
-        });
+        try {
+          await kernel.tools.start(caller, args.name, args.args, {
+            pid: ctx.pid,
+            seq: ctx.seq,
+            name: "tool.call",
+            argsDigest: ctx.argsDigest,
+          });
+        } catch (error) {
+          // Unanswered and unrecorded: the caller's next run makes the call again.
+          if (error instanceof CallerStopped) return PARKED;
+          throw error;
+        }
         return PARKED;
       },
     }),
