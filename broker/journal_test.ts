@@ -644,3 +644,89 @@ Deno.test("a write that passes a KV limit alone fails alone; the writes queued w
     assert.ok(await stored(kv, 3, 1));
   });
 });
+
+Deno.test("claimed buffered writes of a process commit in another change's commit, audited on the chain", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    await journal.write({ journal: record(2, 1), audit: audit(2) }, { durable: false });
+    await journal.write({ journal: record(1, 2), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    await claimed.link();
+    const op = kv.atomic().set(["change"], "made");
+    claimed.apply(op);
+    const result = await op.commit();
+    assert.ok(result.ok);
+    claimed.committed(result.versionstamp);
+    // Both records of process 1 landed with the change; process 2's did not.
+    assert.ok(await stored(kv, 1, 1));
+    assert.ok(await stored(kv, 1, 2));
+    assert.equal(await stored(kv, 2, 1), null);
+    assert.equal(journal.stats.commits, 1);
+    // The writer goes on from the chain's new head: one more commit, one valid chain.
+    await journal.flush();
+    assert.ok(await stored(kv, 2, 1));
+    assert.equal(journal.stats.commits, 2);
+    assert.deepEqual(await log.verify(), { ok: true, count: 3 });
+  });
+});
+
+Deno.test("while a process's writes are claimed, its later writes wait; released, all commit in order", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    // A durable write of the same process queued meanwhile must not land
+    // before the record it follows: it waits for the claim.
+    let later = false;
+    const durable = journal.write({ journal: record(1, 2), audit: audit(1) }, { durable: true })
+      .then(() => later = true);
+    // Another process is not held up.
+    await journal.write({ journal: record(2, 1), audit: audit(2) }, { durable: true });
+    assert.equal(later, false);
+    assert.equal(await stored(kv, 1, 2), null);
+    claimed.release();
+    await durable;
+    assert.ok(await stored(kv, 1, 1));
+    assert.ok(await stored(kv, 1, 2));
+    assert.deepEqual(await log.verify(), { ok: true, count: 3 });
+  });
+});
+
+Deno.test("a claimed write whose change's commit fails on a moved audit head is linked again and commits once", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    await claimed.link();
+    // Another writer moves the head between the link and the commit.
+    await journal.write({ journal: record(2, 1), audit: audit(2) }, { durable: true });
+    const stale = kv.atomic();
+    claimed.apply(stale);
+    assert.equal((await stale.commit()).ok, false);
+    await claimed.link();
+    const op = kv.atomic();
+    claimed.apply(op);
+    const result = await op.commit();
+    assert.ok(result.ok);
+    claimed.committed(result.versionstamp);
+    claimed.release();
+    await journal.flush();
+    assert.ok(await stored(kv, 1, 1));
+    assert.deepEqual(await log.verify(), { ok: true, count: 2 });
+  });
+});
+
+Deno.test("writes too large to share another commit are not claimed: they are committed first", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv) => {
+    // Each record about 20 KB: together far past the share of a commit a claim may take.
+    const big = "x".repeat(20_000);
+    for (let seq = 1; seq <= 20; seq++) {
+      await journal.write({ journal: { ...record(1, seq), error: { code: "E", message: big } } }, {
+        durable: false,
+      });
+    }
+    const claimed = await journal.claim(1);
+    const op = kv.atomic().set(["change"], "made");
+    claimed.apply(op);
+    assert.ok((await op.commit()).ok);
+    for (let seq = 1; seq <= 20; seq++) assert.ok(await stored(kv, 1, seq));
+  });
+});

@@ -45,8 +45,8 @@ export interface ProcessControlHost {
     ProcessTable,
     "get" | "require" | "update" | "transition" | "children" | "subscribe" | "list"
   >;
-  /** The journal, flushed before a process is seen to end. */
-  readonly journal: Pick<Journal, "flush">;
+  /** The journal, whose buffered records of a process commit with its end. */
+  readonly journal: Pick<Journal, "claim" | "flush">;
   /** The capability store, whose cache of an ended process is dropped. */
   readonly caps: Pick<CapabilityStore, "invalidate">;
   /** The parked calls: completed for a waiting parent or an interrupt, rechecked on recovery. */
@@ -75,10 +75,11 @@ export class ProcessControl {
   async finish(pid: number, state: EndState, outcome: Outcome = {}): Promise<void> {
     const { processes, scheduler } = this.#host;
     scheduler.ending(pid);
+    // What the process did is in the journal and audit before it is seen to
+    // end: its buffered records are committed in the commit that ends it.
+    const records = await this.#host.journal.claim(pid);
     const current = await processes.get(pid);
-    if (!current || END_STATES.has(current.state)) return;
-    // What the process did is in the journal and audit before it is seen to end.
-    await this.#host.journal.flush();
+    if (!current || END_STATES.has(current.state)) return records.release();
     const patch: Partial<ProcessRecord> = {};
     if (outcome.result !== undefined) patch.result = outcome.result;
     // A reason is one line: a program's error message is cut to fit its row.
@@ -102,10 +103,20 @@ export class ProcessControl {
             error: end.error,
           });
           woken = waiters.woken;
-          return { apply: waiters.apply, linked: waiters.linked };
+          await records.link();
+          return {
+            apply: (op) => {
+              records.apply(op);
+              waiters.apply(op);
+            },
+            linked: waiters.linked,
+            committed: records.committed,
+          };
         },
       });
     } catch (error) {
+      // Not ended by this commit: the records are committed on their own.
+      records.release();
       if (error instanceof SyscallError) {
         // Already moved on (ended elsewhere): nothing to record.
       } else {
@@ -114,6 +125,7 @@ export class ProcessControl {
         const why = _clipReason(
           `Cannot record how process ${pid} ended: ${(error as Error).message}`,
         );
+        await this.#host.journal.flush().catch(() => {});
         await processes.transition(pid, "failed", {
           patch: { error: { message: why } },
           reason: why,

@@ -25,7 +25,7 @@
 import { SyscallError } from "../broker/errors.ts";
 import type { StoreChange } from "../broker/store_change.ts";
 import { CommittedEntries } from "./committed_entries.ts";
-import type { ProcessTable } from "./process_table.ts";
+import type { ProcessRecord, ProcessTable } from "./process_table.ts";
 
 /** Default `storageBytes` quota of a process (and so of a tree): 64 MiB. */
 export const DEFAULT_STORAGE_BYTES = 64 * 1024 * 1024;
@@ -59,6 +59,15 @@ interface _Link {
 /** Most lineages and counters kept in memory (a lineage never changes once a process exists). */
 const CACHE_SIZE = 4096;
 
+/** One process of a lineage: its pid and quotas, from its record. */
+function _linkOf(record: ProcessRecord): _Link {
+  return {
+    pid: record.pid,
+    storageBytes: record.budget.storageBytes ?? DEFAULT_STORAGE_BYTES,
+    journalBytes: record.budget.journalBytes ?? DEFAULT_JOURNAL_BYTES,
+  };
+}
+
 /**
  * How old a journal counter read from the store may be before admission
  * reads it again; in between, this host adds what it charges itself.
@@ -88,6 +97,13 @@ export class StorageQuotas {
   constructor(kv: Deno.Kv, processes: ProcessTable) {
     this.#kv = kv;
     this.#processes = processes;
+    // A process this host makes under a parent whose lineage it knows has
+    // that lineage below its own record: known without reading either back.
+    processes.subscribe((record, event, foreign) => {
+      if (foreign || event.from !== null || record.ppid === null) return;
+      const above = this.#lineages.get(record.ppid);
+      if (above) this.#remember(record.pid, [_linkOf(record), ...above]);
+    });
   }
 
   /**
@@ -251,16 +267,16 @@ export class StorageQuotas {
       return [{ pid, storageBytes: Infinity, journalBytes: Infinity }];
     }
     while (record) {
-      out.push({
-        pid: record.pid,
-        storageBytes: record.budget.storageBytes ?? DEFAULT_STORAGE_BYTES,
-        journalBytes: record.budget.journalBytes ?? DEFAULT_JOURNAL_BYTES,
-      });
+      out.push(_linkOf(record));
       record = record.ppid === null ? undefined : await this.#processes.get(record.ppid);
     }
-    if (this.#lineages.size >= CACHE_SIZE) this.#lineages.clear();
-    this.#lineages.set(pid, out);
+    this.#remember(pid, out);
     return out;
+  }
+
+  #remember(pid: number, lineage: _Link[]): void {
+    if (this.#lineages.size >= CACHE_SIZE) this.#lineages.clear();
+    this.#lineages.set(pid, lineage);
   }
 
   async #getMany<T>(keys: Deno.KvKey[]): Promise<Deno.KvEntryMaybe<T>[]> {
