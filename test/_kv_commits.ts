@@ -86,3 +86,46 @@ export function beforeNextCommit(kv: Deno.Kv, action: () => Promise<void>): Prom
     });
   });
 }
+
+/** What {@link watchReads} gives. */
+export interface ReadWatch {
+  /** The keys read so far, one entry per key per read (a `list` gives its prefix or start). */
+  keys: Deno.KvKey[];
+  /** Stops watching. */
+  stop(): void;
+}
+
+/** Records every key `kv.get` and `kv.getMany` read on `kv`, and every `kv.list` asked, until `stop`. */
+export function watchReads(kv: Deno.Kv): ReadWatch {
+  const keys: Deno.KvKey[] = [];
+  const own = { get: Object.hasOwn(kv, "get"), getMany: Object.hasOwn(kv, "getMany") };
+  const { get, getMany, list } = kv;
+  const ownList = Object.hasOwn(kv, "list");
+  kv.get = function (key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) {
+    keys.push(key);
+    return get.call(kv, key, options);
+  } as Deno.Kv["get"];
+  kv.getMany = function (
+    many: readonly Deno.KvKey[],
+    options?: { consistency?: Deno.KvConsistencyLevel },
+  ) {
+    keys.push(...many);
+    return getMany.call(kv, many, options);
+  } as Deno.Kv["getMany"];
+  kv.list = function (selector: Deno.KvListSelector, options?: Deno.KvListOptions) {
+    keys.push("prefix" in selector ? selector.prefix : selector.start);
+    return list.call(kv, selector, options);
+  } as Deno.Kv["list"];
+  const restore = (name: "get" | "getMany" | "list", original: unknown, wasOwn: boolean) => {
+    if (wasOwn) (kv as unknown as Record<string, unknown>)[name] = original;
+    else delete (kv as unknown as Record<string, unknown>)[name];
+  };
+  return {
+    keys,
+    stop: () => {
+      restore("get", get, own.get);
+      restore("getMany", getMany, own.getMany);
+      restore("list", list, ownList);
+    },
+  };
+}

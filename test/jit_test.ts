@@ -11,7 +11,7 @@ import { makeHostTempDir } from "../runtime/host_children.ts";
 import { MAX_TYPE_CHECKS } from "../runtime/jit_tools.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
-import { watchCommits } from "./_kv_commits.ts";
+import { watchCommits, watchReads } from "./_kv_commits.ts";
 import { FROZEN_MS, watchHealth } from "./_liveness.ts";
 
 const CANARY = "JIT-SECRET-" + crypto.randomUUID();
@@ -582,6 +582,22 @@ const ECHO_CALLS = `export default async function main(sys, input) {
   return "done";
 }`;
 
+/**
+ * Like {@link ECHO_CALLS}, with a call of no effect (its record buffered)
+ * just before each tool call, and one in the tool before it returns.
+ */
+const STAMPED_CALLS = `export default async function main(sys, input) {
+  await sys.tool.register({ name: "echo", description: "returns its input",
+    input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+    manifest: { capabilities: [] },
+    source: "export async function run(args: { n: number }, sys: any) { await sys.time.now(); return args.n; }" });
+  for (let i = 0; i < input.calls; i++) {
+    await sys.time.now();
+    await sys.tool.call("echo", { n: i });
+  }
+  return "done";
+}`;
+
 Deno.test("a JIT tool call's child is charged to its caller in the commit that makes it", async () => {
   await withHarness(async (h) => {
     const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
@@ -610,9 +626,9 @@ Deno.test("a JIT tool call's child is charged to its caller in the commit that m
   });
 });
 
-Deno.test("a JIT tool call commits twice: its tool made with its caller blocked, then its end with its caller woken", async () => {
+Deno.test("a JIT tool call commits twice: its tool made with its caller blocked and its caller's records, then its end with the tool's records and its caller woken", async () => {
   await withHarness(async (h) => {
-    const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
+    const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
     const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
     let end;
     try {
@@ -640,9 +656,12 @@ Deno.test("a JIT tool call commits twice: its tool made with its caller blocked,
       const tool = tools[i];
       const keys = {
         call: ["journal", pid, seq],
+        before: ["journal", pid, seq - 1],
         index: ["wait_child", tool, pid, seq],
         tool: ["proc", tool],
       };
+      const own: Deno.KvKey[] = [];
+      for await (const e of h.kernel.store.kv.list({ prefix: ["journal", tool] })) own.push(e.key);
       // The call's record is written twice (its wait, then its result): no intent goes first.
       const [made, ended, ...more] = touching(keys.call);
       assert.deepEqual(more, [], `tool.call ${seq} was committed more than twice`);
@@ -656,11 +675,52 @@ Deno.test("a JIT tool call commits twice: its tool made with its caller blocked,
       }
       // The tool's record is written by those two commits only.
       assert.deepEqual(touching(keys.tool), [made, ended]);
+      // The caller's record of the call before (buffered until then) is
+      // made durable in the first commit, not in one of its own before it.
+      assert.deepEqual(touching(keys.before), [made]);
+      // Each record of the tool (its call, its exit) is made durable in the
+      // second commit, not in one of its own before it.
+      assert.equal(own.length, 2);
+      for (const key of own) assert.deepEqual(touching(key), [ended], id(key));
       spans.push([made, ended]);
     }
     // Between the first call's end and the second call's start, nothing
     // else wrote the caller's record: it was woken (and claimed) in place.
     const between = touching(caller).filter((at) => at > spans[0][1] && at < spans[1][0]);
     assert.deepEqual(between, []);
-  }, { waitGraceMs: 60_000 });
+    // Buffered records commit only with a commit that needs them (no timer flush).
+  }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
+});
+
+Deno.test("a JIT tool call reads back neither its tool's entry, nor its caller's capabilities, nor its own wait record", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
+    const reads = watchReads(h.kernel.store.kv as Deno.Kv);
+    let end;
+    const calls = 3;
+    try {
+      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls } });
+    } finally {
+      reads.stop();
+    }
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    const pid = end.pid;
+    const id = (key: Deno.KvKey) => JSON.stringify(key);
+    const count = (key: Deno.KvKey) => reads.keys.filter((k) => id(k) === id(key)).length;
+    // The tool's entry is read by its registration (to see the name is free),
+    // not by the calls: this host registered it, and it never changes.
+    assert.ok(count(["tool", pid, "echo"]) <= 1, `read ${count(["tool", pid, "echo"])} times`);
+    // Each call's wait record was committed by this host: its end checks it, unread.
+    for await (const e of h.kernel.store.kv.list<{ name: string }>({ prefix: ["journal", pid] })) {
+      if (e.value.name === "tool.call") assert.equal(count(e.key), 0, id(e.key));
+    }
+    // The caller's capabilities are read for its first call that needs them, not per tool call.
+    assert.ok(count(["cap_ver", pid]) < calls, `read ${count(["cap_ver", pid])} times`);
+    // Each tool's record is read by its run's start (to see it still runs)
+    // and by its end (to see it has not ended yet, then in the end's commit
+    // turn): not by the quota of its journal, which its caller's lineage gives.
+    for (const tool of await h.kernel.processes.children(pid)) {
+      assert.ok(count(["proc", tool]) <= 3, `process ${tool} read ${count(["proc", tool])} times`);
+    }
+  }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
 });
