@@ -67,17 +67,22 @@ export function watchCommits(kv: Deno.Kv): CommitWatch {
 
 /**
  * Runs `action` (which may commit to `kv` itself) just before the next
- * atomic commit on `kv` is sent, once; resolves when it has run.
+ * atomic commit on `kv` is sent (with `writing`, the next one whose written
+ * keys it accepts), once, handing it those keys; resolves when it has run.
  */
-export function beforeNextCommit(kv: Deno.Kv, action: () => Promise<void>): Promise<void> {
+export function beforeNextCommit(
+  kv: Deno.Kv,
+  action: (keys: Deno.KvKey[]) => Promise<void>,
+  writing: (keys: Deno.KvKey[]) => boolean = () => true,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     let fired = false;
-    const stop = wrapAtomic(kv, async (_keys, commit) => {
-      if (fired) return await commit();
+    const stop = wrapAtomic(kv, async (keys, commit) => {
+      if (fired || !writing(keys)) return await commit();
       fired = true;
       stop();
       try {
-        await action();
+        await action(keys);
         resolve();
       } catch (error) {
         reject(error);

@@ -11,8 +11,9 @@ import { makeHostTempDir } from "../runtime/host_children.ts";
 import { MAX_TYPE_CHECKS } from "../runtime/jit_tools.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
-import { watchCommits, watchReads } from "./_kv_commits.ts";
+import { beforeNextCommit, watchCommits, watchReads } from "./_kv_commits.ts";
 import { FROZEN_MS, watchHealth } from "./_liveness.ts";
+import { holdSyscall } from "./_programs.ts";
 
 const CANARY = "JIT-SECRET-" + crypto.randomUUID();
 
@@ -723,4 +724,76 @@ Deno.test("a JIT tool call reads back neither its tool's entry, nor its caller's
       assert.ok(count(["proc", tool]) <= 3, `process ${tool} read ${count(["proc", tool])} times`);
     }
   }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
+});
+
+Deno.test("a capability revoked elsewhere between a tool call's reads and its create commit passes nothing to the tool", async () => {
+  await withHarness(async (h) => {
+    await secretFiles(h.workspace);
+    const kv = h.kernel.store.kv as Deno.Kv;
+    // Another host revokes the caller's fs capability just before the commit
+    // that would make the tool: straight in the store, so this host's copy
+    // of the caller's capabilities still holds it.
+    const revoked: string[] = [];
+    const revocation = beforeNextCommit(kv, async (keys) => {
+      const caller = keys.find((key) => key[0] === "proc_child")![1] as number;
+      for await (const e of kv.list({ prefix: ["cap_holder", caller] })) {
+        const id = e.key[2] as string;
+        const cap = (await kv.get<{ resource: string }>(["cap", id])).value;
+        if (cap?.resource !== "fs") continue;
+        await kv.atomic().delete(["cap", id]).delete(e.key)
+          .set(["cap_ver", caller], crypto.randomUUID()).commit();
+        revoked.push(id);
+      }
+    }, (keys) => keys.some((key) => key[0] === "proc_child"));
+    const end = await h.run(caller(READER(["fs:read:data/**"]), { path: "data/ok.txt" }), {
+      image: CALLER_IMAGE(["fs:read:**"]),
+    });
+    await revocation;
+    assert.equal(revoked.length, 1);
+    // Decided again from the store: the caller holds nothing to pass on.
+    assert.equal((end.result as { ok: boolean }).ok, false, JSON.stringify(end.result));
+    assert.equal((end.result as { code: string }).code, "EPERM");
+    for (const child of await h.kernel.processes.children(end.pid)) {
+      const derived = (await h.kernel.caps.list(child)).filter((c) => revoked.includes(c.parent!));
+      assert.deepEqual(derived, []);
+    }
+    assert.ok(!(await recorded(h)).includes('"public"'));
+  });
+});
+
+Deno.test("a caller killed after its tool call read it, before the commit that would make the tool, makes no tool", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
+    const kv = h.kernel.store.kv as Deno.Kv;
+    const gate = holdSyscall(h.kernel, (_ctx, request) => request.name === "tool.call");
+    // Once the call is in, the caller is killed right after the call reads its record:
+    // the entry the call holds is stale by the time its create commit is sent.
+    let armed = false;
+    const get = kv.get;
+    kv.get = (async (key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
+      const entry = await get.call(kv, key, options);
+      if (armed && key[0] === "proc") {
+        armed = false;
+        await h.kernel.signal(key[1] as number, "kill");
+      }
+      return entry;
+    }) as Deno.Kv["get"];
+    try {
+      const proc = await h.kernel.spawn({
+        image: tag,
+        workspace: h.workspace,
+        input: { calls: 1 },
+      }, { start: true });
+      await gate.reached;
+      armed = true;
+      gate.release();
+      const end = await h.kernel.waitFor(proc.pid);
+      assert.equal(end.state, "killed");
+      assert.equal(armed, false, "the call read the caller's record");
+      assert.deepEqual(await h.kernel.processes.children(proc.pid), []);
+    } finally {
+      delete (kv as { get?: unknown }).get;
+      if (kv.get !== get) kv.get = get;
+    }
+  });
 });
