@@ -179,8 +179,8 @@ export class StaleWriteError extends Error {
 export interface ClaimedWrites {
   /**
    * Links the writes' audit entries onto the audit chain as the writer
-   * knows it now (again on each attempt of the change): the commit checks
-   * that the chain's head has not moved.
+   * knows it now (again on each attempt of the change, from the head as
+   * stored): the commit checks that the chain's head has not moved.
    */
   link(): Promise<void>;
   /** Adds the writes, as last linked, to the change's commit. */
@@ -450,6 +450,8 @@ export class Journal {
   #claimed = new Map<number, Promise<void>>();
   /** Processes with a write in the commit in flight. */
   #inFlight = new Set<number>();
+  /** The commit in flight (with its retries one write at a time), if any. */
+  #batch: Promise<void> | undefined;
   /** Counters since construction. */
   readonly stats: JournalStats = { commits: 0, writes: 0, largestBatch: 0, splits: 0 };
 
@@ -526,8 +528,14 @@ export class Journal {
     });
   }
 
-  /** Commits everything queued so far. */
+  /**
+   * Commits everything queued so far. Writes claimed by a change (see
+   * {@link claim}) are durable once it resolves too: it waits for those
+   * claims to settle, so a commit made after a flush never lands before a
+   * record claimed earlier.
+   */
   async flush(): Promise<void> {
+    await Promise.all(this.#claimed.values());
     this.#kick();
     while (this.#draining) await this.#draining;
   }
@@ -544,7 +552,7 @@ export class Journal {
   async claim(pid: number): Promise<ClaimedWrites> {
     for (;;) {
       if (this.#claimed.has(pid)) await this.#claimed.get(pid);
-      else if (this.#inFlight.has(pid)) await this.#draining;
+      else if (this.#inFlight.has(pid)) await this.#batch;
       else break;
     }
     const own = this.#queue.filter((q) => _writerOf(q.write) === pid);
@@ -581,6 +589,9 @@ export class Journal {
     return {
       link: async () => {
         if (!entries.length) return;
+        // Linked again: the commit they went into failed, perhaps on a head
+        // another writer (another host, the CLI) moved: it is read again.
+        if (linked) this.#head = undefined;
         this.#head ??= await this.#audit.head();
         const from = this.#head;
         const chained = await chain(from.head, entries);
@@ -680,14 +691,19 @@ export class Journal {
         audits = withAudit;
         auditBytes += next.auditBytes;
       }
-      const taken = ready.slice(0, count);
-      this.#queue = this.#queue.filter((q) => !taken.includes(q));
-      for (const q of taken) this.#inFlight.add(_writerOf(q.write) ?? -1);
-      try {
-        await this.#commitBatch(taken);
-      } finally {
-        this.#inFlight.clear();
+      let taken: Queued[];
+      if (ready === this.#queue) taken = this.#queue.splice(0, count);
+      else {
+        const chosen = new Set(ready.slice(0, count));
+        taken = [...chosen];
+        this.#queue = this.#queue.filter((q) => !chosen.has(q));
       }
+      for (const q of taken) this.#inFlight.add(_writerOf(q.write) ?? -1);
+      this.#batch = this.#commitBatch(taken).finally(() => {
+        this.#inFlight.clear();
+        this.#batch = undefined;
+      });
+      await this.#batch;
     }
   }
 

@@ -730,3 +730,47 @@ Deno.test("writes too large to share another commit are not claimed: they are co
     for (let seq = 1; seq <= 20; seq++) assert.ok(await stored(kv, 1, seq));
   });
 });
+
+Deno.test("claimed writes whose commit failed on a head another journal moved are linked from the stored head", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    const other = new Journal(kv, new AuditLog(kv));
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: true });
+    await journal.write({ journal: record(1, 2), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    await claimed.link();
+    // Another writer over the same store (another host) moves the head.
+    await other.write({ journal: record(2, 1), audit: audit(2) }, { durable: true });
+    let committed = false;
+    for (let attempt = 0; attempt < 3 && !committed; attempt++) {
+      if (attempt > 0) await claimed.link();
+      const op = kv.atomic();
+      claimed.apply(op);
+      const result = await op.commit();
+      if (result.ok) {
+        claimed.committed(result.versionstamp);
+        committed = true;
+      }
+    }
+    assert.ok(committed, "linked again from the head as stored, the writes commit");
+    await journal.write({ journal: record(1, 3), audit: audit(1) }, { durable: true });
+    assert.deepEqual(await log.verify(), { ok: true, count: 4 });
+    await other.close();
+  });
+});
+
+Deno.test("a flush waits for writes claimed before it: none of them lands after what follows the flush", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    const order: string[] = [];
+    const flush = journal.flush().then(() => void order.push("flushed"));
+    // Nothing else is queued: a flush that did not wait for the claim would
+    // end within this turn of the event loop.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    order.push("claim released");
+    claimed.release();
+    await flush;
+    assert.deepEqual(order, ["claim released", "flushed"]);
+    assert.ok(await stored(kv, 1, 1));
+  });
+});

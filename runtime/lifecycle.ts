@@ -12,7 +12,7 @@ import { type CallContext, PARKED } from "../broker/broker.ts";
 import type { Capability, CapabilitySpec } from "../broker/capability.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { putRecord, StaleWriteError } from "../broker/journal.ts";
+import { type ClaimedWrites, putRecord, StaleWriteError } from "../broker/journal.ts";
 import { parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
 import { copyJournalToFork } from "./checkpoints.ts";
 import type { FsProvider } from "./fs_provider.ts";
@@ -390,18 +390,20 @@ async function _createChildOnce(
   }
   const checked: Deno.AtomicCheck[] = cached ? [...checks, cached.check] : checks;
   const waitedBy = options.waitedBy;
+  // With room to run it now, the child is made `running`: its create commit is its claim.
+  const admission = kernel.admit();
   // A parent that blocks on the child: its buffered journal records go into the create commit.
-  const before = waitedBy && await kernel.waits.recordsBefore(ppid);
+  let before: ClaimedWrites | undefined;
   // What blocks the parent on the child `pid` (the same each time it is asked for that pid).
   let block: { pid: number } & ReturnType<LifecycleKernel["waits"]["blocking"]> | undefined;
   const blocking = (pid: number) =>
     block?.pid === pid
       ? block
       : (block = { pid, ...kernel.waits.blocking(waitedBy!, { kind: "child", pid }) });
-  // With room to run it now, the child is made `running`: its create commit is its claim.
-  const admission = kernel.admit();
   let record: ProcessRecord;
   try {
+    const records = waitedBy && await kernel.waits.recordsBefore(ppid);
+    before = records || undefined;
     record = await kernel.processes.create(
       {
         ppid,
@@ -462,12 +464,12 @@ async function _createChildOnce(
           reason: `${waitedBy.name} waits on child`,
         },
         parentEntry: known,
-        prepare: before && (async () => {
-          await before.link();
+        prepare: records && (async () => {
+          await records.link();
           return {
-            apply: before.apply,
+            apply: records.apply,
             committed: (versionstamp) => {
-              before.committed(versionstamp);
+              records.committed(versionstamp);
               block?.committed(versionstamp);
             },
           };

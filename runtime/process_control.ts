@@ -78,8 +78,6 @@ export class ProcessControl {
     // What the process did is in the journal and audit before it is seen to
     // end: its buffered records are committed in the commit that ends it.
     const records = await this.#host.journal.claim(pid);
-    const current = await processes.get(pid);
-    if (!current || END_STATES.has(current.state)) return records.release();
     const patch: Partial<ProcessRecord> = {};
     if (outcome.result !== undefined) patch.result = outcome.result;
     // A reason is one line: a program's error message is cut to fit its row.
@@ -89,18 +87,26 @@ export class ProcessControl {
     const reason = outcome.reason ?? outcome.error?.message;
     let ended: ProcessRecord | undefined;
     let woken: (() => void) | undefined;
+    // The record as the ending commit reads it (no read of its own before):
+    // a process already ended, or gone, is left as it is.
+    let current: ProcessRecord | undefined;
+    let unchanged = false;
     try {
-      ended = await processes.update(pid, () => ({ ...patch, state }), {
+      ended = await processes.update(pid, (record) => {
+        current = record;
+        if (END_STATES.has(record.state)) {
+          unchanged = true;
+          throw new SyscallError("EINVAL", `Cannot end process ${pid}: it is ${record.state}`);
+        }
+        return { ...patch, state };
+      }, {
         reason: reason === undefined ? undefined : _clipReason(reason),
         // A parent waiting for it (`proc.wait`, `tool.call`) is answered and
         // made runnable in the commit that ends it.
         prepare: async () => {
-          const end = { ...current, ...patch };
-          const waiters = await this.#host.waits.childEnded(pid, {
-            pid,
-            state,
-            result: end.result,
-            error: end.error,
+          const waiters = await this.#host.waits.childEnded(pid, () => {
+            const end = { ...current, ...patch };
+            return { pid, state, result: end.result, error: end.error };
           });
           woken = waiters.woken;
           await records.link();
@@ -117,6 +123,7 @@ export class ProcessControl {
     } catch (error) {
       // Not ended by this commit: the records are committed on their own.
       records.release();
+      if (unchanged || (error instanceof SyscallError && error.code === "ENOENT")) return;
       if (error instanceof SyscallError) {
         // Already moved on (ended elsewhere): nothing to record.
       } else {

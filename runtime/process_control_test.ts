@@ -64,12 +64,19 @@ class TestHost implements ProcessControlHost {
       return Promise.resolve(true);
     },
     // Each wait on the child's end recorded as completed with its value, nothing else committed.
-    childEnded: async (child: number, value: unknown) => {
+    childEnded: async (child: number, value: () => unknown) => {
+      const waits: [number, number][] = [];
       for await (const { key } of this.store.kv.list({ prefix: ["wait_child", child] })) {
         const [, , pid, seq] = key as [string, number, number, number];
-        this.completed.push({ pid, seq, outcome: { ok: true, value } });
+        waits.push([pid, seq]);
       }
-      return { apply: () => {}, linked: [], woken: () => {} };
+      // Completed as the ending commit is built: the value is the child's end as it reads it.
+      const apply = () => {
+        for (const [pid, seq] of waits) {
+          this.completed.push({ pid, seq, outcome: { ok: true, value: value() } });
+        }
+      };
+      return { apply, linked: [], woken: () => {} };
     },
     start: () => void (this.waitsStarted = true),
     recheck: (pid: number, seq: number, wait: WaitSpec) => {

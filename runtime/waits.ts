@@ -292,8 +292,10 @@ export class Waits {
    * wake-ups are stored together or not at all. A waiter that keeps its
    * Worker on this host is made `running` in that commit too, its claim:
    * `woken` answers it in its Worker, and starts the others made runnable.
+   * `value`, what the waits end with, is asked for as that commit is built
+   * (from the child's record as the commit reads it).
    */
-  async childEnded(child: number, value: unknown): Promise<{
+  async childEnded(child: number, value: () => unknown): Promise<{
     apply: (op: Deno.AtomicOperation) => void;
     linked: LinkedChange[];
     woken: () => void;
@@ -310,7 +312,6 @@ export class Waits {
       kv,
       calls.map(([pid, seq]) => ["journal", pid, seq]),
     );
-    const outcome: WaitOutcome = { ok: true, value };
     const waiting = entries.filter((entry): entry is Deno.KvEntry<JournalRecord> =>
       entry.value?.phase === "wait" && entry.value.wait !== undefined
     );
@@ -319,6 +320,7 @@ export class Waits {
     const claimed: ProcessRecord[] = [];
     return {
       apply: (op) => {
+        const outcome: WaitOutcome = { ok: true, value: value() };
         for (const entry of waiting) {
           op.check(entry);
           done.set(entry.value.pid, this.#ending(op, entry.value, outcome));
@@ -327,7 +329,7 @@ export class Waits {
       linked: waiting.map(({ value: wait }) => ({
         pid: wait.pid,
         change: (current) => _wakePatch(current, wait.seq),
-        reason: _wakeReason(outcome),
+        reason: _wakeReason({ ok: true, value: null }),
         then: this.#kernel.isLingering(wait.pid)
           ? (record) => record.state === "runnable" ? { state: "running" } : {}
           : undefined,

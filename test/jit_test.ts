@@ -718,10 +718,10 @@ Deno.test("a JIT tool call reads back neither its tool's entry, nor its caller's
     // The caller's capabilities are read for its first call that needs them, not per tool call.
     assert.ok(count(["cap_ver", pid]) < calls, `read ${count(["cap_ver", pid])} times`);
     // Each tool's record is read by its run's start (to see it still runs)
-    // and by its end (to see it has not ended yet, then in the end's commit
-    // turn): not by the quota of its journal, which its caller's lineage gives.
+    // and by the commit that ends it: not by the quota of its journal (its
+    // caller's lineage gives it), nor by its end before that commit.
     for (const tool of await h.kernel.processes.children(pid)) {
-      assert.ok(count(["proc", tool]) <= 3, `process ${tool} read ${count(["proc", tool])} times`);
+      assert.ok(count(["proc", tool]) <= 2, `process ${tool} read ${count(["proc", tool])} times`);
     }
   }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
 });
