@@ -452,6 +452,12 @@ export class Journal {
   #inFlight = new Set<number>();
   /** The commit in flight (with its retries one write at a time), if any. */
   #batch: Promise<void> | undefined;
+  /**
+   * Claims whose audit records are linked onto the head (each as the
+   * promise that settles with it): the writer commits nothing meanwhile, as
+   * its commit would move the head and fail theirs.
+   */
+  #linkedClaims = new Set<Promise<void>>();
   /** Counters since construction. */
   readonly stats: JournalStats = { commits: 0, writes: 0, largestBatch: 0, splits: 0 };
 
@@ -574,13 +580,15 @@ export class Journal {
     if (own.length === 0) return _NOTHING_CLAIMED;
     this.#queue = this.#queue.filter((q) => !own.includes(q));
     let done!: () => void;
-    this.#claimed.set(pid, new Promise<void>((resolve) => done = resolve));
+    const settled = new Promise<void>((resolve) => done = resolve);
+    this.#claimed.set(pid, settled);
     const entries = own.flatMap((q) => q.write.audit ? [q.write.audit] : []);
     let linked: { records: AuditRecord[]; from: string | null; head: AuditHead } | undefined;
-    let settled = false;
+    let over = false;
     const settle = () => {
-      settled = true;
+      over = true;
       this.#claimed.delete(pid);
+      this.#linkedClaims.delete(settled);
       done();
       // Writes that waited for the claim: awaited ones now, buffered ones on the timer.
       if (this.#queue.some((q) => q.resolve)) this.#kick();
@@ -589,6 +597,8 @@ export class Journal {
     return {
       link: async () => {
         if (!entries.length) return;
+        // A commit of the writer's in flight moves the head: linked after it.
+        while (this.#batch) await this.#batch;
         // Linked again: the commit they went into failed, perhaps on a head
         // another writer (another host, the CLI) moved: it is read again.
         if (linked) this.#head = undefined;
@@ -596,6 +606,7 @@ export class Journal {
         const from = this.#head;
         const chained = await chain(from.head, entries);
         linked = { records: chained.records, from: from.versionstamp, head: chained.head };
+        if (!over) this.#linkedClaims.add(settled);
       },
       apply: (op) => {
         for (const q of own) q.footprint.applyTo(op);
@@ -606,7 +617,7 @@ export class Journal {
         op.set(AUDIT_HEAD_KEY, linked.head);
       },
       committed: (versionstamp) => {
-        if (settled) return;
+        if (over) return;
         // The writer's head moves on only if nobody moved it since it was linked from.
         if (linked && this.#head?.versionstamp === linked.from) {
           this.#head = { head: linked.head, versionstamp };
@@ -623,7 +634,7 @@ export class Journal {
         settle();
       },
       release: () => {
-        if (settled) return;
+        if (over) return;
         this.#queue.unshift(...own);
         settle();
         this.#kick();
@@ -664,6 +675,11 @@ export class Journal {
 
   async #drain(): Promise<void> {
     for (;;) {
+      // A claim linked onto the audit head commits first (it takes a moment).
+      if (this.#linkedClaims.size) {
+        await Promise.all([...this.#linkedClaims]);
+        continue;
+      }
       // Writes of a process whose buffered writes are claimed wait until
       // that claim is settled: none lands before the records it follows.
       const ready = this.#claimed.size
