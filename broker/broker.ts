@@ -721,8 +721,12 @@ export class Broker {
           effect: plan.effect,
           outcome: { ok: true, value, after: plan.after },
         };
-        const apply = change.apply.bind(change);
-        await this.#record(call, called, authority.grant, end, { durable: true, atomic: apply });
+        const prepared = change;
+        await this.#record(call, called, authority.grant, end, {
+          durable: true,
+          atomic: (op) => prepared.apply(op),
+          committed: (versionstamp) => prepared.committed?.(versionstamp),
+        });
       } catch (error) {
         await change?.discard?.();
         if (error instanceof StaleWriteError) continue;

@@ -26,17 +26,11 @@ export function canonicalJson(value: unknown): string {
 function _sortKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(_sortKeys);
   if (value === null || typeof value !== "object") return value;
-  const out: Record<string, unknown> = {};
+  // No prototype: a member named `__proto__` is an own member like any other.
+  const out = Object.create(null) as Record<string, unknown>;
   for (const key of Object.keys(value).sort()) {
     const member = (value as Record<string, unknown>)[key];
-    if (member !== undefined) {
-      Object.defineProperty(out, key, {
-        value: _sortKeys(member),
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    }
+    if (member !== undefined) out[key] = _sortKeys(member);
   }
   return out;
 }

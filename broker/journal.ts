@@ -499,13 +499,16 @@ export class Journal {
         at: facts.at,
       }, end.outcome);
     const audit = _auditEntry(facts);
+    const auditChars = canonicalJson(audit).length;
     const charges = await options.charge?.(
-      (journal ? JSON.stringify(journal).length : 0) + canonicalJson(audit).length,
+      (journal ? JSON.stringify(journal).length : 0) + auditChars,
     );
     const { atomic, committed } = options;
-    await this.write({ journal, audit, charges, atomic, committed }, {
-      durable: options.durable,
-    });
+    await this.#enqueue(
+      { journal, audit, charges, atomic, committed },
+      options.durable,
+      auditChars,
+    );
   }
 
   /**
@@ -514,6 +517,15 @@ export class Journal {
    * next durable write or after `flushMs`.
    */
   write(write: JournalWrite, options: { durable: boolean }): Promise<void> {
+    return this.#enqueue(
+      write,
+      options.durable,
+      write.audit ? canonicalJson(write.audit).length : 0,
+    );
+  }
+
+  /** {@link write}, given the length of the write's audit entry in canonical JSON. */
+  #enqueue(write: JournalWrite, durable: boolean, auditChars: number): Promise<void> {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write to the journal: it is closed"));
     }
@@ -522,8 +534,8 @@ export class Journal {
     write.checks?.(footprint);
     write.atomic?.(footprint);
     write.charges?.(footprint);
-    const auditBytes = write.audit ? canonicalJson(write.audit).length + AUDIT_RECORD_OVERHEAD : 0;
-    if (!options.durable && !write.atomic) {
+    const auditBytes = write.audit ? auditChars + AUDIT_RECORD_OVERHEAD : 0;
+    if (!durable && !write.atomic) {
       this.#queue.push({ write, footprint, auditBytes });
       this.#schedule();
       return Promise.resolve();

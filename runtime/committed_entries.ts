@@ -17,6 +17,8 @@
  * ({@link CommittedEntries.record}) once its commit reports a versionstamp.
  * A change that fails, or is committed by a path that does not record,
  * leaves nothing behind, so the next change of that key reads the store.
+ * A call may look at an entry without taking it
+ * ({@link CommittedEntries.peek}) to plan the change whose commit checks it.
  *
  * @module
  */
@@ -44,6 +46,8 @@ const DEFAULT_LIMIT = 4096;
  */
 export class CommittedEntries<T> {
   #entries = new Map<string, Deno.KvEntry<T>>();
+  /** The versionstamps of the commits that changed forgotten keys otherwise. */
+  #forgotten = new Map<string, string>();
   #limit: number;
 
   /** Keeps at most `limit` entries. */
@@ -90,8 +94,9 @@ export class CommittedEntries<T> {
    */
   record(key: Deno.KvKey, value: T, versionstamp: string): void {
     const id = _keyId(key);
-    const known = this.#entries.get(id);
-    if (known && known.versionstamp > versionstamp) return;
+    const known = this.#entries.get(id)?.versionstamp ?? this.#forgotten.get(id);
+    if (known !== undefined && known > versionstamp) return;
+    this.#forgotten.delete(id);
     this.#entries.delete(id);
     if (this.#entries.size >= this.#limit) {
       this.#entries.delete(this.#entries.keys().next().value!);
@@ -99,9 +104,29 @@ export class CommittedEntries<T> {
     this.#entries.set(id, { key, value, versionstamp });
   }
 
-  /** Forgets the entry of `key`, if any. */
-  forget(key: Deno.KvKey): void {
-    this.#entries.delete(_keyId(key));
+  /**
+   * The entry of `key` this host last committed, left in the cache, or
+   * undefined: for what a change may decide before its commit checks it
+   * (never a refusal, which is decided from the store).
+   */
+  peek(key: Deno.KvKey): Deno.KvEntry<T> | undefined {
+    return this.#entries.get(_keyId(key));
+  }
+
+  /**
+   * Forgets the entry of `key`, if any. Given the versionstamp of a commit
+   * that changed the key otherwise, an entry of an older commit recorded
+   * after this (its commit answered late) is ignored as well.
+   */
+  forget(key: Deno.KvKey, versionstamp?: string): void {
+    const id = _keyId(key);
+    this.#entries.delete(id);
+    if (versionstamp === undefined) return;
+    this.#forgotten.delete(id);
+    if (this.#forgotten.size >= this.#limit) {
+      this.#forgotten.delete(this.#forgotten.keys().next().value!);
+    }
+    this.#forgotten.set(id, versionstamp);
   }
 }
 

@@ -88,3 +88,23 @@ Deno.test("past its limit the oldest entries are dropped", async () => {
     kv.close();
   }
 });
+
+Deno.test("a key forgotten at a commit ignores what an older commit records late, and peeking takes nothing", async () => {
+  await withMemoryKv(async (kv) => {
+    const entries = new CommittedEntries<number>();
+    const older = await kv.atomic().set(["n"], 1).commit();
+    const newer = await kv.atomic().set(["n"], 2).commit();
+    assert(older.ok && newer.ok);
+    // Another path of this host changed the key at `newer`; the commit at `older` answers after.
+    entries.forget(["n"], newer.versionstamp);
+    entries.record(["n"], 1, older.versionstamp);
+    assert.equal(entries.peek(["n"]), undefined);
+    // A later commit records as before; peeking leaves it to be taken.
+    const latest = await kv.atomic().set(["n"], 3).commit();
+    assert(latest.ok);
+    entries.record(["n"], 3, latest.versionstamp);
+    assert.equal(entries.peek(["n"])?.value, 3);
+    assert.equal((await entries.take(kv, ["n"])).versionstamp, latest.versionstamp);
+    assert.equal(entries.peek(["n"]), undefined);
+  });
+});

@@ -39,7 +39,7 @@ import {
 import type { StoreChange } from "../broker/store_change.ts";
 import { askedGrant, requestedGrant, requireWithinImageCeiling } from "./ceilings.ts";
 import { CellPool } from "./cell_pool.ts";
-import { replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
+import { type ReplayStart, replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
 import { cellOptionsOf, DEFAULT_LIMITS, Execution } from "./execution.ts";
 import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { TopicEvents } from "./events.ts";
@@ -330,7 +330,7 @@ export class Kernel {
       waits: this.waits,
       now: this.now,
       finish: (pid, state, outcome) => this.finish(pid, state, outcome),
-      prepare: (record) => this.#prepare(record),
+      prepare: (record, options) => this.#prepare(record, options),
       waitRecord: async (pid, seq) =>
         (await this.store.kv.get<JournalRecord>(["journal", pid, seq])).value ?? undefined,
     }, {
@@ -603,10 +603,13 @@ export class Kernel {
   /**
    * Gets ready to run a runnable process: its image, before it is claimed;
    * then, once it is `running`, its execution, replaying from its latest
-   * checkpoint.
+   * checkpoint. A `fresh` process (made running in its create commit by this
+   * host, so it has run nowhere) has neither journal nor checkpoint: none is
+   * read.
    */
   async #prepare(
     record: ProcessRecord,
+    options: { fresh?: boolean } = {},
   ): Promise<(running: ProcessRecord) => Promise<Launch<Execution>>> {
     const image = await this.imageOf(record);
     return async (running) => {
@@ -616,7 +619,9 @@ export class Kernel {
       // Outcomes of calls the run its cell took with it left in flight are
       // read back, not redone (a wait already flushed before it parked).
       if (resumed) await this.journal.flush();
-      let start = await replayStart(this.store.kv, running);
+      let start: ReplayStart = options.fresh
+        ? { firstSeq: 1 }
+        : await replayStart(this.store.kv, running);
       const entry = image.image.entry === "libos:agent"
         ? {
           kind: "agent" as const,
@@ -633,7 +638,9 @@ export class Kernel {
         }
       }
       const { firstSeq } = start;
-      const journal = await loadJournal(this.store.kv, running.pid, firstSeq);
+      const journal = options.fresh
+        ? new Map<number, JournalRecord>()
+        : await loadJournal(this.store.kv, running.pid, firstSeq);
       const execution = new Execution(this, running, limits, { firstSeq, journal });
       const placement = {
         group: this.#groupOf(running),
@@ -683,19 +690,6 @@ export class Kernel {
   }
 
   /**
-   * `EBUDGET` when `pid` or an ancestor has spent all of its `key` budget. A
-   * quick refusal before work that {@link reserve} charges afterwards.
-   */
-  checkBudget(pid: number, key: BudgetKey): Promise<void> {
-    return this.processes.checkBudget(pid, key);
-  }
-
-  /** True when `pid` or an ancestor has a `key` budget (budgets never change once set). */
-  isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
-    return this.processes.isBudgeted(pid, key);
-  }
-
-  /**
    * Reserves `key` usage for `pid` and every ancestor in one commit, as
    * much of `want.most` as every budget on the way has left and at least
    * `want.least`, else `EBUDGET` and nothing is charged (see
@@ -715,15 +709,15 @@ export class Kernel {
   }
 
   /**
-   * The checked mutations that charge usage to `pid` and every ancestor,
-   * for the commit of what it paid for; usage of a key in `within` must fit
-   * every budget on the way (`EBUDGET`). See `ProcessTable.prepareCharge`.
+   * The change that charges usage to `pid` and every ancestor, for the
+   * commit of what it paid for; usage of a key in `within` must fit every
+   * budget on the way (`EBUDGET`). See `ProcessTable.prepareCharge`.
    */
   prepareCharge(
     pid: number,
     usage: Partial<Usage>,
     options?: { within?: readonly BudgetKey[] },
-  ): Promise<(op: Deno.AtomicOperation) => void> {
+  ): Promise<StoreChange<void>> {
     return this.processes.prepareCharge(pid, usage, options);
   }
 

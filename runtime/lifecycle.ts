@@ -178,7 +178,7 @@ export async function spawnProcess(
     admission?.cancel();
     throw error;
   }
-  if (admission) admission.launch(record);
+  if (admission) admission.launch(record, { fresh: true });
   else if (how.start) kernel.start(record.pid);
   return record;
 }
@@ -482,7 +482,7 @@ async function _createChildOnce(
   } finally {
     before?.release();
   }
-  if (admission) admission.launch(record);
+  if (admission) admission.launch(record, { fresh: true });
   else kernel.start(record.pid);
   return record;
 }

@@ -12,6 +12,8 @@ import { SyscallError } from "../broker/errors.ts";
 import { StaleWriteError } from "../broker/journal.ts";
 import type { PolicyRule } from "../broker/policy.ts";
 import type { AbiProcessState } from "../broker/abi.ts";
+import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
+import { CommittedEntries } from "./committed_entries.ts";
 
 /** Lifecycle states of an AgentProcess (the ABI's own list). */
 export type ProcessState = AbiProcessState;
@@ -381,11 +383,23 @@ function _changed(
  */
 export class ProcessTable {
   #kv: Deno.Kv;
+  /**
+   * Records as this host's last charge committed them, checked by its next
+   * charge instead of read back (see `committed_entries.ts`); a record this
+   * host changes otherwise is forgotten.
+   */
+  #charged = new CommittedEntries<ProcessRecord>();
   #listeners = new Set<TransitionListener>();
   #feed: _Feed | undefined;
   /** Changes waiting for their turn to commit (see {@link #commit}). */
   #queue: _Waiter[] = [];
   #committing = false;
+  /**
+   * The pid and event counters as this table's last commit left them, so a
+   * turn need not read them again; every commit checks them, and any failed
+   * commit drops them (another table, on another host, may have moved them).
+   */
+  #counters: [Deno.KvEntryMaybe<number>, Deno.KvEntryMaybe<number>] | undefined;
 
   /** Wraps a KV handle. */
   constructor(kv: Deno.Kv) {
@@ -518,6 +532,7 @@ export class ProcessTable {
           };
         },
       });
+      if (charged) this.#forgetCharged(charged.chain);
       if (created) return created;
       if (options.checks?.length && await this.#anyChanged(options.checks)) {
         throw new StaleWriteError();
@@ -765,7 +780,9 @@ export class ProcessTable {
   async #commitTurn(turn: _Waiter[]): Promise<_Waiter[]> {
     const planned: { waiter: _Waiter; plan: _Plan<unknown> }[] = [];
     try {
-      const keys: Deno.KvKey[] = [PID_KEY, EVENT_KEY];
+      const counters = this.#counters;
+      this.#counters = undefined;
+      const keys: Deno.KvKey[] = counters ? [] : [PID_KEY, EVENT_KEY];
       for (const { change } of turn) {
         if (change.pid !== undefined) keys.push(["proc", change.pid]);
         for (const pid of change.also ?? []) keys.push(["proc", pid]);
@@ -776,9 +793,9 @@ export class ProcessTable {
           (_, i) => this.#kv.getMany(keys.slice(i * KV_GET_MANY, (i + 1) * KV_GET_MANY)),
         ),
       )).flat();
-      const [pidEntry, eventEntry] = entries as Deno.KvEntryMaybe<number>[];
+      const [pidEntry, eventEntry] = counters ?? entries as Deno.KvEntryMaybe<number>[];
       const records = new Map<number, Deno.KvEntryMaybe<ProcessRecord>>();
-      for (const entry of entries.slice(2)) {
+      for (const entry of counters ? entries : entries.slice(2)) {
         records.set(entry.key[1] as number, entry as Deno.KvEntryMaybe<ProcessRecord>);
       }
       let seq = eventEntry.value ?? 0;
@@ -815,25 +832,41 @@ export class ProcessTable {
         pid += plan.pids;
         planned.push({ waiter, plan });
       }
-      if (planned.length === 0) return [];
+      if (planned.length === 0) {
+        this.#counters = counters;
+        return [];
+      }
       if (seq !== (eventEntry.value ?? 0)) op.check(eventEntry).set(EVENT_KEY, seq);
       if (pid !== (pidEntry.value ?? 0)) op.check(pidEntry).set(PID_KEY, pid);
-      let result: Deno.KvCommitResult | Deno.KvCommitError;
+      let committed: Deno.KvCommitResult | Deno.KvCommitError;
       try {
-        result = await op.commit();
+        committed = await op.commit();
       } catch (error) {
         // Too large together, say: alone, each fails or commits on its own.
         if (planned.length > 1) return planned.map((p) => p.waiter);
         throw error;
       }
-      if (!result.ok) {
+      if (!committed.ok) {
         if (planned.length > 1) return planned.map((p) => p.waiter);
         planned[0].waiter.resolve(undefined);
         return [];
       }
+      const after = (entry: Deno.KvEntryMaybe<number>, value: number) =>
+        value === (entry.value ?? 0)
+          ? entry
+          : { key: entry.key, value, versionstamp: committed.versionstamp };
+      this.#counters = [after(pidEntry, pid), after(eventEntry, seq)];
+      // What this host's charges committed of these records is behind now,
+      // and so is a charge of them that answers after this commit.
+      for (const { waiter: { change } } of planned) {
+        const own = change.pid === undefined ? [] : [change.pid];
+        for (const pid of [...own, ...change.also ?? []]) {
+          this.#charged.forget(["proc", pid], committed.versionstamp);
+        }
+      }
       for (const { waiter, plan } of planned) {
         try {
-          waiter.resolve(plan.committed(result.versionstamp));
+          waiter.resolve(plan.committed(committed.versionstamp));
         } catch (error) {
           waiter.reject(error);
         }
@@ -871,7 +904,9 @@ export class ProcessTable {
       const { chain, amount } = await this.#reservation(pid, key, want);
       const op = this.#kv.atomic();
       _chargeChain(op, chain, key, amount);
-      if ((await op.commit()).ok) return amount;
+      const ok = (await op.commit()).ok;
+      this.#forgetCharged(chain);
+      if (ok) return amount;
     }
   }
 
@@ -887,7 +922,7 @@ export class ProcessTable {
     want: { least: number; most?: number },
     first?: Deno.KvEntry<ProcessRecord>,
   ): Promise<{ chain: Deno.KvEntry<ProcessRecord>[]; amount: number }> {
-    const chain = await this.#ancestry(pid, first);
+    const chain = await this.#ancestry(pid, { first });
     if (chain.length === 0) await this.require(pid);
     let amount = Math.max(want.least, want.most ?? want.least);
     for (const { value: r } of chain) {
@@ -904,19 +939,22 @@ export class ProcessTable {
 
   /**
    * The records of `pid` and its ancestors, nearest first, as read now
-   * (empty for none); `first`, when given, is `pid`'s as its caller read it.
+   * (empty for none); with `charged`, each as this host's last charge
+   * committed it when it has not changed it since (a guess to check in the
+   * commit), else as read now; `first`, when given, is `pid`'s as its caller
+   * read it.
    */
   async #ancestry(
     pid: number,
-    first?: Deno.KvEntry<ProcessRecord>,
+    options: { charged?: boolean; first?: Deno.KvEntry<ProcessRecord> } = {},
   ): Promise<Deno.KvEntry<ProcessRecord>[]> {
-    const known = first?.value.pid === pid ? first : undefined;
+    const known = options.first?.value.pid === pid ? options.first : undefined;
     const chain: Deno.KvEntry<ProcessRecord>[] = known ? [known] : [];
     for (let p: number | null = known ? known.value.ppid : pid; p !== null;) {
-      const entry: Deno.KvEntryMaybe<ProcessRecord> = await this.#kv.get<ProcessRecord>([
-        "proc",
-        p,
-      ]);
+      const key: Deno.KvKey = ["proc", p];
+      const entry: Deno.KvEntryMaybe<ProcessRecord> = options.charged
+        ? await this.#charged.take(this.#kv, key)
+        : await this.#kv.get<ProcessRecord>(key);
       if (entry.value === null) break;
       chain.push(entry as Deno.KvEntry<ProcessRecord>);
       p = entry.value.ppid;
@@ -930,11 +968,7 @@ export class ProcessTable {
    * part of one given back.
    */
   async charge(pid: number, usage: Partial<Usage>): Promise<void> {
-    for (;;) {
-      const op = this.#kv.atomic();
-      (await this.prepareCharge(pid, usage))(op);
-      if ((await op.commit()).ok) return;
-    }
+    await commitStoreChange(this.#kv, () => this.prepareCharge(pid, usage));
   }
 
   /**
@@ -945,17 +979,56 @@ export class ProcessTable {
    * `within` must fit every budget on the way, else `EBUDGET` and nothing
    * is prepared (a reservation of exactly that much, as {@link reserve}
    * makes); other usage is charged without a limit.
+   *
+   * The records are those this host's last charge of them committed, when
+   * it has not changed them since (see `committed_entries.ts`): checked in
+   * the commit, not read back; a refusal is confirmed from the store. Once
+   * committed (`committed`), the records it set are kept for the next one.
    */
   async prepareCharge(
     pid: number,
     usage: Partial<Usage>,
     options: { within?: readonly BudgetKey[] } = {},
-  ): Promise<(op: Deno.AtomicOperation) => void> {
-    const chain = await this.#ancestry(pid);
-    for (const key of options.within ?? []) {
+  ): Promise<StoreChange<void>> {
+    let chain = await this.#ancestry(pid, { charged: true });
+    try {
+      this.#requireWithin(chain, usage, options.within);
+    } catch (error) {
+      if (!(error instanceof SyscallError) || error.code !== "EBUDGET") throw error;
+      chain = await this.#ancestry(pid);
+      this.#requireWithin(chain, usage, options.within);
+    }
+    const limited = (options.within ?? []).some((key) => (usage[key] ?? 0) > 0);
+    if (chain.length === 0 && limited) await this.require(pid);
+    const charged = chain.map((entry): ProcessRecord => {
+      const r = entry.value;
+      const next: Usage = {
+        toolCalls: r.usage.toolCalls + (usage.toolCalls ?? 0),
+        tokens: r.usage.tokens + (usage.tokens ?? 0),
+        children: r.usage.children + (usage.children ?? 0),
+      };
+      return { ...r, usage: next };
+    });
+    return {
+      result: undefined,
+      apply: (op) => {
+        chain.forEach((entry, i) => op.check(entry).set(entry.key, charged[i]));
+      },
+      committed: (versionstamp) => {
+        chain.forEach((entry, i) => this.#charged.record(entry.key, charged[i], versionstamp));
+      },
+    };
+  }
+
+  /** `EBUDGET` when charging `usage` of a key in `within` would pass a budget of `chain`. */
+  #requireWithin(
+    chain: readonly Deno.KvEntry<ProcessRecord>[],
+    usage: Partial<Usage>,
+    within: readonly BudgetKey[] = [],
+  ): void {
+    for (const key of within) {
       const want = usage[key] ?? 0;
       if (want <= 0) continue;
-      if (chain.length === 0) await this.require(pid);
       for (const { value: r } of chain) {
         const limit = r.budget[key];
         if (limit !== undefined && limit - r.usage[key] < want) {
@@ -963,17 +1036,11 @@ export class ProcessTable {
         }
       }
     }
-    return (op) => {
-      for (const entry of chain) {
-        const r = entry.value;
-        const next: Usage = {
-          toolCalls: r.usage.toolCalls + (usage.toolCalls ?? 0),
-          tokens: r.usage.tokens + (usage.tokens ?? 0),
-          children: r.usage.children + (usage.children ?? 0),
-        };
-        op.check(entry).set(["proc", r.pid], { ...r, usage: next });
-      }
-    };
+  }
+
+  /** Forgets what this host's charges committed of the records of `chain` (it changed them). */
+  #forgetCharged(chain: readonly Deno.KvEntry<ProcessRecord>[]): void {
+    for (const entry of chain) this.#charged.forget(entry.key);
   }
 
   /** `pid`'s record, then its parent's, up to the root; `ENOENT` when `pid` has none. */
@@ -982,6 +1049,26 @@ export class ProcessTable {
     for (let p: ProcessRecord | undefined = await this.require(pid); p;) {
       out.push(p);
       p = p.ppid === null ? undefined : await this.get(p.ppid);
+    }
+    return out;
+  }
+
+  /**
+   * `pid`'s record, then its parent's, up to the root, each as this host's
+   * last charge committed it, else as read now; `ENOENT` when `pid` has
+   * none. Their lasting fields (image, models, parent, budgets) are the
+   * store's; their usage is what this host last charged, which another
+   * host may have moved since: for planning a charge, whose commit checks
+   * the records ({@link prepareCharge}), never for a refusal.
+   */
+  async chargedLineage(pid: number): Promise<ProcessRecord[]> {
+    const out: ProcessRecord[] = [];
+    for (let p: number | null = pid; p !== null;) {
+      const record: ProcessRecord | undefined = this.#charged.peek(["proc", p])?.value ??
+        (p === pid ? await this.require(p) : await this.get(p));
+      if (!record) break;
+      out.push(record);
+      p = record.ppid;
     }
     return out;
   }
@@ -1015,17 +1102,12 @@ export class ProcessTable {
    * quick refusal before work that {@link reserve} charges afterwards.
    */
   async checkBudget(pid: number, key: BudgetKey): Promise<void> {
-    for (const r of await this.lineage(pid)) {
-      const limit = r.budget[key];
-      if (limit !== undefined && r.usage[key] >= limit) {
-        throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, 1));
-      }
-    }
+    requireBudgetLeft(await this.lineage(pid), key);
   }
 
   /** True when `pid` or an ancestor has a `key` budget (budgets never change once set). */
   async isBudgeted(pid: number, key: BudgetKey): Promise<boolean> {
-    return (await this.lineage(pid)).some((r) => r.budget[key] !== undefined);
+    return hasBudget(await this.lineage(pid), key);
   }
 
   /** All processes, in pid order. */
@@ -1188,6 +1270,44 @@ export function budgetMessage(
   return left === 0
     ? `Cannot continue: process ${r.pid} has spent its ${key} budget of ${limit}`
     : `Cannot continue: process ${r.pid} has ${left} left of its ${key} budget of ${limit}, less than the ${needed} this call needs`;
+}
+
+/**
+ * `EBUDGET` when a process of `lineage` (a process and its ancestors) has
+ * spent all of its `key` budget: a quick refusal before work that a
+ * reservation or a checked charge pays for afterwards.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { requireBudgetLeft, type ProcessRecord } from "./process_table.ts";
+ * const r = { pid: 1, budget: { toolCalls: 2 }, usage: { toolCalls: 2, tokens: 0, children: 0 } };
+ * assert.throws(() => requireBudgetLeft([r as ProcessRecord], "toolCalls"), { code: "EBUDGET" });
+ * ```
+ */
+export function requireBudgetLeft(lineage: readonly ProcessRecord[], key: BudgetKey): void {
+  for (const r of lineage) {
+    const limit = r.budget[key];
+    if (limit !== undefined && r.usage[key] >= limit) {
+      throw new SyscallError("EBUDGET", budgetMessage(r, key, limit, 1));
+    }
+  }
+}
+
+/**
+ * True when a process of `lineage` has a `key` budget (budgets never
+ * change once set, so any read of the lineage tells).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { hasBudget, type ProcessRecord } from "./process_table.ts";
+ * const r = { pid: 1, budget: { tokens: 9 }, usage: { toolCalls: 0, tokens: 0, children: 0 } };
+ * assert(hasBudget([r as ProcessRecord], "tokens") && !hasBudget([r as ProcessRecord], "children"));
+ * ```
+ */
+export function hasBudget(lineage: readonly ProcessRecord[], key: BudgetKey): boolean {
+  return lineage.some((r) => r.budget[key] !== undefined);
 }
 
 /**

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import type { SyscallError } from "../broker/errors.ts";
+import { commitStoreChange } from "../broker/store_change.ts";
 import {
   budgetLeft,
   narrowBudget,
@@ -403,6 +404,85 @@ Deno.test("a budget an ancestor has spent stops its descendants; one it has not 
   });
 });
 
+/** Counts the reads of process records through `kv` from now on. */
+function countRecordReads(kv: Deno.Kv): () => number {
+  let reads = 0;
+  const isRecord = (key: Deno.KvKey) => key[0] === "proc";
+  const { get, getMany } = { get: kv.get.bind(kv), getMany: kv.getMany.bind(kv) };
+  kv.get = ((key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
+    if (isRecord(key)) reads++;
+    return get(key, options);
+  }) as Deno.Kv["get"];
+  kv.getMany = ((keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+    reads += keys.filter(isRecord).length;
+    return getMany(keys, options);
+  }) as Deno.Kv["getMany"];
+  return () => reads;
+}
+
+Deno.test("a charge checks the records this host last charged without reading them, and reads those changed since", async () => {
+  await withTable(async (table, kv) => {
+    const root = await table.create(init(null, { budget: { toolCalls: 3 } }));
+    const child = await table.create(init(root.pid));
+    await table.charge(child.pid, { toolCalls: 1 });
+    const reads = countRecordReads(kv);
+    const commits = countCommits(kv);
+    // The records the last charge committed are checked in the commit, not
+    // read back, and plan the next charge.
+    await table.charge(child.pid, { toolCalls: 1 });
+    assert.deepEqual([reads(), commits()], [0, 1]);
+    assert.deepEqual(
+      (await table.chargedLineage(child.pid)).map((r) => [r.pid, r.usage.toolCalls]),
+      [[child.pid, 2], [root.pid, 2]],
+    );
+    assert.equal(reads(), 0);
+    // A record this host changes otherwise (an exec's new image) is read again.
+    await table.update(child.pid, () => ({ image: "next@1.0.0" }));
+    const before = reads();
+    assert.equal((await table.chargedLineage(child.pid))[0].image, "next@1.0.0");
+    assert.equal(reads() - before, 1);
+    // This host changed the child otherwise: its record is read again, and committed once.
+    await table.transition(child.pid, "runnable");
+    await table.charge(child.pid, { toolCalls: 1 });
+    assert.equal(commits(), 4);
+    // Another host gives two back: this host's copies are behind, and the
+    // refusal they would give (3 used of 3) is confirmed from the store,
+    // where 1 is used: the charge goes through, counted once.
+    await new ProcessTable(kv).charge(child.pid, { toolCalls: -2 });
+    const change = await table.prepareCharge(child.pid, { toolCalls: 2 }, {
+      within: ["toolCalls"],
+    });
+    const op = kv.atomic();
+    change.apply(op);
+    const committed = await op.commit();
+    assert.ok(committed.ok);
+    change.committed?.(committed.versionstamp);
+    assert.deepEqual(
+      [
+        (await table.require(root.pid)).usage.toolCalls,
+        (await table.require(child.pid)).usage.toolCalls,
+      ],
+      [3, 3],
+    );
+    // Spent, confirmed from the store: refused.
+    await assert.rejects(
+      table.prepareCharge(child.pid, { toolCalls: 1 }, { within: ["toolCalls"] }),
+      { code: "EBUDGET" },
+    );
+    // Another host charges one without a limit: this host's next charge
+    // fails its check once, is read again, and counts every charge once.
+    await new ProcessTable(kv).charge(child.pid, { toolCalls: 1 });
+    await table.charge(child.pid, { toolCalls: -1 });
+    assert.deepEqual(
+      [
+        (await table.require(root.pid)).usage.toolCalls,
+        (await table.require(child.pid)).usage.toolCalls,
+      ],
+      [3, 3],
+    );
+  });
+});
+
 Deno.test("budgetLeft is what a process has not spent, wall time included; narrowBudget the tighter", () => {
   const record = {
     budget: { toolCalls: 10, tokens: 5, wallMs: 1_000 },
@@ -454,5 +534,46 @@ Deno.test("a child of a parent with no children left is not made, and nothing is
     );
     assert.deepEqual(await table.children(parent.pid), []);
     assert.equal((await table.require(parent.pid)).usage.children, 0);
+  });
+});
+
+Deno.test("a table reads its counters once, and again only after another table moved them", async () => {
+  await withTable(async (table, kv) => {
+    const getMany = kv.getMany.bind(kv);
+    let counterReads = 0;
+    kv.getMany = ((keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+      if (keys.some((key) => key[0] === "meta")) counterReads++;
+      return getMany(keys, options);
+    }) as Deno.Kv["getMany"];
+    const first = await table.create(init());
+    const second = await table.create(init());
+    await table.transition(second.pid, "runnable");
+    assert.equal(counterReads, 1, "the counters its own commits left are not read again");
+    // Another host's table on the same store makes a process: this table's copy is stale.
+    const other = await new ProcessTable(kv).create(init());
+    const third = await table.create(init());
+    assert.deepEqual([first.pid, second.pid, other.pid, third.pid], [1, 2, 3, 4]);
+    const seqs = (await eventsOf(table)).map((e) => e.seq);
+    assert.equal(new Set(seqs).size, seqs.length, "no event seq was used twice");
+    assert.equal(counterReads, 3, "the stale copy failed its check and was read again");
+  });
+});
+
+Deno.test("a charge held within a budget another table set since its copy is refused from the store", async () => {
+  await withTable(async (a, kv) => {
+    const b = new ProcessTable(kv);
+    const parent = await a.create(init(), Date.now(), { runnable: true, running: true });
+    const child = await a.create(init(parent.pid), Date.now(), { runnable: true, running: true });
+    await b.charge(child.pid, { tokens: 1 }); // b now holds copies of the child and the parent
+    // Another host gives the parent a tokens budget (as an exec into a budgeted image does).
+    await a.update(parent.pid, () => ({ budget: { tokens: 100 } }));
+    await assert.rejects(
+      commitStoreChange(
+        kv,
+        () => b.prepareCharge(child.pid, { tokens: 5000 }, { within: ["tokens"] }),
+      ),
+      { code: "EBUDGET" },
+    );
+    assert.equal((await a.require(parent.pid)).usage.tokens, 1, "nothing more was charged");
   });
 });

@@ -44,8 +44,12 @@ export interface ScheduledExecution {
 
 /** A place among the starts held for a process being made (see `Scheduler.admit`). */
 export interface Admission {
-  /** Runs the process made `running` in the place held. */
-  launch(record: ProcessRecord): void;
+  /**
+   * Runs the process made `running` in the place held. `fresh`: it was made
+   * in that very commit and has run nowhere, so it has no journal and no
+   * checkpoint to read.
+   */
+  launch(record: ProcessRecord, options?: { fresh?: boolean }): void;
   /** Gives the place back: the process was not made. */
   cancel(): void;
 }
@@ -76,7 +80,10 @@ export interface SchedulerHost<E extends ScheduledExecution> {
    * such as a missing image, fails it from `runnable`), and returns what
    * launches it once it is `running`.
    */
-  prepare(record: ProcessRecord): Promise<(running: ProcessRecord) => Promise<Launch<E>>>;
+  prepare(
+    record: ProcessRecord,
+    options?: { fresh?: boolean },
+  ): Promise<(running: ProcessRecord) => Promise<Launch<E>>>;
   /** The journal record of call `seq` of `pid`, if any (what a wake-up answers with). */
   waitRecord(pid: number, seq: number): Promise<JournalRecord | undefined>;
 }
@@ -216,13 +223,13 @@ export class Scheduler<E extends ScheduledExecution> {
       return true;
     };
     return {
-      launch: (record) => {
+      launch: (record, options = {}) => {
         if (!release()) return;
         const pid = record.pid;
         this.#hosted.add(pid);
         this.#starting.add(pid);
         if (!this.#closed) this.#host.waits.start();
-        this.#track(pid, this.#launchClaimed(record));
+        this.#track(pid, this.#launchClaimed(record, options.fresh === true));
       },
       cancel: () => {
         if (release()) this.#pump();
@@ -554,8 +561,8 @@ export class Scheduler<E extends ScheduledExecution> {
    * {@link admit}); when the host closed meanwhile, puts it back to
    * `runnable`, as {@link shutdown} does for the processes it stops.
    */
-  async #launchClaimed(record: ProcessRecord): Promise<void> {
-    const launch = this.#closed ? undefined : await this.#host.prepare(record);
+  async #launchClaimed(record: ProcessRecord, fresh: boolean): Promise<void> {
+    const launch = this.#closed ? undefined : await this.#host.prepare(record, { fresh });
     if (!launch || this.#closed) {
       const now = await this.#host.processes.get(record.pid);
       if (now?.state === "running") {

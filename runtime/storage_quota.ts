@@ -56,17 +56,12 @@ interface _Link {
   journalBytes: number;
 }
 
-/** Most lineages and counters kept in memory (a lineage never changes once a process exists). */
+/**
+ * Most lineages and counters kept in memory. A lineage's processes never
+ * change, but their quotas may (an exec narrows them): a transition showing
+ * other quotas than a kept lineage has drops every kept lineage.
+ */
 const CACHE_SIZE = 4096;
-
-/** One process of a lineage: its pid and quotas, from its record. */
-function _linkOf(record: ProcessRecord): _Link {
-  return {
-    pid: record.pid,
-    storageBytes: record.budget.storageBytes ?? DEFAULT_STORAGE_BYTES,
-    journalBytes: record.budget.journalBytes ?? DEFAULT_JOURNAL_BYTES,
-  };
-}
 
 /**
  * How old a journal counter read from the store may be before admission
@@ -89,6 +84,8 @@ export class StorageQuotas {
   #kv: Deno.Kv;
   #processes: ProcessTable;
   #lineages = new Map<number, _Link[]>();
+  /** The quotas of each process in a kept lineage, as kept. */
+  #kept = new Map<number, _Link>();
   #journalSeen = new Map<number, { bytes: number; readAt: number }>();
   /** `storageBytes` counters this host committed, checked by its next charge (see {@link prepareCharges}). */
   #counters = new CommittedEntries<number>(CACHE_SIZE);
@@ -97,12 +94,20 @@ export class StorageQuotas {
   constructor(kv: Deno.Kv, processes: ProcessTable) {
     this.#kv = kv;
     this.#processes = processes;
-    // A process this host makes under a parent whose lineage it knows has
-    // that lineage below its own record: known without reading either back.
     processes.subscribe((record, event, foreign) => {
+      const kept = this.#kept.get(record.pid);
+      if (kept) {
+        const now = _link(record);
+        if (now.storageBytes !== kept.storageBytes || now.journalBytes !== kept.journalBytes) {
+          this.#lineages.clear();
+          this.#kept.clear();
+        }
+      }
+      // A process this host makes under a parent whose lineage it knows has
+      // that lineage below its own record: known without reading either back.
       if (foreign || event.from !== null || record.ppid === null) return;
       const above = this.#lineages.get(record.ppid);
-      if (above) this.#remember(record.pid, [_linkOf(record), ...above]);
+      if (above) this.#remember(record.pid, [_link(record), ...above]);
     });
   }
 
@@ -267,7 +272,7 @@ export class StorageQuotas {
       return [{ pid, storageBytes: Infinity, journalBytes: Infinity }];
     }
     while (record) {
-      out.push(_linkOf(record));
+      out.push(_link(record));
       record = record.ppid === null ? undefined : await this.#processes.get(record.ppid);
     }
     this.#remember(pid, out);
@@ -275,8 +280,12 @@ export class StorageQuotas {
   }
 
   #remember(pid: number, lineage: _Link[]): void {
-    if (this.#lineages.size >= CACHE_SIZE) this.#lineages.clear();
+    if (this.#lineages.size >= CACHE_SIZE) {
+      this.#lineages.clear();
+      this.#kept.clear();
+    }
     this.#lineages.set(pid, lineage);
+    for (const link of lineage) this.#kept.set(link.pid, link);
   }
 
   async #getMany<T>(keys: Deno.KvKey[]): Promise<Deno.KvEntryMaybe<T>[]> {
@@ -286,4 +295,13 @@ export class StorageQuotas {
     }
     return out;
   }
+}
+
+/** A process's storage and journal quotas. */
+function _link(record: ProcessRecord): _Link {
+  return {
+    pid: record.pid,
+    storageBytes: record.budget.storageBytes ?? DEFAULT_STORAGE_BYTES,
+    journalBytes: record.budget.journalBytes ?? DEFAULT_JOURNAL_BYTES,
+  };
 }

@@ -174,3 +174,22 @@ Deno.test("changes that leave a counter as it is neither check nor set it", asyn
     assert.equal((await quotas.usage(root)).storageBytes, 750);
   });
 });
+
+Deno.test("a quota an exec narrows holds from the next charge, not the one the lineage was first read with", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const table = new ProcessTable(kv);
+    const quotas = new StorageQuotas(kv, table);
+    const pid = (await table.create(newProcess({ budget: {} }), Date.now(), { runnable: true }))
+      .pid;
+    await apply(kv, quotas, [{ pid, bytes: 1_000 }]); // the lineage is read and kept
+    // As `proc.exec` does: the process goes back to runnable with a narrower budget.
+    await table.transition(pid, "running");
+    await table.transition(pid, "runnable", { patch: { budget: { storageBytes: 1_500 } } });
+    await assert.rejects(quotas.prepare([{ pid, bytes: 1_000 }], "Cannot store"), {
+      code: "EBUDGET",
+    });
+  } finally {
+    kv.close();
+  }
+});

@@ -14,7 +14,13 @@
  * and appends only the messages after it, so a step costs its new messages,
  * not the history. The host keeps the transcripts it recently used in
  * memory, with the digest of every prefix, so checking a reference and
- * expanding it read no history from the store.
+ * expanding it read no history from the store (and nothing at all for the
+ * reference this host's last record of the transcript answered with, see
+ * {@link Transcripts.resolve}). Recording an exchange
+ * checks the transcript's length, and the quota counters it moves, at the
+ * versionstamps this host last committed them with, without reading them
+ * back (see `committed_entries.ts`); the digests of its messages are
+ * computed once, for the reply's reference and the transcript in memory.
  *
  * @module
  */
@@ -22,7 +28,9 @@
 import { SyscallError } from "../broker/errors.ts";
 import { commitStoreChange, type StoreChange } from "../broker/store_change.ts";
 import { writeChunked } from "./chunks.ts";
-import { nextConversationDigest } from "./guest/cell_protocol.ts";
+import { CommittedEntries } from "./committed_entries.ts";
+import { conversationLink } from "./guest/cell_protocol.ts";
+import { sha256Hex } from "../broker/digest.ts";
 import { type Message, messageTokenBound, type ModelReply } from "./model.ts";
 import type { StorageQuotas } from "./storage_quota.ts";
 
@@ -97,12 +105,14 @@ const HELD_CHARS = 16 * 2 ** 20;
  */
 export class Transcripts {
   #kv: Deno.Kv;
-  #quotas: Pick<StorageQuotas, "prepare">;
+  #quotas: Pick<StorageQuotas, "prepareCharges">;
   /** Transcripts in memory, least recently used first. */
   #held = new Map<number, _Held>();
+  /** The `transcript_len` entries this host committed, checked by its next record. */
+  #lengths = new CommittedEntries<number>();
 
   /** Transcripts in `kv`, charged to `quotas`. */
-  constructor(kv: Deno.Kv, quotas: Pick<StorageQuotas, "prepare">) {
+  constructor(kv: Deno.Kv, quotas: Pick<StorageQuotas, "prepareCharges">) {
     this.#kv = kv;
     this.#quotas = quotas;
   }
@@ -116,13 +126,21 @@ export class Transcripts {
    * reference, only with the very messages sent and a reply recorded after
    * them, that reply is the answer (`recorded`); other messages there are
    * refused with `EINVAL`: the transcript holds another conversation.
+   *
+   * A reference to the whole of the transcript held in memory, when that
+   * is what this host's last record of it committed, is taken from memory
+   * without reading the store: the digest makes it the very conversation
+   * referenced, and the record of the call checks in its commit that the
+   * transcript has not moved since (another host's record: then the call
+   * is refused with `EINVAL` and nothing is recorded). Anything else, and
+   * every refusal, is decided from the store.
    */
   async resolve(pid: number, request: ConversationRequest): Promise<Conversation> {
     const sent = request.messages;
     const sentBound = sent.reduce((sum, m) => sum + messageTokenBound(m), 0);
     const ref = request.transcript;
     if (!ref) return { messages: sent, inputBound: sentBound };
-    const held = await this.#hold(pid);
+    const held = this.#recorded(pid, ref) ?? await this.#hold(pid);
     const stored = held.messages.length;
     if (ref.length > stored || held.digests[ref.length] !== ref.digest) {
       throw new SyscallError(
@@ -138,7 +156,7 @@ export class Transcripts {
     // The transcript goes on past the reference: the exchange of a call the
     // journal lost, which answers again as it did.
     let digest = ref.digest;
-    for (const message of sent) digest = await nextConversationDigest(digest, message);
+    for (const message of sent) digest = await _nextDigest(digest, message);
     const at = ref.length + sent.length;
     if (at < stored && held.digests[at] === digest && held.messages[at].role === "assistant") {
       const meta = (await this.#kv.get<_ReplyMeta>(["transcript_reply", pid, at])).value;
@@ -192,7 +210,12 @@ export class Transcripts {
     const meta: _ReplyMeta = reply.exit === undefined
       ? { usage: reply.usage }
       : { usage: reply.usage, exit: reply.exit };
-    const entry = await this.#kv.get<number>(countKey);
+    // The length this host last committed, checked in the commit; a
+    // mismatch is confirmed from the store before it refuses.
+    let entry = await this.#lengths.take(this.#kv, countKey);
+    if (ref && (entry.value ?? 0) !== ref.length) {
+      entry = await this.#lengths.take(this.#kv, countKey, { fresh: true });
+    }
     const stored = entry.value ?? 0;
     if (ref && stored !== ref.length) {
       throw new SyscallError(
@@ -208,35 +231,43 @@ export class Transcripts {
       ]),
     ) as Message[];
     const text = JSON.stringify(fresh);
-    const charge = await this.#quotas.prepare(
+    const charge = await this.#quotas.prepareCharges(
       [{ pid, bytes: text.length + JSON.stringify(meta).length }],
       `Cannot record the transcript of process ${pid}`,
     );
     const length = stored + fresh.length;
     // Only a transcript that is exactly this conversation can be referenced.
     const exact = ref !== undefined || stored === 0;
-    const held = this.#held.get(pid) ?? (stored === 0 ? _empty() : undefined);
+    const held = this.#held.get(pid);
+    // The digests through each new message, after the stored ones (in memory, or none).
+    const base = stored === 0
+      ? ""
+      : held?.messages.length === stored
+      ? held.digests[stored]
+      : undefined;
+    const digests = base === undefined ? undefined : await _digestsAfter(base, fresh);
     let result: TranscriptRef | undefined;
-    if (exact && held?.messages.length === stored) {
-      let digest = held.digests[stored];
-      for (const message of fresh) digest = await nextConversationDigest(digest, message);
-      result = { length, digest };
-    } else if (exact) {
-      result = { length, digest: await this.#digestAfter(pid, stored, fresh) };
-    }
+    if (exact && digests) result = { length, digest: digests[digests.length - 1] };
+    else if (exact) result = { length, digest: await this.#digestAfter(pid, stored, fresh) };
     return {
       result,
       apply: (op) => {
         op.check(entry).set(countKey, length);
         fresh.forEach((message, i) => writeChunked(op, ["transcript", pid, stored + i], message));
         op.set(["transcript_reply", pid, length - 1], meta);
-        charge(op);
+        charge.apply(op);
+      },
+      committed: (versionstamp) => {
+        this.#lengths.record(countKey, length, versionstamp);
+        charge.committed?.(versionstamp);
       },
       wake: async () => {
         const current = this.#held.get(pid) ??
           (stored === 0 ? this.#keep(pid, _empty()) : undefined);
-        if (current?.messages.length === stored) await this.#append(current, fresh, text.length);
-        else this.#drop(pid);
+        if (current?.messages.length === stored) {
+          const known = current.digests[stored] === base ? digests : undefined;
+          await this.#append(current, fresh, text.length, known);
+        } else this.#drop(pid);
       },
     };
   }
@@ -254,9 +285,8 @@ export class Transcripts {
         `Cannot record the transcript of process ${pid}: it changed while the model answered`,
       );
     }
-    let digest = held.digests[stored];
-    for (const message of messages) digest = await nextConversationDigest(digest, message);
-    return digest;
+    const digests = await _digestsAfter(held.digests[stored], messages);
+    return digests[digests.length - 1];
   }
 
   /**
@@ -300,6 +330,22 @@ export class Transcripts {
   /** Lets go of the transcript of `pid` held in memory (its process has ended). */
   forget(pid: number): void {
     this.#drop(pid);
+    this.#lengths.forget(["transcript_len", pid]);
+  }
+
+  /**
+   * The transcript of `pid` in memory when `ref` names all of it and its
+   * length is the one this host's last record of it committed: a guess that
+   * the record of the call checks in its commit.
+   */
+  #recorded(pid: number, ref: TranscriptRef): _Held | undefined {
+    const held = this.#held.get(pid);
+    if (
+      held === undefined || held.messages.length !== ref.length ||
+      held.digests[ref.length] !== ref.digest ||
+      this.#lengths.peek(["transcript_len", pid])?.value !== ref.length
+    ) return undefined;
+    return this.#keep(pid, held);
   }
 
   /** The transcript of `pid` in memory, read from the store when it is not (or no longer matches). */
@@ -334,11 +380,19 @@ export class Transcripts {
     return this.#keep(pid, loaded);
   }
 
-  /** Adds `messages` (`chars` JSON characters) to `held`, with their digests and bounds. */
-  async #append(held: _Held, messages: readonly Message[], chars: number): Promise<void> {
-    for (const message of messages) {
+  /**
+   * Adds `messages` (`chars` JSON characters) to `held`, with their digests
+   * (`digests` when they are known already) and bounds.
+   */
+  async #append(
+    held: _Held,
+    messages: readonly Message[],
+    chars: number,
+    digests?: readonly string[],
+  ): Promise<void> {
+    for (const [k, message] of messages.entries()) {
       const i = held.messages.length;
-      held.digests.push(await nextConversationDigest(held.digests[i], message));
+      held.digests.push(digests?.[k] ?? await _nextDigest(held.digests[i], message));
       held.bounds.push(held.bounds[i] + messageTokenBound(message));
       held.messages.push(message);
     }
@@ -368,4 +422,23 @@ export class Transcripts {
       chars -= held.chars;
     }
   }
+}
+
+/**
+ * The conversation digest of the conversation whose digest is `previous`
+ * followed by `message`: `nextConversationDigest` of
+ * `guest/cell_protocol.ts`, hashed in place as the syscall path's digests
+ * are (`broker/digest.ts`), without an async `crypto.subtle` round trip.
+ */
+function _nextDigest(previous: string, message: Message): Promise<string> {
+  return sha256Hex(conversationLink(previous, message));
+}
+
+/** The conversation digests after `base` through each of `messages`, in order. */
+async function _digestsAfter(base: string, messages: readonly Message[]): Promise<string[]> {
+  const digests: string[] = [];
+  for (const message of messages) {
+    digests.push(await _nextDigest(digests[digests.length - 1] ?? base, message));
+  }
+  return digests;
 }

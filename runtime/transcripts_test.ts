@@ -21,6 +21,11 @@ async function withTranscripts(
   }
 }
 
+/** Quotas that charge nothing, for a second host over the same store. */
+const noQuotas = {
+  prepareCharges: () => Promise.resolve({ result: undefined, apply: () => {} }),
+};
+
 /** A model reply saying `message`. */
 function said(message: Message): ModelReply {
   return { message: message as ModelReply["message"], usage: { inputTokens: 1, outputTokens: 1 } };
@@ -75,6 +80,46 @@ Deno.test("concurrent records of one transcript lose nothing", async () => {
   });
 });
 
+Deno.test("a call checks the transcript length this host last recorded without reading it; one another host moved is refused from the store", async () => {
+  await withTranscripts({}, async (transcripts, pid, kv) => {
+    const first: Message = { role: "assistant", content: "one" };
+    const ref = (await transcripts.record(pid, { messages: [user] }, said(first)))!;
+    // This host's next call checks its reference, and records after it, without reading the length back.
+    let lengthReads = 0;
+    const get = kv.get.bind(kv);
+    kv.get = ((key: Deno.KvKey) => {
+      if (key[0] === "transcript_len") lengthReads++;
+      return get(key);
+    }) as Deno.Kv["get"];
+    const more: Message = { role: "user", content: "and?" };
+    const second: Message = { role: "assistant", content: "two" };
+    await transcripts.resolve(pid, { transcript: ref, messages: [more] });
+    const next =
+      (await transcripts.record(pid, { transcript: ref, messages: [more] }, said(second)))!;
+    assert.equal(lengthReads, 0);
+    // Another host appends: this host's copy still ends at the reference,
+    // the very conversation it names, but recording after it is refused,
+    // confirmed from the store, and nothing of it is recorded.
+    const otherHost = new Transcripts(kv, noQuotas);
+    const third: Message = { role: "assistant", content: "three" };
+    await otherHost.record(pid, { messages: [] }, said(third));
+    const stale = { transcript: next, messages: [more] };
+    assert.deepEqual((await transcripts.resolve(pid, stale)).messages, [
+      user,
+      first,
+      more,
+      second,
+      more,
+    ]);
+    assert.equal(await codeOf(transcripts.record(pid, stale, said(first))), "EINVAL");
+    assert.deepEqual(await transcripts.read(pid), [user, first, more, second, third]);
+    // Without a reference, this host's record lands after the other host's: nothing is lost.
+    const fourth: Message = { role: "assistant", content: "four" };
+    await transcripts.record(pid, { messages: [] }, said(fourth));
+    assert.deepEqual(await transcripts.read(pid), [user, first, more, second, third, fourth]);
+  });
+});
+
 /** The conversation digest of `messages`. */
 async function digestOf(messages: readonly Message[]): Promise<string> {
   let digest = "";
@@ -117,7 +162,7 @@ Deno.test("an agent checkpoint's transcript reference resumes only the conversat
     const op = kv.atomic();
     writeChunked(op, ["transcript", pid, 1], { role: "user", content: "something else" });
     await op.commit();
-    const otherHost = new Transcripts(kv, { prepare: () => Promise.resolve(() => {}) });
+    const otherHost = new Transcripts(kv, noQuotas);
     assert.equal(await otherHost.resumeAgent(pid, state), undefined);
   });
 });
@@ -149,8 +194,21 @@ Deno.test("a request that references the transcript sends only the messages afte
     assert.deepEqual(next, { length: 5, digest: await digestOf(whole) });
     assert.deepEqual(await transcripts.read(pid), whole);
     // Another host, reading the store back, resolves the same reference the same way.
-    const otherHost = new Transcripts(kv, { prepare: () => Promise.resolve(() => {}) });
+    const otherHost = new Transcripts(kv, noQuotas);
     assert.deepEqual((await otherHost.resolve(pid, request)).messages, [system, user, first, more]);
+  });
+});
+
+Deno.test("a reply's reference is the conversation digest of cell_protocol.ts, whatever the text", async () => {
+  await withTranscripts({}, async (transcripts, pid) => {
+    const asked: Message = { role: "user", content: 'naïve café, 数据, 🙂, \u0000 and "quotes"' };
+    const reply: Message = {
+      role: "assistant",
+      content: "é",
+      tool_calls: [{ id: "c1", name: "t", arguments: { z: [1, { b: "🙂", a: null }], a: "\n" } }],
+    };
+    const ref = await transcripts.record(pid, { messages: [system, asked] }, said(reply));
+    assert.deepEqual(ref, { length: 3, digest: await digestOf([system, asked, reply]) });
   });
 });
 

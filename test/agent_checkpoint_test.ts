@@ -548,6 +548,47 @@ Deno.test("a checkpoint costs the same KV reads and writes at the 500th save as 
   }, { model });
 });
 
+Deno.test("an agent step checks what the step before committed without reading it back", async () => {
+  const steps = 12;
+  const model = new RecordingModel(script(steps, []));
+  await withHarness(async (h) => {
+    await h.kernel.images.register({ ...ASKER, name: "long" });
+    // What each model.complete and ckpt.save call reads, from its arrival to its reply.
+    let calling = false;
+    const read: { name: string; keys: string[] }[] = [];
+    const take = keysTouched(h.kernel.store.kv, () => calling);
+    const broker = h.kernel.broker;
+    const dispatch = broker.dispatch.bind(broker);
+    broker.dispatch = async (ctx, request) => {
+      if (request.name !== "model.complete" && request.name !== "ckpt.save") {
+        return await dispatch(ctx, request);
+      }
+      calling = true;
+      try {
+        return await dispatch(ctx, request);
+      } finally {
+        calling = false;
+        read.push({ name: request.name, keys: take().filter((k) => k.startsWith("get ")) });
+      }
+    };
+    const end = await h.kernel.run({ image: "long@1.0.0", workspace: h.workspace });
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    const counted = (name: string, key: string) =>
+      read.filter((r) => r.name === name).slice(2).map((r) =>
+        r.keys.filter((k) => k === `get ${key}`).length
+      );
+    const calls = steps - 1;
+    // What a model call plans from and checks in its commit (the records
+    // up the lineage, the transcript's length, the storage counters) is
+    // what the step before committed, not read back.
+    for (const key of ['["proc",#]', '["transcript_len",#]', '["storage_used",#]']) {
+      assert.deepEqual(counted("model.complete", key), Array(calls).fill(0), key);
+    }
+    // A checkpoint reads nothing back: its storage counter is what the model call before committed.
+    assert.deepEqual(counted("ckpt.save", '["storage_used",#]'), Array(steps - 2).fill(0));
+  }, { model });
+});
+
 Deno.test("a model reply over the toolCalls budget is charged its tokens and recorded nowhere", async () => {
   const read: ScriptTurn = {
     tool_calls: [{ name: "read_file", arguments: { path: "note.txt" } }],

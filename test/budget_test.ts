@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { ScriptedModel } from "../runtime/model.ts";
+import { type ModelProvider, ScriptedModel } from "../runtime/model.ts";
+import { ProcessTable } from "../runtime/process_table.ts";
 import { type Attempt, program, withKernel } from "./_programs.ts";
 
 /** A reply of 40 characters: 10 output tokens by the scripted model's count. */
@@ -94,6 +95,38 @@ Deno.test("a model call is held to the reply tokens left in the budget", async (
     const reply = end.result as { message: { content: string } };
     assert.ok(reply.message.content.length < 4000);
     assert.ok(end.usage.tokens <= 50, `charged ${end.usage.tokens} tokens`);
+  }, { model });
+});
+
+Deno.test("a model call made without a reservation is refused when another host set a tokens budget meanwhile", async () => {
+  let kv: Deno.Kv | undefined;
+  let calls = 0;
+  const scripted = new ScriptedModel({ turns: [{ content: "x".repeat(4000) }] });
+  // Another host's process table on the same store gives the process a
+  // tokens budget of 100 while this host's second call is with the model.
+  const model: ModelProvider = {
+    name: "scripted",
+    async complete(request) {
+      if (++calls === 2) {
+        await new ProcessTable(kv!).update(request.pid!, () => ({ budget: { tokens: 100 } }));
+      }
+      return await scripted.complete(request);
+    },
+  };
+  await withKernel(async (h) => {
+    kv = h.kernel.store.kv;
+    const end = await h.run(
+      program(`
+        const ask = () => attempt(() => sys.model.complete({ messages: [{ role: "user", content: "hi" }] }));
+        return [await ask(), await ask()];
+      `),
+    );
+    assert.equal(end.state, "exited", end.error?.message);
+    const [first, second] = end.result as Attempt[];
+    assert.ok(first.ok, "no budget then");
+    assert.equal(second.ok, false, "the reply over the new budget never reached the program");
+    assert.equal(second.code, "EBUDGET");
+    assert.ok(end.usage.tokens > 100, "the tokens the model spent are charged all the same");
   }, { model });
 });
 

@@ -106,6 +106,37 @@ Deno.test("concurrent spawns get distinct pids that later spawns never reuse", a
   });
 });
 
+Deno.test("a process made running in its create commit starts without reading a journal or checkpoints it cannot have", async () => {
+  await withKernel(async (h) => {
+    const tag = await h.program("idle", IDLE);
+    const kv = h.kernel.store.kv;
+    const list = kv.list.bind(kv);
+    const listed: Deno.KvKey[] = [];
+    kv.list = ((selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+      listed.push("prefix" in selector ? selector.prefix : selector.start!);
+      return list(selector, options);
+    }) as Deno.Kv["list"];
+    const first = afterSyscall(h.kernel, (_ctx, request) => request.name === "time.now");
+    const proc = await h.kernel.spawn({ image: tag, workspace: h.workspace }, { start: true });
+    await first;
+    assert.equal(proc.state, "running", "made running in its create commit");
+    const own = listed.filter((key) =>
+      (key[0] === "journal" || key[0] === "ckpt") && key[1] === proc.pid
+    );
+    assert.deepEqual(own, [], "nothing of its own was listed before its first call");
+    // A process started from runnable (another host's, or one resumed) reads both.
+    listed.length = 0;
+    const queued = await h.kernel.spawn({ image: tag, workspace: h.workspace });
+    const second = afterSyscall(h.kernel, (c) => c.pid === queued.pid);
+    h.kernel.start(queued.pid);
+    await second;
+    assert.deepEqual(
+      listed.filter((key) => key[1] === queued.pid).map((key) => key[0]).sort(),
+      ["ckpt", "journal"],
+    );
+  });
+});
+
 Deno.test("a run records each transition as an event, in order", async () => {
   await withKernel(async (h) => {
     const end = await h.run(program(`return "done";`));

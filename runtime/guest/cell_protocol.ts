@@ -200,7 +200,16 @@ export async function nextConversationDigest(
   previous: string,
   message: unknown,
 ): Promise<string> {
-  const text = `${previous}\n${canonicalJson(message)}`;
+  const text = conversationLink(previous, message);
   const bytes = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
   return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The text a conversation digest hashes: the digest `previous`, a newline,
+ * and `message` in canonical JSON. Both sides hash it their own way (the
+ * Worker with `crypto.subtle`, see {@link nextConversationDigest}).
+ */
+export function conversationLink(previous: string, message: unknown): string {
+  return `${previous}\n${canonicalJson(message)}`;
 }

@@ -4,7 +4,8 @@
  * `["ckpt_state", pid, seq]`) and charged to the process's storage quota in
  * the commit that journals its `ckpt.save` call. A save touches only its own
  * keys and the quota counters: it reads no earlier checkpoint, so it costs
- * the same at the thousandth as at the first.
+ * the same at the thousandth as at the first, and the counters it checks
+ * are those this host last committed (no read when nothing else moved them).
  *
  * @module
  */
@@ -20,7 +21,7 @@ export interface CkptKernel {
   /** The store the checkpoints are kept in. */
   readonly store: Pick<Store, "kv">;
   /** The storage quotas the checkpoints are charged to. */
-  readonly quotas: Pick<StorageQuotas, "prepare">;
+  readonly quotas: Pick<StorageQuotas, "prepareCharges">;
   /** The clock. */
   readonly now: () => number;
 }
@@ -58,8 +59,9 @@ export function ckptHandlers(kernel: CkptKernel): HandlerTable {
             `Cannot save checkpoint: the state is too large (${bytes} bytes, over ${MAX_STATE_BYTES})`,
           );
         }
-        // Checkpoints are kept: each one is charged to the storageBytes quota in its commit.
-        const charge = await kernel.quotas.prepare(
+        // Checkpoints are kept: each one is charged to the storageBytes quota
+        // in its commit, checked at the counters this host last committed.
+        const charge = await kernel.quotas.prepareCharges(
           [{ pid: ctx.pid, bytes: text.length }],
           "Cannot save checkpoint",
         );
@@ -68,8 +70,9 @@ export function ckptHandlers(kernel: CkptKernel): HandlerTable {
           apply: (op) => {
             op.set(["ckpt", ctx.pid, ctx.seq], { seq: ctx.seq, at: kernel.now() });
             writeChunked(op, ["ckpt_state", ctx.pid, ctx.seq], args.state);
-            charge(op);
+            charge.apply(op);
           },
+          committed: (versionstamp) => charge.committed?.(versionstamp),
         };
       },
     }),

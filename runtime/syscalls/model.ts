@@ -14,7 +14,14 @@ import { type HandlerTable, OutcomeChange } from "../../broker/broker.ts";
 import type { StoreChange } from "../../broker/store_change.ts";
 import { imageModelId, type RegisteredImage } from "../image.ts";
 import { maxInputTokens, type ModelProvider, type ModelReply } from "../model.ts";
-import type { BudgetKey, ProcessRecord, ProcessTable, Usage } from "../process_table.ts";
+import {
+  type BudgetKey,
+  hasBudget,
+  type ProcessRecord,
+  type ProcessTable,
+  requireBudgetLeft,
+  type Usage,
+} from "../process_table.ts";
 import type { Conversation, ConversationRequest, TranscriptRef } from "../transcripts.ts";
 
 /**
@@ -27,30 +34,26 @@ export const DEFAULT_REPLY_TOKENS = 4096;
 /** What the `model` handlers need from the kernel. */
 export interface ModelKernel {
   /** The process table. */
-  readonly processes: Pick<ProcessTable, "require">;
+  readonly processes: Pick<ProcessTable, "chargedLineage" | "lineage">;
   /** The registered image a process runs. */
   imageOf(proc: ProcessRecord): Promise<RegisteredImage>;
   /** The model a process calls by default. */
   ownModelOf(proc: ProcessRecord, image: RegisteredImage): string;
   /** The provider a process's completions go to. */
   modelFor(proc: ProcessRecord): Promise<ModelProvider>;
-  /** `EBUDGET` when the process or an ancestor has spent its `key` budget. */
-  checkBudget(pid: number, key: BudgetKey): Promise<void>;
-  /** Whether the process or an ancestor has a `key` budget. */
-  isBudgeted(pid: number, key: BudgetKey): Promise<boolean>;
   /** Reserves between `least` and `most` of a budget; returns the amount reserved. */
   reserve(pid: number, key: BudgetKey, want: { least: number; most?: number }): Promise<number>;
   /** Charges usage (negative to give a reservation back). */
   charge(pid: number, usage: Partial<Usage>): Promise<void>;
   /**
-   * The checked mutations that charge usage, for the commit of what it paid
-   * for; usage of a key in `within` must fit the budgets (`EBUDGET`).
+   * The change that charges usage, for the commit of what it paid for;
+   * usage of a key in `within` must fit the budgets (`EBUDGET`).
    */
   prepareCharge(
     pid: number,
     usage: Partial<Usage>,
     options?: { within?: readonly BudgetKey[] },
-  ): Promise<(op: Deno.AtomicOperation) => void>;
+  ): Promise<StoreChange<void>>;
   /** The whole conversation of a request, checked against the process's transcript. */
   resolveConversation(pid: number, request: ConversationRequest): Promise<Conversation>;
   /**
@@ -68,7 +71,16 @@ export interface ModelKernel {
 export function modelHandlers(kernel: ModelKernel): HandlerTable {
   return {
     "model.complete": async (ctx, args) => {
-      const proc = await kernel.processes.require(ctx.pid);
+      // The caller's transcript is looked up while its record is; the run
+      // checks the request against it before anything is sent. A call
+      // refused before it runs leaves this unused.
+      const resolving = kernel.resolveConversation(ctx.pid, args);
+      resolving.catch(() => {});
+      // The caller's and its ancestors' records as this host last charged
+      // them: their image, models, parent and budgets, and the usage the
+      // charge of this call checks in its commit.
+      const lineage = await kernel.processes.chargedLineage(ctx.pid);
+      const proc = lineage[0];
       const image = await kernel.imageOf(proc);
       const own = kernel.ownModelOf(proc, image);
       const model = args.model ?? own;
@@ -78,15 +90,20 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
         ops: free ? [] : [{ resource: "model", right: "complete", target: model }],
         effect: "none",
         run: async () => {
-          await kernel.checkBudget(ctx.pid, "toolCalls");
           const tools = args.tools ?? [];
-          // Checked before anything is sent: a reference the transcript does not match is refused.
-          const conversation = await kernel.resolveConversation(ctx.pid, args);
+          // A spent budget refuses first (confirmed from the store), then a
+          // reference the transcript does not match.
+          try {
+            requireBudgetLeft(lineage, "toolCalls");
+          } catch {
+            requireBudgetLeft(await kernel.processes.lineage(ctx.pid), "toolCalls");
+          }
+          const conversation = await resolving;
           if (conversation.recorded) return conversation.recorded;
           // Reserve the tokens the call may spend before making it; the model is held to them.
           let reserved = 0;
           let maxTokens = args.maxTokens;
-          if (await kernel.isBudgeted(ctx.pid, "tokens")) {
+          if (hasBudget(lineage, "tokens")) {
             const input = maxInputTokens([], tools) + conversation.inputBound;
             reserved = await kernel.reserve(ctx.pid, "tokens", {
               least: input + 1,
@@ -117,15 +134,24 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
           const toolCalls = reply.message.tool_calls?.length ?? 0;
           return new OutcomeChange(
             async () => {
-              const usage = await kernel.prepareCharge(ctx.pid, { tokens, toolCalls }, {
-                within: ["toolCalls"],
-              });
-              const recorded = await kernel.prepareTranscript(ctx.pid, args, reply);
+              // Prepared side by side: each reads only what this host did not commit itself.
+              // Tokens spent without a reservation (the lineage as this host
+              // last charged it had no tokens budget) must fit a budget the
+              // store has: an exec elsewhere may have set one since.
+              const within: BudgetKey[] = reserved ? ["toolCalls"] : ["toolCalls", "tokens"];
+              const [usage, recorded] = await _together(
+                kernel.prepareCharge(ctx.pid, { tokens, toolCalls }, { within }),
+                kernel.prepareTranscript(ctx.pid, args, reply),
+              );
               return {
                 result: recorded.result ? { ...reply, transcript: recorded.result } : reply,
                 apply: (op) => {
-                  usage(op);
+                  usage.apply(op);
                   recorded.apply(op);
+                },
+                committed: (versionstamp) => {
+                  usage.committed?.(versionstamp);
+                  recorded.committed?.(versionstamp);
                 },
                 wake: recorded.wake,
               };
@@ -137,4 +163,12 @@ export function modelHandlers(kernel: ModelKernel): HandlerTable {
       };
     },
   };
+}
+
+/** Both results of two preparations started together; fails as awaiting one, then the other, would. */
+async function _together<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [first, second] = await Promise.allSettled([a, b]);
+  if (first.status === "rejected") throw first.reason;
+  if (second.status === "rejected") throw second.reason;
+  return [first.value, second.value];
 }
