@@ -45,6 +45,11 @@ export interface Holdings {
    * committed since fails the commit.
    */
   unchanged(op: Deno.AtomicOperation): void;
+  /**
+   * The same check as a value, for a commit built elsewhere that reads
+   * its checks back when it fails (to tell a stale read from a lost race).
+   */
+  readonly check: Deno.AtomicCheck;
 }
 
 /** The key whose versionstamp changes with every change to a holder's capabilities. */
@@ -65,6 +70,7 @@ function _holdingsAt(
       (c.uses === undefined || c.uses > 0)
     ),
     unchanged: (op) => op.check({ key: versionKey(holder), versionstamp: version }),
+    check: { key: versionKey(holder), versionstamp: version },
   };
 }
 

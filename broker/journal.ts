@@ -167,6 +167,30 @@ export class StaleWriteError extends Error {
   }
 }
 
+/**
+ * The buffered writes of one process, taken out of the writer's queue to
+ * commit with a change of that process made elsewhere (the commit that
+ * blocks it, or the one that ends it): one commit instead of two, and the
+ * records are durable exactly when the change is. Until it is settled
+ * ({@link ClaimedWrites.committed} or {@link ClaimedWrites.release}), the
+ * writer commits no later write of that process, so its journal never
+ * holds a record whose earlier records are missing.
+ */
+export interface ClaimedWrites {
+  /**
+   * Links the writes' audit entries onto the audit chain as the writer
+   * knows it now (again on each attempt of the change, from the head as
+   * stored): the commit checks that the chain's head has not moved.
+   */
+  link(): Promise<void>;
+  /** Adds the writes, as last linked, to the change's commit. */
+  apply(op: Deno.AtomicOperation): void;
+  /** The change's commit landed with `versionstamp`: the writes are stored. */
+  committed(versionstamp: string): void;
+  /** Gives the writes back to the writer, to commit now (no-op once committed). */
+  release(): void;
+}
+
 /** Counters of the group-commit writer, for benchmarks. */
 export interface JournalStats {
   /** Atomic commits made so far. */
@@ -193,6 +217,12 @@ export interface JournalOptions {
  */
 const MAX_BATCH_BYTES = Math.floor(KV_COMMIT_LIMITS.bytes * 0.75);
 
+/**
+ * Most of a commit's limits that claimed writes may take (see
+ * {@link Journal.claim}): the rest is left to the change they commit with.
+ */
+const CLAIM_SHARE = 0.4;
+
 /** Bytes an audit record takes beyond its entry's JSON (seq, hashes, key). */
 const AUDIT_RECORD_OVERHEAD = 200;
 
@@ -203,6 +233,19 @@ const AUDIT_HEAD_KEY: Deno.KvKey = ["audit", "head"];
 function _auditRecordKey(seq: number): Deno.KvKey {
   return ["audit", "rec", seq];
 }
+
+/** The process a write records a call of, or the process its audit entry names. */
+function _writerOf(write: JournalWrite): number | undefined {
+  return write.journal?.pid ?? write.audit?.pid;
+}
+
+/** A claim of no writes (see {@link Journal.claim}). */
+const _NOTHING_CLAIMED: ClaimedWrites = {
+  link: () => Promise.resolve(),
+  apply: () => {},
+  committed: () => {},
+  release: () => {},
+};
 
 /** Who made a recorded call, and where it sits in the caller's journal (a broker's `CallContext`). */
 export interface CallOrigin {
@@ -400,6 +443,21 @@ export class Journal {
   #flushMs: number;
   #maxBatch: number;
   #closed = false;
+  /**
+   * Processes whose buffered writes are claimed, each with what resolves
+   * once its claim is settled: none of their writes is committed meanwhile.
+   */
+  #claimed = new Map<number, Promise<void>>();
+  /** Processes with a write in the commit in flight. */
+  #inFlight = new Set<number>();
+  /** The commit in flight (with its retries one write at a time), if any. */
+  #batch: Promise<void> | undefined;
+  /**
+   * Claims whose audit records are linked onto the head (each as the
+   * promise that settles with it): the writer commits nothing meanwhile, as
+   * its commit would move the head and fail theirs.
+   */
+  #linkedClaims = new Set<Promise<void>>();
   /** Counters since construction. */
   readonly stats: JournalStats = { commits: 0, writes: 0, largestBatch: 0, splits: 0 };
 
@@ -476,10 +534,112 @@ export class Journal {
     });
   }
 
-  /** Commits everything queued so far. */
+  /**
+   * Commits everything queued so far. Writes claimed by a change (see
+   * {@link claim}) are durable once it resolves too: it waits for those
+   * claims to settle, so a commit made after a flush never lands before a
+   * record claimed earlier.
+   */
   async flush(): Promise<void> {
+    await Promise.all(this.#claimed.values());
     this.#kick();
     while (this.#draining) await this.#draining;
+  }
+
+  /**
+   * Takes the buffered writes of `pid` out of the queue, to commit them
+   * with a change of that process (see {@link ClaimedWrites}). Waits for a
+   * commit in flight that holds a write of it. When its writes cannot be
+   * claimed (one of them is awaited by a caller or carries checks of its
+   * own, or together they would take more than {@link CLAIM_SHARE} of a
+   * commit), commits everything queued instead, as {@link flush} does, and
+   * claims nothing: the change then commits alone, after them.
+   */
+  async claim(pid: number): Promise<ClaimedWrites> {
+    for (;;) {
+      if (this.#claimed.has(pid)) await this.#claimed.get(pid);
+      else if (this.#inFlight.has(pid)) await this.#batch;
+      else break;
+    }
+    const own = this.#queue.filter((q) => _writerOf(q.write) === pid);
+    const total = new CommitFootprint();
+    let auditBytes = 0;
+    for (const q of own) {
+      total.include(q.footprint);
+      auditBytes += q.auditBytes;
+    }
+    const fits = own.every((q) => !q.resolve && !q.write.atomic && !q.write.checks) &&
+      total.checks + 1 <= KV_COMMIT_LIMITS.checks * CLAIM_SHARE &&
+      total.mutations + 2 * own.length + 1 <= KV_COMMIT_LIMITS.mutations * CLAIM_SHARE &&
+      total.keyBytes + 40 * (own.length + 1) <= KV_COMMIT_LIMITS.keyBytes * CLAIM_SHARE &&
+      total.bytes + auditBytes <= MAX_BATCH_BYTES * CLAIM_SHARE;
+    if (!fits) {
+      await this.flush();
+      return _NOTHING_CLAIMED;
+    }
+    if (own.length === 0) return _NOTHING_CLAIMED;
+    this.#queue = this.#queue.filter((q) => !own.includes(q));
+    let done!: () => void;
+    const settled = new Promise<void>((resolve) => done = resolve);
+    this.#claimed.set(pid, settled);
+    const entries = own.flatMap((q) => q.write.audit ? [q.write.audit] : []);
+    let linked: { records: AuditRecord[]; from: string | null; head: AuditHead } | undefined;
+    let over = false;
+    const settle = () => {
+      over = true;
+      this.#claimed.delete(pid);
+      this.#linkedClaims.delete(settled);
+      done();
+      // Writes that waited for the claim: awaited ones now, buffered ones on the timer.
+      if (this.#queue.some((q) => q.resolve)) this.#kick();
+      else if (this.#queue.length) this.#schedule();
+    };
+    return {
+      link: async () => {
+        if (!entries.length) return;
+        // A commit of the writer's in flight moves the head: linked after it.
+        while (this.#batch) await this.#batch;
+        // Linked again: the commit they went into failed, perhaps on a head
+        // another writer (another host, the CLI) moved: it is read again.
+        if (linked) this.#head = undefined;
+        this.#head ??= await this.#audit.head();
+        const from = this.#head;
+        const chained = await chain(from.head, entries);
+        linked = { records: chained.records, from: from.versionstamp, head: chained.head };
+        if (!over) this.#linkedClaims.add(settled);
+      },
+      apply: (op) => {
+        for (const q of own) q.footprint.applyTo(op);
+        if (!entries.length) return;
+        if (!linked) throw new Error("Cannot commit claimed journal writes before they are linked");
+        op.check({ key: AUDIT_HEAD_KEY, versionstamp: linked.from });
+        for (const record of linked.records) op.set(_auditRecordKey(record.seq), record);
+        op.set(AUDIT_HEAD_KEY, linked.head);
+      },
+      committed: (versionstamp) => {
+        if (over) return;
+        // The writer's head moves on only if nobody moved it since it was linked from.
+        if (linked && this.#head?.versionstamp === linked.from) {
+          this.#head = { head: linked.head, versionstamp };
+        } else if (linked) this.#head = undefined;
+        this.stats.commits++;
+        this.stats.writes += own.length;
+        for (const q of own) {
+          try {
+            q.write.committed?.(versionstamp);
+          } catch (error) {
+            console.error("Cannot tell a journal write its commit's versionstamp:", error);
+          }
+        }
+        settle();
+      },
+      release: () => {
+        if (over) return;
+        this.#queue.unshift(...own);
+        settle();
+        this.#kick();
+      },
+    };
   }
 
   /** Flushes and refuses further writes. */
@@ -507,22 +667,34 @@ export class Journal {
     this.#draining ??= this.#drain().finally(() => {
       this.#draining = undefined;
       // A write that arrived after the last batch was taken, but before this
-      // drain was seen to end, would otherwise wait for nobody.
-      if (this.#queue.length) this.#kick();
+      // drain was seen to end, would otherwise wait for nobody. (Writes of a
+      // claimed process wait for their claim, which kicks when it settles.)
+      if (this.#queue.some((q) => !this.#claimed.has(_writerOf(q.write) ?? -1))) this.#kick();
     });
   }
 
   async #drain(): Promise<void> {
-    while (this.#queue.length) {
-      // The batch is the longest run from the queue's front that fits one
-      // commit and whose writes do not conflict, so the commit ends as
-      // committing them one after the other, in queue order, would.
+    for (;;) {
+      // A claim linked onto the audit head commits first (it takes a moment).
+      if (this.#linkedClaims.size) {
+        await Promise.all([...this.#linkedClaims]);
+        continue;
+      }
+      // Writes of a process whose buffered writes are claimed wait until
+      // that claim is settled: none lands before the records it follows.
+      const ready = this.#claimed.size
+        ? this.#queue.filter((q) => !this.#claimed.has(_writerOf(q.write) ?? -1))
+        : this.#queue;
+      if (!ready.length) return;
+      // The batch is the longest run from the front of what may commit that
+      // fits one commit and whose writes do not conflict, so the commit ends
+      // as committing them one after the other, in queue order, would.
       const batch = new CommitFootprint();
       let audits = 0;
       let auditBytes = 0;
       let count = 0;
-      for (; count < this.#queue.length && count < this.#maxBatch; count++) {
-        const next = this.#queue[count];
+      for (; count < ready.length && count < this.#maxBatch; count++) {
+        const next = ready[count];
         const withAudit = next.auditBytes ? audits + 1 : audits;
         const fits = batch.checks + next.footprint.checks + 1 <= KV_COMMIT_LIMITS.checks &&
           batch.mutations + next.footprint.mutations + withAudit + 1 <=
@@ -535,7 +707,19 @@ export class Journal {
         audits = withAudit;
         auditBytes += next.auditBytes;
       }
-      await this.#commitBatch(this.#queue.splice(0, count));
+      let taken: Queued[];
+      if (ready === this.#queue) taken = this.#queue.splice(0, count);
+      else {
+        const chosen = new Set(ready.slice(0, count));
+        taken = [...chosen];
+        this.#queue = this.#queue.filter((q) => !chosen.has(q));
+      }
+      for (const q of taken) this.#inFlight.add(_writerOf(q.write) ?? -1);
+      this.#batch = this.#commitBatch(taken).finally(() => {
+        this.#inFlight.clear();
+        this.#batch = undefined;
+      });
+      await this.#batch;
     }
   }
 

@@ -644,3 +644,132 @@ Deno.test("a write that passes a KV limit alone fails alone; the writes queued w
     assert.ok(await stored(kv, 3, 1));
   });
 });
+
+Deno.test("claimed buffered writes of a process commit in another change's commit, audited on the chain", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    await journal.write({ journal: record(2, 1), audit: audit(2) }, { durable: false });
+    await journal.write({ journal: record(1, 2), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    await claimed.link();
+    const op = kv.atomic().set(["change"], "made");
+    claimed.apply(op);
+    const result = await op.commit();
+    assert.ok(result.ok);
+    claimed.committed(result.versionstamp);
+    // Both records of process 1 landed with the change; process 2's did not.
+    assert.ok(await stored(kv, 1, 1));
+    assert.ok(await stored(kv, 1, 2));
+    assert.equal(await stored(kv, 2, 1), null);
+    assert.equal(journal.stats.commits, 1);
+    // The writer goes on from the chain's new head: one more commit, one valid chain.
+    await journal.flush();
+    assert.ok(await stored(kv, 2, 1));
+    assert.equal(journal.stats.commits, 2);
+    assert.deepEqual(await log.verify(), { ok: true, count: 3 });
+  });
+});
+
+Deno.test("while a process's writes are claimed, its later writes wait; released, all commit in order", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    // A durable write of the same process queued meanwhile must not land
+    // before the record it follows: it waits for the claim.
+    let later = false;
+    const durable = journal.write({ journal: record(1, 2), audit: audit(1) }, { durable: true })
+      .then(() => later = true);
+    // Another process is not held up.
+    await journal.write({ journal: record(2, 1), audit: audit(2) }, { durable: true });
+    assert.equal(later, false);
+    assert.equal(await stored(kv, 1, 2), null);
+    claimed.release();
+    await durable;
+    assert.ok(await stored(kv, 1, 1));
+    assert.ok(await stored(kv, 1, 2));
+    assert.deepEqual(await log.verify(), { ok: true, count: 3 });
+  });
+});
+
+Deno.test("while claimed writes are linked onto the audit head, the writer commits nothing: their commit does not fail on it", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    await claimed.link();
+    // Another process's durable write arrives meanwhile: it waits for the claim's commit.
+    let written = false;
+    const other = journal.write({ journal: record(2, 1), audit: audit(2) }, { durable: true })
+      .then(() => written = true);
+    const op = kv.atomic();
+    claimed.apply(op);
+    const result = await op.commit();
+    assert.ok(result.ok, "the claimed writes commit on the head they were linked to");
+    assert.equal(written, false);
+    claimed.committed(result.versionstamp);
+    await other;
+    assert.ok(await stored(kv, 1, 1));
+    assert.ok(await stored(kv, 2, 1));
+    assert.deepEqual(await log.verify(), { ok: true, count: 2 });
+  });
+});
+
+Deno.test("writes too large to share another commit are not claimed: they are committed first", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv) => {
+    // Each record about 20 KB: together far past the share of a commit a claim may take.
+    const big = "x".repeat(20_000);
+    for (let seq = 1; seq <= 20; seq++) {
+      await journal.write({ journal: { ...record(1, seq), error: { code: "E", message: big } } }, {
+        durable: false,
+      });
+    }
+    const claimed = await journal.claim(1);
+    const op = kv.atomic().set(["change"], "made");
+    claimed.apply(op);
+    assert.ok((await op.commit()).ok);
+    for (let seq = 1; seq <= 20; seq++) assert.ok(await stored(kv, 1, seq));
+  });
+});
+
+Deno.test("claimed writes whose commit failed on a head another journal moved are linked from the stored head", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    const other = new Journal(kv, new AuditLog(kv));
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: true });
+    await journal.write({ journal: record(1, 2), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    await claimed.link();
+    // Another writer over the same store (another host) moves the head.
+    await other.write({ journal: record(2, 1), audit: audit(2) }, { durable: true });
+    let committed = false;
+    for (let attempt = 0; attempt < 3 && !committed; attempt++) {
+      if (attempt > 0) await claimed.link();
+      const op = kv.atomic();
+      claimed.apply(op);
+      const result = await op.commit();
+      if (result.ok) {
+        claimed.committed(result.versionstamp);
+        committed = true;
+      }
+    }
+    assert.ok(committed, "linked again from the head as stored, the writes commit");
+    await journal.write({ journal: record(1, 3), audit: audit(1) }, { durable: true });
+    assert.deepEqual(await log.verify(), { ok: true, count: 4 });
+    await other.close();
+  });
+});
+
+Deno.test("a flush waits for writes claimed before it: none of them lands after what follows the flush", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    const claimed = await journal.claim(1);
+    const order: string[] = [];
+    const flush = journal.flush().then(() => void order.push("flushed"));
+    // Nothing else is queued: a flush that did not wait for the claim would
+    // end within this turn of the event loop.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    order.push("claim released");
+    claimed.release();
+    await flush;
+    assert.deepEqual(order, ["claim released", "flushed"]);
+    assert.ok(await stored(kv, 1, 1));
+  });
+});

@@ -42,7 +42,7 @@ export interface JitToolKernel {
   /** The image registry, where a tool's source lives as a synthetic image. */
   readonly images: Pick<ImageRegistry, "get" | "register">;
   /** The capability store: a call passes on what the caller holds of the manifest. */
-  readonly caps: Pick<CapabilityStore, "list">;
+  readonly caps: Pick<CapabilityStore, "list" | "cachedHoldings">;
   /** The clock. */
   readonly now: () => number;
   /**
@@ -56,6 +56,7 @@ export interface JitToolKernel {
     onParentExit: "kill";
     tool: { name: string; digest: string };
     waitedBy?: ParkedCall;
+    parentEntry?: Deno.KvEntry<ProcessRecord>;
   }): Promise<ProcessRecord>;
 }
 
@@ -99,6 +100,14 @@ export const TOOL_WALL_MS = 60_000;
 export const MAX_TOOL_SOURCE = 64 * 1024;
 
 const NAME = /^[a-z][a-z0-9_]{0,63}$/;
+
+/** Most tool entries a host keeps copies of; past it the copies are dropped. */
+const KNOWN_TOOLS = 4096;
+
+/** Names a tool entry by its process and name. */
+function _toolId(pid: number, name: string): string {
+  return `${pid}/${name}`;
+}
 
 const FORBIDDEN: readonly [RegExp, string][] = [
   [/\bimport\b/, "imports are not allowed"],
@@ -259,6 +268,12 @@ function sameRegistration(entry: JitTool, tool: ToolRegistration, digest: string
  */
 export class ToolTables {
   #kernel: JitToolKernel;
+  /**
+   * Entries read or registered by this host, by pid and name. An entry is
+   * never changed or removed once stored (a registration under a taken
+   * name is refused), so a copy is as good as a read.
+   */
+  #known = new Map<string, JitTool>();
 
   /** Tool tables of `kernel`. */
   constructor(kernel: JitToolKernel) {
@@ -345,12 +360,23 @@ export class ToolTables {
       registeredAt: kernel.now(),
     };
     await kernel.store.kv.set(["tool", pid, tool.name], entry);
+    this.#remember(pid, entry);
     return entry;
   }
 
   /** One tool of `pid`'s table. */
   async get(pid: number, name: string): Promise<JitTool | undefined> {
-    return (await this.#kernel.store.kv.get<JitTool>(["tool", pid, name])).value ?? undefined;
+    const known = this.#known.get(_toolId(pid, name));
+    if (known) return known;
+    const entry = (await this.#kernel.store.kv.get<JitTool>(["tool", pid, name])).value;
+    if (!entry) return undefined;
+    this.#remember(pid, entry);
+    return entry;
+  }
+
+  #remember(pid: number, entry: JitTool): void {
+    if (this.#known.size >= KNOWN_TOOLS) this.#known.clear();
+    this.#known.set(_toolId(pid, entry.name), entry);
   }
 
   /** `pid`'s JIT tools, by name. */
@@ -370,10 +396,12 @@ export class ToolTables {
   }
 
   /**
-   * Starts a call of `name` for `caller`: a child process of the tool's
+   * Starts a call of `name` for `caller` (with `options.callerEntry`, its
+   * stored entry as read for this call, which the child's create commit
+   * checks instead of reading it again): a child process of the tool's
    * image with the manifest capabilities the caller itself holds. Returns
-   * the child; the caller waits for it like for any child. With `call`
-   * (the caller's `tool.call`), the caller is blocked on that call in the
+   * the child; the caller waits for it like for any child. With
+   * `options.call` (the caller's `tool.call`), the caller is blocked on that call in the
    * commit that makes the child: one commit before the tool's first
    * instruction, and a crash leaves both or neither.
    */
@@ -381,9 +409,10 @@ export class ToolTables {
     caller: ProcessRecord,
     name: string,
     args: Record<string, unknown>,
-    call?: ParkedCall,
+    options: { call?: ParkedCall; callerEntry?: Deno.KvEntry<ProcessRecord> } = {},
   ): Promise<ProcessRecord> {
     const kernel = this.#kernel;
+    const { call, callerEntry } = options;
     const tool = await this.get(caller.pid, name);
     if (!tool) {
       throw new SyscallError(
@@ -411,8 +440,12 @@ export class ToolTables {
     // never pass to a tool: a copy would double their uses. A caller's
     // capability that expires is not passed either: the child is given text,
     // which cannot carry an absolute expiry.
+    // With the caller's entry, its copy of the caller's capabilities serves
+    // (the create commit checks they are unchanged, and decides again from
+    // the store when they are not: see `spawnChild`).
     const now = kernel.now();
-    const held = (await kernel.caps.list(caller.pid, now)).filter((c) =>
+    const cached = callerEntry && kernel.caps.cachedHoldings(caller.pid, now);
+    const held = (cached?.capabilities ?? await kernel.caps.list(caller.pid, now)).filter((c) =>
       c.uses === undefined && c.expiresAt === undefined
     );
     const granted = new Set<string>();
@@ -431,6 +464,7 @@ export class ToolTables {
       capabilities: [...granted],
       onParentExit: "kill",
       tool: { name, digest: tool.digest },
+      ...(callerEntry ? { parentEntry: callerEntry } : {}),
       ...(call ? { waitedBy: call } : {}),
     });
   }

@@ -12,7 +12,7 @@ import { type CallContext, PARKED } from "../broker/broker.ts";
 import type { Capability, CapabilitySpec } from "../broker/capability.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { putRecord, StaleWriteError } from "../broker/journal.ts";
+import { type ClaimedWrites, putRecord, StaleWriteError } from "../broker/journal.ts";
 import { parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
 import { copyJournalToFork } from "./checkpoints.ts";
 import type { FsProvider } from "./fs_provider.ts";
@@ -79,6 +79,12 @@ export interface ChildSpawnOptions {
    * crash leaves both or neither.
    */
   waitedBy?: ParkedCall;
+  /**
+   * The parent's record as the caller just read it: the child is decided
+   * and charged on it without reading it again (the create commit checks
+   * it, so a parent changed since is read again and decided on anew).
+   */
+  parentEntry?: Deno.KvEntry<ProcessRecord>;
 }
 
 /** What making and remaking processes needs from the kernel. */
@@ -93,7 +99,10 @@ export interface LifecycleKernel {
   /** The registered images. */
   readonly images: Pick<ImageRegistry, "get">;
   /** The capability store. */
-  readonly caps: Pick<CapabilityStore, "list" | "prepareGrant" | "grant" | "revoke">;
+  readonly caps: Pick<
+    CapabilityStore,
+    "list" | "cachedHoldings" | "prepareGrant" | "grant" | "revoke"
+  >;
   /** The filesystem provider, for working directories. */
   readonly fs: Pick<FsProvider, "resolve" | "stat">;
   /** The Object Memory: a fork gets a copy of its parent's private namespace. */
@@ -101,7 +110,7 @@ export interface LifecycleKernel {
   /** The JIT tool tables: a fork gets a copy of its parent's. */
   readonly tools: { copy(from: number, to: number): Promise<void> };
   /** The waits: a parent that waits for its child blocks in the commit that makes it. */
-  readonly waits: Pick<Waits, "readyToBlock" | "blocking">;
+  readonly waits: Pick<Waits, "recordsBefore" | "blocking">;
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;
   /** The clock. */
@@ -346,9 +355,9 @@ async function _createChild(
   image: RegisteredImage,
   options: ChildSpawnOptions,
 ): Promise<ProcessRecord> {
-  for (;;) {
+  for (let attempt = options;; attempt = { ...options, parentEntry: undefined }) {
     try {
-      return await _createChildOnce(kernel, ppid, image, options);
+      return await _createChildOnce(kernel, ppid, image, attempt);
     } catch (error) {
       if (!(error instanceof StaleWriteError)) throw error;
     }
@@ -361,14 +370,19 @@ async function _createChildOnce(
   image: RegisteredImage,
   options: ChildSpawnOptions,
 ): Promise<ProcessRecord> {
-  const parent = await kernel.processes.require(ppid);
+  const known = options.parentEntry?.value.pid === ppid ? options.parentEntry : undefined;
+  const parent = known?.value ?? await kernel.processes.require(ppid);
   const parentImage = await kernel.imageOf(parent);
+  // With the parent's entry as just read, this host's copy of its
+  // capabilities serves too: the create commit checks they are unchanged,
+  // and when they are not, nothing is made and the next attempt reads them.
+  const cached = known && kernel.caps.cachedHoldings(ppid, kernel.now());
   const { grants, model } = deriveGrants({
     kind: "child",
     image: _grantImage(image),
     workspace: parent.workspace,
     requested: options.capabilities,
-    source: await _grantSource(kernel, parent, parentImage),
+    source: await _grantSource(kernel, parent, parentImage, cached?.capabilities),
     now: kernel.now(),
   });
   const cwd = options.cwd ? await kernel.fs.resolve(parent.cwd, options.cwd) : parent.cwd;
@@ -388,13 +402,22 @@ async function _createChildOnce(
       "Cannot spawn: a capability it would derive from was revoked",
     );
   }
+  const checked: Deno.AtomicCheck[] = cached ? [...checks, cached.check] : checks;
   const waitedBy = options.waitedBy;
-  if (waitedBy) await kernel.waits.readyToBlock();
-  const blocking = (pid: number) => kernel.waits.blocking(waitedBy!, { kind: "child", pid });
   // With room to run it now, the child is made `running`: its create commit is its claim.
   const admission = kernel.admit();
+  // A parent that blocks on the child: its buffered journal records go into the create commit.
+  let before: ClaimedWrites | undefined;
+  // What blocks the parent on the child `pid` (the same each time it is asked for that pid).
+  let block: { pid: number } & ReturnType<LifecycleKernel["waits"]["blocking"]> | undefined;
+  const blocking = (pid: number) =>
+    block?.pid === pid
+      ? block
+      : (block = { pid, ...kernel.waits.blocking(waitedBy!, { kind: "child", pid }) });
   let record: ProcessRecord;
   try {
+    const records = waitedBy && await kernel.waits.recordsBefore(ppid);
+    before = records || undefined;
     record = await kernel.processes.create(
       {
         ppid,
@@ -429,7 +452,7 @@ async function _createChildOnce(
         runnable: true,
         running: admission !== undefined,
         chargeParent: true,
-        checks,
+        checks: checked,
         setup: (op, pid) => {
           _grantsSetup(
             kernel,
@@ -459,11 +482,24 @@ async function _createChildOnce(
           },
           reason: `${waitedBy.name} waits on child`,
         },
+        parentEntry: known,
+        prepare: records && (async () => {
+          await records.link();
+          return {
+            apply: records.apply,
+            committed: (versionstamp) => {
+              records.committed(versionstamp);
+              block?.committed(versionstamp);
+            },
+          };
+        }),
       },
     );
   } catch (error) {
     admission?.cancel();
     throw error;
+  } finally {
+    before?.release();
   }
   if (admission) admission.launch(record, { fresh: true });
   else kernel.start(record.pid);
@@ -486,17 +522,21 @@ function _grantsSetup(
   };
 }
 
-/** `proc` as the source of a grant derivation: its image, model, capabilities and policy. */
+/**
+ * `proc` as the source of a grant derivation: its image, model, capabilities
+ * (`held`, when the caller has them already) and policy.
+ */
 async function _grantSource(
   kernel: LifecycleKernel,
   proc: ProcessRecord,
   image: RegisteredImage,
+  held?: Capability[],
 ): Promise<GrantSource> {
   return {
     pid: proc.pid,
     image: _grantImage(image),
     model: kernel.ownModelOf(proc, image),
-    held: await kernel.caps.list(proc.pid, kernel.now()),
+    held: held ?? await kernel.caps.list(proc.pid, kernel.now()),
     policy: proc.policy,
   };
 }

@@ -33,7 +33,7 @@ class TestKernel implements LifecycleKernel {
   readonly copied: string[] = [];
   /** No call here waits for its child: a child made for a waiting parent is a test failure. */
   readonly waits: LifecycleKernel["waits"] = {
-    readyToBlock: () => Promise.reject(new Error("No parent waits for its child here")),
+    recordsBefore: () => Promise.reject(new Error("No parent waits for its child here")),
     blocking: () => {
       throw new Error("No parent waits for its child here");
     },

@@ -45,8 +45,8 @@ export interface ProcessControlHost {
     ProcessTable,
     "get" | "require" | "update" | "transition" | "children" | "subscribe" | "list"
   >;
-  /** The journal, flushed before a process is seen to end. */
-  readonly journal: Pick<Journal, "flush">;
+  /** The journal, whose buffered records of a process commit with its end. */
+  readonly journal: Pick<Journal, "claim" | "flush">;
   /** The capability store, whose cache of an ended process is dropped. */
   readonly caps: Pick<CapabilityStore, "invalidate">;
   /** The parked calls: completed for a waiting parent or an interrupt, rechecked on recovery. */
@@ -75,10 +75,9 @@ export class ProcessControl {
   async finish(pid: number, state: EndState, outcome: Outcome = {}): Promise<void> {
     const { processes, scheduler } = this.#host;
     scheduler.ending(pid);
-    const current = await processes.get(pid);
-    if (!current || END_STATES.has(current.state)) return;
-    // What the process did is in the journal and audit before it is seen to end.
-    await this.#host.journal.flush();
+    // What the process did is in the journal and audit before it is seen to
+    // end: its buffered records are committed in the commit that ends it.
+    const records = await this.#host.journal.claim(pid);
     const patch: Partial<ProcessRecord> = {};
     if (outcome.result !== undefined) patch.result = outcome.result;
     // A reason is one line: a program's error message is cut to fit its row.
@@ -88,24 +87,43 @@ export class ProcessControl {
     const reason = outcome.reason ?? outcome.error?.message;
     let ended: ProcessRecord | undefined;
     let woken: (() => void) | undefined;
+    // The record as the ending commit reads it (no read of its own before):
+    // a process already ended, or gone, is left as it is.
+    let current: ProcessRecord | undefined;
+    let unchanged = false;
     try {
-      ended = await processes.update(pid, () => ({ ...patch, state }), {
+      ended = await processes.update(pid, (record) => {
+        current = record;
+        if (END_STATES.has(record.state)) {
+          unchanged = true;
+          throw new SyscallError("EINVAL", `Cannot end process ${pid}: it is ${record.state}`);
+        }
+        return { ...patch, state };
+      }, {
         reason: reason === undefined ? undefined : _clipReason(reason),
         // A parent waiting for it (`proc.wait`, `tool.call`) is answered and
         // made runnable in the commit that ends it.
         prepare: async () => {
-          const end = { ...current, ...patch };
-          const waiters = await this.#host.waits.childEnded(pid, {
-            pid,
-            state,
-            result: end.result,
-            error: end.error,
+          const waiters = await this.#host.waits.childEnded(pid, () => {
+            const end = { ...current, ...patch };
+            return { pid, state, result: end.result, error: end.error };
           });
           woken = waiters.woken;
-          return { apply: waiters.apply, linked: waiters.linked };
+          await records.link();
+          return {
+            apply: (op) => {
+              records.apply(op);
+              waiters.apply(op);
+            },
+            linked: waiters.linked,
+            committed: records.committed,
+          };
         },
       });
     } catch (error) {
+      // Not ended by this commit: the records are committed on their own.
+      records.release();
+      if (unchanged || (error instanceof SyscallError && error.code === "ENOENT")) return;
       if (error instanceof SyscallError) {
         // Already moved on (ended elsewhere): nothing to record.
       } else {
@@ -114,6 +132,7 @@ export class ProcessControl {
         const why = _clipReason(
           `Cannot record how process ${pid} ended: ${(error as Error).message}`,
         );
+        await this.#host.journal.flush().catch(() => {});
         await processes.transition(pid, "failed", {
           patch: { error: { message: why } },
           reason: why,

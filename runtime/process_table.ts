@@ -210,8 +210,11 @@ interface _Plan<T> {
   pids: number;
   /** Adds its checks and mutations (the counters excepted). */
   apply(op: Deno.AtomicOperation): void;
-  /** Called once it is committed (it notifies the listeners): the change's result. */
-  committed(): T;
+  /**
+   * Called once it is committed, with the commit's versionstamp (it
+   * notifies the listeners): the change's result.
+   */
+  committed(versionstamp: string): T;
 }
 
 /** A change of the table that waits for its turn to commit. */
@@ -309,7 +312,12 @@ export interface LinkedChange {
  */
 export type PreparedUpdate =
   | ((op: Deno.AtomicOperation) => void)
-  | { apply?: (op: Deno.AtomicOperation) => void; linked?: readonly LinkedChange[] };
+  | {
+    apply?: (op: Deno.AtomicOperation) => void;
+    linked?: readonly LinkedChange[];
+    /** Called once the change is committed, with the commit's versionstamp. */
+    committed?: (versionstamp: string) => void;
+  };
 
 /** A record as a patch leaves it, with the transition event a change of state records. */
 interface _Changed {
@@ -418,7 +426,13 @@ export class ProcessTable {
    * `StaleWriteError`, having made nothing, so the caller decides again on
    * what is there now. With `options.parent` (and `chargeParent`), the parent's record
    * changes in that same commit too (it blocks until the child ends, say),
-   * its transition recorded after the child's.
+   * its transition recorded after the child's. `options.parentEntry` is the
+   * parent's record as the caller just read it: the first attempt charges
+   * it without reading it again (the commit checks it, so a parent changed
+   * since fails that attempt and the next reads it). `options.prepare` is
+   * called on every attempt and adds what else must commit with it (the
+   * parent's buffered journal records); it is told the versionstamp of the
+   * commit that made the process.
    */
   async create(
     init: NewProcess,
@@ -433,15 +447,25 @@ export class ProcessTable {
         change: (parent: ProcessRecord, pid: number) => Partial<ProcessRecord>;
         reason?: string;
       };
+      parentEntry?: Deno.KvEntry<ProcessRecord>;
+      prepare?: () => Promise<{
+        apply: (op: Deno.AtomicOperation) => void;
+        committed: (versionstamp: string) => void;
+      }>;
     } = {},
   ): Promise<ProcessRecord> {
     if (options.parent && !(options.chargeParent && init.ppid !== null)) {
       throw new RangeError("Cannot change the parent of a new process without charging it");
     }
+    // The parent as the caller just read it serves the first attempt: its
+    // commit checks it, so a parent changed since fails that attempt.
+    let parentEntry = options.parentEntry;
     for (;;) {
       const charged = options.chargeParent && init.ppid !== null
-        ? await this.#reservation(init.ppid, "children", { least: 1 })
+        ? await this.#reservation(init.ppid, "children", { least: 1 }, parentEntry)
         : undefined;
+      parentEntry = undefined;
+      const prepared = await options.prepare?.();
       const created = await this.#commit<ProcessRecord>({
         plan: (_current, next) => {
           const pid = next.pid;
@@ -497,8 +521,10 @@ export class ProcessTable {
               for (const event of events) op.set(["event", event.seq], event);
               if (init.ppid !== null) op.set(["proc_child", init.ppid, pid], true);
               options.setup?.(op, pid);
+              prepared?.apply(op);
             },
-            committed: () => {
+            committed: (versionstamp) => {
+              prepared?.committed(versionstamp);
               for (const event of events) this.#notify(record, event, false);
               if (parent?.event) this.#notify(parent.record, parent.event, false);
               return record;
@@ -527,6 +553,16 @@ export class ProcessTable {
   /** The process with `pid`, or undefined. */
   async get(pid: number): Promise<ProcessRecord | undefined> {
     return (await this.#kv.get<ProcessRecord>(["proc", pid])).value ?? undefined;
+  }
+
+  /**
+   * The stored entry of process `pid` (its record with the versionstamp a
+   * commit may check); `ENOENT` when there is none.
+   */
+  async requireEntry(pid: number): Promise<Deno.KvEntry<ProcessRecord>> {
+    const entry = await this.#kv.get<ProcessRecord>(["proc", pid]);
+    if (!entry.value) throw new SyscallError("ENOENT", `Cannot find process ${pid}`);
+    return entry as Deno.KvEntry<ProcessRecord>;
   }
 
   /** The process with `pid`; `ENOENT` when there is none. */
@@ -632,7 +668,8 @@ export class ProcessTable {
               }
               extra?.(op);
             },
-            committed: () => {
+            committed: (versionstamp) => {
+              if (typeof prepared === "object") prepared.committed?.(versionstamp);
               if (own.event) this.#notify(own.record, own.event, false);
               for (const { record, events, link } of also) {
                 for (const event of events) this.#notify(record, event, false);
@@ -829,7 +866,7 @@ export class ProcessTable {
       }
       for (const { waiter, plan } of planned) {
         try {
-          waiter.resolve(plan.committed());
+          waiter.resolve(plan.committed(committed.versionstamp));
         } catch (error) {
           waiter.reject(error);
         }
@@ -883,8 +920,9 @@ export class ProcessTable {
     pid: number,
     key: BudgetKey,
     want: { least: number; most?: number },
+    first?: Deno.KvEntry<ProcessRecord>,
   ): Promise<{ chain: Deno.KvEntry<ProcessRecord>[]; amount: number }> {
-    const chain = await this.#ancestry(pid);
+    const chain = await this.#ancestry(pid, { first });
     if (chain.length === 0) await this.require(pid);
     let amount = Math.max(want.least, want.most ?? want.least);
     for (const { value: r } of chain) {
@@ -903,14 +941,16 @@ export class ProcessTable {
    * The records of `pid` and its ancestors, nearest first, as read now
    * (empty for none); with `charged`, each as this host's last charge
    * committed it when it has not changed it since (a guess to check in the
-   * commit), else as read now.
+   * commit), else as read now; `first`, when given, is `pid`'s as its caller
+   * read it.
    */
   async #ancestry(
     pid: number,
-    options: { charged?: boolean } = {},
+    options: { charged?: boolean; first?: Deno.KvEntry<ProcessRecord> } = {},
   ): Promise<Deno.KvEntry<ProcessRecord>[]> {
-    const chain: Deno.KvEntry<ProcessRecord>[] = [];
-    for (let p: number | null = pid; p !== null;) {
+    const known = options.first?.value.pid === pid ? options.first : undefined;
+    const chain: Deno.KvEntry<ProcessRecord>[] = known ? [known] : [];
+    for (let p: number | null = known ? known.value.ppid : pid; p !== null;) {
       const key: Deno.KvKey = ["proc", p];
       const entry: Deno.KvEntryMaybe<ProcessRecord> = options.charged
         ? await this.#charged.take(this.#kv, key)

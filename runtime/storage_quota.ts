@@ -94,14 +94,20 @@ export class StorageQuotas {
   constructor(kv: Deno.Kv, processes: ProcessTable) {
     this.#kv = kv;
     this.#processes = processes;
-    processes.subscribe((record) => {
+    processes.subscribe((record, event, foreign) => {
       const kept = this.#kept.get(record.pid);
-      if (!kept) return;
-      const now = _link(record);
-      if (now.storageBytes !== kept.storageBytes || now.journalBytes !== kept.journalBytes) {
-        this.#lineages.clear();
-        this.#kept.clear();
+      if (kept) {
+        const now = _link(record);
+        if (now.storageBytes !== kept.storageBytes || now.journalBytes !== kept.journalBytes) {
+          this.#lineages.clear();
+          this.#kept.clear();
+        }
       }
+      // A process this host makes under a parent whose lineage it knows has
+      // that lineage below its own record: known without reading either back.
+      if (foreign || event.from !== null || record.ppid === null) return;
+      const above = this.#lineages.get(record.ppid);
+      if (above) this.#remember(record.pid, [_link(record), ...above]);
     });
   }
 
@@ -269,13 +275,17 @@ export class StorageQuotas {
       out.push(_link(record));
       record = record.ppid === null ? undefined : await this.#processes.get(record.ppid);
     }
+    this.#remember(pid, out);
+    return out;
+  }
+
+  #remember(pid: number, lineage: _Link[]): void {
     if (this.#lineages.size >= CACHE_SIZE) {
       this.#lineages.clear();
       this.#kept.clear();
     }
-    this.#lineages.set(pid, out);
-    for (const link of out) this.#kept.set(link.pid, link);
-    return out;
+    this.#lineages.set(pid, lineage);
+    for (const link of lineage) this.#kept.set(link.pid, link);
   }
 
   async #getMany<T>(keys: Deno.KvKey[]): Promise<Deno.KvEntryMaybe<T>[]> {

@@ -19,6 +19,7 @@
 import { PARKED } from "../broker/broker.ts";
 import type { ErrorCode } from "../broker/errors.ts";
 import {
+  type ClaimedWrites,
   deleteRecord,
   type Journal,
   type JournalRecord,
@@ -32,6 +33,7 @@ import {
   type ProcessTable,
   type WaitingOn,
 } from "./process_table.ts";
+import { CommittedEntries } from "./committed_entries.ts";
 import type { Store } from "./store.ts";
 
 /**
@@ -42,8 +44,8 @@ import type { Store } from "./store.ts";
 export interface WaitsKernel {
   /** The store the wait records and their wake-up indexes are kept in. */
   readonly store: Pick<Store, "kv">;
-  /** The journal, flushed before a wait record is written after its calls. */
-  readonly journal: Pick<Journal, "flush">;
+  /** The journal, flushed before a wait record is written after its calls (or claimed into its commit). */
+  readonly journal: Pick<Journal, "flush" | "claim">;
   /** The process table: a parked process is `blocked`, a woken one `runnable`. */
   readonly processes: Pick<ProcessTable, "get" | "update" | "updateIf">;
   /** The topic events, for an event that arrived while its waiter parked. */
@@ -135,6 +137,12 @@ function indexKeys(pid: number, seq: number, wait: WaitSpec): Deno.KvKey[] {
  */
 export class Waits {
   #kernel: WaitsKernel;
+  /**
+   * Wait records this host committed with a known versionstamp (a JIT tool
+   * call's, in the commit that made its tool): the commit that ends the
+   * wait checks that entry instead of reading the record back.
+   */
+  #waitRecords = new CommittedEntries<JournalRecord>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #nextWake = Infinity;
   #poll: ReturnType<typeof setInterval> | undefined;
@@ -183,7 +191,19 @@ export class Waits {
   }
 
   /**
-   * What blocks `call` on `wait`, for a commit (after {@link readyToBlock}):
+   * Takes the buffered journal records of `pid` (its calls before the one
+   * that blocks) to commit in the commit that blocks it, instead of in a
+   * commit of their own before it (see `Journal.claim`): the journal a
+   * blocked process replays has no gap before its wait either way. The
+   * caller commits them with the block or releases them.
+   */
+  recordsBefore(pid: number): Promise<ClaimedWrites> {
+    return this.#kernel.journal.claim(pid);
+  }
+
+  /**
+   * What blocks `call` on `wait`, for a commit (after {@link readyToBlock},
+   * or with the records of {@link recordsBefore}):
    * the patch of the process row (`blocked` on the call) and the mutations
    * that write the call's `wait` record and its wake-up indexes. {@link park}
    * commits them alone; a JIT tool call commits them with the process it
@@ -194,6 +214,7 @@ export class Waits {
     patch: Partial<ProcessRecord>;
     reason: string;
     apply: (op: Deno.AtomicOperation) => void;
+    committed: (versionstamp: string) => void;
   } {
     const record: JournalRecord = {
       pid: call.pid,
@@ -212,6 +233,8 @@ export class Waits {
         putRecord(op, record);
         for (const key of indexKeys(call.pid, call.seq, wait)) op.set(key, true);
       },
+      committed: (versionstamp) =>
+        this.#waitRecords.record(["journal", call.pid, call.seq], record, versionstamp),
     };
   }
 
@@ -269,8 +292,10 @@ export class Waits {
    * wake-ups are stored together or not at all. A waiter that keeps its
    * Worker on this host is made `running` in that commit too, its claim:
    * `woken` answers it in its Worker, and starts the others made runnable.
+   * `value`, what the waits end with, is asked for as that commit is built
+   * (from the child's record as the commit reads it).
    */
-  async childEnded(child: number, value: unknown): Promise<{
+  async childEnded(child: number, value: () => unknown): Promise<{
     apply: (op: Deno.AtomicOperation) => void;
     linked: LinkedChange[];
     woken: () => void;
@@ -281,15 +306,12 @@ export class Waits {
       const [, , pid, seq] = entry.key as [string, number, number, number];
       calls.push([pid, seq]);
     }
-    const entries: Deno.KvEntryMaybe<JournalRecord>[] = [];
-    for (let i = 0; i < calls.length; i += 10) {
-      entries.push(
-        ...await kv.getMany<JournalRecord[]>(
-          calls.slice(i, i + 10).map(([pid, seq]) => ["journal", pid, seq]),
-        ),
-      );
-    }
-    const outcome: WaitOutcome = { ok: true, value };
+    // Checked in the commit: a copy that is no longer what is stored fails
+    // it, and the next attempt reads the records (the copy was taken).
+    const entries = await this.#waitRecords.takeMany(
+      kv,
+      calls.map(([pid, seq]) => ["journal", pid, seq]),
+    );
     const waiting = entries.filter((entry): entry is Deno.KvEntry<JournalRecord> =>
       entry.value?.phase === "wait" && entry.value.wait !== undefined
     );
@@ -298,6 +320,7 @@ export class Waits {
     const claimed: ProcessRecord[] = [];
     return {
       apply: (op) => {
+        const outcome: WaitOutcome = { ok: true, value: value() };
         for (const entry of waiting) {
           op.check(entry);
           done.set(entry.value.pid, this.#ending(op, entry.value, outcome));
@@ -306,7 +329,7 @@ export class Waits {
       linked: waiting.map(({ value: wait }) => ({
         pid: wait.pid,
         change: (current) => _wakePatch(current, wait.seq),
-        reason: _wakeReason(outcome),
+        reason: _wakeReason({ ok: true, value: null }),
         then: this.#kernel.isLingering(wait.pid)
           ? (record) => record.state === "runnable" ? { state: "running" } : {}
           : undefined,

@@ -15,7 +15,10 @@ import { newProcess, withMemoryKv } from "./_fixtures.ts";
 class WaitsHost implements WaitsKernel {
   readonly store: { kv: Deno.Kv };
   readonly processes: ProcessTable;
-  readonly journal = { flush: (): Promise<void> => Promise.resolve() };
+  readonly journal = {
+    flush: (): Promise<void> => Promise.resolve(),
+    claim: () => Promise.reject(new Error("No journal records are claimed here")),
+  };
   readonly closed = false;
   /** When it is, in ms. */
   at = 1_000;

@@ -67,17 +67,22 @@ export function watchCommits(kv: Deno.Kv): CommitWatch {
 
 /**
  * Runs `action` (which may commit to `kv` itself) just before the next
- * atomic commit on `kv` is sent, once; resolves when it has run.
+ * atomic commit on `kv` is sent (with `writing`, the next one whose written
+ * keys it accepts), once, handing it those keys; resolves when it has run.
  */
-export function beforeNextCommit(kv: Deno.Kv, action: () => Promise<void>): Promise<void> {
+export function beforeNextCommit(
+  kv: Deno.Kv,
+  action: (keys: Deno.KvKey[]) => Promise<void>,
+  writing: (keys: Deno.KvKey[]) => boolean = () => true,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     let fired = false;
-    const stop = wrapAtomic(kv, async (_keys, commit) => {
-      if (fired) return await commit();
+    const stop = wrapAtomic(kv, async (keys, commit) => {
+      if (fired || !writing(keys)) return await commit();
       fired = true;
       stop();
       try {
-        await action();
+        await action(keys);
         resolve();
       } catch (error) {
         reject(error);
@@ -85,4 +90,47 @@ export function beforeNextCommit(kv: Deno.Kv, action: () => Promise<void>): Prom
       return await commit();
     });
   });
+}
+
+/** What {@link watchReads} gives. */
+export interface ReadWatch {
+  /** The keys read so far, one entry per key per read (a `list` gives its prefix or start). */
+  keys: Deno.KvKey[];
+  /** Stops watching. */
+  stop(): void;
+}
+
+/** Records every key `kv.get` and `kv.getMany` read on `kv`, and every `kv.list` asked, until `stop`. */
+export function watchReads(kv: Deno.Kv): ReadWatch {
+  const keys: Deno.KvKey[] = [];
+  const own = { get: Object.hasOwn(kv, "get"), getMany: Object.hasOwn(kv, "getMany") };
+  const { get, getMany, list } = kv;
+  const ownList = Object.hasOwn(kv, "list");
+  kv.get = function (key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) {
+    keys.push(key);
+    return get.call(kv, key, options);
+  } as Deno.Kv["get"];
+  kv.getMany = function (
+    many: readonly Deno.KvKey[],
+    options?: { consistency?: Deno.KvConsistencyLevel },
+  ) {
+    keys.push(...many);
+    return getMany.call(kv, many, options);
+  } as Deno.Kv["getMany"];
+  kv.list = function (selector: Deno.KvListSelector, options?: Deno.KvListOptions) {
+    keys.push("prefix" in selector ? selector.prefix : selector.start);
+    return list.call(kv, selector, options);
+  } as Deno.Kv["list"];
+  const restore = (name: "get" | "getMany" | "list", original: unknown, wasOwn: boolean) => {
+    if (wasOwn) (kv as unknown as Record<string, unknown>)[name] = original;
+    else delete (kv as unknown as Record<string, unknown>)[name];
+  };
+  return {
+    keys,
+    stop: () => {
+      restore("get", get, own.get);
+      restore("getMany", getMany, own.getMany);
+      restore("list", list, ownList);
+    },
+  };
 }

@@ -20,9 +20,12 @@ const CALLER = `export default async function main(sys) {
   await sys.tool.register({ name: "echo", description: "returns its input",
     input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
     manifest: { capabilities: [] },
-    source: "export function run(args: { n: number }) { return args.n * 10; }" });
+    source: "export async function run(args: { n: number }, sys: any) { await sys.time.now(); return args.n * 10; }" });
   const out = [];
-  for (let i = 1; i <= 2; i++) out.push(await sys.tool.call("echo", { n: i }));
+  for (let i = 1; i <= 2; i++) {
+    await sys.time.now();
+    out.push(await sys.tool.call("echo", { n: i }));
+  }
   return out;
 }`;
 
@@ -68,21 +71,30 @@ function dieAt(kv: Deno.Kv, which: Commit, moment: Moment): Promise<void> {
   });
 }
 
-/** What the store holds of the tool calls of `pid`: its tools' states and the calls' phases. */
+/**
+ * What the store holds of the tool calls of `pid`: its tools' states, the
+ * calls' phases, the records of the calls of no effect the caller made
+ * before each (`stamps`), and the records of its tools' own calls.
+ */
 async function held(kernel: Kernel, pid: number) {
   const tools = [];
+  let toolRecords = 0;
   for (const child of await kernel.processes.children(pid)) {
     tools.push((await kernel.processes.require(child)).state);
+    for await (const _ of kernel.store.kv.list({ prefix: ["journal", child] })) toolRecords++;
   }
   const calls = [];
+  let stamps = 0;
   for await (
     const e of kernel.store.kv.list<{ name: string; phase: string }>({ prefix: ["journal", pid] })
   ) {
     if (e.value.name === "tool.call") calls.push(e.value.phase);
+    if (e.value.name === "time.now") stamps++;
   }
   const waits = [];
   for await (const e of kernel.store.kv.list({ prefix: ["wait_child"] })) waits.push(e.key);
-  return { caller: (await kernel.processes.require(pid)).state, tools, calls, waits: waits.length };
+  const caller = (await kernel.processes.require(pid)).state;
+  return { caller, tools, calls, waits: waits.length, stamps, toolRecords };
 }
 
 for (const which of ["made", "ended"] as const) {
@@ -100,7 +112,9 @@ for (const which of ["made", "ended"] as const) {
         const workspace = join(root, "ws");
         await Deno.mkdir(workspace);
         const store = join(root, "libos.db");
-        const first = await Kernel.open({ store, waitGraceMs: 60_000 });
+        // Buffered records commit only with a commit that needs them (no timer flush).
+        const options = { store, waitGraceMs: 60_000, journal: { flushMs: 600_000 } };
+        const first = await Kernel.open(options);
         let second: Kernel | undefined;
         try {
           const image = await first.images.register({
@@ -116,22 +130,44 @@ for (const which of ["made", "ended"] as const) {
           await frozen;
           await first.processes.unfollow();
           await first.cells.close();
-          second = await Kernel.open({ store, waitGraceMs: 60_000 });
-          // All of the commit or none of it.
+          second = await Kernel.open(options);
+          // All of the commit or none of it: the first carries the caller's
+          // record of the call before the tool call, the second the tool's records.
           const state = await held(second, pid);
           if (which === "made") {
             assert.deepEqual(
               state,
               moment === "before"
-                ? { caller: "running", tools: [], calls: [], waits: 0 }
-                : { caller: "blocked", tools: ["running"], calls: ["wait"], waits: 1 },
+                ? { caller: "running", tools: [], calls: [], waits: 0, stamps: 0, toolRecords: 0 }
+                : {
+                  caller: "blocked",
+                  tools: ["running"],
+                  calls: ["wait"],
+                  waits: 1,
+                  stamps: 1,
+                  toolRecords: 0,
+                },
             );
           } else {
             assert.deepEqual(
               state,
               moment === "before"
-                ? { caller: "blocked", tools: ["running"], calls: ["wait"], waits: 1 }
-                : { caller: "running", tools: ["exited"], calls: ["done"], waits: 0 },
+                ? {
+                  caller: "blocked",
+                  tools: ["running"],
+                  calls: ["wait"],
+                  waits: 1,
+                  stamps: 1,
+                  toolRecords: 0,
+                }
+                : {
+                  caller: "running",
+                  tools: ["exited"],
+                  calls: ["done"],
+                  waits: 0,
+                  stamps: 1,
+                  toolRecords: 2,
+                },
             );
           }
           await second.recover();
@@ -141,6 +177,7 @@ for (const which of ["made", "ended"] as const) {
           const after = await held(second, pid);
           assert.deepEqual(after.tools, ["exited", "exited"], "one tool process per call");
           assert.deepEqual(after.calls, ["done", "done"]);
+          assert.deepEqual([after.stamps, after.toolRecords], [2, 4]);
         } finally {
           await second?.close();
           await Deno.remove(root, { recursive: true }).catch(() => {});

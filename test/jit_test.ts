@@ -11,9 +11,9 @@ import { makeHostTempDir } from "../runtime/host_children.ts";
 import { MAX_TYPE_CHECKS } from "../runtime/jit_tools.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { withHarness } from "./_harness.ts";
-import { whenState } from "./_programs.ts";
-import { watchCommits } from "./_kv_commits.ts";
+import { beforeNextCommit, watchCommits, watchReads } from "./_kv_commits.ts";
 import { FROZEN_MS, watchHealth } from "./_liveness.ts";
+import { holdSyscall, whenState } from "./_programs.ts";
 
 const CANARY = "JIT-SECRET-" + crypto.randomUUID();
 
@@ -609,6 +609,22 @@ Deno.test("a tool call that finds its caller paused is made again once it resume
   });
 });
 
+/**
+ * Like {@link ECHO_CALLS}, with a call of no effect (its record buffered)
+ * just before each tool call, and one in the tool before it returns.
+ */
+const STAMPED_CALLS = `export default async function main(sys, input) {
+  await sys.tool.register({ name: "echo", description: "returns its input",
+    input: { type: "object", properties: { n: { type: "number" } }, required: ["n"] },
+    manifest: { capabilities: [] },
+    source: "export async function run(args: { n: number }, sys: any) { await sys.time.now(); return args.n; }" });
+  for (let i = 0; i < input.calls; i++) {
+    await sys.time.now();
+    await sys.tool.call("echo", { n: i });
+  }
+  return "done";
+}`;
+
 Deno.test("a JIT tool call's child is charged to its caller in the commit that makes it", async () => {
   await withHarness(async (h) => {
     const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
@@ -637,9 +653,9 @@ Deno.test("a JIT tool call's child is charged to its caller in the commit that m
   });
 });
 
-Deno.test("a JIT tool call commits twice: its tool made with its caller blocked, then its end with its caller woken", async () => {
+Deno.test("a JIT tool call commits twice: its tool made with its caller blocked and its caller's records, then its end with the tool's records and its caller woken", async () => {
   await withHarness(async (h) => {
-    const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
+    const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
     const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
     let end;
     try {
@@ -667,9 +683,12 @@ Deno.test("a JIT tool call commits twice: its tool made with its caller blocked,
       const tool = tools[i];
       const keys = {
         call: ["journal", pid, seq],
+        before: ["journal", pid, seq - 1],
         index: ["wait_child", tool, pid, seq],
         tool: ["proc", tool],
       };
+      const own: Deno.KvKey[] = [];
+      for await (const e of h.kernel.store.kv.list({ prefix: ["journal", tool] })) own.push(e.key);
       // The call's record is written twice (its wait, then its result): no intent goes first.
       const [made, ended, ...more] = touching(keys.call);
       assert.deepEqual(more, [], `tool.call ${seq} was committed more than twice`);
@@ -683,11 +702,124 @@ Deno.test("a JIT tool call commits twice: its tool made with its caller blocked,
       }
       // The tool's record is written by those two commits only.
       assert.deepEqual(touching(keys.tool), [made, ended]);
+      // The caller's record of the call before (buffered until then) is
+      // made durable in the first commit, not in one of its own before it.
+      assert.deepEqual(touching(keys.before), [made]);
+      // Each record of the tool (its call, its exit) is made durable in the
+      // second commit, not in one of its own before it.
+      assert.equal(own.length, 2);
+      for (const key of own) assert.deepEqual(touching(key), [ended], id(key));
       spans.push([made, ended]);
     }
     // Between the first call's end and the second call's start, nothing
     // else wrote the caller's record: it was woken (and claimed) in place.
     const between = touching(caller).filter((at) => at > spans[0][1] && at < spans[1][0]);
     assert.deepEqual(between, []);
-  }, { waitGraceMs: 60_000 });
+    // Buffered records commit only with a commit that needs them (no timer flush).
+  }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
+});
+
+Deno.test("a JIT tool call reads back neither its tool's entry, nor its caller's capabilities, nor its own wait record", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
+    const reads = watchReads(h.kernel.store.kv as Deno.Kv);
+    let end;
+    const calls = 3;
+    try {
+      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls } });
+    } finally {
+      reads.stop();
+    }
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    const pid = end.pid;
+    const id = (key: Deno.KvKey) => JSON.stringify(key);
+    const count = (key: Deno.KvKey) => reads.keys.filter((k) => id(k) === id(key)).length;
+    // The tool's entry is read by its registration (to see the name is free),
+    // not by the calls: this host registered it, and it never changes.
+    assert.ok(count(["tool", pid, "echo"]) <= 1, `read ${count(["tool", pid, "echo"])} times`);
+    // Each call's wait record was committed by this host: its end checks it, unread.
+    for await (const e of h.kernel.store.kv.list<{ name: string }>({ prefix: ["journal", pid] })) {
+      if (e.value.name === "tool.call") assert.equal(count(e.key), 0, id(e.key));
+    }
+    // The caller's capabilities are read for its first call that needs them, not per tool call.
+    assert.ok(count(["cap_ver", pid]) < calls, `read ${count(["cap_ver", pid])} times`);
+    // Each tool's record is read by its run's start (to see it still runs)
+    // and by the commit that ends it: not by the quota of its journal (its
+    // caller's lineage gives it), nor by its end before that commit.
+    for (const tool of await h.kernel.processes.children(pid)) {
+      assert.ok(count(["proc", tool]) <= 2, `process ${tool} read ${count(["proc", tool])} times`);
+    }
+  }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
+});
+
+Deno.test("a capability revoked elsewhere between a tool call's reads and its create commit passes nothing to the tool", async () => {
+  await withHarness(async (h) => {
+    await secretFiles(h.workspace);
+    const kv = h.kernel.store.kv as Deno.Kv;
+    // Another host revokes the caller's fs capability just before the commit
+    // that would make the tool: straight in the store, so this host's copy
+    // of the caller's capabilities still holds it.
+    const revoked: string[] = [];
+    const revocation = beforeNextCommit(kv, async (keys) => {
+      const caller = keys.find((key) => key[0] === "proc_child")![1] as number;
+      for await (const e of kv.list({ prefix: ["cap_holder", caller] })) {
+        const id = e.key[2] as string;
+        const cap = (await kv.get<{ resource: string }>(["cap", id])).value;
+        if (cap?.resource !== "fs") continue;
+        await kv.atomic().delete(["cap", id]).delete(e.key)
+          .set(["cap_ver", caller], crypto.randomUUID()).commit();
+        revoked.push(id);
+      }
+    }, (keys) => keys.some((key) => key[0] === "proc_child"));
+    const end = await h.run(caller(READER(["fs:read:data/**"]), { path: "data/ok.txt" }), {
+      image: CALLER_IMAGE(["fs:read:**"]),
+    });
+    await revocation;
+    assert.equal(revoked.length, 1);
+    // Decided again from the store: the caller holds nothing to pass on.
+    assert.equal((end.result as { ok: boolean }).ok, false, JSON.stringify(end.result));
+    assert.equal((end.result as { code: string }).code, "EPERM");
+    for (const child of await h.kernel.processes.children(end.pid)) {
+      const derived = (await h.kernel.caps.list(child)).filter((c) => revoked.includes(c.parent!));
+      assert.deepEqual(derived, []);
+    }
+    assert.ok(!(await recorded(h)).includes('"public"'));
+  });
+});
+
+Deno.test("a caller killed after its tool call read it, before the commit that would make the tool, makes no tool", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
+    const kv = h.kernel.store.kv as Deno.Kv;
+    const gate = holdSyscall(h.kernel, (_ctx, request) => request.name === "tool.call");
+    // Once the call is in, the caller is killed right after the call reads its record:
+    // the entry the call holds is stale by the time its create commit is sent.
+    let armed = false;
+    const get = kv.get;
+    kv.get = (async (key: Deno.KvKey, options?: { consistency?: Deno.KvConsistencyLevel }) => {
+      const entry = await get.call(kv, key, options);
+      if (armed && key[0] === "proc") {
+        armed = false;
+        await h.kernel.signal(key[1] as number, "kill");
+      }
+      return entry;
+    }) as Deno.Kv["get"];
+    try {
+      const proc = await h.kernel.spawn({
+        image: tag,
+        workspace: h.workspace,
+        input: { calls: 1 },
+      }, { start: true });
+      await gate.reached;
+      armed = true;
+      gate.release();
+      const end = await h.kernel.waitFor(proc.pid);
+      assert.equal(end.state, "killed");
+      assert.equal(armed, false, "the call read the caller's record");
+      assert.deepEqual(await h.kernel.processes.children(proc.pid), []);
+    } finally {
+      delete (kv as { get?: unknown }).get;
+      if (kv.get !== get) kv.get = get;
+    }
+  });
 });

@@ -20,7 +20,7 @@ export interface ToolKernel {
   /** The JIT tool tables. */
   readonly tools: Pick<ToolTables, "register" | "list" | "start">;
   /** The process table. */
-  readonly processes: Pick<ProcessTable, "require">;
+  readonly processes: Pick<ProcessTable, "require" | "requireEntry">;
   /** The registered image a process runs, for its built-in tools. */
   imageOf(proc: ProcessRecord): Promise<RegisteredImage>;
 }
@@ -74,13 +74,13 @@ export function toolHandlers(kernel: ToolKernel): HandlerTable {
             `Cannot call "${args.name}" through tool.call: it is a built-in tool`,
           );
         }
-        const caller = await kernel.processes.require(ctx.pid);
+        // Read once: the tool's process is decided, charged and blocked on
+        // this entry, and its create commit checks it.
+        const caller = await kernel.processes.requireEntry(ctx.pid);
         try {
-          await kernel.tools.start(caller, args.name, args.args, {
-            pid: ctx.pid,
-            seq: ctx.seq,
-            name: "tool.call",
-            argsDigest: ctx.argsDigest,
+          await kernel.tools.start(caller.value, args.name, args.args, {
+            callerEntry: caller,
+            call: { pid: ctx.pid, seq: ctx.seq, name: "tool.call", argsDigest: ctx.argsDigest },
           });
         } catch (error) {
           // Unanswered and unrecorded: the caller's next run makes the call again.
