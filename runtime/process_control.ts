@@ -143,9 +143,12 @@ export class ProcessControl {
     scheduler.executionOf(pid)?.stop(`The process ${state}`);
     this.#host.caps.invalidate(pid);
     if (ended) woken?.();
-    else {
-      // Ended otherwise: its waiters are answered from its record as stored.
-      const record = await processes.require(pid);
+    // Its waiters not answered by that commit are answered from its record
+    // as stored: all of them when it ended otherwise, and any wait committed
+    // after that commit listed them and before it committed (a wait
+    // committed after it finds the end itself: see `Waits.recheck`).
+    const record = ended ?? await processes.get(pid);
+    if (record && END_STATES.has(record.state)) {
       for await (const waiter of this.#host.store.kv.list({ prefix: ["wait_child", pid] })) {
         const [, , parent, seq] = waiter.key as [string, number, number, number];
         await this.#host.waits.complete(parent, seq, {

@@ -59,11 +59,16 @@ class TestHost implements ProcessControlHost {
   };
   readonly caps = { invalidate: (pid: number) => void this.invalidated.push(pid) };
   readonly waits = {
-    complete: (pid: number, seq: number, outcome: WaitOutcome) => {
+    complete: async (pid: number, seq: number, outcome: WaitOutcome) => {
+      const value = outcome as { value?: { pid?: number } };
+      if (value.value?.pid !== undefined) {
+        await this.store.kv.delete(["wait_child", value.value.pid, pid, seq]);
+      }
       this.completed.push({ pid, seq, outcome });
-      return Promise.resolve(true);
+      return true;
     },
-    // Each wait on the child's end recorded as completed with its value, nothing else committed.
+    // Each wait on the child's end recorded as completed with its value and
+    // its index taken out in the ending commit, nothing else committed.
     childEnded: async (child: number, value: () => unknown) => {
       const waits: [number, number][] = [];
       for await (const { key } of this.store.kv.list({ prefix: ["wait_child", child] })) {
@@ -71,8 +76,9 @@ class TestHost implements ProcessControlHost {
         waits.push([pid, seq]);
       }
       // Completed as the ending commit is built: the value is the child's end as it reads it.
-      const apply = () => {
+      const apply = (op: Deno.AtomicOperation) => {
         for (const [pid, seq] of waits) {
+          op.delete(["wait_child", child, pid, seq]);
           this.completed.push({ pid, seq, outcome: { ok: true, value: value() } });
         }
       };

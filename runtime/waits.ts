@@ -315,7 +315,16 @@ export class Waits {
     const waiting = entries.filter((entry): entry is Deno.KvEntry<JournalRecord> =>
       entry.value?.phase === "wait" && entry.value.wait !== undefined
     );
-    const done = new Map<number, JournalRecord>();
+    // A process may wait on one child in several calls at once: its waits
+    // end together, and its record changes once, woken when one of them is
+    // the call it is blocked in.
+    const seqsOf = new Map<number, number[]>();
+    for (const { value: wait } of waiting) {
+      seqsOf.set(wait.pid, [...seqsOf.get(wait.pid) ?? [], wait.seq]);
+    }
+    const done = new Map<string, JournalRecord>();
+    /** The call each woken process was blocked in, by pid. */
+    const wokenSeq = new Map<number, number>();
     const runnable: number[] = [];
     const claimed: ProcessRecord[] = [];
     return {
@@ -323,14 +332,18 @@ export class Waits {
         const outcome: WaitOutcome = { ok: true, value: value() };
         for (const entry of waiting) {
           op.check(entry);
-          done.set(entry.value.pid, this.#ending(op, entry.value, outcome));
+          done.set(`${entry.value.pid}/${entry.value.seq}`, this.#ending(op, entry.value, outcome));
         }
       },
-      linked: waiting.map(({ value: wait }) => ({
-        pid: wait.pid,
-        change: (current) => _wakePatch(current, wait.seq),
+      linked: [...seqsOf].map(([pid, seqs]) => ({
+        pid,
+        change: (current) => {
+          if (current.waitSeq === undefined || !seqs.includes(current.waitSeq)) return {};
+          wokenSeq.set(pid, current.waitSeq);
+          return _wakePatch(current, current.waitSeq);
+        },
         reason: _wakeReason({ ok: true, value: null }),
-        then: this.#kernel.isLingering(wait.pid)
+        then: this.#kernel.isLingering(pid)
           ? (record) => record.state === "runnable" ? { state: "running" } : {}
           : undefined,
         committed: (record) => {
@@ -340,7 +353,7 @@ export class Waits {
       })),
       woken: () => {
         for (const record of claimed.splice(0)) {
-          const recorded = done.get(record.pid);
+          const recorded = done.get(`${record.pid}/${wokenSeq.get(record.pid)}`);
           if (recorded) this.#kernel.resumeClaimed(record, recorded);
         }
         for (const pid of runnable.splice(0)) this.#kernel.start(pid);
