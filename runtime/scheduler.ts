@@ -444,20 +444,30 @@ export class Scheduler<E extends ScheduledExecution> {
   resumeClaimed(current: ProcessRecord, recorded: JournalRecord): void {
     const pid = current.pid;
     const entry = this.#lingering.get(pid);
-    const processes = this.#host.processes;
     if (entry?.execution.waitingSeq === recorded.seq) {
       this.#unlinger(pid);
       return this.#answer(pid, entry.execution, () => Promise.resolve({ current, recorded }));
     }
-    const requeued = (async () => {
-      await processes.update(pid, (p) => p.state === "running" ? { state: "runnable" } : {});
-      this.start(pid);
-    })().catch((error) =>
+    this.#inBackground(pid, () => this.#requeue(pid));
+  }
+
+  /** Puts a `running` process back to `runnable` and starts it: it replays in a new run. */
+  async #requeue(pid: number): Promise<void> {
+    await this.#host.processes.update(
+      pid,
+      (p) => p.state === "running" ? { state: "runnable" } : {},
+    );
+    this.start(pid);
+  }
+
+  /** Runs `work` for `pid` as one of the host's runs; a failure of it fails the process. */
+  #inBackground(pid: number, work: () => Promise<void>): void {
+    const run = work().catch((error) =>
       this.#host.finish(pid, "failed", { error: { message: (error as Error).message } })
         .catch(() => {})
     );
-    this.#runs.add(requeued);
-    requeued.finally(() => this.#runs.delete(requeued));
+    this.#runs.add(run);
+    run.finally(() => this.#runs.delete(run));
   }
 
   /** Takes `pid` off the lingering list, its timer cleared. */
@@ -479,22 +489,15 @@ export class Scheduler<E extends ScheduledExecution> {
     execution: E,
     claim: () => Promise<{ current: ProcessRecord; recorded?: JournalRecord } | undefined>,
   ): void {
-    const processes = this.#host.processes;
-    const woken = (async () => {
+    this.#inBackground(pid, async () => {
       const claimed = await claim();
       if (!claimed) return execution.stop("The process is waiting");
       const { current, recorded } = claimed;
       if (recorded && await execution.wake(recorded, current)) return;
       // It could not be answered in place: it replays in a new run.
       execution.stop("The process is waiting");
-      await processes.update(pid, (p) => p.state === "running" ? { state: "runnable" } : {});
-      this.start(pid);
-    })().catch((error) =>
-      this.#host.finish(pid, "failed", { error: { message: (error as Error).message } })
-        .catch(() => {})
-    );
-    this.#runs.add(woken);
-    woken.finally(() => this.#runs.delete(woken));
+      await this.#requeue(pid);
+    });
   }
 
   /** Programs holding a Worker or starting (a start counts once it is an execution too). */

@@ -97,6 +97,16 @@ async function held(kernel: Kernel, pid: number) {
   return { caller, tools, calls, waits: waits.length, stamps, toolRecords };
 }
 
+/** The store between the two commits of a tool call: the caller blocked on its running tool. */
+const TOOL_RUNNING = {
+  caller: "blocked",
+  tools: ["running"],
+  calls: ["wait"],
+  waits: 1,
+  stamps: 1,
+  toolRecords: 0,
+};
+
 for (const which of ["made", "ended"] as const) {
   for (const moment of ["before", "after"] as const) {
     Deno.test(
@@ -139,35 +149,19 @@ for (const which of ["made", "ended"] as const) {
               state,
               moment === "before"
                 ? { caller: "running", tools: [], calls: [], waits: 0, stamps: 0, toolRecords: 0 }
-                : {
-                  caller: "blocked",
-                  tools: ["running"],
-                  calls: ["wait"],
-                  waits: 1,
-                  stamps: 1,
-                  toolRecords: 0,
-                },
+                : TOOL_RUNNING,
             );
           } else {
             assert.deepEqual(
               state,
-              moment === "before"
-                ? {
-                  caller: "blocked",
-                  tools: ["running"],
-                  calls: ["wait"],
-                  waits: 1,
-                  stamps: 1,
-                  toolRecords: 0,
-                }
-                : {
-                  caller: "running",
-                  tools: ["exited"],
-                  calls: ["done"],
-                  waits: 0,
-                  stamps: 1,
-                  toolRecords: 2,
-                },
+              moment === "before" ? TOOL_RUNNING : {
+                caller: "running",
+                tools: ["exited"],
+                calls: ["done"],
+                waits: 0,
+                stamps: 1,
+                toolRecords: 2,
+              },
             );
           }
           await second.recover();
