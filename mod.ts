@@ -64,7 +64,9 @@ export { ProcessTable } from "./runtime/process_table.ts";
 export type {
   Budget,
   BudgetKey,
+  LinkedChange,
   NewProcess,
+  PreparedUpdate,
   ProcessEvent,
   ProcessRecord,
   ProcessState,
@@ -168,6 +170,7 @@ export type {
   CallEnd,
   CallFacts,
   CallOrigin,
+  ClaimedWrites,
   Effect,
   JournalOptions,
   JournalRecord,
