@@ -448,6 +448,8 @@ export class Journal {
    * once its claim is settled: none of their writes is committed meanwhile.
    */
   #claimed = new Map<number, Promise<void>>();
+  /** Flushes running, each with the writes that were queued when it began. */
+  #flushing = new Map<Promise<void>, Set<Queued>>();
   /** Processes with a write in the commit in flight. */
   #inFlight = new Set<number>();
   /** The commit in flight (with its retries one write at a time), if any. */
@@ -541,9 +543,20 @@ export class Journal {
    * record claimed earlier.
    */
   async flush(): Promise<void> {
-    await Promise.all(this.#claimed.values());
-    this.#kick();
-    while (this.#draining) await this.#draining;
+    // What is queued now is this flush's to commit: a claim made while it
+    // runs does not take those writes (see {@link claim}).
+    const covered = new Set(this.#queue);
+    const run = (async () => {
+      await Promise.all(this.#claimed.values());
+      this.#kick();
+      while (this.#draining) await this.#draining;
+    })();
+    this.#flushing.set(run, covered);
+    try {
+      await run;
+    } finally {
+      this.#flushing.delete(run);
+    }
   }
 
   /**
@@ -559,7 +572,15 @@ export class Journal {
     for (;;) {
       if (this.#claimed.has(pid)) await this.#claimed.get(pid);
       else if (this.#inFlight.has(pid)) await this.#batch;
-      else break;
+      else {
+        // A flush running commits the writes queued when it began: those of
+        // `pid` land with it, before anything a claim would commit them with.
+        const flushing = [...this.#flushing].find(([, covered]) =>
+          this.#queue.some((q) => covered.has(q) && _writerOf(q.write) === pid)
+        );
+        if (!flushing) break;
+        await flushing[0].catch(() => {});
+      }
     }
     const own = this.#queue.filter((q) => _writerOf(q.write) === pid);
     const total = new CommitFootprint();

@@ -773,3 +773,23 @@ Deno.test("a flush waits for writes claimed before it: none of them lands after 
     assert.ok(await stored(kv, 1, 1));
   });
 });
+
+Deno.test("a claim made while a flush runs leaves it the writes queued before it: they are stored when it returns", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    // A commit of process 2 in flight, and process 1's buffered record behind it.
+    const inFlight = journal.write({ journal: record(2, 1), audit: audit(2) }, { durable: true });
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    // A flush begins (a park's readyToBlock, a resume); then a change of process 1 claims its writes.
+    const flushed = journal.flush();
+    const claimed = journal.claim(1);
+    await flushed;
+    assert.ok(
+      await stored(kv, 1, 1),
+      "the record queued before the flush is stored when it returns",
+    );
+    (await claimed).release();
+    await inFlight;
+    await journal.flush();
+    assert.deepEqual(await log.verify(), { ok: true, count: 2 });
+  });
+});

@@ -101,7 +101,7 @@ export interface LifecycleKernel {
   /** The capability store. */
   readonly caps: Pick<
     CapabilityStore,
-    "list" | "cachedHoldings" | "prepareGrant" | "grant" | "revoke"
+    "list" | "cachedHoldings" | "invalidate" | "prepareGrant" | "grant" | "revoke"
   >;
   /** The filesystem provider, for working directories. */
   readonly fs: Pick<FsProvider, "resolve" | "stat">;
@@ -397,6 +397,11 @@ async function _createChildOnce(
     );
   }
   if (checks.some((entry) => entry.value === null)) {
+    // Decided from this host's copy, which is behind: decided again from the store.
+    if (cached) {
+      kernel.caps.invalidate(ppid);
+      throw new StaleWriteError();
+    }
     throw new SyscallError(
       "EPERM",
       "Cannot spawn: a capability it would derive from was revoked",

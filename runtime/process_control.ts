@@ -75,16 +75,22 @@ export class ProcessControl {
   async finish(pid: number, state: EndState, outcome: Outcome = {}): Promise<void> {
     const { processes, scheduler } = this.#host;
     scheduler.ending(pid);
-    // What the process did is in the journal and audit before it is seen to
-    // end: its buffered records are committed in the commit that ends it.
-    const records = await this.#host.journal.claim(pid);
     const patch: Partial<ProcessRecord> = {};
     if (outcome.result !== undefined) patch.result = outcome.result;
-    // A reason is one line: a program's error message is cut to fit its row.
+    // A reason is one line: a program's error message is cut to fit its row
+    // (and made text: a program chooses what it throws).
     if (outcome.error) {
-      patch.error = { ...outcome.error, message: _clipReason(outcome.error.message) };
+      const { code } = outcome.error;
+      patch.error = {
+        ...(typeof code === "string" ? { code } : {}),
+        message: _clipReason(outcome.error.message),
+      };
     }
-    const reason = outcome.reason ?? outcome.error?.message;
+    const reason = outcome.reason ?? patch.error?.message;
+    // What the process did is in the journal and audit before it is seen to
+    // end: its buffered records are committed in the commit that ends it.
+    // Nothing may throw between this claim and the commit's `try` below.
+    const records = await this.#host.journal.claim(pid);
     let ended: ProcessRecord | undefined;
     let woken: (() => void) | undefined;
     // The record as the ending commit reads it (no read of its own before):
@@ -291,6 +297,7 @@ export class ProcessControl {
 /** The longest reason a process's row keeps, in characters. */
 const MAX_REASON_CHARS = 4096;
 
-function _clipReason(text: string): string {
+function _clipReason(message: unknown): string {
+  const text = typeof message === "string" ? message : String(message);
   return text.length > MAX_REASON_CHARS ? text.slice(0, MAX_REASON_CHARS - 1) + "…" : text;
 }

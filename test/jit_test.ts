@@ -787,6 +787,34 @@ Deno.test("a capability revoked elsewhere between a tool call's reads and its cr
   });
 });
 
+Deno.test("a tool call decided on a copy that still holds a capability revoked elsewhere is decided again from the store", async () => {
+  await withHarness(async (h) => {
+    await secretFiles(h.workspace);
+    const kv = h.kernel.store.kv as Deno.Kv;
+    const gate = holdSyscall(h.kernel, (_ctx, request) => request.name === "tool.call");
+    const ending = h.run(caller(READER(["fs:read:data/**"]), { path: "data/ok.txt" }), {
+      image: CALLER_IMAGE(["fs:read:**"]),
+    });
+    await gate.reached;
+    const pid = (await h.kernel.processes.list()).find((p) => p.ppid === null)!.pid;
+    // This host holds a copy of the caller's capabilities; another host revokes
+    // its fs capability straight in the store.
+    assert.ok(h.kernel.caps.cachedHoldings(pid)?.capabilities.some((c) => c.resource === "fs"));
+    for await (const e of kv.list({ prefix: ["cap_holder", pid] })) {
+      const cap = (await kv.get<{ resource: string }>(["cap", e.key[2] as string])).value;
+      if (cap?.resource !== "fs") continue;
+      await kv.atomic().delete(["cap", e.key[2] as string]).delete(e.key)
+        .set(["cap_ver", pid], crypto.randomUUID()).commit();
+    }
+    gate.release();
+    const end = await ending;
+    assert.equal((end.result as { code: string }).code, "EPERM");
+    // The copy that still held it is gone: what follows is decided from the store.
+    assert.ok(!h.kernel.caps.cachedHoldings(pid)?.capabilities.some((c) => c.resource === "fs"));
+    assert.ok(!(await recorded(h)).includes('"public"'));
+  });
+});
+
 Deno.test("a caller killed after its tool call read it, before the commit that would make the tool, makes no tool", async () => {
   await withHarness(async (h) => {
     const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });

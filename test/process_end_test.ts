@@ -49,3 +49,31 @@ Deno.test("an error message of any length is cut to fit, and the process ends fa
     assert.match(end.error!.message, /^zzz.*…$/);
   });
 });
+
+Deno.test("a program that throws an error whose message is not text ends failed, and the host's journal goes on", async () => {
+  await withHarness(async (h) => {
+    // Its time.now record is buffered when it throws: ending it claims that record.
+    const tag = await h.program(
+      "odd",
+      `export default async (sys) => {
+        await sys.time.now();
+        const error = new Error("x");
+        Object.defineProperty(error, "message", { value: { length: 1e9 } });
+        throw error;
+      };`,
+    );
+    const sleeper = await h.program(
+      "sleeper",
+      `export default async (sys) => { await sys.time.sleep(20); return "woke"; };`,
+      { capabilities: ["time:sleep:*"] },
+    );
+    const odd = await h.kernel.spawn({ image: tag, workspace: h.workspace });
+    h.kernel.start(odd.pid);
+    const end = await h.kernel.waitFor(odd.pid, { timeoutMs: ENDS_WITHIN_MS });
+    assert.equal(end.state, "failed");
+    assert.equal(typeof end.error!.message, "string");
+    // Another process parks and wakes: the journal still flushes.
+    const other = await h.kernel.run({ image: sleeper, workspace: h.workspace });
+    assert.deepEqual([other.state, other.result], ["exited", "woke"], other.error?.message);
+  });
+});
