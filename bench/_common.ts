@@ -306,17 +306,3 @@ export async function runHost<T>(
   }
   return JSON.parse(stdout.trim().split("\n").at(-1)!) as T;
 }
-
-/** The lines of a byte stream, without their newlines (a last line with none is dropped). */
-export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for await (const chunk of stream) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let newline: number;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      yield buffer.slice(0, newline);
-      buffer = buffer.slice(newline + 1);
-    }
-  }
-}

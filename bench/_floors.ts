@@ -15,7 +15,9 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { readLines, treeRss } from "./_common.ts";
+import { readLines } from "../cli/lines.ts";
+import { CELL_RUN_FLAGS } from "../runtime/cell.ts";
+import { treeRss } from "./_common.ts";
 
 const ECHO = fileURLToPath(new URL("./_echo.ts", import.meta.url));
 const MESSAGE = { t: "syscall", id: 0, name: "time.now", args: {} };
@@ -58,12 +60,7 @@ class EchoProcess {
     this.#child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        "--no-prompt",
-        "--no-remote",
-        "--no-npm",
-        "--no-config",
-        "--no-lock",
-        "--unstable-worker-options",
+        ...CELL_RUN_FLAGS,
         ECHO,
         ...(mode === "plain" ? [] : [mode]),
       ],

@@ -26,12 +26,12 @@ import {
   HOST_FLAGS,
   median,
   openBenchKernel,
-  readLines,
   round,
   type Row,
   type Section,
   treeRss,
 } from "./_common.ts";
+import { readLines } from "../cli/lines.ts";
 
 /** Most RSS a running process may cost at 100 processes, in MB. */
 const TARGET_MB = 12;

@@ -14,6 +14,7 @@ import {
 } from "../runtime/human_queue.ts";
 import { printable } from "../broker/printable.ts";
 import { parse, str, UsageError } from "./args.ts";
+import { readLines } from "./lines.ts";
 import { type Io, openKernel, REMOTE_OPTIONS, remoteClient } from "./context.ts";
 import { wrap } from "./table.ts";
 
@@ -103,20 +104,6 @@ export class TerminalHuman implements HumanResponder {
     this.#busy = next.catch(() => {});
     return next;
   }
-}
-
-async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for await (const chunk of stream) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let newline: number;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      yield buffer.slice(0, newline);
-      buffer = buffer.slice(newline + 1);
-    }
-  }
-  if (buffer) yield buffer;
 }
 
 /**

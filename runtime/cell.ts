@@ -90,6 +90,20 @@ export interface CellExit {
 const CELL_MAIN = fileURLToPath(new URL("./cell_main.ts", import.meta.url));
 
 /**
+ * The `deno run` flags of a cell besides its heap limit: no permission, no
+ * prompt, nothing fetched or configured from outside, Worker permission
+ * options on.
+ */
+export const CELL_RUN_FLAGS: readonly string[] = [
+  "--no-prompt",
+  "--no-remote",
+  "--no-npm",
+  "--no-config",
+  "--no-lock",
+  "--unstable-worker-options",
+];
+
+/**
  * Address space each Worker reserves when it starts, in MiB, which
  * `RLIMIT_DATA` counts although little of it is ever touched (V8's code
  * range and heap reservations: about 530 MiB per Worker measured with
@@ -374,12 +388,7 @@ export class Cell {
       : { prlimit: prlimitPath(), bytes: (idleKb + extraMb * 1024) * 1024 };
     const denoArgs = [
       "run",
-      "--no-prompt",
-      "--no-remote",
-      "--no-npm",
-      "--no-config",
-      "--no-lock",
-      "--unstable-worker-options",
+      ...CELL_RUN_FLAGS,
       `--v8-flags=--max-old-space-size=${memoryMb}`,
       CELL_MAIN,
     ];

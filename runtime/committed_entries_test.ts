@@ -14,15 +14,23 @@ async function countingKv(): Promise<{ kv: Deno.Kv; reads: () => number }> {
   return { kv, reads: () => reads };
 }
 
+/** Entries holding `["n"] = 1` as the commit that stored it left it. */
+async function committedOne(
+  kv: Deno.Kv,
+): Promise<{ entries: CommittedEntries<number>; versionstamp: string }> {
+  const entries = new CommittedEntries<number>();
+  const result = await kv.atomic().set(["n"], 1).commit();
+  assert(result.ok);
+  entries.record(["n"], 1, result.versionstamp);
+  return { entries, versionstamp: result.versionstamp };
+}
+
 Deno.test("an entry recorded after a commit is handed out once, then the store is read", async () => {
   const { kv, reads } = await countingKv();
   try {
-    const entries = new CommittedEntries<number>();
-    const result = await kv.atomic().set(["n"], 1).commit();
-    assert(result.ok);
-    entries.record(["n"], 1, result.versionstamp);
+    const { entries, versionstamp } = await committedOne(kv);
     const taken = await entries.take(kv, ["n"]);
-    assert.deepEqual(taken, { key: ["n"], value: 1, versionstamp: result.versionstamp });
+    assert.deepEqual(taken, { key: ["n"], value: 1, versionstamp });
     assert.equal(reads(), 0);
     // Taken once: the next reader reads the store (and sees what another writer put there).
     await kv.set(["n"], 2);
@@ -36,10 +44,7 @@ Deno.test("an entry recorded after a commit is handed out once, then the store i
 Deno.test("a fresh take reads the store and drops what was recorded", async () => {
   const { kv, reads } = await countingKv();
   try {
-    const entries = new CommittedEntries<number>();
-    const result = await kv.atomic().set(["n"], 1).commit();
-    assert(result.ok);
-    entries.record(["n"], 1, result.versionstamp);
+    const { entries } = await committedOne(kv);
     await kv.set(["n"], 5);
     assert.equal((await entries.take(kv, ["n"], { fresh: true })).value, 5);
     assert.equal((await entries.take(kv, ["n"])).value, 5);

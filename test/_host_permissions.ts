@@ -6,6 +6,8 @@
  * @module
  */
 
+import { dirname } from "node:path";
+
 /** `--no-prompt` and the read, write, run and environment permissions of a host. */
 export const HOST_PERMISSIONS: readonly string[] = [
   "--no-prompt",
@@ -14,3 +16,19 @@ export const HOST_PERMISSIONS: readonly string[] = [
   "--allow-run",
   "--allow-env",
 ];
+
+/**
+ * A `deno run` of the host script `script` (a file under `test/`) with
+ * `args` and the host's permissions, run from the repository root.
+ */
+export function hostScript(
+  script: string,
+  args: readonly string[],
+  options: Omit<Deno.CommandOptions, "args" | "cwd"> = {},
+): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", ...HOST_PERMISSIONS, script, ...args],
+    cwd: dirname(dirname(script)),
+    ...options,
+  });
+}

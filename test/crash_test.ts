@@ -11,14 +11,14 @@
  */
 
 import assert from "node:assert/strict";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AuditRecord } from "../broker/audit.ts";
 import { main as cli } from "../cli.ts";
 import { Kernel } from "../runtime/kernel.ts";
 import { END_STATES, type ProcessEvent, type ProcessRecord } from "../runtime/process_table.ts";
 import { CHILD_TAG, type CrashManifest, PARENT_TAG, type ParentResult } from "./_crash_host.ts";
-import { HOST_PERMISSIONS } from "./_host_permissions.ts";
+import { hostScript } from "./_host_permissions.ts";
 
 const COUNT = 50;
 const KILLS = 5;
@@ -47,16 +47,7 @@ interface Host {
 }
 
 function startHost(kvPath: string, workspace: string): Host {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      ...HOST_PERMISSIONS,
-      HOST,
-      kvPath,
-      workspace,
-      String(COUNT),
-    ],
-    cwd: dirname(dirname(HOST)),
+  const child = hostScript(HOST, [kvPath, workspace, String(COUNT)], {
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

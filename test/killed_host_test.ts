@@ -10,21 +10,12 @@ import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { descendants, killAll, type Proc, processes, running, until } from "./_processes.ts";
-import { HOST_PERMISSIONS } from "./_host_permissions.ts";
+import { hostScript } from "./_host_permissions.ts";
 
 const HOST = fileURLToPath(new URL("./_tool_host.ts", import.meta.url));
 
 function host(kvPath: string, workspace: string, tmp: string, mode?: "open"): Deno.Command {
-  return new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      ...HOST_PERMISSIONS,
-      HOST,
-      kvPath,
-      workspace,
-      ...(mode ? [mode] : []),
-    ],
-    cwd: dirname(dirname(HOST)),
+  return hostScript(HOST, [kvPath, workspace, ...(mode ? [mode] : [])], {
     env: { TMPDIR: tmp },
     stdin: "null",
     stdout: "null",

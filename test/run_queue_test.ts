@@ -7,14 +7,14 @@
  */
 
 import assert from "node:assert/strict";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { SyscallRequest } from "../broker/abi.ts";
 import type { AgentImage } from "../runtime/image.ts";
 import { Kernel, type KernelOptions, type RunQueue } from "../runtime/kernel.ts";
 import { END_STATES } from "../runtime/process_table.ts";
 import { QUEUE_MAX_RUNNING, QUEUED_IMAGE, QUEUED_PROGRAM } from "./_queue_host.ts";
-import { HOST_PERMISSIONS } from "./_host_permissions.ts";
+import { hostScript } from "./_host_permissions.ts";
 
 const HOST = fileURLToPath(new URL("./_queue_host.ts", import.meta.url));
 
@@ -179,15 +179,7 @@ Deno.test("a host killed with processes still queued: the next host resumes ever
   const { root, kvPath, workspace, pids } = await storeWithRunnable(count);
   const watch = await Deno.openKv(kvPath);
   try {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        ...HOST_PERMISSIONS,
-        HOST,
-        kvPath,
-        workspace,
-      ],
-      cwd: dirname(dirname(HOST)),
+    const child = hostScript(HOST, [kvPath, workspace], {
       stdin: "null",
       stdout: "null",
       stderr: "null",
