@@ -71,7 +71,10 @@ export interface SlotEnd {
    * when another one did, undefined when the cell cannot tell which.
    */
   culprit?: boolean;
-  /** The cell died because a program ran out of memory (V8's heap limit). */
+  /**
+   * The cell died because a program ran out of memory (V8's heap limit), or
+   * because this slot's program went over its memory limit.
+   */
   outOfMemory?: boolean;
 }
 
@@ -288,7 +291,7 @@ exit 1`;
  * ```ts ignore
  * const cell = await Cell.spawn({ memoryMb: 128, maxWorkers: 8 });
  * const slot = await cell.open((message) => console.log(message));
- * await slot.send({ t: "start", pid: 1, entry: { kind: "module", source }, input: null, seed: 1, epoch: 0 });
+ * await slot.send({ t: "start", entry: { kind: "module", source }, input: null, seed: 1, epoch: 0 });
  * ```
  */
 export class Cell {
@@ -313,6 +316,8 @@ export class Cell {
   #maxOutputBytes: number;
   #killReason: string | undefined;
   #culprit: number | undefined;
+  /** The culprit's program went over its memory limit. */
+  #culpritOutOfMemory = false;
   #stderrTail = "";
   #ready: ((pid: number) => void) | undefined;
   #denoDir: string;
@@ -353,12 +358,13 @@ export class Cell {
           ...(outOfMemory ? { outOfMemory } : {}),
         };
         for (const [n, slot] of this.#slots) {
+          const overLimit = outOfMemory || (this.#culpritOutOfMemory && this.#culprit === n);
           slot._end({
             reason: exit.reason ?? `The cell exited with code ${exit.code}`,
             culprit: this.#culprit === undefined
               ? (this.#slots.size === 1 ? true : undefined)
               : this.#culprit === n,
-            ...(outOfMemory ? { outOfMemory } : {}),
+            ...(overLimit ? { outOfMemory: true } : {}),
           });
         }
         this.#slots.clear();
@@ -614,12 +620,14 @@ export class Cell {
         if (Number.isSafeInteger(message.pid) && message.pid > 0) this.#ready?.(message.pid);
         else this.kill("The cell sent a malformed ready message");
         return;
-      case "crash":
-        this.kill(
-          message.message,
-          message.slot === undefined ? undefined : this.#slots.get(message.slot),
-        );
+      case "crash": {
+        const culprit = message.slot === undefined ? undefined : this.#slots.get(message.slot);
+        if (culprit && message.memory === true && this.#killReason === undefined) {
+          this.#culpritOutOfMemory = true;
+        }
+        this.kill(message.message, culprit);
         return;
+      }
       case "opened":
         return this.#slots.get(message.slot)?._open();
       case "closed": {

@@ -49,7 +49,6 @@ import {
   type CellToHost,
   type HostToCell,
   type MakerToSwitchboard,
-  memoryLimitReason,
   type StartProgram,
   type SwitchboardToMaker,
   type WorkerControl,
@@ -73,8 +72,8 @@ interface Slot {
   id: number;
   /** Its number, once the host opened it (0 while warm). */
   slot: number;
-  /** The process it runs, once started (0 before). */
-  pid: number;
+  /** Its program has started. */
+  started: boolean;
   /** Its program's memory limit, in MiB, and largest message, in bytes. */
   memoryMb: number;
   maxMessageBytes: number;
@@ -144,18 +143,27 @@ async function flush(): Promise<void> {
   }
 }
 
-/** Reports a fatal problem to the host and ends the cell once it is written. */
-function crash(message: string, slot?: number): void {
+/**
+ * Reports a fatal problem to the host and ends the cell once it is written;
+ * `memory`: the program of `slot` went over its memory limit.
+ */
+function crash(message: string, slot?: number, memory?: true): void {
   if (crashed) return;
   crashed = true;
   self.postMessage({ t: "halt" });
-  send(slot === undefined ? { t: "crash", message } : { t: "crash", message, slot });
+  send(
+    slot === undefined
+      ? { t: "crash", message }
+      : memory
+      ? { t: "crash", message, slot, memory }
+      : { t: "crash", message, slot },
+  );
   (writing ?? Promise.resolve()).finally(() => self.postMessage({ t: "exit", code: 70 }));
 }
 
 /** The slots whose programs run (started and not closing). */
 function running(): [number, Slot][] {
-  return [...slots].filter(([, s]) => s.pid !== 0 && !s.done);
+  return [...slots].filter(([, s]) => s.started && !s.done);
 }
 
 /** Ends the cell with the memory reason when it is over its limit; true if it did. */
@@ -170,7 +178,7 @@ function checkMemory(): boolean {
   if (Deno.memoryUsage().rss - idleRss - allowance <= limitMb * 1024 * 1024) return false;
   if (programs.length === 1) {
     const [slot, s] = programs[0];
-    crash(memoryLimitReason(s.pid, s.memoryMb), slot);
+    crash(`A program exceeded its memory limit of ${s.memoryMb} MB`, slot, true);
   } else {
     crash(`The cell's ${programs.length} programs exceeded their memory limit together`);
   }
@@ -206,7 +214,7 @@ function made(id: number, port: MessagePort): void {
     port,
     id,
     slot: 0,
-    pid: 0,
+    started: false,
     memoryMb: hello!.memoryMb,
     maxMessageBytes: hello!.maxMessageBytes,
     loaded: false,
@@ -227,7 +235,7 @@ function made(id: number, port: MessagePort): void {
     }
     if (s.closing && data?.t === "closing") return s.acknowledged?.();
     if (s.done) return;
-    if (s.pid === 0) return crash("A Worker spoke before its program started", s.slot || undefined);
+    if (!s.started) return crash("A Worker spoke before its program started", s.slot || undefined);
     if (!spawns && data?.t === "syscall" && SPAWNING_CALLS.has(data.name)) {
       spawns = true;
       drain();
@@ -250,7 +258,7 @@ function fromMaker(s: Slot, message: Exclude<MakerToSwitchboard, { t: "made" }>)
     return crash("A program sent a message outside its port", s.slot || undefined);
   }
   if (!s.loaded) return crash(`A Worker failed to start: ${message.message}`);
-  if (s.done || s.pid === 0) return;
+  if (s.done || !s.started) return;
   if (checkMemory()) return;
   s.done = true;
   send({ t: "fail", message: `Uncaught error: ${message.message}`, slot: s.slot });
@@ -359,15 +367,15 @@ function handle(line: string): void {
   if (!s || s.done || crashed) return;
   const { slot: _slot, ...forWorker } = message;
   if (forWorker.t === "start") return startProgram(s, forWorker);
-  if (s.pid === 0) return;
+  if (!s.started) return;
   s.port.postMessage(forWorker);
 }
 
 /** Starts a program in the Worker of slot `s`: once, ever. */
 function startProgram(s: Slot, start: StartProgram): void {
   if (s.done || crashed) return;
-  if (s.pid !== 0) return crash("This Worker already runs a process", s.slot);
-  s.pid = start.pid;
+  if (s.started) return crash("This Worker already runs a process", s.slot);
+  s.started = true;
   started = true;
   s.port.postMessage(start);
 }

@@ -9,8 +9,8 @@ import {
 } from "./cell.ts";
 import type { SlotInput } from "./cell.ts";
 
-function start(pid: number, source: string): SlotInput {
-  return { t: "start", pid, entry: { kind: "module", source }, input: null, seed: 1, epoch: 0 };
+function start(source: string): SlotInput {
+  return { t: "start", entry: { kind: "module", source }, input: null, seed: 1, epoch: 0 };
 }
 
 const ASKS_TIME = `export default async (sys) => await sys.time.now();`;
@@ -34,8 +34,8 @@ Deno.test("a cell runs several programs, each in its own slot, and routes every 
     const slotA = await cell.openSlot(a.on);
     const slotB = await cell.openSlot(b.on);
     assert.notEqual(slotA.id, slotB.id);
-    await slotA.send(start(1, ASKS_TIME));
-    await slotB.send(start(2, `export default async (sys) => await sys.proc.self();`));
+    await slotA.send(start(ASKS_TIME));
+    await slotB.send(start(`export default async (sys) => await sys.proc.self();`));
     const [firstA, firstB] = await Promise.all([a.first, b.first]);
     assert.equal((firstA as { name: string }).name, "time.now");
     assert.equal((firstB as { name: string }).name, "proc.self");
@@ -72,16 +72,13 @@ Deno.test("a program cannot send as another slot: the cell stamps the slot of th
     const victim = inbox(), forger = inbox();
     const victimSlot = await cell.openSlot(victim.on);
     const forgerSlot = await cell.openSlot(forger.on);
-    await victimSlot.send(start(1, `export default () => new Promise(() => {});`));
+    await victimSlot.send(start(`export default () => new Promise(() => {});`));
     // The forger takes its own port and names the victim's slot and a syscall of its choosing.
-    await forgerSlot.send(start(
-      2,
-      `${PORT_OF}export default async (sys) => {
+    await forgerSlot.send(start(`${PORT_OF}export default async (sys) => {
         const port = await portOf(sys);
         port.postMessage({ t: "syscall", id: 99, name: "fs.delete", args: { path: "x" }, slot: ${victimSlot.id} });
         return await sys.time.now();
-      }`,
-    ));
+      }`));
     await forger.first;
     forgerSlot.send({ t: "reply", id: 1, ok: true, value: 0 });
     const last = await new Promise<SlotMessage>((resolve) => {
@@ -103,9 +100,9 @@ Deno.test("a slot refuses a second program: the cell ends, naming that slot", as
   const cell = await Cell.spawn({ maxWorkers: 2 });
   const a = inbox();
   const slot = await cell.openSlot(a.on);
-  await slot.send(start(1, ASKS_TIME));
+  await slot.send(start(ASKS_TIME));
   await a.first;
-  await slot.send(start(2, `export default async (sys) => await sys.proc.self();`));
+  await slot.send(start(`export default async (sys) => await sys.proc.self();`));
   const end = await slot.ended;
   await cell.exited;
   assert.match(end.reason ?? "", /This Worker already runs a process/);
@@ -120,10 +117,9 @@ Deno.test("a slot closes cleanly when its program waits; its neighbour runs on",
     const a = inbox(), b = inbox();
     const waiting = await cell.openSlot(a.on);
     const neighbour = await cell.openSlot(b.on);
-    await waiting.send(start(1, ASKS_TIME));
+    await waiting.send(start(ASKS_TIME));
     await neighbour.send(
       start(
-        2,
         `export default async (sys) => { await sys.time.now(); return await sys.proc.self(); }`,
       ),
     );
@@ -148,8 +144,8 @@ Deno.test("a busy Worker that will not close costs its cell: every slot ends, th
   const a = inbox(), b = inbox();
   const busy = await cell.openSlot(a.on);
   const bystander = await cell.openSlot(b.on);
-  await busy.send(start(1, `export default async (sys) => { await sys.time.now(); for (;;) {} }`));
-  await bystander.send(start(2, ASKS_TIME));
+  await busy.send(start(`export default async (sys) => { await sys.time.now(); for (;;) {} }`));
+  await bystander.send(start(ASKS_TIME));
   await Promise.all([a.first, b.first]);
   await busy.send({ t: "reply", id: 1, ok: true, value: 0 });
   const end = await busy.close();
@@ -211,7 +207,7 @@ Deno.test("every cell of a shape is capped at what the first one measured idle, 
     // And it still runs programs under it.
     const a = inbox();
     const slot = await second.openSlot(a.on);
-    await slot.send(start(1, ASKS_TIME));
+    await slot.send(start(ASKS_TIME));
     assert.equal((await a.first as { name: string }).name, "time.now");
   } finally {
     second.kill("done");
@@ -249,15 +245,12 @@ Deno.test("a cell's private Deno cache holds no data: module and is removed when
   const a = inbox();
   try {
     const slot = await cell.openSlot(a.on);
-    await slot.send(start(
-      1,
-      `export default async (sys) => {
+    await slot.send(start(`export default async (sys) => {
         for (let i = 0; i < 20; i++) {
           await import("data:application/typescript;base64," + btoa("export const n: number = " + i + ";"));
         }
         return await sys.time.now();
-      }`,
-    ));
+      }`));
     await a.first;
     const emitted: string[] = [];
     for await (const entry of Deno.readDir(denoDir)) emitted.push(entry.name);
@@ -288,8 +281,8 @@ Deno.test("a program that forges its clean close and keeps spinning costs its ce
   const a = inbox(), b = inbox();
   const forger = await cell.openSlot(a.on);
   const bystander = await cell.openSlot(b.on);
-  await forger.send(start(1, FORGES_CLOSE));
-  await bystander.send(start(2, ASKS_TIME));
+  await forger.send(start(FORGES_CLOSE));
+  await bystander.send(start(ASKS_TIME));
   await Promise.all([a.first, b.first]);
   // Once its time.now is answered it takes over its port and exits.
   await forger.send({ t: "reply", id: 1, ok: true, value: 0 });
@@ -315,7 +308,7 @@ Deno.test("a Worker that closes for real leaves no thread behind and its cell ru
   try {
     const a = inbox();
     const slot = await cell.openSlot(a.on);
-    await slot.send(start(1, ASKS_TIME));
+    await slot.send(start(ASKS_TIME));
     await a.first;
     await slot.close();
     assert.ok(cell.checkingThreads, "its thread is to be checked");
@@ -332,14 +325,13 @@ Deno.test("an open can carry its program's start: the slot runs it, and a later 
   const a = inbox();
   const slot = await cell.openSlot(a.on, {}, {
     t: "start",
-    pid: 1,
     entry: { kind: "module", source: ASKS_TIME },
     input: null,
     seed: 1,
     epoch: 0,
   });
-  // The start went with the open: the slot already runs pid 1, so this is a second program.
-  await slot.send(start(2, `export default async (sys) => await sys.proc.self();`));
+  // The start went with the open: the slot already runs a program, so this is a second one.
+  await slot.send(start(`export default async (sys) => await sys.proc.self();`));
   const secondRan = new Promise<string>((resolve) => {
     const check = () =>
       a.seen.some((m) => m.t === "syscall" && m.name === "proc.self")
@@ -369,13 +361,13 @@ Deno.test("a cell whose program makes a process keeps a spare Worker loaded: the
   try {
     const a = inbox(), b = inbox();
     const first = await cell.openSlot(a.on);
-    await first.send(start(1, `export default async (sys) => await sys.tool.call("echo", {});`));
+    await first.send(start(`export default async (sys) => await sys.tool.call("echo", {});`));
     await a.first;
     // The switchboard is worker-1 and the caller runs in worker-2; a spare,
     // worker-3, starts before its tool is placed.
     await threadAppears(cell, "worker-3");
     const second = await cell.openSlot(b.on);
-    await second.send(start(2, ASKS_TIME));
+    await second.send(start(ASKS_TIME));
     await b.first;
     await Promise.all([first.close(), second.close()]);
     assert.equal(first.thread, "worker-2");
@@ -391,20 +383,18 @@ Deno.test("a Worker that ran a program is never handed to another: the next prog
   try {
     const a = inbox(), b = inbox();
     const planter = await cell.openSlot(a.on);
-    await planter.send(start(
-      1,
-      `export default async (sys) => {
+    await planter.send(start(`export default async (sys) => {
         globalThis.planted = "canary";
         return await sys.time.now();
-      }`,
-    ));
+      }`));
     await a.first;
     await planter.close();
     const reader = await cell.openSlot(b.on);
-    await reader.send(start(
-      2,
-      `export default async (sys) => await sys.fs.read(String(globalThis.planted ?? "none"))`,
-    ));
+    await reader.send(
+      start(
+        `export default async (sys) => await sys.fs.read(String(globalThis.planted ?? "none"))`,
+      ),
+    );
     const read = await b.first;
     assert.deepEqual((read as { args: unknown }).args, { path: "none" }, "no canary in its Worker");
     await reader.close();
@@ -419,10 +409,9 @@ Deno.test("a program that posts a message that is not an object costs its cell w
   const cell = await Cell.spawn({ maxWorkers: 2 });
   const a = inbox();
   const slot = await cell.openSlot(a.on);
-  await slot.send(start(
-    1,
-    `${PORT_OF}export default async (sys) => { (await portOf(sys)).postMessage(null); }`,
-  ));
+  await slot.send(
+    start(`${PORT_OF}export default async (sys) => { (await portOf(sys)).postMessage(null); }`),
+  );
   await a.first;
   slot.send({ t: "reply", id: 1, ok: true, value: 0 });
   const end = await slot.ended;
@@ -437,12 +426,13 @@ Deno.test("a program that speaks on its Worker object instead of its port costs 
   const a = inbox(), b = inbox();
   const speaker = await cell.openSlot(a.on);
   const bystander = await cell.openSlot(b.on);
-  await bystander.send(start(2, ASKS_TIME));
+  await bystander.send(start(ASKS_TIME));
   await b.first;
-  await speaker.send(start(
-    1,
-    `export default async () => { globalThis.postMessage({ t: "syscall", id: 1, name: "time.now", args: {} }); }`,
-  ));
+  await speaker.send(
+    start(
+      `export default async () => { globalThis.postMessage({ t: "syscall", id: 1, name: "time.now", args: {} }); }`,
+    ),
+  );
   const end = await speaker.ended;
   const other = await bystander.ended;
   assert.match(end.reason ?? "", /outside its port/);
@@ -460,12 +450,12 @@ Deno.test("Workers loading beside a running program are not counted as its memor
   const cell = await Cell.spawn({ maxWorkers: 16, memoryMb: 32 });
   try {
     const slot = await cell.openSlot(() => {});
-    await slot.send(start(1, `export default () => new Promise(() => {});`));
+    await slot.send(start(`export default () => new Promise(() => {});`));
     await Promise.all(Array.from({ length: 14 }, () => cell.openSlot(() => {})));
     // A failing program makes the cell check its memory before it relays the failure.
     const failing = inbox();
     const last = await cell.openSlot(failing.on);
-    await last.send(start(2, `export default () => { throw new Error("planned"); };`));
+    await last.send(start(`export default () => { throw new Error("planned"); };`));
     const ended = await Promise.race([
       failing.first.then((message) => ({ message })),
       cell.exited.then((exit) => ({ exit })),

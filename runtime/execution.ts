@@ -22,7 +22,7 @@ import type { JournalRecord } from "../broker/journal.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { CellOptions, Slot, SlotEnd, SlotMessage } from "./cell.ts";
 import type { CellPool, Placement } from "./cell_pool.ts";
-import { memoryLimitReason, type ProgramEntry } from "./guest/cell_protocol.ts";
+import type { ProgramEntry } from "./guest/cell_protocol.ts";
 import type { ProcessLimits, ProcessRecord } from "./process_table.ts";
 import type { Conversation, ConversationRequest } from "./transcripts.ts";
 import type { Waits } from "./waits.ts";
@@ -74,6 +74,11 @@ export function cellOptionsOf(limits: ProcessLimits): CellOptions {
     maxMessageBytes: limits.maxMessageBytes,
     maxOutputBytes: limits.outputBytes,
   };
+}
+
+/** The one-line reason a process fails with when its cell goes over `memoryMb`. */
+export function memoryLimitReason(pid: number, memoryMb: number): string {
+  return `Process ${pid} exceeded its memory limit of ${memoryMb} MB`;
 }
 
 /** A running program. */
@@ -149,7 +154,6 @@ export class Execution {
         (m) => this.#onMessage(m),
         {
           t: "start",
-          pid: this.#record.pid,
           entry,
           input: this.#record.input ?? null,
           seed: this.#record.seed,

@@ -49,12 +49,15 @@ export type CellToWorker =
   /** The Worker is ending: it acknowledges and closes itself. */
   | { t: "close" };
 
-/** Cell → Worker: run a program (once per Worker). */
+/**
+ * Cell → Worker: run a program (once per Worker). It names no process: the
+ * cell never needs to know which process a program runs as, and a program
+ * may start while its process is still being made (its calls wait on the
+ * host until it is).
+ */
 export interface StartProgram {
   /** The message kind. */
   t: "start";
-  /** The process the program runs as. */
-  pid: number;
   /** The program: a built-in or a module's source. */
   entry: ProgramEntry;
   /** The process's input, as given at spawn. */
@@ -167,14 +170,10 @@ export type CellToHost =
   /**
    * The cell is ending. `slot` names the Worker that caused it, when the
    * cell knows (a protocol break, or memory over the limit with one program
-   * running); without it the cause is any of its Workers.
+   * running); without it the cause is any of its Workers. `memory`: that
+   * Worker's program went over its memory limit.
    */
-  | { t: "crash"; message: string; slot?: number };
-
-/** The one-line reason a process fails with when its cell goes over `memoryMb`. */
-export function memoryLimitReason(pid: number, memoryMb: number): string {
-  return `Process ${pid} exceeded its memory limit of ${memoryMb} MB`;
-}
+  | { t: "crash"; message: string; slot?: number; memory?: true };
 
 /**
  * The digest of a conversation `previous` (a digest) followed by `message`.
