@@ -22,6 +22,13 @@
  * processes that kept their Workers). A placement never fails because the
  * pool is full.
  *
+ * A program may start while its process is still being made
+ * ({@link CellPool.placeEarly}): its Worker runs it at once, and what it
+ * says is held until the process is made and takes it over. A new process
+ * tree's group is named only then, so its cell is of a group no one else
+ * can name meanwhile; a process that is not made after all ends its Worker,
+ * and the cell it took for itself with it.
+ *
  * @module
  */
 
@@ -43,6 +50,21 @@ export interface Placement {
   limits: CellOptions;
   /** A cell of its own, used once. */
   alone?: boolean;
+}
+
+/**
+ * A program started before its process is made (see
+ * {@link CellPool.placeEarly}).
+ */
+export interface EarlyStart {
+  /**
+   * The process is made: its messages go to `onMessage` from now on, those
+   * said before first. A cell taken for a group not yet named gets `group`.
+   * Resolves with the program's slot; rejects when it could not be placed.
+   */
+  attach(onMessage: (message: SlotMessage) => void, group: string): Promise<Slot>;
+  /** The process was not made: its Worker ends, and a cell taken for it alone too. */
+  abandon(): void;
 }
 
 /** A row of the pool's cell table. */
@@ -115,6 +137,8 @@ export class CellPool {
   #closed = false;
   #filled: Promise<void> | undefined;
   #onFilled: (() => void) | undefined;
+  /** Groups named for programs started before their process was made, counted. */
+  #unnamed = 0;
 
   /** Keeps `options.warm` cells ready. */
   constructor(options: CellPoolOptions = {}) {
@@ -215,6 +239,61 @@ export class CellPool {
         if (attempt >= 3 || this.#closed) throw error;
       }
     }
+  }
+
+  /**
+   * Starts a program whose process is still being made: placed as
+   * {@link place} does, its start sent with the open, what it says held
+   * until {@link EarlyStart.attach}. Without a group (a new process tree,
+   * whose name is its root's pid), it takes a cell of a group named only
+   * by `attach`, which no other placement can name meanwhile.
+   */
+  placeEarly(
+    placement: Omit<Placement, "group"> & { group?: string },
+    start: StartProgram,
+  ): EarlyStart {
+    const unnamed = placement.group === undefined ? `unnamed:${++this.#unnamed}` : undefined;
+    const held: SlotMessage[] = [];
+    let deliver: ((message: SlotMessage) => void) | undefined;
+    const placed = this.place(
+      { ...placement, group: placement.group ?? unnamed! },
+      (message) => deliver ? deliver(message) : held.push(message),
+      start,
+    );
+    placed.catch(() => {}); // attach or abandon reports it
+    return {
+      attach: async (onMessage, group) => {
+        const slot = await placed;
+        if (unnamed !== undefined) this.#name(slot, unnamed, group);
+        deliver = onMessage;
+        for (const message of held.splice(0)) onMessage(message);
+        return slot;
+      },
+      abandon: () => {
+        placed.then((slot) => {
+          const entry = this.#entryOf(slot);
+          // A cell taken for this program alone ran nothing else: it ends with it.
+          const own = unnamed !== undefined &&
+            (entry?.group === unnamed || entry?.group === `${unnamed}:alone`);
+          if (entry && own) return this.#end(entry);
+          slot.close();
+          slot.ended.then(() => this.released(slot));
+        }, () => {});
+      },
+    };
+  }
+
+  /** Gives the entry of `slot`'s cell, of the group `unnamed`, the group `group`. */
+  #name(slot: Slot, unnamed: string, group: string): void {
+    const entry = this.#entryOf(slot);
+    if (entry?.group === unnamed) entry.group = group;
+    else if (entry?.group === `${unnamed}:alone`) entry.group = `${group}:alone`;
+  }
+
+  /** The entry of the cell `slot` runs in. */
+  #entryOf(slot: Slot): Entry | undefined {
+    for (const e of this.#entries) if (e.cell === slot.cell) return e;
+    return undefined;
   }
 
   /**
@@ -385,12 +464,10 @@ export class CellPool {
 
   /** Called by the owner of a slot once it has ended. */
   released(slot: Slot): void {
-    for (const e of this.#entries) {
-      if (e.cell === slot.cell) {
-        e.used--;
-        this.#release(e);
-        return;
-      }
+    const entry = this.#entryOf(slot);
+    if (entry) {
+      entry.used--;
+      this.#release(entry);
     }
   }
 

@@ -254,3 +254,64 @@ Deno.test("with per-principal sharing, one principal's trees share a cell and an
 Deno.test("a pool refuses a negative size", () => {
   assert.throws(() => new CellPool({ warm: -1 }), /Cannot keep -1 warm cells/);
 });
+
+const ASKS_TIME = {
+  t: "start" as const,
+  entry: { kind: "module" as const, source: "export default async (sys) => await sys.time.now();" },
+  input: null,
+  seed: 1,
+  epoch: 0,
+};
+
+Deno.test("a program started before its process is made runs at once, speaks only once attached, in a cell named for its tree only then", async () => {
+  const pool = new CellPool({ warm: 1, limits: LIMITS, maxWorkers: 4 });
+  try {
+    await pool.full();
+    const early = pool.placeEarly({ limits: LIMITS }, ASKS_TIME);
+    // Its Worker runs it while the process is being made: the cell is of a group no one can name.
+    await until(() => pool.table().some((r) => r.group?.startsWith("unnamed:")), "it is placed");
+    const other = await pool.place(TREE_B, () => {});
+    assert.ok(
+      pool.table().every((r) => r.osPid !== other.cell.osPid || r.group === "tree:2"),
+      "another tree never gets the unnamed cell",
+    );
+    // What it says before its process is made is held, and handed over on attach.
+    const said: string[] = [];
+    const slot = await early.attach((m) => said.push(m.t === "syscall" ? m.name : m.t), "tree:1");
+    await until(() => said.length > 0, "the held call is handed over");
+    assert.deepEqual(said, ["time.now"]);
+    assert.notEqual(slot.cell, other.cell);
+    assert.deepEqual(
+      pool.table().filter((r) => r.osPid === slot.cell.osPid).map((r) => r.group),
+      ["tree:1"],
+      "the cell is named for its tree once the process is made",
+    );
+    // The tree's next program shares it.
+    const sibling = await pool.place(TREE_A, () => {});
+    assert.equal(sibling.cell, slot.cell);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("a program started early whose process is not made ends, and the cell it took with it", async () => {
+  const pool = new CellPool({ warm: 1, limits: LIMITS, maxWorkers: 4 });
+  try {
+    await pool.full();
+    const [warm] = pool.readyPids;
+    const early = pool.placeEarly({ limits: LIMITS }, ASKS_TIME);
+    await until(() => pool.table().some((r) => r.osPid === warm), "it took the warm cell");
+    early.abandon();
+    await until(() => !alive(warm), "the cell it took has ended");
+    assert.equal(pool.table().some((r) => r.osPid === warm), false);
+    // With a group already named (a principal's), only its slot ends: the cell serves the group on.
+    const a = await pool.place(TREE_A, () => {});
+    const shared = pool.placeEarly({ group: "tree:1", limits: LIMITS }, ASKS_TIME);
+    await until(() => pool.table().some((r) => r.group === "tree:1" && r.workers === 2), "placed");
+    shared.abandon();
+    await until(() => pool.table().some((r) => r.group === "tree:1" && r.workers === 1), "closed");
+    assert.equal(a.cell.dead, false, "the group's cell serves on");
+  } finally {
+    await pool.close();
+  }
+});

@@ -44,15 +44,15 @@
  * @module
  */
 
-import {
-  type CellHello,
-  type CellToHost,
-  type HostToCell,
-  type MakerToSwitchboard,
-  type StartProgram,
-  type SwitchboardToMaker,
-  type WorkerControl,
-  type WorkerToCell,
+import type {
+  CellHello,
+  CellToHost,
+  HostToCell,
+  MakerToSwitchboard,
+  StartProgram,
+  SwitchboardToMaker,
+  WorkerControl,
+  WorkerToCell,
 } from "./guest/cell_protocol.ts";
 
 /** How often a cell with running programs checks its memory, in ms. */

@@ -21,8 +21,9 @@ import {
 import type { JournalRecord } from "../broker/journal.ts";
 import { SyscallError } from "../broker/errors.ts";
 import type { CellOptions, Slot, SlotEnd, SlotMessage } from "./cell.ts";
-import type { CellPool, Placement } from "./cell_pool.ts";
-import type { ProgramEntry } from "./guest/cell_protocol.ts";
+import type { CellPool, EarlyStart, Placement } from "./cell_pool.ts";
+import type { ProgramEntry, StartProgram } from "./guest/cell_protocol.ts";
+import type { RegisteredImage } from "./image.ts";
 import type { ProcessLimits, ProcessRecord } from "./process_table.ts";
 import type { Conversation, ConversationRequest } from "./transcripts.ts";
 import type { Waits } from "./waits.ts";
@@ -73,6 +74,29 @@ export function cellOptionsOf(limits: ProcessLimits): CellOptions {
     memoryMb: limits.memoryMb,
     maxMessageBytes: limits.maxMessageBytes,
     maxOutputBytes: limits.outputBytes,
+  };
+}
+
+/** What a process of `image` runs: the agent loop, or its entry module. */
+export function programEntry(image: RegisteredImage): ProgramEntry {
+  return image.image.entry === "libos:agent"
+    ? { kind: "agent", config: { system: image.image.system, tools: image.image.tools } }
+    : { kind: "module", source: image.entrySource ?? "" };
+}
+
+/** The message that starts `record`'s program `entry` (from `checkpoint`'s state, when given). */
+export function startOf(
+  record: Pick<ProcessRecord, "input" | "seed" | "startedAt" | "createdAt">,
+  entry: ProgramEntry,
+  checkpoint?: unknown,
+): StartProgram {
+  return {
+    t: "start",
+    entry,
+    input: record.input ?? null,
+    seed: record.seed,
+    epoch: record.startedAt ?? record.createdAt,
+    checkpoint,
   };
 }
 
@@ -138,29 +162,26 @@ export class Execution {
   }
 
   /**
-   * Starts the program (from a checkpoint's state, when given) in a Worker
-   * of a cell its `placement` allows.
+   * Starts the program (from `options.checkpoint`'s state, when given) in a
+   * Worker of a cell its `placement` allows; or takes over `options.early`,
+   * the program started while its process was being made.
    */
   async start(
     entry: ProgramEntry,
     placement: Omit<Placement, "limits">,
-    checkpoint?: unknown,
+    options: { checkpoint?: unknown; early?: EarlyStart } = {},
   ): Promise<void> {
     let slot: Slot;
     try {
+      const onMessage = (m: SlotMessage) => this.#onMessage(m);
       // The program starts as soon as its Worker is up: its start goes with the open.
-      slot = await this.#kernel.cells.place(
-        { ...placement, limits: cellOptionsOf(this.#limits) },
-        (m) => this.#onMessage(m),
-        {
-          t: "start",
-          entry,
-          input: this.#record.input ?? null,
-          seed: this.#record.seed,
-          epoch: this.#record.startedAt ?? this.#record.createdAt,
-          checkpoint,
-        },
-      );
+      slot = options.early
+        ? await options.early.attach(onMessage, placement.group)
+        : await this.#kernel.cells.place(
+          { ...placement, limits: cellOptionsOf(this.#limits) },
+          onMessage,
+          startOf(this.#record, entry, options.checkpoint),
+        );
     } catch (error) {
       this.#resolveDone();
       // A start the host's shutdown refused is not the program's failure: it resumes on the next start.

@@ -38,9 +38,9 @@ import {
 } from "../broker/journal.ts";
 import type { StoreChange } from "../broker/store_change.ts";
 import { askedGrant, requestedGrant, requireWithinImageCeiling } from "./ceilings.ts";
-import { CellPool } from "./cell_pool.ts";
+import { CellPool, type EarlyStart } from "./cell_pool.ts";
 import { type ReplayStart, replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
-import { cellOptionsOf, DEFAULT_LIMITS, Execution } from "./execution.ts";
+import { cellOptionsOf, DEFAULT_LIMITS, Execution, programEntry, startOf } from "./execution.ts";
 import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { TopicEvents } from "./events.ts";
 import { type FsProvider, LocalFs } from "./fs_provider.ts";
@@ -591,13 +591,43 @@ export class Kernel {
   }
 
   /**
+   * Starts the program of a new root process of `image` before its create
+   * commit, as it will run once made (`made`: what its record will say), so
+   * the cell's work overlaps the commit; its calls wait until the process is
+   * made and its run takes the program over (see `CellPool.placeEarly`).
+   * With the default sharing its cell is of a group named only then: the
+   * tree, whose name is the root's pid.
+   */
+  startEarly(
+    image: RegisteredImage,
+    made: Pick<ProcessRecord, "input" | "seed" | "createdAt" | "startedAt" | "principal">,
+  ): EarlyStart {
+    const limits = limitsOf(this.limits, {}, image);
+    return this.cells.placeEarly({
+      group: this.#cellSharing === "principal" ? this.#principalGroup(made) : undefined,
+      alone: this.#alone(image),
+      limits: cellOptionsOf(limits),
+    }, startOf(made, programEntry(image)));
+  }
+
+  /** Whether programs of `image` run each in a cell of its own. */
+  #alone(image: RegisteredImage): boolean {
+    return image.image.isolation === "process" || this.#isolation === "process";
+  }
+
+  /**
    * The trust group of a process: its process tree, named by its root, or
    * with `cellSharing: "principal"`
    * every tree its principal started. Only one group's programs share a cell.
    */
   #groupOf(record: ProcessRecord): string {
-    if (this.#cellSharing === "principal") return `principal:${record.principal ?? "local"}`;
+    if (this.#cellSharing === "principal") return this.#principalGroup(record);
     return `tree:${record.root ?? record.pid}`;
+  }
+
+  /** The trust group of the trees of `record`'s principal. */
+  #principalGroup(record: Pick<ProcessRecord, "principal">): string {
+    return `principal:${record.principal ?? "local"}`;
   }
 
   /**
@@ -609,7 +639,7 @@ export class Kernel {
    */
   async #prepare(
     record: ProcessRecord,
-    options: { fresh?: boolean } = {},
+    options: { fresh?: boolean; early?: EarlyStart } = {},
   ): Promise<(running: ProcessRecord) => Promise<Launch<Execution>>> {
     const image = await this.imageOf(record);
     return async (running) => {
@@ -622,12 +652,7 @@ export class Kernel {
       let start: ReplayStart = options.fresh
         ? { firstSeq: 1 }
         : await replayStart(this.store.kv, running);
-      const entry = image.image.entry === "libos:agent"
-        ? {
-          kind: "agent" as const,
-          config: { system: image.image.system, tools: image.image.tools },
-        }
-        : { kind: "module" as const, source: image.entrySource ?? "" };
+      const entry = programEntry(image);
       // The agent loop's checkpoint references its transcript: it resumes from
       // the messages, or, when the transcript does not match, without it.
       let checkpoint = start.checkpoint;
@@ -644,10 +669,12 @@ export class Kernel {
       const execution = new Execution(this, running, limits, { firstSeq, journal });
       const placement = {
         group: this.#groupOf(running),
-        alone: resumed?.alone === true || image.image.isolation === "process" ||
-          this.#isolation === "process",
+        alone: resumed?.alone === true || this.#alone(image),
       };
-      return { execution, start: () => execution.start(entry, placement, checkpoint) };
+      return {
+        execution,
+        start: () => execution.start(entry, placement, { checkpoint, early: options.early }),
+      };
     };
   }
 

@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { EarlyStart } from "./cell_pool.ts";
 import { type CallContext, PARKED } from "../broker/broker.ts";
 import type { Capability, CapabilitySpec } from "../broker/capability.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
@@ -123,6 +124,11 @@ export interface LifecycleKernel {
   start(pid: number): void;
   /** A place to run a process made already `running`, when one is free now. */
   admit(): Admission | undefined;
+  /** Starts the program of a root process of `image` while it is being made. */
+  startEarly(
+    image: RegisteredImage,
+    made: Pick<ProcessRecord, "input" | "seed" | "createdAt" | "startedAt" | "principal">,
+  ): EarlyStart;
 }
 
 /**
@@ -149,7 +155,20 @@ export async function spawnProcess(
     now: kernel.now(),
   });
   const cwd = options.cwd ? await kernel.fs.resolve(workspace, options.cwd) : workspace;
+  const policy = [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])];
   const admission = how.start ? kernel.admit() : undefined;
+  const now = kernel.now();
+  const seed = crypto.getRandomValues(new Uint32Array(1))[0];
+  const principal = options.principal ?? "local";
+  // Made `running` now, its program starts while its create commit is made.
+  const early = admission &&
+    kernel.startEarly(image, {
+      input: options.input,
+      seed,
+      createdAt: now,
+      startedAt: now,
+      principal,
+    });
   let record: ProcessRecord;
   try {
     record = await kernel.processes.create(
@@ -160,14 +179,15 @@ export async function spawnProcess(
         cwd,
         workspace,
         input: options.input,
+        seed,
         model: options.model,
         ownModel: model,
-        policy: [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])],
-        principal: options.principal ?? "local",
+        policy,
+        principal,
         onParentExit: "kill",
         budget: { ...image.image.budget, ...options.budget },
       },
-      kernel.now(),
+      now,
       {
         runnable: true,
         running: admission !== undefined,
@@ -176,9 +196,10 @@ export async function spawnProcess(
     );
   } catch (error) {
     admission?.cancel();
+    early?.abandon();
     throw error;
   }
-  if (admission) admission.launch(record, { fresh: true });
+  if (admission) admission.launch(record, { fresh: true, early });
   else if (how.start) kernel.start(record.pid);
   return record;
 }

@@ -5,7 +5,8 @@ import { CapabilityStore } from "../broker/capability_store.ts";
 import { type JournalRecord, loadJournal, putRecord } from "../broker/journal.ts";
 import { DEFAULT_LIMITS } from "./execution.ts";
 import type { FsProvider } from "./fs_provider.ts";
-import { type AgentImage, ImageRegistry } from "./image.ts";
+import { type AgentImage, ImageRegistry, type RegisteredImage } from "./image.ts";
+import type { EarlyStart } from "./cell_pool.ts";
 import {
   execImage,
   forkProcess,
@@ -86,8 +87,24 @@ class TestKernel implements LifecycleKernel {
   admit(): Admission | undefined {
     if (!this.admitting) return undefined;
     return {
-      launch: (record) => this.launched.push(record),
+      launch: (record, options) => {
+        this.launched.push(record);
+        if (options?.early) this.handedOver.push(options.early);
+      },
       cancel: () => this.cancelled++,
+    };
+  }
+
+  /** Programs started while their process was made, as told; those abandoned; those launched with theirs. */
+  readonly earlyStarts: Parameters<LifecycleKernel["startEarly"]>[1][] = [];
+  abandoned = 0;
+  readonly handedOver: EarlyStart[] = [];
+
+  startEarly(_image: RegisteredImage, made: Parameters<LifecycleKernel["startEarly"]>[1]) {
+    this.earlyStarts.push(made);
+    return {
+      attach: () => Promise.reject(new Error("No program runs here")),
+      abandon: () => void this.abandoned++,
     };
   }
 
@@ -161,6 +178,27 @@ Deno.test("an operator's spawn that starts is made running when there is room, e
     assert.equal((await kernel.processes.require(running.pid)).startedAt, NOW);
     assert.deepEqual(kernel.launched.map((r) => r.pid), [running.pid]);
     assert.deepEqual(kernel.started, [queued.pid]);
+    // Its program started while it was made, as its record says it runs, and its run takes it over.
+    const { input, seed, createdAt, startedAt, principal } = running;
+    assert.deepEqual(kernel.earlyStarts, [{ input, seed, createdAt, startedAt, principal }]);
+    assert.equal(kernel.handedOver.length, 1);
+    assert.equal(kernel.abandoned, 0);
+  });
+});
+
+Deno.test("an operator's spawn that is not made ends the program it started early", async () => {
+  await withKernel(async (kernel, workspace) => {
+    await kernel.images.register(image("demo"));
+    kernel.admitting = true;
+    kernel.processes.create = () => Promise.reject(new Error("planned: the commit failed"));
+    await assert.rejects(
+      spawnProcess(kernel, { image: "demo@1.0.0", workspace }, { start: true }),
+      /planned/,
+    );
+    assert.equal(kernel.earlyStarts.length, 1);
+    assert.equal(kernel.abandoned, 1, "the early program is ended");
+    assert.equal(kernel.cancelled, 1, "the place to run is given back");
+    assert.deepEqual(kernel.launched, []);
   });
 });
 

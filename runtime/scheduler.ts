@@ -21,6 +21,7 @@
  * @module
  */
 
+import type { EarlyStart } from "./cell_pool.ts";
 import type { JournalRecord } from "../broker/journal.ts";
 import { END_STATES, type ProcessRecord, type ProcessTable } from "./process_table.ts";
 
@@ -47,9 +48,10 @@ export interface Admission {
   /**
    * Runs the process made `running` in the place held. `fresh`: it was made
    * in that very commit and has run nowhere, so it has no journal and no
-   * checkpoint to read.
+   * checkpoint to read. `early`: its program, started while it was being
+   * made, which its run takes over (or ends, when it does not run here).
    */
-  launch(record: ProcessRecord, options?: { fresh?: boolean }): void;
+  launch(record: ProcessRecord, options?: { fresh?: boolean; early?: EarlyStart }): void;
   /** Gives the place back: the process was not made. */
   cancel(): void;
 }
@@ -82,7 +84,7 @@ export interface SchedulerHost<E extends ScheduledExecution> {
    */
   prepare(
     record: ProcessRecord,
-    options?: { fresh?: boolean },
+    options?: { fresh?: boolean; early?: EarlyStart },
   ): Promise<(running: ProcessRecord) => Promise<Launch<E>>>;
   /** The journal record of call `seq` of `pid`, if any (what a wake-up answers with). */
   waitRecord(pid: number, seq: number): Promise<JournalRecord | undefined>;
@@ -224,12 +226,13 @@ export class Scheduler<E extends ScheduledExecution> {
     };
     return {
       launch: (record, options = {}) => {
-        if (!release()) return;
+        if (!release()) return options.early?.abandon();
         const pid = record.pid;
         this.#hosted.add(pid);
         this.#starting.add(pid);
         if (!this.#closed) this.#host.waits.start();
-        this.#track(pid, this.#launchClaimed(record, options.fresh === true));
+        const launched = this.#launchClaimed(record, options.fresh === true, options.early);
+        this.#track(pid, launched);
       },
       cancel: () => {
         if (release()) this.#pump();
@@ -564,8 +567,19 @@ export class Scheduler<E extends ScheduledExecution> {
    * {@link admit}); when the host closed meanwhile, puts it back to
    * `runnable`, as {@link shutdown} does for the processes it stops.
    */
-  async #launchClaimed(record: ProcessRecord, fresh: boolean): Promise<void> {
-    const launch = this.#closed ? undefined : await this.#host.prepare(record, { fresh });
+  async #launchClaimed(record: ProcessRecord, fresh: boolean, early?: EarlyStart): Promise<void> {
+    let started = false;
+    try {
+      started = await this.#launchOnce(record, fresh, early);
+    } finally {
+      // A program started early whose run did not take it over ends here.
+      if (!started) early?.abandon();
+    }
+  }
+
+  /** {@link #launchClaimed}, true once its run has taken over `early`. */
+  async #launchOnce(record: ProcessRecord, fresh: boolean, early?: EarlyStart): Promise<boolean> {
+    const launch = this.#closed ? undefined : await this.#host.prepare(record, { fresh, early });
     if (!launch || this.#closed) {
       const now = await this.#host.processes.get(record.pid);
       if (now?.state === "running") {
@@ -573,16 +587,17 @@ export class Scheduler<E extends ScheduledExecution> {
           reason: "the host shut down",
         });
       }
-      return;
+      return false;
     }
-    await this.#launch(record.pid, launch, record);
+    return await this.#launch(record.pid, launch, record);
   }
 
+  /** Registers and starts the execution `launch` makes; true once its program is started. */
   async #launch(
     pid: number,
     launch: (running: ProcessRecord) => Promise<Launch<E>>,
     record: ProcessRecord,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const { execution, start } = await launch(record);
     this.#executions.set(pid, execution);
     execution.settled().then(() => {
@@ -596,9 +611,10 @@ export class Scheduler<E extends ScheduledExecution> {
     if (now?.state !== "running") {
       if (!now || END_STATES.has(now.state)) execution.markEnded();
       execution.stop(`The process is ${now?.state ?? "gone"}`);
-      return;
+      return false;
     }
     await start();
+    return true;
   }
 
   /**
