@@ -154,6 +154,13 @@ export class Scheduler<E extends ScheduledExecution> {
   #serving = false;
   /** Processes this host started and that have not ended. */
   #hosted = new Set<number>();
+  /**
+   * Processes launched in the commit that made them, until their execution
+   * is registered: true once a transition of theirs was seen meanwhile
+   * (see {@link #launch}).
+   */
+  #fresh = new Map<number, boolean>();
+  #watchingFresh = false;
   #reacting = new Set<Promise<void>>();
   /** Blocked processes that keep their Worker for a while, by pid. */
   #lingering = new Map<number, { execution: E; timer: ReturnType<typeof setTimeout> }>();
@@ -231,13 +238,32 @@ export class Scheduler<E extends ScheduledExecution> {
         this.#hosted.add(pid);
         this.#starting.add(pid);
         if (!this.#closed) this.#host.waits.start();
+        if (options.fresh) this.#watchFresh(pid);
         const launched = this.#launchClaimed(record, options.fresh === true, options.early);
         this.#track(pid, launched);
+        launched.finally(() => this.#fresh.delete(pid));
       },
       cancel: () => {
         if (release()) this.#pump();
       },
     };
+  }
+
+  /**
+   * Notes every transition of `pid`, launched in the commit that made it,
+   * from now until its execution is registered. Called in the same turn as
+   * that commit resolved, so no transition committed after it is missed:
+   * this host's own are told as they commit, and others' as the feed brings
+   * them (one it brings later finds the execution registered).
+   */
+  #watchFresh(pid: number): void {
+    if (!this.#watchingFresh) {
+      this.#watchingFresh = true;
+      this.#host.processes.subscribe((_, event) => {
+        if (this.#fresh.has(event.pid)) this.#fresh.set(event.pid, true);
+      });
+    }
+    this.#fresh.set(pid, false);
   }
 
   /** True while `pid` is blocked and keeps its Worker (see {@link linger}). */
@@ -607,6 +633,14 @@ export class Scheduler<E extends ScheduledExecution> {
     // A transition committed before the execution was registered (a kill
     // of the process or its parent while it was being prepared) found no
     // execution to stop: read the state again now that later ones will.
+    // A process launched in the commit that made it is read again only if
+    // one was seen since that commit.
+    if (this.#fresh.get(pid) === false) {
+      this.#fresh.delete(pid);
+      await start();
+      return true;
+    }
+    this.#fresh.delete(pid);
     const now = await this.#host.processes.get(pid);
     if (now?.state !== "running") {
       if (!now || END_STATES.has(now.state)) execution.markEnded();

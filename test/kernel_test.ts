@@ -21,6 +21,7 @@ import {
 } from "../runtime/model.ts";
 import type { ProcessEvent } from "../runtime/process_table.ts";
 import type { Harness } from "./_harness.ts";
+import { until } from "./_processes.ts";
 import {
   afterSyscall,
   type Attempt,
@@ -134,6 +135,36 @@ Deno.test("a process made running in its create commit starts without reading a 
       listed.filter((key) => key[1] === queued.pid).map((key) => key[0]).sort(),
       ["ckpt", "journal"],
     );
+  });
+});
+
+Deno.test("a process killed between its create commit and its run's start never makes a call", async () => {
+  await withKernel(async (h) => {
+    const tag = await h.program("idle", IDLE);
+    const callers: number[] = [];
+    const broker = h.kernel.broker;
+    const dispatch = broker.dispatch.bind(broker);
+    broker.dispatch = (ctx, request) => (callers.push(ctx.pid), dispatch(ctx, request));
+    // Its run is prepared (its image looked up) only once the kill has committed.
+    let release!: () => void;
+    const killed = new Promise<void>((resolve) => release = resolve);
+    const imageOf = h.kernel.imageOf.bind(h.kernel);
+    h.kernel.imageOf = async (proc) => (await killed, imageOf(proc));
+    const proc = await h.kernel.spawn({ image: tag, workspace: h.workspace }, { start: true });
+    assert.equal(proc.state, "running", "made running in its create commit");
+    await h.kernel.signal(proc.pid, "kill");
+    release();
+    const end = await h.kernel.waitFor(proc.pid);
+    assert.equal(end.state, "killed");
+    // Its start runs on: it sees the kill and ends the program, which would otherwise make its call.
+    await until(() => h.kernel.runQueue?.starting === 0, "its start is done");
+    await until(
+      () => callers.includes(proc.pid) || !h.kernel.executionOf(proc.pid),
+      "its run has ended or called",
+    );
+    // Its program, started while it was made, asked for the time at once: that call never ran.
+    assert.deepEqual(callers.filter((pid) => pid === proc.pid), []);
+    await until(() => h.kernel.cells.table().length === 0, "the cell it took has ended");
   });
 });
 
