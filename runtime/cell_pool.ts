@@ -246,12 +246,25 @@ export class CellPool {
    * {@link place} does, its start sent with the open, what it says held
    * until {@link EarlyStart.attach}. Without a group (a new process tree,
    * whose name is its root's pid), it takes a cell of a group named only
-   * by `attach`, which no other placement can name meanwhile.
+   * by `attach`, which no other placement can name meanwhile. When the pool
+   * has no room for it now, nothing starts early: `attach` places it then,
+   * and a process not made waits for no room.
    */
   placeEarly(
     placement: Omit<Placement, "group"> & { group?: string },
     start: StartProgram,
   ): EarlyStart {
+    const named = placement.group === undefined
+      ? undefined
+      : { ...placement, group: placement.group };
+    const room = (named && this.#groupEntryWithRoom(named)) || this.#roomForCell(false);
+    if (this.#closed || !room) {
+      // It would wait for room: it is placed once its process is made, as any other.
+      return {
+        attach: (onMessage, group) => this.place({ ...placement, group }, onMessage, start),
+        abandon: () => {},
+      };
+    }
     const unnamed = placement.group === undefined ? `unnamed:${++this.#unnamed}` : undefined;
     const held: SlotMessage[] = [];
     let deliver: ((message: SlotMessage) => void) | undefined;
@@ -388,18 +401,12 @@ export class CellPool {
    * room was handed to it).
    */
   #entryFor(placement: Placement, handedOver: boolean): Entry | undefined {
-    if (!placement.alone) {
-      for (const e of this.#entries) {
-        if (
-          e.group === placement.group && e.used < e.maxWorkers && !e.cell?.dead &&
-          fits(placement.limits, e.limits)
-        ) {
-          e.used++;
-          if (e.idle !== undefined) clearTimeout(e.idle);
-          e.idle = undefined;
-          return e;
-        }
-      }
+    const shared = this.#groupEntryWithRoom(placement);
+    if (shared) {
+      shared.used++;
+      if (shared.idle !== undefined) clearTimeout(shared.idle);
+      shared.idle = undefined;
+      return shared;
     }
     if (!this.#roomForCell(handedOver)) return undefined;
     const maxWorkers = placement.alone ? 1 : this.#maxWorkers;
@@ -423,6 +430,18 @@ export class CellPool {
     if (entry.cell) this.#watch(entry, entry.cell);
     this.#entries.add(entry);
     return entry;
+  }
+
+  /** A cell of the placement's group with room for it, unless it is to be alone. */
+  #groupEntryWithRoom(placement: Placement): Entry | undefined {
+    if (placement.alone) return undefined;
+    for (const e of this.#entries) {
+      if (
+        e.group === placement.group && e.used < e.maxWorkers && !e.cell?.dead &&
+        fits(placement.limits, e.limits)
+      ) return e;
+    }
+    return undefined;
   }
 
   /** Forgets a cell's entry when the cell ends. */

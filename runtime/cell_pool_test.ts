@@ -315,3 +315,26 @@ Deno.test("a program started early whose process is not made ends, and the cell 
     await pool.close();
   }
 });
+
+Deno.test("a program to start early while the pool is full waits for its process instead; one not made takes no room", async () => {
+  const pool = new CellPool({ limits: LIMITS, maxWorkers: 1, maxCells: 1 });
+  try {
+    const a = await pool.place(TREE_A, () => {});
+    const refused = pool.placeEarly({ limits: LIMITS }, ASKS_TIME);
+    const made = pool.placeEarly({ limits: LIMITS }, ASKS_TIME);
+    assert.equal(pool.waiting, 0, "neither waits for room before its process is made");
+    refused.abandon();
+    const said: string[] = [];
+    const attached = made.attach((m) => said.push(m.t === "syscall" ? m.name : m.t), "tree:2");
+    await until(() => pool.waiting === 1, "the one made waits for room");
+    await a.close();
+    pool.released(a);
+    const slot = await attached;
+    assert.deepEqual(pool.table().map((r) => r.group), ["tree:2"], "the refused one took none");
+    await until(() => said.length > 0, "its program runs");
+    assert.deepEqual(said, ["time.now"]);
+    assert.equal(slot.cell.dead, false);
+  } finally {
+    await pool.close();
+  }
+});

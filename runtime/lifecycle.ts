@@ -143,11 +143,24 @@ export async function spawnProcess(
 ): Promise<ProcessRecord> {
   _requireInputSize(options);
   const image = await _requireImage(kernel, options.image);
-  const admission = how.start ? kernel.admit() : undefined;
   const now = kernel.now();
+  const workspace = await _realDir(options.workspace, "workspace");
+  const { grants, model } = deriveGrants({
+    kind: "spawn",
+    image: _grantImage(image),
+    workspace,
+    requested: options.capabilities,
+    model: options.model
+      ? modelIdOfSpec(options.model)
+      : imageModelId(image.image) ?? DEFAULT_MODEL_ID,
+    now,
+  });
+  const cwd = options.cwd ? await kernel.fs.resolve(workspace, options.cwd) : workspace;
+  const policy = [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])];
+  const admission = how.start ? kernel.admit() : undefined;
   const seed = crypto.getRandomValues(new Uint32Array(1))[0];
   const principal = options.principal ?? "local";
-  // To be made `running`, its program starts now, while the rest of its making is done.
+  // To be made `running`, its program starts now, while its create commit is made.
   const early = admission &&
     kernel.startEarly(image, {
       input: options.input,
@@ -158,19 +171,6 @@ export async function spawnProcess(
     });
   let record: ProcessRecord;
   try {
-    const workspace = await _realDir(options.workspace, "workspace");
-    const { grants, model } = deriveGrants({
-      kind: "spawn",
-      image: _grantImage(image),
-      workspace,
-      requested: options.capabilities,
-      model: options.model
-        ? modelIdOfSpec(options.model)
-        : imageModelId(image.image) ?? DEFAULT_MODEL_ID,
-      now,
-    });
-    const cwd = options.cwd ? await kernel.fs.resolve(workspace, options.cwd) : workspace;
-    const policy = [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])];
     record = await kernel.processes.create(
       {
         ppid: null,

@@ -198,13 +198,13 @@ Deno.test("an operator's spawn that is not made ends the program it started earl
     assert.equal(kernel.earlyStarts.length, 1);
     assert.equal(kernel.abandoned, 1, "the early program is ended");
     assert.equal(kernel.cancelled, 1, "the place to run is given back");
-    // One refused after its program started (no such workspace) ends it too.
+    // One refused (no such workspace) is refused before its program would start.
     await assert.rejects(
       spawnProcess(kernel, { image: "demo@1.0.0", workspace: "/nonexistent/ws" }, { start: true }),
       { code: "ENOENT" },
     );
-    assert.equal(kernel.abandoned, 2);
-    assert.equal(kernel.cancelled, 2);
+    assert.equal(kernel.earlyStarts.length, 1, "no program started for it");
+    assert.equal(kernel.cancelled, 1);
     assert.deepEqual(kernel.launched, []);
   });
 });

@@ -634,7 +634,14 @@ export class Scheduler<E extends ScheduledExecution> {
     // of the process or its parent while it was being prepared) found no
     // execution to stop: read the state again now that later ones will.
     // A process launched in the commit that made it is read again only if
-    // one was seen since that commit.
+    // one was seen since that commit. One being ended (its end not yet
+    // committed) does not start.
+    if (!this.#hosted.has(pid)) {
+      this.#fresh.delete(pid);
+      execution.markEnded();
+      execution.stop("The process is ending");
+      return false;
+    }
     if (this.#fresh.get(pid) === false) {
       this.#fresh.delete(pid);
       await start();

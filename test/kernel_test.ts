@@ -168,6 +168,47 @@ Deno.test("a process killed between its create commit and its run's start never 
   });
 });
 
+Deno.test("a process whose kill is being committed while its run is prepared never makes a call", async () => {
+  await withKernel(async (h) => {
+    const tag = await h.program("idle", IDLE);
+    const callers: number[] = [];
+    const broker = h.kernel.broker;
+    const dispatch = broker.dispatch.bind(broker);
+    broker.dispatch = (ctx, request) => (callers.push(ctx.pid), dispatch(ctx, request));
+    let prepared!: () => void;
+    const preparing = new Promise<void>((resolve) => prepared = resolve);
+    const imageOf = h.kernel.imageOf.bind(h.kernel);
+    h.kernel.imageOf = async (proc) => (await preparing, imageOf(proc));
+    const proc = await h.kernel.spawn({ image: tag, workspace: h.workspace }, { start: true });
+    // The kill's commit waits until the run has been prepared and registered.
+    const processes = h.kernel.processes;
+    const update = processes.update.bind(processes);
+    let committing!: () => void;
+    const commit = new Promise<void>((resolve) => committing = resolve);
+    let held = false;
+    processes.update = (async (...args: Parameters<typeof update>) => {
+      if (args[0] === proc.pid && !held) {
+        held = true;
+        await commit;
+      }
+      return update(...args);
+    }) as typeof update;
+    const killing = h.kernel.signal(proc.pid, "kill");
+    await until(() => held, "the kill reached its commit");
+    prepared();
+    await until(() => h.kernel.runQueue?.starting === 0, "its start is done");
+    await until(
+      () => callers.includes(proc.pid) || !h.kernel.executionOf(proc.pid),
+      "its run has ended or called",
+    );
+    assert.deepEqual(callers.filter((pid) => pid === proc.pid), [], "no call of it ran");
+    committing();
+    await killing;
+    assert.equal((await h.kernel.waitFor(proc.pid)).state, "killed");
+    await until(() => h.kernel.cells.table().length === 0, "the cell it took has ended");
+  });
+});
+
 Deno.test("a run records each transition as an event, in order", async () => {
   await withKernel(async (h) => {
     const end = await h.run(program(`return "done";`));
