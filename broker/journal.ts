@@ -501,13 +501,15 @@ export class Journal {
         at: facts.at,
       }, end.outcome);
     const audit = _auditEntry(facts);
+    // The entry's text is measured once: for its charge and for the batch's size.
+    const auditLength = canonicalJson(audit).length;
     const charges = await options.charge?.(
-      (journal ? JSON.stringify(journal).length : 0) + canonicalJson(audit).length,
+      (journal ? JSON.stringify(journal).length : 0) + auditLength,
     );
     const { atomic, committed } = options;
-    await this.write({ journal, audit, charges, atomic, committed }, {
+    await this.#enqueue({ journal, audit, charges, atomic, committed }, {
       durable: options.durable,
-    });
+    }, auditLength + AUDIT_RECORD_OVERHEAD);
   }
 
   /**
@@ -516,6 +518,12 @@ export class Journal {
    * next durable write or after `flushMs`.
    */
   write(write: JournalWrite, options: { durable: boolean }): Promise<void> {
+    const auditBytes = write.audit ? canonicalJson(write.audit).length + AUDIT_RECORD_OVERHEAD : 0;
+    return this.#enqueue(write, options, auditBytes);
+  }
+
+  /** {@link write}, with the estimated bytes of its audit record (0 without one). */
+  #enqueue(write: JournalWrite, options: { durable: boolean }, auditBytes: number): Promise<void> {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write to the journal: it is closed"));
     }
@@ -524,7 +532,6 @@ export class Journal {
     write.checks?.(footprint);
     write.atomic?.(footprint);
     write.charges?.(footprint);
-    const auditBytes = write.audit ? canonicalJson(write.audit).length + AUDIT_RECORD_OVERHEAD : 0;
     if (!options.durable && !write.atomic) {
       this.#queue.push({ write, footprint, auditBytes });
       this.#schedule();
