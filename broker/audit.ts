@@ -420,10 +420,29 @@ function _scrub(text: string): string {
 function _jsonBytes(value: unknown): number {
   try {
     const text = JSON.stringify(value);
-    return text === undefined ? 0 : new TextEncoder().encode(text).length;
+    return text === undefined ? 0 : _utf8Length(text);
   } catch {
     return 0;
   }
+}
+
+/** The UTF-8 bytes of `text`, counted without encoding it (a lone surrogate takes 3, as `TextEncoder` writes U+FFFD). */
+function _utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    if (code < 0x800) bytes += 1;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      // A surrogate pair: 4 bytes for its two units.
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 2;
+        i++;
+      } else bytes += 2;
+    } else bytes += 2;
+  }
+  return bytes;
 }
 
 // ---------------------------------------------------------------------------

@@ -330,13 +330,23 @@ function _auditEntry(facts: CallFacts): AuditEntry {
     args: summarizeArgs(String(facts.name), facts.args),
     argsDigest: ctx.argsDigest,
     decision: facts.decision,
-    // Each capability once: a call over a directory tree names one operation per entry.
-    capability: [...new Set(facts.capabilities?.map((c) => c.id))].join(",") || undefined,
+    capability: _capabilityIds(facts.capabilities),
     outcome: end?.uncertain ? "uncertain" : error ? "error" : "ok",
     code: error?.code,
     reason: error?.message,
     note: facts.note,
   };
+}
+
+/**
+ * The capabilities a call used, as its audit record names them: each once
+ * (a call over a directory tree names one operation per entry), or
+ * undefined for none.
+ */
+function _capabilityIds(capabilities: CallFacts["capabilities"]): string | undefined {
+  if (!capabilities?.length) return undefined;
+  if (capabilities.length === 1) return capabilities[0].id || undefined;
+  return [...new Set(capabilities.map((c) => c.id))].join(",") || undefined;
 }
 
 /**
