@@ -239,6 +239,13 @@ function _writerOf(write: JournalWrite): number | undefined {
   return write.journal?.pid ?? write.audit?.pid;
 }
 
+/**
+ * The length of an audit entry's canonical JSON, kept by
+ * {@link Journal.writeCall} once it measured it for the call's charge, so
+ * the batch's size is estimated without serializing the entry again.
+ */
+const _auditLengths = new WeakMap<AuditEntry, number>();
+
 /** A claim of no writes (see {@link Journal.claim}). */
 const _NOTHING_CLAIMED: ClaimedWrites = {
   link: () => Promise.resolve(),
@@ -517,9 +524,10 @@ export class Journal {
       (journal ? JSON.stringify(journal).length : 0) + auditLength,
     );
     const { atomic, committed } = options;
-    await this.#enqueue({ journal, audit, charges, atomic, committed }, {
+    _auditLengths.set(audit, auditLength);
+    await this.write({ journal, audit, charges, atomic, committed }, {
       durable: options.durable,
-    }, auditLength + AUDIT_RECORD_OVERHEAD);
+    });
   }
 
   /**
@@ -528,12 +536,6 @@ export class Journal {
    * next durable write or after `flushMs`.
    */
   write(write: JournalWrite, options: { durable: boolean }): Promise<void> {
-    const auditBytes = write.audit ? canonicalJson(write.audit).length + AUDIT_RECORD_OVERHEAD : 0;
-    return this.#enqueue(write, options, auditBytes);
-  }
-
-  /** {@link write}, with the estimated bytes of its audit record (0 without one). */
-  #enqueue(write: JournalWrite, options: { durable: boolean }, auditBytes: number): Promise<void> {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write to the journal: it is closed"));
     }
@@ -542,6 +544,10 @@ export class Journal {
     write.checks?.(footprint);
     write.atomic?.(footprint);
     write.charges?.(footprint);
+    const auditBytes = write.audit
+      ? (_auditLengths.get(write.audit) ?? canonicalJson(write.audit).length) +
+        AUDIT_RECORD_OVERHEAD
+      : 0;
     if (!options.durable && !write.atomic) {
       this.#queue.push({ write, footprint, auditBytes });
       this.#schedule();
