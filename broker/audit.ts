@@ -278,11 +278,16 @@ export function summarizeArgs(syscall: string, args: unknown): string {
   return _clip(text, MAX_SUMMARY);
 }
 
+/** The content keys of each syscall that has further ones than {@link CONTENT_KEYS}. */
+const CONTENT_KEYS_OF: ReadonlyMap<string, ReadonlySet<string>> = new Map(
+  Object.entries(SYSCALL_CONTENT_KEYS).map(([syscall, keys]) => [
+    syscall,
+    new Set([...CONTENT_KEYS, ...keys]),
+  ]),
+);
+
 function _contentKeys(syscall: string): ReadonlySet<string> {
-  return new Set([
-    ...CONTENT_KEYS,
-    ...(Object.hasOwn(SYSCALL_CONTENT_KEYS, syscall) ? SYSCALL_CONTENT_KEYS[syscall] : []),
-  ]);
+  return CONTENT_KEYS_OF.get(syscall) ?? CONTENT_KEYS;
 }
 
 function _summarize(
@@ -321,12 +326,17 @@ function _summarize(
       : contentKeys.has(key.toLowerCase())
       ? `<${_jsonBytes(member)} bytes>`
       : _summarize(member, contentKeys, depth + 1);
-    Object.defineProperty(out, _clip(_scrub(key), MAX_STRING), {
-      value: shown,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
+    const name = _clip(_scrub(key), MAX_STRING);
+    if (name !== "__proto__") out[name] = shown;
+    else {
+      // An own member like any other, not the summary's prototype.
+      Object.defineProperty(out, name, {
+        value: shown,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
   }
   if (keys.length > MAX_ITEMS) out["…"] = `<${keys.length - MAX_ITEMS} more>`;
   return out;
@@ -390,8 +400,16 @@ function _utf8Bytes(text: string): number {
   return new TextEncoder().encode(text).length;
 }
 
+/**
+ * Text without which none of the secret patterns can match: a URL's
+ * credentials and an inline secret need a `:` or an `=`, a query parameter
+ * an `=`, an authorization header its scheme's name.
+ */
+const MAY_HOLD_SECRET = /[:=]|bearer|basic/i;
+
 /** Removes secrets written inline in a string. */
 function _scrub(text: string): string {
+  if (!MAY_HOLD_SECRET.test(text)) return text;
   return text
     .replace(URL_USERINFO, `$1${REDACTED}@`)
     .replace(URL_SECRET_PARAM, `$1${REDACTED}`)
@@ -402,10 +420,29 @@ function _scrub(text: string): string {
 function _jsonBytes(value: unknown): number {
   try {
     const text = JSON.stringify(value);
-    return text === undefined ? 0 : new TextEncoder().encode(text).length;
+    return text === undefined ? 0 : _utf8Length(text);
   } catch {
     return 0;
   }
+}
+
+/** The UTF-8 bytes of `text`, counted without encoding it (a lone surrogate takes 3, as `TextEncoder` writes U+FFFD). */
+function _utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    if (code < 0x800) bytes += 1;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      // A surrogate pair: 4 bytes for its two units.
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 2;
+        i++;
+      } else bytes += 2;
+    } else bytes += 2;
+  }
+  return bytes;
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,8 @@
  * @module
  */
 
+import { kvKeyId } from "./kv_key_id.ts";
+
 /**
  * The limits of one atomic commit of Deno KV (Deno 2.9): at most 100
  * checks and 1,000 mutations, mutation keys of at most 80 KiB together, and
@@ -81,7 +83,7 @@ export class CommitFootprint implements Deno.AtomicOperation {
     for (const check of checks) {
       this.checks++;
       this.bytes += _keySize(check.key);
-      this.#checked.add(_keyId(check.key));
+      this.#checked.add(kvKeyId(check.key));
     }
     this.#steps.push((op) => op.check(...checks));
     return this;
@@ -142,7 +144,7 @@ export class CommitFootprint implements Deno.AtomicOperation {
     this.bytes += _valueSize(value);
     for (const key of options?.keysIfUndelivered ?? []) {
       this.bytes += _keySize(key);
-      this.#written.add(_keyId(key));
+      this.#written.add(kvKeyId(key));
     }
     this.#steps.push((op) => op.enqueue(value, options));
     return this;
@@ -187,7 +189,7 @@ export class CommitFootprint implements Deno.AtomicOperation {
     this.mutations++;
     this.keyBytes += size;
     this.bytes += size + valueBytes;
-    this.#written.add(_keyId(key));
+    this.#written.add(kvKeyId(key));
   }
 
   #sum(key: Deno.KvKey): void {
@@ -195,7 +197,7 @@ export class CommitFootprint implements Deno.AtomicOperation {
     this.mutations++;
     this.keyBytes += size;
     this.bytes += size + 8;
-    this.#summed.add(_keyId(key));
+    this.#summed.add(kvKeyId(key));
   }
 }
 
@@ -206,24 +208,6 @@ function _meets(keys: Set<string>, ...sets: Set<string>[]): boolean {
     for (const key of small) if (large.has(key)) return true;
   }
   return false;
-}
-
-/** A string that names `key` and no other key. */
-function _keyId(key: Deno.KvKey): string {
-  return key.map((part) => {
-    switch (typeof part) {
-      case "string":
-        return `s${JSON.stringify(part)}`;
-      case "number":
-        return `n${Object.is(part, -0) ? "-0" : part}`;
-      case "bigint":
-        return `b${part}`;
-      case "boolean":
-        return `t${part}`;
-      default:
-        return `u${Array.from(part as Uint8Array).join(".")}`;
-    }
-  }).join(",");
 }
 
 /** An upper bound of the bytes `key` takes encoded. */
@@ -240,13 +224,22 @@ function _keySize(key: Deno.KvKey): number {
 /**
  * An estimate of the bytes `value` takes stored: its JSON text, or, for a
  * value JSON cannot take (a bigint), its JSON with binary parts counted by
- * their bytes. The runtime stores JSON data and bytes; a typed array inside
- * a value would count as its JSON (see the class's note on a commit that
- * still exceeds a limit).
+ * their bytes. The runtime stores JSON data and bytes: bytes in a member of
+ * a plain object (a stored object's data) count as their length; a typed
+ * array deeper inside a value would count as its JSON (see the class's note
+ * on a commit that still exceeds a limit).
  */
 function _valueSize(value: unknown): number {
   if (value instanceof Uint8Array) return value.byteLength;
   if (value instanceof Deno.KvU64) return 8;
+  if (_holdsBytes(value)) {
+    // Counted member by member: the JSON of bytes is a slow text several times their size.
+    let size = 2;
+    for (const [key, member] of Object.entries(value)) {
+      if (member !== undefined) size += JSON.stringify(key).length + 2 + _valueSize(member);
+    }
+    return size;
+  }
   try {
     return JSON.stringify(value)?.length ?? 0;
   } catch {
@@ -262,4 +255,15 @@ function _valueSize(value: unknown): number {
     return part;
   });
   return (text?.length ?? 0) + binary;
+}
+
+/** Whether `value` is a plain object with bytes in a member of its own. */
+function _holdsBytes(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== "object") return false;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return false;
+  for (const key in value) {
+    if ((value as Record<string, unknown>)[key] instanceof Uint8Array) return true;
+  }
+  return false;
 }

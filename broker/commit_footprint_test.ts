@@ -69,6 +69,18 @@ Deno.test("a footprint counts checks, mutations and bytes against KV's limits", 
   assert.ok(recorded.keyBytes >= 3);
 });
 
+Deno.test("the bytes of a stored object's data count as their length, not as their JSON", () => {
+  // A stored object keeps its value's bytes in a member of its record; their
+  // JSON (`{"0":0,"1":0,…}`) would take several times their size, and the
+  // record would be taken as too large to share a commit.
+  const data = new Uint8Array(60_000);
+  const recorded = footprint((op) => op.set(["obj", "ns", "a"], { name: "a", size: 60_000, data }));
+  assert.ok(recorded.bytes >= 60_000 && recorded.bytes < 61_000, `${recorded.bytes} bytes`);
+  // Bytes deeper inside a value still count as their JSON: never less than their length.
+  const nested = footprint((op) => op.set(["x"], { inner: { data } }));
+  assert.ok(nested.bytes >= 60_000);
+});
+
 Deno.test("a footprint makes its steps on a real commit, in order, and never commits itself", async () => {
   const kv = await Deno.openKv(":memory:");
   try {

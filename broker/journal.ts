@@ -239,6 +239,13 @@ function _writerOf(write: JournalWrite): number | undefined {
   return write.journal?.pid ?? write.audit?.pid;
 }
 
+/**
+ * The length of an audit entry's canonical JSON, kept by
+ * {@link Journal.writeCall} once it measured it for the call's charge, so
+ * the batch's size is estimated without serializing the entry again.
+ */
+const _auditLengths = new WeakMap<AuditEntry, number>();
+
 /** A claim of no writes (see {@link Journal.claim}). */
 const _NOTHING_CLAIMED: ClaimedWrites = {
   link: () => Promise.resolve(),
@@ -330,13 +337,23 @@ function _auditEntry(facts: CallFacts): AuditEntry {
     args: summarizeArgs(String(facts.name), facts.args),
     argsDigest: ctx.argsDigest,
     decision: facts.decision,
-    // Each capability once: a call over a directory tree names one operation per entry.
-    capability: [...new Set(facts.capabilities?.map((c) => c.id))].join(",") || undefined,
+    capability: _capabilityIds(facts.capabilities),
     outcome: end?.uncertain ? "uncertain" : error ? "error" : "ok",
     code: error?.code,
     reason: error?.message,
     note: facts.note,
   };
+}
+
+/**
+ * The capabilities a call used, as its audit record names them: each once
+ * (a call over a directory tree names one operation per entry), or
+ * undefined for none.
+ */
+function _capabilityIds(capabilities: CallFacts["capabilities"]): string | undefined {
+  if (!capabilities?.length) return undefined;
+  if (capabilities.length === 1) return capabilities[0].id || undefined;
+  return [...new Set(capabilities.map((c) => c.id))].join(",") || undefined;
 }
 
 /**
@@ -501,10 +518,13 @@ export class Journal {
         at: facts.at,
       }, end.outcome);
     const audit = _auditEntry(facts);
+    // The entry's text is measured once: for its charge and for the batch's size.
+    const auditLength = canonicalJson(audit).length;
     const charges = await options.charge?.(
-      (journal ? JSON.stringify(journal).length : 0) + canonicalJson(audit).length,
+      (journal ? JSON.stringify(journal).length : 0) + auditLength,
     );
     const { atomic, committed } = options;
+    _auditLengths.set(audit, auditLength);
     await this.write({ journal, audit, charges, atomic, committed }, {
       durable: options.durable,
     });
@@ -524,7 +544,10 @@ export class Journal {
     write.checks?.(footprint);
     write.atomic?.(footprint);
     write.charges?.(footprint);
-    const auditBytes = write.audit ? canonicalJson(write.audit).length + AUDIT_RECORD_OVERHEAD : 0;
+    const auditBytes = write.audit
+      ? (_auditLengths.get(write.audit) ?? canonicalJson(write.audit).length) +
+        AUDIT_RECORD_OVERHEAD
+      : 0;
     if (!options.durable && !write.atomic) {
       this.#queue.push({ write, footprint, auditBytes });
       this.#schedule();

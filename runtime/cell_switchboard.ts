@@ -126,8 +126,23 @@ let opened = 0;
 let spawns = false;
 
 function send(message: CellToHost): void {
-  outbox.push(`${hello!.token} ${JSON.stringify(message)}\n`);
+  sendText(JSON.stringify(message));
+}
+
+/** Sends a message already in JSON text. */
+function sendText(text: string): void {
+  outbox.push(`${hello!.token} ${text}\n`);
   writing ??= flush();
+}
+
+/**
+ * Relays a program's message with its slot. `text` is the message's JSON:
+ * the slot goes last, so it is the one the host reads whatever slot the
+ * program wrote into its message.
+ */
+function relay(message: WorkerToCell, text: string, slot: number): void {
+  if (text.length > 2 && text.startsWith("{")) sendText(`${text.slice(0, -1)},"slot":${slot}}`);
+  else send({ ...message, slot });
 }
 
 /** Writes the outbox: lines sent while a write is in flight go out together in the next. */
@@ -185,21 +200,28 @@ function checkMemory(): boolean {
   return true;
 }
 
-/** Why a Worker message may not be relayed, or undefined when it may. */
-function problemWith(message: WorkerToCell, maxMessageBytes: number): string | undefined {
-  let size: number;
+/** A Worker message's JSON text, or why it may not be relayed. */
+function relayable(
+  message: WorkerToCell,
+  maxMessageBytes: number,
+): { text: string } | { problem: string } {
+  let text: string | undefined;
   try {
-    size = JSON.stringify(message).length;
+    text = JSON.stringify(message);
   } catch {
-    return "The program sent a message that is not JSON";
+    return { problem: "The program sent a message that is not JSON" };
   }
-  if (size > maxMessageBytes) {
-    return `The program sent a message of ${size} bytes, over the ${maxMessageBytes}-byte limit`;
+  if (text === undefined) return { problem: "The program sent a message that is not JSON" };
+  if (text.length > maxMessageBytes) {
+    return {
+      problem:
+        `The program sent a message of ${text.length} bytes, over the ${maxMessageBytes}-byte limit`,
+    };
   }
   if (message?.t !== "syscall" && message?.t !== "fail") {
-    return "The program sent a message that is not a syscall";
+    return { problem: "The program sent a message that is not a syscall" };
   }
-  return undefined;
+  return { text };
 }
 
 /** Asks the maker for a Worker; it joins the warm ones once loaded. */
@@ -241,10 +263,10 @@ function made(id: number, port: MessagePort): void {
       drain();
     }
     if ((data as WorkerToCell)?.t === "fail" && checkMemory()) return;
-    const problem = problemWith(data as WorkerToCell, s.maxMessageBytes);
-    if (problem) return crash(problem, s.slot);
+    const checked = relayable(data as WorkerToCell, s.maxMessageBytes);
+    if ("problem" in checked) return crash(checked.problem, s.slot);
     if (data.t === "fail") s.done = true;
-    send({ ...(data as WorkerToCell), slot: s.slot });
+    relay(data as WorkerToCell, checked.text, s.slot);
   };
   port.onmessageerror = () =>
     crash("A program sent a message that cannot be read", s.slot || undefined);

@@ -23,6 +23,8 @@
  * @module
  */
 
+import { kvKeyId } from "../broker/kv_key_id.ts";
+
 /** Most entries kept; past it the oldest are dropped. */
 const DEFAULT_LIMIT = 4096;
 
@@ -74,7 +76,7 @@ export class CommittedEntries<T> {
     options: { fresh?: boolean } = {},
   ): Promise<Deno.KvEntryMaybe<T>[]> {
     const out: (Deno.KvEntryMaybe<T> | undefined)[] = keys.map((key) => {
-      const id = _keyId(key);
+      const id = kvKeyId(key);
       const cached = this.#entries.get(id);
       this.#entries.delete(id);
       return options.fresh ? undefined : cached;
@@ -93,7 +95,7 @@ export class CommittedEntries<T> {
    * older versionstamp than the one already recorded is ignored.
    */
   record(key: Deno.KvKey, value: T, versionstamp: string): void {
-    const id = _keyId(key);
+    const id = kvKeyId(key);
     const known = this.#entries.get(id)?.versionstamp ?? this.#forgotten.get(id);
     if (known !== undefined && known > versionstamp) return;
     this.#forgotten.delete(id);
@@ -110,7 +112,7 @@ export class CommittedEntries<T> {
    * (never a refusal, which is decided from the store).
    */
   peek(key: Deno.KvKey): Deno.KvEntry<T> | undefined {
-    return this.#entries.get(_keyId(key));
+    return this.#entries.get(kvKeyId(key));
   }
 
   /**
@@ -119,7 +121,7 @@ export class CommittedEntries<T> {
    * after this (its commit answered late) is ignored as well.
    */
   forget(key: Deno.KvKey, versionstamp?: string): void {
-    const id = _keyId(key);
+    const id = kvKeyId(key);
     this.#entries.delete(id);
     if (versionstamp === undefined) return;
     this.#forgotten.delete(id);
@@ -128,15 +130,4 @@ export class CommittedEntries<T> {
     }
     this.#forgotten.set(id, versionstamp);
   }
-}
-
-/** A map key that tells apart every KV key (a string from a number, bytes from a string). */
-function _keyId(key: Deno.KvKey): string {
-  return JSON.stringify(
-    key.map((part) =>
-      part instanceof Uint8Array
-        ? ["bytes", [...part]]
-        : [typeof part, typeof part === "bigint" ? part.toString() : part]
-    ),
-  );
 }
