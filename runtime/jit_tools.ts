@@ -27,6 +27,7 @@ import { BUILTIN_TOOL_CATALOG } from "./_tool_catalog.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
+import type { ParkedAudit } from "../broker/journal.ts";
 import type { AgentImage, ImageRegistry } from "./image.ts";
 import type { ProcessRecord, ProcessTable } from "./process_table.ts";
 import type { Store } from "./store.ts";
@@ -56,6 +57,7 @@ export interface JitToolKernel {
     onParentExit: "kill";
     tool: { name: string; digest: string };
     waitedBy?: ParkedCall;
+    waitedByAudit?: ParkedAudit;
     parentEntry?: Deno.KvEntry<ProcessRecord>;
   }): Promise<ProcessRecord>;
 }
@@ -403,16 +405,21 @@ export class ToolTables {
    * the child; the caller waits for it like for any child. With
    * `options.call` (the caller's `tool.call`), the caller is blocked on that call in the
    * commit that makes the child: one commit before the tool's first
-   * instruction, and a crash leaves both or neither.
+   * instruction, and a crash leaves both or neither. With `options.audit`
+   * (the call's audit entry), the call is audited in that commit too.
    */
   async start(
     caller: ProcessRecord,
     name: string,
     args: Record<string, unknown>,
-    options: { call?: ParkedCall; callerEntry?: Deno.KvEntry<ProcessRecord> } = {},
+    options: {
+      call?: ParkedCall;
+      audit?: ParkedAudit;
+      callerEntry?: Deno.KvEntry<ProcessRecord>;
+    } = {},
   ): Promise<ProcessRecord> {
     const kernel = this.#kernel;
-    const { call, callerEntry } = options;
+    const { call, audit, callerEntry } = options;
     const tool = await this.get(caller.pid, name);
     if (!tool) {
       throw new SyscallError(
@@ -465,7 +472,7 @@ export class ToolTables {
       onParentExit: "kill",
       tool: { name, digest: tool.digest },
       ...(callerEntry ? { parentEntry: callerEntry } : {}),
-      ...(call ? { waitedBy: call } : {}),
+      ...(call ? { waitedBy: call, waitedByAudit: audit } : {}),
     });
   }
 }

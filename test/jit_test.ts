@@ -719,6 +719,39 @@ Deno.test("a JIT tool call commits twice: its tool made with its caller blocked 
   }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
 });
 
+Deno.test("a JIT tool call is audited in the commit that makes its tool, before anything the tool does", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
+    const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
+    let end;
+    try {
+      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls: 2 } });
+    } finally {
+      watch.stop();
+    }
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    const pid = end.pid;
+    const tools = await h.kernel.processes.children(pid);
+    assert.equal(tools.length, 2);
+    const trail: { seq: number; pid: number; syscall: string }[] = [];
+    for await (const r of h.kernel.audit.list()) trail.push(r);
+    const calls = trail.filter((r) => r.pid === pid && r.syscall === "tool.call");
+    assert.equal(calls.length, 2, "each call is audited once");
+    const id = (key: Deno.KvKey) => JSON.stringify(key);
+    const touching = (key: Deno.KvKey) =>
+      watch.commits.flatMap((commit, at) => commit.keys.some((k) => id(k) === id(key)) ? [at] : []);
+    for (const [i, call] of calls.entries()) {
+      const tool = tools[i];
+      // The commit that makes the tool's process stores the call's audit record.
+      const [made] = touching(["proc", tool]);
+      assert.deepEqual(touching(["audit", "rec", call.seq]), [made]);
+      // So the trail lists the call before every call of its tool.
+      const first = trail.find((r) => r.pid === tool);
+      assert.ok(first && first.seq > call.seq, `the tool's calls follow tool.call ${call.seq}`);
+    }
+  }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
+});
+
 Deno.test("a JIT tool call reads back neither its tool's entry, nor its caller's capabilities, nor its own wait record", async () => {
   await withHarness(async (h) => {
     const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
