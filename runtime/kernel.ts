@@ -627,6 +627,8 @@ export class Kernel {
           kind: "agent" as const,
           config: { system: image.image.system, tools: image.image.tools },
         }
+        : running.tool
+        ? this.tools.entryOf(image)
         : { kind: "module" as const, source: image.entrySource ?? "" };
       // The agent loop's checkpoint references its transcript: it resumes from
       // the messages, or, when the transcript does not match, without it.

@@ -376,6 +376,35 @@ Deno.test("a tool module with a default-exported object, or both shapes in agree
   });
 });
 
+Deno.test("a tool whose TypeScript is only types runs as JavaScript; one whose TypeScript means something runs as TypeScript", async () => {
+  await withHarness(async (h) => {
+    const sources = {
+      types: `interface Args { n: number }
+        export async function run(args: Args, sys: any): Promise<string> {
+          const n = (args as Args).n satisfies number;
+          return "count:" + (n + 1);
+        }`,
+      enum: `enum Step { One = 1 }
+        export async function run(args: { n: number }) { return "count:" + (args.n + Step.One); }`,
+    };
+    for (const [kind, source] of Object.entries(sources)) {
+      const end = await h.run(caller(COUNT(source), { n: 41 }), { image: CALLER_IMAGE([]) });
+      assert.deepEqual(end.result, { ok: true, result: "count:42" }, kind);
+      const tool = await h.kernel.tools.get(end.pid, "count");
+      const image = await h.kernel.images.get(tool!.image);
+      const entry = h.kernel.tools.entryOf(image!);
+      assert.equal(entry.kind, "module");
+      if (kind === "types") {
+        assert.equal(entry.javascript, true, "handed to its Worker as JavaScript");
+        assert.doesNotMatch(entry.source, /interface|satisfies| as |: Args/);
+      } else {
+        assert.equal(entry.javascript, undefined, "handed to its Worker as TypeScript");
+        assert.equal(entry.source, image!.entrySource);
+      }
+    }
+  });
+});
+
 Deno.test("registration refuses default exports that disagree, hide what they hold, or use escape hatches", async () => {
   await withHarness(async (h) => {
     const bad: [string, RegExp][] = [

@@ -77,8 +77,8 @@ function lockDown(): void {
 }
 
 /** The `data:` URL a program's entry module is imported from. */
-function moduleUrl(source: string): string {
-  return "data:application/typescript;base64," +
+function moduleUrl(source: string, javascript = false): string {
+  return `data:application/${javascript ? "javascript" : "typescript"};base64,` +
     btoa(String.fromCharCode(...new TextEncoder().encode(source)));
 }
 
@@ -109,7 +109,7 @@ async function start(message: Extract<CellToWorker, { t: "start" }>) {
     if (message.entry.kind === "agent") {
       result = await runAgent(sys, message.input, message.entry.config, message.checkpoint);
     } else {
-      const module = await import(moduleUrl(message.entry.source));
+      const module = await import(moduleUrl(message.entry.source, message.entry.javascript));
       if (typeof module.default !== "function") {
         throw new Error("The entry module has no default export function");
       }
