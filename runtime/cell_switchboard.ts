@@ -319,8 +319,11 @@ function drain(): void {
   // Once the group starts programs (a second slot, or a call that makes a
   // process), spare Workers stay loaded, so its next spawn or tool call does
   // not wait for a Worker to start. A cell of a lone program loads no spare.
-  const spares = hello!.warmWorkers + (toolCalls ? TOOL_CALL_SPARES : 0) - replacedAtEnd;
-  const want = (spawns ? Math.max(hello!.warmWorkers, spares) : 0) + waiting.length;
+  // The second spare of a group that calls tools is kept only while no slot
+  // waits for a Worker: more Workers starting at once would slow each.
+  const extra = toolCalls && waiting.length === 0 ? TOOL_CALL_SPARES : 0;
+  const spares = Math.max(hello!.warmWorkers, hello!.warmWorkers + extra - replacedAtEnd);
+  const want = (spawns ? spares : 0) + waiting.length;
   while (
     !crashed && warm.length + starting < want &&
     slots.size + warm.length + starting < hello!.maxWorkers
