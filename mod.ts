@@ -176,6 +176,7 @@ export type {
   JournalRecord,
   JournalStats,
   JournalWrite,
+  ParkedAudit,
   WaitSpec,
 } from "./broker/journal.ts";
 export { Broker, PARKED } from "./broker/broker.ts";

@@ -45,6 +45,7 @@ import {
   type Effect,
   type Journal,
   type JournalRecord,
+  type ParkedAudit,
   StaleWriteError,
 } from "./journal.ts";
 import { decide, type PolicyRule } from "./policy.ts";
@@ -109,9 +110,11 @@ export interface RunPlan extends PlanBase {
    * Runs the call through its provider, with the capabilities that
    * authorized it. Operations the call meets only while it runs (a
    * redirect's target) go through `authorize`, on the broker's path.
-   * Returns {@link PARKED} when it parked the process.
+   * Returns {@link PARKED} when it parked the process; `parked` is the
+   * call's audit entry, which the commit that blocks the process may carry
+   * (see `Journal.claim`): the broker then writes none after it.
    */
-  run(grant: Grant, authorize: Authorize): Promise<unknown>;
+  run(grant: Grant, authorize: Authorize, parked: ParkedAudit): Promise<unknown>;
   /** A plan runs its call or prepares a change, never both. */
   prepare?: never;
 }
@@ -414,7 +417,11 @@ export class Broker {
       // 4. Journal the intent of an effect (checked against the capabilities
       //    that authorized it, and spending one-shot grants in the same
       //    commit), 5. run it through its provider.
-      const value = await this.#execute(call, called, plan, authority);
+      const parked: ParkedAudit = {
+        facts: { ctx: call, name, args, at, ...authority.grant, note },
+        stored: false,
+      };
+      const value = await this.#execute(call, called, plan, authority, parked);
       if (value instanceof OutcomeChange) {
         // 6. The outcome changes the store: the change with the call's
         //    records, in one commit.
@@ -425,10 +432,9 @@ export class Broker {
           : { id, ok: true, value: result, at };
       }
       if (value === PARKED) {
-        // Audited now; whoever ends the wait journals the result.
-        await this.#journal.writeCall({ ctx: call, name, args, at, ...authority.grant, note }, {
-          durable: false,
-        });
+        // Audited now, unless the commit that parked it was; whoever ends
+        // the wait journals the result.
+        if (!parked.stored) await this.#journal.writeCall(parked.facts, { durable: false });
         return PARKED;
       }
       reply = { id, ok: true, value: value === undefined ? null : value };
@@ -618,6 +624,7 @@ export class Broker {
     called: _Called,
     plan: RunPlan,
     authority: _Authority,
+    parked: ParkedAudit,
   ): Promise<unknown> {
     this.#ensureAlive(call, called.name);
     const spends = authority.grant.capabilities.some((c) => c.uses !== undefined);
@@ -643,7 +650,7 @@ export class Broker {
       });
     }
     this.#ensureAlive(call, called.name);
-    return await plan.run(authority.grant, this.#authorizeFollowUp(call, called.name));
+    return await plan.run(authority.grant, this.#authorizeFollowUp(call, called.name), parked);
   }
 
   /**

@@ -191,6 +191,20 @@ export interface ClaimedWrites {
   release(): void;
 }
 
+/**
+ * The audit entry of a call that may park its process, which the commit
+ * that blocks the process may carry (see {@link Journal.claim}): the call
+ * is then audited in that commit, before anything it starts can act, and
+ * no commit of its own follows it. The broker audits it on its own only
+ * when no such commit stored it.
+ */
+export interface ParkedAudit {
+  /** The facts of the call as it was decided (it has no end: it parks). */
+  readonly facts: Omit<CallFacts, "end">;
+  /** Set once a commit stored the entry. */
+  stored: boolean;
+}
+
 /** Counters of the group-commit writer, for benchmarks. */
 export interface JournalStats {
   /** Atomic commits made so far. */
@@ -589,9 +603,13 @@ export class Journal {
    * claimed (one of them is awaited by a caller or carries checks of its
    * own, or together they would take more than {@link CLAIM_SHARE} of a
    * commit), commits everything queued instead, as {@link flush} does, and
-   * claims nothing: the change then commits alone, after them.
+   * claims none of them: the change then commits after them. With
+   * `options.parked`, the audit entry of the call that the change blocks
+   * `pid` in is claimed too, after the buffered ones (and marked stored
+   * once committed); a claim released drops it.
    */
-  async claim(pid: number): Promise<ClaimedWrites> {
+  async claim(pid: number, options: { parked?: ParkedAudit } = {}): Promise<ClaimedWrites> {
+    const { parked } = options;
     for (;;) {
       if (this.#claimed.has(pid)) await this.#claimed.get(pid);
       else if (this.#inFlight.has(pid)) await this.#batch;
@@ -605,7 +623,7 @@ export class Journal {
         await flushing[0].catch(() => {});
       }
     }
-    const own = this.#queue.filter((q) => _writerOf(q.write) === pid);
+    let own = this.#queue.filter((q) => _writerOf(q.write) === pid);
     const total = new CommitFootprint();
     let auditBytes = 0;
     for (const q of own) {
@@ -619,14 +637,16 @@ export class Journal {
       total.bytes + auditBytes <= MAX_BATCH_BYTES * CLAIM_SHARE;
     if (!fits) {
       await this.flush();
-      return _NOTHING_CLAIMED;
+      if (!parked) return _NOTHING_CLAIMED;
+      own = [];
     }
-    if (own.length === 0) return _NOTHING_CLAIMED;
+    if (own.length === 0 && !parked) return _NOTHING_CLAIMED;
     this.#queue = this.#queue.filter((q) => !own.includes(q));
     let done!: () => void;
     const settled = new Promise<void>((resolve) => done = resolve);
     this.#claimed.set(pid, settled);
     const entries = own.flatMap((q) => q.write.audit ? [q.write.audit] : []);
+    if (parked) entries.push(_auditEntry(parked.facts));
     let linked: { records: AuditRecord[]; from: string | null; head: AuditHead } | undefined;
     let over = false;
     const settle = () => {
@@ -668,6 +688,7 @@ export class Journal {
         } else if (linked) this.#head = undefined;
         this.stats.commits++;
         this.stats.writes += own.length;
+        if (parked) parked.stored = true;
         for (const q of own) {
           try {
             q.write.committed?.(versionstamp);

@@ -13,7 +13,9 @@
  * loaded, so its first `open` is answered at once, and keeps that many
  * spare Workers loaded once its group starts programs (a second slot
  * opened, or a program's call that makes a process: a spawn, a fork, a JIT
- * tool's registration or call), up to `maxWorkers` in all. A Worker is
+ * tool's registration or call), up to `maxWorkers` in all; a group that
+ * calls JIT tools keeps {@link TOOL_CALL_SPARES} more, and replaces the
+ * spare a slot took once that slot ends (see {@link drain}). A Worker is
  * spare until a slot takes it; one that ran a program is never given to
  * another slot. An `open` may carry its program's start, which the cell
  * passes on as soon as the slot has its Worker.
@@ -63,6 +65,8 @@ const MIN_WORKER_RSS = 8 * 1024 * 1024;
 const CLOSE_WAIT_MS = 1_000;
 /** Calls that make a process: a group making one keeps spare Workers loaded. */
 const SPAWNING_CALLS = new Set(["proc.spawn", "proc.fork", "tool.register", "tool.call"]);
+/** Spare Workers a group that calls JIT tools keeps beyond `warmWorkers`. */
+const TOOL_CALL_SPARES = 1;
 
 /** One Worker of the cell. */
 interface Slot {
@@ -87,6 +91,8 @@ interface Slot {
   acknowledged?: () => void;
   /** The name Deno gives its OS thread: `worker-N`, N counting the cell's Workers from 1. */
   thread: string;
+  /** It took a spare that is replaced once it ends (see {@link drain}). */
+  replacedAtEnd?: boolean;
 }
 
 declare const self: {
@@ -124,6 +130,10 @@ let crashed = false;
 let opened = 0;
 /** The group has run a second program here, or asked for a process to be made. */
 let spawns = false;
+/** The group calls JIT tools: it keeps {@link TOOL_CALL_SPARES} more spares. */
+let toolCalls = false;
+/** Slots whose spare is replaced once they end. */
+let replacedAtEnd = 0;
 
 function send(message: CellToHost): void {
   sendText(JSON.stringify(message));
@@ -262,6 +272,10 @@ function made(id: number, port: MessagePort): void {
       spawns = true;
       drain();
     }
+    if (!toolCalls && data?.t === "syscall" && data.name === "tool.call") {
+      toolCalls = true;
+      drain();
+    }
     if ((data as WorkerToCell)?.t === "fail" && checkMemory()) return;
     const checked = relayable(data as WorkerToCell, s.maxMessageBytes);
     if ("problem" in checked) return crash(checked.problem, s.slot);
@@ -320,13 +334,26 @@ function drain(): void {
     s.maxMessageBytes = Math.min(open.maxMessageBytes, hello!.maxMessageBytes);
     slots.set(s.slot, s);
     if (++opened >= 2) spawns = true;
+    // In a group that calls JIT tools (short programs, mostly), while
+    // another spare is loaded or loading, the spare a slot takes is replaced
+    // once that slot ends: the replacement's start (some 10 ms of CPU) does
+    // not compete with the call it was taken for. A slot that runs long
+    // leaves the group `warmWorkers` spares meanwhile, as any group has.
+    if (toolCalls && warm.length + starting > 0) {
+      s.replacedAtEnd = true;
+      replacedAtEnd++;
+    }
     send({ t: "opened", slot: s.slot });
     if (open.start) startProgram(s, open.start);
   }
   // Once the group starts programs (a second slot, or a call that makes a
   // process), spare Workers stay loaded, so its next spawn or tool call does
   // not wait for a Worker to start. A cell of a lone program loads no spare.
-  const want = (spawns ? hello!.warmWorkers : 0) + waiting.length;
+  // The second spare of a group that calls tools is kept only while no slot
+  // waits for a Worker: more Workers starting at once would slow each.
+  const extra = toolCalls && waiting.length === 0 ? TOOL_CALL_SPARES : 0;
+  const spares = Math.max(hello!.warmWorkers, hello!.warmWorkers + extra - replacedAtEnd);
+  const want = (spawns ? spares : 0) + waiting.length;
   while (
     !crashed && warm.length + starting < want &&
     slots.size + warm.length + starting < hello!.maxWorkers
@@ -369,6 +396,10 @@ function close(slot: number): void {
   acknowledged.then((clean) => {
     end(s);
     slots.delete(slot);
+    if (s.replacedAtEnd) {
+      s.replacedAtEnd = false;
+      replacedAtEnd--;
+    }
     if (crashed) return;
     send({ t: "closed", slot, clean, thread: s.thread });
     drain();

@@ -378,6 +378,29 @@ Deno.test("a cell whose program makes a process keeps a spare Worker loaded: the
   }
 });
 
+Deno.test("a cell whose program calls JIT tools keeps a second spare: two opens back to back each take one loaded", async () => {
+  const cell = await Cell.spawn({ maxWorkers: 6, warmWorkers: 1 });
+  try {
+    const a = inbox(), b = inbox(), c = inbox();
+    const first = await cell.openSlot(a.on);
+    await first.send(start(1, `export default async (sys) => await sys.tool.call("echo", {});`));
+    await a.first;
+    // The switchboard is worker-1 and the caller worker-2; its spares are worker-3 and worker-4.
+    await threadAppears(cell, "worker-4");
+    const second = await cell.openSlot(b.on);
+    await second.send(start(2, ASKS_TIME));
+    const third = await cell.openSlot(c.on);
+    await third.send(start(3, ASKS_TIME));
+    await Promise.all([b.first, c.first]);
+    await Promise.all([first.close(), second.close(), third.close()]);
+    assert.equal(second.thread, "worker-3");
+    assert.equal(third.thread, "worker-4", "the third program ran in the second spare");
+  } finally {
+    cell.kill("done");
+    await cell.exited;
+  }
+});
+
 Deno.test("a Worker that ran a program is never handed to another: the next program sees none of it", async () => {
   const cell = await Cell.spawn({ maxWorkers: 4, warmWorkers: 2 });
   try {

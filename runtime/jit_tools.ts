@@ -27,10 +27,13 @@ import { BUILTIN_TOOL_CATALOG } from "./_tool_catalog.ts";
 import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
-import type { AgentImage, ImageRegistry } from "./image.ts";
+import type { ParkedAudit } from "../broker/journal.ts";
+import type { ProgramEntry } from "./guest/cell_protocol.ts";
+import type { AgentImage, ImageRegistry, RegisteredImage } from "./image.ts";
 import type { ProcessRecord, ProcessTable } from "./process_table.ts";
 import type { Store } from "./store.ts";
 import { toolEntrySource, ToolModuleError } from "./tool_module.ts";
+import { eraseTypes } from "./type_erasure.ts";
 import type { ParkedCall } from "./waits.ts";
 
 /** What the JIT tool tables need from the kernel. */
@@ -56,6 +59,7 @@ export interface JitToolKernel {
     onParentExit: "kill";
     tool: { name: string; digest: string };
     waitedBy?: ParkedCall;
+    waitedByAudit?: ParkedAudit;
     parentEntry?: Deno.KvEntry<ProcessRecord>;
   }): Promise<ProcessRecord>;
 }
@@ -103,6 +107,9 @@ const NAME = /^[a-z][a-z0-9_]{0,63}$/;
 
 /** Most tool entries a host keeps copies of; past it the copies are dropped. */
 const KNOWN_TOOLS = 4096;
+
+/** Most tool modules a host keeps the JavaScript of; past it the copies are dropped. */
+const KNOWN_JAVASCRIPT = 256;
 
 /** Names a tool entry by its process and name. */
 function _toolId(pid: number, name: string): string {
@@ -274,6 +281,13 @@ export class ToolTables {
    * name is refused), so a copy is as good as a read.
    */
   #known = new Map<string, JitTool>();
+  /**
+   * The JavaScript of tool entry modules by entry digest, once erased on
+   * this host (null: the module's TypeScript is not only types).
+   */
+  #javascript = new Map<string, string | null>();
+  /** Erasures under way, by entry digest. */
+  #erasing = new Map<string, Promise<void>>();
 
   /** Tool tables of `kernel`. */
   constructor(kernel: JitToolKernel) {
@@ -346,10 +360,13 @@ export class ToolTables {
       budget: { wallMs: TOOL_WALL_MS },
     };
     const tag = `${image.name}@${image.version}`;
-    if (!(await kernel.images.get(tag))) {
+    let registered = await kernel.images.get(tag);
+    if (!registered) {
       await typeCheck(tool.name, tool.source);
-      await kernel.images.register(image, { entrySource });
+      registered = await kernel.images.register(image, { entrySource });
     }
+    // Its first call then runs JavaScript already.
+    await this.#erase(registered);
     const entry: JitTool = {
       name: tool.name,
       description: tool.description,
@@ -362,6 +379,37 @@ export class ToolTables {
     await kernel.store.kv.set(["tool", pid, tool.name], entry);
     this.#remember(pid, entry);
     return entry;
+  }
+
+  /**
+   * The entry module a call of tool image `image` runs: JavaScript once
+   * this host has erased its types (see `type_erasure.ts`), so the Worker
+   * transpiles nothing; otherwise its TypeScript, as stored (and the
+   * erasure starts, for the calls after this one).
+   */
+  entryOf(image: RegisteredImage): ProgramEntry {
+    const source = image.entrySource ?? "";
+    const javascript = image.entryDigest === undefined
+      ? null
+      : this.#javascript.get(image.entryDigest);
+    if (javascript) return { kind: "module", source: javascript, javascript: true };
+    if (javascript === undefined) this.#erase(image);
+    return { kind: "module", source };
+  }
+
+  /** Erases the types of `image`'s entry module, once per host and entry. */
+  #erase(image: RegisteredImage): Promise<void> {
+    const digest = image.entryDigest;
+    if (digest === undefined || this.#javascript.has(digest)) return Promise.resolve();
+    let erasing = this.#erasing.get(digest);
+    if (!erasing) {
+      erasing = eraseTypes(image.entrySource ?? "").then((javascript) => {
+        if (this.#javascript.size >= KNOWN_JAVASCRIPT) this.#javascript.clear();
+        this.#javascript.set(digest, javascript ?? null);
+      }).finally(() => this.#erasing.delete(digest));
+      this.#erasing.set(digest, erasing);
+    }
+    return erasing;
   }
 
   /** One tool of `pid`'s table. */
@@ -403,16 +451,21 @@ export class ToolTables {
    * the child; the caller waits for it like for any child. With
    * `options.call` (the caller's `tool.call`), the caller is blocked on that call in the
    * commit that makes the child: one commit before the tool's first
-   * instruction, and a crash leaves both or neither.
+   * instruction, and a crash leaves both or neither. With `options.audit`
+   * (the call's audit entry), the call is audited in that commit too.
    */
   async start(
     caller: ProcessRecord,
     name: string,
     args: Record<string, unknown>,
-    options: { call?: ParkedCall; callerEntry?: Deno.KvEntry<ProcessRecord> } = {},
+    options: {
+      call?: ParkedCall;
+      audit?: ParkedAudit;
+      callerEntry?: Deno.KvEntry<ProcessRecord>;
+    } = {},
   ): Promise<ProcessRecord> {
     const kernel = this.#kernel;
-    const { call, callerEntry } = options;
+    const { call, audit, callerEntry } = options;
     const tool = await this.get(caller.pid, name);
     if (!tool) {
       throw new SyscallError(
@@ -465,7 +518,7 @@ export class ToolTables {
       onParentExit: "kill",
       tool: { name, digest: tool.digest },
       ...(callerEntry ? { parentEntry: callerEntry } : {}),
-      ...(call ? { waitedBy: call } : {}),
+      ...(call ? { waitedBy: call, waitedByAudit: audit } : {}),
     });
   }
 }

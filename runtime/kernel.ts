@@ -652,7 +652,10 @@ export class Kernel {
       let start: ReplayStart = options.fresh
         ? { firstSeq: 1 }
         : await replayStart(this.store.kv, running);
-      const entry = programEntry(image);
+      // A JIT tool whose TypeScript is only types runs as JavaScript (see `ToolTables.entryOf`).
+      const entry = running.tool && image.image.entry !== "libos:agent"
+        ? this.tools.entryOf(image)
+        : programEntry(image);
       // The agent loop's checkpoint references its transcript: it resumes from
       // the messages, or, when the transcript does not match, without it.
       let checkpoint = start.checkpoint;

@@ -13,7 +13,12 @@ import { type CallContext, PARKED } from "../broker/broker.ts";
 import type { Capability, CapabilitySpec } from "../broker/capability.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
 import { SyscallError } from "../broker/errors.ts";
-import { type ClaimedWrites, putRecord, StaleWriteError } from "../broker/journal.ts";
+import {
+  type ClaimedWrites,
+  type ParkedAudit,
+  putRecord,
+  StaleWriteError,
+} from "../broker/journal.ts";
 import { parsePolicy, type PolicyRule, stackPolicy } from "../broker/policy.ts";
 import { copyJournalToFork } from "./checkpoints.ts";
 import type { FsProvider } from "./fs_provider.ts";
@@ -80,6 +85,11 @@ export interface ChildSpawnOptions {
    * crash leaves both or neither.
    */
   waitedBy?: ParkedCall;
+  /**
+   * The audit entry of the `waitedBy` call: it is committed in the commit
+   * that makes the child, before anything the child does.
+   */
+  waitedByAudit?: ParkedAudit;
   /**
    * The parent's record as the caller just read it: the child is decided
    * and charged on it without reading it again (the create commit checks
@@ -442,7 +452,7 @@ async function _createChildOnce(
       : (block = { pid, ...kernel.waits.blocking(waitedBy!, { kind: "child", pid }) });
   let record: ProcessRecord;
   try {
-    const records = waitedBy && await kernel.waits.recordsBefore(ppid);
+    const records = waitedBy && await kernel.waits.recordsBefore(ppid, options.waitedByAudit);
     before = records || undefined;
     record = await kernel.processes.create(
       {

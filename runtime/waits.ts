@@ -23,6 +23,7 @@ import {
   deleteRecord,
   type Journal,
   type JournalRecord,
+  type ParkedAudit,
   putRecord,
   type WaitSpec,
 } from "../broker/journal.ts";
@@ -194,11 +195,12 @@ export class Waits {
    * Takes the buffered journal records of `pid` (its calls before the one
    * that blocks) to commit in the commit that blocks it, instead of in a
    * commit of their own before it (see `Journal.claim`): the journal a
-   * blocked process replays has no gap before its wait either way. The
+   * blocked process replays has no gap before its wait either way. With
+   * `parked`, the audit entry of the call that blocks goes with them. The
    * caller commits them with the block or releases them.
    */
-  recordsBefore(pid: number): Promise<ClaimedWrites> {
-    return this.#kernel.journal.claim(pid);
+  recordsBefore(pid: number, parked?: ParkedAudit): Promise<ClaimedWrites> {
+    return this.#kernel.journal.claim(pid, { parked });
   }
 
   /**

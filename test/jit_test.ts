@@ -376,6 +376,35 @@ Deno.test("a tool module with a default-exported object, or both shapes in agree
   });
 });
 
+Deno.test("a tool whose TypeScript is only types runs as JavaScript; one whose TypeScript means something runs as TypeScript", async () => {
+  await withHarness(async (h) => {
+    const sources = {
+      types: `interface Args { n: number }
+        export async function run(args: Args, sys: any): Promise<string> {
+          const n = (args as Args).n satisfies number;
+          return "count:" + (n + 1);
+        }`,
+      enum: `enum Step { One = 1 }
+        export async function run(args: { n: number }) { return "count:" + (args.n + Step.One); }`,
+    };
+    for (const [kind, source] of Object.entries(sources)) {
+      const end = await h.run(caller(COUNT(source), { n: 41 }), { image: CALLER_IMAGE([]) });
+      assert.deepEqual(end.result, { ok: true, result: "count:42" }, kind);
+      const tool = await h.kernel.tools.get(end.pid, "count");
+      const image = await h.kernel.images.get(tool!.image);
+      const entry = h.kernel.tools.entryOf(image!);
+      assert.equal(entry.kind, "module");
+      if (kind === "types") {
+        assert.equal(entry.javascript, true, "handed to its Worker as JavaScript");
+        assert.doesNotMatch(entry.source, /interface|satisfies| as |: Args/);
+      } else {
+        assert.equal(entry.javascript, undefined, "handed to its Worker as TypeScript");
+        assert.equal(entry.source, image!.entrySource);
+      }
+    }
+  });
+});
+
 Deno.test("registration refuses default exports that disagree, hide what they hold, or use escape hatches", async () => {
   await withHarness(async (h) => {
     const bad: [string, RegExp][] = [
@@ -716,6 +745,39 @@ Deno.test("a JIT tool call commits twice: its tool made with its caller blocked 
     const between = touching(caller).filter((at) => at > spans[0][1] && at < spans[1][0]);
     assert.deepEqual(between, []);
     // Buffered records commit only with a commit that needs them (no timer flush).
+  }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
+});
+
+Deno.test("a JIT tool call is audited in the commit that makes its tool, before anything the tool does", async () => {
+  await withHarness(async (h) => {
+    const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
+    const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
+    let end;
+    try {
+      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls: 2 } });
+    } finally {
+      watch.stop();
+    }
+    assert.equal(end.state, "exited", JSON.stringify(end.error));
+    const pid = end.pid;
+    const tools = await h.kernel.processes.children(pid);
+    assert.equal(tools.length, 2);
+    const trail: { seq: number; pid: number; syscall: string }[] = [];
+    for await (const r of h.kernel.audit.list()) trail.push(r);
+    const calls = trail.filter((r) => r.pid === pid && r.syscall === "tool.call");
+    assert.equal(calls.length, 2, "each call is audited once");
+    const id = (key: Deno.KvKey) => JSON.stringify(key);
+    const touching = (key: Deno.KvKey) =>
+      watch.commits.flatMap((commit, at) => commit.keys.some((k) => id(k) === id(key)) ? [at] : []);
+    for (const [i, call] of calls.entries()) {
+      const tool = tools[i];
+      // The commit that makes the tool's process stores the call's audit record.
+      const [made] = touching(["proc", tool]);
+      assert.deepEqual(touching(["audit", "rec", call.seq]), [made]);
+      // So the trail lists the call before every call of its tool.
+      const first = trail.find((r) => r.pid === tool);
+      assert.ok(first && first.seq > call.seq, `the tool's calls follow tool.call ${call.seq}`);
+    }
   }, { waitGraceMs: 60_000, journal: { flushMs: 600_000 } });
 });
 

@@ -27,7 +27,12 @@ export interface AgentConfig {
 /** How the program of a process is given to its Worker. */
 export type ProgramEntry =
   | { kind: "agent"; config: AgentConfig }
-  | { kind: "module"; source: string };
+  | {
+    kind: "module";
+    source: string;
+    /** The source is JavaScript (its types erased on the host): the Worker transpiles nothing. */
+    javascript?: boolean;
+  };
 
 /** Host → cell, the first line: the token and the cell's limits. */
 export interface CellHello {

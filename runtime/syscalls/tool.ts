@@ -67,7 +67,7 @@ export function toolHandlers(kernel: ToolKernel): HandlerTable {
     "tool.call": (ctx, args) => ({
       ops: [],
       effect: "none",
-      run: async () => {
+      run: async (_grant, _authorize, parked) => {
         if (Object.hasOwn(BUILTIN_TOOL_CATALOG, args.name)) {
           throw new SyscallError(
             "EINVAL",
@@ -81,6 +81,8 @@ export function toolHandlers(kernel: ToolKernel): HandlerTable {
           await kernel.tools.start(caller.value, args.name, args.args, {
             callerEntry: caller,
             call: { pid: ctx.pid, seq: ctx.seq, name: "tool.call", argsDigest: ctx.argsDigest },
+            // Audited in the commit that makes the tool, before anything the tool does.
+            audit: parked,
           });
         } catch (error) {
           // Unanswered and unrecorded: the caller's next run makes the call again.
