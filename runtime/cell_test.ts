@@ -383,14 +383,14 @@ Deno.test("a cell whose program calls JIT tools keeps a second spare: two opens 
   try {
     const a = inbox(), b = inbox(), c = inbox();
     const first = await cell.openSlot(a.on);
-    await first.send(start(1, `export default async (sys) => await sys.tool.call("echo", {});`));
+    await first.send(start(`export default async (sys) => await sys.tool.call("echo", {});`));
     await a.first;
     // The switchboard is worker-1 and the caller worker-2; its spares are worker-3 and worker-4.
     await threadAppears(cell, "worker-4");
     const second = await cell.openSlot(b.on);
-    await second.send(start(2, ASKS_TIME));
+    await second.send(start(ASKS_TIME));
     const third = await cell.openSlot(c.on);
-    await third.send(start(3, ASKS_TIME));
+    await third.send(start(ASKS_TIME));
     await Promise.all([b.first, c.first]);
     await Promise.all([first.close(), second.close(), third.close()]);
     assert.equal(second.thread, "worker-3");
