@@ -14,7 +14,8 @@
  * - `POST /v1/processes` (write): `{ image, workspace, input?, capabilities?,
  *   policy?, model?, cwd? }`; spawns and starts; 201 `{ pid }`. Without
  *   `model` the process uses the model its image names.
- * - `GET /v1/processes?state=&image=&ppid=` (read): `{ processes }`.
+ * - `GET /v1/processes?state=&image=&ppid=&after=&limit=` (read): `{ processes }`,
+ *   in pid order, a page of at most `limit` (default 100) after pid `after`.
  * - `GET /v1/processes/:pid` (read): the record (its `ownModel` is the
  *   model it calls) with `children`, `capabilities` (text form) and
  *   `pending` human requests.
@@ -301,12 +302,17 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
   });
 
   app.get("/v1/processes", ...auth("read", "list processes"), async (c) => {
-    const query = validate(ProcessListQuerySchema, c.req.query(), "list processes");
-    const processes = (await kernel.processes.list()).filter((p) =>
-      (query.state === undefined || p.state === query.state) &&
-      (query.image === undefined || p.image === query.image) &&
-      (query.ppid === undefined || p.ppid === query.ppid)
-    );
+    const action = "list processes";
+    const query = validate(ProcessListQuerySchema, c.req.query(), action);
+    // A page, so a listing costs the same however many processes have ended.
+    const processes = await kernel.processes.list({
+      after: query.after,
+      limit: _limit(query.limit, action),
+      where: (p) =>
+        (query.state === undefined || p.state === query.state) &&
+        (query.image === undefined || p.image === query.image) &&
+        (query.ppid === undefined || p.ppid === query.ppid),
+    });
     return c.json({ processes });
   });
 

@@ -358,6 +358,40 @@ Deno.test("GET /v1/processes filters by state, image and ppid", async () => {
   });
 });
 
+Deno.test("GET /v1/processes answers a page in pid order: 100 by default, after a pid, at most limit", async () => {
+  await withApi(async (t) => {
+    for (let i = 0; i < 105; i++) {
+      await t.kernel.processes.create({
+        ppid: null,
+        image: i % 2 ? "even@1.0.0" : "odd@1.0.0",
+        digest: "x",
+        cwd: t.workspace,
+        workspace: t.workspace,
+        policy: [],
+        onParentExit: "kill",
+        budget: {},
+      });
+    }
+    const pids = async (query: string) =>
+      (await t.json("GET", `/v1/processes${query}`, { role: "viewer" })).body.processes
+        .map((p: { pid: number }) => p.pid);
+    const range = (from: number, to: number) =>
+      Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    assert.deepEqual(await pids(""), range(1, 100));
+    assert.deepEqual(await pids("?after=100"), range(101, 105));
+    assert.deepEqual(await pids("?after=2&limit=3"), [3, 4, 5]);
+    assert.deepEqual(await pids("?limit=1000"), range(1, 105));
+    // A filter fills the page from the processes past `after` it keeps.
+    assert.deepEqual(await pids("?image=even@1.0.0&after=10&limit=3"), [12, 14, 16]);
+    expectError(
+      await t.json("GET", "/v1/processes?limit=1001", { role: "viewer" }),
+      400,
+      /limit: must be at most 1000/,
+    );
+    expectError(await t.json("GET", "/v1/processes?after=-1", { role: "viewer" }), 400, /after/);
+  });
+});
+
 Deno.test("POST /v1/processes maps kernel refusals to 400, 403 and 404", async () => {
   await withApi(async (t) => {
     const tag = await t.register("writer", WRITER, ["obj:read:shared/**"]);

@@ -128,6 +128,10 @@ export interface ProcessListQuery {
   image?: string;
   /** Only children of this pid. */
   ppid?: number;
+  /** Only processes with a greater pid (the last pid of the page before). */
+  after?: number;
+  /** At most this many processes (default 100, at most 1000). */
+  limit?: number;
 }
 
 /** The query of `GET /v1/audit`. */
@@ -248,6 +252,8 @@ export const ProcessListQuerySchema: z.ZodType<ProcessListQuery> = z.strictObjec
   state: z.enum(PROCESS_STATES).optional(),
   image: _text(200).optional().describe("Only processes of this image tag"),
   ppid: PID.optional().describe("Only children of this pid"),
+  after: COUNT.optional().describe("Only processes with a greater pid (the last of a page)"),
+  limit: PID.optional().describe("At most this many processes (default 100, at most 1000)"),
 });
 
 /** Query of `GET /v1/audit`. */

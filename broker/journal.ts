@@ -491,6 +491,8 @@ export class Journal {
    * its commit would move the head and fail theirs.
    */
   #linkedClaims = new Set<Promise<void>>();
+  /** Claims made and not yet settled that carry audit records. */
+  #auditedClaims = 0;
   /** Counters since construction. */
   readonly stats: JournalStats = { commits: 0, writes: 0, largestBatch: 0, splits: 0 };
 
@@ -641,16 +643,26 @@ export class Journal {
       own = [];
     }
     if (own.length === 0 && !parked) return _NOTHING_CLAIMED;
+    if (this.#auditedClaims > 0 && own.some((q) => q.write.audit)) {
+      // Claims out side by side would link onto the same head, and every
+      // commit but the first would fail its check and go again: the writer
+      // commits these now instead, in one batch with the rest of the queue.
+      await this.#committed(own.at(-1)!);
+      if (!parked) return _NOTHING_CLAIMED;
+      own = [];
+    }
     this.#queue = this.#queue.filter((q) => !own.includes(q));
     let done!: () => void;
     const settled = new Promise<void>((resolve) => done = resolve);
     this.#claimed.set(pid, settled);
     const entries = own.flatMap((q) => q.write.audit ? [q.write.audit] : []);
     if (parked) entries.push(_auditEntry(parked.facts));
+    if (entries.length) this.#auditedClaims++;
     let linked: { records: AuditRecord[]; from: string | null; head: AuditHead } | undefined;
     let over = false;
     const settle = () => {
       over = true;
+      if (entries.length) this.#auditedClaims--;
       this.#claimed.delete(pid);
       this.#linkedClaims.delete(settled);
       done();
@@ -705,6 +717,22 @@ export class Journal {
         this.#kick();
       },
     };
+  }
+
+  /**
+   * Resolves once the queued `write` is committed (or has failed: as with
+   * {@link flush}, a buffered write's failure is reported, not thrown),
+   * with every write queued before it of the same process.
+   */
+  #committed(write: Queued): Promise<void> {
+    return new Promise((resolve) => {
+      write.resolve = resolve;
+      write.reject = (error) => {
+        console.error(error);
+        resolve();
+      };
+      this.#kick();
+    });
   }
 
   /** Flushes and refuses further writes. */

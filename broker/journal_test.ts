@@ -713,6 +713,37 @@ Deno.test("while claimed writes are linked onto the audit head, the writer commi
   });
 });
 
+Deno.test("while a claim carries audit records, another process's are committed, not claimed: each change commits once", async () => {
+  await withJournal({ flushMs: 600_000 }, async (journal, kv, log) => {
+    await journal.write({ journal: record(1, 1), audit: audit(1) }, { durable: false });
+    await journal.write({ journal: record(2, 1), audit: audit(2) }, { durable: false });
+    const first = await journal.claim(1);
+    // Claimed too, both would link onto one head and the later commit would fail its check.
+    const second = await journal.claim(2);
+    try {
+      const process2Stored = await stored(kv, 2, 1) !== null;
+      await first.link();
+      await second.link();
+      const ends = [1, 2].map((pid) => kv.atomic().set(["end", pid], true));
+      first.apply(ends[0]);
+      second.apply(ends[1]);
+      const results = [];
+      for (const [i, claimed] of [first, second].entries()) {
+        const result = await ends[i].commit();
+        results.push(result.ok);
+        if (result.ok) claimed.committed(result.versionstamp);
+      }
+      assert.deepEqual(results, [true, true], "each change commits at its first attempt");
+      assert.ok(process2Stored, "the second process's records are stored when its claim returns");
+      assert.ok(await stored(kv, 1, 1));
+      assert.deepEqual(await log.verify(), { ok: true, count: 2 });
+    } finally {
+      first.release();
+      second.release();
+    }
+  });
+});
+
 Deno.test("writes too large to share another commit are not claimed: they are committed first", async () => {
   await withJournal({ flushMs: 600_000 }, async (journal, kv) => {
     // Each record about 20 KB: together far past the share of a commit a claim may take.

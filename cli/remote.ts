@@ -180,10 +180,19 @@ export class RemoteClient {
     return (await this.request<{ pid: number }>("POST", "/v1/processes", { body: request })).pid;
   }
 
-  /** `GET /v1/processes`. */
+  /** `GET /v1/processes`, every page: all processes, in pid order. */
   async processes(): Promise<ProcessRecord[]> {
-    return (await this.request<{ processes: ProcessRecord[] }>("GET", "/v1/processes"))
-      .processes;
+    const out: ProcessRecord[] = [];
+    for (;;) {
+      const after = out.at(-1)?.pid;
+      const { processes } = await this.request<{ processes: ProcessRecord[] }>(
+        "GET",
+        "/v1/processes",
+        { query: { after, limit: PAGE } },
+      );
+      out.push(...processes);
+      if (processes.length < PAGE) return out;
+    }
   }
 
   /** `GET /v1/processes/:pid`: the record with its children and pending human requests. */

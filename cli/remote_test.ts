@@ -135,6 +135,26 @@ Deno.test("RemoteClient: audit pages until a short page", async () => {
   });
 });
 
+Deno.test("RemoteClient: processes pages until a short page", async () => {
+  const queries: string[] = [];
+  await withFake({
+    "GET /v1/processes": (req) => {
+      const query = new URL(req.url).searchParams;
+      queries.push(query.toString());
+      const start = Number(query.get("after") ?? 0);
+      const count = start === 0 ? Number(query.get("limit")) : 2;
+      return Response.json({
+        processes: Array.from({ length: count }, (_, i) => ({ pid: start + i + 1 })),
+      });
+    },
+  }, async (url) => {
+    const processes = await new RemoteClient(url, { token: TOKEN }).processes();
+    assert.equal(processes.length, 1002);
+    assert.equal(processes.at(-1)?.pid, 1002);
+    assert.deepEqual(queries, ["limit=1000", "after=1000&limit=1000"]);
+  });
+});
+
 Deno.test("RemoteClient.stream: parses frames and resumes with Last-Event-ID after a drop", async () => {
   const lastIds: (string | null)[] = [];
   await withFake({

@@ -1110,11 +1110,29 @@ export class ProcessTable {
     return hasBudget(await this.lineage(pid), key);
   }
 
-  /** All processes, in pid order. */
-  async list(): Promise<ProcessRecord[]> {
+  /**
+   * The processes in pid order: all of them, or with `options` a page of
+   * them: those with a pid greater than `after` that `where` keeps, at
+   * most `limit`. The read stops at the page's last process.
+   */
+  async list(
+    options: {
+      after?: number;
+      limit?: number;
+      where?: (record: ProcessRecord) => boolean;
+    } = {},
+  ): Promise<ProcessRecord[]> {
+    const { after = 0, limit = Infinity, where } = options;
     const out: ProcessRecord[] = [];
-    for await (const entry of this.#kv.list<ProcessRecord>({ prefix: ["proc"] })) {
-      out.push(entry.value);
+    if (limit <= 0) return out;
+    const entries = this.#kv.list<ProcessRecord>(
+      { prefix: ["proc"], start: ["proc", after + 1] },
+      { batchSize: Number.isFinite(limit) ? Math.min(Math.max(limit, 1), 500) : undefined },
+    );
+    for await (const { value } of entries) {
+      if (where && !where(value)) continue;
+      out.push(value);
+      if (out.length >= limit) break;
     }
     return out;
   }
