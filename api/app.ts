@@ -304,16 +304,20 @@ export function createApp(kernel: ControlKernel, options: CreateAppOptions): Api
   app.get("/v1/processes", ...auth("read", "list processes"), async (c) => {
     const action = "list processes";
     const query = validate(ProcessListQuerySchema, c.req.query(), action);
-    // A page, so a listing costs the same however many processes have ended.
+    // A page, so a listing costs the same however many processes have ended;
+    // `next` says more follow (one more is read to know).
+    const limit = _limit(query.limit, action);
     const processes = await kernel.processes.list({
       after: query.after,
-      limit: _limit(query.limit, action),
+      limit: limit + 1,
       where: (p) =>
         (query.state === undefined || p.state === query.state) &&
         (query.image === undefined || p.image === query.image) &&
         (query.ppid === undefined || p.ppid === query.ppid),
     });
-    return c.json({ processes });
+    if (processes.length <= limit) return c.json({ processes });
+    const page = processes.slice(0, limit);
+    return c.json({ processes: page, next: page.at(-1)!.pid });
   });
 
   app.get("/v1/processes/:pid", ...auth("read", "read a process"), async (c) => {

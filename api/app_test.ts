@@ -383,6 +383,13 @@ Deno.test("GET /v1/processes answers a page in pid order: 100 by default, after 
     assert.deepEqual(await pids("?limit=1000"), range(1, 105));
     // A filter fills the page from the processes past `after` it keeps.
     assert.deepEqual(await pids("?image=even@1.0.0&after=10&limit=3"), [12, 14, 16]);
+    // A page says whether more follow, and from where; the last one says nothing.
+    const next = async (query: string) =>
+      (await t.json("GET", `/v1/processes${query}`, { role: "viewer" })).body.next;
+    assert.equal(await next(""), 100);
+    assert.equal(await next("?after=2&limit=3"), 5);
+    assert.equal(await next("?after=100"), undefined);
+    assert.equal(await next("?after=102&limit=3"), undefined, "a full last page says none follow");
     expectError(
       await t.json("GET", "/v1/processes?limit=1001", { role: "viewer" }),
       400,

@@ -183,15 +183,15 @@ export class RemoteClient {
   /** `GET /v1/processes`, every page: all processes, in pid order. */
   async processes(): Promise<ProcessRecord[]> {
     const out: ProcessRecord[] = [];
-    for (;;) {
-      const after = out.at(-1)?.pid;
-      const { processes } = await this.request<{ processes: ProcessRecord[] }>(
+    for (let after: number | undefined;;) {
+      const page = await this.request<{ processes: ProcessRecord[]; next?: number }>(
         "GET",
         "/v1/processes",
         { query: { after, limit: PAGE } },
       );
-      out.push(...processes);
-      if (processes.length < PAGE) return out;
+      out.push(...page.processes);
+      if (page.next === undefined) return out;
+      after = page.next;
     }
   }
 

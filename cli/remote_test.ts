@@ -135,7 +135,7 @@ Deno.test("RemoteClient: audit pages until a short page", async () => {
   });
 });
 
-Deno.test("RemoteClient: processes pages until a short page", async () => {
+Deno.test("RemoteClient: processes follows the pages while the server says more follow", async () => {
   const queries: string[] = [];
   await withFake({
     "GET /v1/processes": (req) => {
@@ -143,9 +143,8 @@ Deno.test("RemoteClient: processes pages until a short page", async () => {
       queries.push(query.toString());
       const start = Number(query.get("after") ?? 0);
       const count = start === 0 ? Number(query.get("limit")) : 2;
-      return Response.json({
-        processes: Array.from({ length: count }, (_, i) => ({ pid: start + i + 1 })),
-      });
+      const processes = Array.from({ length: count }, (_, i) => ({ pid: start + i + 1 }));
+      return Response.json(start === 0 ? { processes, next: count } : { processes });
     },
   }, async (url) => {
     const processes = await new RemoteClient(url, { token: TOKEN }).processes();
