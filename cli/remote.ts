@@ -183,16 +183,17 @@ export class RemoteClient {
   /** `GET /v1/processes`, every page: all processes, in pid order. */
   async processes(): Promise<ProcessRecord[]> {
     const out: ProcessRecord[] = [];
-    for (let after: number | undefined;;) {
+    let after: number | undefined;
+    do {
       const page = await this.request<{ processes: ProcessRecord[]; next?: number }>(
         "GET",
         "/v1/processes",
         { query: { after, limit: PAGE } },
       );
       out.push(...page.processes);
-      if (page.next === undefined) return out;
       after = page.next;
-    }
+    } while (after !== undefined);
+    return out;
   }
 
   /** `GET /v1/processes/:pid`: the record with its children and pending human requests. */

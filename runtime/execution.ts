@@ -23,7 +23,6 @@ import { SyscallError } from "../broker/errors.ts";
 import type { CellOptions, Slot, SlotEnd, SlotMessage } from "./cell.ts";
 import type { CellPool, EarlyStart, Placement } from "./cell_pool.ts";
 import type { ProgramEntry, StartProgram } from "./guest/cell_protocol.ts";
-import type { RegisteredImage } from "./image.ts";
 import type { ProcessLimits, ProcessRecord } from "./process_table.ts";
 import type { Conversation, ConversationRequest } from "./transcripts.ts";
 import type { Waits } from "./waits.ts";
@@ -75,13 +74,6 @@ export function cellOptionsOf(limits: ProcessLimits): CellOptions {
     maxMessageBytes: limits.maxMessageBytes,
     maxOutputBytes: limits.outputBytes,
   };
-}
-
-/** What a process of `image` runs: the agent loop, or its entry module. */
-export function programEntry(image: RegisteredImage): ProgramEntry {
-  return image.image.entry === "libos:agent"
-    ? { kind: "agent", config: { system: image.image.system, tools: image.image.tools } }
-    : { kind: "module", source: image.entrySource ?? "" };
 }
 
 /** The message that starts `record`'s program `entry` (from `checkpoint`'s state, when given). */

@@ -28,12 +28,11 @@ import { makePrivateDenoDir, removePrivateDenoDir } from "./deno_dir.ts";
 import { makeHostTempDir, spawnHostChild } from "./host_children.ts";
 import type { CapabilityStore } from "../broker/capability_store.ts";
 import type { ParkedAudit } from "../broker/journal.ts";
-import type { ProgramEntry } from "./guest/cell_protocol.ts";
-import type { AgentImage, ImageRegistry, RegisteredImage } from "./image.ts";
+import type { ProgramEntries } from "./program_entries.ts";
+import type { AgentImage, ImageRegistry } from "./image.ts";
 import type { ProcessRecord, ProcessTable } from "./process_table.ts";
 import type { Store } from "./store.ts";
 import { toolEntrySource, ToolModuleError } from "./tool_module.ts";
-import { eraseTypes } from "./type_erasure.ts";
 import type { ParkedCall } from "./waits.ts";
 
 /** What the JIT tool tables need from the kernel. */
@@ -48,6 +47,8 @@ export interface JitToolKernel {
   readonly caps: Pick<CapabilityStore, "list" | "cachedHoldings">;
   /** The clock. */
   readonly now: () => number;
+  /** The program entries: a tool's types are erased once it is registered. */
+  readonly entries: Pick<ProgramEntries, "erase">;
   /**
    * Spawns the child process that runs one call of a tool; with `waitedBy`,
    * the caller blocks on that call in the commit that makes the child.
@@ -107,9 +108,6 @@ const NAME = /^[a-z][a-z0-9_]{0,63}$/;
 
 /** Most tool entries a host keeps copies of; past it the copies are dropped. */
 const KNOWN_TOOLS = 4096;
-
-/** Most tool modules a host keeps the JavaScript of; past it the copies are dropped. */
-const KNOWN_JAVASCRIPT = 256;
 
 /** Names a tool entry by its process and name. */
 function _toolId(pid: number, name: string): string {
@@ -281,13 +279,6 @@ export class ToolTables {
    * name is refused), so a copy is as good as a read.
    */
   #known = new Map<string, JitTool>();
-  /**
-   * The JavaScript of tool entry modules by entry digest, once erased on
-   * this host (null: the module's TypeScript is not only types).
-   */
-  #javascript = new Map<string, string | null>();
-  /** Erasures under way, by entry digest. */
-  #erasing = new Map<string, Promise<void>>();
 
   /** Tool tables of `kernel`. */
   constructor(kernel: JitToolKernel) {
@@ -366,7 +357,7 @@ export class ToolTables {
       registered = await kernel.images.register(image, { entrySource });
     }
     // Its first call then runs JavaScript already.
-    await this.#erase(registered);
+    await kernel.entries.erase(registered);
     const entry: JitTool = {
       name: tool.name,
       description: tool.description,
@@ -379,37 +370,6 @@ export class ToolTables {
     await kernel.store.kv.set(["tool", pid, tool.name], entry);
     this.#remember(pid, entry);
     return entry;
-  }
-
-  /**
-   * The entry module a call of tool image `image` runs: JavaScript once
-   * this host has erased its types (see `type_erasure.ts`), so the Worker
-   * transpiles nothing; otherwise its TypeScript, as stored (and the
-   * erasure starts, for the calls after this one).
-   */
-  entryOf(image: RegisteredImage): ProgramEntry {
-    const source = image.entrySource ?? "";
-    const javascript = image.entryDigest === undefined
-      ? null
-      : this.#javascript.get(image.entryDigest);
-    if (javascript) return { kind: "module", source: javascript, javascript: true };
-    if (javascript === undefined) this.#erase(image);
-    return { kind: "module", source };
-  }
-
-  /** Erases the types of `image`'s entry module, once per host and entry. */
-  #erase(image: RegisteredImage): Promise<void> {
-    const digest = image.entryDigest;
-    if (digest === undefined || this.#javascript.has(digest)) return Promise.resolve();
-    let erasing = this.#erasing.get(digest);
-    if (!erasing) {
-      erasing = eraseTypes(image.entrySource ?? "").then((javascript) => {
-        if (this.#javascript.size >= KNOWN_JAVASCRIPT) this.#javascript.clear();
-        this.#javascript.set(digest, javascript ?? null);
-      }).finally(() => this.#erasing.delete(digest));
-      this.#erasing.set(digest, erasing);
-    }
-    return erasing;
   }
 
   /** One tool of `pid`'s table. */

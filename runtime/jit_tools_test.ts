@@ -1,3 +1,4 @@
+import { ProgramEntries } from "./program_entries.ts";
 import assert from "node:assert/strict";
 import { parseCapability } from "../broker/capability.ts";
 import { CapabilityStore } from "../broker/capability_store.ts";
@@ -20,6 +21,7 @@ class ToolHost implements JitToolKernel {
   readonly caps: CapabilityStore;
   readonly images: ImageRegistry;
   readonly now = (): number => 10_000;
+  readonly entries: ProgramEntries = new ProgramEntries();
   /** Every child spawned, with the options it was given. */
   readonly spawned: { ppid: number; options: SpawnOptions }[] = [];
 

@@ -40,7 +40,7 @@ import type { StoreChange } from "../broker/store_change.ts";
 import { askedGrant, requestedGrant, requireWithinImageCeiling } from "./ceilings.ts";
 import { CellPool, type EarlyStart } from "./cell_pool.ts";
 import { type ReplayStart, replayStart, replayWithoutCheckpoint } from "./checkpoints.ts";
-import { cellOptionsOf, DEFAULT_LIMITS, Execution, programEntry, startOf } from "./execution.ts";
+import { cellOptionsOf, DEFAULT_LIMITS, Execution, startOf } from "./execution.ts";
 import { ExecSandbox, type ExecSandboxMode, sandboxUnavailable } from "./exec_sandbox.ts";
 import { TopicEvents } from "./events.ts";
 import { type FsProvider, LocalFs } from "./fs_provider.ts";
@@ -63,6 +63,7 @@ import { ModelProviders, ownModelOf } from "./model_providers.ts";
 import { LocalNet, type NetProvider } from "./net_provider.ts";
 import { ObjectMemory } from "./object_memory.ts";
 import { ProcessControl } from "./process_control.ts";
+import { ProgramEntries } from "./program_entries.ts";
 import {
   type BudgetKey,
   type ProcessLimits,
@@ -264,6 +265,8 @@ export class Kernel {
   readonly snapshots: Snapshots;
   /** The per-process JIT tool tables. */
   readonly tools: ToolTables;
+  /** What each image's processes run (a module's types erased once per host). */
+  readonly entries: ProgramEntries = new ProgramEntries();
   /** Limits every process runs under, before an image's own. */
   readonly limits: ProcessLimits;
   /** Warm cells, started ahead of need. */
@@ -607,7 +610,7 @@ export class Kernel {
       group: this.#cellSharing === "principal" ? this.#principalGroup(made) : undefined,
       alone: this.#alone(image),
       limits: cellOptionsOf(limits),
-    }, startOf(made, programEntry(image)));
+    }, startOf(made, this.entries.entryOf(image)));
   }
 
   /** Whether programs of `image` run each in a cell of its own. */
@@ -652,10 +655,7 @@ export class Kernel {
       let start: ReplayStart = options.fresh
         ? { firstSeq: 1 }
         : await replayStart(this.store.kv, running);
-      // A JIT tool whose TypeScript is only types runs as JavaScript (see `ToolTables.entryOf`).
-      const entry = running.tool && image.image.entry !== "libos:agent"
-        ? this.tools.entryOf(image)
-        : programEntry(image);
+      const entry = this.entries.entryOf(image);
       // The agent loop's checkpoint references its transcript: it resumes from
       // the messages, or, when the transcript does not match, without it.
       let checkpoint = start.checkpoint;

@@ -392,7 +392,7 @@ Deno.test("a tool whose TypeScript is only types runs as JavaScript; one whose T
       assert.deepEqual(end.result, { ok: true, result: "count:42" }, kind);
       const tool = await h.kernel.tools.get(end.pid, "count");
       const image = await h.kernel.images.get(tool!.image);
-      const entry = h.kernel.tools.entryOf(image!);
+      const entry = h.kernel.entries.entryOf(image!);
       assert.equal(entry.kind, "module");
       if (kind === "types") {
         assert.equal(entry.javascript, true, "handed to its Worker as JavaScript");

@@ -209,6 +209,34 @@ Deno.test("a process whose kill is being committed while its run is prepared nev
   });
 });
 
+Deno.test("a process's entry module of types only runs as JavaScript once this host erased its types", async () => {
+  await withKernel(async (h) => {
+    const tag = await h.program(
+      "typed",
+      `interface In { n: number }
+      export default async function main(sys: unknown, input: In): Promise<number> {
+        return (input as In).n + 1;
+      }`,
+    );
+    const image = (await h.kernel.images.get(tag))!;
+    const first = h.kernel.entries.entryOf(image);
+    assert.ok(first.kind === "module" && !first.javascript, "TypeScript at first");
+    await h.kernel.entries.erase(image);
+    const started: { javascript?: boolean; source: string }[] = [];
+    const cells = h.kernel.cells;
+    const placeEarly = cells.placeEarly.bind(cells);
+    cells.placeEarly = (placement, start) => {
+      if (start.entry.kind === "module") started.push(start.entry);
+      return placeEarly(placement, start);
+    };
+    const end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { n: 41 } });
+    assert.equal(end.result, 42);
+    assert.equal(started.length, 1);
+    assert.equal(started[0].javascript, true, "handed to its Worker as JavaScript");
+    assert.doesNotMatch(started[0].source, /interface|: In|as In|Promise</);
+  });
+});
+
 Deno.test("a run records each transition as an event, in order", async () => {
   await withKernel(async (h) => {
     const end = await h.run(program(`return "done";`));
