@@ -239,13 +239,6 @@ export function _setIdleCellSize(memoryMb: number, warmWorkers: number, kb: numb
   idleCellKb.set(cellShape(memoryMb, warmWorkers), kb);
 }
 
-/**
- * How much lower than the host's a cell's CPU priority is (`nice -n`): the
- * host (its syscalls, commits and control API) goes first when CPU is
- * short, and a burst of cell starts or busy programs cannot stall it.
- */
-const CELL_NICENESS = 10;
-
 /** The absolute path of util-linux's `prlimit`; a cell does not start without it. */
 function prlimitPath(): string {
   const path = findProgram("prlimit");
@@ -415,15 +408,12 @@ export class Cell {
         stdout: "piped",
         stderr: "piped",
       };
-      const command = [
-        ...(capped ? [capped.prlimit, `--data=${capped.bytes}:${capped.bytes}`, "--"] : []),
-        Deno.execPath(),
-        ...denoArgs,
-      ];
-      // Below the host's priority: starting and running programs never starve the host itself.
-      const nice = findProgram("nice");
-      if (nice) command.unshift(nice, "-n", String(CELL_NICENESS));
-      child = spawnHostChild(command[0], { ...commandOptions, args: command.slice(1) });
+      child = capped
+        ? spawnHostChild(capped.prlimit, {
+          ...commandOptions,
+          args: [`--data=${capped.bytes}:${capped.bytes}`, "--", Deno.execPath(), ...denoArgs],
+        })
+        : spawnHostChild(Deno.execPath(), { ...commandOptions, args: denoArgs });
     } catch (error) {
       await removePrivateDenoDir(denoDir);
       throw error;

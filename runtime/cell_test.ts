@@ -48,26 +48,6 @@ Deno.test("a cell runs several programs, each in its own slot, and routes every 
   }
 });
 
-/** The nice value of OS process `pid` (Deno reads `/proc` only with `--allow-all`: `ps` does). */
-async function niceness(pid: number): Promise<number> {
-  const { stdout } = await new Deno.Command("ps", { args: ["-o", "ni=", "-p", String(pid)] })
-    .output();
-  return Number(new TextDecoder().decode(stdout).trim());
-}
-
-Deno.test("a cell runs at a lower CPU priority than its host", async () => {
-  const cell = await Cell.spawn();
-  try {
-    assert.ok(
-      await niceness(cell.osPid) > await niceness(Deno.pid),
-      "the cell's nice value is above the host's",
-    );
-  } finally {
-    cell.kill("done");
-    await cell.exited;
-  }
-});
-
 /**
  * Program text that takes hold of the Worker's own port to the cell: it
  * catches the port the next time the libc posts on it. `await portOf(sys)`
