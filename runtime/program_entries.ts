@@ -16,6 +16,13 @@ import { eraseTypes } from "./type_erasure.ts";
 const KNOWN_JAVASCRIPT = 256;
 
 /**
+ * Largest entry module erased, in UTF-16 code units: erasing parses it
+ * twice on the host's thread (some 4 ms per KiB), which a larger one would
+ * hold up; it runs as TypeScript.
+ */
+export const MAX_ERASED_SOURCE = 16 * 1024;
+
+/**
  * The program entries of a host's images.
  *
  * @example
@@ -55,6 +62,10 @@ export class ProgramEntries {
   erase(image: RegisteredImage): Promise<void> {
     const digest = image.entryDigest;
     if (digest === undefined || this.#javascript.has(digest)) return Promise.resolve();
+    if ((image.entrySource ?? "").length > MAX_ERASED_SOURCE) {
+      this.#javascript.set(digest, null);
+      return Promise.resolve();
+    }
     let erasing = this.#erasing.get(digest);
     if (!erasing) {
       erasing = eraseTypes(image.entrySource ?? "").then((javascript) => {

@@ -9,9 +9,10 @@
  * JavaScript and its syntax tree must be the module's own once its types
  * are taken out (positions, comments and parentheses aside). A module with
  * TypeScript that has a meaning of its own (an `enum`, a `namespace`, a
- * parameter property, a decorator, an access modifier) or any difference
- * between the two trees gets no JavaScript: it runs as TypeScript, as
- * before.
+ * parameter property, a decorator, an access modifier), an import or
+ * export that names bindings (TypeScript drops those that are only types,
+ * which takes a type checker to know), or any difference between the two
+ * trees gets no JavaScript: it runs as TypeScript, as before.
  *
  * @module
  */
@@ -105,6 +106,10 @@ export async function eraseTypes(source: string): Promise<string | undefined> {
     parser ??= import("@babel/parser").then((m) => m.parse);
     const parse = await parser;
     const typed = parse(source, { sourceType: "module", plugins: ["typescript"] });
+    // TypeScript drops an import or export whose names are only types (or
+    // unused); which ones those are takes a type checker: such modules stay
+    // TypeScript.
+    if ((typed.program.body as unknown as AstNode[]).some(namesOtherBindings)) return undefined;
     const text = source.split("");
     blank(typed.program as unknown as AstNode, text);
     const javascript = text.join("");
@@ -157,6 +162,13 @@ function blank(node: AstNode, text: string[]): void {
       for (const item of value) if (isNode(item)) blank(item, text);
     } else if (isNode(value)) blank(value, text);
   }
+}
+
+/** An import or export that names bindings (`import { X } from`, `export { X }`, `export *`). */
+function namesOtherBindings(node: AstNode): boolean {
+  if (node.type === "ExportAllDeclaration") return true;
+  if (node.type !== "ImportDeclaration" && node.type !== "ExportNamedDeclaration") return false;
+  return Array.isArray(node.specifiers) && node.specifiers.length > 0;
 }
 
 /** `export type …`, `export interface …`, and the like. */

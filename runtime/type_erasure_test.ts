@@ -74,3 +74,25 @@ Deno.test("a module that does not parse gives no JavaScript", async () => {
   assert.equal(await eraseTypes("export function run( { return 1; }"), undefined);
   assert.equal(await eraseTypes("export default () => <div>jsx</div>;"), undefined);
 });
+
+Deno.test("a module that imports or exports names gets no JavaScript: TypeScript drops those that are only types", async () => {
+  const typeOnly = `data:application/typescript;base64,${btoa("export interface X { n: number }")}`;
+  const source =
+    `import { X } from "${typeOnly}";\nexport default () => { const x: X = { n: 1 }; return x.n; };`;
+  // As TypeScript it runs (the import of a type only is dropped) ...
+  assert.equal(await runAs("typescript", source), 1);
+  // ... and blanked as JavaScript it would not: it stays TypeScript.
+  assert.equal(await eraseTypes(source), undefined);
+  for (
+    const other of [
+      `import X from "${typeOnly}";\nexport default () => 1;`,
+      `import * as M from "${typeOnly}";\nexport default () => 1;`,
+      "interface Y {}\nexport { Y };\nexport default () => 1;",
+      `export * from "${typeOnly}";\nexport default () => 1;`,
+    ]
+  ) {
+    assert.equal(await eraseTypes(other), undefined, other);
+  }
+  // An import of a module for its effect names nothing: erased as before.
+  assert.ok(await eraseTypes(`import "${typeOnly}";\nexport default (): number => 1;`));
+});
