@@ -18,8 +18,10 @@
  */
 
 /**
- * Reads NDJSON lines from stdin and writes lines to stdout, a write taking
- * every line queued while the one before was in flight (as a cell does).
+ * Reads NDJSON lines from stdin and writes lines to stdout, as a cell
+ * does: the first write takes every line queued in the same turn of the
+ * event loop, and each next one every line queued while the one before was
+ * in flight.
  * Runs as is on the main thread, and as the switchboard Worker's text.
  */
 const PIPES_SOURCE = `
@@ -30,6 +32,7 @@ let writing;
 function reply(line) {
   outbox.push(line + "\\n");
   writing ??= (async () => {
+    await null;
     while (outbox.length) {
       const text = outbox.join("");
       outbox = [];

@@ -550,9 +550,12 @@ export class Cell {
   }
 
   /**
-   * Sends one line. Lines sent while a write to the pipe is in flight go
-   * out together in the next write (the replies one group commit answers
-   * cost one write, not one each); resolves once its line is written.
+   * Sends one line. The first write waits for the lines sent in the same
+   * turn of the event loop (the replies one group commit answers reach
+   * here one after another, a few promise steps apart), and lines sent
+   * while a write to the pipe is in flight go out together in the next:
+   * each write costs the cell a read and a wake-up, so a commit's replies
+   * cost one write, not one each. Resolves once its line is written.
    */
   #write(message: CellHello | HostToCell): Promise<void> {
     this.#outbox.push(JSON.stringify(message) + "\n");
@@ -561,6 +564,8 @@ export class Cell {
 
   async #flush(): Promise<void> {
     try {
+      // Lets the rest of this turn's lines join the first write.
+      await null;
       while (this.#outbox.length) {
         const text = this.#outbox.join("");
         this.#outbox = [];

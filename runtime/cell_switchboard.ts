@@ -155,9 +155,16 @@ function relay(message: WorkerToCell, text: string, slot: number): void {
   else send({ ...message, slot });
 }
 
-/** Writes the outbox: lines sent while a write is in flight go out together in the next. */
+/**
+ * Writes the outbox. The first write waits for the lines sent in the same
+ * turn of the event loop (the replies of several Workers that arrived
+ * together), and lines sent while a write is in flight go out together in
+ * the next: each write costs the host a read and a wake-up.
+ */
 async function flush(): Promise<void> {
   try {
+    // Lets the rest of this turn's lines join the first write.
+    await null;
     while (outbox.length) {
       const text = outbox.join("");
       outbox = [];
