@@ -10,8 +10,9 @@ import { callDigest } from "../broker/broker.ts";
 import { makeHostTempDir } from "../runtime/host_children.ts";
 import { MAX_TYPE_CHECKS } from "../runtime/jit_tools.ts";
 import { Kernel } from "../runtime/kernel.ts";
-import { withHarness } from "./_harness.ts";
-import { beforeNextCommit, watchCommits, watchReads } from "./_kv_commits.ts";
+import { type Harness, withHarness } from "./_harness.ts";
+import { beforeNextCommit, type CommitWatch, watchCommits, watchReads } from "./_kv_commits.ts";
+import type { ProcessRecord } from "../runtime/process_table.ts";
 import { FROZEN_MS, watchHealth } from "./_liveness.ts";
 import { holdSyscall, whenState } from "./_programs.ts";
 
@@ -654,16 +655,25 @@ const STAMPED_CALLS = `export default async function main(sys, input) {
   return "done";
 }`;
 
+/** Runs `tag` with `calls` as input, watching the store's commits meanwhile. */
+async function runWatched(
+  h: Harness,
+  tag: string,
+  calls: number,
+): Promise<{ end: ProcessRecord; watch: CommitWatch }> {
+  const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
+  try {
+    const end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls } });
+    return { end, watch };
+  } finally {
+    watch.stop();
+  }
+}
+
 Deno.test("a JIT tool call's child is charged to its caller in the commit that makes it", async () => {
   await withHarness(async (h) => {
     const tag = await h.program("echoes", ECHO_CALLS, { capabilities: ["tool:register:*"] });
-    const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
-    let end;
-    try {
-      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls: 3 } });
-    } finally {
-      watch.stop();
-    }
+    const { end, watch } = await runWatched(h, tag, 3);
     assert.equal(end.state, "exited");
     const caller = JSON.stringify(["proc", end.pid]);
     // Each tool call makes a child: the commit that links it to its caller
@@ -685,13 +695,7 @@ Deno.test("a JIT tool call's child is charged to its caller in the commit that m
 Deno.test("a JIT tool call commits twice: its tool made with its caller blocked and its caller's records, then its end with the tool's records and its caller woken", async () => {
   await withHarness(async (h) => {
     const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
-    const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
-    let end;
-    try {
-      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls: 2 } });
-    } finally {
-      watch.stop();
-    }
+    const { end, watch } = await runWatched(h, tag, 2);
     assert.equal(end.state, "exited", JSON.stringify(end.error));
     const pid = end.pid;
     const calls: number[] = [];
@@ -751,13 +755,7 @@ Deno.test("a JIT tool call commits twice: its tool made with its caller blocked 
 Deno.test("a JIT tool call is audited in the commit that makes its tool, before anything the tool does", async () => {
   await withHarness(async (h) => {
     const tag = await h.program("echoes", STAMPED_CALLS, { capabilities: ["tool:register:*"] });
-    const watch = watchCommits(h.kernel.store.kv as Deno.Kv);
-    let end;
-    try {
-      end = await h.kernel.run({ image: tag, workspace: h.workspace, input: { calls: 2 } });
-    } finally {
-      watch.stop();
-    }
+    const { end, watch } = await runWatched(h, tag, 2);
     assert.equal(end.state, "exited", JSON.stringify(end.error));
     const pid = end.pid;
     const tools = await h.kernel.processes.children(pid);

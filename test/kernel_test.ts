@@ -138,18 +138,27 @@ Deno.test("a process made running in its create commit starts without reading a 
   });
 });
 
+/**
+ * Records the pid of every call that reaches the broker, and holds every
+ * run's preparation (its image's lookup) until `prepared()`.
+ */
+function holdPreparation(h: Harness): { callers: number[]; prepared: () => void } {
+  const callers: number[] = [];
+  const broker = h.kernel.broker;
+  const dispatch = broker.dispatch.bind(broker);
+  broker.dispatch = (ctx, request) => (callers.push(ctx.pid), dispatch(ctx, request));
+  let prepared!: () => void;
+  const preparing = new Promise<void>((resolve) => prepared = resolve);
+  const imageOf = h.kernel.imageOf.bind(h.kernel);
+  h.kernel.imageOf = async (proc) => (await preparing, imageOf(proc));
+  return { callers, prepared };
+}
+
 Deno.test("a process killed between its create commit and its run's start never makes a call", async () => {
   await withKernel(async (h) => {
     const tag = await h.program("idle", IDLE);
-    const callers: number[] = [];
-    const broker = h.kernel.broker;
-    const dispatch = broker.dispatch.bind(broker);
-    broker.dispatch = (ctx, request) => (callers.push(ctx.pid), dispatch(ctx, request));
     // Its run is prepared (its image looked up) only once the kill has committed.
-    let release!: () => void;
-    const killed = new Promise<void>((resolve) => release = resolve);
-    const imageOf = h.kernel.imageOf.bind(h.kernel);
-    h.kernel.imageOf = async (proc) => (await killed, imageOf(proc));
+    const { callers, prepared: release } = holdPreparation(h);
     const proc = await h.kernel.spawn({ image: tag, workspace: h.workspace }, { start: true });
     assert.equal(proc.state, "running", "made running in its create commit");
     await h.kernel.signal(proc.pid, "kill");
@@ -171,14 +180,7 @@ Deno.test("a process killed between its create commit and its run's start never 
 Deno.test("a process whose kill is being committed while its run is prepared never makes a call", async () => {
   await withKernel(async (h) => {
     const tag = await h.program("idle", IDLE);
-    const callers: number[] = [];
-    const broker = h.kernel.broker;
-    const dispatch = broker.dispatch.bind(broker);
-    broker.dispatch = (ctx, request) => (callers.push(ctx.pid), dispatch(ctx, request));
-    let prepared!: () => void;
-    const preparing = new Promise<void>((resolve) => prepared = resolve);
-    const imageOf = h.kernel.imageOf.bind(h.kernel);
-    h.kernel.imageOf = async (proc) => (await preparing, imageOf(proc));
+    const { callers, prepared } = holdPreparation(h);
     const proc = await h.kernel.spawn({ image: tag, workspace: h.workspace }, { start: true });
     // The kill's commit waits until the run has been prepared and registered.
     const processes = h.kernel.processes;
