@@ -47,6 +47,7 @@ export { Waits } from "./runtime/waits.ts";
 export type { ParkedCall, WaitOutcome, WaitsKernel } from "./runtime/waits.ts";
 export { ToolTables } from "./runtime/jit_tools.ts";
 export type { JitTool, JitToolKernel, ToolRegistration } from "./runtime/jit_tools.ts";
+export { MAX_ERASED_SOURCE, ProgramEntries } from "./runtime/program_entries.ts";
 export type { NetFetchInit, NetProvider } from "./runtime/net_provider.ts";
 export type { ShellProvider, ShellResult, ShellRunOptions } from "./runtime/shell_provider.ts";
 export { ExecSandbox } from "./runtime/exec_sandbox.ts";
@@ -79,7 +80,7 @@ export type { ExecutionKernel } from "./runtime/execution.ts";
 export { Cell, Slot } from "./runtime/cell.ts";
 export type { CellExit, CellOptions, SlotEnd, SlotInput, SlotMessage } from "./runtime/cell.ts";
 export { CellPool } from "./runtime/cell_pool.ts";
-export type { CellPoolOptions, CellRow, Placement } from "./runtime/cell_pool.ts";
+export type { CellPoolOptions, CellRow, EarlyStart, Placement } from "./runtime/cell_pool.ts";
 export type {
   AgentConfig,
   CellToHost,
