@@ -3,7 +3,9 @@
  * conflict checks (`commit_footprint.ts`) and the cache of entries this
  * host committed (`runtime/committed_entries.ts`). Two keys have the same
  * text only when KV takes them as one key: a string is told from a number,
- * a number from a bigint, `-0` from `0`, bytes from text.
+ * a number from a bigint, `-0` from `0`, bytes from text; and KV stores text
+ * as UTF-8, a lone surrogate as U+FFFD, so two texts that differ only there
+ * are one key, with one name.
  *
  * @module
  */
@@ -21,6 +23,9 @@
  * ```
  */
 export function kvKeyId(key: Deno.KvKey): string {
+  if (key.some((part) => typeof part === "string" && !part.isWellFormed())) {
+    key = key.map((part) => typeof part === "string" ? part.toWellFormed() : part);
+  }
   // Text, booleans and finite numbers other than -0 are told apart by their
   // JSON, the common case; such a text starts with "[", which no text of
   // the general form does.
