@@ -253,13 +253,6 @@ function _writerOf(write: JournalWrite): number | undefined {
   return write.journal?.pid ?? write.audit?.pid;
 }
 
-/**
- * The length of an audit entry's canonical JSON, kept by
- * {@link Journal.writeCall} once it measured it for the call's charge, so
- * the batch's size is estimated without serializing the entry again.
- */
-const _auditLengths = new WeakMap<AuditEntry, number>();
-
 /** A claim of no writes (see {@link Journal.claim}). */
 const _NOTHING_CLAIMED: ClaimedWrites = {
   link: () => Promise.resolve(),
@@ -540,18 +533,22 @@ export class Journal {
       (journal ? JSON.stringify(journal).length : 0) + auditLength,
     );
     const { atomic, committed } = options;
-    _auditLengths.set(audit, auditLength);
     await this.write({ journal, audit, charges, atomic, committed }, {
       durable: options.durable,
+      auditLength,
     });
   }
 
   /**
    * Queues a write. With `durable`, resolves once it is committed (and
    * starts a commit now); otherwise resolves at once and commits with the
-   * next durable write or after `flushMs`.
+   * next durable write or after `flushMs`. `auditLength`: the length of
+   * the audit entry's canonical JSON, when the caller measured it already.
    */
-  write(write: JournalWrite, options: { durable: boolean }): Promise<void> {
+  write(
+    write: JournalWrite,
+    options: { durable: boolean; auditLength?: number },
+  ): Promise<void> {
     if (this.#closed) {
       return Promise.reject(new Error("Cannot write to the journal: it is closed"));
     }
@@ -561,7 +558,7 @@ export class Journal {
     write.atomic?.(footprint);
     write.charges?.(footprint);
     const auditBytes = write.audit
-      ? (_auditLengths.get(write.audit) ?? canonicalJson(write.audit).length) +
+      ? (options.auditLength ?? canonicalJson(write.audit).length) +
         AUDIT_RECORD_OVERHEAD
       : 0;
     if (!options.durable && !write.atomic) {

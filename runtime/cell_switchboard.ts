@@ -183,13 +183,7 @@ function crash(message: string, slot?: number, memory?: true): void {
   if (crashed) return;
   crashed = true;
   self.postMessage({ t: "halt" });
-  send(
-    slot === undefined
-      ? { t: "crash", message }
-      : memory
-      ? { t: "crash", message, slot, memory }
-      : { t: "crash", message, slot },
-  );
+  send({ t: "crash", message, ...(slot === undefined ? {} : { slot }), ...(memory && { memory }) });
   (writing ?? Promise.resolve()).finally(() => self.postMessage({ t: "exit", code: 70 }));
 }
 

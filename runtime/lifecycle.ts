@@ -30,6 +30,7 @@ import {
   type Budget,
   budgetLeft,
   narrowBudget,
+  newSeed,
   type ProcessLimits,
   type ProcessRecord,
   type ProcessTable,
@@ -168,7 +169,7 @@ export async function spawnProcess(
   const cwd = options.cwd ? await kernel.fs.resolve(workspace, options.cwd) : workspace;
   const policy = [...parsePolicy(image.image.policy, "image"), ...(options.policy ?? [])];
   const admission = how.start ? kernel.admit() : undefined;
-  const seed = crypto.getRandomValues(new Uint32Array(1))[0];
+  const seed = newSeed();
   const principal = options.principal ?? "local";
   // To be made `running`, its program starts now, while its create commit is made.
   const early = admission &&

@@ -363,6 +363,11 @@ function _changed(
   };
 }
 
+/** A fresh seed for a process's deterministic randomness. */
+export function newSeed(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
 /**
  * The process table.
  *
@@ -473,7 +478,7 @@ export class ProcessTable {
           const record: ProcessRecord = {
             ...init,
             pid,
-            seed: init.seed ?? crypto.getRandomValues(new Uint32Array(1))[0],
+            seed: init.seed ?? newSeed(),
             state: options.running ? "running" : options.runnable ? "runnable" : "created",
             usage: { toolCalls: 0, tokens: 0, children: 0 },
             createdAt: now,
